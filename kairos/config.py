@@ -1,0 +1,234 @@
+"""Configuration from environment variables (and an optional ``.env``), validated at start.
+
+Every wrong value is reported at once, each naming the variable and what would be right.
+The Temporal connection comes from ``temporalio.envconfig`` (TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*, or a TOML profile), so the same worker runs
+against the embedded dev server, a self-hosted cluster or Temporal Cloud.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kairos.durations import DurationError, parse_duration
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class ConfigError(Exception):
+    """One or more configuration values are wrong. ``problems`` has a sentence for each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    """At most ``limit`` marketing messages per ``window_seconds`` on one channel."""
+
+    limit: int
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Kairos process needs to know about its surroundings."""
+
+    home: Path
+    task_queue: str = "kairos"
+    temporal: Mapping[str, Any] = field(default_factory=dict)
+    email_provider: str = "outbox"
+    sms_provider: str = "outbox"
+    outbox_dir: Path = Path(".kairos/outbox")
+    from_email: str = "hello@kairos.local"
+    from_name: str = "Kairos"
+    public_url: str = "http://localhost:8000"
+    secret: str = "kairos-dev-secret-change-me"
+    quiet_hours: tuple[str, str] | None = ("21:00", "08:00")
+    caps: Mapping[str, FrequencyCap] = field(default_factory=dict)
+    sendgrid_api_key: str = ""
+    sendgrid_base_url: str = ""
+    sendgrid_asm_group_id: int | None = None
+    sendgrid_sandbox: bool = False
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from_number: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_status_callback_url: str = ""
+    twilio_base_url: str = ""
+
+    @property
+    def journeys_dir(self) -> Path:
+        return self.home / "journeys"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.home / "templates"
+
+
+def _bool(name: str, raw: str, problems: list[str]) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    problems.append(f"{name}={raw!r}: expected true or false")
+    return False
+
+
+def _cap(name: str, raw: str, problems: list[str]) -> FrequencyCap | None:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(.+)", raw)
+    if raw.strip().lower() in ("", "none", "off"):
+        return None
+    if match:
+        try:
+            return FrequencyCap(int(match.group(1)), parse_duration(match.group(2)))
+        except DurationError:
+            pass
+    problems.append(f"{name}={raw!r}: expected COUNT/WINDOW such as 3/7d, or 'off'")
+    return None
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, home: Path | None = None, dotenv: bool = True
+) -> Settings:
+    """Read and validate settings. Raises ConfigError listing every wrong value.
+
+    ``env`` defaults to the process environment, merged under an optional ``.env`` file in the
+    project home (the environment wins).
+    """
+    base_home = (
+        home
+        or Path(os.environ.get("KAIROS_HOME", ".") if env is None else env.get("KAIROS_HOME", "."))
+    ).resolve()
+    values: dict[str, str] = {}
+    if dotenv and (base_home / ".env").is_file():
+        from dotenv import dotenv_values
+
+        values.update({k: v for k, v in dotenv_values(base_home / ".env").items() if v is not None})
+    values.update(os.environ if env is None else env)
+    get = values.get
+    problems: list[str] = []
+
+    temporal = _temporal_connect_config(values, problems)
+
+    outbox = Path(get("KAIROS_OUTBOX", ".kairos/outbox"))
+    if not outbox.is_absolute():
+        outbox = base_home / outbox
+
+    quiet: tuple[str, str] | None = ("21:00", "08:00")
+    raw_quiet = get("KAIROS_QUIET_HOURS", "21:00-08:00").strip()
+    if raw_quiet.lower() in ("", "off", "none"):
+        quiet = None
+    else:
+        parts = [p.strip() for p in raw_quiet.split("-")]
+        if len(parts) == 2 and all(_HHMM.match(p) for p in parts):
+            quiet = (parts[0], parts[1])
+        else:
+            problems.append(
+                f"KAIROS_QUIET_HOURS={raw_quiet!r}: expected START-END in 24h local time "
+                "such as 21:00-08:00, or 'off'"
+            )
+
+    caps: dict[str, FrequencyCap] = {}
+    for channel, default in (("email", "3/7d"), ("sms", "2/7d")):
+        name = f"KAIROS_CAP_{channel.upper()}"
+        cap = _cap(name, get(name, default), problems)
+        if cap is not None:
+            caps[channel] = cap
+
+    sendgrid_key = get("SENDGRID_API_KEY", "")
+    twilio_sid = get("TWILIO_ACCOUNT_SID", "")
+    twilio_token = get("TWILIO_AUTH_TOKEN", "")
+    email_provider = get("KAIROS_EMAIL_PROVIDER", "auto").strip().lower()
+    sms_provider = get("KAIROS_SMS_PROVIDER", "auto").strip().lower()
+    if email_provider == "auto":
+        email_provider = "sendgrid" if sendgrid_key else "outbox"
+    if sms_provider == "auto":
+        sms_provider = "twilio" if twilio_sid and twilio_token else "outbox"
+    if email_provider not in ("outbox", "sendgrid"):
+        problems.append(
+            f"KAIROS_EMAIL_PROVIDER={email_provider!r}: expected auto, outbox or sendgrid"
+        )
+    if sms_provider not in ("outbox", "twilio"):
+        problems.append(f"KAIROS_SMS_PROVIDER={sms_provider!r}: expected auto, outbox or twilio")
+    if email_provider == "sendgrid" and not sendgrid_key:
+        problems.append("KAIROS_EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY")
+    if sms_provider == "twilio":
+        if not (twilio_sid and twilio_token):
+            problems.append(
+                "KAIROS_SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+            )
+        if not (get("TWILIO_FROM_NUMBER") or get("TWILIO_MESSAGING_SERVICE_SID")):
+            problems.append(
+                "Twilio needs a sender: set TWILIO_FROM_NUMBER (E.164, such as +15005550006) "
+                "or TWILIO_MESSAGING_SERVICE_SID (MG...)"
+            )
+
+    asm: int | None = None
+    raw_asm = get("SENDGRID_ASM_GROUP_ID", "").strip()
+    if raw_asm:
+        if raw_asm.isdigit():
+            asm = int(raw_asm)
+        else:
+            problems.append(f"SENDGRID_ASM_GROUP_ID={raw_asm!r}: expected a number such as 12345")
+
+    from_email = get("KAIROS_FROM_EMAIL", "hello@kairos.local")
+    if "@" not in from_email:
+        problems.append(
+            f"KAIROS_FROM_EMAIL={from_email!r}: expected an address such as hi@shop.example"
+        )
+    public_url = get("KAIROS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+    if not public_url.startswith(("http://", "https://")):
+        problems.append(f"KAIROS_PUBLIC_URL={public_url!r}: expected an http(s) URL")
+    task_queue = get("KAIROS_TASK_QUEUE", "kairos").strip()
+    if not task_queue:
+        problems.append("KAIROS_TASK_QUEUE is empty: name a task queue such as kairos")
+
+    settings = Settings(
+        home=base_home,
+        task_queue=task_queue,
+        temporal=temporal,
+        email_provider=email_provider,
+        sms_provider=sms_provider,
+        outbox_dir=outbox,
+        from_email=from_email,
+        from_name=get("KAIROS_FROM_NAME", "Kairos"),
+        public_url=public_url,
+        secret=get("KAIROS_SECRET", "kairos-dev-secret-change-me"),
+        quiet_hours=quiet,
+        caps=caps,
+        sendgrid_api_key=sendgrid_key,
+        sendgrid_base_url=get("SENDGRID_BASE_URL", ""),
+        sendgrid_asm_group_id=asm,
+        sendgrid_sandbox=_bool("SENDGRID_SANDBOX", get("SENDGRID_SANDBOX", ""), problems),
+        twilio_account_sid=twilio_sid,
+        twilio_auth_token=twilio_token,
+        twilio_from_number=get("TWILIO_FROM_NUMBER", ""),
+        twilio_messaging_service_sid=get("TWILIO_MESSAGING_SERVICE_SID", ""),
+        twilio_status_callback_url=get("TWILIO_STATUS_CALLBACK_URL", ""),
+        twilio_base_url=get("TWILIO_BASE_URL", ""),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _temporal_connect_config(values: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    from temporalio.envconfig import ClientConfigProfile
+
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=dict(values))
+        config = dict(profile.to_client_connect_config())
+    except Exception as exc:  # envconfig reports bad TLS files, bad TOML, ... as plain errors
+        problems.append(f"Temporal connection (TEMPORAL_* variables or config file): {exc}")
+        return {}
+    config.setdefault("target_host", "localhost:7233")
+    config.setdefault("namespace", "default")
+    return config

@@ -1,0 +1,104 @@
+"""What crosses the boundary between rendering, policy and delivery.
+
+These are plain pydantic models so they travel through Temporal's pydantic data converter and
+show up readably in the Temporal UI.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kairos.plan import Category, Channel
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EmailContent(Model):
+    """A rendered email, before addressing."""
+
+    subject: str
+    preheader: str = ""
+    html: str
+    text: str
+    locale: str
+
+
+class SmsContent(Model):
+    """A rendered SMS, with the encoding and segment count a carrier will see."""
+
+    body: str
+    encoding: str  # "GSM-7" or "UCS-2"
+    segments: int
+    locale: str
+
+
+class EmailMessage(Model):
+    """An email ready for a provider: addressed, keyed, with headers."""
+
+    key: str
+    to: str
+    from_email: str
+    from_name: str = ""
+    subject: str
+    preheader: str = ""
+    html: str
+    text: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    categories: tuple[str, ...] = ()
+    # Carried to the provider (SendGrid custom_args) so webhooks can be matched to the run.
+    metadata: dict[str, str] = Field(default_factory=dict)
+    category: Category = Category.marketing
+
+
+class SmsMessage(Model):
+    key: str
+    to: str  # E.164
+    body: str
+    encoding: str
+    segments: int
+    metadata: dict[str, str] = Field(default_factory=dict)
+    category: Category = Category.marketing
+
+
+class Receipt(Model):
+    """What a provider answered for an accepted message."""
+
+    provider: str
+    provider_id: str
+    key: str
+    channel: Channel
+    duplicate: bool = False  # the provider already had this key: not sent again
+
+
+class Verdict(StrEnum):
+    """The customer entity's policy decision for one message."""
+
+    send = "send"
+    defer = "defer"
+    blocked = "blocked"
+
+
+class PolicyDecision(Model):
+    verdict: Verdict
+    reason: str = ""
+    defer_until: datetime | None = None
+    # A fresh copy of the profile, so the message renders with what the entity knows now.
+    profile: dict[str, object] = Field(default_factory=dict)
+
+
+class SendOutcome(Model):
+    """What became of one send step's message: the result of the send activity."""
+
+    key: str
+    channel: Channel
+    status: str  # "sent", "blocked", "deferred", "failed", "held_out"
+    reason: str = ""
+    defer_until: datetime | None = None
+    provider: str = ""
+    provider_id: str = ""
+    subject: str = ""
