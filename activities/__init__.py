@@ -1,0 +1,1 @@
+"""Every side effect of a journey: rendering, delivery providers, event routing."""

@@ -1,0 +1,93 @@
+"""Delivery providers: one sender per channel, chosen by name from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from activities.providers.base import (
+    INVALID_RECIPIENT,
+    PAYLOAD_REJECTED,
+    PROVIDER_AUTH,
+    PROVIDER_UNAVAILABLE,
+    RATE_LIMITED,
+    RECIPIENT_OPTED_OUT,
+    EmailSender,
+    SmsSender,
+)
+from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
+from activities.providers.sendgrid import SendGridSender
+from activities.providers.twilio import TwilioSender
+from kairos.config import Settings
+
+
+def _sendgrid(settings: Settings) -> EmailSender:
+    return SendGridSender(
+        settings.sendgrid_api_key,
+        base_url=settings.sendgrid_base_url,
+        asm_group_id=settings.sendgrid_asm_group_id,
+        sandbox=settings.sendgrid_sandbox,
+    )
+
+
+def _twilio(settings: Settings) -> SmsSender:
+    return TwilioSender(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        from_number=settings.twilio_from_number,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        status_callback_url=settings.twilio_status_callback_url,
+        base_url=settings.twilio_base_url,
+    )
+
+
+EMAIL_PROVIDERS: dict[str, Callable[[Settings], EmailSender]] = {
+    "outbox": lambda settings: OutboxEmailSender(settings.outbox_dir),
+    "sendgrid": _sendgrid,
+}
+SMS_PROVIDERS: dict[str, Callable[[Settings], SmsSender]] = {
+    "outbox": lambda settings: OutboxSmsSender(settings.outbox_dir),
+    "twilio": _twilio,
+}
+
+
+def build_senders(settings: Settings) -> tuple[EmailSender, SmsSender]:
+    """The email and SMS senders named by ``settings.email_provider`` and ``sms_provider``.
+
+    Raises:
+        ValueError: A provider name is unknown, or its credentials are missing.
+    """
+    return (
+        _pick(EMAIL_PROVIDERS, "email", settings.email_provider)(settings),
+        _pick(SMS_PROVIDERS, "SMS", settings.sms_provider)(settings),
+    )
+
+
+T = TypeVar("T")
+
+
+def _pick(registry: dict[str, T], channel: str, name: str) -> T:
+    try:
+        return registry[name]
+    except KeyError:
+        known = ", ".join(sorted(registry))
+        raise ValueError(f"unknown {channel} provider {name!r}: expected one of {known}") from None
+
+
+__all__ = [
+    "EMAIL_PROVIDERS",
+    "INVALID_RECIPIENT",
+    "PAYLOAD_REJECTED",
+    "PROVIDER_AUTH",
+    "PROVIDER_UNAVAILABLE",
+    "RATE_LIMITED",
+    "RECIPIENT_OPTED_OUT",
+    "SMS_PROVIDERS",
+    "EmailSender",
+    "OutboxEmailSender",
+    "OutboxSmsSender",
+    "SendGridSender",
+    "SmsSender",
+    "TwilioSender",
+    "build_senders",
+]

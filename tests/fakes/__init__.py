@@ -1,0 +1,243 @@
+"""Local HTTP servers that speak the provider APIs, for the real SDK clients to talk to.
+
+``FakeProviderServer`` is what the fakes share: a stdlib ``ThreadingHTTPServer`` on
+127.0.0.1, port 0, served from a background thread, with failure injection. Each provider's
+module (``sendgrid_server``, ``twilio_server``) subclasses it and answers its API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An error answer the fake gives instead of its normal one."""
+
+    status: int
+    code: int | None = None
+    message: str | None = None
+    retry_after: str | None = None
+    field: str | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP response: status, headers and body."""
+
+    status: int
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request the fake accepted, parsed: JSON for SendGrid, form fields for Twilio."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    body: dict[str, Any]
+
+
+class FakeProviderServer:
+    """A provider API on 127.0.0.1, with failures on demand.
+
+    Usage::
+
+        with FakeSendGrid() as sg:
+            ...  # point a client at sg.base_url
+            assert len(sg.received) == 1
+
+    Injected failures (``fail_next``, ``delay_next``) apply to the next requests in order,
+    before authentication and validation; ``fail_for`` applies to every request for one
+    recipient that is otherwise valid.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[ReceivedRequest] = []
+        self.attempts = 0  # every request, accepted or not
+        self._lock = threading.Lock()
+        self._failures: deque[Failure] = deque()
+        self._delays: deque[float] = deque()
+        self._recipient_failures: dict[str, Failure] = {}
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start serving in a background thread."""
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=type(self).__name__,
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; requests held by ``delay_next`` are dropped without an answer."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``: what the SDK is pointed at instead of the real API."""
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- failure injection -----------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: str | int | None = None,
+        code: int | None = None,
+        message: str | None = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests with an error.
+
+        Args:
+            status: The HTTP status.
+            times: How many requests in a row get it.
+            retry_after: A Retry-After header: seconds or an HTTP date.
+            code: The provider's error code (Twilio's ``code``).
+            message: The provider's error message; a realistic default otherwise.
+            field: The field the error is about (SendGrid's ``field``).
+            headers: More response headers, such as X-RateLimit-Reset.
+        """
+        failure = Failure(
+            status,
+            code=code,
+            message=message,
+            retry_after=None if retry_after is None else str(retry_after),
+            field=field,
+            headers=dict(headers or {}),
+        )
+        with self._lock:
+            self._failures.extend([failure] * times)
+
+    def delay_next(self, seconds: float) -> None:
+        """Hold the next request ``seconds`` before answering it, so the client times out."""
+        with self._lock:
+            self._delays.append(seconds)
+
+    def fail_for(
+        self,
+        recipient: str,
+        status: int,
+        *,
+        code: int | None = None,
+        message: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        """Always reject valid requests to ``recipient`` (an address or an E.164 number)."""
+        with self._lock:
+            self._recipient_failures[recipient.lower()] = Failure(
+                status, code=code, message=message, field=field
+            )
+
+    # -- for subclasses --------------------------------------------------------------------
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        """The provider's answer to one request that no injected failure caught."""
+        raise NotImplementedError
+
+    def error(self, failure: Failure) -> Answer:
+        """The provider's error response for ``failure``."""
+        raise NotImplementedError
+
+    def recipient_failure(self, recipient: str) -> Failure | None:
+        """The rule set by ``fail_for`` for ``recipient``, if any."""
+        with self._lock:
+            return self._recipient_failures.get(recipient.lower())
+
+    def record(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> None:
+        """Remember an accepted request in ``received``."""
+        with self._lock:
+            self.received.append(ReceivedRequest(method, path, headers, body))
+
+    def _dispatch(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> Answer | None:
+        with self._lock:
+            self.attempts += 1
+            delay = self._delays.popleft() if self._delays else 0.0
+            failure = self._failures.popleft() if self._failures else None
+        if delay and self._stopping.wait(delay):
+            return None
+        if failure is not None:
+            return self.error(failure)
+        return self.answer(method, path, headers, body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    fake: FakeProviderServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out and hung up is part of the test, not an error to print.
+        return
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        answer = self.server.fake._dispatch(method, self.path, headers, body)
+        if answer is None:
+            return
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Keep test output clean; failures show in the assertions instead.
+        return
