@@ -1,0 +1,896 @@
+"""Message templates: finding them per locale, checking them, and rendering email and SMS.
+
+Templates live under ``templates/`` as ``<dir>/<message>.<locale>.<part>.j2`` (parts: subject,
+preheader, html, text for email; sms for SMS) with shared layouts in ``templates/layouts/``.
+A :class:`TemplateStore` wraps one sandboxed Jinja environment per project: templates are
+compiled once and cached, undefined variables are errors (``StrictUndefined``) and only HTML is
+autoescaped. The compiler uses ``locales``, ``referenced_paths`` and ``problems`` to check a
+journey before it runs; the send activity and ``kairos preview`` use ``render_email`` and
+``render_sms``.
+
+Rendering also enforces what every marketing message must carry: an email always has an
+unsubscribe link (a small localized footer is added when the template has none) and an SMS
+always says how to opt out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import css_inline
+import html2text
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_datetime, format_time, format_timedelta
+from babel.numbers import format_currency, format_decimal, format_percent
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    nodes,
+    pass_context,
+)
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
+
+from kairos.actions_catalogue import ACTIONS
+from kairos.catalogue import CONSENT_KEYS
+from kairos.expressions import referenced_paths as expression_paths
+from kairos.messages import EmailContent, SmsContent
+from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
+from kairos.problems import did_you_mean, quote_list, suggestion
+from kairos.sms import analyse, is_gsm7
+
+PARTS: dict[Channel, tuple[str, ...]] = {
+    Channel.email: ("subject", "preheader", "html", "text"),
+    Channel.sms: ("sms",),
+}
+REQUIRED_PARTS: dict[Channel, tuple[str, ...]] = {
+    Channel.email: ("subject", "html"),
+    Channel.sms: ("sms",),
+}
+# Names the renderer itself provides, so templates may use them without declaring them.
+RENDERER_NAMES = frozenset({"unsubscribe_url", "message"})
+# Names Jinja binds inside templates (loops, blocks, macros, call blocks).
+_JINJA_NAMES = frozenset({"loop", "self", "super", "caller", "varargs", "kwargs"})
+_ALL_PARTS = frozenset(part for parts in PARTS.values() for part in parts)
+_T = TypeVar("_T")
+_SCOPE = "__kairos_render__"  # context key holding the render locale, timezone and clock
+
+_EMAIL_FOOTER: dict[str, tuple[str, str]] = {
+    "en": ("Don't want these emails?", "Unsubscribe"),
+    "fi": ("Etkö halua näitä viestejä?", "Peru tilaus"),
+    "sv": ("Vill du inte få dessa mejl?", "Avsluta prenumerationen"),
+    "de": ("Sie möchten diese E-Mails nicht mehr erhalten?", "Abmelden"),
+    "hu": ("Nem szeretne több ilyen levelet kapni?", "Leiratkozás"),
+    "ru": ("Не хотите получать эти письма?", "Отписаться"),
+}
+# STOP stays in English everywhere: it is the keyword carriers and Twilio act on.
+_SMS_OPT_OUT: dict[str, str] = {
+    "en": "Reply STOP to opt out.",
+    "fi": "Peru tilaus vastaamalla STOP.",
+    "sv": "Svara STOP för att avsluta.",
+    "de": "Zum Abmelden STOP antworten.",
+    "hu": "Leiratkozáshoz válaszoljon STOP szöveggel.",
+    "ru": "Чтобы отписаться, ответьте STOP.",
+}
+_OPT_OUT_HINT = re.compile(r"\b(STOP|STOPALL|UNSUBSCRIBE)\b")
+
+_PREHEADER_STYLE = (
+    "display:none;font-size:1px;color:#ffffff;line-height:1px;max-height:0;max-width:0;"
+    "opacity:0;overflow:hidden;mso-hide:all"
+)
+_FOOTER_STYLE = "margin:24px 0 0;font-size:12px;line-height:18px;color:#6b7280;text-align:center"
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+_BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+_MD_ESCAPE = re.compile(r"\\([\\.+\-])")
+_LINE_BREAKS = re.compile(r"[ \t\r\n\f\v]+")
+_UNDEFINED_NAME = re.compile(r"^'(?P<name>.*)' is undefined$")
+
+# Inline every rule but keep @media and friends in <style>: clients that honour them (most
+# mobile ones) need them there, and they cannot be inlined anyway. Rendering never fetches.
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+class RenderError(Exception):
+    """A message that cannot be rendered. The message names the file and, if any, the variable.
+
+    Attributes:
+        file: The template file at fault, when known.
+        line: The line in ``file``, when known.
+        variable: The dotted name of an undefined variable, when that is the problem.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: Path | None = None,
+        line: int | None = None,
+        variable: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    """Something wrong with a template file, found without rendering it."""
+
+    file: Path
+    line: int
+    message: str
+
+
+def normalise_locale(tag: str) -> str:
+    """Canonical BCP 47 form: ``fi_fi`` -> ``fi-FI``, ``zh_hant_tw`` -> ``zh-Hant-TW``."""
+    pieces = [piece for piece in re.split(r"[-_]", tag.strip()) if piece]
+    if not pieces:
+        return ""
+    out = [pieces[0].lower()]
+    for piece in pieces[1:]:
+        if len(piece) == 4 and piece.isalpha():
+            out.append(piece.title())
+        elif (len(piece) == 2 and piece.isalpha()) or (len(piece) == 3 and piece.isdigit()):
+            out.append(piece.upper())
+        else:
+            out.append(piece.lower())
+    return "-".join(out)
+
+
+def email_headers(unsubscribe_url: str | None, *, one_click: bool = True) -> dict[str, str]:
+    """``List-Unsubscribe`` headers for a marketing email (RFC 2369; one-click per RFC 8058)."""
+    if not unsubscribe_url:
+        return {}
+    headers = {"List-Unsubscribe": f"<{unsubscribe_url}>"}
+    if one_click:
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined whose message always has one shape, so the name can be read back."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        return f"{self._undefined_name!r} is undefined"
+
+
+# -- Babel filters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What locale-aware filters need from the render that calls them."""
+
+    locale: Locale
+    zone: tzinfo
+    now: datetime
+
+
+@lru_cache(maxsize=128)
+def _babel_locale(tag: str) -> Locale:
+    for candidate in (tag, tag.split("-")[0], "en"):
+        try:
+            return Locale.parse(candidate, sep="-")
+        except (ValueError, UnknownLocaleError):
+            continue
+    return Locale("en")
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def _scope(context: Context) -> _Scope:
+    scope = context.get(_SCOPE)
+    if isinstance(scope, _Scope):
+        return scope
+    # A macro imported without context cannot see the render; English and UTC are the least
+    # surprising defaults there.
+    return _Scope(_babel_locale("en"), UTC, datetime.now(UTC))
+
+
+def _as_number(value: Any) -> int | float | Decimal:
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return Decimal(value.strip())
+        except InvalidOperation:
+            pass
+    raise ValueError(f"expected a number, not {value!r}")
+
+
+def _as_moment(value: Any) -> datetime | date:
+    """A datetime (aware; naive means UTC) or a date, from either or from ISO 8601 text."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == len("2026-01-31"):
+                return date.fromisoformat(text)
+            moment = datetime.fromisoformat(text)  # accepts a trailing Z since Python 3.11
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    raise ValueError(f"expected a date, a datetime or ISO 8601 text, not {value!r}")
+
+
+@pass_context
+def _money(context: Context, amount: Any, currency: str = "EUR", format: str | None = None) -> str:
+    return format_currency(
+        _as_number(amount), currency.upper(), format=format, locale=_scope(context).locale
+    )
+
+
+@pass_context
+def _number(context: Context, value: Any, format: str | None = None) -> str:
+    return format_decimal(_as_number(value), format=format, locale=_scope(context).locale)
+
+
+@pass_context
+def _percent(context: Context, value: Any, format: str | None = None) -> str:
+    return format_percent(_as_number(value), format=format, locale=_scope(context).locale)
+
+
+@pass_context
+def _date(context: Context, value: Any, format: str = "medium") -> str:
+    scope = _scope(context)
+    moment = _as_moment(value)
+    day = moment.astimezone(scope.zone).date() if isinstance(moment, datetime) else moment
+    return format_date(day, format=format, locale=scope.locale)
+
+
+@pass_context
+def _datetime(context: Context, value: Any, format: str = "medium") -> str:
+    scope = _scope(context)
+    moment = _as_moment(value)
+    if not isinstance(moment, datetime):
+        return format_date(moment, format=format, locale=scope.locale)
+    return format_datetime(moment, format=format, tzinfo=scope.zone, locale=scope.locale)
+
+
+@pass_context
+def _time(context: Context, value: Any, format: str = "short") -> str:
+    scope = _scope(context)
+    moment = _as_moment(value)
+    if not isinstance(moment, datetime):
+        raise ValueError(f"expected a datetime, not the date {value!r}")
+    return format_time(moment, format=format, tzinfo=scope.zone, locale=scope.locale)
+
+
+@pass_context
+def _relative(context: Context, value: Any) -> str:
+    """``in 3 days`` / ``3 days ago`` (localized), relative to the time of rendering."""
+    scope = _scope(context)
+    moment = _as_moment(value)
+    if not isinstance(moment, datetime):
+        moment = datetime.combine(moment, datetime.min.time(), tzinfo=scope.zone)
+    delta: timedelta = moment - scope.now
+    return format_timedelta(delta, add_direction=True, locale=scope.locale)
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "money": _money,
+    "number": _number,
+    "percent": _percent,
+    "date": _date,
+    "datetime": _datetime,
+    "time": _time,
+    "relative": _relative,
+    "timeago": _relative,
+}
+
+
+class _Environment(SandboxedEnvironment):
+    """Sandboxed, with mapping keys winning over methods in ``a.b``.
+
+    Template data is JSON-like, so ``event.items`` means the event's ``items`` property, which
+    the compiler checked against the catalogue, not ``dict.items``.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+def _environment(root: Path) -> SandboxedEnvironment:
+    env = _Environment(
+        loader=FileSystemLoader(str(root)),
+        undefined=_Undefined,
+        autoescape=lambda name: name is not None and name.endswith(".html.j2"),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,  # a store lives as long as its project: templates are read once
+        cache_size=4096,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+# -- The store -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Unit:
+    """One parsed template file reached from a message's parts (a part, layout or include)."""
+
+    name: str
+    path: Path
+    source: str
+    tree: nodes.Template
+
+
+@dataclass
+class _Walk:
+    units: list[_Unit] = field(default_factory=list)
+    problems: list[TemplateProblem] = field(default_factory=list)
+
+
+class TemplateStore:
+    """The templates of one project, with a cached sandboxed Jinja environment.
+
+    Args:
+        root: The ``templates/`` directory.
+        clock: Current time for relative dates (``timeago``); defaults to the system clock.
+    """
+
+    def __init__(self, root: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self._env = _environment(self.root)
+        self._indexes: dict[Path, dict[tuple[str, str], dict[str, Path]]] = {}
+
+    @property
+    def environment(self) -> SandboxedEnvironment:
+        """The Jinja environment (its ``cache`` holds the compiled templates)."""
+        return self._env
+
+    # Finding files -------------------------------------------------------------------------
+
+    def locales(self, template: str, channel: Channel) -> set[str]:
+        """Locales in which ``template`` has every part ``channel`` requires."""
+        directory, message = self._locate(template)
+        required = REQUIRED_PARTS[channel]
+        return {
+            locale
+            for (name, locale), parts in self._index(directory).items()
+            if name == message and all(part in parts for part in required)
+        }
+
+    def files(self, template: str, locale: str, channel: Channel) -> dict[str, Path]:
+        """The existing parts of ``template`` in ``locale`` for ``channel``: part -> path."""
+        directory, message = self._locate(template)
+        parts = self._index(directory).get((message, normalise_locale(locale)), {})
+        return {part: parts[part] for part in PARTS[channel] if part in parts}
+
+    def choose_locale(
+        self, template: str, channel: Channel, wanted: str | None, default: str
+    ) -> str:
+        """The locale to render ``template`` in.
+
+        ``wanted`` (``fi-FI``) when complete, else its language (``fi``), else ``default``.
+        Case and separators are normalised (``fi_fi`` means ``fi-FI``); a region is never
+        invented (``fi`` does not pick ``fi-FI``).
+        """
+        available = self.locales(template, channel)
+        tag = normalise_locale(wanted) if wanted else ""
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate and candidate in available:
+                return candidate
+        return normalise_locale(default)
+
+    # Checking ------------------------------------------------------------------------------
+
+    def referenced_paths(
+        self, template: str, locale: str, channel: Channel
+    ) -> set[tuple[str, ...]]:
+        """Dotted variables read by the parts and the layouts/includes they use.
+
+        Names the renderer provides (``unsubscribe_url``, ``message``), Jinja's own names and
+        globals, and names bound in the templates (loop variables, ``set``, macros, imports)
+        are left out. Files that do not parse are skipped: ``problems`` reports them.
+        """
+        walk = self._walk(template, locale, channel)
+        bound = set(RENDERER_NAMES) | _JINJA_NAMES | set(self._env.globals)
+        for unit in walk.units:
+            bound |= _bound_names(unit.tree)
+        found: set[tuple[str, ...]] = set()
+        for unit in walk.units:
+            found |= expression_paths(unit.source, template=True)
+        return {path for path in found if path[0] not in bound}
+
+    def problems(self, template: str, locale: str, channel: Channel) -> list[TemplateProblem]:
+        """Syntax errors, unknown filters and missing extends/include/import targets.
+
+        Missing parts are not reported here: ``locales`` already tells which locales are
+        complete.
+        """
+        return self._walk(template, locale, channel).problems
+
+    # Rendering -----------------------------------------------------------------------------
+
+    def render_email(
+        self,
+        template: str,
+        *,
+        locale: str | None,
+        default_locale: str,
+        context: Mapping[str, Any],
+        marketing: bool,
+    ) -> EmailContent:
+        """Render an email: subject, preheader, CSS-inlined HTML and a plain-text part.
+
+        Raises:
+            RenderError: A missing part, an undefined variable, a template error, or a
+                marketing email without ``unsubscribe_url`` in the context.
+        """
+        chosen = self.choose_locale(template, Channel.email, locale, default_locale)
+        parts = self._require(template, chosen, Channel.email)
+        ctx = self._context(context, chosen)
+        url = _unsubscribe_url(ctx, template, marketing)
+        subject = _one_line(self._render(parts["subject"], ctx))
+        if not subject:
+            raise RenderError(f"{self._display(parts['subject'])}: the subject renders empty")
+        preheader = _one_line(self._render(parts["preheader"], ctx)) if "preheader" in parts else ""
+        html = self._render(parts["html"], ctx)
+        if url and not _mentions(html, url):
+            html = _with_html_footer(html, url, chosen)
+        text = _tidy(self._render(parts["text"], ctx)) if "text" in parts else html_to_text(html)
+        if url and url not in text:
+            text = _with_text_footer(text, url, chosen)
+        html = _with_preheader(self._inline_css(html, parts["html"]), preheader)
+        return EmailContent(
+            subject=subject, preheader=preheader, html=html, text=text, locale=chosen
+        )
+
+    def render_sms(
+        self,
+        template: str,
+        *,
+        locale: str | None,
+        default_locale: str,
+        context: Mapping[str, Any],
+        marketing: bool,
+    ) -> SmsContent:
+        """Render an SMS with its encoding and segment count.
+
+        Raises:
+            RenderError: A missing part, an undefined variable, a template error or an
+                empty body.
+        """
+        chosen = self.choose_locale(template, Channel.sms, locale, default_locale)
+        parts = self._require(template, chosen, Channel.sms)
+        body = normalise_sms(self._render(parts["sms"], self._context(context, chosen)))
+        if not body:
+            raise RenderError(f"{self._display(parts['sms'])}: the SMS renders empty")
+        if marketing and not _OPT_OUT_HINT.search(body):
+            body = _with_opt_out(body, chosen)
+        analysis = analyse(body)
+        return SmsContent(
+            body=body, encoding=analysis.encoding, segments=analysis.segments, locale=chosen
+        )
+
+    # Internals -----------------------------------------------------------------------------
+
+    def _locate(self, template: str) -> tuple[Path, str]:
+        pieces = template.split("/")
+        if any(piece in ("", ".", "..") for piece in pieces) or "\\" in template:
+            raise RenderError(f"{template!r} is not a template name such as 'cart/reminder'")
+        return self.root.joinpath(*pieces[:-1]), pieces[-1]
+
+    def _index(self, directory: Path) -> dict[tuple[str, str], dict[str, Path]]:
+        """(message, locale) -> part -> path for one directory, read once per store."""
+        index = self._indexes.get(directory)
+        if index is None:
+            index = {}
+            paths = sorted(directory.glob("*.j2")) if directory.is_dir() else []
+            for path in paths:
+                pieces = path.name[: -len(".j2")].rsplit(".", 2)
+                if len(pieces) == 3 and pieces[2] in _ALL_PARTS and path.is_file():
+                    key = (pieces[0], normalise_locale(pieces[1]))
+                    index.setdefault(key, {})[pieces[2]] = path
+            self._indexes[directory] = index
+        return index
+
+    def _name(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _display(self, path: Path | str) -> str:
+        """A file as a marketer knows it: ``templates/cart/reminder.fi.html.j2``."""
+        name = path if isinstance(path, str) else self._name(path)
+        return f"{self.root.name}/{name}"
+
+    def _require(self, template: str, locale: str, channel: Channel) -> dict[str, Path]:
+        parts = self.files(template, locale, channel)
+        missing = [part for part in REQUIRED_PARTS[channel] if part not in parts]
+        if missing:
+            available = ", ".join(sorted(self.locales(template, channel))) or "none"
+            wanted = f"{template}.{locale}.{missing[0]}.j2"
+            raise RenderError(
+                f"no {channel.value} template {template!r} in locale {locale!r}: "
+                f"{self._display(wanted)} does not exist (complete locales: {available})",
+                file=self.root / wanted,
+            )
+        return parts
+
+    def _context(self, context: Mapping[str, Any], locale: str) -> dict[str, Any]:
+        ctx = dict(context)
+        ctx.setdefault("unsubscribe_url", None)
+        ctx.setdefault("message", {})
+        customer = ctx.get("customer")
+        zone_name = customer.get("timezone") if isinstance(customer, Mapping) else None
+        zone = _zone(zone_name) if isinstance(zone_name, str) and zone_name else UTC
+        ctx[_SCOPE] = _Scope(_babel_locale(locale), zone, self.clock())
+        return ctx
+
+    def _render(self, path: Path, ctx: Mapping[str, Any]) -> str:
+        try:
+            return self._env.get_template(self._name(path)).render(ctx)
+        except UndefinedError as exc:
+            raise self._undefined(exc, path) from exc
+        except TemplateSyntaxError as exc:
+            file = Path(exc.filename) if exc.filename else path
+            raise RenderError(
+                f"{self._display(file)}:{exc.lineno}: {exc.message}", file=file, line=exc.lineno
+            ) from exc
+        except TemplateNotFound as exc:
+            file, line = self._origin(exc.__traceback__, path)
+            raise RenderError(
+                f"{self._where(file, line)}: template {exc.name!r} does not exist",
+                file=file,
+                line=line,
+            ) from exc
+        except Exception as exc:  # anything a template does wrong is the template's problem
+            file, line = self._origin(exc.__traceback__, path)
+            raise RenderError(f"{self._where(file, line)}: {exc}", file=file, line=line) from exc
+
+    def _undefined(self, exc: UndefinedError, path: Path) -> RenderError:
+        file, line = self._origin(exc.__traceback__, path)
+        match = _UNDEFINED_NAME.match(str(exc))
+        if match is None:
+            return RenderError(f"{self._where(file, line)}: {exc}", file=file, line=line)
+        variable = self._dotted_at(file, line, match["name"]) or match["name"]
+        return RenderError(
+            f"{self._where(file, line)}: {variable} is undefined (give it a value, or write "
+            f"{{{{ {variable} | default('') }}}} or {{% if {variable} is defined %}})",
+            file=file,
+            line=line,
+            variable=variable,
+        )
+
+    def _origin(self, tb: TracebackType | None, fallback: Path) -> tuple[Path, int | None]:
+        """The innermost template file and line in a traceback (Jinja rewrites its frames)."""
+        file, line = fallback, None
+        root = str(self.root) + os.sep
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if filename.startswith(root) and filename.endswith(".j2"):
+                file, line = Path(filename), tb.tb_lineno
+            tb = tb.tb_next
+        return file, line
+
+    def _where(self, file: Path, line: int | None) -> str:
+        return self._display(file) + (f":{line}" if line else "")
+
+    def _dotted_at(self, file: Path, line: int | None, name: str) -> str | None:
+        """The full dotted path (``customer.first_name``) whose last part is ``name``."""
+        try:
+            tree = self._env.parse(file.read_text(encoding="utf-8"))
+        except (OSError, TemplateSyntaxError):
+            return None
+        best: tuple[str, ...] = ()
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+            path = _dotted(node)
+            if path and path[-1] == name and node.lineno == line and len(path) > len(best):
+                best = path
+        return ".".join(best) or None
+
+    def _inline_css(self, html: str, path: Path) -> str:
+        try:
+            return _INLINER.inline(html)
+        except (css_inline.InlineError, ValueError) as exc:
+            raise RenderError(
+                f"{self._display(path)}: cannot inline CSS: {exc}", file=path
+            ) from exc
+
+    def _walk(self, template: str, locale: str, channel: Channel) -> _Walk:
+        """Every file a message reads, starting from its parts and following references."""
+        walk = _Walk()
+        queue = [self._name(path) for path in self.files(template, locale, channel).values()]
+        seen = set(queue)
+        while queue:
+            unit = self._load(queue.pop(0), walk)
+            if unit is None:
+                continue
+            walk.units.append(unit)
+            for kind, target, line, optional in _references(unit.tree):
+                if not (self.root / target).is_file():
+                    if not optional:
+                        walk.problems.append(self._missing(unit, kind, target, line))
+                elif target not in seen:
+                    seen.add(target)
+                    queue.append(target)
+        return walk
+
+    def _load(self, name: str, walk: _Walk) -> _Unit | None:
+        path = self.root / name
+        try:
+            source = path.read_text(encoding="utf-8")
+            self._env.get_template(name)  # compiling also catches unknown filters and tests
+            tree = self._env.parse(source, name, str(path))
+        except TemplateSyntaxError as exc:
+            walk.problems.append(TemplateProblem(path, exc.lineno, exc.message or str(exc)))
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            walk.problems.append(TemplateProblem(path, 0, f"cannot read the template: {exc}"))
+            return None
+        return _Unit(name, path, source, tree)
+
+    def _missing(self, unit: _Unit, kind: str, target: str, line: int) -> TemplateProblem:
+        siblings = [self._name(p) for p in (self.root / target).parent.glob("*.j2")]
+        close = did_you_mean(target, siblings)
+        hint = f" (did you mean `{close}`?)" if close else ""
+        message = f'{{% {kind} "{target}" %}}: {self._display(target)} does not exist{hint}'
+        return TemplateProblem(unit.path, line, message)
+
+
+# -- Template trees --------------------------------------------------------------------------
+
+
+def _references(tree: nodes.Template) -> Iterator[tuple[str, str, int, bool]]:
+    """(kind, template name, line, optional) for every literal extends/include/import."""
+    kinds: dict[type[nodes.Node], str] = {
+        nodes.Extends: "extends",
+        nodes.Include: "include",
+        nodes.Import: "import",
+        nodes.FromImport: "from",
+    }
+    for node in tree.find_all(tuple(kinds)):
+        if not isinstance(node, nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport):
+            continue
+        target = node.template
+        if isinstance(target, nodes.Const) and isinstance(target.value, str):
+            optional = isinstance(node, nodes.Include) and bool(node.ignore_missing)
+            yield kinds[type(node)], target.value, node.lineno, optional
+
+
+def _bound_names(tree: nodes.Template) -> set[str]:
+    """Names a template defines for itself: assignments, parameters, macros, imports."""
+    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    names |= {macro.name for macro in tree.find_all(nodes.Macro)}
+    names |= {imp.target for imp in tree.find_all(nodes.Import)}
+    for imp in tree.find_all(nodes.FromImport):
+        names |= {item if isinstance(item, str) else item[1] for item in imp.names}
+    return names
+
+
+def _dotted(node: nodes.Node) -> tuple[str, ...] | None:
+    parts: list[str] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node.arg, nodes.Const):
+            parts.append(str(node.arg.value))
+        else:
+            return None
+        node = node.node
+    if not isinstance(node, nodes.Name):
+        return None
+    return (node.name, *reversed(parts))
+
+
+# -- Post-processing -------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    # ASCII whitespace only: the non-breaking spaces Babel puts in "1 234,50 €" should stay.
+    return _LINE_BREAKS.sub(" ", text).strip(" ")
+
+
+def _tidy(text: str) -> str:
+    """Trailing spaces off every line, at most one blank line in a row, no outer blank lines."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text version of an email's HTML: links kept, layout tables flattened."""
+    converter = html2text.HTML2Text()
+    converter.body_width = 0  # never wrap: a wrapped URL is a broken link
+    converter.unicode_snob = True  # keep ä and € rather than ASCII look-alikes
+    converter.ignore_images = True
+    converter.ignore_emphasis = True
+    converter.ignore_tables = True  # email layouts are tables; their cells are the text
+    # html2text escapes what Markdown would misread (1\. Socks, \- 20% off); a plain-text
+    # reader is not a Markdown parser, so the escapes are undone.
+    return _tidy(_MD_ESCAPE.sub(r"\1", str(converter.handle(html))))
+
+
+def normalise_sms(text: str) -> str:
+    """Collapse spaces within lines and blank-line runs, and strip.
+
+    Non-breaking spaces (Babel puts them in ``1 234,50 €``) become plain spaces: they are not
+    in GSM-7, and one of them would turn the whole message into UCS-2.
+    """
+    lines = [re.sub(r"[^\S\n]+", " ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _localized(table: Mapping[str, _T], locale: str) -> _T:
+    return table.get(locale) or table.get(locale.split("-")[0]) or table["en"]
+
+
+def _unsubscribe_url(ctx: Mapping[str, Any], template: str, marketing: bool) -> str | None:
+    if not marketing:
+        return None
+    url = ctx.get("unsubscribe_url")
+    if not isinstance(url, str) or not url:
+        raise RenderError(
+            f"{template}: a marketing email needs an unsubscribe link, but the context has no "
+            "unsubscribe_url"
+        )
+    return url
+
+
+def _mentions(html: str, url: str) -> bool:
+    return url in html or str(escape(url)) in html
+
+
+def _with_html_footer(html: str, url: str, locale: str) -> str:
+    question, label = _localized(_EMAIL_FOOTER, locale)
+    footer = (
+        f'<p style="{_FOOTER_STYLE}">{escape(question)} '
+        f'<a href="{escape(url)}" style="color:#6b7280;text-decoration:underline">'
+        f"{escape(label)}</a></p>"
+    )
+    closes = list(_BODY_CLOSE.finditer(html))
+    if not closes:
+        return html + footer
+    at = closes[-1].start()
+    return html[:at] + footer + html[at:]
+
+
+def _with_text_footer(text: str, url: str, locale: str) -> str:
+    question, label = _localized(_EMAIL_FOOTER, locale)
+    return f"{text}\n\n{question} {label}: {url}"
+
+
+def _with_preheader(html: str, preheader: str) -> str:
+    if not preheader:
+        return html
+    span = f'<span style="{_PREHEADER_STYLE}">{escape(preheader)}</span>'
+    body = _BODY_OPEN.search(html)
+    if body is None:
+        return span + html
+    return html[: body.end()] + span + html[body.end() :]
+
+
+def _with_opt_out(body: str, locale: str) -> str:
+    suffix = _localized(_SMS_OPT_OUT, locale)
+    # A localized hint must not turn a GSM-7 message into UCS-2 (half the room per segment).
+    if is_gsm7(body) and not is_gsm7(suffix):
+        suffix = _SMS_OPT_OUT["en"]
+    return f"{body} {suffix}"
+
+
+# -- Preview ---------------------------------------------------------------------------------
+
+
+def render_preview(
+    store: TemplateStore,
+    plan: JourneyPlan,
+    step_id: str,
+    customer: Mapping[str, Any],
+    event: Mapping[str, Any],
+    locale: str | None,
+    unsubscribe_url: str | None,
+) -> EmailContent | SmsContent:
+    """Render a send step's message for one customer as the send activity would.
+
+    Built-in names the customer or event file leave out are filled in (``customer.id``,
+    ``consent`` all granted, ``event.name`` from the trigger), and results of earlier actions
+    (``journey.<save_as>``) get the sample values of the registered action.
+
+    Args:
+        locale: The locale asked for; None uses ``customer["locale"]``, then the journey's
+            default.
+
+    Raises:
+        RenderError: An unknown or non-send step (with a did-you-mean), or any render error.
+    """
+    step = _send_step(plan, step_id)
+    now = store.clock()
+    context = {
+        "customer": _preview_customer(plan, customer),
+        "event": _preview_event(plan, event, now),
+        "journey": _preview_journey(plan, step_id, now),
+        "unsubscribe_url": unsubscribe_url,
+        "message": {"key": f"preview:{plan.name}:{step_id}"},
+    }
+    wanted = locale or _str_or_none(customer.get("locale"))
+    marketing = plan.category == Category.marketing
+    render = store.render_email if step.channel == Channel.email else store.render_sms
+    return render(
+        step.template,
+        locale=wanted,
+        default_locale=plan.default_locale,
+        context=context,
+        marketing=marketing,
+    )
+
+
+def _send_step(plan: JourneyPlan, step_id: str) -> SendStep:
+    step = plan.steps.get(step_id)
+    if isinstance(step, SendStep):
+        return step
+    sends = [sid for sid, s in plan.steps.items() if isinstance(s, SendStep)]
+    if step is None:
+        hint = suggestion(step_id, sends, kind="send steps")
+        raise RenderError(f"journey `{plan.name}` has no step `{step_id}` ({hint})")
+    raise RenderError(
+        f"step `{step_id}` of journey `{plan.name}` is a {step.kind} step, not a send "
+        f"(send steps: {quote_list(sends, conj='and')})"
+    )
+
+
+def _preview_customer(plan: JourneyPlan, customer: Mapping[str, Any]) -> dict[str, Any]:
+    builtins: dict[str, Any] = {
+        "id": "preview-customer",
+        "stage": plan.stage.value if plan.stage else None,
+        "consent": dict.fromkeys(CONSENT_KEYS, True),
+    }
+    return builtins | dict(customer)
+
+
+def _preview_event(plan: JourneyPlan, event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    name = plan.trigger.event if isinstance(plan.trigger, EventTrigger) else None
+    builtins = {"name": name, "id": "preview-event", "timestamp": now.isoformat()}
+    return builtins | dict(event)
+
+
+def _preview_journey(plan: JourneyPlan, step_id: str, now: datetime) -> dict[str, Any]:
+    journey: dict[str, Any] = {
+        "name": plan.name,
+        "version": plan.version,
+        "step": step_id,
+        "variant": None,
+        "started_at": now.isoformat(),
+    }
+    for step in plan.steps.values():
+        if isinstance(step, ActionStep) and step.save_as:
+            spec = ACTIONS.get(step.action or "")
+            journey[step.save_as] = dict(spec.result) if spec else {}
+    return journey
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
