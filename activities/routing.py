@@ -1,0 +1,160 @@
+"""Routing: which journeys an event starts, restarts or wakes. Runs for the customer entity.
+
+The entity cannot know the compiled journeys (workflows do no I/O), so it hands each event to
+this local activity, which holds the worker's project: the catalogue and the plans.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from kairos import expressions
+from kairos.catalogue import AttrType
+from kairos.compiler import Project
+from kairos.plan import ApiTrigger, DateTrigger, Entry, EventTrigger, JourneyPlan
+from kairos.runtime import (
+    JOURNEY_WORKFLOW,
+    SA_CUSTOMER,
+    SIGNAL_EVENT,
+    SIGNAL_TRIGGER,
+    Event,
+    RoutedEvent,
+    RouteRequest,
+    RouteResult,
+    journey_workflow_id,
+)
+from kairos.temporal import start_journey
+
+log = logging.getLogger(__name__)
+IDENTIFY_EVENT = "$identify"
+
+
+class Routing:
+    """Activities of the customer entity that need the project or the Temporal client."""
+
+    def __init__(self, client: Client, task_queue: str, project: Project) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.project = project
+        self.timezone_attribute = project.catalogue.attribute_of_type(AttrType.timezone)
+
+    @activity.defn(name="route_event")
+    async def route_event(self, request: RouteRequest) -> RouteResult:
+        """Validate the event, work out its profile updates, start and signal journeys."""
+        event = request.event
+        problems, updates = self._validate(event)
+        if problems:
+            # Product code that bypassed the client's validation: record, don't route.
+            log.warning("rejected event %s (%s): %s", event.id, event.name, "; ".join(problems))
+            return RouteResult(rejected="; ".join(problems))
+        merged = {**request.profile, **updates}
+        profile = {
+            **merged,
+            "id": request.customer_id,
+            "stage": request.stage,
+            "consent": request.consent.model_dump(),
+        }
+        result = RouteResult(profile_updates=updates)
+        plans = sorted(self.project.plans.values(), key=lambda p: (-p.priority, p.name))
+        for plan in plans:
+            triggered = self._triggers(plan, event, request.profile, profile)
+            if triggered and await self._enter(plan, request, event, profile):
+                result.started.append(plan.name)
+                continue
+            if event.name in plan.events_of_interest() and await self._signal(
+                plan, request.customer_id, SIGNAL_EVENT, RoutedEvent(event=event, profile=profile)
+            ):
+                result.signalled.append(plan.name)
+        return result
+
+    @activity.defn(name="forget_customer")
+    async def forget_customer(self, customer_id: str) -> int:
+        """Cancel every running journey of a customer; returns how many were cancelled."""
+        query = (
+            f"{SA_CUSTOMER.name} = '{_quote(customer_id)}' AND WorkflowType = '{JOURNEY_WORKFLOW}'"
+            " AND ExecutionStatus = 'Running'"
+        )
+        cancelled = 0
+        async for execution in self.client.list_workflows(query):
+            await self.client.get_workflow_handle(execution.id).cancel()
+            cancelled += 1
+        return cancelled
+
+    def _validate(self, event: Event) -> tuple[list[str], dict[str, Any]]:
+        catalogue = self.project.catalogue
+        if event.name == IDENTIFY_EVENT:
+            return catalogue.validate_profile(event.properties), dict(event.properties)
+        problems = catalogue.validate_event(event.name, event.properties)
+        return problems, catalogue.profile_updates(event.name, event.properties)
+
+    def _triggers(
+        self,
+        plan: JourneyPlan,
+        event: Event,
+        before: dict[str, Any],
+        profile: dict[str, Any],
+    ) -> bool:
+        trigger = plan.trigger
+        context = {"customer": profile, "event": _event_view(event), "journey": {"name": plan.name}}
+        match trigger:
+            case EventTrigger():
+                return trigger.event == event.name and expressions.holds(trigger.when, context)
+            case DateTrigger():
+                changed = profile.get(trigger.attribute) != before.get(trigger.attribute)
+                present = profile.get(trigger.attribute) is not None
+                return changed and present and expressions.holds(trigger.when, context)
+            case ApiTrigger():
+                return False
+
+    async def _enter(
+        self, plan: JourneyPlan, request: RouteRequest, event: Event, profile: dict[str, Any]
+    ) -> bool:
+        """Start (or restart) the journey per its entry rule. True when a run was started."""
+        if plan.entry is Entry.once and plan.name in request.entered:
+            return False
+        if plan.entry is Entry.restart:
+            restarted = await self._signal(
+                plan, request.customer_id, SIGNAL_TRIGGER, RoutedEvent(event=event, profile=profile)
+            )
+            if restarted:
+                return False
+        try:
+            await start_journey(
+                self.client,
+                self.task_queue,
+                plan,
+                request.customer_id,
+                profile=profile,
+                trigger=event,
+                timezone_attribute=self.timezone_attribute,
+                conflict=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
+
+    async def _signal(self, plan: JourneyPlan, customer_id: str, signal: str, arg: Any) -> bool:
+        """Signal the customer's run of ``plan`` if one is running."""
+        handle = self.client.get_workflow_handle(journey_workflow_id(plan.name, customer_id))
+        try:
+            await handle.signal(signal, arg)
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+
+def _event_view(event: Event) -> dict[str, Any]:
+    return {**event.properties, "name": event.name, "id": event.id}
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

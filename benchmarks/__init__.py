@@ -1,0 +1,1 @@
+"""Benchmarks: Kairos against a hand-written Temporal baseline."""

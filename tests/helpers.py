@@ -1,0 +1,77 @@
+"""Small helpers shared by the runtime tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+T = TypeVar("T")
+
+
+def timezone_at(now: datetime, local_hour: int) -> str:
+    """An IANA zone (fixed offset, no DST) whose clock shows about ``local_hour`` at ``now``.
+
+    The time-skipping server starts at the real time of day, so tests pick the customer's
+    timezone to make "now" the local time they need, rather than depend on when CI runs.
+    """
+    offset = (local_hour - now.hour + 12) % 24 - 12  # -12..+11
+    # Etc/GMT names have the sign inverted: Etc/GMT-3 is UTC+3.
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+def outbox(path: Path) -> list[dict[str, Any]]:
+    """Every message the outbox received, oldest first."""
+    index = path / "index.jsonl"
+    if not index.exists():
+        return []
+    return [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines()]
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, attempts: int = 200) -> T:
+    """Poll ``check`` until it returns something truthy (a bounded number of times)."""
+    for _ in range(attempts):
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def started(
+    client: Client, workflow_id: str, result_type: type | None = None
+) -> WorkflowHandle[Any, Any]:
+    """The handle of a workflow once it exists (started asynchronously by routing)."""
+
+    async def check() -> WorkflowHandle[Any, Any] | None:
+        try:
+            described = await client.get_workflow_handle(workflow_id).describe()
+        except RPCError:
+            return None
+        # Pinning the run id matters on the time-skipping server: its history long-poll can
+        # return empty while time jumps, and only a handle with a run id polls again.
+        return client.get_workflow_handle(
+            workflow_id, run_id=described.run_id, result_type=result_type
+        )
+
+    return await eventually(check)
+
+
+async def finish(env: WorkflowEnvironment, handle: WorkflowHandle[Any, T]) -> T:
+    """Await a run's result with time skipping unlocked, so its timers fire at once.
+
+    The SDK only unlocks time for handles its own ``start_workflow`` returned; journeys are
+    started by the routing activity, so tests unlock explicitly.
+    """
+    unlocked = getattr(env, "time_skipping_unlocked", None)
+    if unlocked is None:
+        return await handle.result()
+    async with unlocked():
+        return await handle.result()

@@ -1,0 +1,1 @@
+"""Workflows: the journey interpreter and the customer entity."""
