@@ -1,0 +1,348 @@
+"""Safe YAML loading that remembers where every key, value and list item came from.
+
+The journey language reports every problem at ``file:line:col``, so the loader keeps a
+:class:`SourceMap` beside the plain data (dicts, lists, scalars). It uses ruamel.yaml's
+round-trip loader, which records line and column on every mapping and sequence, and then
+copies the document into plain Python values: nothing downstream sees ruamel's types.
+
+YAML 1.2 rules apply (ruamel's default): ``on``, ``off``, ``yes`` and ``no`` are text, and
+``09:00`` is the text "09:00", not a number of minutes, which is what a marketer means.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from kairos.problems import Problem, Severity
+
+YamlPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    """A 1-based line and column."""
+
+    line: int
+    col: int
+
+
+@dataclass
+class SourceMap:
+    """Where each part of a document is, by path (``("steps", 2, "wait")``).
+
+    ``keys`` holds the position of the key of a mapping entry; ``values`` the position to point
+    at for a value: the scalar itself, or for a mapping or list value the key that holds it (the
+    first line of the block, which is what a reader looks for).
+    """
+
+    keys: dict[YamlPath, Position] = field(default_factory=dict)
+    values: dict[YamlPath, Position] = field(default_factory=dict)
+
+    def key(self, path: YamlPath) -> Position:
+        """Where the key of ``path`` is; for list items and the root, where the value is."""
+        if path in self.keys:
+            return self.keys[path]
+        return self.value(path)
+
+    def value(self, path: YamlPath) -> Position:
+        """Where the value at ``path`` is, or the nearest parent that exists in the document."""
+        for depth in range(len(path), -1, -1):
+            prefix = path[:depth]
+            if prefix in self.values:
+                return self.values[prefix]
+        return Position(1, 1)
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A loaded YAML file: its display name, text, plain data and positions."""
+
+    file: str
+    text: str
+    data: Any
+    positions: SourceMap
+
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def problem(
+        self,
+        path: YamlPath,
+        message: str,
+        hint: str = "",
+        *,
+        at: Position | None = None,
+        key: bool = False,
+        severity: Severity = "error",
+    ) -> Problem:
+        """A problem at ``path`` (its value, or its key with ``key=True``, or ``at``)."""
+        where = at or (self.positions.key(path) if key else self.positions.value(path))
+        return Problem(
+            file=self.file,
+            line=where.line,
+            col=where.col,
+            path=format_path(path),
+            message=message,
+            hint=hint,
+            severity=severity,
+        )
+
+
+def format_path(path: YamlPath) -> str:
+    """``("steps", 2, "wait_for", "timeout")`` -> ``steps[2].wait_for.timeout``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + part
+    return text
+
+
+def read_source(path: Path, display: str) -> tuple[str | None, list[Problem]]:
+    """The text of ``path``, or None and why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8"), []
+    except UnicodeDecodeError as exc:
+        return None, [Problem(display, 1, 1, "", f"not UTF-8 text ({exc.reason})", "save as UTF-8")]
+    except OSError as exc:
+        return None, [Problem(display, 1, 1, "", f"cannot read the file: {exc.strerror}")]
+
+
+def load_yaml_file(path: Path, display: str) -> tuple[YamlDocument | None, list[Problem]]:
+    """Load ``path``; problems (and positions) are reported against ``display``."""
+    text, problems = read_source(path, display)
+    if text is None:
+        return None, problems
+    return load_yaml(text, display)
+
+
+def load_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]:
+    """Parse ``text``. Returns the document, or None and the problems that stopped it.
+
+    Tabs in indentation, syntax errors, duplicate keys and YAML tags are all reported with
+    their line and column. An empty file is a document whose data is None.
+    """
+    tabs = _tab_problems(text, file)
+    if tabs:
+        return None, tabs
+    yaml = YAML(typ="rt", pure=True)
+    yaml.allow_duplicate_keys = False
+    try:
+        raw = yaml.load(text)
+    except DuplicateKeyError as exc:
+        return None, [_duplicate_key_problem(exc, text, file)]
+    except MarkedYAMLError as exc:
+        return None, [_syntax_problem(exc, text, file)]
+    except YAMLError as exc:
+        return None, [Problem(file, 1, 1, "", f"not valid YAML: {exc}")]
+    positions = SourceMap()
+    positions.values[()] = _root_position(raw)
+    problems: list[Problem] = []
+    data = _plain(raw, (), positions, problems, file)
+    if problems:
+        return None, problems
+    return YamlDocument(file=file, text=text, data=data, positions=positions), []
+
+
+def _root_position(raw: Any) -> Position:
+    if isinstance(raw, CommentedMap | CommentedSeq):
+        return Position(raw.lc.line + 1, raw.lc.col + 1)
+    return Position(1, 1)
+
+
+def _plain(
+    node: Any, path: YamlPath, positions: SourceMap, problems: list[Problem], file: str
+) -> Any:
+    """Copy ``node`` into plain Python values, recording positions below ``path``."""
+    if isinstance(node, CommentedMap):
+        return _plain_map(node, path, positions, problems, file)
+    if isinstance(node, CommentedSeq):
+        return _plain_seq(node, path, positions, problems, file)
+    if isinstance(node, TaggedScalar):
+        where = positions.value(path)
+        problems.append(
+            Problem(
+                file,
+                where.line,
+                where.col,
+                format_path(path),
+                f"YAML tag `{node.tag.value}` is not supported",
+                "write the plain value without a `!` tag",
+            )
+        )
+        return None
+    return _scalar(node)
+
+
+def _plain_map(
+    node: CommentedMap, path: YamlPath, positions: SourceMap, problems: list[Problem], file: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        name = _key_text(key)
+        child = (*path, name)
+        key_line, key_col = node.lc.key(key)
+        key_at = Position(key_line + 1, key_col + 1)
+        positions.keys[child] = key_at
+        if isinstance(value, CommentedMap | CommentedSeq) or value is None:
+            # Point at the key: a block's first child is a line further down, and a missing
+            # value has no position of its own.
+            positions.values[child] = key_at
+        else:
+            value_line, value_col = node.lc.value(key)
+            positions.values[child] = Position(value_line + 1, value_col + 1)
+        out[name] = _plain(value, child, positions, problems, file)
+    return out
+
+
+def _plain_seq(
+    node: CommentedSeq, path: YamlPath, positions: SourceMap, problems: list[Problem], file: str
+) -> list[Any]:
+    out: list[Any] = []
+    for index, item in enumerate(node):
+        child = (*path, index)
+        line, col = node.lc.item(index)
+        positions.values[child] = Position(line + 1, col + 1)
+        out.append(_plain(item, child, positions, problems, file))
+    return out
+
+
+def _key_text(key: Any) -> str:
+    # Keys such as `1:` or `true:` are still names to the author; keep them as text.
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return "null" if key is None else str(key)
+
+
+def _scalar(value: Any) -> Any:
+    """ruamel's scalar subclasses (ScalarInt, ScalarFloat, styled strings) as plain values."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return dt.datetime.fromisoformat(value.isoformat())
+    if isinstance(value, dt.date):
+        return dt.date(value.year, value.month, value.day)
+    return value
+
+
+_LEADING = re.compile(r"^[ \t]*")
+
+
+def _tab_problems(text: str, file: str) -> list[Problem]:
+    """A problem for every line indented with a tab (YAML allows only spaces there)."""
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        indent = _LEADING.match(line)
+        lead = indent.group(0) if indent else ""
+        if "\t" in lead and lead != line:
+            problems.append(
+                Problem(
+                    file,
+                    number,
+                    lead.index("\t") + 1,
+                    "",
+                    "tab character in the indentation",
+                    "indent with spaces; YAML does not allow tabs there",
+                )
+            )
+    return problems
+
+
+# ruamel's wording for common mistakes, and what to tell a marketer instead.
+_SYNTAX: Mapping[str, tuple[str, str]] = {
+    "mapping values are not allowed here": (
+        "unexpected `:`",
+        "put a space after each key's colon, and quote text that contains `: `",
+    ),
+    "could not find expected ':'": (
+        "this line is not `key: value`",
+        "check the indentation, or quote text that contains `:` or `#`",
+    ),
+    "scanning a quoted scalar": ("a quoted text is never closed", "close the quote"),
+    "found '<stream end>'": (
+        "the file ends too early",
+        "close every `[`, `{` and quote, and give every key a value",
+    ),
+    "expected <block end>": (
+        "the indentation does not line up with the lines above",
+        "indent items of the same list or mapping by the same number of spaces",
+    ),
+    "expected ',' or ']'": ("a `[...]` list is not closed", "add the missing `]`"),
+    "expected ',' or '}'": ("a `{...}` mapping is not closed", "add the missing `}`"),
+    "found undefined alias": ("unknown alias", "define the `&anchor` before using `*anchor`"),
+    "found another document": (
+        "more than one YAML document in the file",
+        "remove the extra `---`; a file holds one journey",
+    ),
+    "found character that cannot start any token": (
+        "unexpected character",
+        "quote text that starts with `@`, `` ` `` or `%`",
+    ),
+}
+
+
+def _syntax_problem(exc: MarkedYAMLError, text: str, file: str) -> Problem:
+    line, col = _syntax_position(exc, text)
+    raw = (exc.problem or exc.context or "invalid YAML").strip()
+    both = f"{exc.context or ''} {raw}"
+    for fragment, (message, hint) in _SYNTAX.items():
+        if fragment in both:
+            return Problem(file, line, col, "", f"YAML syntax: {message}", hint)
+    return Problem(file, line, col, "", f"YAML syntax: {raw}", "check the YAML around here")
+
+
+def _syntax_position(exc: MarkedYAMLError, text: str) -> tuple[int, int]:
+    """Where to point: the problem, or where the construct began when the file ran out."""
+    lines = text.splitlines() or [""]
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return 1, 1
+    if mark.line >= len(lines) and exc.context_mark is not None:
+        mark = exc.context_mark
+    line = min(mark.line + 1, len(lines))
+    col = min(mark.column + 1, len(lines[line - 1]) + 1)
+    return line, col
+
+
+def _duplicate_key_problem(exc: DuplicateKeyError, text: str, file: str) -> Problem:
+    mark = exc.problem_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    match = re.search(r'duplicate key "([^"]*)"', exc.problem or "")
+    key = match.group(1) if match else "?"
+    first = _first_occurrence(text, key, line, col)
+    where = f"first set on line {first}; " if first else ""
+    return Problem(file, line, col, "", f"duplicate key `{key}`", f"{where}keep only one")
+
+
+def _first_occurrence(text: str, key: str, line: int, col: int) -> int | None:
+    """The line where ``key`` first appears at the same indentation above ``line``."""
+    indent = " " * (col - 1)
+    item = " " * max(col - 3, 0) + "- "
+    pattern = re.compile(f"^({re.escape(indent)}|{re.escape(item)}){re.escape(key)}\\s*:")
+    lines = text.splitlines()
+    for number in range(line - 1, 0, -1):
+        candidate = lines[number - 1]
+        if pattern.match(candidate):
+            return number
+        stripped = candidate.strip()
+        depth = len(candidate) - len(candidate.lstrip(" "))
+        if stripped and not stripped.startswith("#") and depth < col - 1:
+            return None
+    return None
