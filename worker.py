@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -38,8 +39,12 @@ def build_worker(
     task_queue: str | None = None,
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
+    extra_workflows: Sequence[type] = (),
 ) -> Worker:
-    """A worker with every Kairos workflow and activity; providers default to configuration."""
+    """A worker with every Kairos workflow and activity; providers default to configuration.
+
+    ``extra_workflows`` lets simulations and tests add their own (the event schedule).
+    """
     if email is None or sms is None:
         default_email, default_sms = build_senders(settings)
         email = email or default_email
@@ -51,7 +56,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=queue,
-        workflows=[JourneyWorkflow, CustomerWorkflow],
+        workflows=[JourneyWorkflow, CustomerWorkflow, *extra_workflows],
         activities=[
             messaging.deliver,
             routing.route_event,

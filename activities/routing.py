@@ -18,7 +18,16 @@ from temporalio.service import RPCError, RPCStatusCode
 from kairos import expressions
 from kairos.catalogue import AttrType
 from kairos.compiler import Project
-from kairos.plan import ApiTrigger, DateTrigger, Entry, EventTrigger, JourneyPlan
+from kairos.plan import (
+    ApiTrigger,
+    BranchStep,
+    DateTrigger,
+    Entry,
+    EventTrigger,
+    JourneyPlan,
+    WaitForStep,
+    WaitStep,
+)
 from kairos.runtime import (
     JOURNEY_WORKFLOW,
     SA_CUSTOMER,
@@ -44,6 +53,7 @@ class Routing:
         self.task_queue = task_queue
         self.project = project
         self.timezone_attribute = project.catalogue.attribute_of_type(AttrType.timezone)
+        self.reads = {name: profile_reads(plan) for name, plan in project.plans.items()}
 
     @activity.defn(name="route_event")
     async def route_event(self, request: RouteRequest) -> RouteResult:
@@ -68,7 +78,12 @@ class Routing:
             if triggered and await self._enter(plan, request, event, profile):
                 result.started.append(plan.name)
                 continue
-            if event.name in plan.events_of_interest() and await self._signal(
+            # A running journey hears of the event when it waits for it or exits on it, and
+            # when the event changes a profile attribute its conditions read (an emptied cart).
+            interested = event.name in plan.events_of_interest() or bool(
+                self.reads[plan.name] & updates.keys()
+            )
+            if interested and await self._signal(
                 plan, request.customer_id, SIGNAL_EVENT, RoutedEvent(event=event, profile=profile)
             ):
                 result.signalled.append(plan.name)
@@ -150,6 +165,27 @@ class Routing:
                 return False
             raise
         return True
+
+
+def profile_reads(plan: JourneyPlan) -> frozenset[str]:
+    """The profile attributes a journey's conditions read (``customer.X`` in when/if)."""
+    conditions = [m.when for m in plan.exit_on]
+    for step in plan.steps.values():
+        match step:
+            case BranchStep():
+                conditions += [case.when for case in step.cases]
+            case WaitForStep():
+                conditions += [outcome.when for outcome in step.events]
+            case WaitStep() if step.until_attribute:
+                conditions.append(f"customer.{step.until_attribute}")
+            case _:
+                pass
+    names: set[str] = set()
+    for condition in filter(None, conditions):
+        for path in expressions.referenced_paths(condition):
+            if path[0] == "customer" and len(path) > 1:
+                names.add(path[1])
+    return frozenset(names)
 
 
 def _event_view(event: Event) -> dict[str, Any]:

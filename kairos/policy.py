@@ -20,7 +20,7 @@ from kairos.runtime import Consent, LedgerEntry, SendRequest
 
 UTC = ZoneInfo("UTC")
 # Messages that count against frequency caps: what actually went (or is going) out.
-COUNTED = ("sent", "reserved")
+COUNTED = ("sent",)
 
 
 def zone(name: object) -> ZoneInfo:

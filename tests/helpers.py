@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+
+from kairos.runtime import Event
+from workflows.schedule import EventSchedule, EventScheduleWorkflow, ScheduledEvent
 
 T = TypeVar("T")
 
@@ -75,3 +79,26 @@ async def finish(env: WorkflowEnvironment, handle: WorkflowHandle[Any, T]) -> T:
         return await handle.result()
     async with unlocked():
         return await handle.result()
+
+
+async def schedule(
+    client: Client,
+    task_queue: str,
+    customer_id: str,
+    events: Sequence[tuple[timedelta, str, dict[str, Any]]],
+) -> None:
+    """Deliver ``events`` to a customer at their offsets from now, on the server's clock."""
+    plan = EventSchedule(
+        customer_id=customer_id,
+        events=[
+            ScheduledEvent(
+                after_seconds=delay.total_seconds(),
+                event=Event(id=str(uuid.uuid4()), name=name, properties=properties),
+            )
+            for delay, name, properties in events
+        ],
+    )
+    await client.start_workflow(
+        EventScheduleWorkflow.run, plan, id=f"schedule:{customer_id}:{uuid.uuid4()}",
+        task_queue=task_queue,
+    )  # fmt: skip

@@ -146,7 +146,7 @@ class CustomerWorkflow:
         profile = self.view_profile()
         for entry in reversed(self.state.ledger):
             if entry.key == request.key and entry.status in policy.COUNTED:
-                decision = PolicyDecision(verdict=Verdict.send, reason="already reserved")
+                decision = PolicyDecision(verdict=Verdict.send, reason="already allowed")
                 return ReserveResult(
                     decision=decision.model_copy(update={"profile": profile}),
                     channel=entry.channel,
@@ -166,7 +166,7 @@ class CustomerWorkflow:
                 step=request.step,
                 channel=channel or request.channels[0],
                 category=request.category,
-                status="reserved" if decision.verdict is Verdict.send else decision.verdict.value,
+                status="sent" if decision.verdict is Verdict.send else decision.verdict.value,
                 reason=decision.reason,
                 at=now,
             )

@@ -1,0 +1,184 @@
+"""Cart abandonment, path by path: reminder within the hour, last chance the next day."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from temporalio.testing import WorkflowEnvironment
+
+from kairos.client import Kairos
+from kairos.compiler import Project
+from kairos.config import Settings
+from kairos.runtime import JourneyResult, journey_workflow_id
+from tests.conftest import running_worker
+from tests.helpers import finish, outbox, schedule, started, timezone_at
+
+JOURNEY = "cart_abandonment"
+
+
+def shopper(now: datetime, *, phone: bool, local_hour: int = 12) -> dict[str, Any]:
+    profile: dict[str, Any] = {
+        "email": "sam@example.com",
+        "first_name": "Sam",
+        "locale": "en",
+        "timezone": timezone_at(now, local_hour),
+    }
+    if phone:
+        profile["phone"] = "+358401234567"
+    return profile
+
+
+def cart(total: float) -> dict[str, Any]:
+    return {"cart_total": total, "currency": "EUR", "cart_url": "https://lumo.example/cart"}
+
+
+def order(now: datetime) -> dict[str, Any]:
+    return {"order_id": "o-1", "total": 42.0, "currency": "EUR", "placed_at": now.isoformat()}
+
+
+async def run_cart(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    project: Project,
+    customer: str,
+    profile: dict[str, Any],
+    *,
+    after_start: list[tuple[timedelta, str, dict[str, Any]]] = (),  # type: ignore[assignment]
+) -> JourneyResult:
+    """Identify, put something in the cart, emit ``after_start`` events, run to the end."""
+    kairos = Kairos(env.client, settings, project)
+    async with running_worker(env.client, settings, project):
+        await kairos.identify(customer, profile)
+        await kairos.emit(customer, "cart_updated", cart(59.9))
+        handle = await started(env.client, journey_workflow_id(JOURNEY, customer), JourneyResult)
+        await schedule(env.client, settings.task_queue, customer, after_start)
+        result: JourneyResult = await finish(env, handle)
+        return result
+
+
+def steps_sent(settings: Settings) -> list[tuple[str, str]]:
+    return [(m["step"], m["channel"]) for m in outbox(settings.outbox_dir)]
+
+
+async def test_a_shopper_who_orders_within_the_hour_gets_nothing(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    result = await run_cart(
+        ts_env, settings, project, "quick", shopper(now, phone=True),
+        after_start=[(timedelta(minutes=20), "order_placed", order(now))],
+    )  # fmt: skip
+    assert result.outcome == "converted" and result.converted
+    assert steps_sent(settings) == []
+
+
+async def test_one_who_does_not_order_gets_a_reminder_then_an_sms(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    result = await run_cart(ts_env, settings, project, "slow-sms", shopper(now, phone=True))
+    assert result.outcome == "completed"
+    assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_sms", "sms")]
+    sent_at = [m.key for m in result.messages]
+    assert len(sent_at) == 2
+
+
+async def test_without_a_phone_the_last_chance_comes_by_email(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    await run_cart(ts_env, settings, project, "slow-email", shopper(now, phone=False))
+    assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_email", "email")]
+
+
+async def test_without_sms_consent_the_last_chance_comes_by_email(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    kairos = Kairos(ts_env.client, settings, project)
+    async with running_worker(ts_env.client, settings, project):
+        await kairos.identify("no-sms", shopper(now, phone=True))
+        await kairos.unsubscribe("no-sms", "sms")
+        await kairos.emit("no-sms", "cart_updated", cart(20.0))
+        handle = await started(ts_env.client, journey_workflow_id(JOURNEY, "no-sms"), JourneyResult)
+        await finish(ts_env, handle)
+    assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_email", "email")]
+
+
+async def test_an_order_after_the_reminder_stops_the_last_chance(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    result = await run_cart(
+        ts_env, settings, project, "after-reminder", shopper(now, phone=True),
+        after_start=[(timedelta(hours=3), "order_placed", order(now))],
+    )  # fmt: skip
+    assert result.converted
+    assert steps_sent(settings) == [("first_reminder", "email")]
+
+
+async def test_a_second_cart_restarts_the_clock(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    result = await run_cart(
+        ts_env, settings, project, "restart", shopper(now, phone=False),
+        after_start=[(timedelta(minutes=40), "cart_updated", cart(80.0))],
+    )  # fmt: skip
+    # One reminder, not two: the first run was replaced before its hour was up.
+    assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_email", "email")]
+    waited = [r for r in result.records if r.kind == "wait"]
+    assert len(waited) == 1
+
+
+async def test_an_emptied_cart_ends_the_journey_without_a_message(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    result = await run_cart(
+        ts_env, settings, project, "emptied", shopper(now, phone=False),
+        after_start=[(timedelta(minutes=10), "cart_updated", cart(0.0))],
+    )  # fmt: skip
+    assert result.outcome == "cart_emptied"
+    assert steps_sent(settings) == []
+
+
+async def test_the_same_event_delivered_twice_starts_one_journey(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    kairos = Kairos(ts_env.client, settings, project)
+    async with running_worker(ts_env.client, settings, project):
+        await kairos.identify("twice", shopper(now, phone=False))
+        await kairos.emit("twice", "cart_updated", cart(10.0), event_id="cart-1")
+        await kairos.emit("twice", "cart_updated", cart(10.0), event_id="cart-1")
+        handle = await started(ts_env.client, journey_workflow_id(JOURNEY, "twice"), JourneyResult)
+        result = await finish(ts_env, handle)
+    assert len([r for r in result.records if r.kind == "wait"]) == 1
+    assert [s for s, _ in steps_sent(settings)] == ["first_reminder", "last_chance_email"]
+
+
+async def test_a_reminder_due_at_3am_goes_out_when_quiet_hours_end(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    # Local time is 02:xx now: the reminder falls due at 03:xx, inside 21:00-08:00.
+    result = await run_cart(
+        ts_env, settings, project, "night-owl", shopper(now, phone=False, local_hour=2)
+    )
+    deferred = [r for r in result.records if r.outcome.startswith("deferred")]
+    assert deferred and "quiet hours" in deferred[0].outcome
+    first = result.messages[0]
+    assert first.status == "sent"
+    reminder = outbox(settings.outbox_dir)[0]
+    sent = datetime.fromisoformat(reminder["time"].replace("Z", "+00:00"))
+    assert reminder["step"] == "first_reminder"
+    # Written by the outbox at real time; the journey's own record carries virtual time.
+    assert sent.tzinfo is not None
+    send_record = [r for r in result.records if r.step == "first_reminder" and "sent" in r.outcome]
+    local = send_record[0].at.astimezone(
+        ZoneInfo(shopper(now, phone=False, local_hour=2)["timezone"])
+    )
+    assert (local.hour, local.minute) == (8, 0)

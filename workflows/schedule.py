@@ -1,0 +1,49 @@
+"""Events scheduled in (virtual) time, for simulations and tests.
+
+``kairos simulate --event order_placed@+3h`` and the journey tests need an event to arrive at a
+given moment of a time-skipping run. Driving that from outside (sleeping the test server's
+clock, then signalling) races the server's own time skipping; a workflow whose durable timers
+fire the events keeps every moment on the server's clock. Registered only on simulation and
+test workers, never in production.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from kairos.runtime import SIGNAL_EVENT, Event, customer_workflow_id
+
+
+class ScheduledEvent(BaseModel):
+    """An event to deliver ``after_seconds`` after the schedule starts."""
+
+    after_seconds: float
+    event: Event
+
+
+class EventSchedule(BaseModel):
+    customer_id: str
+    events: list[ScheduledEvent] = Field(default_factory=list)
+
+
+@workflow.defn(name="KairosEventSchedule")
+class EventScheduleWorkflow:
+    """Signals each event to the customer entity at its moment, in order."""
+
+    @workflow.run
+    async def run(self, schedule: EventSchedule) -> int:
+        elapsed = 0.0
+        entity = workflow.get_external_workflow_handle(customer_workflow_id(schedule.customer_id))
+        for item in sorted(schedule.events, key=lambda e: e.after_seconds):
+            if item.after_seconds > elapsed:
+                await workflow.sleep(
+                    timedelta(seconds=item.after_seconds - elapsed),
+                    summary=f"until {item.event.name}",
+                )
+                elapsed = item.after_seconds
+            await entity.signal(SIGNAL_EVENT, item.event)
+        return len(schedule.events)
