@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.actions import Actions, load_action_modules
 from activities.messaging import Messaging
@@ -57,6 +58,12 @@ def build_worker(
         client,
         task_queue=queue,
         workflows=[JourneyWorkflow, CustomerWorkflow, *extra_workflows],
+        workflow_runner=SandboxedWorkflowRunner(
+            # Conditions are Jinja; compiled expressions import jinja2 at evaluation time.
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(
+                "kairos", "jinja2", "markupsafe"
+            )
+        ),
         activities=[
             messaging.deliver,
             routing.route_event,

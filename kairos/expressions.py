@@ -26,6 +26,9 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 _ENV = _environment()
+# Jinja imports its lexer, parser and compiler lazily; workflows import this module through the
+# sandbox's pass-through, so load them now rather than in the middle of a workflow task.
+_ENV.from_string("{{ warm | default(1) }}").render()
 
 
 @lru_cache(maxsize=1024)

@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from kairos.durations import format_duration
 from kairos.messages import PolicyDecision, Verdict
 from kairos.plan import Category, Channel, SplitVariant
 from kairos.runtime import Consent, LedgerEntry, SendRequest
@@ -165,8 +166,6 @@ def _cap_block(
 
 
 def _human_window(seconds: int) -> str:
-    from kairos.durations import format_duration
-
     return format_duration(seconds)
 
 

@@ -95,9 +95,14 @@ class CustomerState(Model):
     pending: list[Event] = Field(default_factory=list)
 
 
+# Continue-as-new well before Temporal's limits (50K events / 50 MB), keeping replays fast.
+MAX_HISTORY_EVENTS = 10_000
+
+
 class CustomerInput(Model):
     customer_id: str
     state: CustomerState | None = None
+    max_history: int = MAX_HISTORY_EVENTS
 
 
 class ConsentChange(Model):
@@ -216,6 +221,7 @@ class JourneyInput(Model):
     trigger: Event | None = None
     state: JourneyState | None = None
     timezone_attribute: str | None = None
+    max_history: int = MAX_HISTORY_EVENTS
 
 
 class JourneyResult(Model):

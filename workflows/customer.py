@@ -63,26 +63,27 @@ class CustomerWorkflow:
         self.state = input.state or CustomerState()
         self.forgotten = False
         self.identifies = 0
+        self.max_history = input.max_history
 
     @workflow.run
     async def run(self, input: CustomerInput) -> CustomerView:
         self._ensure_search_attributes()
         while True:
             await workflow.wait_condition(
-                lambda: (
-                    bool(self.state.pending)
-                    or self.forgotten
-                    or workflow.info().is_continue_as_new_suggested()
-                )
+                lambda: bool(self.state.pending) or self.forgotten or self._history_full()
             )
             if self.forgotten:
                 return await self._forget()
             while self.state.pending and not self.forgotten:
                 await self._route(self.state.pending.pop(0))
-            if workflow.info().is_continue_as_new_suggested() and not self.forgotten:
+            if self._history_full() and not self.forgotten:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
-                    CustomerInput(customer_id=self.customer_id, state=self.state)
+                    CustomerInput(
+                        customer_id=self.customer_id,
+                        state=self.state,
+                        max_history=self.max_history,
+                    )
                 )
 
     # --- messages from product code and journeys -------------------------------------------
@@ -198,6 +199,13 @@ class CustomerWorkflow:
             "stage": self.state.stage,
             "consent": self.state.consent.model_dump(),
         }
+
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self.max_history
+        )
 
     def _ensure_search_attributes(self) -> None:
         if workflow.info().typed_search_attributes.get(SA_CUSTOMER) is None:

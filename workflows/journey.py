@@ -74,6 +74,17 @@ SEND_RETRY = RetryPolicy(
 ACTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=10)
 
 
+def _holds(condition: str | None, context: dict[str, Any]) -> bool:
+    # Jinja takes locks in its caches, which the sandbox forbids; evaluation itself is pure.
+    with workflow.unsafe.sandbox_unrestricted():
+        return expressions.holds(condition, context)
+
+
+def _render(value: Any, context: dict[str, Any]) -> Any:
+    with workflow.unsafe.sandbox_unrestricted():
+        return expressions.render_value(value, context)
+
+
 class _Restart(Exception):
     """A new trigger arrived for a journey whose entry rule is ``restart``."""
 
@@ -88,6 +99,7 @@ class JourneyWorkflow:
         self.customer_id = input.customer_id
         self.profile: dict[str, Any] = dict(input.profile)
         self.timezone_attribute = input.timezone_attribute
+        self.max_history = input.max_history
         self.trigger = input.trigger
         self.state = input.state or JourneyState(step=input.plan.start, event=input.trigger)
         self.exit_event: Event | None = None
@@ -129,7 +141,7 @@ class JourneyWorkflow:
         self.profile.update(routed.profile)
         context = self._context(routed.event)
         for goal in self.plan.exit_on:
-            if goal.event == routed.event.name and expressions.holds(goal.when, context):
+            if goal.event == routed.event.name and _holds(goal.when, context):
                 self.exit_event = routed.event
                 return
         self.inbox.append(routed.event)
@@ -164,7 +176,11 @@ class JourneyWorkflow:
                 return
             if self.restart_event is not None:
                 raise _Restart
-            if workflow.info().is_continue_as_new_suggested():
+            info = workflow.info()
+            if (
+                info.is_continue_as_new_suggested()
+                or info.get_current_history_length() > self.max_history
+            ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 self._continue(self.state, self.trigger)
             step = self.plan.step(self.state.step)
@@ -305,7 +321,7 @@ class JourneyWorkflow:
                 event = self.inbox.pop(0)
                 for outcome in step.events:
                     context = self._context(event)
-                    if outcome.event == event.name and expressions.holds(outcome.when, context):
+                    if outcome.event == event.name and _holds(outcome.when, context):
                         matched.append((event, outcome.next))
                         break
             return bool(matched)
@@ -323,7 +339,7 @@ class JourneyWorkflow:
     def _branch(self, step: BranchStep) -> str | None:
         context = self._context()
         for index, case in enumerate(step.cases):
-            if expressions.holds(case.when, context):
+            if _holds(case.when, context):
                 self._record(step.id, "branch", f"case {index + 1}: {case.when}")
                 return case.next
         self._record(step.id, "branch", "else")
@@ -344,7 +360,7 @@ class JourneyWorkflow:
 
     async def _set(self, step: SetStep) -> str | None:
         context = self._context()
-        attributes = {k: expressions.render_value(v, context) for k, v in step.attributes.items()}
+        attributes = {k: _render(v, context) for k, v in step.attributes.items()}
         change = ProfileChange(
             attributes=attributes,
             increment=step.increment,
@@ -371,7 +387,7 @@ class JourneyWorkflow:
             step=step.id,
             action=step.action,
             webhook=step.webhook,
-            args=expressions.render_value(step.args, context),
+            args=_render(step.args, context),
         )
         name = step.action or (step.webhook.url if step.webhook else "webhook")
         try:
@@ -473,5 +489,6 @@ class JourneyWorkflow:
                 trigger=trigger,
                 state=state,
                 timezone_attribute=self.timezone_attribute,
+                max_history=self.max_history,
             )
         )
