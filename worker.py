@@ -32,6 +32,16 @@ from workflows.journey import JourneyWorkflow
 log = logging.getLogger("kairos.worker")
 
 
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox the workflows run in, for workers and replayers alike."""
+    # Conditions are Jinja; compiled expressions import jinja2 at evaluation time.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "kairos", "jinja2", "markupsafe"
+        )
+    )
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -58,12 +68,7 @@ def build_worker(
         client,
         task_queue=queue,
         workflows=[JourneyWorkflow, CustomerWorkflow, *extra_workflows],
-        workflow_runner=SandboxedWorkflowRunner(
-            # Conditions are Jinja; compiled expressions import jinja2 at evaluation time.
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(
-                "kairos", "jinja2", "markupsafe"
-            )
-        ),
+        workflow_runner=workflow_runner(),
         activities=[
             messaging.deliver,
             routing.route_event,

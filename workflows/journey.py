@@ -334,6 +334,8 @@ class JourneyWorkflow:
             return target
         if self.exit_event is None and self.restart_event is None:
             self._record(step.id, "wait_for", "timed out")
+        else:
+            self._record(step.id, "wait_for", "interrupted")
         return step.on_timeout
 
     def _branch(self, step: BranchStep) -> str | None:
@@ -438,6 +440,7 @@ class JourneyWorkflow:
             f"wait until customer.{trigger.attribute} + {format_duration(trigger.offset_seconds)}"
         )
         await self._pause("trigger", until, label)
+        self._record("trigger", "wait", label)
         if self.restart_event is not None:
             raise _Restart
 
