@@ -42,15 +42,11 @@ def _hhmm(text: str) -> time:
 def local_datetime(day: date, at: time, tz: ZoneInfo) -> datetime:
     """``day`` at wall-clock ``at`` in ``tz``, as UTC.
 
-    Around DST changes a wall-clock time may not exist (spring forward: it is moved past the
-    gap) or exist twice (fall back: the first occurrence is taken).
+    Around DST changes a wall-clock time may not exist (spring forward: it is moved forward by
+    the gap, so 03:30 becomes 04:30) or exist twice (fall back: the first occurrence is taken).
+    PEP 495's ``fold=0`` gives exactly both.
     """
-    naive = datetime.combine(day, at)
-    aware = naive.replace(tzinfo=tz, fold=0)
-    roundtrip = aware.astimezone(UTC).astimezone(tz)
-    if roundtrip.replace(tzinfo=None) != naive:  # in a spring-forward gap
-        aware = naive.replace(tzinfo=tz, fold=1)
-    return aware.astimezone(UTC)
+    return datetime.combine(day, at).replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
 def next_time_of_day(now: datetime, hhmm: str, tz_name: object) -> datetime:
