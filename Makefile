@@ -26,6 +26,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	sh tests/browser/ensure_chromium.sh
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

@@ -26,6 +26,7 @@ from kairos.compiler import Project, load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
 from kairos.temporal import connect
+from kairos.web.phonebook import PhoneWorkflow
 from workflows.customer import CustomerWorkflow
 from workflows.journey import JourneyWorkflow
 
@@ -67,7 +68,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=queue,
-        workflows=[JourneyWorkflow, CustomerWorkflow, *extra_workflows],
+        workflows=[JourneyWorkflow, CustomerWorkflow, PhoneWorkflow, *extra_workflows],
         workflow_runner=workflow_runner(),
         activities=[
             messaging.deliver,

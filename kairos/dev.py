@@ -20,6 +20,7 @@ from pathlib import Path
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
 from kairos.runtime import SEARCH_ATTRIBUTES
+from kairos.web.config import WebConfig, load_web_config
 
 GRPC_PORT = int(os.environ.get("KAIROS_DEV_PORT", "7233"))
 UI_PORT = int(os.environ.get("KAIROS_DEV_UI_PORT", "8233"))
@@ -65,12 +66,13 @@ async def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: f
     raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f}s")
 
 
-def _banner(settings: Settings) -> str:
+def _banner(settings: Settings, web_url: str) -> str:
     return f"""
   Kairos is running.
 
   Temporal UI    http://localhost:{UI_PORT}   (search: KairosCustomerId = "c-42")
   Outbox         {settings.outbox_dir}   (.eml files open in any mail client)
+  Web            {web_url}   (unsubscribe pages, webhooks, /v1/track; see docs/web.md)
 
   Try it, in another terminal:
     .venv/bin/kairos emit c-42 signed_up --data '{{"email": "ada@example.com", "first_name": "Ada", "locale": "en", "timezone": "Europe/Helsinki"}}'
@@ -81,9 +83,10 @@ def _banner(settings: Settings) -> str:
 """  # noqa: E501
 
 
-async def run_dev(settings: Settings) -> int:
+async def run_dev(settings: Settings, web: WebConfig) -> int:
     import worker as worker_module
     from kairos.compiler import load_project
+    from kairos.web.server import build_app, running
 
     try:
         load_project(settings.home)
@@ -106,8 +109,10 @@ async def run_dev(settings: Settings) -> int:
     )
     try:
         await _wait_for_port(GRPC_PORT, server, 30)
-        print(_banner(settings), flush=True)
-        return await worker_module.run(settings)
+        app = await build_app(settings, web)
+        async with running(app, host="127.0.0.1", port=web.port, log_level="warning") as url:
+            print(_banner(settings, url), flush=True)
+            return await worker_module.run(settings)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
@@ -126,6 +131,7 @@ def main() -> None:
     )
     try:
         settings = load_settings()
+        web = load_web_config(home=settings.home)
     except ConfigError as err:
         print(f"kairos dev: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -134,7 +140,7 @@ def main() -> None:
         print("kairos dev: ignoring TEMPORAL_ADDRESS; using the embedded server", file=sys.stderr)
     embedded = {"target_host": local, "namespace": "default"}
     settings = dataclasses.replace(settings, temporal=embedded)
-    raise SystemExit(asyncio.run(run_dev(settings)))
+    raise SystemExit(asyncio.run(run_dev(settings, web)))
 
 
 if __name__ == "__main__":

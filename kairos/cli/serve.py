@@ -1,0 +1,57 @@
+"""``kairos serve``: the HTTP front door (unsubscribe, provider webhooks, /v1/track, health)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Annotated
+
+import typer
+
+from kairos.cli.app import app, console, fail
+from kairos.config import ConfigError, load_settings
+from kairos.problems import ProjectError
+from kairos.web.config import load_web_config
+from kairos.web.server import build_app, serve
+
+_DEV_SECRET = "kairos-dev-secret-change-me"
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: KAIROS_WEB_PORT, else 8000).")
+    ] = None,
+) -> None:
+    """Serve unsubscribe pages, Twilio and SendGrid webhooks, /v1/track and /v1/identify.
+
+    Example: KAIROS_API_KEYS=$(openssl rand -hex 24) kairos serve --host 0.0.0.0 --port 8000
+    """
+    try:
+        settings = load_settings()
+        web = load_web_config(home=settings.home)
+    except ConfigError as err:
+        raise fail(str(err), code=2) from None
+    logging.basicConfig(
+        level=os.environ.get("KAIROS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.secret == _DEV_SECRET:
+        console.print(
+            "[yellow]warning:[/] KAIROS_SECRET is the development default; unsubscribe links "
+            "can be forged until you set your own"
+        )
+    bind_port = web.port if port is None else port
+
+    async def go() -> None:
+        application = await build_app(settings, web)
+        console.print(f"Kairos front door on http://{host}:{bind_port} (public URL "
+                      f"{settings.public_url})")  # fmt: skip
+        await serve(application, host=host, port=bind_port)
+
+    try:
+        asyncio.run(go())
+    except ProjectError as err:
+        raise fail(f"the journeys do not compile:\n{err}") from None

@@ -1,0 +1,111 @@
+"""Settings only the web front door needs, read from the environment and validated at start.
+
+They complement :class:`kairos.config.Settings` (public URL, secret, Twilio auth token, ...):
+``KAIROS_API_KEYS`` for ``/v1/track`` and ``/v1/identify``, ``SENDGRID_WEBHOOK_PUBLIC_KEY`` to
+verify SendGrid's signed event webhook, and ``KAIROS_WEB_PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+from sendgrid.helpers.eventwebhook import EventWebhook
+
+from kairos.config import ConfigError
+
+DEFAULT_PORT = 8000
+MIN_API_KEY_LENGTH = 16
+_PEM_ARMOUR = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the HTTP service needs beyond :class:`kairos.config.Settings`.
+
+    Attributes:
+        api_keys: Keys accepted on ``/v1/track`` and ``/v1/identify``; none means those
+            endpoints refuse every call.
+        sendgrid_public_key: SendGrid's signed-event-webhook verification key (base64 DER, as
+            SendGrid shows it); empty means the SendGrid webhook refuses every call.
+        port: Where ``kairos serve`` listens unless ``--port`` says otherwise.
+    """
+
+    api_keys: tuple[str, ...] = ()
+    sendgrid_public_key: str = ""
+    port: int = DEFAULT_PORT
+
+
+def load_web_config(env: Mapping[str, str] | None = None, *, home: Path | None = None) -> WebConfig:
+    """Read and validate the web settings; raises ConfigError listing every wrong value.
+
+    Like :func:`kairos.config.load_settings`, ``env`` defaults to the process environment
+    merged over an optional ``.env`` file in the project home (the environment wins).
+    """
+    values = _values(env, home)
+    problems: list[str] = []
+    config = WebConfig(
+        api_keys=_api_keys(values.get("KAIROS_API_KEYS", ""), problems),
+        sendgrid_public_key=_public_key(values.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""), problems),
+        port=_port(values.get("KAIROS_WEB_PORT", ""), problems),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _values(env: Mapping[str, str] | None, home: Path | None) -> dict[str, str]:
+    source = os.environ if env is None else env
+    base = (home or Path(source.get("KAIROS_HOME", "."))).resolve()
+    values: dict[str, str] = {}
+    if (base / ".env").is_file():
+        from dotenv import dotenv_values
+
+        values.update({k: v for k, v in dotenv_values(base / ".env").items() if v is not None})
+    values.update(source)
+    return values
+
+
+def _api_keys(raw: str, problems: list[str]) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    for number, key in enumerate(keys, start=1):
+        if len(key) < MIN_API_KEY_LENGTH or any(c.isspace() for c in key):
+            problems.append(
+                f"KAIROS_API_KEYS: key {number} is not usable: keys are at least "
+                f"{MIN_API_KEY_LENGTH} characters without spaces (generate one with "
+                "`openssl rand -hex 24`); separate several keys with commas"
+            )
+    return keys
+
+
+def _public_key(raw: str, problems: list[str]) -> str:
+    # Accept the key as SendGrid shows it (one base64 line) or pasted as a PEM block.
+    key = "".join(_PEM_ARMOUR.sub("", raw).split())
+    if not key:
+        return ""
+    try:
+        usable = isinstance(EventWebhook(key).public_key, ec.EllipticCurvePublicKey)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        usable = False
+    if not usable:
+        problems.append(
+            "SENDGRID_WEBHOOK_PUBLIC_KEY is not an ECDSA public key: copy the verification key "
+            "from SendGrid (Settings > Mail Settings > Signed Event Webhook)"
+        )
+        return ""
+    return key
+
+
+def _port(raw: str, problems: list[str]) -> int:
+    text = raw.strip()
+    if not text:
+        return DEFAULT_PORT
+    if text.isdigit() and 1 <= int(text) <= 65535:
+        return int(text)
+    problems.append(f"KAIROS_WEB_PORT={raw!r}: expected a port number such as {DEFAULT_PORT}")
+    return DEFAULT_PORT

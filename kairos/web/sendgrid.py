@@ -1,0 +1,222 @@
+"""SendGrid's event webhook: bounces and complaints change consent; engagement becomes events.
+
+Requests are verified with SendGrid's signed event webhook (ECDSA over timestamp + body) using
+the ``sendgrid`` SDK's EventWebhook helper and ``SENDGRID_WEBHOOK_PUBLIC_KEY``. Each event is
+matched to the customer, run and step through the custom args the send activity attached
+(``customer_id``, ``journey``, ``step``, ``kairos_key``). SendGrid's ``sg_event_id`` becomes the
+Kairos event id, so a batch SendGrid delivers twice is handled once by the customer entity.
+
+=====================  ======================  =========================
+SendGrid event         consent withdrawn       Kairos event
+=====================  ======================  =========================
+bounce (type bounce)   email                   email_bounced
+dropped                email (marketing when   email_dropped
+                       the address had
+                       unsubscribed or
+                       complained)
+spamreport             marketing               email_spam_reported
+unsubscribe,           marketing               email_unsubscribed
+group_unsubscribe
+delivered              -                       email_delivered
+open                   -                       email_opened
+click                  -                       email_clicked (with url)
+=====================  ======================  =========================
+
+A ``bounce`` of type ``blocked`` is a temporary refusal, not a bad address, and is ignored, as
+are processed, deferred and group_resubscribe (an opt-in needs the customer's own request).
+Kairos events are forwarded only when ``journeys/customer.yaml`` declares them.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sendgrid.helpers.eventwebhook import EventWebhook
+from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from activities.providers.sendgrid import KEY_ARG
+from kairos.client import InvalidEvent, Kairos
+from kairos.web.errors import ApiError, read_body, temporal
+from kairos.web.track import is_customer_id
+
+log = logging.getLogger(__name__)
+
+PATH = "/webhooks/sendgrid/events"
+BODY_LIMIT = 4 * 1024 * 1024
+ENGAGEMENT = {"delivered": "email_delivered", "open": "email_opened", "click": "email_clicked"}
+COMPLAINTS = {
+    "spamreport": "email_spam_reported",
+    "unsubscribe": "email_unsubscribed",
+    "group_unsubscribe": "email_unsubscribed",
+}
+# Dropped because of an earlier opt-out rather than a bad address: marketing, not all email.
+_DROPPED_BY_CHOICE = ("unsubscribed address", "spam reporting address")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one SendGrid event means for Kairos."""
+
+    customer_id: str
+    event_id: str
+    event: str
+    properties: dict[str, Any]
+    timestamp: datetime | None
+    withdraw: str | None
+    source: str
+
+
+def interpret(item: object) -> Outcome | None:
+    """The consent change and event one SendGrid event asks for; None to ignore it."""
+    if not isinstance(item, dict):
+        return None
+    kind, event_id, customer_id = (item.get(k) for k in ("event", "sg_event_id", "customer_id"))
+    if not (isinstance(kind, str) and isinstance(event_id, str) and event_id):
+        return None
+    if not is_customer_id(customer_id):
+        return None  # not sent by Kairos: no custom args to match it to a customer
+    classified = _classify(kind, item)
+    if classified is None:
+        return None
+    event, withdraw = classified
+    return Outcome(
+        customer_id=customer_id,
+        event_id=event_id,
+        event=event,
+        properties=_properties(item),
+        timestamp=_timestamp(item.get("timestamp")),
+        withdraw=withdraw,
+        source=f"sendgrid {kind}",
+    )
+
+
+def _classify(kind: str, item: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The Kairos event and the consent topic to withdraw (if any) for a SendGrid event."""
+    if kind == "bounce":
+        return ("email_bounced", "email") if item.get("type", "bounce") == "bounce" else None
+    if kind == "dropped":
+        reason = str(item.get("reason", "")).lower()
+        by_choice = any(r in reason for r in _DROPPED_BY_CHOICE)
+        return "email_dropped", "marketing" if by_choice else "email"
+    if kind in COMPLAINTS:
+        return COMPLAINTS[kind], "marketing"
+    if kind in ENGAGEMENT:
+        return ENGAGEMENT[kind], None
+    return None
+
+
+def _properties(item: dict[str, Any]) -> dict[str, Any]:
+    # Only the run's coordinates and the clicked link: never the address or SMTP reason,
+    # which can contain it.
+    fields = {"journey": item.get("journey"), "step": item.get("step"), "key": item.get(KEY_ARG)}
+    if item.get("event") == "click":
+        fields["url"] = item.get("url")
+    return {k: v for k, v in fields.items() if isinstance(v, str) and v}
+
+
+def _timestamp(value: object) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+class SendGridRoutes:
+    """``POST /webhooks/sendgrid/events``: built with the client and verification key."""
+
+    def __init__(self, kairos: Kairos, public_key: str) -> None:
+        self.kairos = kairos
+        self.verifier = EventWebhook(public_key) if public_key else None
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(PATH, self.events, methods=["POST"])]
+
+    async def events(self, request: Request) -> Response:
+        """Verify the batch, then apply each event; answer once all are in Temporal."""
+        body = await read_body(request, BODY_LIMIT)
+        self._verify(request, body)
+        try:
+            batch = json.loads(body)
+        except ValueError as err:
+            raise ApiError(400, "invalid_json", f"the body is not JSON: {err}") from None
+        if not isinstance(batch, list):
+            raise ApiError(400, "invalid_body", "SendGrid posts a JSON array of events")
+        applied = 0
+        for item in batch:
+            outcome = interpret(item)
+            if outcome is not None and await self._apply(outcome):
+                applied += 1
+        return JSONResponse(
+            {"received": len(batch), "applied": applied, "ignored": len(batch) - applied}
+        )
+
+    def _verify(self, request: Request, body: bytes) -> None:
+        if self.verifier is None:
+            raise ApiError(
+                403,
+                "not_configured",
+                "SendGrid webhooks cannot be verified: set SENDGRID_WEBHOOK_PUBLIC_KEY to the "
+                "signed event webhook's verification key",
+            )
+        signature = request.headers.get(EventWebhookHeader.SIGNATURE, "")
+        timestamp = request.headers.get(EventWebhookHeader.TIMESTAMP, "")
+        if not signature or not timestamp:
+            raise ApiError(
+                403,
+                "missing_signature",
+                f"the request needs {EventWebhookHeader.SIGNATURE} and "
+                f"{EventWebhookHeader.TIMESTAMP}: turn on the signed event webhook in SendGrid",
+            )
+        try:
+            valid = bool(self.verifier.verify_signature(body.decode("utf-8"), signature, timestamp))
+        except (UnicodeDecodeError, binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            raise ApiError(
+                403,
+                "invalid_signature",
+                "the signature does not match: the body was changed or not signed by SendGrid "
+                "with the key in SENDGRID_WEBHOOK_PUBLIC_KEY",
+            )
+
+    async def _apply(self, outcome: Outcome) -> bool:
+        """Withdraw consent and forward the event; False when nothing could be applied."""
+        applied = False
+        try:
+            if outcome.withdraw:
+                async with temporal():
+                    await self.kairos.unsubscribe(
+                        outcome.customer_id, outcome.withdraw, granted=False, source=outcome.source
+                    )
+                applied = True
+            if await self._forward(outcome):
+                applied = True
+        except InvalidEvent as err:
+            log.warning("sendgrid event %s not applied: %s", outcome.event_id, err)
+        return applied
+
+    async def _forward(self, outcome: Outcome) -> bool:
+        spec = self.kairos.project.catalogue.events.get(outcome.event)
+        if spec is None:
+            log.debug("%s is not declared in the catalogue: not forwarded", outcome.event)
+            return False
+        properties = {k: v for k, v in outcome.properties.items() if k in spec.properties}
+        async with temporal():
+            await self.kairos.emit(
+                outcome.customer_id,
+                outcome.event,
+                properties,
+                event_id=outcome.event_id,
+                timestamp=outcome.timestamp,
+            )
+        return True

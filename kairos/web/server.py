@@ -1,0 +1,86 @@
+"""Serving the front door with uvicorn: from ``kairos serve``, or inside another process.
+
+The Temporal client connects lazily, so the server starts (and ``/health`` answers) while
+Temporal is still coming up; until it is reachable ``/ready`` and every call that needs it
+answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+from starlette.applications import Starlette
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from kairos.client import Kairos
+from kairos.compiler import load_project
+from kairos.config import Settings
+from kairos.web.app import create_app
+from kairos.web.config import WebConfig
+
+log = logging.getLogger(__name__)
+
+
+async def connect_lazily(settings: Settings) -> Client:
+    """A client for the configured Temporal that connects on first use."""
+    config = dict(settings.temporal)
+    target = config.pop("target_host", "localhost:7233")
+    return await Client.connect(target, data_converter=pydantic_data_converter, lazy=True, **config)
+
+
+async def build_app(settings: Settings, web: WebConfig) -> Starlette:
+    """The app for this project (journeys compiled from ``settings.home``).
+
+    Raises:
+        ProjectError: The journeys do not compile.
+    """
+    project = load_project(settings.home)
+    kairos = Kairos(await connect_lazily(settings), settings, project)
+    return create_app(kairos, settings, web)
+
+
+async def serve(app: Starlette, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve until SIGINT or SIGTERM (uvicorn's own handling, with a graceful shutdown)."""
+    server = uvicorn.Server(_config(app, host, port, log_level))
+    await server.serve()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the process it runs in."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running(
+    app: Starlette, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> AsyncIterator[str]:
+    """Serve ``app`` in this event loop for the duration of the block; yields its base URL.
+
+    Port 0 picks a free port. Used by ``make dev`` next to the worker, and by tests.
+    """
+    server = _EmbeddedServer(_config(app, host, port, log_level))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises why it could not start
+                raise RuntimeError(f"the web server did not start on {host}:{port}")
+            await asyncio.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()
+        yield f"http://{host}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def _config(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Config:
+    # Access logs name paths only (tokens carry a customer id, never an address or number).
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off")

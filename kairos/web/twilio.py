@@ -1,0 +1,149 @@
+"""Twilio's inbound SMS webhook: STOP and START keywords change the sender's SMS consent.
+
+Every request must carry a valid ``X-Twilio-Signature`` (HMAC of the webhook URL and form
+fields with the account's auth token), checked with the ``twilio`` SDK's RequestValidator.
+Keywords are the carriers' and Twilio's standard ones, matched like Twilio does: the whole
+message, one word, any case. Other messages are acknowledged and ignored. The answer is empty
+TwiML: Twilio (or the carrier) sends the legally required confirmation itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+from kairos import phone
+from kairos.config import Settings
+from kairos.web.errors import ApiError, media_type, read_body, temporal, with_body
+from kairos.web.phonebook import KeywordReceived, Phonebook
+
+log = logging.getLogger(__name__)
+
+PATH = "/webhooks/twilio/sms"
+BODY_LIMIT = 64 * 1024
+OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+OPT_IN = frozenset({"START", "YES", "UNSTOP"})
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+def keyword(body: str, opt_out_type: str = "") -> bool | None:
+    """What a message asks: True to opt in, False to opt out, None when it is no keyword.
+
+    Args:
+        body: The message text.
+        opt_out_type: Twilio's ``OptOutType`` field (STOP, START or HELP), sent when Advanced
+            Opt-Out with custom keywords is on; it wins over our own matching.
+    """
+    match opt_out_type.strip().upper():
+        case "STOP":
+            return False
+        case "START":
+            return True
+        case "HELP":
+            return None
+    word = body.strip().upper()
+    if word in OPT_OUT:
+        return False
+    if word in OPT_IN:
+        return True
+    return None
+
+
+class TwilioRoutes:
+    """``POST /webhooks/twilio/sms``: built with the settings and phonebook it needs."""
+
+    def __init__(self, settings: Settings, phonebook: Phonebook) -> None:
+        self.settings = settings
+        self.phonebook = phonebook
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(PATH, self.inbound, methods=["POST"])]
+
+    async def inbound(self, request: Request) -> Response:
+        """Verify, then pass a STOP or START on to the number's phonebook entry."""
+        body = await read_body(request, BODY_LIMIT)
+        if media_type(request) != "application/x-www-form-urlencoded":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Twilio webhooks are application/x-www-form-urlencoded; "
+                f"this request is {media_type(request) or 'without a content type'}",
+            )
+        form = await with_body(request, body).form()
+        self._verify(request, form)
+        choice = keyword(_field(form, "Body"), _field(form, "OptOutType"))
+        if choice is None:
+            return _twiml()
+        sender, message_id = _field(form, "From"), _field(form, "MessageSid")
+        if not sender or not message_id:
+            raise ApiError(400, "invalid_body", "an inbound SMS needs From and MessageSid")
+        try:
+            number = phone.normalise(sender)
+        except phone.PhoneError:
+            raise ApiError(
+                400, "invalid_body", "From is not a phone number in E.164 form"
+            ) from None
+        received = KeywordReceived(
+            message_id=message_id, opt_in=choice, keyword=_field(form, "Body").strip().upper()
+        )
+        async with temporal():
+            await self.phonebook.keyword(number, received)
+        log.info("sms %s received (message %s)", "opt-in" if choice else "opt-out", message_id)
+        log.debug("sms keyword from %s", phone.mask(number))
+        return _twiml()
+
+    def _verify(self, request: Request, form: FormData) -> None:
+        token = self.settings.twilio_auth_token
+        if not token:
+            raise ApiError(
+                403,
+                "not_configured",
+                "Twilio webhooks cannot be verified: set TWILIO_AUTH_TOKEN",
+            )
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if not signature:
+            raise ApiError(403, "missing_signature", f"the request has no {SIGNATURE_HEADER}")
+        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER, ""))
+        validator = RequestValidator(token)
+        if not any(
+            validator.validate(url, form, signature, algorithm)
+            for url in _urls(self.settings, request)
+        ):
+            raise ApiError(
+                403,
+                "invalid_signature",
+                f"{SIGNATURE_HEADER} does not match: Twilio signs the exact webhook URL, so "
+                f"configure {self.settings.public_url}{PATH} in Twilio (KAIROS_PUBLIC_URL) and "
+                "check TWILIO_AUTH_TOKEN",
+            )
+
+
+def _urls(settings: Settings, request: Request) -> list[str]:
+    """The URLs Twilio may have signed: the public one, and the one this request arrived at.
+
+    Behind a proxy only the public URL matches; accepting either is no weaker, since the
+    signature still needs the auth token.
+    """
+    query = f"?{request.url.query}" if request.url.query else ""
+    public = f"{settings.public_url.rstrip('/')}{request.url.path}{query}"
+    received = str(request.url)
+    return [public] if public == received else [public, received]
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, media_type="text/xml")
