@@ -12,6 +12,10 @@ _MODULES = (
     "kairos.cli.runtime",
     "kairos.cli.outbox",
     "kairos.cli.messages",
+    "kairos.cli.simulate",
+    "kairos.cli.enroll",
+    "kairos.cli.report",
+    "kairos.cli.serve",
 )
 
 for _name in _MODULES:

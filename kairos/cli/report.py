@@ -1,0 +1,355 @@
+"""``kairos report``: which journeys convert, where customers drop off, which variant wins."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kairos.cli.app import app, console, err_console, fail
+from kairos.compiler import load_project
+from kairos.config import ConfigError, Settings, load_settings
+from kairos.plan import JourneyPlan
+from kairos.problems import ProjectError
+from kairos.report import (
+    DEFAULT_MAX_RUNS,
+    DEFAULT_SINCE,
+    HOLDOUT,
+    MESSAGE_STATUSES,
+    JourneyReport,
+    Report,
+    ReportError,
+    StepStats,
+    VariantStats,
+    build_report,
+    lift,
+    parse_since,
+)
+from kairos.temporal import connect
+
+_EPILOG = (
+    "Example: [bold]kairos report cart_abandonment --since 7d --html report.html[/]  "
+    "(needs a running worker to read runs still in progress)"
+)
+
+
+@app.command("report", epilog=_EPILOG)
+def report_command(
+    journey: Annotated[
+        str | None, typer.Argument(help="Only this journey (default: every journey).")
+    ] = None,
+    since: Annotated[
+        str, typer.Option(help="Entries that started in this window: 7d, 12h, 2026-01-31 or all.")
+    ] = DEFAULT_SINCE,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML page here.")
+    ] = None,
+    max_runs: Annotated[
+        int, typer.Option(min=1, help="Read at most this many runs.")
+    ] = DEFAULT_MAX_RUNS,
+) -> None:
+    """Lifecycle analysis: journeys, their steps, split variants, stages.
+
+    Per journey: entered, active, each outcome, converted (goal reached) and
+    the conversion rate. Per step: reached, waiting there now, messages sent,
+    blocked, failed, deferred and held out, and where entries ended. Split
+    variants side by side with the lift over the holdout, and how many
+    customers are in each lifecycle stage now. Read from Temporal's
+    visibility and the runs' own records.
+    """
+    settings, plans = _load()
+    if journey is not None and journey not in plans:
+        err_console.print(f"note: {escape(journey)} is not among the compiled journeys")
+    try:
+        window = parse_since(since, datetime.now(UTC))
+    except ReportError as err:
+        raise fail(str(err), code=2) from None
+    report = asyncio.run(_build(settings, plans, journey, window, max_runs))
+    if html_file is not None:
+        html_file.write_text(render_html(report), encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        return
+    print_report(report)
+    if html_file is not None:
+        console.print(f"[green]wrote[/] {escape(str(html_file))}")
+
+
+def _load() -> tuple[Settings, dict[str, JourneyPlan]]:
+    try:
+        settings = load_settings()
+    except ConfigError as err:
+        raise fail(str(err), code=2) from None
+    try:
+        plans = load_project(settings.home).plans
+    except ProjectError:
+        # Runs still report without their plans; steps then appear in the order first seen.
+        err_console.print("note: the journeys do not compile; steps are shown as recorded")
+        plans = {}
+    return settings, plans
+
+
+async def _build(
+    settings: Settings,
+    plans: dict[str, JourneyPlan],
+    journey: str | None,
+    since: datetime | None,
+    max_runs: int,
+) -> Report:
+    try:
+        client = await connect(settings)
+    except RuntimeError as err:
+        target = settings.temporal.get("target_host", "localhost:7233")
+        raise fail(f"cannot reach Temporal at {target} ({err})") from None
+    return await build_report(
+        client, settings.task_queue, plans, journey=journey, since=since, max_runs=max_runs
+    )
+
+
+# --- the terminal ------------------------------------------------------------------------------
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _lift(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def _counts(counter: Iterable[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counter if count) or "-"
+
+
+def print_report(report: Report) -> None:
+    """The report as rich tables: journeys, then each journey's steps and splits, then stages."""
+    window = report.since.strftime("%Y-%m-%d %H:%M UTC") if report.since else "the beginning"
+    console.print(
+        f"[bold]Kairos report[/]: entries since {window}, task queue {escape(report.task_queue)}",
+        highlight=False,
+    )
+    if report.truncated:
+        console.print("[yellow]only the newest runs were read (raise --max-runs)[/]")
+    console.print(_journeys_table(report.journeys))
+    for journey in report.journeys:
+        if journey.entered:
+            console.print(_steps_table(journey))
+            if journey.variants:
+                console.print(_variants_table(journey))
+        if journey.unreadable:
+            console.print(
+                f"[yellow]{journey.unreadable} {escape(journey.journey)} entries could not be "
+                "read (is a worker running?); their steps are not counted[/]"
+            )
+    console.print(_stages_table(report.stages))
+
+
+def _journeys_table(journeys: list[JourneyReport]) -> Table:
+    table = Table(title="journeys", title_justify="left", header_style="bold")
+    for name in ("journey", "entered", "active", "converted", "rate", "restarts"):
+        table.add_column(name, justify="left" if name == "journey" else "right")
+    table.add_column("ended (by outcome)")
+    table.add_column("messages")
+    for j in journeys:
+        table.add_row(
+            escape(j.journey), str(j.entered), str(j.active), str(j.converted),
+            _percent(j.rate), str(j.restarts), escape(_counts(j.outcomes.most_common())),
+            _counts((s, j.messages[s]) for s in MESSAGE_STATUSES),
+        )  # fmt: skip
+    return table
+
+
+def _steps_table(journey: JourneyReport) -> Table:
+    table = Table(title=f"{journey.journey}: steps", title_justify="left", header_style="bold")
+    table.add_column("step")
+    table.add_column("kind")
+    for name in ("reached", "here now", *MESSAGE_STATUSES):
+        table.add_column(name.replace("_", " "), justify="right")
+    table.add_column("ended here")
+    for step in journey.steps:
+        table.add_row(*_step_cells(step))
+    return table
+
+
+def _step_cells(step: StepStats) -> list[str]:
+    messages = [str(step.messages[s]) if step.messages[s] else "" for s in MESSAGE_STATUSES]
+    return [
+        escape(step.step),
+        step.kind,
+        str(step.reached),
+        str(step.active) if step.active else "",
+        *messages,
+        escape(_counts(step.exits.most_common())) if step.exits else "",
+    ]
+
+
+def _variants_table(journey: JourneyReport) -> Table:
+    holdouts = {v.split: v for v in journey.variants if v.variant == HOLDOUT}
+    table = Table(title=f"{journey.journey}: splits", title_justify="left", header_style="bold")
+    table.add_column("split")
+    table.add_column("variant")
+    for name in ("customers", "converted", "rate", "lift vs holdout"):
+        table.add_column(name, justify="right")
+    for v in journey.variants:
+        table.add_row(
+            escape(v.split), escape(v.variant), str(v.customers), str(v.converted),
+            _percent(v.rate), _lift(lift(v, holdouts.get(v.split))),
+        )  # fmt: skip
+    return table
+
+
+def _stages_table(stages: dict[str, int]) -> Table:
+    table = Table(title="stages (now)", title_justify="left")
+    table.add_column("stage")
+    table.add_column("customers", justify="right")
+    for stage, count in stages.items():
+        table.add_row(escape(stage), str(count))
+    return table
+
+
+# --- the HTML page -----------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d2330}
+h1{font-size:1.5rem;margin:0 0 .2rem}h2{font-size:1.2rem;margin:2rem 0 .5rem}
+h3{font-size:1rem;margin:1.2rem 0 .4rem;color:#444}.muted{color:#666}
+table{border-collapse:collapse;margin:.4rem 0 1rem}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #e3e6ec;text-align:right;vertical-align:middle}
+th{background:#f4f6fa;font-weight:600}td:first-child,th:first-child{text-align:left}
+td.l,th.l{text-align:left;white-space:nowrap}.bar{background:#edf0f5;width:220px;height:12px;border-radius:3px}
+.bar>span{display:block;height:12px;border-radius:3px;background:#3d6fd9}
+.bar>span.good{background:#2e9d5b}.bar>span.hold{background:#9aa3b2}
+.stack{display:flex;width:320px;height:14px;border-radius:3px;overflow:hidden;background:#edf0f5}
+.stack>span{height:14px}.legend span{display:inline-block;margin-right:1rem}
+.sw{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;
+vertical-align:-1px}
+"""
+_PALETTE = ("#2e9d5b", "#3d6fd9", "#e0a030", "#c0504d", "#8064a2", "#4bacc6", "#9aa3b2")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _bar(value: float, total: float, css: str = "") -> str:
+    width = 0.0 if total <= 0 else max(0.0, min(100.0, 100.0 * value / total))
+    klass = f' class="{css}"' if css else ""
+    return f'<div class="bar"><span{klass} style="width:{width:.1f}%"></span></div>'
+
+
+def render_html(report: Report) -> str:
+    """One self-contained page (inline CSS bar charts, no scripts, nothing fetched)."""
+    window = report.since.strftime("%Y-%m-%d %H:%M UTC") if report.since else "the beginning"
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Kairos report</title><style>{_CSS}</style></head><body>",
+        "<h1>Kairos: customer lifecycle report</h1>",
+        f'<p class="muted">Entries since {_e(window)} on task queue {_e(report.task_queue)}; '
+        f"generated {_e(report.generated.strftime('%Y-%m-%d %H:%M UTC'))}.</p>",
+        _html_journeys(report.journeys),
+        *(_html_journey(j) for j in report.journeys if j.entered),
+        _html_stages(report.stages),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _html_journeys(journeys: list[JourneyReport]) -> str:
+    rows = [
+        "<h2>Journeys</h2><table><tr><th>journey</th><th>entered</th><th>active</th>"
+        "<th>converted</th><th>rate</th><th></th><th>restarts</th></tr>"
+    ]
+    for j in journeys:
+        rows.append(
+            f"<tr><td>{_e(j.journey)}</td><td>{j.entered}</td><td>{j.active}</td>"
+            f"<td>{j.converted}</td><td>{_percent(j.rate)}</td>"
+            f"<td>{_bar(j.converted, j.entered, 'good')}</td><td>{j.restarts}</td></tr>"
+        )
+    return "".join(rows) + "</table>"
+
+
+def _html_journey(journey: JourneyReport) -> str:
+    return "".join(
+        [
+            f"<h2>{_e(journey.journey)}</h2>",
+            _html_outcomes(journey),
+            _html_funnel(journey),
+            _html_variants(journey) if journey.variants else "",
+        ]
+    )
+
+
+def _html_outcomes(journey: JourneyReport) -> str:
+    slices = [("active", journey.active), *journey.outcomes.most_common()]
+    total = sum(count for _, count in slices) or 1
+    spans, legend = [], []
+    for index, (name, count) in enumerate(slices):
+        colour = _PALETTE[index % len(_PALETTE)]
+        spans.append(f'<span style="width:{100 * count / total:.1f}%;background:{colour}"></span>')
+        legend.append(
+            f'<span><i class="sw" style="background:{colour}"></i>{_e(name)} {count}</span>'
+        )
+    return (
+        f'<h3>Where entries are</h3><div class="stack">{"".join(spans)}</div>'
+        f'<p class="legend">{"".join(legend)}</p>'
+    )
+
+
+def _html_funnel(journey: JourneyReport) -> str:
+    head = "".join(f"<th>{_e(s.replace('_', ' '))}</th>" for s in MESSAGE_STATUSES)
+    rows = [
+        "<h3>Steps</h3><table><tr><th>step</th><th class=l>kind</th><th>reached</th><th></th>"
+        f"<th>here now</th>{head}<th class=l>ended here</th></tr>"
+    ]
+    for step in journey.steps:
+        cells = "".join(f"<td>{step.messages[s] or ''}</td>" for s in MESSAGE_STATUSES)
+        ended = _e(_counts(step.exits.most_common())) if step.exits else ""
+        rows.append(
+            f"<tr><td>{_e(step.step)}</td><td class=l>{_e(step.kind)}</td><td>{step.reached}</td>"
+            f"<td>{_bar(step.reached, journey.entered)}</td><td>{step.active or ''}</td>"
+            f"{cells}<td class=l>{ended}</td></tr>"
+        )
+    return "".join(rows) + "</table>"
+
+
+def _html_variants(journey: JourneyReport) -> str:
+    holdouts = {v.split: v for v in journey.variants if v.variant == HOLDOUT}
+    best = max((v.rate or 0.0 for v in journey.variants), default=0.0)
+    rows = [
+        "<h3>Splits</h3><table><tr><th>split</th><th class=l>variant</th><th>customers</th>"
+        "<th>converted</th><th>rate</th><th></th><th>lift vs holdout</th></tr>"
+    ]
+    for v in journey.variants:
+        rows.append(_html_variant(v, holdouts.get(v.split), best))
+    return "".join(rows) + "</table>"
+
+
+def _html_variant(variant: VariantStats, holdout: VariantStats | None, best: float) -> str:
+    css = "hold" if variant.variant == HOLDOUT else "good"
+    return (
+        f"<tr><td>{_e(variant.split)}</td><td class=l>{_e(variant.variant)}</td>"
+        f"<td>{variant.customers}</td><td>{variant.converted}</td>"
+        f"<td>{_percent(variant.rate)}</td><td>{_bar(variant.rate or 0.0, best, css)}</td>"
+        f"<td>{_lift(lift(variant, holdout))}</td></tr>"
+    )
+
+
+def _html_stages(stages: dict[str, int]) -> str:
+    top = max(stages.values(), default=0)
+    rows = ["<h2>Customers by lifecycle stage (now)</h2><table>"]
+    rows.extend(
+        f"<tr><td>{_e(stage)}</td><td>{count}</td><td>{_bar(count, top)}</td></tr>"
+        for stage, count in stages.items()
+    )
+    return "".join(rows) + "</table>"

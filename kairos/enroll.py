@@ -1,0 +1,446 @@
+"""Enroll an imported list of customers into a journey: validated, idempotent and resumable.
+
+``kairos enroll <journey> --csv customers.csv`` (or ``--jsonl``) reads every row first and
+rejects the ones that cannot be enrolled, each with the reason: no customer id, an id used twice,
+a profile attribute the catalogue does not declare or of the wrong type. The valid rows are
+then started through :meth:`kairos.client.Kairos.start`, no faster than a rate limit.
+
+Nobody is enrolled twice:
+
+* progress is kept in ``.kairos/enroll/<journey>-<hash of the file>.json``, so running the same
+  file again (after Ctrl-C, a crash, or by mistake) skips every row already handled;
+* a customer whose run of the journey is still going is "already enrolled" (the workflow id
+  ``journey:<name>:<customer>`` is unique while running, and the start fails on a conflict);
+* for a journey with ``entry: once``, a customer who went through it before is skipped, whether
+  the run is still in Temporal's visibility or only recorded by the customer entity.
+
+The state file holds customer ids and statuses only, never profile data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from kairos.catalogue import Attribute, AttrType, Catalogue
+from kairos.client import CustomerNotFound, JourneyAlreadyRunning, Kairos, KairosError
+from kairos.plan import Entry, JourneyPlan
+from kairos.runtime import journey_workflow_id
+
+ID_COLUMNS = ("id", "customer_id")
+STATE_DIR = Path(".kairos") / "enroll"
+DEFAULT_RATE = 20.0
+DEFAULT_CONCURRENCY = 8
+_TRUE = frozenset({"true", "yes", "y", "1"})
+_FALSE = frozenset({"false", "no", "n", "0"})
+# Save progress at least this often (seconds), and always on the way out.
+_SAVE_EVERY = 1.0
+
+
+class EnrollError(Exception):
+    """The enrollment cannot start at all: unreadable file, no id column, unknown journey."""
+
+
+class Status(StrEnum):
+    """What became of one row."""
+
+    enrolled = "enrolled"
+    already_enrolled = "already_enrolled"
+    already_entered = "already_entered"
+    rejected = "rejected"
+    failed = "failed"
+
+
+# A row with one of these statuses is never tried again; failed rows are retried on resume.
+FINAL = frozenset({Status.enrolled, Status.already_enrolled, Status.already_entered})
+
+
+@dataclass(frozen=True)
+class Row:
+    """A valid row: who to enroll, with the profile attributes the file gives."""
+
+    line: int
+    customer_id: str
+    profile: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What became of the row at ``line``, and why."""
+
+    line: int
+    customer_id: str
+    status: Status
+    reason: str = ""
+
+
+# --- reading and validating the file -----------------------------------------------------------
+
+
+def read_rows(
+    path: Path, catalogue: Catalogue, *, jsonl: bool = False
+) -> tuple[list[Row], list[RowResult]]:
+    """The valid rows of a CSV (or, with ``jsonl``, JSON Lines) file, and the rejected ones.
+
+    CSV needs an ``id`` (or ``customer_id``) column; every other column must be a profile
+    attribute from the catalogue and is converted to its type (empty cells are left out).
+    JSON Lines holds one object per line: ``id`` (or ``customer_id``) and profile attributes,
+    flat or under ``profile``.
+
+    Raises:
+        EnrollError: The file cannot be read, or a CSV header is unusable.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise EnrollError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise EnrollError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
+    parsed = _jsonl_rows(text) if jsonl else _csv_rows(text, catalogue, path)
+    return _validate(parsed, catalogue)
+
+
+_Parsed = list[tuple[int, str, dict[str, Any] | str]]
+
+
+def _csv_rows(text: str, catalogue: Catalogue, path: Path) -> _Parsed:
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in reader.fieldnames or []]
+    id_column = next((c for c in ID_COLUMNS if c in header), None)
+    if id_column is None:
+        raise EnrollError(f"{path}: the first line must name the columns, one of them `id`")
+    unknown = [c for c in header if c not in catalogue.profile and c not in ID_COLUMNS]
+    if unknown:
+        declared = ", ".join(sorted(catalogue.profile))
+        raise EnrollError(
+            f"{path}: columns {', '.join(unknown)} are not profile attributes in "
+            f"journeys/customer.yaml (declared: {declared})"
+        )
+    rows: _Parsed = []
+    for raw in reader:
+        cells = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        customer_id = cells.pop(id_column, "")
+        cells.pop("customer_id" if id_column == "id" else "id", None)
+        profile = {k: coerce(v, catalogue.profile[k]) for k, v in cells.items() if v}
+        rows.append((reader.line_num, customer_id, profile))
+    return rows
+
+
+def _jsonl_rows(text: str) -> _Parsed:
+    rows: _Parsed = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            rows.append((number, "", f"not valid JSON: {err.msg} at column {err.colno}"))
+            continue
+        if not isinstance(value, dict):
+            rows.append((number, "", 'expected a JSON object such as {"id": "c-42"}'))
+            continue
+        ids = [value.pop(column, None) for column in ID_COLUMNS]
+        customer_id = str(next((i for i in ids if i not in (None, "")), ""))
+        nested = value.pop("profile", None)
+        profile = {**value, **nested} if isinstance(nested, dict) else value
+        rows.append((number, customer_id, profile))
+    return rows
+
+
+def coerce(value: str, attr: Attribute) -> Any:
+    """A CSV cell as the attribute's type; left as text when it does not convert.
+
+    Text that does not convert is then rejected by the catalogue's validation, which says what
+    was expected.
+    """
+    try:
+        match attr.type:
+            case AttrType.number:
+                return float(value)
+            case AttrType.integer:
+                return int(value)
+            case AttrType.boolean:
+                lowered = value.lower()
+                return True if lowered in _TRUE else False if lowered in _FALSE else value
+            case AttrType.list | AttrType.object:
+                return json.loads(value)
+            case _:
+                return value
+    except ValueError:
+        return value
+
+
+def _validate(parsed: _Parsed, catalogue: Catalogue) -> tuple[list[Row], list[RowResult]]:
+    rows: list[Row] = []
+    rejected: list[RowResult] = []
+    first_line: dict[str, int] = {}
+    for line, customer_id, profile in parsed:
+        if isinstance(profile, str):
+            rejected.append(RowResult(line, customer_id, Status.rejected, profile))
+            continue
+        reason = _row_problem(customer_id, profile, first_line, catalogue)
+        if reason:
+            rejected.append(RowResult(line, customer_id, Status.rejected, reason))
+            continue
+        first_line[customer_id] = line
+        rows.append(Row(line, customer_id, profile))
+    return rows, rejected
+
+
+def _row_problem(
+    customer_id: str, profile: dict[str, Any], first_line: dict[str, int], catalogue: Catalogue
+) -> str:
+    if problem := id_problem(customer_id):
+        return problem
+    if customer_id in first_line:
+        return f"customer {customer_id} is also on line {first_line[customer_id]}"
+    problems = catalogue.validate_profile(profile)
+    return "; ".join(p.removeprefix("profile: ") for p in problems)
+
+
+def id_problem(customer_id: str) -> str:
+    """Why ``customer_id`` cannot be a Kairos customer id, or "" when it can."""
+    if not customer_id.strip():
+        return "no customer id"
+    if len(customer_id) > 200 or any(c in customer_id for c in "\n\r\t"):
+        return "customer ids are at most 200 characters with no line breaks or tabs"
+    return ""
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes: the same file resumes, an edited one starts afresh."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class EnrollState:
+    """Rows already handled for one journey and one file, kept on disk between runs."""
+
+    path: Path
+    journey: str
+    source: str
+    digest: str
+    done: dict[int, RowResult] = field(default_factory=dict)
+    _saved_at: float = 0.0
+
+    @classmethod
+    def open(cls, home: Path, journey: str, source: Path, *, fresh: bool = False) -> EnrollState:
+        """The state of enrolling ``source`` into ``journey`` (empty when new or ``fresh``)."""
+        digest = file_digest(source)
+        path = home / STATE_DIR / f"{journey}-{digest[:16]}.json"
+        state = cls(path=path, journey=journey, source=str(source), digest=digest)
+        if path.is_file() and not fresh:
+            state.done = _load_done(path)
+        return state
+
+    def record(self, result: RowResult) -> None:
+        """Remember a row once it reached a final status; save now and then."""
+        if result.status in FINAL:
+            self.done[result.line] = result
+        if time.monotonic() - self._saved_at >= _SAVE_EVERY:
+            self.save()
+
+    def save(self) -> None:
+        """Write the state atomically (a crash leaves the old file or the new one)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = {
+            "journey": self.journey,
+            "file": self.source,
+            "sha256": self.digest,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "rows": {
+                str(line): {"customer_id": r.customer_id, "status": r.status.value}
+                for line, r in sorted(self.done.items())
+            },
+        }
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps(body, indent=1), encoding="utf-8")
+        os.replace(partial, self.path)
+        self._saved_at = time.monotonic()
+
+
+def _load_done(path: Path) -> dict[int, RowResult]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")).get("rows", {})
+        return {
+            int(line): RowResult(int(line), str(r["customer_id"]), Status(r["status"]))
+            for line, r in rows.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise EnrollError(
+            f"{path}: the progress file is damaged ({err}); delete it, or pass --fresh "
+            "(customers already running the journey are still skipped)"
+        ) from None
+
+
+# --- enrolling ---------------------------------------------------------------------------------
+
+
+class _Pacer:
+    """At most ``rate`` starts per second, however many run concurrently."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self.next)
+        self.next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+OnResult = Callable[[RowResult], None]
+
+
+class Enrollment:
+    """Start one journey for many customers, recording each row's fate in ``state``."""
+
+    def __init__(
+        self,
+        kairos: Kairos,
+        plan: JourneyPlan,
+        state: EnrollState,
+        *,
+        rate: float = DEFAULT_RATE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        on_result: OnResult | None = None,
+    ) -> None:
+        """Prepare an enrollment; ``on_result`` hears of every row as it finishes."""
+        if rate <= 0 or concurrency < 1:
+            raise EnrollError("--rate must be above 0 and --concurrency at least 1")
+        self.kairos = kairos
+        self.plan = plan
+        self.state = state
+        self.pacer = _Pacer(rate)
+        self.concurrency = concurrency
+        self.on_result = on_result or (lambda result: None)
+
+    def pending(self, rows: list[Row]) -> list[Row]:
+        """The rows not handled in an earlier run of the same file."""
+        return [row for row in rows if row.line not in self.state.done]
+
+    async def ensure_worker(self) -> None:
+        """Refuse to start when no worker polls the task queue: nothing would run.
+
+        Raises:
+            EnrollError: No worker is polling.
+        """
+        client = self.kairos.client
+        request = DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=self.kairos.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        described = await client.workflow_service.describe_task_queue(request)
+        if not described.pollers:
+            raise EnrollError(
+                f"no worker is polling task queue {self.kairos.task_queue!r}: start one "
+                "(`kairos worker`, or `make dev` locally) and run the same command again"
+            )
+
+    async def run(self, rows: list[Row]) -> None:
+        """Enroll ``rows`` (call :meth:`pending` first to skip finished ones).
+
+        Progress is saved as rows finish and once more on the way out, also when cancelled
+        (Ctrl-C), so the same command resumes where this one stopped.
+        """
+        queue: asyncio.Queue[Row] = asyncio.Queue()
+        for row in rows:
+            queue.put_nowait(row)
+        workers = [asyncio.create_task(self._drain(queue)) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*workers, return_exceptions=True)
+            self.state.save()
+
+    async def _drain(self, queue: asyncio.Queue[Row]) -> None:
+        while not queue.empty():
+            row = queue.get_nowait()
+            await self.pacer.wait()
+            result = await self.enroll(row)
+            self.state.record(result)
+            self.on_result(result)
+
+    async def enroll(self, row: Row) -> RowResult:
+        """Enroll one customer unless they are (or, for ``once``, were) in the journey."""
+        skip = await self._skip_reason(row.customer_id)
+        if skip is not None:
+            return RowResult(row.line, row.customer_id, skip[0], skip[1])
+        try:
+            await self.kairos.start(self.plan.name, row.customer_id, dict(row.profile) or None)
+        except JourneyAlreadyRunning:
+            return RowResult(row.line, row.customer_id, Status.already_enrolled, "running")
+        except (KairosError, RPCError) as err:
+            return RowResult(row.line, row.customer_id, Status.failed, _message(err))
+        return RowResult(row.line, row.customer_id, Status.enrolled)
+
+    async def _skip_reason(self, customer_id: str) -> tuple[Status, str] | None:
+        described = await self._latest_run(customer_id)
+        if described is not None and described.status is WorkflowExecutionStatus.RUNNING:
+            since = described.start_time.strftime("%Y-%m-%d %H:%M UTC")
+            return Status.already_enrolled, f"running since {since}"
+        if self.plan.entry is not Entry.once:
+            return None
+        if described is not None:
+            return Status.already_entered, "went through it before (entry: once)"
+        if await self._entered_before(customer_id):
+            return Status.already_entered, "entered it before (entry: once)"
+        return None
+
+    async def _latest_run(self, customer_id: str) -> WorkflowExecutionDescription | None:
+        workflow_id = journey_workflow_id(self.plan.name, customer_id)
+        try:
+            return await self.kairos.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def _entered_before(self, customer_id: str) -> bool:
+        try:
+            view = await self.kairos.customer(customer_id)
+        except CustomerNotFound:
+            return False
+        return self.plan.name in view.entered
+
+
+def _message(err: Exception) -> str:
+    return err.message if isinstance(err, RPCError) else str(err)
+
+
+def summarise(results: Iterable[RowResult]) -> dict[str, int]:
+    """How many rows ended with each status, every status listed."""
+    counts = {status.value: 0 for status in Status}
+    for result in results:
+        counts[result.status.value] += 1
+    return counts

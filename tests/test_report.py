@@ -1,0 +1,229 @@
+"""``kairos report``: what marketers ask of their journeys, counted from Temporal itself.
+
+The journey here is a plan built in the test, not compiled from YAML. Its condition is compiled
+outside the workflow sandbox first, as the compiler does for real journeys: compiling Jinja
+inside the sandbox fails (jinja2 is not passed through the sandbox; reported to worker.py's
+owner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
+
+from kairos import expressions, policy
+from kairos.cli import app
+from kairos.client import Kairos
+from kairos.compiler import Project
+from kairos.config import Settings
+from kairos.plan import (
+    BranchCase,
+    BranchStep,
+    Channel,
+    Entry,
+    EventMatch,
+    EventTrigger,
+    ExitStep,
+    JourneyPlan,
+    PlanStep,
+    SendStep,
+    SetStep,
+    SplitStep,
+    SplitVariant,
+    Stage,
+    WaitStep,
+)
+from kairos.report import Report, ReportError, build_report, parse_since
+from kairos.runtime import journey_workflow_id
+from tests.conftest import ROOT, running_worker
+from tests.helpers import eventually
+
+JOURNEY = "pricing_followup"
+SPLIT = "offer_split"
+VARIANTS = (
+    SplitVariant(name="a", weight=50, next="offer_a"),
+    SplitVariant(name="b", weight=50, next="offer_b"),
+)
+HOLDOUT = 20
+CUSTOMERS = [f"rep-{n}" for n in range(10)]
+NOT_ELIGIBLE, CANCELLED, UNSUBSCRIBED, RESTARTED = "rep-5", "rep-3", "rep-4", "rep-6"
+BUYERS = ["rep-0", "rep-1", "rep-2"]
+
+
+def pricing_followup() -> JourneyPlan:
+    """Someone looked at prices: an offer (variant a or b, or none for the holdout), an hour
+    for them to order, restarted whenever they look again."""
+    # Compiled once here, as load_project does for every condition (see the module docstring).
+    eligible = "(customer.lead_score or 0) > 100"
+    assert expressions.check_syntax(eligible) is None
+    steps: list[PlanStep] = [
+        BranchStep(
+            id="eligible",
+            cases=(BranchCase(when=eligible, next="not_eligible"),),
+            otherwise="into_retention",
+        ),
+        ExitStep(id="not_eligible", outcome="not_eligible"),
+        SetStep(id="into_retention", stage=Stage.retention, next=SPLIT),
+        SplitStep(id=SPLIT, variants=VARIANTS, holdout_percent=HOLDOUT, holdout_next="offer_a"),
+        SendStep(id="offer_a", channel=Channel.email, template="welcome/welcome", next="wait"),
+        SendStep(
+            id="offer_b", channel=Channel.email, template="welcome/onboarding_tips", next="wait"
+        ),
+        WaitStep(id="wait", duration_seconds=3600, next="no_order"),
+        ExitStep(id="no_order", outcome="no_order"),
+    ]
+    return JourneyPlan(
+        name=JOURNEY,
+        stage=Stage.purchase,
+        trigger=EventTrigger(event="pricing_viewed"),
+        entry=Entry.restart,
+        exit_on=(EventMatch(event="order_placed"),),
+        start="eligible",
+        ignore_quiet_hours=True,
+        steps={s.id: s for s in steps},
+    ).with_version()
+
+
+def variant(customer_id: str) -> str:
+    chosen = policy.choose_variant(customer_id, JOURNEY, SPLIT, VARIANTS, HOLDOUT)
+    return chosen.name if chosen else "holdout"
+
+
+async def waiting(kairos: Kairos, customer_id: str) -> bool:
+    return bool((await kairos.status(JOURNEY, customer_id)).waiting)
+
+
+async def seed(dev_env: WorkflowEnvironment, kairos: Kairos) -> None:
+    """Ten customers look at prices; three buy, one is cancelled, one looks again."""
+    for customer_id in CUSTOMERS:
+        profile: dict[str, Any] = {"email": f"{customer_id}@example.com", "timezone": "UTC"}
+        if customer_id == NOT_ELIGIBLE:
+            profile["lead_score"] = 200
+        await kairos.identify(customer_id, profile)
+        if customer_id == UNSUBSCRIBED:
+            await kairos.unsubscribe(customer_id, "marketing")
+        await kairos.emit(customer_id, "pricing_viewed", {"plan": "home"}, event_id=customer_id)
+    for customer_id in CUSTOMERS:
+        if customer_id != NOT_ELIGIBLE:
+            await eventually(lambda c=customer_id: waiting(kairos, c))  # type: ignore[misc]
+    for customer_id in BUYERS:
+        order = {"order_id": f"o-{customer_id}", "total": 20.0, "currency": "EUR",
+                 "placed_at": datetime.now(UTC).isoformat()}  # fmt: skip
+        await kairos.emit(customer_id, "order_placed", order)
+    await kairos.cancel(JOURNEY, CANCELLED)
+    with pytest.raises(WorkflowFailureError):
+        await dev_env.client.get_workflow_handle(journey_workflow_id(JOURNEY, CANCELLED)).result()
+    restarted = dev_env.client.get_workflow_handle(journey_workflow_id(JOURNEY, RESTARTED))
+    first_run = (await restarted.describe()).run_id
+    await kairos.emit(RESTARTED, "pricing_viewed", {"plan": "office"}, event_id="again")
+
+    async def again() -> bool:
+        rerun = (await restarted.describe()).run_id != first_run
+        return rerun and await waiting(kairos, RESTARTED)
+
+    await eventually(again)
+
+
+async def settled(dev_env: WorkflowEnvironment, settings: Settings) -> Report:
+    """The report once visibility has caught up with every run."""
+
+    async def check() -> Report | None:
+        report = await build_report(
+            dev_env.client, settings.task_queue, {JOURNEY: pricing_followup()}, journey=JOURNEY
+        )
+        journey = report.journeys[0]
+        done = journey.entered == 10 and journey.active == 5 and journey.restarts == 1
+        return report if done and report.stages["retention"] == 9 else None
+
+    return await eventually(check, attempts=400)
+
+
+@pytest.fixture
+def plan_project(project: Project) -> Project:
+    return dataclasses.replace(project, plans={JOURNEY: pricing_followup()})
+
+
+async def test_a_journey_report_counts_entries_steps_variants_and_stages(
+    dev_env: WorkflowEnvironment, settings: Settings, plan_project: Project, tmp_path: Path
+) -> None:
+    kairos = Kairos(dev_env.client, settings, plan_project)
+    async with running_worker(dev_env.client, settings, plan_project):
+        await seed(dev_env, kairos)
+        report = await settled(dev_env, settings)
+        html = await _cli(dev_env, settings, tmp_path)
+
+    journey = report.journeys[0]
+    assert (journey.entered, journey.active, journey.converted) == (10, 5, 3)
+    assert journey.rate == pytest.approx(0.3)
+    assert dict(journey.outcomes) == {"converted": 3, "cancelled": 1, "not_eligible": 1}
+    assert journey.unreadable == 0
+
+    eligible = [c for c in CUSTOMERS if c != NOT_ELIGIBLE]
+    sends = [variant(c) for c in eligible] + [variant(RESTARTED)]  # the restart sends again
+    held_out = sends.count("holdout")
+    blocked = 0 if variant(UNSUBSCRIBED) == "holdout" else 1
+    assert dict(journey.messages) == {
+        k: v
+        for k, v in {"sent": len(sends) - held_out - blocked, "blocked": blocked,
+                     "held_out": held_out}.items()
+        if v
+    }  # fmt: skip
+
+    steps = {s.step: s for s in journey.steps}
+    assert [s.step for s in journey.steps] == list(pricing_followup().steps)
+    assert (steps["eligible"].reached, steps["not_eligible"].reached) == (10, 1)
+    assert steps["not_eligible"].exits == Counter({"not_eligible": 1})
+    assert steps["into_retention"].reached == steps[SPLIT].reached == 9
+    in_a = sum(1 for c in eligible if variant(c) in ("a", "holdout"))
+    assert (steps["offer_a"].reached, steps["offer_b"].reached) == (in_a, 9 - in_a)
+    assert steps["wait"].active == 5
+    assert steps["wait"].exits["cancelled"] == 1
+
+    by_variant = {v.variant: (v.customers, v.converted) for v in journey.variants}
+    expected = Counter(variant(c) for c in eligible)
+    bought = Counter(variant(c) for c in BUYERS)
+    assert by_variant == {v: (expected[v], bought[v]) for v in ("a", "b", "holdout")}
+    assert report.stages == {
+        "awareness": 0, "consideration": 0, "purchase": 0, "retention": 9, "advocacy": 0,
+        "lapsed": 0, "(none)": 1,
+    }  # fmt: skip
+
+    assert "<script" not in html and "http" not in html.split("</style>")[1]
+    assert f"<h2>{JOURNEY}</h2>" in html and 'class="bar"' in html
+
+
+async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path) -> str:
+    """``kairos report <journey> --json --html`` against the same server; returns the page."""
+    page = tmp_path / "report.html"
+    env = {
+        "KAIROS_HOME": str(ROOT),
+        "NO_COLOR": "1",
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "KAIROS_TASK_QUEUE": settings.task_queue,
+    }
+    command = ["report", JOURNEY, "--since", "1h", "--json", "--html", str(page)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, command, env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{") :])
+    assert data["journeys"][0]["entered"] == 10
+    assert data["journeys"][0]["conversion_rate"] == pytest.approx(0.3)
+    return page.read_text(encoding="utf-8")
+
+
+def test_the_window_reads_like_the_rest_of_kairos() -> None:
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert parse_since("7d", now) == now - timedelta(days=7)
+    assert parse_since("2026-02-01", now) == datetime(2026, 2, 1, tzinfo=UTC)
+    assert parse_since("all", now) is None
+    with pytest.raises(ReportError, match="a duration such as 7d"):
+        parse_since("last week", now)

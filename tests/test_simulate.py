@@ -1,0 +1,236 @@
+"""``kairos simulate``: a marketer's dry run of a journey, weeks of it in seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kairos.cli import app
+from kairos.compiler import Project
+from kairos.config import FrequencyCap, Settings
+from kairos.plan import Webhook
+from kairos.simulate import (
+    ScheduledEvent,
+    SimCustomer,
+    SimulationError,
+    Timeline,
+    format_offset,
+    load_customer,
+    parse_event_spec,
+    resolve_relative,
+    resolve_start,
+    simulate,
+)
+from tests.conftest import ROOT
+
+FIXTURES = Path(__file__).parent / "fixtures" / "simulate"
+# A fixed UTC offset keeps the expected local times free of daylight-saving changes.
+NO_DST = "Etc/GMT-2"
+
+
+def customer(name: str) -> SimCustomer:
+    loaded = load_customer(FIXTURES / f"{name}.yaml")
+    return dataclasses.replace(loaded, profile={**loaded.profile, "timezone": NO_DST})
+
+
+def sent(timeline: Timeline) -> list[tuple[str, str, str]]:
+    """(step, time since start, local clock) of every message that went out."""
+    return [
+        (e.step, format_offset(e.offset_seconds), timeline.local(e.at).strftime("%H:%M"))
+        for e in timeline.entries
+        if e.kind == "send"
+    ]
+
+
+def kinds(timeline: Timeline) -> list[str]:
+    return [e.kind for e in timeline.entries]
+
+
+async def test_a_new_customer_gets_three_welcome_emails_over_three_weeks(
+    project: Project, settings: Settings
+) -> None:
+    timeline = await simulate(project, settings, "welcome", customer("ada"))
+
+    assert sent(timeline) == [
+        ("welcome", "+0d 00:00", "09:00"),
+        ("onboarding_tips", "+2d 01:00", "10:00"),
+        ("first_order_offer", "+7d 01:00", "10:00"),
+    ]
+    first = next(e.message for e in timeline.entries if e.message is not None)
+    assert first.subject == "Ada, welcome to Lumo Coffee"
+    assert "Hi Ada" in first.text
+    assert (timeline.outcome, timeline.converted, timeline.stage) == (
+        "no_first_order",
+        False,
+        "consideration",
+    )
+    assert timeline.entries[-1].what == "ended: no_first_order"
+    assert [e.status for e in timeline.ledger] == ["sent", "sent", "sent"]
+
+
+async def test_an_order_on_day_three_converts_and_stops_the_offer(
+    project: Project, settings: Settings
+) -> None:
+    events = (parse_event_spec("onboarding_completed@+1d"), parse_event_spec("order_placed@+3d"))
+    timeline = await simulate(project, settings, "welcome", customer("ada"), events=events)
+
+    assert [s[0] for s in sent(timeline)] == ["welcome"]
+    assert (timeline.outcome, timeline.converted) == ("converted", True)
+    arrived = [e.what for e in timeline.entries if e.kind == "wait_for"]
+    assert arrived == ["wait 2d for onboarding_completed: onboarding_completed arrived"]
+    assert [e.what for e in timeline.entries if e.kind == "event"] == [
+        "event signed_up (the trigger)",
+        "event onboarding_completed",
+        "event order_placed",
+    ]
+
+
+async def test_an_evening_cart_is_deferred_past_quiet_hours_and_restarts_on_change(
+    project: Project, settings: Settings
+) -> None:
+    timeline = await simulate(
+        project, settings, "cart_abandonment", customer("bo"), days=3, start="20:30"
+    )
+
+    assert kinds(timeline)[:4] == ["event", "start", "event", "restart"]
+    deferred = [e for e in timeline.entries if e.kind == "deferred"]
+    assert [(e.step, format_offset(e.offset_seconds)) for e in deferred] == [
+        ("first_reminder", "+0d 01:30"),
+        ("last_chance_sms", "+1d 10:30"),
+    ]
+    assert "quiet hours 21:00-08:00" in deferred[0].what
+    assert sent(timeline) == [
+        ("first_reminder", "+0d 11:30", "08:00"),
+        ("last_chance_sms", "+1d 11:30", "08:00"),
+    ]
+    sms = [e.message for e in timeline.entries if e.kind == "send"][-1]
+    assert sms is not None and sms.channel.value == "sms" and "74,80" in sms.text
+
+
+async def test_a_frequency_cap_blocks_the_third_email(project: Project, settings: Settings) -> None:
+    capped = dataclasses.replace(settings, caps={"email": FrequencyCap(2, 30 * 86400)})
+    timeline = await simulate(project, capped, "welcome", customer("ada"))
+
+    assert [s[0] for s in sent(timeline)] == ["welcome", "onboarding_tips"]
+    cap = [e for e in timeline.entries if e.kind == "cap"]
+    assert [(e.step, e.what) for e in cap] == [
+        ("first_order_offer", "email blocked: frequency cap: 2 marketing email per 4w 2d reached")
+    ]
+
+
+async def test_a_lapsing_customer_is_won_back_from_their_last_order_date(
+    project: Project, settings: Settings
+) -> None:
+    timeline = await simulate(project, settings, "win_back", customer("cy"), start="22:30")
+
+    assert kinds(timeline)[0] == "start"
+    assert sent(timeline) == [
+        ("we_miss_you", "+0d 11:30", "10:00"),
+        ("win_back_reminder", "+7d 11:30", "10:00"),
+    ]
+    assert (timeline.outcome, timeline.stage) == ("lapsed", "lapsed")
+
+
+async def test_a_customer_file_missing_a_required_event_property_is_explained(
+    project: Project, settings: Settings
+) -> None:
+    bare = dataclasses.replace(customer("ada"), events={})
+    with pytest.raises(SimulationError) as err:
+        await simulate(
+            project, settings, "welcome", bare, events=(ScheduledEvent("order_placed", 60),)
+        )
+    assert "missing required property 'order_id'" in str(err.value)
+    assert "events.order_placed in" in str(err.value)
+
+
+async def test_an_emptied_cart_never_enters_cart_abandonment(
+    project: Project, settings: Settings
+) -> None:
+    shopper = customer("bo")
+    empty = {**shopper.events["cart_updated"], "cart_total": 0}
+    bare = dataclasses.replace(shopper, events={"cart_updated": empty}, schedule=())
+    timeline = await simulate(project, settings, "cart_abandonment", bare, days=2)
+
+    assert kinds(timeline) == ["event", "not_entered"]
+    assert timeline.entries[-1].what == (
+        "did not enter: the trigger condition `event.cart_total > 0` did not hold"
+    )
+    assert timeline.outcome is None and not timeline.ledger
+
+
+async def test_a_journey_with_webhooks_is_not_simulated_unless_allowed(
+    project: Project, settings: Settings
+) -> None:
+    welcome = project.plans["welcome"]
+    coupon = welcome.steps["first_order_coupon"]
+    hooked = welcome.model_copy(
+        update={
+            "steps": {
+                **welcome.steps,
+                coupon.id: coupon.model_copy(
+                    update={"action": None, "webhook": Webhook(url="https://crm.example/hook")}
+                ),
+            }
+        }
+    )
+    with_hook = dataclasses.replace(project, plans={"welcome": hooked})
+    with pytest.raises(SimulationError, match=r"calls webhooks \(first_order_coupon\)"):
+        await simulate(with_hook, settings, "welcome", customer("ada"))
+
+
+def test_event_specs_read_like_offsets() -> None:
+    assert parse_event_spec("order_placed@+3h") == ScheduledEvent("order_placed", 3 * 3600)
+    assert parse_event_spec("order_placed@1d 2h").offset_seconds == 26 * 3600
+    assert parse_event_spec("order_placed").offset_seconds == 0
+    with pytest.raises(SimulationError, match="expected NAME@OFFSET"):
+        parse_event_spec("@3h")
+    with pytest.raises(SimulationError, match="3x"):
+        parse_event_spec("order_placed@3x")
+
+
+def test_start_times_and_relative_dates_follow_the_simulated_clock(project: Project) -> None:
+    now = datetime(2030, 3, 4, 6, 30, tzinfo=UTC)
+    assert resolve_start("09:00", now, NO_DST) == datetime(2030, 3, 4, 7, 0, tzinfo=UTC)
+    assert resolve_start("now", now, NO_DST) == now
+    assert resolve_start("2030-03-05", now, "UTC") == datetime(2030, 3, 5, 9, 0, tzinfo=UTC)
+    with pytest.raises(SimulationError, match="in the past"):
+        resolve_start("2020-01-01T09:00", now, "UTC")
+    profile = {"last_order_at": "now-60d", "first_name": "now"}
+    resolved = resolve_relative(profile, project.catalogue.profile, now)
+    assert resolved == {"last_order_at": "2030-01-03T06:30:00+00:00", "first_name": "now"}
+
+
+def test_the_cli_prints_json_for_ci(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "welcome", "--customer", str(FIXTURES / "ada.yaml"), "--days", "3", "--json"],
+        env={"KAIROS_HOME": str(ROOT), "NO_COLOR": "1", "KAIROS_OUTBOX": str(tmp_path)},
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["journey"], data["customer_id"], data["outcome"]) == ("welcome", "ada", None)
+    assert data["timeline"][-1]["kind"] == "horizon"
+    messages = [e["message"] for e in data["timeline"] if "message" in e]
+    assert [m["subject"] for m in messages] == [
+        "Ada, welcome to Lumo Coffee",
+        "Two minutes to better coffee",
+    ]
+    assert not list(tmp_path.iterdir()), "a simulation never writes to the real outbox"
+
+
+def test_the_cli_explains_mistakes_without_a_traceback() -> None:
+    env = {"KAIROS_HOME": str(ROOT), "NO_COLOR": "1"}
+    ada = str(FIXTURES / "ada.yaml")
+    result = CliRunner().invoke(app, ["simulate", "welcom", "--customer", ada], env=env)
+    assert result.exit_code == 1
+    assert "no journey named 'welcom'" in result.output
+    result = CliRunner().invoke(
+        app, ["simulate", "welcome", "--customer", ada, "--event", "order_placed@soon"], env=env
+    )
+    assert result.exit_code == 1 and "order_placed@soon" in result.output
+    assert "Traceback" not in result.output
