@@ -62,6 +62,12 @@ def registered() -> dict[str, ActionFn]:
     return dict(_REGISTRY)
 
 
+def _now() -> datetime:
+    if activity.in_activity():
+        return activity.info().current_attempt_scheduled_time
+    return datetime.now(UTC)
+
+
 def _code(prefix: str, key: str) -> str:
     digest = hashlib.sha256(key.encode()).digest()
     return prefix + base64.b32encode(digest)[:8].decode()
@@ -90,7 +96,8 @@ async def issue_coupon(ctx: ActionContext, args: dict[str, Any]) -> dict[str, An
     result = {
         "code": _code("K", ctx.key),
         "percent": percent,
-        "expires_at": (datetime.now(UTC) + timedelta(days=valid_days)).date().isoformat(),
+        # The activity's scheduled time, not the wall clock, so simulations date it right.
+        "expires_at": (_now() + timedelta(days=valid_days)).date().isoformat(),
     }
     await _journal(ctx, "issue_coupon", result)
     return result

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from kairos import expressions, policy
@@ -185,7 +185,12 @@ class JourneyWorkflow:
                 self._continue(self.state, self.trigger)
             step = self.plan.step(self.state.step)
             self.state.visits[step.id] = self.state.visits.get(step.id, 0) + 1
-            self.state.step = await self._run_step(step)
+            following = await self._run_step(step)
+            if self.exit_event is not None:
+                # Credit the goal to the step the customer was on when it arrived.
+                self._convert()
+                return
+            self.state.step = following
         if self.exit_event is not None:
             self._convert()
 
@@ -267,6 +272,8 @@ class JourneyWorkflow:
             )
             return outcome
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise  # support cancelled the run: stop, don't record a failed send
             cause = err.cause
             reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
             kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Error"
@@ -306,7 +313,8 @@ class JourneyWorkflow:
                 label += f" {'+' if step.offset_seconds > 0 else '-'}"
                 label += format_duration(abs(step.offset_seconds))
         await self._pause(step.id, until, label)
-        self._record(step.id, "wait", label)
+        interrupted = self.exit_event is not None or self.restart_event is not None
+        self._record(step.id, "wait", f"{label} (interrupted)" if interrupted else label)
         return step.next
 
     async def _wait_for(self, step: WaitForStep) -> str | None:
@@ -402,6 +410,8 @@ class JourneyWorkflow:
                 summary=f"action {name}",
             )
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
             self._record(step.id, "action", f"{name} failed: {err.cause or err}")
             return step.next
         if step.save_as:
