@@ -1,0 +1,75 @@
+"""Journeys delivering through the real SendGrid and Twilio SDKs, over HTTP to local fakes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.testing import WorkflowEnvironment
+
+from activities.providers.sendgrid import SendGridSender
+from activities.providers.twilio import TwilioSender
+from kairos.client import Kairos
+from kairos.compiler import Project
+from kairos.config import Settings
+from kairos.runtime import JourneyResult, journey_workflow_id
+from tests.conftest import running_worker
+from tests.fakes.sendgrid_server import FakeSendGrid
+from tests.fakes.twilio_server import FakeTwilio
+from tests.helpers import finish, started, timezone_at
+
+PHONE = "+358401234567"
+
+
+async def test_a_customer_who_replied_stop_is_opted_out_of_sms_and_not_retried(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    with FakeTwilio() as twilio, FakeSendGrid() as sendgrid:
+        twilio.fail_for(PHONE, 400, code=21610)
+        sms = TwilioSender(twilio.account_sid, twilio.auth_token, from_number="+15005550006",
+                           base_url=twilio.base_url, timeout=5)  # fmt: skip
+        email = SendGridSender(sendgrid.api_key, base_url=sendgrid.base_url, timeout=5)
+        kairos = Kairos(ts_env.client, settings, project)
+        async with running_worker(ts_env.client, settings, project, email=email, sms=sms):
+            await kairos.identify("stop", {"email": "s@example.com", "phone": PHONE,
+                                           "timezone": timezone_at(now, 12)})  # fmt: skip
+            await kairos.emit("stop", "cart_updated", {"cart_total": 25.0, "currency": "EUR"})
+            handle = await started(
+                ts_env.client, journey_workflow_id("cart_abandonment", "stop"), JourneyResult
+            )
+            result = await finish(ts_env, handle)
+            view = await kairos.customer("stop")
+
+    assert [m.status for m in result.messages] == ["sent", "failed"]
+    assert result.messages[1].reason.startswith("RecipientOptedOut")
+    assert not view.consent.sms and view.consent.email
+    assert twilio.attempts == 1  # non-retryable: Twilio was asked once
+    # The reminder went through SendGrid with the message key for webhook match-back.
+    (mail,) = sendgrid.received
+    custom = mail.body["custom_args"]
+    assert custom["kairos_key"] == result.messages[0].key
+    assert custom["journey"] == "cart_abandonment" and custom["step"] == "first_reminder"
+    assert mail.body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+async def test_a_sendgrid_outage_is_retried_and_the_email_goes_out_once(
+    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+) -> None:
+    now = await ts_env.get_current_time()
+    with FakeSendGrid() as sendgrid:
+        sendgrid.fail_next(503, times=2)
+        sendgrid.fail_next(429, retry_after=30)
+        email = SendGridSender(sendgrid.api_key, base_url=sendgrid.base_url, timeout=5)
+        kairos = Kairos(ts_env.client, settings, project)
+        async with running_worker(ts_env.client, settings, project, email=email):
+            await kairos.identify("retry", {"email": "r@example.com",
+                                            "timezone": timezone_at(now, 12)})  # fmt: skip
+            await kairos.emit("retry", "cart_updated", {"cart_total": 25.0, "currency": "EUR"})
+            handle = await started(
+                ts_env.client, journey_workflow_id("cart_abandonment", "retry"), JourneyResult
+            )
+            result = await finish(ts_env, handle)
+    reminder = result.messages[0]
+    assert reminder.status == "sent"
+    assert sendgrid.attempts == 5 and len(sendgrid.received) == 2
+    assert timedelta(0) < result.records[-1].at - result.records[0].at
