@@ -396,7 +396,15 @@ class JourneyWorkflow:
             journey=self.plan.name,
             step=step.id,
             action=step.action,
-            webhook=step.webhook,
+            # A webhook's body and headers are templated like an action's arguments.
+            webhook=step.webhook.model_copy(
+                update={
+                    "body": _render(step.webhook.body, context),
+                    "headers": _render(step.webhook.headers, context),
+                }
+            )
+            if step.webhook
+            else None,
             args=_render(step.args, context),
         )
         name = step.action or (step.webhook.url if step.webhook else "webhook")
