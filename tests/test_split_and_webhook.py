@@ -57,26 +57,29 @@ def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def experiment(url: str) -> JourneyPlan:
-    variants = (SplitVariant(name="a", weight=50, next="mail_a"),
-                SplitVariant(name="b", weight=50, next="mail_b"))  # fmt: skip
+    variants = (
+        SplitVariant(name="a", weight=50, next="mail_a"),
+        SplitVariant(name="b", weight=50, next="mail_b"),
+    )
     steps: dict[str, Any] = {
         "test": SplitStep(id="test", variants=variants, holdout_percent=20, holdout_next="mail_a"),
         "mail_a": SendStep(
             id="mail_a", channel=Channel.email, template="welcome/welcome", next="tell_crm"
-        ),  # fmt: skip
+        ),
         "mail_b": SendStep(
             id="mail_b", channel=Channel.email, template="welcome/welcome", next="tell_crm"
-        ),  # fmt: skip
+        ),
         "tell_crm": ActionStep(
             id="tell_crm",
             webhook=Webhook(
                 url=url, body={"customer": "{{ customer.id }}", "variant": "{{ journey.variant }}"}
-            ),  # fmt: skip
+            ),
             save_as="crm",
         ),
     }
-    return JourneyPlan(name="experiment", locales=("en", "fi", "de"), start="test",
-                       steps=steps).with_version()  # fmt: skip
+    return JourneyPlan(
+        name="experiment", locales=("en", "fi", "de"), start="test", steps=steps
+    ).with_version()
 
 
 async def test_a_split_sends_each_variant_and_holds_out_a_share_that_gets_nothing(
@@ -94,8 +97,11 @@ async def test_a_split_sends_each_variant_and_holds_out_a_share_that_gets_nothin
     results: dict[str, JourneyResult] = {}
     async with running_worker(ts_env.client, settings, test_project):
         for customer in customers:
-            await kairos.start("experiment", customer, {"email": f"{customer}@example.com",
-                                                        "timezone": timezone_at(now, 12)})  # fmt: skip
+            await kairos.start(
+                "experiment",
+                customer,
+                {"email": f"{customer}@example.com", "timezone": timezone_at(now, 12)},
+            )
             handle = await started(
                 ts_env.client, journey_workflow_id("experiment", customer), JourneyResult
             )
