@@ -65,7 +65,8 @@ async def started(
             workflow_id, run_id=described.run_id, result_type=result_type
         )
 
-    return await eventually(check)
+    # Routing starts the run asynchronously; allow for a loaded machine.
+    return await eventually(check, attempts=600)
 
 
 async def finish(env: WorkflowEnvironment, handle: WorkflowHandle[Any, T]) -> T:
@@ -102,3 +103,34 @@ async def schedule(
         EventScheduleWorkflow.run, plan, id=f"schedule:{customer_id}:{uuid.uuid4()}",
         task_queue=task_queue,
     )  # fmt: skip
+
+
+async def run_journey(
+    env: WorkflowEnvironment,
+    settings: Any,
+    project: Any,
+    journey: str,
+    customer: str,
+    *,
+    profile: dict[str, Any] | None = None,
+    unsubscribe: Sequence[str] = (),
+    events: Sequence[tuple[str, dict[str, Any]]] = (),
+    later: Sequence[tuple[timedelta, str, dict[str, Any]]] = (),
+) -> Any:
+    """Identify a customer, opt them out of ``unsubscribe``, emit ``events``, schedule
+    ``later`` ones, and run ``journey`` to its end; returns its JourneyResult."""
+    from kairos.client import Kairos
+    from kairos.runtime import JourneyResult, journey_workflow_id
+    from tests.conftest import running_worker
+
+    kairos = Kairos(env.client, settings, project)
+    async with running_worker(env.client, settings, project):
+        if profile is not None:
+            await kairos.identify(customer, profile)
+        for topic in unsubscribe:
+            await kairos.unsubscribe(customer, topic)
+        for name, properties in events:
+            await kairos.emit(customer, name, properties)
+        handle = await started(env.client, journey_workflow_id(journey, customer), JourneyResult)
+        await schedule(env.client, settings.task_queue, customer, later)
+        return await finish(env, handle)

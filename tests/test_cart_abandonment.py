@@ -13,7 +13,7 @@ from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.runtime import JourneyResult, journey_workflow_id
 from tests.conftest import running_worker
-from tests.helpers import finish, outbox, schedule, started, timezone_at
+from tests.helpers import finish, outbox, run_journey, started, timezone_at
 
 JOURNEY = "cart_abandonment"
 
@@ -48,14 +48,17 @@ async def run_cart(
     after_start: list[tuple[timedelta, str, dict[str, Any]]] = (),  # type: ignore[assignment]
 ) -> JourneyResult:
     """Identify, put something in the cart, emit ``after_start`` events, run to the end."""
-    kairos = Kairos(env.client, settings, project)
-    async with running_worker(env.client, settings, project):
-        await kairos.identify(customer, profile)
-        await kairos.emit(customer, "cart_updated", cart(59.9))
-        handle = await started(env.client, journey_workflow_id(JOURNEY, customer), JourneyResult)
-        await schedule(env.client, settings.task_queue, customer, after_start)
-        result: JourneyResult = await finish(env, handle)
-        return result
+    result: JourneyResult = await run_journey(
+        env,
+        settings,
+        project,
+        JOURNEY,
+        customer,
+        profile=profile,
+        events=[("cart_updated", cart(59.9))],
+        later=after_start,
+    )
+    return result
 
 
 def steps_sent(settings: Settings) -> list[tuple[str, str]]:

@@ -15,7 +15,15 @@ from kairos.config import Settings
 from kairos.plan import Channel, JourneyPlan, SendStep, WaitStep
 from kairos.runtime import CustomerInput, CustomerView, JourneyResult, journey_workflow_id
 from tests.conftest import running_worker
-from tests.helpers import eventually, finish, outbox, schedule, started, timezone_at
+from tests.helpers import (
+    eventually,
+    finish,
+    outbox,
+    run_journey,
+    schedule,
+    started,
+    timezone_at,
+)
 
 
 def person(now: datetime, name: str, **extra: Any) -> dict[str, Any]:
@@ -57,13 +65,14 @@ async def test_a_quiet_lead_gets_the_series_and_is_not_ready(
     ts_env: WorkflowEnvironment, settings: Settings, project: Project
 ) -> None:
     now = await ts_env.get_current_time()
-    kairos = Kairos(ts_env.client, settings, project)
-    async with running_worker(ts_env.client, settings, project):
-        await kairos.emit("quiet", "lead_captured", person(now, "quiet", interest="office"))
-        handle = await started(
-            ts_env.client, journey_workflow_id("nurture", "quiet"), JourneyResult
-        )
-        result = await finish(ts_env, handle)
+    result = await run_journey(
+        ts_env,
+        settings,
+        project,
+        "nurture",
+        "quiet",
+        events=[("lead_captured", person(now, "quiet", interest="office"))],
+    )
     assert result.outcome == "not_ready"
     assert sent_steps(settings) == [
         "send_email_nurture_office_1", "send_email_nurture_office_2", "lesson_3",
@@ -115,14 +124,15 @@ async def test_a_referrer_is_rewarded_thanked_and_invited_to_share_again(
     ts_env: WorkflowEnvironment, settings: Settings, project: Project
 ) -> None:
     now = await ts_env.get_current_time()
-    kairos = Kairos(ts_env.client, settings, project)
-    async with running_worker(ts_env.client, settings, project):
-        await kairos.identify("ref", person(now, "ref", phone="+358401234567"))
-        await kairos.emit("ref", "referral_converted", {"friend_first_name": "Kim"})
-        handle = await started(
-            ts_env.client, journey_workflow_id("referral_reward", "ref"), JourneyResult
-        )
-        result = await finish(ts_env, handle)
+    result = await run_journey(
+        ts_env,
+        settings,
+        project,
+        "referral_reward",
+        "ref",
+        profile=person(now, "ref", phone="+358401234567"),
+        events=[("referral_converted", {"friend_first_name": "Kim"})],
+    )
     assert result.outcome == "completed"
     assert sent_steps(settings) == ["thanks_email", "thanks_sms", "share_again"]
 
@@ -131,15 +141,16 @@ async def test_a_transactional_thank_you_ignores_a_marketing_opt_out(
     ts_env: WorkflowEnvironment, settings: Settings, project: Project
 ) -> None:
     now = await ts_env.get_current_time()
-    kairos = Kairos(ts_env.client, settings, project)
-    async with running_worker(ts_env.client, settings, project):
-        await kairos.identify("opt", person(now, "opt"))
-        await kairos.unsubscribe("opt", "marketing")
-        await kairos.emit("opt", "referral_converted", {"friend_first_name": "Kim"})
-        handle = await started(
-            ts_env.client, journey_workflow_id("referral_reward", "opt"), JourneyResult
-        )
-        await finish(ts_env, handle)
+    await run_journey(
+        ts_env,
+        settings,
+        project,
+        "referral_reward",
+        "opt",
+        profile=person(now, "opt"),
+        unsubscribe=["marketing"],
+        events=[("referral_converted", {"friend_first_name": "Kim"})],
+    )
     assert sent_steps(settings) == ["thanks_email"]
 
 
