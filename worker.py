@@ -63,7 +63,7 @@ def build_worker(
         sms = sms or default_sms
     queue = task_queue or settings.task_queue
     messaging = Messaging(client, settings, project.catalogue, project.templates, email, sms)
-    routing = Routing(client, queue, project)
+    routing = Routing(client, queue, project, settings.secret)
     actions = Actions(settings.outbox_dir)
     return Worker(
         client,

@@ -15,7 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from kairos import expressions
+from kairos import expressions, phone
 from kairos.catalogue import AttrType
 from kairos.compiler import Project
 from kairos.plan import (
@@ -40,6 +40,7 @@ from kairos.runtime import (
     journey_workflow_id,
 )
 from kairos.temporal import start_journey
+from kairos.web.phonebook import Phonebook
 
 log = logging.getLogger(__name__)
 IDENTIFY_EVENT = "$identify"
@@ -48,11 +49,14 @@ IDENTIFY_EVENT = "$identify"
 class Routing:
     """Activities of the customer entity that need the project or the Temporal client."""
 
-    def __init__(self, client: Client, task_queue: str, project: Project) -> None:
+    def __init__(self, client: Client, task_queue: str, project: Project, secret: str) -> None:
         self.client = client
         self.task_queue = task_queue
         self.project = project
         self.timezone_attribute = project.catalogue.attribute_of_type(AttrType.timezone)
+        self.phone_attribute = project.catalogue.attribute_of_type(AttrType.phone)
+        # Inbound SMS (STOP/START) names a number, not a customer: keep the number's link.
+        self.phonebook = Phonebook(client, secret, task_queue)
         self.reads = {name: profile_reads(plan) for name, plan in project.plans.items()}
 
     @activity.defn(name="route_event")
@@ -65,6 +69,7 @@ class Routing:
             log.warning("rejected event %s (%s): %s", event.id, event.name, "; ".join(problems))
             return RouteResult(rejected="; ".join(problems))
         merged = {**request.profile, **updates}
+        await self._relink_phone(request.customer_id, request.profile, merged)
         profile = {
             **merged,
             "id": request.customer_id,
@@ -101,6 +106,19 @@ class Routing:
             await self.client.get_workflow_handle(execution.id).cancel()
             cancelled += 1
         return cancelled
+
+    async def _relink_phone(
+        self, customer_id: str, before: dict[str, Any], after: dict[str, Any]
+    ) -> None:
+        if self.phone_attribute is None:
+            return
+        old, new = (_e164(p.get(self.phone_attribute)) for p in (before, after))
+        if old == new:
+            return
+        if old:
+            await self.phonebook.unlink(old, customer_id)
+        if new:
+            await self.phonebook.link(new, customer_id)
 
     def _validate(self, event: Event) -> tuple[list[str], dict[str, Any]]:
         catalogue = self.project.catalogue
@@ -186,6 +204,15 @@ def profile_reads(plan: JourneyPlan) -> frozenset[str]:
             if path[0] == "customer" and len(path) > 1:
                 names.add(path[1])
     return frozenset(names)
+
+
+def _e164(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return phone.normalise(value)
+    except phone.PhoneError:
+        return None
 
 
 def _event_view(event: Event) -> dict[str, Any]:
