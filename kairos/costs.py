@@ -157,11 +157,13 @@ def _marker(event: HistoryEvent, tasks_with_markers: set[int]) -> tuple[str, int
 
 @dataclass
 class HistoryCount:
-    """Events and billable actions of one or more workflow runs, added up."""
+    """Events, their size in bytes (protobuf, payloads included) and billable actions of one or
+    more workflow runs, added up."""
 
     runs: int = 0
     events: int = 0
     actions: Counter[str] = field(default_factory=Counter)
+    bytes: int = 0
 
     @property
     def total_actions(self) -> int:
@@ -172,11 +174,13 @@ class HistoryCount:
         self.runs += other.runs
         self.events += other.events
         self.actions.update(other.actions)
+        self.bytes += other.bytes
 
     @classmethod
     def of_events(cls, events: Sequence[HistoryEvent]) -> HistoryCount:
         """The count of one run's history."""
-        return cls(runs=1, events=len(events), actions=billable_actions(events))
+        size = sum(event.ByteSize() for event in events)
+        return cls(runs=1, events=len(events), actions=billable_actions(events), bytes=size)
 
 
 async def count_history(

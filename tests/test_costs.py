@@ -150,11 +150,13 @@ def test_upserts_updates_and_children_are_actions_but_a_versioning_upsert_is_not
 
 
 def test_counts_add_up_across_runs() -> None:
+    first, second = [started(), plain(2, E.EVENT_TYPE_TIMER_STARTED)], [started()]
     total = HistoryCount()
-    total.add(HistoryCount.of_events([started(), plain(2, E.EVENT_TYPE_TIMER_STARTED)]))
-    total.add(HistoryCount.of_events([started()]))
+    total.add(HistoryCount.of_events(first))
+    total.add(HistoryCount.of_events(second))
 
     assert (total.runs, total.events, total.total_actions) == (2, 3, 3)
+    assert total.bytes == sum(e.ByteSize() for e in first + second) > 0
 
 
 # --- a real history -------------------------------------------------------------------------

@@ -1,0 +1,343 @@
+"""One engine measurement: a side (Kairos or the hand-written baseline), N customers, W worker
+processes, on a fresh dev server. Drives the workload, waits until every journey has ended,
+then reads throughput, latency, CPU and memory, and billable actions from real histories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from benchmarks import infra
+from benchmarks.baseline import BASELINE_WORKFLOWS
+from benchmarks.project import make_home
+from benchmarks.worker import bench_settings
+from benchmarks.workload import IMMEDIATE, Customer, customers, order, utcnow
+from kairos.client import Kairos
+from kairos.compiler import Project, load_project
+from kairos.config import Settings
+from kairos.costs import HistoryCount, count_histories
+from kairos.runtime import SA_OUTCOME, customer_workflow_id
+
+# Events in flight at once from the load generator (product code calling emit).
+EMIT_CONCURRENCY = 32
+# At most this many customers' histories are read to count actions (every k-th customer).
+HISTORY_SAMPLE = 500
+JOURNEY_TYPES = {
+    "kairos": ("Journey",),
+    "baseline": tuple(workflow_type for workflow_type, _ in BASELINE_WORKFLOWS.values()),
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What to measure: which side, how many customers, how many worker processes."""
+
+    side: str
+    customers: int
+    workers: int
+    profile_to: Path | None = None
+
+
+@dataclass
+class Progress:
+    """What the load generator and the outbox watcher have seen so far."""
+
+    triggered: dict[str, float] = field(default_factory=dict)
+    first_message: dict[str, float] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    orders_sent: int = 0
+    emitted: bool = False
+    offset: int = 0
+
+
+async def measure(phase: Phase, timeout: float) -> dict[str, Any]:
+    """Run one phase on a fresh dev server and return its figures."""
+    with tempfile.TemporaryDirectory(prefix="kairos-bench-") as tmp:
+        root = Path(tmp)
+        home = make_home(root / "home", templates="copy")
+        source = infra.snapshot(root / "src")
+        project = load_project(home)
+        async with infra.dev_server() as (server, client):
+            return await _run(phase, client, server.pid, project, root, source, timeout)
+
+
+async def _run(
+    phase: Phase,
+    client: Client,
+    server_pid: int,
+    project: Project,
+    root: Path,
+    source: Path,
+    timeout: float,
+) -> dict[str, Any]:
+    queue = f"bench-{phase.side}-{uuid.uuid4().hex[:8]}"
+    address = client.service_client.config.target_host
+    outbox = root / "outbox"
+    settings = bench_settings(root / "home", address, queue, outbox)
+    workers = await infra.start_workers(
+        phase.side, phase.workers, address=address, task_queue=queue, home=root / "home",
+        outbox=outbox, log=root / "worker", source=source,
+    )  # fmt: skip
+    profilers = []
+    try:
+        if phase.profile_to is not None:
+            profilers = infra.start_profilers(workers.pids, phase.profile_to)
+        groups = {"workers": workers.pids, "server": [server_pid]}
+        with infra.Sampler(groups) as sampler:
+            drive = await _drive(phase, client, settings, project, outbox, timeout)
+            usage = sampler.usage()
+        profiles = infra.stop_profilers(profilers) if profilers else []
+        profilers = []
+    finally:
+        if profilers:
+            infra.stop_profilers(profilers)
+        workers.stop()
+    figures = await _figures(phase, client, drive, usage)
+    figures["profiles"] = [str(p) for p in profiles]
+    return figures
+
+
+@dataclass
+class Drive:
+    """What one run of the workload produced."""
+
+    people: list[Customer]
+    progress: Progress
+    started: float
+    ended: float
+    complete: bool
+    runs: list[dict[str, Any]]
+
+
+async def _drive(
+    phase: Phase, client: Client, settings: Settings, project: Project, outbox: Path, timeout: float
+) -> Drive:
+    people = customers(phase.customers)
+    kairos = Kairos(client, settings, project)
+    progress = Progress()
+    converters = {c.id for c in people if c.converts}
+    expected = len(people) + len(converters)
+    started = time.time()
+    watch = asyncio.create_task(_watch(outbox, progress, kairos, converters))
+    try:
+        await _emit_all(kairos, people, progress)
+        complete = await _until_done(client, phase.side, progress, expected, converters, timeout)
+    finally:
+        watch.cancel()
+    _read_outbox(outbox, progress)
+    runs = await _runs(client, phase.side)
+    ended = max((r["closed"] for r in runs if r["closed"]), default=time.time())
+    return Drive(people, progress, started, ended, complete, runs)
+
+
+async def _emit_all(kairos: Kairos, people: list[Customer], progress: Progress) -> None:
+    limit = asyncio.Semaphore(EMIT_CONCURRENCY)
+
+    async def enter(customer: Customer) -> None:
+        async with limit:
+            before = customer.profile_event()
+            if before is not None:
+                await kairos.identify(customer.id, before[1])
+            name, properties = customer.trigger(utcnow())
+            progress.triggered[customer.id] = time.time()
+            await kairos.emit(customer.id, name, properties, event_id=f"{customer.id}:{name}")
+
+    await asyncio.gather(*(enter(c) for c in people))
+    progress.emitted = True
+
+
+async def _watch(outbox: Path, progress: Progress, kairos: Kairos, converters: set[str]) -> None:
+    """Follow the outbox; a converting customer orders once their first message is out."""
+    pending: set[asyncio.Task[None]] = set()
+    while True:
+        for customer_id in _read_outbox(outbox, progress):
+            if customer_id in converters:
+                task = asyncio.create_task(_order(kairos, customer_id, progress))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        await asyncio.sleep(0.1)
+
+
+async def _order(kairos: Kairos, customer_id: str, progress: Progress) -> None:
+    number = int(customer_id.removeprefix("c-"))
+    properties = order(number, utcnow())
+    await kairos.emit(customer_id, "order_placed", properties, event_id=f"{customer_id}:order")
+    progress.orders_sent += 1
+
+
+def _read_outbox(outbox: Path, progress: Progress) -> list[str]:
+    """New lines of the outbox index; the customers whose first message they are."""
+    index = outbox / "index.jsonl"
+    if not index.exists():
+        return []
+    with index.open("rb") as fh:
+        fh.seek(progress.offset)
+        chunk = fh.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    progress.offset += len(complete)
+    firsts = []
+    for line in complete.decode("utf-8").splitlines():
+        entry = json.loads(line)
+        progress.messages.append(entry)
+        customer_id = entry["customer_id"]
+        if customer_id not in progress.first_message:
+            at = datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
+            progress.first_message[customer_id] = at
+            firsts.append(customer_id)
+    return firsts
+
+
+async def _until_done(
+    client: Client,
+    side: str,
+    progress: Progress,
+    expected: int,
+    converters: set[str],
+    timeout: float,
+) -> bool:
+    """Wait until every expected journey has ended; False when ``timeout`` passes first."""
+    kinds = ", ".join(f"'{t}'" for t in JOURNEY_TYPES[side])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        if not progress.emitted or progress.orders_sent < len(converters):
+            continue
+        running = await client.count_workflows(
+            f"WorkflowType IN ({kinds}) AND ExecutionStatus = 'Running'"
+        )
+        closed = await client.count_workflows(
+            f"WorkflowType IN ({kinds}) AND ExecutionStatus != 'Running'"
+        )
+        if running.count == 0 and closed.count >= expected:
+            return True
+    return False
+
+
+async def _runs(client: Client, side: str) -> list[dict[str, Any]]:
+    kinds = ", ".join(f"'{t}'" for t in JOURNEY_TYPES[side])
+    runs = []
+    async for execution in client.list_workflows(f"WorkflowType IN ({kinds})"):
+        runs.append(
+            {
+                "id": execution.id,
+                "status": execution.status.name if execution.status else "",
+                "outcome": execution.typed_search_attributes.get(SA_OUTCOME) or "",
+                "started": execution.start_time.timestamp(),
+                "closed": execution.close_time.timestamp() if execution.close_time else None,
+            }
+        )
+    return runs
+
+
+async def _figures(
+    phase: Phase, client: Client, drive: Drive, usage: dict[str, infra.Usage]
+) -> dict[str, Any]:
+    wall = drive.ended - drive.started
+    messages = len(drive.progress.messages)
+    completed = sum(1 for r in drive.runs if r["status"] == "COMPLETED")
+    sample = _sample(drive.people)
+    journeys, entities = await _history(client, sample, drive.runs)
+    sampled_messages = sum(1 for m in drive.progress.messages if m["customer_id"] in sample)
+    workers, server = usage["workers"], usage["server"]
+    return {
+        "side": phase.side,
+        "customers": phase.customers,
+        "workers": phase.workers,
+        "complete": drive.complete,
+        "wall_seconds": round(wall, 2),
+        "journeys": len(drive.runs),
+        "journeys_completed": completed,
+        "journeys_not_completed": _not_completed(drive.runs),
+        "outcomes": dict(sorted(Counter(r["outcome"] for r in drive.runs).items())),
+        "messages": messages,
+        "messages_by_channel": dict(Counter(m["channel"] for m in drive.progress.messages)),
+        "journeys_per_second": round(completed / wall, 2),
+        "messages_per_second": round(messages / wall, 2),
+        "first_message_latency": _latency(drive),
+        "worker_cpu_seconds": workers.cpu_seconds,
+        "worker_cpu_ms_per_message": round(1000 * workers.cpu_seconds / max(messages, 1), 2),
+        "worker_peak_rss_mb": workers.peak_rss_mb,
+        "server_cpu_seconds": server.cpu_seconds,
+        "server_peak_rss_mb": server.peak_rss_mb,
+        "history": _per_message(journeys, entities, len(sample), sampled_messages),
+    }  # fmt: skip
+
+
+def _not_completed(runs: list[dict[str, Any]]) -> dict[str, int]:
+    statuses = Counter(r["status"] for r in runs if r["status"] != "COMPLETED")
+    return dict(sorted(statuses.items()))
+
+
+def _sample(people: list[Customer]) -> set[str]:
+    """Every k-th block of five customers, so each journey is equally represented."""
+    blocks = max(1, len(people) // 5)
+    stride = max(1, blocks * 5 // HISTORY_SAMPLE)
+    return {c.id for i, c in enumerate(people) if (i // 5) % stride == 0}
+
+
+async def _history(
+    client: Client, sample: set[str], runs: list[dict[str, Any]]
+) -> tuple[HistoryCount, HistoryCount]:
+    journey_ids = [r["id"] for r in runs if r["id"].rsplit(":", 1)[-1] in sample]
+    entity_ids = [customer_workflow_id(c) for c in sorted(sample)]
+    journeys = await count_histories(client, journey_ids)
+    entities = await count_histories(client, entity_ids)
+    return journeys, entities
+
+
+def _per_message(
+    journeys: HistoryCount, entities: HistoryCount, customers: int, messages: int
+) -> dict[str, Any]:
+    total = HistoryCount()
+    total.add(journeys)
+    total.add(entities)
+    per = max(messages, 1)
+    return {
+        "sampled_customers": customers,
+        "sampled_messages": messages,
+        "actions_per_message": round(total.total_actions / per, 3),
+        "events_per_message": round(total.events / per, 3),
+        "journey_actions_per_message": round(journeys.total_actions / per, 3),
+        "entity_actions_per_message": round(entities.total_actions / per, 3),
+        "actions_by_kind_per_message": {
+            kind: round(count / per, 3) for kind, count in sorted(total.actions.items())
+        },
+        "history_bytes_per_message": round(total.bytes / per),
+        "journey_bytes_per_message": round(journeys.bytes / per),
+        "entity_bytes_per_message": round(entities.bytes / per),
+        "journey_events_per_message": round(journeys.events / per, 3),
+        "entity_events_per_message": round(entities.events / per, 3),
+    }
+
+
+def _latency(drive: Drive) -> dict[str, Any]:
+    """Seconds from the trigger event to the customer's first message, for journeys whose
+    first message is due at once."""
+    delays = sorted(
+        drive.progress.first_message[c.id] - drive.progress.triggered[c.id]
+        for c in drive.people
+        if c.journey in IMMEDIATE and c.id in drive.progress.first_message
+    )
+    if not delays:
+        return {"count": 0}
+    return {
+        "count": len(delays),
+        "p50": round(statistics.median(delays), 3),
+        "p99": round(_percentile(delays, 0.99), 3),
+        "max": round(delays[-1], 3),
+    }
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,0 +1,85 @@
+"""Reading py-spy's collapsed stacks: where a worker process spent its CPU.
+
+py-spy writes one line per distinct stack, ``frame;frame;...;leaf count``, outermost first,
+each frame ``function (file:line)``. ``summarise`` turns the files of one side into the share
+of samples in each area of interest and the hottest functions, by self and by total time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+# Areas of the hot path, matched against a stack's frames; a sample counts for each area it
+# passes through, so shares overlap (the journey interpreter runs inside the sandbox, ...).
+AREAS: dict[str, tuple[str, ...]] = {
+    "journey interpreter (workflows/journey.py)": ("workflows/journey.py",),
+    "hand-written journeys (benchmarks/baseline.py)": ("benchmarks/baseline.py",),
+    "customer entity (workflows/customer.py)": ("workflows/customer.py",),
+    "deliver activity (activities/messaging.py)": ("activities/messaging.py",),
+    "rendering (kairos/rendering.py)": ("kairos/rendering.py",),
+    "routing activity (activities/routing.py)": ("activities/routing.py",),
+    "expressions (kairos/expressions.py)": ("kairos/expressions.py",),
+    "outbox provider": ("providers/outbox.py",),
+    "workflow sandbox (temporalio/worker/workflow_sandbox)": ("workflow_sandbox/",),
+    "workflow activation (temporalio/worker/_workflow_instance.py)": ("_workflow_instance.py",),
+    "payload conversion (temporalio/converter.py)": ("temporalio/converter.py",),
+    "pydantic": ("pydantic/", "pydantic_core"),
+    "jinja2": ("jinja2/",),
+    "asyncio event loop": ("asyncio/base_events.py",),
+}
+_LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]*)(?::\d+)?\)$")
+
+
+def _stacks(paths: Iterable[Path]) -> Iterable[tuple[list[str], int]]:
+    for path in paths:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            match = _LINE.match(line)
+            if match:
+                yield match["stack"].split(";"), int(match["count"])
+
+
+def _function(frame: str) -> str:
+    """``function (file:line)`` -> ``function (file)``, the file shortened to its package."""
+    match = _FRAME.match(frame)
+    if not match:
+        return frame
+    file = match["file"]
+    for marker in ("site-packages/", "lib/python3", "/work/main/", "main/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    return f"{match['function']} ({file})"
+
+
+def summarise(paths: Iterable[Path], top: int = 15) -> dict[str, Any]:
+    """Shares of samples per area, and the top functions by self and total samples."""
+    total = 0
+    areas: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for frames, count in _stacks(paths):
+        total += count
+        joined = ";".join(frames)
+        for area, needles in AREAS.items():
+            if any(needle in joined for needle in needles):
+                areas[area] += count
+        self_time[_function(frames[-1])] += count
+        for name in {_function(f) for f in frames}:
+            inclusive[name] += count
+    if not total:
+        return {"samples": 0}
+
+    def share(counter: Counter[str], limit: int | None = None) -> dict[str, float]:
+        return {k: round(100 * v / total, 1) for k, v in counter.most_common(limit)}
+
+    return {
+        "samples": total,
+        "area_percent": share(areas),
+        "top_self_percent": share(self_time, top),
+        "top_total_percent": share(inclusive, top),
+    }

@@ -1,0 +1,141 @@
+"""The machine a run was made on, the ratios Kairos / hand-written, and the printed table."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import psutil
+
+from benchmarks.project import REPO
+from kairos.dev import temporal_binary
+
+CONDITIONS = {
+    "delivery": "local outbox (files), both sides",
+    "quiet_hours": "off (Settings.quiet_hours = None): no message is deferred",
+    "frequency_caps": "off (Settings.caps = {}): no message is blocked by a cap",
+    "server": "temporal server start-dev, headless, in-memory SQLite, a fresh one per run",
+    "workers": "separate processes (python -m benchmarks.worker), default Worker tuning",
+    "load": "events emitted as fast as the client allows, 32 in flight",
+    "histories": "actions counted by kairos.costs.billable_actions on real histories of up "
+    "to 500 customers per run (every journey run and the customer entity)",
+}
+
+# Figures where higher is better for Kairos (throughput); the others are costs.
+_RATIOS = {
+    "journeys_per_second": "journeys_per_second",
+    "messages_per_second": "messages_per_second",
+    "worker_cpu_ms_per_message": "worker_cpu_ms_per_message",
+    "worker_peak_rss_mb": "worker_peak_rss_mb",
+}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, so that runs can be compared over time."""
+    memory = psutil.virtual_memory().total / 2**30
+    return {
+        "cpu": _cpu_model(),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gb": round(memory, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "temporalio": metadata.version("temporalio"),
+        "temporal_cli": _command([str(temporal_binary()), "--version"]),
+        "commit": _command(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "worktree_dirty": bool(_command(["git", "-C", str(REPO), "status", "--porcelain"])),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _command(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip()
+
+
+def ratios(kairos: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
+    """Kairos / hand-written for throughput, CPU, memory, actions and events per message."""
+    pairs = {name: (kairos[key], baseline[key]) for name, key in _RATIOS.items()}
+    for key in ("actions_per_message", "events_per_message"):
+        pairs[key] = (kairos["history"][key], baseline["history"][key])
+    for key in ("p50", "p99"):
+        pairs[f"first_message_{key}"] = (
+            kairos["first_message_latency"].get(key),
+            baseline["first_message_latency"].get(key),
+        )
+    return {name: _ratio(k, b) for name, (k, b) in pairs.items()}
+
+
+def _ratio(kairos: float | None, baseline: float | None) -> float | None:
+    if kairos is None or not baseline:
+        return None
+    return round(kairos / baseline, 3)
+
+
+Figure = Callable[[dict[str, Any]], Any]
+_ROWS: tuple[tuple[str, Figure, str], ...] = (
+    ("journeys/s", lambda f: f["journeys_per_second"], "journeys_per_second"),
+    ("messages/s", lambda f: f["messages_per_second"], "messages_per_second"),
+    ("first msg p50 s", lambda f: f["first_message_latency"].get("p50"), "first_message_p50"),
+    ("first msg p99 s", lambda f: f["first_message_latency"].get("p99"), "first_message_p99"),
+    ("worker CPU ms/msg", lambda f: f["worker_cpu_ms_per_message"], "worker_cpu_ms_per_message"),
+    ("worker peak MB", lambda f: f["worker_peak_rss_mb"], "worker_peak_rss_mb"),
+    ("actions/msg", lambda f: f["history"]["actions_per_message"], "actions_per_message"),
+    ("events/msg", lambda f: f["history"]["events_per_message"], "events_per_message"),
+)
+
+
+def table(result: dict[str, Any]) -> str:
+    """The results as plain text: one block per engine run, then rendering and compiling."""
+    lines: list[str] = []
+    for pair in result.get("engine", []):
+        k, b = pair["kairos"], pair["baseline"]
+        lines.append(
+            f"N={pair['customers']} customers, {pair['workers']} worker(s): "
+            f"{k['journeys']} journeys, {k['messages']} / {b['messages']} messages "
+            f"(Kairos / hand-written), {k['wall_seconds']} s / {b['wall_seconds']} s"
+        )
+        lines.append(f"  {'':20}{'Kairos':>12}{'hand-written':>14}{'ratio':>9}")
+        for label, get, ratio in _ROWS:
+            r = pair["ratio"].get(ratio)
+            lines.append(f"  {label:20}{_cell(get(k)):>12}{_cell(get(b)):>14}{_cell(r):>9}")
+        lines.append("")
+    if "rendering" in result:
+        email, sms = result["rendering"]["email"], result["rendering"]["sms"]
+        lines.append(
+            f"rendering, one core: {email['per_second']:.0f} emails/s "
+            f"(HTML + text + CSS inlining, {email['ms_each']} ms each), "
+            f"{sms['per_second']:.0f} SMS/s"
+        )
+    if "compile" in result:
+        c = result["compile"]
+        lines.append(
+            f"compile: kairos validate of {c['journeys']} journeys "
+            f"{c['validate_command_seconds']} s ({c['in_process_seconds']} s in process, "
+            f"{c['ms_per_journey']} ms per journey)"
+        )
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
