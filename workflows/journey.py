@@ -64,6 +64,8 @@ COMPLETED = "completed"
 # A message deferred by quiet hours is retried at the end of the window; more deferrals than
 # this means the window never opens (misconfiguration), so the send is recorded as blocked.
 MAX_DEFERRALS = 3
+# Interpreter changes that alter the commands a run issues, guarded for runs in flight.
+SKIP_REPEATED_STEP_UPSERT = "skip-repeated-step-upsert"
 
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -435,7 +437,7 @@ class JourneyWorkflow:
         since = workflow.now().strftime("%Y-%m-%d %H:%M UTC")
         self.waiting = f"{label} (since {since})"
         workflow.set_current_details(f"step {step_id}: {self.waiting}")
-        workflow.upsert_search_attributes([SA_STEP.value_set(step_id)])
+        self._show_step(step_id)
 
         def woken() -> bool:
             return (
@@ -448,6 +450,17 @@ class JourneyWorkflow:
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(woken, timeout=remaining, timeout_summary=label)
         self.waiting = ""
+
+    def _show_step(self, step_id: str) -> None:
+        """Put the current step in the KairosStep search attribute (one billable action).
+
+        A loop back to the same wait (nurture listens again after each engagement) or a
+        quiet-hours deferral of a send leaves the attribute as it is, so it costs nothing.
+        """
+        shown = workflow.info().typed_search_attributes.get(SA_STEP)
+        if shown == step_id and workflow.patched(SKIP_REPEATED_STEP_UPSERT):
+            return
+        workflow.upsert_search_attributes([SA_STEP.value_set(step_id)])
 
     async def _wait_for_trigger_date(self, trigger: DateTrigger) -> None:
         base = policy.parse_datetime(self.profile.get(trigger.attribute))
