@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,7 +48,7 @@ class ReceivedRequest:
     body: dict[str, Any]
 
 
-class FakeProviderServer:
+class FakeProviderServer(ABC):
     """A provider API on 127.0.0.1, with failures on demand.
 
     Usage::
@@ -173,13 +174,13 @@ class FakeProviderServer:
 
     # -- for subclasses --------------------------------------------------------------------
 
+    @abstractmethod
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         """The provider's answer to one request that no injected failure caught."""
-        raise NotImplementedError
 
+    @abstractmethod
     def error(self, failure: Failure) -> Answer:
         """The provider's error response for ``failure``."""
-        raise NotImplementedError
 
     def recipient_failure(self, recipient: str) -> Failure | None:
         """The rule set by ``fail_for`` for ``recipient``, if any."""
