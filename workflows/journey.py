@@ -66,6 +66,7 @@ COMPLETED = "completed"
 MAX_DEFERRALS = 3
 # Interpreter changes that alter the commands a run issues, guarded for runs in flight.
 SKIP_REPEATED_STEP_UPSERT = "skip-repeated-step-upsert"
+PAUSE_SKIPS_PAST_DEADLINES = "pause-skips-past-deadlines"
 
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -434,6 +435,10 @@ class JourneyWorkflow:
     async def _pause(self, step_id: str, until: datetime, label: str, done: Any = None) -> None:
         """Durably wait until ``until`` (one timer), waking early for goals and restarts."""
         remaining = until - workflow.now()
+        if remaining <= timedelta(0) and workflow.patched(PAUSE_SKIPS_PAST_DEADLINES):
+            # A date already past (an imported customer's old sign-up): nothing to wait for,
+            # so no step to show and no action to pay.
+            return
         since = workflow.now().strftime("%Y-%m-%d %H:%M UTC")
         self.waiting = f"{label} (since {since})"
         workflow.set_current_details(f"step {step_id}: {self.waiting}")
