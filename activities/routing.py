@@ -39,7 +39,7 @@ from kairos.runtime import (
     RouteResult,
     journey_workflow_id,
 )
-from kairos.temporal import start_journey
+from kairos.temporal import quote, start_journey
 from kairos.web.phonebook import Phonebook
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Routing:
     async def forget_customer(self, customer_id: str) -> int:
         """Cancel every running journey of a customer; returns how many were cancelled."""
         query = (
-            f"{SA_CUSTOMER.name} = '{_quote(customer_id)}' AND WorkflowType = '{JOURNEY_WORKFLOW}'"
+            f"{SA_CUSTOMER.name} = '{quote(customer_id)}' AND WorkflowType = '{JOURNEY_WORKFLOW}'"
             " AND ExecutionStatus = 'Running'"
         )
         cancelled = 0
@@ -217,7 +217,3 @@ def _e164(value: object) -> str | None:
 
 def _event_view(event: Event) -> dict[str, Any]:
     return {**event.properties, "name": event.name, "id": event.id}
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")

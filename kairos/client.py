@@ -41,7 +41,7 @@ from kairos.runtime import (
     customer_workflow_id,
     journey_workflow_id,
 )
-from kairos.temporal import connect, signal_customer, start_journey
+from kairos.temporal import connect, quote, signal_customer, start_journey
 
 T = TypeVar("T")
 CONSENT_TOPICS = ("email", "sms", "marketing", "all")
@@ -224,9 +224,9 @@ class Kairos:
         """Journey runs from Temporal's visibility, newest first."""
         clauses = ["WorkflowType = 'Journey'"]
         if customer_id:
-            clauses.append(f"{SA_CUSTOMER.name} = '{_quote(customer_id)}'")
+            clauses.append(f"{SA_CUSTOMER.name} = '{quote(customer_id)}'")
         if journey:
-            clauses.append(f"{SA_JOURNEY.name} = '{_quote(journey)}'")
+            clauses.append(f"{SA_JOURNEY.name} = '{quote(journey)}'")
         if status:
             clauses.append(f"ExecutionStatus = '{status.capitalize()}'")
         found: list[RunSummary] = []
@@ -263,10 +263,6 @@ class Kairos:
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos") from err
             raise
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 class SyncKairos:

@@ -54,6 +54,7 @@ from kairos.runtime import (
     JourneyStatus,
     StepRecord,
 )
+from kairos.temporal import quote
 
 DEFAULT_SINCE = "30d"
 DEFAULT_MAX_RUNS = 10_000
@@ -146,9 +147,9 @@ async def read_runs(
 
 def runs_query(task_queue: str, journey: str | None, since: datetime | None) -> str:
     """The visibility query for journey runs on ``task_queue`` (and ``journey``, ``since``)."""
-    clauses = [f"WorkflowType = '{JOURNEY_WORKFLOW}'", f"TaskQueue = '{_quote(task_queue)}'"]
+    clauses = [f"WorkflowType = '{JOURNEY_WORKFLOW}'", f"TaskQueue = '{quote(task_queue)}'"]
     if journey:
-        clauses.append(f"{SA_JOURNEY.name} = '{_quote(journey)}'")
+        clauses.append(f"{SA_JOURNEY.name} = '{quote(journey)}'")
     if since is not None:
         clauses.append(f"StartTime > '{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'")
     return " AND ".join(clauses)
@@ -438,7 +439,7 @@ async def stage_counts(client: Client, task_queue: str) -> dict[str, int]:
     """Customers per lifecycle stage now (running customer entities on ``task_queue``)."""
     base = (
         f"WorkflowType = '{CUSTOMER_WORKFLOW}' AND ExecutionStatus = 'Running' "
-        f"AND TaskQueue = '{_quote(task_queue)}'"
+        f"AND TaskQueue = '{quote(task_queue)}'"
     )
     total = (await client.count_workflows(base)).count
     counts: dict[str, int] = {}
@@ -538,7 +539,3 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
             for v in report.variants
         ],
     }
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -42,6 +42,11 @@ from kairos.runtime import (
 )
 
 
+def quote(value: str) -> str:
+    """``value`` escaped for a single-quoted string in a visibility query."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
 async def connect(settings: Settings) -> Client:
     """A client for the configured Temporal (dev server, cluster or Cloud)."""
     config = dict(settings.temporal)
