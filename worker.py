@@ -77,6 +77,7 @@ def build_worker(
             actions.run_action,
         ],
         graceful_shutdown_timeout=timedelta(seconds=20),
+        max_cached_workflows=settings.max_cached_workflows,
     )
 
 

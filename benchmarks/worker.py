@@ -144,6 +144,7 @@ def build_baseline_worker(client: Client, settings: Settings, project: Project) 
             actions.run_action,
         ],
         graceful_shutdown_timeout=timedelta(seconds=20),
+        max_cached_workflows=settings.max_cached_workflows,
     )
 
 

@@ -62,6 +62,7 @@ class Settings:
     twilio_messaging_service_sid: str = ""
     twilio_status_callback_url: str = ""
     twilio_base_url: str = ""
+    max_cached_workflows: int = 10_000
 
     @property
     def journeys_dir(self) -> Path:
@@ -191,6 +192,17 @@ def load_settings(
     if not task_queue:
         problems.append("KAIROS_TASK_QUEUE is empty: name a task queue such as kairos")
 
+    cache = 10_000
+    raw_cache = get("KAIROS_MAX_CACHED_WORKFLOWS", "").strip()
+    if raw_cache:
+        if raw_cache.isdigit() and int(raw_cache) > 0:
+            cache = int(raw_cache)
+        else:
+            problems.append(
+                f"KAIROS_MAX_CACHED_WORKFLOWS={raw_cache!r}: expected a positive number of "
+                "workflow runs such as 10000"
+            )
+
     settings = Settings(
         home=base_home,
         task_queue=task_queue,
@@ -214,6 +226,7 @@ def load_settings(
         twilio_messaging_service_sid=get("TWILIO_MESSAGING_SERVICE_SID", ""),
         twilio_status_callback_url=get("TWILIO_STATUS_CALLBACK_URL", ""),
         twilio_base_url=get("TWILIO_BASE_URL", ""),
+        max_cached_workflows=cache,
     )
     if problems:
         raise ConfigError(problems)

@@ -248,7 +248,9 @@ class JourneyWorkflow:
             else None,
             ignore_quiet_hours=self.plan.ignore_quiet_hours,
             default_locale=self.plan.default_locale,
-            context=self._context(),
+            # The activity renders with the entity's profile as it is at send time, so the
+            # journey's copy would only add bytes to every send's history.
+            context=self._context(customer=False),
         )
         for _ in range(MAX_DEFERRALS + 1):
             outcome = await self._deliver(request, step)
@@ -480,7 +482,7 @@ class JourneyWorkflow:
         if self.restart_event is not None:
             raise _Restart
 
-    def _context(self, event: Event | None = None) -> dict[str, Any]:
+    def _context(self, event: Event | None = None, *, customer: bool = True) -> dict[str, Any]:
         current = event or self.state.event
         event_view: dict[str, Any] = {}
         if current is not None:
@@ -498,8 +500,10 @@ class JourneyWorkflow:
             "variant": self.state.variant,
             "started_at": self.state.started_at.isoformat() if self.state.started_at else None,
         }
-        customer = {**self.profile, "id": self.customer_id}
-        return {"customer": customer, "event": event_view, "journey": journey}
+        context: dict[str, Any] = {"event": event_view, "journey": journey}
+        if customer:
+            context["customer"] = {**self.profile, "id": self.customer_id}
+        return context
 
     def _message_key(self, step_id: str) -> str:
         visit = self.state.visits.get(step_id, 1)

@@ -1,0 +1,66 @@
+"""Worker settings: defaults, values from the environment, and every wrong value at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kairos.config import ConfigError, FrequencyCap, Settings, load_settings
+
+
+def _load(tmp_path: Path, **env: str) -> Settings:
+    return load_settings({"KAIROS_HOME": str(tmp_path), **env}, dotenv=False)
+
+
+def test_defaults_suit_a_development_machine(tmp_path: Path) -> None:
+    settings = _load(tmp_path)
+
+    assert (settings.email_provider, settings.sms_provider) == ("outbox", "outbox")
+    assert settings.quiet_hours == ("21:00", "08:00")
+    assert settings.caps == {
+        "email": FrequencyCap(3, 7 * 86400),
+        "sms": FrequencyCap(2, 7 * 86400),
+    }
+    assert settings.outbox_dir == tmp_path.resolve() / ".kairos/outbox"
+    assert settings.max_cached_workflows == 10_000
+
+
+def test_workflow_cache_quiet_hours_and_caps_from_the_environment(tmp_path: Path) -> None:
+    settings = _load(
+        tmp_path,
+        KAIROS_MAX_CACHED_WORKFLOWS="2500",
+        KAIROS_QUIET_HOURS="off",
+        KAIROS_CAP_SMS="off",
+        KAIROS_CAP_EMAIL="5 / 1d",
+    )
+
+    assert settings.max_cached_workflows == 2500
+    assert settings.quiet_hours is None
+    assert settings.caps == {"email": FrequencyCap(5, 86400)}
+
+
+def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _load(
+            tmp_path,
+            KAIROS_MAX_CACHED_WORKFLOWS="lots",
+            KAIROS_QUIET_HOURS="late",
+            KAIROS_CAP_EMAIL="three a week",
+            KAIROS_FROM_EMAIL="nobody",
+        )
+
+    assert raised.value.problems == [
+        "KAIROS_QUIET_HOURS='late': expected START-END in 24h local time such as 21:00-08:00, "
+        "or 'off'",
+        "KAIROS_CAP_EMAIL='three a week': expected COUNT/WINDOW such as 3/7d, or 'off'",
+        "KAIROS_FROM_EMAIL='nobody': expected an address such as hi@shop.example",
+        "KAIROS_MAX_CACHED_WORKFLOWS='lots': expected a positive number of workflow runs such "
+        "as 10000",
+    ]
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "1e4"])
+def test_a_workflow_cache_must_hold_at_least_one_run(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(ConfigError, match="KAIROS_MAX_CACHED_WORKFLOWS"):
+        _load(tmp_path, KAIROS_MAX_CACHED_WORKFLOWS=raw)
