@@ -18,7 +18,9 @@ CONDITIONS = {
     "quiet_hours": "off (Settings.quiet_hours = None): no message is deferred",
     "frequency_caps": "off (Settings.caps = {}): no message is blocked by a cap",
     "server": "temporal server start-dev, headless, in-memory SQLite, a fresh one per run",
-    "workers": "separate processes (python -m benchmarks.worker), default Worker tuning",
+    "workers": "separate processes (python -m benchmarks.worker), the Worker tuning of "
+    "worker.build_worker on both sides (workflow cache: KAIROS_MAX_CACHED_WORKFLOWS, "
+    "default 10,000 runs)",
     "load": "events emitted as fast as the client allows, 32 in flight",
     "histories": "actions counted by kairos.costs.billable_actions on real histories of up "
     "to 500 customers per run (every journey run and the customer entity)",

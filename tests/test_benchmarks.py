@@ -1,0 +1,98 @@
+"""The benchmark harness keeps measuring what it claims: the same work on both sides.
+
+A benchmark that silently measures different work on its two sides (a journey twin that drifted,
+a workload that is not deterministic) gives ratios that mean nothing, so `make test` runs a
+miniature of `make bench`: a handful of customers through both sides on a fresh dev server, with
+separate worker processes, exactly as the harness does at scale. It asserts counts — outcomes,
+messages, billable actions — never times.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import engine, micro
+from benchmarks.baseline import BASELINE_WORKFLOWS
+from benchmarks.project import BENCH_JOURNEYS, make_home
+from benchmarks.report import ratios, table
+from benchmarks.workload import JOURNEY_CYCLE, customers
+from kairos.compiler import load_project
+
+
+def test_the_workload_is_the_same_for_every_run_and_covers_every_journey() -> None:
+    first, again = customers(20), customers(20)
+
+    assert first == again
+    assert {c.journey for c in first} == set(JOURNEY_CYCLE) == set(BENCH_JOURNEYS)
+    assert any(c.converts for c in first)
+    assert any("phone" in c.profile for c in first)
+    assert any("phone" not in c.profile for c in first)
+
+
+def test_every_benchmark_journey_compiles_and_has_a_hand_written_twin(tmp_path: Path) -> None:
+    project = load_project(make_home(tmp_path / "home"))
+
+    assert set(project.plans) == set(BENCH_JOURNEYS) == set(BASELINE_WORKFLOWS)
+
+
+def test_rendering_is_measured_on_every_template_and_locale() -> None:
+    rendering = micro.rendering(seconds=0.2)
+
+    for channel in ("email", "sms"):
+        assert rendering[channel]["rendered"] > 0
+        assert rendering[channel]["per_second"] > 0
+
+
+@pytest.fixture(scope="module")
+def pair() -> dict[str, Any]:
+    """Ten customers (two per journey, one of them buying from the cart) through each side."""
+    import asyncio
+
+    async def both() -> dict[str, Any]:
+        kairos = await engine.measure(engine.Phase("kairos", 10, 1), timeout=240)
+        baseline = await engine.measure(engine.Phase("baseline", 10, 1), timeout=240)
+        return {"kairos": kairos, "baseline": baseline}
+
+    return asyncio.run(both())
+
+
+def test_both_sides_complete_the_same_journeys_with_the_same_messages(
+    pair: dict[str, Any],
+) -> None:
+    kairos, baseline = pair["kairos"], pair["baseline"]
+
+    assert kairos["complete"] and baseline["complete"]
+    # Ten entries plus win-back for the customer who ordered from the cart.
+    assert kairos["journeys"] == baseline["journeys"] == 11
+    assert kairos["journeys_not_completed"] == baseline["journeys_not_completed"] == {}
+    assert kairos["outcomes"] == baseline["outcomes"]
+    assert kairos["outcomes"]["converted"] == 1
+    assert kairos["messages"] == baseline["messages"] > 0
+    assert kairos["messages_by_channel"] == baseline["messages_by_channel"]
+    assert set(kairos["messages_by_channel"]) == {"email", "sms"}
+
+
+def test_kairos_costs_no_more_billable_actions_than_hand_written_code(
+    pair: dict[str, Any],
+) -> None:
+    kairos, baseline = pair["kairos"]["history"], pair["baseline"]["history"]
+
+    assert kairos["sampled_customers"] == baseline["sampled_customers"] == 10
+    assert kairos["actions_per_message"] <= baseline["actions_per_message"]
+    # Sends, policy decisions and starts are the same work on both sides. (Local activities
+    # are billed per workflow task, and how routed events batch into tasks is timing.)
+    for kind in ("activity", "update", "workflow_started", "signal_external"):
+        by_kind = kairos["actions_by_kind_per_message"], baseline["actions_by_kind_per_message"]
+        assert by_kind[0].get(kind) == by_kind[1].get(kind), kind
+
+
+def test_the_report_shows_the_pair_with_its_ratios(pair: dict[str, Any]) -> None:
+    figures = {"customers": 10, "workers": 1, **pair}
+    figures["ratio"] = ratios(pair["kairos"], pair["baseline"])
+    printed = table({"engine": [figures]})
+
+    assert "Kairos" in printed and "hand-written" in printed
+    assert figures["ratio"]["actions_per_message"] <= 1.0
