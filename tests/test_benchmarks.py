@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import engine, micro
+from benchmarks import engine, micro, profiles
 from benchmarks.baseline import BASELINE_WORKFLOWS
 from benchmarks.project import BENCH_JOURNEYS, make_home
 from benchmarks.report import ratios, table
@@ -96,3 +96,24 @@ def test_the_report_shows_the_pair_with_its_ratios(pair: dict[str, Any]) -> None
 
     assert "Kairos" in printed and "hand-written" in printed
     assert figures["ratio"]["actions_per_message"] <= 1.0
+
+
+def test_a_profile_is_summarised_by_area_with_waiting_threads_set_apart(tmp_path: Path) -> None:
+    folded = tmp_path / "kairos-n10-w1-123.folded"
+    folded.write_text(
+        "run (asyncio/runners.py:44);EpollSelector.select (selectors.py:468) 60\n"
+        "_bootstrap (threading.py:995);_worker (concurrent/futures/thread.py:81) 20\n"
+        "run (asyncio/runners.py:44);_send (workflows/journey.py:251);"
+        "validate (pydantic/main.py:10) 15\n"
+        "run (asyncio/runners.py:44);deliver (activities/messaging.py:88) 5\n"
+    )
+
+    summary = profiles.sides(tmp_path)["kairos"]
+
+    assert summary["samples"] == 100
+    assert summary["idle_percent"] == 80.0
+    busy = summary["busy_area_percent"]
+    assert busy["journey interpreter (workflows/journey.py)"] == 75.0
+    assert busy["pydantic"] == 75.0
+    assert busy["deliver activity (activities/messaging.py)"] == 25.0
+    assert summary["top_busy_self_percent"]["validate (pydantic/main.py)"] == 75.0
