@@ -32,6 +32,7 @@ _RATIOS = {
     "messages_per_second": "messages_per_second",
     "worker_cpu_ms_per_message": "worker_cpu_ms_per_message",
     "worker_peak_rss_mb": "worker_peak_rss_mb",
+    "server_cpu_seconds": "server_cpu_seconds",
 }
 
 
@@ -74,7 +75,7 @@ def _command(args: list[str]) -> str:
 def ratios(kairos: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
     """Kairos / hand-written for throughput, CPU, memory, actions and events per message."""
     pairs = {name: (kairos[key], baseline[key]) for name, key in _RATIOS.items()}
-    for key in ("actions_per_message", "events_per_message"):
+    for key in ("actions_per_message", "events_per_message", "history_bytes_per_message"):
         pairs[key] = (kairos["history"][key], baseline["history"][key])
     for key in ("p50", "p99"):
         pairs[f"first_message_{key}"] = (
@@ -141,3 +142,63 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
+
+
+_MD_COLUMNS: tuple[tuple[str, Figure, str | None], ...] = (
+    ("journeys/s", lambda f: f["journeys_per_second"], "journeys_per_second"),
+    ("messages/s", lambda f: f["messages_per_second"], "messages_per_second"),
+    ("first msg p50 / p99 s", lambda f: _latencies(f["first_message_latency"]), "latency"),
+    ("worker CPU ms/msg", lambda f: f["worker_cpu_ms_per_message"], "worker_cpu_ms_per_message"),
+    ("server CPU s", lambda f: round(f["server_cpu_seconds"]), "server_cpu_seconds"),
+    ("worker peak MB", lambda f: round(f["worker_peak_rss_mb"]), "worker_peak_rss_mb"),
+    ("actions/msg", lambda f: f["history"]["actions_per_message"], "actions_per_message"),
+    ("events/msg", lambda f: f["history"]["events_per_message"], "events_per_message"),
+    ("history KB/msg", lambda f: round(f["history"]["history_bytes_per_message"] / 1000, 1),
+     "history_bytes_per_message"),
+)  # fmt: skip
+
+
+def _latencies(figures: dict[str, Any]) -> str:
+    return f"{_cell(figures.get('p50'))} / {_cell(figures.get('p99'))}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The engine runs as the Markdown table docs/performance.md shows, ratios in bold."""
+    head = ["N", "workers", "side", *(label for label, _, _ in _MD_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for pair in result.get("engine", []):
+        n, w = f"{pair['customers']:,}", str(pair["workers"])
+        for side, name in (("kairos", "Kairos"), ("baseline", "hand-written")):
+            cells = [n, w, name, *(str(get(pair[side])) for _, get, _ in _MD_COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+            n = w = ""
+        ratio = pair["ratio"]
+        cells = ["", "", "**ratio**"]
+        for _, _, key in _MD_COLUMNS:
+            if key == "latency":
+                p50, p99 = ratio.get("first_message_p50"), ratio.get("first_message_p99")
+                cells.append(f"{_cell(p50)} / {_cell(p99)}")
+                continue
+            value = ratio.get(key)
+            cells.append("-" if value is None else f"**{value}**")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report", description="Print a result file again."
+    )
+    parser.add_argument("result", type=Path, help="a benchmarks/results/*.json file")
+    parser.add_argument("--markdown", action="store_true", help="as docs/performance.md shows it")
+    args = parser.parse_args(argv)
+    result = json.loads(args.result.read_text(encoding="utf-8"))
+    print(markdown(result) if args.markdown else table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ import pytest
 from benchmarks import engine, micro, profiles
 from benchmarks.baseline import BASELINE_WORKFLOWS
 from benchmarks.project import BENCH_JOURNEYS, make_home
-from benchmarks.report import ratios, table
+from benchmarks.report import markdown, ratios, table
 from benchmarks.workload import JOURNEY_CYCLE, customers
 from kairos.compiler import load_project
 
@@ -96,6 +96,9 @@ def test_the_report_shows_the_pair_with_its_ratios(pair: dict[str, Any]) -> None
 
     assert "Kairos" in printed and "hand-written" in printed
     assert figures["ratio"]["actions_per_message"] <= 1.0
+    rows = markdown({"engine": [figures]}).splitlines()
+    assert [row.split(" | ")[2] for row in rows[2:]] == ["Kairos", "hand-written", "**ratio**"]
+    assert all(row.count("|") == rows[0].count("|") for row in rows)
 
 
 def test_a_profile_is_summarised_by_area_with_waiting_threads_set_apart(tmp_path: Path) -> None:
