@@ -347,6 +347,30 @@ class _Unit:
     path: Path
     source: str
     tree: nodes.Template
+    _paths: set[tuple[str, ...]] | None = None
+    _bound: set[str] | None = None
+    _references: list[tuple[str, str, int, bool]] | None = None
+
+    @property
+    def references(self) -> list[tuple[str, str, int, bool]]:
+        """The file's literal extends/include/import (computed once per file version)."""
+        if self._references is None:
+            self._references = list(_references(self.tree))
+        return self._references
+
+    @property
+    def paths(self) -> set[tuple[str, ...]]:
+        """Dotted variables the file reads (computed once per file version)."""
+        if self._paths is None:
+            self._paths = expression_paths(self.source, template=True)
+        return self._paths
+
+    @property
+    def bound(self) -> set[str]:
+        """Names the file binds itself (computed once per file version)."""
+        if self._bound is None:
+            self._bound = _bound_names(self.tree)
+        return self._bound
 
 
 @dataclass
@@ -368,6 +392,9 @@ class TemplateStore:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._env = _environment(self.root)
         self._indexes: dict[Path, dict[tuple[str, str], dict[str, Path]]] = {}
+        # Checked files by name, with the (mtime, size) they were read at: journeys share
+        # layouts and templates, and checking a project should read each version once.
+        self._loaded: dict[str, tuple[tuple[int, int], _Unit | TemplateProblem]] = {}
 
     @property
     def environment(self) -> SandboxedEnvironment:
@@ -422,10 +449,10 @@ class TemplateStore:
         walk = self._walk(template, locale, channel)
         bound = set(RENDERER_NAMES) | _JINJA_NAMES | set(self._env.globals)
         for unit in walk.units:
-            bound |= _bound_names(unit.tree)
+            bound |= unit.bound
         found: set[tuple[str, ...]] = set()
         for unit in walk.units:
-            found |= expression_paths(unit.source, template=True)
+            found |= unit.paths
         return {path for path in found if path[0] not in bound}
 
     def problems(self, template: str, locale: str, channel: Channel) -> list[TemplateProblem]:
@@ -632,7 +659,7 @@ class TemplateStore:
             if unit is None:
                 continue
             walk.units.append(unit)
-            for kind, target, line, optional in _references(unit.tree):
+            for kind, target, line, optional in unit.references:
                 if not (self.root / target).is_file():
                     if not optional:
                         walk.problems.append(self._missing(unit, kind, target, line))
@@ -644,15 +671,29 @@ class TemplateStore:
     def _load(self, name: str, walk: _Walk) -> _Unit | None:
         path = self.root / name
         try:
+            stat = path.stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = (0, -1)
+        cached = self._loaded.get(name)
+        if cached is None or cached[0] != version:
+            cached = (version, self._read(name, path))
+            self._loaded[name] = cached
+        loaded = cached[1]
+        if isinstance(loaded, TemplateProblem):
+            walk.problems.append(loaded)
+            return None
+        return loaded
+
+    def _read(self, name: str, path: Path) -> _Unit | TemplateProblem:
+        try:
             source = path.read_text(encoding="utf-8")
             self._env.get_template(name)  # compiling also catches unknown filters and tests
             tree = self._env.parse(source, name, str(path))
         except TemplateSyntaxError as exc:
-            walk.problems.append(TemplateProblem(path, exc.lineno, exc.message or str(exc)))
-            return None
+            return TemplateProblem(path, exc.lineno, exc.message or str(exc))
         except (OSError, UnicodeDecodeError) as exc:
-            walk.problems.append(TemplateProblem(path, 0, f"cannot read the template: {exc}"))
-            return None
+            return TemplateProblem(path, 0, f"cannot read the template: {exc}")
         return _Unit(name, path, source, tree)
 
     def _missing(self, unit: _Unit, kind: str, target: str, line: int) -> TemplateProblem:

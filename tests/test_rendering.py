@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import types
@@ -437,6 +438,33 @@ def test_problems_unknown_filter(store: TemplateStore) -> None:
 def test_no_problems_in_good_templates(store: TemplateStore) -> None:
     for locale in ("en", "fi", "de"):
         assert store.problems("cart/reminder", locale, Channel.email) == []
+
+
+def test_a_checked_file_is_read_again_once_it_changes(tmp_path: Path) -> None:
+    """Checking reads each file version once (journeys share layouts), but never goes stale:
+    `kairos validate --watch`-style reuse of a store must see an edit."""
+    (tmp_path / "promo").mkdir()
+    subject = tmp_path / "promo" / "deal.en.subject.j2"
+    subject.write_text("Hi {{ customer.first_name }}")
+    (tmp_path / "promo" / "deal.en.html.j2").write_text("<p>{{ event.total }}</p>")
+    store = TemplateStore(tmp_path)
+    assert store.problems("promo/deal", "en", Channel.email) == []
+    assert store.referenced_paths("promo/deal", "en", Channel.email) == {
+        ("customer", "first_name"),
+        ("event", "total"),
+    }
+
+    subject.write_text("Hi {{ customer.last_name }")
+    os.utime(subject, ns=(subject.stat().st_atime_ns, subject.stat().st_mtime_ns + 10**9))
+
+    [problem] = store.problems("promo/deal", "en", Channel.email)
+    assert (problem.file, problem.line) == (subject.resolve(), 1)
+    subject.write_text("Hi {{ customer.last_name }}")
+    os.utime(subject, ns=(subject.stat().st_atime_ns, subject.stat().st_mtime_ns + 2 * 10**9))
+    assert store.referenced_paths("promo/deal", "en", Channel.email) == {
+        ("customer", "last_name"),
+        ("event", "total"),
+    }
 
 
 # -- Cache -----------------------------------------------------------------------------------
