@@ -52,10 +52,14 @@ def build_worker(
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
     extra_workflows: Sequence[type] = (),
+    journeys: Sequence[type] = (JourneyWorkflow,),
+    routing_class: type[Routing] = Routing,
 ) -> Worker:
     """A worker with every Kairos workflow and activity; providers default to configuration.
 
-    ``extra_workflows`` lets simulations and tests add their own (the event schedule).
+    ``extra_workflows`` lets simulations and tests add their own (the event schedule);
+    ``journeys`` and ``routing_class`` let the benchmark run hand-written journeys on the same
+    entity, activities, sandbox and tuning.
     """
     if email is None or sms is None:
         default_email, default_sms = build_senders(settings)
@@ -63,12 +67,12 @@ def build_worker(
         sms = sms or default_sms
     queue = task_queue or settings.task_queue
     messaging = Messaging(client, settings, project.catalogue, project.templates, email, sms)
-    routing = Routing(client, queue, project, settings.secret)
+    routing = routing_class(client, queue, project, settings.secret)
     actions = Actions(settings.outbox_dir)
     return Worker(
         client,
         task_queue=queue,
-        workflows=[JourneyWorkflow, CustomerWorkflow, PhoneWorkflow, *extra_workflows],
+        workflows=[*journeys, CustomerWorkflow, PhoneWorkflow, *extra_workflows],
         workflow_runner=workflow_runner(),
         activities=[
             messaging.deliver,

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import dataclasses
 import signal
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,6 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.worker import Worker
 
-from activities.actions import Actions
-from activities.messaging import Messaging
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.routing import Routing
 from benchmarks.baseline import BASELINE_WORKFLOWS, VERSION, BaselineInput
@@ -49,9 +46,7 @@ from kairos.runtime import (
     journey_workflow_id,
 )
 from kairos.temporal import connect
-from kairos.web.phonebook import PhoneWorkflow
-from worker import build_worker, workflow_runner
-from workflows.customer import CustomerWorkflow
+from worker import build_worker
 
 SIDES = ("kairos", "baseline")
 
@@ -124,27 +119,14 @@ async def start_baseline(
 def build_baseline_worker(client: Client, settings: Settings, project: Project) -> Worker:
     """The baseline worker: ``worker.build_worker`` with the hand-written journeys in place of
     the interpreter (same entity, phonebook, activities, sandbox and tuning)."""
-    email, sms = OutboxEmailSender(settings.outbox_dir), OutboxSmsSender(settings.outbox_dir)
-    messaging = Messaging(client, settings, project.catalogue, project.templates, email, sms)
-    routing = BaselineRouting(client, settings.task_queue, project, settings.secret)
-    actions = Actions(settings.outbox_dir)
-    return Worker(
+    return build_worker(
         client,
-        task_queue=settings.task_queue,
-        workflows=[
-            CustomerWorkflow,
-            PhoneWorkflow,
-            *(cls for _, cls in BASELINE_WORKFLOWS.values()),
-        ],
-        workflow_runner=workflow_runner(),
-        activities=[
-            messaging.deliver,
-            routing.route_event,
-            routing.forget_customer,
-            actions.run_action,
-        ],
-        graceful_shutdown_timeout=timedelta(seconds=20),
-        max_cached_workflows=settings.max_cached_workflows,
+        settings,
+        project,
+        email=OutboxEmailSender(settings.outbox_dir),
+        sms=OutboxSmsSender(settings.outbox_dir),
+        journeys=[cls for _, cls in BASELINE_WORKFLOWS.values()],
+        routing_class=BaselineRouting,
     )
 
 

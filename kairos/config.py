@@ -28,6 +28,10 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# Workflow runs a worker keeps in memory unless KAIROS_MAX_CACHED_WORKFLOWS says otherwise.
+DEFAULT_MAX_CACHED_WORKFLOWS = 10_000
+
+
 @dataclass(frozen=True)
 class FrequencyCap:
     """At most ``limit`` marketing messages per ``window_seconds`` on one channel."""
@@ -62,7 +66,7 @@ class Settings:
     twilio_messaging_service_sid: str = ""
     twilio_status_callback_url: str = ""
     twilio_base_url: str = ""
-    max_cached_workflows: int = 10_000
+    max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS
 
     @property
     def journeys_dir(self) -> Path:
@@ -192,7 +196,7 @@ def load_settings(
     if not task_queue:
         problems.append("KAIROS_TASK_QUEUE is empty: name a task queue such as kairos")
 
-    cache = 10_000
+    cache = DEFAULT_MAX_CACHED_WORKFLOWS
     raw_cache = get("KAIROS_MAX_CACHED_WORKFLOWS", "").strip()
     if raw_cache:
         if raw_cache.isdigit() and int(raw_cache) > 0:

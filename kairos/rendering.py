@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -347,30 +347,21 @@ class _Unit:
     path: Path
     source: str
     tree: nodes.Template
-    _paths: set[tuple[str, ...]] | None = None
-    _bound: set[str] | None = None
-    _references: list[tuple[str, str, int, bool]] | None = None
 
-    @property
+    @cached_property
     def references(self) -> list[tuple[str, str, int, bool]]:
         """The file's literal extends/include/import (computed once per file version)."""
-        if self._references is None:
-            self._references = list(_references(self.tree))
-        return self._references
+        return list(_references(self.tree))
 
-    @property
+    @cached_property
     def paths(self) -> set[tuple[str, ...]]:
         """Dotted variables the file reads (computed once per file version)."""
-        if self._paths is None:
-            self._paths = expression_paths(self.source, template=True)
-        return self._paths
+        return expression_paths(self.source, template=True)
 
-    @property
+    @cached_property
     def bound(self) -> set[str]:
         """Names the file binds itself (computed once per file version)."""
-        if self._bound is None:
-            self._bound = _bound_names(self.tree)
-        return self._bound
+        return _bound_names(self.tree)
 
 
 @dataclass
