@@ -1,7 +1,11 @@
-"""The Kairos worker: connect, compile the journeys, register workflows and activities, run.
+"""The Kairos worker: compile the journeys, open the customer store, connect to Temporal,
+register the journey workflow and its activities, run.
 
-One process per host; scale out by running more of them against the same Temporal. It refuses
-to start when a journey does not compile, and says why. SIGINT/SIGTERM drain gracefully.
+One process per host; scale out by running more of them against the same Temporal and
+PostgreSQL. It refuses to start when a journey does not compile or the database schema is not
+the one it knows, and says why. Next to the Temporal worker it sweeps the store for Temporal
+calls that an accepting process could not make (it died, or Temporal was down).
+SIGINT/SIGTERM drain gracefully.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.actions import Actions, load_action_modules
+from activities.customers import CustomerActivities
 from activities.messaging import Messaging
 from activities.providers import EmailSender, SmsSender, build_senders
-from activities.routing import Routing
-from kairos.compiler import Project, load_project
+from kairos.catalogue import AttrType
+from kairos.client import Kairos
+from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
+from kairos.store import Dispatcher, Store, StoreError
 from kairos.temporal import connect
-from kairos.web.phonebook import PhoneWorkflow
-from workflows.customer import CustomerWorkflow
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")
@@ -46,43 +51,51 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 def build_worker(
     client: Client,
     settings: Settings,
-    project: Project,
+    store: Store,
     *,
     task_queue: str | None = None,
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
     extra_workflows: Sequence[type] = (),
     journeys: Sequence[type] = (JourneyWorkflow,),
-    routing_class: type[Routing] = Routing,
 ) -> Worker:
     """A worker with every Kairos workflow and activity; providers default to configuration.
 
     ``extra_workflows`` lets simulations and tests add their own (the event schedule);
-    ``journeys`` and ``routing_class`` let the benchmark run hand-written journeys on the same
-    entity, activities, sandbox and tuning.
+    ``journeys`` lets the benchmark run hand-written journeys on the same store, activities,
+    sandbox and tuning.
     """
     if email is None or sms is None:
         default_email, default_sms = build_senders(settings)
         email = email or default_email
         sms = sms or default_sms
     queue = task_queue or settings.task_queue
-    messaging = Messaging(client, settings, project.catalogue, project.templates, email, sms)
-    routing = routing_class(client, queue, project, settings.secret)
+    kairos = Kairos(store, dispatcher(store, client, queue), settings)
+    customers = CustomerActivities(kairos)
+    messaging = Messaging(customers, settings, store.project.templates, email, sms)
     actions = Actions(settings.outbox_dir)
     return Worker(
         client,
         task_queue=queue,
-        workflows=[*journeys, CustomerWorkflow, PhoneWorkflow, *extra_workflows],
+        workflows=[*journeys, *extra_workflows],
         workflow_runner=workflow_runner(),
         activities=[
             messaging.deliver,
-            routing.route_event,
-            routing.forget_customer,
+            messaging.record_failed_send,
+            customers.change_profile,
+            customers.end_run,
+            customers.accept_event,
             actions.run_action,
         ],
         graceful_shutdown_timeout=timedelta(seconds=20),
         max_cached_workflows=settings.max_cached_workflows,
     )
+
+
+def dispatcher(store: Store, client: Client, task_queue: str) -> Dispatcher:
+    """The dispatcher that makes the store's Temporal calls on this task queue."""
+    timezone = store.catalogue.attribute_of_type(AttrType.timezone)
+    return Dispatcher(store.database, client, task_queue, timezone)
 
 
 async def run(settings: Settings) -> int:
@@ -95,17 +108,36 @@ async def run(settings: Settings) -> int:
         )
         return 1
     load_action_modules(os.environ.get("KAIROS_ACTIONS", ""))
-    client = await connect(settings)
-    worker = build_worker(client, settings, project)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    journeys = ", ".join(f"{p.name}@{p.version}" for p in project.plans.values())
-    log.info("worker on task queue %r with journeys: %s", settings.task_queue, journeys or "none")
-    async with worker:
-        await stop.wait()
-        log.info("shutting down: finishing activities in flight")
+    try:
+        store = await Store.open(settings, project)
+    except StoreError as err:
+        print(f"kairos worker: {err}", file=sys.stderr)
+        return 1
+    try:
+        try:
+            client = await connect(settings)
+        except RuntimeError as err:
+            target = settings.temporal.get("target_host", "localhost:7233")
+            print(f"kairos worker: cannot reach Temporal at {target}: {err}", file=sys.stderr)
+            return 1
+        worker = build_worker(client, settings, store)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        journeys = ", ".join(f"{p.name}@{p.version}" for p in project.plans.values())
+        log.info(
+            "worker on task queue %r with journeys: %s", settings.task_queue, journeys or "none"
+        )
+        sweeper = asyncio.create_task(
+            dispatcher(store, client, settings.task_queue).sweep_forever(stop)
+        )
+        async with worker:
+            await stop.wait()
+            log.info("shutting down: finishing activities in flight")
+        await sweeper
+    finally:
+        await store.close()
     return 0
 
 

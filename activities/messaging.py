@@ -1,8 +1,12 @@
-"""The send activity: ask the customer entity, render, deliver. One activity per message.
+"""The send activity: decide in the store, render, deliver, confirm. One activity per message.
 
-The policy decision is an update on the customer entity, so consent, caps and quiet hours are
-decided atomically with every other message of that customer; the entity answers with the fresh
-profile, so the message renders with what is known now, not when the journey started.
+The decision is the store's send transaction (:class:`kairos.store.sends.Ledger`): consent,
+suppression, quiet hours, frequency caps and priority, with the customer's row locked, so it is
+atomic with every other message of that customer. The message renders with the stored profile
+as it is now, not as it was when the journey started.
+
+Time is the Temporal server's (when this attempt started), so quiet hours and caps follow the
+journey's clock, including the time-skipping clock of tests and simulations.
 """
 
 from __future__ import annotations
@@ -12,30 +16,19 @@ import time
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
+from activities.customers import CustomerActivities
 from activities.providers import EmailSender, SmsSender
-from activities.providers.base import RECIPIENT_OPTED_OUT
+from activities.providers.base import NON_RETRYABLE, RECIPIENT_OPTED_OUT
 from kairos import phone
-from kairos.catalogue import AttrType, Catalogue
+from kairos.catalogue import AttrType
 from kairos.config import Settings
 from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage, Verdict
 from kairos.plan import Category, Channel
 from kairos.rendering import RenderError, TemplateStore, email_headers
-from kairos.runtime import (
-    SIGNAL_CONSENT,
-    SIGNAL_IDENTIFY,
-    UPDATE_RESERVE,
-    CapRule,
-    ConsentChange,
-    DeliverRequest,
-    ReserveResult,
-    SendRequest,
-    customer_workflow_id,
-)
-from kairos.temporal import signal_customer
+from kairos.runtime import DeliverRequest, FailedSend
+from kairos.store import Store
 from kairos.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
@@ -47,62 +40,64 @@ class Messaging:
 
     def __init__(
         self,
-        client: Client,
+        customers: CustomerActivities,
         settings: Settings,
-        catalogue: Catalogue,
         templates: TemplateStore,
         email: EmailSender,
         sms: SmsSender,
     ) -> None:
-        self.client = client
+        self.customers = customers
+        self.store: Store = customers.store
         self.settings = settings
         self.templates = templates
         self.email = email
         self.sms = sms
+        catalogue = self.store.catalogue
         self.email_attribute = catalogue.attribute_of_type(AttrType.email)
         self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
         self.locale_attribute = catalogue.attribute_of_type(AttrType.locale)
-        self.timezone_attribute = catalogue.attribute_of_type(AttrType.timezone)
-        self.caps = tuple(
-            CapRule(channel=Channel(name), limit=cap.limit, window_seconds=cap.window_seconds)
-            for name, cap in settings.caps.items()
-        )
 
     @activity.defn(name="deliver")
     async def deliver(self, request: DeliverRequest) -> SendOutcome:
-        """Reserve with the customer entity, then render and send through the provider."""
-        reserved = await self._reserve(request)
-        decision = reserved.decision
+        """Decide in the store's send transaction, then render and send through the provider."""
+        info = activity.info()
+        reserved = await self.store.ledger.reserve(
+            request, now=info.started_time, due=info.scheduled_time
+        )
+        if reserved.done is not None:
+            return reserved.done
+        decision, channel = reserved.decision, reserved.channel
         if decision.verdict is Verdict.blocked:
             return SendOutcome(
-                key=request.key, channel=reserved.channel or request.channel,
-                status="blocked", reason=decision.reason,
-            )  # fmt: skip
-        if decision.verdict is Verdict.defer:
+                key=request.key, channel=channel, status="blocked", reason=decision.reason
+            )
+        if decision.verdict in (Verdict.defer, Verdict.hold):
             return SendOutcome(
-                key=request.key, channel=reserved.channel or request.channel,
-                status="deferred", reason=decision.reason, defer_until=decision.defer_until,
+                key=request.key, channel=channel, status="deferred",
+                reason=decision.reason, defer_until=decision.defer_until,
             )  # fmt: skip
-        channel = reserved.channel or request.channel
-        profile = dict(decision.profile)
         try:
             if channel is Channel.email:
-                receipt, subject = await self._send_email(request, profile)
+                receipt, subject = await self._send_email(request, reserved.profile)
             else:
-                receipt, subject = await self._send_sms(request, profile)
+                receipt, subject = await self._send_sms(request, reserved.profile)
         except RenderError as err:
-            raise ApplicationError(
+            failure = ApplicationError(
                 f"template {request.template} could not be rendered: {err}",
                 type=TEMPLATE_ERROR,
                 non_retryable=True,
-            ) from err
+            )
+            await self.store.ledger.failed_attempt(request.key, str(failure), final=True)
+            raise failure from err
         except ApplicationError as err:
+            final = err.non_retryable or err.type in NON_RETRYABLE
+            await self.store.ledger.failed_attempt(
+                request.key, f"{err.type}: {err.message}", final=final
+            )
             if err.type == RECIPIENT_OPTED_OUT:
-                await signal_customer(
-                    self.client, activity.info().task_queue, request.customer_id, SIGNAL_CONSENT,
-                    ConsentChange(topic="sms", granted=False, source="twilio 21610"),
-                )  # fmt: skip
+                await self.customers.withdraw_sms(request.customer_id, request.key)
             raise
+        await self.store.ledger.confirm(request.key, receipt)
         return SendOutcome(
             key=request.key,
             channel=channel,
@@ -112,39 +107,10 @@ class Messaging:
             subject=subject,
         )
 
-    async def _reserve(self, request: DeliverRequest) -> ReserveResult:
-        channels = (request.channel,) + ((request.fallback,) if request.fallback else ())
-        quiet = (
-            None if request.ignore_quiet_hours else request.quiet_hours or self.settings.quiet_hours
-        )
-        send = SendRequest(
-            key=request.key,
-            journey=request.journey,
-            step=request.step,
-            channels=channels,
-            category=request.category,
-            priority=request.priority,
-            quiet_hours=quiet,
-            caps=self.caps,
-            email_attribute=self.email_attribute,
-            phone_attribute=self.phone_attribute,
-            timezone_attribute=self.timezone_attribute,
-        )
-        handle = self.client.get_workflow_handle(customer_workflow_id(request.customer_id))
-        result: ReserveResult
-        try:
-            result = await handle.execute_update(UPDATE_RESERVE, send, result_type=ReserveResult)
-            return result
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
-        # A journey started directly (not through the entity) for a customer the entity has
-        # not seen: create the entity, then ask again.
-        handle = await signal_customer(
-            self.client, activity.info().task_queue, request.customer_id, SIGNAL_IDENTIFY, {}
-        )
-        result = await handle.execute_update(UPDATE_RESERVE, send, result_type=ReserveResult)
-        return result
+    @activity.defn(name="record_failed_send")
+    async def record_failed_send(self, failed: FailedSend) -> None:
+        """The journey gave up on a send after its retries: the ledger says failed."""
+        await self.store.ledger.failed_attempt(failed.key, failed.reason, final=True)
 
     def _render_context(self, request: DeliverRequest, profile: dict[str, Any]) -> dict[str, Any]:
         marketing = request.category is Category.marketing

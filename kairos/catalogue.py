@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # Attributes every customer has, whatever customer.yaml says.
 BUILTIN_PROFILE = ("id", "stage", "consent")
 CONSENT_KEYS = ("email", "sms", "marketing", "transactional")
+# What a catalogue property may grant or withdraw (``consent: marketing``).
+CONSENT_TOPICS = ("email", "sms", "marketing")
 BUILTIN_EVENT = ("name", "id", "timestamp")
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -50,6 +52,11 @@ class Attribute(BaseModel):
     # Event properties only: copy this property into the profile (under its own name, or the
     # attribute named here) when the event arrives.
     profile: bool | str = False
+    # A boolean that grants (true) or withdraws (false) this consent topic when it arrives,
+    # recorded with the event (or identify call) as its source: consent is opt-in.
+    consent: Literal["email", "sms", "marketing"] | None = None
+    # Event properties only: ``timestamp`` fills an absent value with the event's own time.
+    default: Literal["timestamp"] | None = None
 
     def profile_attribute(self, property_name: str) -> str | None:
         if self.profile is True:
@@ -93,6 +100,29 @@ class Catalogue(BaseModel):
         """Problems with profile values; with ``partial``, required attributes may be absent."""
         values = {k: v for k, v in values.items() if k not in BUILTIN_PROFILE}
         return _validate_values(values, self.profile, "profile", partial=partial)
+
+    def with_defaults(
+        self, name: str, properties: dict[str, Any], timestamp: datetime
+    ) -> dict[str, Any]:
+        """``properties`` with every absent ``default: timestamp`` property filled in."""
+        spec = self.events.get(name)
+        if spec is None:
+            return properties
+        filled = dict(properties)
+        for prop, attr in spec.properties.items():
+            if attr.default == "timestamp" and filled.get(prop) is None:
+                filled[prop] = timestamp.isoformat()
+        return filled
+
+    def consent_changes(self, name: str | None, values: dict[str, Any]) -> dict[str, bool]:
+        """The consent topics an event's properties (or, with no name, profile values) grant
+        or withdraw, per the catalogue's ``consent:`` declarations."""
+        spec = self.profile if name is None else getattr(self.events.get(name), "properties", {})
+        changes: dict[str, bool] = {}
+        for key, attr in spec.items():
+            if attr.consent is not None and isinstance(values.get(key), bool):
+                changes[attr.consent] = values[key]
+        return changes
 
     def profile_updates(self, name: str, properties: dict[str, Any]) -> dict[str, Any]:
         """The profile attributes an event's properties set, per the catalogue."""

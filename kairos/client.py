@@ -1,50 +1,50 @@
 """The product engineer's front door: emit events, identify customers, start journeys, support.
 
 Async (:class:`Kairos`) and sync (:class:`SyncKairos`) APIs. Everything is validated against the
-catalogue *before* it reaches Temporal: an unknown event or a wrong property type raises a
-typed error at the call and nothing is queued. Calls are idempotent where Temporal allows it:
-an event carries an id (given, or generated) and the customer entity handles each id once.
+catalogue first: an unknown event or a wrong property type raises a typed error at the call and
+nothing is recorded. A valid call is one transaction in the customer store (PostgreSQL): the
+event is recorded once per id, the profile and consent updated, and the journeys it starts or
+wakes decided. Then the Temporal calls are made; if Temporal cannot be reached the call still
+succeeds (the event is accepted) and a worker makes them as soon as it can.
 
     async with await Kairos.connect() as kairos:
-        await kairos.emit("c-42", "cart_updated", {"cart_total": 59.9})
+        await kairos.emit("c-42", "cart_updated", {"cart_total": 59.9, "currency": "EUR"})
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from kairos.catalogue import AttrType
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
-from kairos.runtime import (
-    QUERY_STATE,
-    SA_CUSTOMER,
-    SA_JOURNEY,
-    SIGNAL_CONSENT,
-    SIGNAL_EVENT,
-    SIGNAL_FORGET,
-    SIGNAL_IDENTIFY,
-    ConsentChange,
-    CustomerView,
-    Event,
-    JourneyStatus,
-    customer_workflow_id,
-    journey_workflow_id,
+from kairos.runtime import QUERY_STATE, Event, JourneyStatus, journey_workflow_id
+from kairos.store import (
+    Accepted,
+    CustomerRecord,
+    Dispatcher,
+    Forgotten,
+    RunRecord,
+    Store,
+    TemporalUnreachable,
 )
-from kairos.temporal import connect, quote, signal_customer, start_journey
+from kairos.store.runs import runs_of
+from kairos.temporal import connect
 
 T = TypeVar("T")
-CONSENT_TOPICS = ("email", "sms", "marketing", "all")
+log = logging.getLogger(__name__)
+CONSENT_TOPICS = ("email", "sms", "marketing")
+# How long a call waits for Temporal before leaving the calls to a worker.
+DISPATCH_SECONDS = 10.0
 
 
 class KairosError(Exception):
@@ -72,6 +72,10 @@ class UnknownJourney(KairosError):
 
 
 class JourneyAlreadyRunning(KairosError):
+    """The journey's entry rule refused a new run (running, or entered once already)."""
+
+
+class NoRunningJourney(KairosError):
     pass
 
 
@@ -79,47 +83,70 @@ class CustomerNotFound(KairosError):
     pass
 
 
-def _check_customer_id(customer_id: str) -> str:
+def check_customer_id(customer_id: object) -> str:
+    """``customer_id`` if it is a usable customer id; InvalidCustomerId says what would be."""
     if not isinstance(customer_id, str) or not customer_id.strip():
         raise InvalidCustomerId("a customer id is required (a non-empty string such as 'c-42')")
-    if len(customer_id) > 200 or any(c in customer_id for c in "\n\r\t"):
+    if len(customer_id) > 200 or any(c in customer_id for c in "\n\r\t\x00"):
         raise InvalidCustomerId(
-            "customer ids are at most 200 characters with no line breaks or tabs"
+            "customer ids are at most 200 characters with no line breaks, tabs or NUL"
         )
     return customer_id
-
-
-class RunSummary:
-    """One journey run of a customer, as Temporal's visibility lists it."""
-
-    def __init__(self, journey: str, workflow_id: str, run_id: str, status: str, started: datetime):
-        self.journey = journey
-        self.workflow_id = workflow_id
-        self.run_id = run_id
-        self.status = status
-        self.started = started
 
 
 class Kairos:
     """Async client. Build with :meth:`connect` (reads configuration) or from parts."""
 
-    def __init__(self, client: Client, settings: Settings, project: Project) -> None:
-        self.client = client
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        *,
+        owns_store: bool = False,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
         self.settings = settings
-        self.project = project
+        self.project: Project = store.project
+        self.client: Client = dispatcher.client
         self.task_queue = settings.task_queue
+        self._owns_store = owns_store
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> Kairos:
+    async def connect(
+        cls, settings: Settings | None = None, *, project: Project | None = None
+    ) -> Kairos:
+        """Open the customer store and a (lazily connected) Temporal client.
+
+        Raises:
+            ProjectError: The journeys do not compile.
+            StoreUnavailable: PostgreSQL cannot be reached.
+            SchemaMismatch: The database needs `kairos db upgrade`.
+        """
         settings = settings or load_settings()
-        project = load_project(settings.home)
-        return cls(await connect(settings), settings, project)
+        project = project or load_project(settings.home)
+        store = await Store.open(settings, project)
+        client = await connect(settings, lazy=True)
+        dispatcher = Dispatcher(
+            store.database,
+            client,
+            settings.task_queue,
+            project.catalogue.attribute_of_type(AttrType.timezone),
+        )
+        return cls(store, dispatcher, settings, owns_store=True)
+
+    async def close(self) -> None:
+        if self._owns_store:
+            await self.store.close()
 
     async def __aenter__(self) -> Kairos:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        await self.close()
+
+    # --- events in ------------------------------------------------------------------------------
 
     async def emit(
         self,
@@ -131,138 +158,209 @@ class Kairos:
         timestamp: datetime | None = None,
     ) -> str:
         """Send an event for a customer; returns the event id (pass your own to dedupe)."""
-        _check_customer_id(customer_id)
-        properties = dict(properties or {})
-        problems = self.project.catalogue.validate_event(event, properties)
+        accepted = await self.record(
+            customer_id, event, properties, event_id=event_id, timestamp=timestamp
+        )
+        return accepted.event_id
+
+    async def record(
+        self,
+        customer_id: str,
+        event: str,
+        properties: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> Accepted:
+        """:meth:`emit`, answering what the event did (journeys started, runs woken)."""
+        check_customer_id(customer_id)
+        moment = timestamp or datetime.now(UTC)
+        catalogue = self.project.catalogue
+        values = catalogue.with_defaults(event, dict(properties or {}), moment)
+        problems = catalogue.validate_event(event, values)
         if problems:
             raise InvalidEvent(problems)
         payload = Event(
-            id=event_id or str(uuid.uuid4()),
-            name=event,
-            properties=properties,
-            timestamp=timestamp or datetime.now(UTC),
+            id=event_id or str(uuid.uuid4()), name=event, properties=values, timestamp=moment
         )
-        await signal_customer(self.client, self.task_queue, customer_id, SIGNAL_EVENT, payload)
-        return payload.id
+        return await self._dispatched(await self.store.accept(customer_id, payload))
 
-    async def identify(self, customer_id: str, attributes: dict[str, Any]) -> None:
-        """Create or update a customer's profile."""
-        _check_customer_id(customer_id)
+    async def identify(
+        self,
+        customer_id: str,
+        attributes: dict[str, Any],
+        *,
+        consent: dict[str, bool] | None = None,
+        source: str = "identify",
+        call_id: str | None = None,
+    ) -> Accepted:
+        """Create or update a customer's profile, and record consent given with it.
+
+        Args:
+            customer_id: The customer.
+            attributes: Profile attributes declared in journeys/customer.yaml.
+            consent: Topics (email, sms, marketing) granted (True) or withdrawn (False).
+            source: Who or what gave the consent ("signup form", "support call"): the proof.
+            call_id: Makes a retried call harmless: the same id is applied once.
+        """
+        check_customer_id(customer_id)
         problems = self.project.catalogue.validate_profile(attributes)
+        problems += _consent_problems(consent or {})
         if problems:
             raise InvalidProfile(problems)
-        await signal_customer(
-            self.client, self.task_queue, customer_id, SIGNAL_IDENTIFY, attributes
+        accepted = await self.store.identify(
+            customer_id, attributes, consent=consent, source=source, call_id=call_id
         )
+        return await self._dispatched(accepted)
 
     async def start(
         self, journey: str, customer_id: str, profile: dict[str, Any] | None = None
     ) -> str:
-        """Start a journey for a customer directly (not through an event); returns the run id."""
-        _check_customer_id(customer_id)
-        plan = self.project.plans.get(journey)
-        if plan is None:
-            known = ", ".join(sorted(self.project.plans)) or "none"
-            raise UnknownJourney(f"no journey named {journey!r} (journeys: {known})")
+        """Start a journey for a customer by name, under its entry rule; returns the run's
+        workflow id."""
+        check_customer_id(customer_id)
+        self._plan(journey)
         if profile:
             await self.identify(customer_id, profile)
-        else:
-            await signal_customer(self.client, self.task_queue, customer_id, SIGNAL_IDENTIFY, {})
-        view = await self._wait_for_profile(customer_id, profile or {})
-        try:
-            handle = await start_journey(
-                self.client,
-                self.task_queue,
-                plan,
-                customer_id,
-                profile=view.profile if view else dict(profile or {}),
-                trigger=None,
-                timezone_attribute=self.project.catalogue.attribute_of_type(AttrType.timezone),
-                conflict=WorkflowIDConflictPolicy.FAIL,
-            )
-        except WorkflowAlreadyStartedError as err:
-            raise JourneyAlreadyRunning(
-                f"{journey} is already running for customer {customer_id}"
-            ) from err
-        return handle.result_run_id or ""
+        accepted = await self.store.start(journey, customer_id)
+        if journey in accepted.refused:
+            raise JourneyAlreadyRunning(accepted.refused[journey])
+        await self._dispatched(accepted)
+        return journey_workflow_id(journey, customer_id, accepted.started[journey])
 
-    async def _wait_for_profile(
-        self, customer_id: str, expected: dict[str, Any]
-    ) -> CustomerView | None:
-        """The entity's view once it has applied ``expected`` (signals are asynchronous)."""
-        for _ in range(50):
-            view = await self.customer(customer_id)
-            if all(view.profile.get(k) == v for k, v in expected.items()):
-                return view
-            await asyncio.sleep(0.1)
-        return None
+    async def unsubscribe(
+        self,
+        customer_id: str,
+        topic: str = "marketing",
+        *,
+        granted: bool = False,
+        source: str = "api",
+        change_id: str | None = None,
+    ) -> Accepted:
+        """Opt a known customer out of (or, with ``granted``, back into) a channel or category.
 
-    async def customer(self, customer_id: str) -> CustomerView:
-        """Profile, stage, consent and recent messages of a customer."""
-        handle = self.client.get_workflow_handle(customer_workflow_id(customer_id))
-        try:
-            view: CustomerView = await handle.query(QUERY_STATE, result_type=CustomerView)
-            return view
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos") from err
-            raise
+        ``topic`` is email, sms, marketing or all. Raises CustomerNotFound for an unknown id
+        rather than creating a customer.
+        """
+        check_customer_id(customer_id)
+        if topic not in (*CONSENT_TOPICS, "all"):
+            raise KairosError(f"unknown topic {topic!r} (use one of email, sms, marketing, all)")
+        await self.customer(customer_id)
+        topics = CONSENT_TOPICS if topic == "all" else (topic,)
+        accepted = await self.store.change_consent(
+            customer_id, dict.fromkeys(topics, granted), source=source, change_id=change_id
+        )
+        return await self._dispatched(accepted)
+
+    async def _dispatched(self, accepted: Accepted) -> Accepted:
+        """Make the Temporal calls the store decided; if Temporal is unreachable, a worker
+        makes them later (the event is accepted either way)."""
+        if accepted.dispatches:
+            try:
+                await asyncio.wait_for(
+                    self.dispatcher.run([accepted.customer.id]), timeout=DISPATCH_SECONDS
+                )
+            except (TemporalUnreachable, TimeoutError) as err:
+                log.warning("Temporal calls left to a worker: %s", err or "timed out")
+            accepted.pending = await self._pending(accepted.customer.id)
+        return accepted
+
+    async def _pending(self, customer_id: str) -> int:
+        row = await self.store.database.fetch_one(
+            "SELECT count(*) AS n FROM dispatches WHERE customer_id = %s", (customer_id,)
+        )
+        return int(row["n"]) if row else 0
+
+    # --- support ------------------------------------------------------------------------------
+
+    async def customer(self, customer_id: str) -> CustomerRecord:
+        """Profile, stage, consent with its history, runs and recent messages of a customer."""
+        check_customer_id(customer_id)
+        record = await self.store.customer(customer_id)
+        if record is None:
+            raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos")
+        return record
+
+    async def runs(
+        self,
+        customer_id: str | None = None,
+        journey: str | None = None,
+        *,
+        running: bool = False,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Runs from the store, newest first."""
+        if journey is not None:
+            self._plan(journey)
+        return await runs_of(
+            self.store.database,
+            customer_id=customer_id,
+            journey=journey,
+            open_only=running,
+            limit=limit,
+        )
 
     async def status(self, journey: str, customer_id: str) -> JourneyStatus:
-        """Where a customer's run of a journey is, and the steps it took."""
-        handle = self.client.get_workflow_handle(journey_workflow_id(journey, customer_id))
+        """Where a customer's latest run of a journey is, and the steps it took."""
+        found = await self.runs(customer_id, journey, limit=1)
+        if not found:
+            raise NoRunningJourney(f"{customer_id} has no run of {journey}")
+        run = found[0]
+        handle = self.client.get_workflow_handle(run.workflow_id)
         try:
             status: JourneyStatus = await handle.query(QUERY_STATE, result_type=JourneyStatus)
-            return status
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
-                raise UnknownJourney(f"{customer_id} has no run of {journey}") from err
+                raise NoRunningJourney(
+                    f"{run.workflow_id} is no longer in Temporal (it {run.status})"
+                ) from err
             raise
+        return status
 
-    async def runs(self, customer_id: str | None = None, journey: str | None = None,
-                   status: str | None = None, limit: int = 100) -> list[RunSummary]:  # fmt: skip
-        """Journey runs from Temporal's visibility, newest first."""
-        clauses = ["WorkflowType = 'Journey'"]
-        if customer_id:
-            clauses.append(f"{SA_CUSTOMER.name} = '{quote(customer_id)}'")
-        if journey:
-            clauses.append(f"{SA_JOURNEY.name} = '{quote(journey)}'")
-        if status:
-            clauses.append(f"ExecutionStatus = '{status.capitalize()}'")
-        found: list[RunSummary] = []
-        async for wf in self.client.list_workflows(" AND ".join(clauses), limit=limit):
-            name = wf.typed_search_attributes.get(SA_JOURNEY) or wf.id.split(":")[1]
-            state = wf.status.name.lower() if isinstance(wf.status, WorkflowExecutionStatus) else ""
-            found.append(RunSummary(name, wf.id, wf.run_id, state, wf.start_time))
-        return found
+    async def cancel(self, journey: str, customer_id: str) -> RunRecord:
+        """Cancel a customer's running journey: the store first (a send not yet handed to the
+        provider is then blocked), then the workflow."""
+        check_customer_id(customer_id)
+        self._plan(journey)
+        run = await self.store.cancel_run(customer_id, journey)
+        if run is None:
+            raise NoRunningJourney(f"{customer_id} has no running {journey}")
+        await self._cancel_workflow(run)
+        return run
 
-    async def cancel(self, journey: str, customer_id: str) -> None:
-        """Cancel a customer's running journey."""
-        handle = self.client.get_workflow_handle(journey_workflow_id(journey, customer_id))
+    async def forget(self, customer_id: str) -> Forgotten:
+        """Erase a customer: their rows go (suppressions of withdrawn addresses stay) and every
+        run of theirs is cancelled."""
+        check_customer_id(customer_id)
+        forgotten = await self.store.forget(customer_id)
+        if forgotten is None:
+            raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos")
+        for run in forgotten.open_runs:
+            await self._cancel_workflow(run)
+        return forgotten
+
+    async def _cancel_workflow(self, run: RunRecord) -> None:
         try:
-            await handle.cancel()
+            await self.client.get_workflow_handle(run.workflow_id).cancel()
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise UnknownJourney(f"{customer_id} has no running {journey}") from err
-            raise
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
 
-    async def unsubscribe(self, customer_id: str, topic: str = "marketing", *,
-                          granted: bool = False, source: str = "api") -> None:  # fmt: skip
-        """Opt a customer out of (or, with ``granted``, back into) a channel or category."""
-        if topic not in CONSENT_TOPICS:
-            raise KairosError(f"unknown topic {topic!r} (use one of {', '.join(CONSENT_TOPICS)})")
-        change = ConsentChange(topic=topic, granted=granted, source=source)
-        await signal_customer(self.client, self.task_queue, customer_id, SIGNAL_CONSENT, change)
+    def _plan(self, journey: str) -> None:
+        if journey in self.project.plans:
+            return
+        known = ", ".join(sorted(self.project.plans)) or "none"
+        raise UnknownJourney(f"no journey named {journey!r} (journeys: {known})")
 
-    async def forget(self, customer_id: str) -> None:
-        """End every run of a customer and drop their personal data from the entity."""
-        handle = self.client.get_workflow_handle(customer_workflow_id(customer_id))
-        try:
-            await handle.signal(SIGNAL_FORGET)
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos") from err
-            raise
+
+def _consent_problems(consent: dict[str, Any]) -> list[str]:
+    problems = []
+    for topic, granted in consent.items():
+        if topic not in CONSENT_TOPICS or not isinstance(granted, bool):
+            problems.append(
+                f"consent: {topic!r} must be one of email, sms, marketing set to true or false"
+            )
+    return problems
 
 
 class SyncKairos:
@@ -281,28 +379,34 @@ class SyncKairos:
              *, event_id: str | None = None) -> str:  # fmt: skip
         return self._run(self._kairos.emit(customer_id, event, properties, event_id=event_id))
 
-    def identify(self, customer_id: str, attributes: dict[str, Any]) -> None:
-        self._run(self._kairos.identify(customer_id, attributes))
+    def identify(
+        self, customer_id: str, attributes: dict[str, Any], *,
+        consent: dict[str, bool] | None = None, source: str = "identify",
+    ) -> Accepted:  # fmt: skip
+        return self._run(
+            self._kairos.identify(customer_id, attributes, consent=consent, source=source)
+        )
 
     def start(self, journey: str, customer_id: str, profile: dict[str, Any] | None = None) -> str:
         return self._run(self._kairos.start(journey, customer_id, profile))
 
-    def customer(self, customer_id: str) -> CustomerView:
+    def customer(self, customer_id: str) -> CustomerRecord:
         return self._run(self._kairos.customer(customer_id))
 
     def status(self, journey: str, customer_id: str) -> JourneyStatus:
         return self._run(self._kairos.status(journey, customer_id))
 
-    def cancel(self, journey: str, customer_id: str) -> None:
-        self._run(self._kairos.cancel(journey, customer_id))
+    def cancel(self, journey: str, customer_id: str) -> RunRecord:
+        return self._run(self._kairos.cancel(journey, customer_id))
 
-    def unsubscribe(self, customer_id: str, topic: str = "marketing") -> None:
-        self._run(self._kairos.unsubscribe(customer_id, topic))
+    def unsubscribe(self, customer_id: str, topic: str = "marketing") -> Accepted:
+        return self._run(self._kairos.unsubscribe(customer_id, topic))
 
-    def forget(self, customer_id: str) -> None:
-        self._run(self._kairos.forget(customer_id))
+    def forget(self, customer_id: str) -> Forgotten:
+        return self._run(self._kairos.forget(customer_id))
 
     def close(self) -> None:
+        self._run(self._kairos.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

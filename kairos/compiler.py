@@ -225,6 +225,16 @@ def _check_catalogue(catalogue: Catalogue, doc: YamlDocument, report: Report) ->
             report.add(doc.problem(path, f"`{name}` is built in", "remove it", key=True))
         elif not _IDENTIFIER.match(name):
             report.add(doc.problem(path, f"`{name}` is not a usable name", _NAME_HINT, key=True))
+        attr = catalogue.profile[name]
+        _check_consent(doc, report, path, attr)
+        if attr.default is not None:
+            report.add(
+                doc.problem(
+                    (*path, "default"),
+                    "`default` is for event properties",
+                    "give the event property `default: timestamp` and `profile: true` instead",
+                )
+            )
     for event, spec in catalogue.events.items():
         if not _IDENTIFIER.match(event):
             report.add(
@@ -245,12 +255,34 @@ def _check_property(
     prop = str(path[-1])
     if not _IDENTIFIER.match(prop):
         report.add(doc.problem(path, f"`{prop}` is not a usable name", _NAME_HINT, key=True))
+    _check_consent(doc, report, path, attr)
+    if attr.default == "timestamp" and attr.type not in (AttrType.datetime, AttrType.date):
+        report.add(
+            doc.problem(
+                (*path, "default"),
+                f"`default: timestamp` fills in the event's time, but `{prop}` is a "
+                f"{attr.type.value}",
+                "make it `type: datetime`, or remove `default`",
+            )
+        )
     target = attr.profile_attribute(prop)
     if target is not None and target not in catalogue.profile:
         hint = suggestion(target, catalogue.profile, kind="profile attributes")
         if not hint.startswith("did you mean"):
             hint = f"declare `{target}` under `profile:`"
         report.add(doc.problem((*path, "profile"), f"no profile attribute `{target}`", hint))
+
+
+def _check_consent(doc: YamlDocument, report: Report, path: YamlPath, attr: Attribute) -> None:
+    if attr.consent is not None and attr.type is not AttrType.boolean:
+        report.add(
+            doc.problem(
+                (*path, "consent"),
+                f"`consent: {attr.consent}` needs a boolean (true grants, false withdraws), "
+                f"not a {attr.type.value}",
+                "make it `type: boolean`",
+            )
+        )
 
 
 # --- one journey ----------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class Settings:
     twilio_status_callback_url: str = ""
     twilio_base_url: str = ""
     max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS
+    # Empty: the project's embedded PostgreSQL under .kairos/postgres (development, tests).
+    database_url: str = ""
 
     @property
     def journeys_dir(self) -> Path:
@@ -207,6 +209,13 @@ def load_settings(
                 "workflow runs such as 10000"
             )
 
+    database_url = get("KAIROS_DATABASE_URL", "").strip()
+    if database_url and not database_url.startswith(("postgresql://", "postgres://")):
+        problems.append(
+            "KAIROS_DATABASE_URL: expected a PostgreSQL URL such as "
+            "postgresql://kairos:secret@db.internal:5432/kairos (or unset, for the embedded one)"
+        )
+
     settings = Settings(
         home=base_home,
         task_queue=task_queue,
@@ -231,6 +240,7 @@ def load_settings(
         twilio_status_callback_url=get("TWILIO_STATUS_CALLBACK_URL", ""),
         twilio_base_url=get("TWILIO_BASE_URL", ""),
         max_cached_workflows=cache,
+        database_url=database_url,
     )
     if problems:
         raise ConfigError(problems)

@@ -76,10 +76,15 @@ class Receipt(Model):
 
 
 class Verdict(StrEnum):
-    """The customer entity's policy decision for one message."""
+    """The send transaction's policy decision for one message.
+
+    ``hold`` keeps a cap's last slot undecided until the minute the message was due is over,
+    so that a higher-priority message due in the same minute can win it.
+    """
 
     send = "send"
     defer = "defer"
+    hold = "hold"
     blocked = "blocked"
 
 
@@ -87,8 +92,6 @@ class PolicyDecision(Model):
     verdict: Verdict
     reason: str = ""
     defer_until: datetime | None = None
-    # A fresh copy of the profile, so the message renders with what the entity knows now.
-    profile: dict[str, object] = Field(default_factory=dict)
 
 
 class SendOutcome(Model):

@@ -9,19 +9,19 @@ given deployment.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kairos.durations import format_duration
 from kairos.messages import PolicyDecision, Verdict
 from kairos.plan import Category, Channel, SplitVariant
-from kairos.runtime import Consent, LedgerEntry, SendRequest
 
 UTC = ZoneInfo("UTC")
-# Messages that count against frequency caps: what actually went (or is going) out.
-COUNTED = ("sent",)
+# A message holding for a cap's last slot waits until the end of the minute it was due, plus
+# this grace for contenders whose worker picked their send up a moment late.
+CONTEST_GRACE = timedelta(seconds=5)
 
 
 def zone(name: object) -> ZoneInfo:
@@ -117,89 +117,164 @@ def choose_variant(
     return variants[-1]
 
 
-def _address(profile: dict[str, Any], attribute: str | None) -> bool:
-    return bool(attribute and profile.get(attribute))
+@dataclass(frozen=True)
+class CapRule:
+    """At most ``limit`` marketing messages per ``window_seconds`` on one channel."""
+
+    channel: Channel
+    limit: int
+    window_seconds: int
 
 
-def _channel_block(
-    channel: Channel, request: SendRequest, profile: dict[str, Any], consent: Consent
-) -> str | None:
+@dataclass(frozen=True)
+class Claim:
+    """A message of the same customer holding for the last slot of a cap (the contest)."""
+
+    key: str
+    channel: Channel
+    priority: int
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the send transaction knows about the customer, at this moment.
+
+    ``refused`` maps a consent topic (email, sms, marketing) the customer has not granted to
+    why: "never given", or the source that withdrew it. ``suppressed`` maps a channel whose
+    address is on the suppression list to the reason.
+    """
+
+    has_email: bool
+    has_phone: bool
+    refused: dict[str, str] = field(default_factory=dict)
+    suppressed: dict[Channel, str] = field(default_factory=dict)
+    suppressed_marketing: dict[Channel, str] = field(default_factory=dict)
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class SendAsk:
+    """One message to decide: its key, channels in order of preference, and when it was due.
+
+    ``contest`` is true when the message already held for a cap's last slot and the minute it
+    was due is over: now the slot goes to the highest priority among ``claims``.
+    """
+
+    key: str
+    channels: tuple[Channel, ...]
+    category: Category
+    priority: int
+    due_at: datetime
+    quiet_hours: tuple[str, str] | None = None
+    contest: bool = False
+
+
+def _channel_block(channel: Channel, ask: SendAsk, recipient: Recipient) -> str | None:
     """Why this channel cannot carry the message, or None when it can."""
     if channel is Channel.email:
-        if not _address(profile, request.email_attribute):
+        if not recipient.has_email:
             return "no email address"
-        if not consent.email:
-            return "opted out of email"
+        if "email" in recipient.refused:
+            return f"email consent {recipient.refused['email']}"
     else:
-        if not _address(profile, request.phone_attribute):
+        if not recipient.has_phone:
             return "no phone number"
-        if not consent.sms:
-            return "opted out of SMS"
+        if "sms" in recipient.refused:
+            return f"SMS consent {recipient.refused['sms']}"
+    if channel in recipient.suppressed:
+        return f"address suppressed ({recipient.suppressed[channel]})"
+    if ask.category is Category.marketing and channel in recipient.suppressed_marketing:
+        return f"address suppressed for marketing ({recipient.suppressed_marketing[channel]})"
     return None
 
 
-def _cap_block(
-    channel: Channel, request: SendRequest, ledger: Iterable[LedgerEntry], now: datetime
-) -> str | None:
-    if request.category is Category.transactional:
-        return None
-    for cap in request.caps:
-        if cap.channel is not channel:
+def _cap(
+    channel: Channel,
+    ask: SendAsk,
+    caps: Sequence[CapRule],
+    counted: Sequence[datetime],
+    claims: Sequence[Claim],
+    now: datetime,
+) -> PolicyDecision | None:
+    """The cap's say on this message: None to send now, or a hold or deferral.
+
+    ``counted`` are the times this customer's marketing messages on ``channel`` took a slot.
+    """
+    for cap in caps:
+        if cap.channel is not channel or ask.category is not Category.marketing:
             continue
-        since = now - timedelta(seconds=cap.window_seconds)
-        recent = sum(
-            1
-            for e in ledger
-            if e.channel is channel
-            and e.category is Category.marketing
-            and e.status in COUNTED
-            and e.at > since
-        )
-        if recent >= cap.limit:
-            window = _human_window(cap.window_seconds)
-            return f"frequency cap: {cap.limit} marketing {channel.value} per {window} reached"
+        window = timedelta(seconds=cap.window_seconds)
+        taken = sorted(at for at in counted if at > now - window)
+        free = cap.limit - len(taken)
+        what = f"{cap.limit} marketing {channel.value} per {format_duration(cap.window_seconds)}"
+        if free <= 0:
+            until = taken[len(taken) - cap.limit] + window
+            return PolicyDecision(
+                verdict=Verdict.defer,
+                reason=f"frequency cap: {what} reached; deferred until a slot frees",
+                defer_until=until,
+            )
+        if free > 1:
+            continue
+        if not ask.contest:
+            minute_end = ask.due_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+            return PolicyDecision(
+                verdict=Verdict.hold,
+                reason=f"frequency cap: last slot of {what}; held until the end of the minute "
+                "for any higher-priority message due then",
+                defer_until=max(minute_end, now) + CONTEST_GRACE,
+            )
+        mine = [c for c in claims if c.channel is channel]
+        ranked = sorted(mine, key=lambda c: (-c.priority, c.due_at, c.key))
+        rank = next((i for i, c in enumerate(ranked) if c.key == ask.key), len(ranked))
+        if rank >= free and ranked:
+            winner = ranked[0]
+            frees = min([*taken, now]) + window
+            return PolicyDecision(
+                verdict=Verdict.defer,
+                reason=f"frequency cap: the last slot of {what} went to {winner.key} "
+                f"(priority {winner.priority}); deferred until a slot frees",
+                defer_until=frees,
+            )
     return None
-
-
-def _human_window(seconds: int) -> str:
-    return format_duration(seconds)
 
 
 def decide(
-    request: SendRequest,
-    profile: dict[str, Any],
-    consent: Consent,
-    ledger: Sequence[LedgerEntry],
+    ask: SendAsk,
+    recipient: Recipient,
+    caps: Sequence[CapRule],
+    counted: dict[Channel, list[datetime]],
+    claims: Sequence[Claim],
     now: datetime,
 ) -> tuple[PolicyDecision, Channel | None]:
-    """Consent, frequency caps and quiet hours, in that order, for the first viable channel."""
-    if request.category is Category.marketing and not consent.marketing:
-        return PolicyDecision(verdict=Verdict.blocked, reason="unsubscribed from marketing"), None
+    """Consent, suppression, quiet hours and frequency caps, in that order, for the first
+    channel that can carry the message. One reason string per outcome, for support."""
+    if ask.category is Category.marketing and "marketing" in recipient.refused:
+        reason = f"marketing consent {recipient.refused['marketing']}"
+        return PolicyDecision(verdict=Verdict.blocked, reason=reason), None
     reasons: list[str] = []
     chosen: Channel | None = None
-    for channel in request.channels:
-        why = _channel_block(channel, request, profile, consent)
+    for channel in ask.channels:
+        why = _channel_block(channel, ask, recipient)
         if why is None:
             chosen = channel
             break
         reasons.append(f"{channel.value}: {why}")
     if chosen is None:
         return PolicyDecision(verdict=Verdict.blocked, reason="; ".join(reasons)), None
-    capped = _cap_block(chosen, request, ledger, now)
-    if capped:
-        return PolicyDecision(verdict=Verdict.blocked, reason=capped), chosen
-    if request.quiet_hours and request.category is Category.marketing:
-        tz_value = profile.get(request.timezone_attribute) if request.timezone_attribute else None
-        until = in_quiet_hours(now, request.quiet_hours, tz_value)
+    if ask.quiet_hours and ask.category is Category.marketing:
+        until = in_quiet_hours(now, ask.quiet_hours, recipient.timezone)
         if until is not None:
-            local = until.astimezone(zone(tz_value)).strftime("%H:%M %Z")
-            return (
-                PolicyDecision(
-                    verdict=Verdict.defer,
-                    reason=f"quiet hours {request.quiet_hours[0]}-{request.quiet_hours[1]}; "
-                    f"deferred to {local}",
-                    defer_until=until,
-                ),
-                chosen,
+            local = until.astimezone(zone(recipient.timezone)).strftime("%H:%M %Z")
+            window = f"{ask.quiet_hours[0]}-{ask.quiet_hours[1]}"
+            decision = PolicyDecision(
+                verdict=Verdict.defer,
+                reason=f"quiet hours {window}; deferred to {local}",
+                defer_until=until,
             )
+            return decision, chosen
+    capped = _cap(chosen, ask, caps, counted.get(chosen, []), claims, now)
+    if capped is not None:
+        return capped, chosen
     return PolicyDecision(verdict=Verdict.send), chosen

@@ -1,8 +1,8 @@
-"""The runtime contract: workflow ids, signal and update names, and the payloads they carry.
+"""The runtime contract: workflow ids, signal and query names, and the payloads they carry.
 
-Everything here is part of the public integration surface (docs/integration.md): a product
-written in any language with a Temporal SDK can emit events by signal-with-start on
-``customer:<id>`` with the ``event`` signal and an :class:`Event` as JSON.
+Customers live in PostgreSQL (:mod:`kairos.store`); Temporal runs journeys. Product code in any
+language sends events over HTTP (``POST /v1/track``, docs/integration.md), never to Temporal
+directly: the store records each event once and makes the Temporal calls it decides on.
 """
 
 from __future__ import annotations
@@ -13,21 +13,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.common import SearchAttributeKey
 
-from kairos.messages import PolicyDecision, SendOutcome
+from kairos.messages import SendOutcome
 from kairos.plan import Category, Channel, JourneyPlan, Webhook
 
-CUSTOMER_WORKFLOW = "Customer"
 JOURNEY_WORKFLOW = "Journey"
 
-# Signals, updates and queries, by the names other languages use.
+# Signals and queries of a journey run.
 SIGNAL_EVENT = "event"
-SIGNAL_IDENTIFY = "identify"
-SIGNAL_CONSENT = "consent"
-SIGNAL_FORGET = "forget"
-SIGNAL_PROFILE = "update_profile"
-SIGNAL_RECORD = "record_message"
-SIGNAL_TRIGGER = "trigger"
-UPDATE_RESERVE = "reserve_send"
 QUERY_STATE = "state"
 
 # Custom search attributes: ids and names only, never personal data (stored unencrypted).
@@ -40,12 +32,13 @@ SA_OUTCOME = SearchAttributeKey.for_keyword("KairosOutcome")
 SEARCH_ATTRIBUTES = (SA_CUSTOMER, SA_JOURNEY, SA_VERSION, SA_STEP, SA_STAGE, SA_OUTCOME)
 
 
-def customer_workflow_id(customer_id: str) -> str:
-    return f"customer:{customer_id}"
+def journey_workflow_id(journey: str, customer_id: str, run_no: int) -> str:
+    """The workflow id of a customer's ``run_no``-th run of a journey (1, 2, ...).
 
-
-def journey_workflow_id(journey: str, customer_id: str) -> str:
-    return f"journey:{journey}:{customer_id}"
+    One id per run, so starting a run is idempotent for good: a start repeated after a crash
+    finds the run it already started, even when that run has ended.
+    """
+    return f"journey:{journey}:{customer_id}:{run_no}"
 
 
 class Model(BaseModel):
@@ -62,112 +55,19 @@ class Event(Model):
 
 
 class Consent(Model):
-    """Opt-ins per channel and per category. Transactional messages ignore ``marketing``."""
+    """Consent as conditions and policy see it. Opt-in: a customer has no marketing or SMS
+    consent until an event or call grants it. Email needs none for transactional messages, so
+    ``email`` is true until withdrawn (an opt-out or a bounce). Transactional messages ignore
+    ``marketing``."""
 
     email: bool = True
-    sms: bool = True
-    marketing: bool = True
+    sms: bool = False
+    marketing: bool = False
     transactional: bool = True
-
-
-class LedgerEntry(Model):
-    """One message the entity decided on: sent, blocked, deferred or failed, and why."""
-
-    key: str
-    journey: str
-    step: str
-    channel: Channel
-    category: Category
-    status: str
-    reason: str = ""
-    at: datetime
-
-
-class CustomerState(Model):
-    """What the customer entity carries across continue-as-new."""
-
-    profile: dict[str, Any] = Field(default_factory=dict)
-    stage: str | None = None
-    consent: Consent = Field(default_factory=Consent)
-    ledger: list[LedgerEntry] = Field(default_factory=list)
-    seen_event_ids: list[str] = Field(default_factory=list)
-    entered: dict[str, datetime] = Field(default_factory=dict)
-    pending: list[Event] = Field(default_factory=list)
 
 
 # Continue-as-new well before Temporal's limits (50K events / 50 MB), keeping replays fast.
 MAX_HISTORY_EVENTS = 10_000
-
-
-class CustomerInput(Model):
-    customer_id: str
-    state: CustomerState | None = None
-    max_history: int = MAX_HISTORY_EVENTS
-
-
-class ConsentChange(Model):
-    """Opt a customer in or out of a channel (email, sms) or category (marketing)."""
-
-    topic: str
-    granted: bool
-    source: str = ""
-
-
-class ProfileChange(Model):
-    """A journey's ``set`` step, applied by the entity."""
-
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    increment: dict[str, float] = Field(default_factory=dict)
-    stage: str | None = None
-
-
-class MessageRecord(Model):
-    """A failure after a send was allowed, recorded in the entity's ledger for support."""
-
-    key: str
-    status: str
-    reason: str = ""
-
-
-class CapRule(Model):
-    channel: Channel
-    limit: int
-    window_seconds: int
-
-
-class SendRequest(Model):
-    """Ask the entity whether a message may go out now (and on which channel)."""
-
-    key: str
-    journey: str
-    step: str
-    channels: tuple[Channel, ...]
-    category: Category
-    priority: int = 50
-    quiet_hours: tuple[str, str] | None = None
-    caps: tuple[CapRule, ...] = ()
-    email_attribute: str | None = None
-    phone_attribute: str | None = None
-    timezone_attribute: str | None = None
-
-
-class ReserveResult(Model):
-    """The decision, and the channel chosen when a fallback was possible."""
-
-    decision: PolicyDecision
-    channel: Channel | None = None
-
-
-class CustomerView(Model):
-    """The answer to the entity's ``state`` query: what support sees."""
-
-    customer_id: str
-    profile: dict[str, Any]
-    stage: str | None
-    consent: Consent
-    ledger: list[LedgerEntry]
-    entered: dict[str, datetime]
-    forgotten: bool = False
 
 
 class StepRecord(Model):
@@ -179,11 +79,24 @@ class StepRecord(Model):
     outcome: str = ""
 
 
-class RoutedEvent(Model):
-    """An event as a running journey receives it, with the profile as the entity knows it."""
+class ProfileSnapshot(Model):
+    """The profile attributes a run reads, as of store version ``version``.
 
-    event: Event
-    profile: dict[str, Any] = Field(default_factory=dict)
+    A run keeps the newest snapshot it has seen: a signal made from an older read never
+    overwrites what a later ``set`` step wrote.
+    """
+
+    version: int = 0
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunSignal(Model):
+    """What the store tells a running journey: an event it listens to, a newer profile, or
+    (``restart``) that its trigger fired again and a new run has taken its place."""
+
+    event: Event | None = None
+    profile: ProfileSnapshot | None = None
+    restart: bool = False
 
 
 class ActionRequest(Model):
@@ -198,18 +111,55 @@ class ActionRequest(Model):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+class ProfileChange(Model):
+    """A journey's ``set`` step, written to the store once per ``key``.
+
+    ``reads`` are the attributes the run wants back, so a condition after the step sees the
+    stored result (an increment applied to the current value, not to the run's copy).
+    """
+
+    key: str
+    customer_id: str
+    journey: str
+    run_no: int
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    increment: dict[str, float] = Field(default_factory=dict)
+    stage: str | None = None
+    reads: list[str] = Field(default_factory=list)
+
+
+class RunEnd(Model):
+    """How a run ended, recorded in the store (which then lets ``after_exit`` enter again)."""
+
+    customer_id: str
+    journey: str
+    run_no: int
+    outcome: str
+
+
+class EventRequest(Model):
+    """An event to accept for a customer from inside Temporal (simulations and tests)."""
+
+    customer_id: str
+    event: Event
+
+
 class JourneyState(Model):
     """A run's place, carried across continue-as-new."""
 
     step: str | None
-    run_key: str = ""
     records: list[StepRecord] = Field(default_factory=list)
+    messages: list[SendOutcome] = Field(default_factory=list)
     vars: dict[str, Any] = Field(default_factory=dict)
     visits: dict[str, int] = Field(default_factory=dict)
     variant: str | None = None
     held_out: bool = False
     event: Event | None = None
     started_at: datetime | None = None
+    # Event ids this run has heard (a repeated signal is ignored), newest last, bounded.
+    seen_events: list[str] = Field(default_factory=list)
+    # Events that arrived and were not yet taken by a wait_for step.
+    inbox: list[Event] = Field(default_factory=list)
 
 
 class JourneyInput(Model):
@@ -217,7 +167,8 @@ class JourneyInput(Model):
 
     plan: JourneyPlan
     customer_id: str
-    profile: dict[str, Any] = Field(default_factory=dict)
+    run_no: int
+    profile: ProfileSnapshot = Field(default_factory=ProfileSnapshot)
     trigger: Event | None = None
     state: JourneyState | None = None
     timezone_attribute: str | None = None
@@ -237,6 +188,7 @@ class JourneyStatus(Model):
     journey: str
     version: str
     customer_id: str
+    run_no: int
     step: str | None
     waiting: str
     variant: str | None
@@ -246,12 +198,13 @@ class JourneyStatus(Model):
 
 
 class DeliverRequest(Model):
-    """Input of the send activity: everything it needs to reserve, render and deliver."""
+    """Input of the send activity: everything it needs to decide, render and deliver."""
 
     key: str
     customer_id: str
     journey: str
     journey_version: str
+    run_no: int
     step: str
     channel: Channel
     fallback: Channel | None = None
@@ -264,21 +217,9 @@ class DeliverRequest(Model):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
-class RouteRequest(Model):
-    """Input of the routing activity: one event, and what the entity knows."""
+class FailedSend(Model):
+    """A send the journey gave up on after its retries: recorded in the ledger as failed."""
 
+    key: str
     customer_id: str
-    event: Event
-    profile: dict[str, Any]
-    stage: str | None
-    consent: Consent
-    entered: dict[str, datetime]
-
-
-class RouteResult(Model):
-    """What routing did: profile attributes the event sets, journeys started and signalled."""
-
-    profile_updates: dict[str, Any] = Field(default_factory=dict)
-    started: list[str] = Field(default_factory=list)
-    signalled: list[str] = Field(default_factory=list)
-    rejected: str = ""
+    reason: str

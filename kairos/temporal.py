@@ -1,12 +1,12 @@
-"""Talking to Temporal: connecting, search attributes, starting entities and journeys.
+"""Talking to Temporal: connecting, search attributes, starting journey runs.
 
-Shared by the client (product code, CLI) and the activities (routing, delivery), so that a
-journey is started the same way whichever door the trigger came through.
+Journeys are started in one place (:func:`start_journey`), called by the store's dispatcher
+whichever door the trigger came through.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -26,7 +26,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from kairos.config import Settings
 from kairos.plan import JourneyPlan
 from kairos.runtime import (
-    CUSTOMER_WORKFLOW,
     JOURNEY_WORKFLOW,
     SA_CUSTOMER,
     SA_JOURNEY,
@@ -34,10 +33,9 @@ from kairos.runtime import (
     SA_STEP,
     SA_VERSION,
     SEARCH_ATTRIBUTES,
-    CustomerInput,
     Event,
     JourneyInput,
-    customer_workflow_id,
+    ProfileSnapshot,
     journey_workflow_id,
 )
 
@@ -47,11 +45,17 @@ def quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-async def connect(settings: Settings) -> Client:
-    """A client for the configured Temporal (dev server, cluster or Cloud)."""
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """A client for the configured Temporal (dev server, cluster or Cloud).
+
+    ``lazy`` connects on first use, so a process can start (and accept events into the store)
+    while Temporal is still coming up or down for maintenance.
+    """
     config = dict(settings.temporal)
     target = config.pop("target_host", "localhost:7233")
-    return await Client.connect(target, data_converter=pydantic_data_converter, **config)
+    return await Client.connect(
+        target, data_converter=pydantic_data_converter, lazy=lazy, **config
+    )
 
 
 async def register_search_attributes(client: Client) -> list[str]:
@@ -82,37 +86,22 @@ async def register_search_attributes(client: Client) -> list[str]:
     return sorted(missing)
 
 
-async def signal_customer(
-    client: Client, task_queue: str, customer_id: str, signal: str, arg: Any
-) -> WorkflowHandle[Any, Any]:
-    """Signal-with-start the customer entity: one call, creating it when it does not exist."""
-    return await client.start_workflow(
-        CUSTOMER_WORKFLOW,
-        CustomerInput(customer_id=customer_id),
-        id=customer_workflow_id(customer_id),
-        task_queue=task_queue,
-        start_signal=signal,
-        start_signal_args=[arg],
-        search_attributes=TypedSearchAttributes([SearchAttributePair(SA_CUSTOMER, customer_id)]),
-        static_summary=f"customer {customer_id}",
-    )
-
-
 async def start_journey(
     client: Client,
     task_queue: str,
     plan: JourneyPlan,
     customer_id: str,
+    run_no: int,
     *,
-    profile: dict[str, Any],
+    profile: ProfileSnapshot,
     trigger: Event | None,
     timezone_attribute: str | None,
-    conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.FAIL,
-) -> WorkflowHandle[Any, Any]:
-    """Start ``plan`` for a customer, pinning the run to this plan version.
+    rpc_timeout: timedelta | None = None,
+) -> WorkflowHandle[JourneyInput, object]:
+    """Start run ``run_no`` of ``plan`` for a customer, pinning the run to this plan version.
 
-    Raises ``temporalio.exceptions.WorkflowAlreadyStartedError`` when a run is already going
-    and ``conflict`` is FAIL.
+    Raises ``temporalio.exceptions.WorkflowAlreadyStartedError`` when this run was started
+    before (its workflow id is never reused).
     """
     attributes = [
         SearchAttributePair(SA_CUSTOMER, customer_id),
@@ -123,21 +112,23 @@ async def start_journey(
         attributes.append(SearchAttributePair(SA_STEP, plan.start))
     if plan.stage:
         attributes.append(SearchAttributePair(SA_STAGE, plan.stage.value))
-    why = f"on {trigger.name}" if trigger else "started by API"
+    why = f"on {trigger.name}" if trigger else "started by name"
     return await client.start_workflow(
         JOURNEY_WORKFLOW,
         JourneyInput(
             plan=plan,
             customer_id=customer_id,
+            run_no=run_no,
             profile=profile,
             trigger=trigger,
             timezone_attribute=timezone_attribute,
         ),
-        id=journey_workflow_id(plan.name, customer_id),
+        id=journey_workflow_id(plan.name, customer_id, run_no),
         task_queue=task_queue,
-        id_conflict_policy=conflict,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=TypedSearchAttributes(attributes),
-        static_summary=f"{plan.name} (v{plan.version}) for customer {customer_id}, {why}",
+        static_summary=f"{plan.name} (v{plan.version}) run {run_no} for customer {customer_id}, {why}",
         static_details=plan.description or None,
+        rpc_timeout=rpc_timeout,
     )

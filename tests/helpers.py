@@ -108,29 +108,34 @@ async def schedule(
 async def run_journey(
     env: WorkflowEnvironment,
     settings: Any,
-    project: Any,
+    store: Any,
     journey: str,
     customer: str,
     *,
     profile: dict[str, Any] | None = None,
+    consent: dict[str, bool] | None = None,
     unsubscribe: Sequence[str] = (),
     events: Sequence[tuple[str, dict[str, Any]]] = (),
     later: Sequence[tuple[timedelta, str, dict[str, Any]]] = (),
+    run_no: int = 1,
 ) -> Any:
-    """Identify a customer, opt them out of ``unsubscribe``, emit ``events``, schedule
-    ``later`` ones, and run ``journey`` to its end; returns its JourneyResult."""
-    from kairos.client import Kairos
+    """Identify a customer (with marketing and SMS consent unless ``consent`` says otherwise),
+    opt them out of ``unsubscribe``, emit ``events``, schedule ``later`` ones, and run
+    ``journey`` to its end; returns its JourneyResult."""
     from kairos.runtime import JourneyResult, journey_workflow_id
-    from tests.conftest import running_worker
+    from tests.conftest import make_kairos, running_worker
 
-    kairos = Kairos(env.client, settings, project)
-    async with running_worker(env.client, settings, project):
-        if profile is not None:
-            await kairos.identify(customer, profile)
+    kairos = make_kairos(env.client, settings, store)
+    granted = {"marketing": True, "sms": True} if consent is None else consent
+    async with running_worker(env.client, settings, store):
+        if profile is not None or granted:
+            await kairos.identify(customer, profile or {}, consent=granted, source="test")
         for topic in unsubscribe:
             await kairos.unsubscribe(customer, topic)
         for name, properties in events:
             await kairos.emit(customer, name, properties)
-        handle = await started(env.client, journey_workflow_id(journey, customer), JourneyResult)
+        handle = await started(
+            env.client, journey_workflow_id(journey, customer, run_no), JourneyResult
+        )
         await schedule(env.client, settings.task_queue, customer, later)
         return await finish(env, handle)

@@ -8,12 +8,11 @@ from zoneinfo import ZoneInfo
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import Kairos
-from kairos.compiler import Project
 from kairos.config import Settings
+from kairos.store import Store
 from kairos.runtime import JourneyResult, journey_workflow_id
-from tests.conftest import running_worker
-from tests.helpers import finish, outbox, run_journey, started, timezone_at
+from tests.conftest import make_kairos, running_worker
+from tests.helpers import finish, outbox, run_journey, schedule, started, timezone_at
 
 JOURNEY = "cart_abandonment"
 
@@ -41,7 +40,7 @@ def order(now: datetime) -> dict[str, Any]:
 async def run_cart(
     env: WorkflowEnvironment,
     settings: Settings,
-    project: Project,
+    store: Store,
     customer: str,
     profile: dict[str, Any],
     *,
@@ -51,7 +50,7 @@ async def run_cart(
     result: JourneyResult = await run_journey(
         env,
         settings,
-        project,
+        store,
         JOURNEY,
         customer,
         profile=profile,
@@ -66,11 +65,11 @@ def steps_sent(settings: Settings) -> list[tuple[str, str]]:
 
 
 async def test_a_shopper_who_orders_within_the_hour_gets_nothing(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
     result = await run_cart(
-        ts_env, settings, project, "quick", shopper(now, phone=True),
+        ts_env, settings, store, "quick", shopper(now, phone=True),
         after_start=[(timedelta(minutes=20), "order_placed", order(now))],
     )  # fmt: skip
     assert result.outcome == "converted" and result.converted
@@ -78,10 +77,10 @@ async def test_a_shopper_who_orders_within_the_hour_gets_nothing(
 
 
 async def test_one_who_does_not_order_gets_a_reminder_then_an_sms(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
-    result = await run_cart(ts_env, settings, project, "slow-sms", shopper(now, phone=True))
+    result = await run_cart(ts_env, settings, store, "slow-sms", shopper(now, phone=True))
     assert result.outcome == "completed"
     assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_sms", "sms")]
     sent_at = [m.key for m in result.messages]
@@ -89,33 +88,34 @@ async def test_one_who_does_not_order_gets_a_reminder_then_an_sms(
 
 
 async def test_without_a_phone_the_last_chance_comes_by_email(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
-    await run_cart(ts_env, settings, project, "slow-email", shopper(now, phone=False))
+    await run_cart(ts_env, settings, store, "slow-email", shopper(now, phone=False))
     assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_email", "email")]
 
 
 async def test_without_sms_consent_the_last_chance_comes_by_email(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
-    kairos = Kairos(ts_env.client, settings, project)
-    async with running_worker(ts_env.client, settings, project):
-        await kairos.identify("no-sms", shopper(now, phone=True))
-        await kairos.unsubscribe("no-sms", "sms")
+    kairos = make_kairos(ts_env.client, settings, store)
+    async with running_worker(ts_env.client, settings, store):
+        await kairos.identify("no-sms", shopper(now, phone=True), consent={"marketing": True})
         await kairos.emit("no-sms", "cart_updated", cart(20.0))
-        handle = await started(ts_env.client, journey_workflow_id(JOURNEY, "no-sms"), JourneyResult)
+        handle = await started(
+            ts_env.client, journey_workflow_id(JOURNEY, "no-sms", 1), JourneyResult
+        )
         await finish(ts_env, handle)
     assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_email", "email")]
 
 
 async def test_an_order_after_the_reminder_stops_the_last_chance(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
     result = await run_cart(
-        ts_env, settings, project, "after-reminder", shopper(now, phone=True),
+        ts_env, settings, store, "after-reminder", shopper(now, phone=True),
         after_start=[(timedelta(hours=3), "order_placed", order(now))],
     )  # fmt: skip
     assert result.converted
@@ -123,25 +123,37 @@ async def test_an_order_after_the_reminder_stops_the_last_chance(
 
 
 async def test_a_second_cart_restarts_the_clock(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
-    result = await run_cart(
-        ts_env, settings, project, "restart", shopper(now, phone=False),
-        after_start=[(timedelta(minutes=40), "cart_updated", cart(80.0))],
-    )  # fmt: skip
-    # One reminder, not two: the first run was replaced before its hour was up.
+    kairos = make_kairos(ts_env.client, settings, store)
+    async with running_worker(ts_env.client, settings, store):
+        await kairos.identify("restart", shopper(now, phone=False), consent={"marketing": True})
+        await kairos.emit("restart", "cart_updated", cart(59.9))
+        first = await started(
+            ts_env.client, journey_workflow_id(JOURNEY, "restart", 1), JourneyResult
+        )
+        await schedule(
+            ts_env.client, settings.task_queue, "restart",
+            [(timedelta(minutes=40), "cart_updated", cart(80.0))],
+        )  # fmt: skip
+        replaced: JourneyResult = await finish(ts_env, first)
+        second = await started(
+            ts_env.client, journey_workflow_id(JOURNEY, "restart", 2), JourneyResult
+        )
+        result: JourneyResult = await finish(ts_env, second)
+    # The first run was replaced before its hour was up; the second sends both messages.
+    assert replaced.outcome == "restarted" and replaced.messages == []
+    assert result.outcome == "completed"
     assert steps_sent(settings) == [("first_reminder", "email"), ("last_chance_email", "email")]
-    waited = [r for r in result.records if r.kind == "wait"]
-    assert len(waited) == 1
 
 
 async def test_an_emptied_cart_ends_the_journey_without_a_message(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
     result = await run_cart(
-        ts_env, settings, project, "emptied", shopper(now, phone=False),
+        ts_env, settings, store, "emptied", shopper(now, phone=False),
         after_start=[(timedelta(minutes=10), "cart_updated", cart(0.0))],
     )  # fmt: skip
     assert result.outcome == "cart_emptied"
@@ -149,27 +161,29 @@ async def test_an_emptied_cart_ends_the_journey_without_a_message(
 
 
 async def test_the_same_event_delivered_twice_starts_one_journey(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
-    kairos = Kairos(ts_env.client, settings, project)
-    async with running_worker(ts_env.client, settings, project):
-        await kairos.identify("twice", shopper(now, phone=False))
+    kairos = make_kairos(ts_env.client, settings, store)
+    async with running_worker(ts_env.client, settings, store):
+        await kairos.identify("twice", shopper(now, phone=False), consent={"marketing": True})
         await kairos.emit("twice", "cart_updated", cart(10.0), event_id="cart-1")
         await kairos.emit("twice", "cart_updated", cart(10.0), event_id="cart-1")
-        handle = await started(ts_env.client, journey_workflow_id(JOURNEY, "twice"), JourneyResult)
+        handle = await started(
+            ts_env.client, journey_workflow_id(JOURNEY, "twice", 1), JourneyResult
+        )
         result = await finish(ts_env, handle)
     assert len([r for r in result.records if r.kind == "wait"]) == 1
     assert [s for s, _ in steps_sent(settings)] == ["first_reminder", "last_chance_email"]
 
 
 async def test_a_reminder_due_at_3am_goes_out_when_quiet_hours_end(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
     # Local time is 02:xx now: the reminder falls due at 03:xx, inside 21:00-08:00.
     result = await run_cart(
-        ts_env, settings, project, "night-owl", shopper(now, phone=False, local_hour=2)
+        ts_env, settings, store, "night-owl", shopper(now, phone=False, local_hour=2)
     )
     deferred = [r for r in result.records if r.outcome.startswith("deferred")]
     assert deferred and "quiet hours" in deferred[0].outcome

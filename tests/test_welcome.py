@@ -7,16 +7,15 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import Kairos
-from kairos.compiler import Project
 from kairos.config import Settings
+from kairos.store import Store
 from kairos.runtime import JourneyResult, journey_workflow_id
-from tests.conftest import running_worker
+from tests.conftest import make_kairos, running_worker
 from tests.helpers import finish, outbox, started, timezone_at
 
 
 async def test_a_new_customer_gets_welcome_tips_and_offer(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
     profile = {
@@ -25,11 +24,14 @@ async def test_a_new_customer_gets_welcome_tips_and_offer(
         "locale": "en",
         "timezone": timezone_at(now, 12),
         "signed_up_at": now.isoformat(),
+        "marketing_opt_in": True,
     }
-    kairos = Kairos(ts_env.client, settings, project)
-    async with running_worker(ts_env.client, settings, project):
+    kairos = make_kairos(ts_env.client, settings, store)
+    async with running_worker(ts_env.client, settings, store):
         await kairos.emit("ada", "signed_up", profile, event_id="signup-ada")
-        handle = await started(ts_env.client, journey_workflow_id("welcome", "ada"), JourneyResult)
+        handle = await started(
+            ts_env.client, journey_workflow_id("welcome", "ada", 1), JourneyResult
+        )
         result = await finish(ts_env, handle)
 
     assert result.outcome == "no_first_order"
@@ -44,18 +46,20 @@ async def test_a_new_customer_gets_welcome_tips_and_offer(
 
 
 async def test_a_customer_who_finishes_setup_gets_no_tips(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project, tmp_path: Path
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store, tmp_path: Path
 ) -> None:
     now = await ts_env.get_current_time()
-    kairos = Kairos(ts_env.client, settings, project)
-    async with running_worker(ts_env.client, settings, project):
+    kairos = make_kairos(ts_env.client, settings, store)
+    async with running_worker(ts_env.client, settings, store):
         await kairos.emit(
             "bo",
             "signed_up",
             {"email": "bo@example.com", "first_name": "Bo", "timezone": timezone_at(now, 12),
-             "signed_up_at": now.isoformat()},
+             "signed_up_at": now.isoformat(), "marketing_opt_in": True},
         )  # fmt: skip
-        handle = await started(ts_env.client, journey_workflow_id("welcome", "bo"), JourneyResult)
+        handle = await started(
+            ts_env.client, journey_workflow_id("welcome", "bo", 1), JourneyResult
+        )
         await kairos.emit("bo", "onboarding_completed", {"onboarded": True})
         order = {"order_id": "o-1", "total": 30.0, "currency": "EUR", "placed_at": now.isoformat()}
         await kairos.emit("bo", "order_placed", order)

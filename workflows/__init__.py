@@ -1,1 +1,1 @@
-"""Workflows: the journey interpreter and the customer entity."""
+"""Workflows: the journey interpreter, and the event schedule of simulations and tests."""

@@ -1,8 +1,21 @@
-"""The journey interpreter: one workflow per customer per journey, ``journey:<name>:<id>``.
+"""The journey interpreter: one workflow per run, ``journey:<name>:<customer>:<run_no>``.
 
 It walks the compiled plan it was started with (so a run is pinned to its definition), one small
-handler per step kind. It does no I/O: sends, actions and routing are activities; conditions are
-pure Jinja expressions. Exit events end the run from any step and count as converted.
+handler per step kind. It does no I/O: sends, profile changes, actions and the run's end are
+activities against the customer store; conditions are pure Jinja expressions over the run's
+copy of the profile attributes it reads, kept fresh by the store's signals.
+
+What the store tells a run (``event`` signal, :class:`RunSignal`):
+
+* an event the run listens to: a goal (``exit_on``) ends the run from any step as converted;
+  any other is kept for the next ``wait_for`` step. The run's own trigger and any event id it
+  has heard before are ignored.
+* a newer copy of the profile attributes it reads (by store version: never an older one).
+* ``restart``: the journey's trigger fired again and a new run has already started in its
+  place. The event that restarted it is checked as a goal first (a win-back order converts the
+  old run), then the run ends as ``restarted``.
+
+A run tells the store how it ended (the ``end_run`` activity), also when it is cancelled.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from kairos import expressions, policy
+    from kairos import expressions, policy, routing
     from kairos.durations import format_duration
     from kairos.messages import SendOutcome
     from kairos.plan import (
@@ -40,33 +53,37 @@ with workflow.unsafe.imports_passed_through():
         SA_OUTCOME,
         SA_STEP,
         SIGNAL_EVENT,
-        SIGNAL_PROFILE,
-        SIGNAL_RECORD,
-        SIGNAL_TRIGGER,
         ActionRequest,
         DeliverRequest,
         Event,
+        FailedSend,
         JourneyInput,
         JourneyResult,
         JourneyState,
         JourneyStatus,
-        MessageRecord,
         ProfileChange,
-        RoutedEvent,
+        ProfileSnapshot,
+        RunEnd,
+        RunSignal,
         StepRecord,
-        customer_workflow_id,
     )
 
 DELIVER_ACTIVITY = "deliver"
 ACTION_ACTIVITY = "run_action"
+CHANGE_PROFILE_ACTIVITY = "change_profile"
+END_RUN_ACTIVITY = "end_run"
+FAILED_SEND_ACTIVITY = "record_failed_send"
 CONVERTED = "converted"
 COMPLETED = "completed"
-# A message deferred by quiet hours is retried at the end of the window; more deferrals than
-# this means the window never opens (misconfiguration), so the send is recorded as blocked.
-MAX_DEFERRALS = 3
-# Interpreter changes that alter the commands a run issues, guarded for runs in flight.
-SKIP_REPEATED_STEP_UPSERT = "skip-repeated-step-upsert"
-PAUSE_SKIPS_PAST_DEADLINES = "pause-skips-past-deadlines"
+RESTARTED = "restarted"
+CANCELLED = "cancelled"
+# A message is deferred by quiet hours, a full frequency cap, or while it holds for a cap's
+# last slot; more deferrals than this means the window never opens (misconfiguration), so the
+# send is recorded as blocked.
+MAX_DEFERRALS = 6
+# Enough to recognise a repeated signal: the store repeats one only after a crash.
+SEEN_EVENTS = 200
+INBOX_EVENTS = 100
 
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -75,6 +92,8 @@ SEND_RETRY = RetryPolicy(
     maximum_attempts=12,
 )
 ACTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=10)
+# The store's own activities: retried until PostgreSQL answers again.
+STORE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
 def _holds(condition: str | None, context: dict[str, Any]) -> bool:
@@ -88,8 +107,11 @@ def _render(value: Any, context: dict[str, Any]) -> Any:
         return expressions.render_value(value, context)
 
 
-class _Restart(Exception):
-    """A new trigger arrived for a journey whose entry rule is ``restart``."""
+def _cancelled(err: BaseException) -> bool:
+    """Whether ``err`` is the run being cancelled (directly, or through an activity)."""
+    if isinstance(err, asyncio.CancelledError | CancelledError):
+        return True
+    return isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
 
 
 @workflow.defn(name=JOURNEY_WORKFLOW)
@@ -100,61 +122,62 @@ class JourneyWorkflow:
     def __init__(self, input: JourneyInput) -> None:
         self.plan: JourneyPlan = input.plan
         self.customer_id = input.customer_id
-        self.profile: dict[str, Any] = dict(input.profile)
+        self.run_no = input.run_no
+        self.profile: dict[str, Any] = dict(input.profile.values)
+        self.profile_version = input.profile.version
         self.timezone_attribute = input.timezone_attribute
         self.max_history = input.max_history
         self.trigger = input.trigger
         self.state = input.state or JourneyState(step=input.plan.start, event=input.trigger)
+        if self.trigger is not None and self.trigger.id not in self.state.seen_events:
+            self.state.seen_events.append(self.trigger.id)
         self.exit_event: Event | None = None
-        self.restart_event: Event | None = None
-        self.inbox: list[Event] = []
-        self.messages: list[SendOutcome] = []
+        self.restarted = False
         self.waiting = ""
         self.outcome = COMPLETED
 
     @workflow.run
     async def run(self, input: JourneyInput) -> JourneyResult:
-        if not self.state.run_key:
-            self.state.run_key = self.trigger.id if self.trigger else workflow.info().run_id
         if self.state.started_at is None:
             self.state.started_at = workflow.now()
         try:
             if input.state is None and isinstance(self.plan.trigger, DateTrigger):
                 await self._wait_for_trigger_date(self.plan.trigger)
             await self._interpret()
-        except _Restart:
-            self._restart()
-        converted = self.outcome == CONVERTED
-        workflow.upsert_search_attributes(
-            [SA_STEP.value_unset(), SA_OUTCOME.value_set(self.outcome)]
-        )
-        workflow.set_current_details(f"ended: {self.outcome}")
+        except BaseException as err:
+            if not _cancelled(err):
+                raise
+            # Support cancelled the run: say so in the store, then end as cancelled.
+            self.outcome = CANCELLED
+            self._record(self.state.step or "end", "exit", "cancelled")
+            await self._end()
+            raise
+        await self._end()
         return JourneyResult(
             outcome=self.outcome,
-            converted=converted,
-            messages=self.messages,
+            converted=self.outcome == CONVERTED,
+            messages=self.state.messages,
             records=self.state.records,
         )
 
     # --- signals and queries ----------------------------------------------------------------
 
     @workflow.signal(name=SIGNAL_EVENT)
-    def event(self, routed: RoutedEvent) -> None:
-        """An event routed by the customer entity: a goal, or something a wait_for awaits."""
-        self.profile.update(routed.profile)
-        context = self._context(routed.event)
-        for goal in self.plan.exit_on:
-            if goal.event == routed.event.name and _holds(goal.when, context):
-                self.exit_event = routed.event
-                return
-        self.inbox.append(routed.event)
-
-    @workflow.signal(name=SIGNAL_TRIGGER)
-    def retrigger(self, routed: RoutedEvent) -> None:
-        """The trigger fired again while running (entry rule ``restart``)."""
-        if self.trigger is None or routed.event.id != self.trigger.id:
-            self.profile.update(routed.profile)
-            self.restart_event = routed.event
+    def event(self, signal: RunSignal) -> None:
+        """What the store tells the run: an event, a newer profile, a restart."""
+        if signal.profile is not None:
+            self._take_profile(signal.profile)
+        event = signal.event
+        if event is not None and event.id not in self.state.seen_events:
+            self.state.seen_events.append(event.id)
+            del self.state.seen_events[:-SEEN_EVENTS]
+            if self._is_goal(event):
+                self.exit_event = event
+            else:
+                self.state.inbox.append(event)
+                del self.state.inbox[:-INBOX_EVENTS]
+        if signal.restart:
+            self.restarted = True
 
     @workflow.query(name=QUERY_STATE)
     def status(self) -> JourneyStatus:
@@ -162,40 +185,81 @@ class JourneyWorkflow:
             journey=self.plan.name,
             version=self.plan.version,
             customer_id=self.customer_id,
+            run_no=self.run_no,
             step=self.state.step,
             waiting=self.waiting,
             variant=self.state.variant,
             held_out=self.state.held_out,
             records=self.state.records,
-            messages=self.messages,
+            messages=self.state.messages,
         )
 
     # --- the interpreter --------------------------------------------------------------------
 
     async def _interpret(self) -> None:
         while self.state.step is not None:
-            if self.exit_event is not None:
-                self._convert()
-                return
-            if self.restart_event is not None:
-                raise _Restart
+            if self._stopped():
+                break
             info = workflow.info()
             if (
                 info.is_continue_as_new_suggested()
                 or info.get_current_history_length() > self.max_history
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                self._continue(self.state, self.trigger)
+                self._continue()
             step = self.plan.step(self.state.step)
             self.state.visits[step.id] = self.state.visits.get(step.id, 0) + 1
             following = await self._run_step(step)
-            if self.exit_event is not None:
-                # Credit the goal to the step the customer was on when it arrived.
-                self._convert()
-                return
+            if self._stopped():
+                # A goal is credited to the step the customer was on when it arrived.
+                break
             self.state.step = following
+        self._stopped()
+
+    def _stopped(self) -> bool:
+        """Whether a goal or a restart ends the run here (a goal wins: it converted)."""
         if self.exit_event is not None:
-            self._convert()
+            if self.outcome != CONVERTED:
+                self.outcome = CONVERTED
+                self._record(self.state.step or "end", "exit", f"goal {self.exit_event.name}")
+            return True
+        if self.restarted:
+            if self.outcome != RESTARTED:
+                self.outcome = RESTARTED
+                self._record(self.state.step or "end", "exit", "restarted by a new trigger")
+            return True
+        return False
+
+    def _is_goal(self, event: Event) -> bool:
+        context = self._context(event)
+        return any(
+            goal.event == event.name and _holds(goal.when, context) for goal in self.plan.exit_on
+        )
+
+    def _take_profile(self, snapshot: ProfileSnapshot) -> None:
+        """Keep the newer copy: a signal read before a ``set`` step never undoes it."""
+        if snapshot.version > self.profile_version:
+            self.profile = dict(snapshot.values)
+            self.profile_version = snapshot.version
+
+    async def _end(self) -> None:
+        """Tell the store how the run ended, and show it in the Temporal UI."""
+        workflow.upsert_search_attributes(
+            [SA_STEP.value_unset(), SA_OUTCOME.value_set(self.outcome)]
+        )
+        workflow.set_current_details(f"ended: {self.outcome}")
+        await workflow.execute_activity(
+            END_RUN_ACTIVITY,
+            RunEnd(
+                customer_id=self.customer_id,
+                journey=self.plan.name,
+                run_no=self.run_no,
+                outcome=self.outcome,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+            summary=f"record the end: {self.outcome}",
+        )
 
     async def _run_step(self, step: PlanStep) -> str | None:
         match step:
@@ -237,6 +301,7 @@ class JourneyWorkflow:
             customer_id=self.customer_id,
             journey=self.plan.name,
             journey_version=self.plan.version,
+            run_no=self.run_no,
             step=step.id,
             channel=step.channel,
             fallback=step.fallback,
@@ -248,8 +313,8 @@ class JourneyWorkflow:
             else None,
             ignore_quiet_hours=self.plan.ignore_quiet_hours,
             default_locale=self.plan.default_locale,
-            # The activity renders with the entity's profile as it is at send time, so the
-            # journey's copy would only add bytes to every send's history.
+            # The activity renders with the stored profile as it is at send time, so the
+            # run's copy would only add bytes (and personal data) to every send's history.
             context=self._context(customer=False),
         )
         for _ in range(MAX_DEFERRALS + 1):
@@ -257,10 +322,8 @@ class JourneyWorkflow:
             if outcome.status != "deferred" or outcome.defer_until is None:
                 return self._sent(step, outcome)
             self._record(step.id, "send", f"deferred: {outcome.reason}")
-            await self._pause(
-                step.id, outcome.defer_until, f"deferred by quiet hours: {outcome.reason}"
-            )
-            if self.exit_event is not None or self.restart_event is not None:
+            await self._pause(step.id, outcome.defer_until, f"deferred: {outcome.reason}")
+            if self.exit_event is not None or self.restarted:
                 return step.next
         blocked = outcome.model_copy(update={"status": "blocked", "reason": "deferred too often"})
         return self._sent(step, blocked)
@@ -285,13 +348,17 @@ class JourneyWorkflow:
             failed = SendOutcome(
                 key=request.key, channel=step.channel, status="failed", reason=f"{kind}: {reason}"
             )
-            await workflow.get_external_workflow_handle(
-                customer_workflow_id(self.customer_id)
-            ).signal(SIGNAL_RECORD, MessageRecord(key=request.key, status="failed", reason=kind))
+            await workflow.execute_activity(
+                FAILED_SEND_ACTIVITY,
+                FailedSend(key=request.key, customer_id=self.customer_id, reason=failed.reason),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=STORE_RETRY,
+                summary="record the failed send",
+            )
             return failed
 
     def _sent(self, step: SendStep, outcome: SendOutcome) -> str | None:
-        self.messages.append(outcome)
+        self.state.messages.append(outcome)
         detail = outcome.status if not outcome.reason else f"{outcome.status}: {outcome.reason}"
         self._record(step.id, "send", f"{outcome.channel.value} {detail}")
         return step.next
@@ -318,20 +385,21 @@ class JourneyWorkflow:
                 label += f" {'+' if step.offset_seconds > 0 else '-'}"
                 label += format_duration(abs(step.offset_seconds))
         await self._pause(step.id, until, label)
-        interrupted = self.exit_event is not None or self.restart_event is not None
+        interrupted = self.exit_event is not None or self.restarted
         self._record(step.id, "wait", f"{label} (interrupted)" if interrupted else label)
         return step.next
 
     async def _wait_for(self, step: WaitForStep) -> str | None:
-        self.inbox.clear()
         names = " or ".join(o.event for o in step.events)
         label = f"wait {format_duration(step.timeout_seconds)} for {names}"
         until = workflow.now() + timedelta(seconds=step.timeout_seconds)
         matched: list[tuple[Event, str | None]] = []
 
         def arrived() -> bool:
-            while self.inbox and not matched:
-                event = self.inbox.pop(0)
+            # Events that came while the run was busy elsewhere count too, oldest first; the
+            # ones this step does not wait for are dropped as it looks at them.
+            while self.state.inbox and not matched:
+                event = self.state.inbox.pop(0)
                 for outcome in step.events:
                     context = self._context(event)
                     if outcome.event == event.name and _holds(outcome.when, context):
@@ -339,13 +407,14 @@ class JourneyWorkflow:
                         break
             return bool(matched)
 
-        await self._pause(step.id, until, label, arrived)
+        if not arrived():
+            await self._pause(step.id, until, label, arrived)
         if matched:
             event, target = matched[0]
             self.state.event = event
             self._record(step.id, "wait_for", f"{event.name} arrived")
             return target
-        if self.exit_event is None and self.restart_event is None:
+        if self.exit_event is None and not self.restarted:
             self._record(step.id, "wait_for", "timed out")
         else:
             self._record(step.id, "wait_for", "interrupted")
@@ -375,23 +444,34 @@ class JourneyWorkflow:
 
     async def _set(self, step: SetStep) -> str | None:
         context = self._context()
-        attributes = {k: _render(v, context) for k, v in step.attributes.items()}
         change = ProfileChange(
-            attributes=attributes,
+            key=self._message_key(step.id),
+            customer_id=self.customer_id,
+            journey=self.plan.name,
+            run_no=self.run_no,
+            attributes={k: _render(v, context) for k, v in step.attributes.items()},
             increment=step.increment,
             stage=step.stage.value if step.stage else None,
+            reads=sorted(self._reads()),
         )
-        self.profile.update(attributes)
-        for name, amount in step.increment.items():
-            current = self.profile.get(name)
-            self.profile[name] = (current if isinstance(current, int | float) else 0) + amount
-        if step.stage:
-            self.profile["stage"] = step.stage.value
-        await workflow.get_external_workflow_handle(customer_workflow_id(self.customer_id)).signal(
-            SIGNAL_PROFILE, change
+        # Written to the store and read back: a condition after this step sees the stored
+        # result (an increment added to the current score, not to this run's copy).
+        stored: ProfileSnapshot = await workflow.execute_activity(
+            CHANGE_PROFILE_ACTIVITY,
+            change,
+            result_type=ProfileSnapshot,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+            summary=f"set {', '.join(sorted([*change.attributes, *step.increment])) or 'stage'}",
         )
-        self._record(step.id, "set", ", ".join(sorted([*attributes, *step.increment])) or "stage")
+        self._take_profile(stored)
+        names = sorted([*change.attributes, *step.increment])
+        self._record(step.id, "set", ", ".join(names) or "stage")
         return step.next
+
+    def _reads(self) -> frozenset[str]:
+        with workflow.unsafe.sandbox_unrestricted():
+            return routing.reads(self.plan, self.timezone_attribute)
 
     async def _action(self, step: ActionStep) -> str | None:
         context = self._context()
@@ -437,7 +517,7 @@ class JourneyWorkflow:
     async def _pause(self, step_id: str, until: datetime, label: str, done: Any = None) -> None:
         """Durably wait until ``until`` (one timer), waking early for goals and restarts."""
         remaining = until - workflow.now()
-        if remaining <= timedelta(0) and workflow.patched(PAUSE_SKIPS_PAST_DEADLINES):
+        if remaining <= timedelta(0):
             # A date already past (an imported customer's old sign-up): nothing to wait for,
             # so no step to show and no action to pay.
             return
@@ -448,9 +528,7 @@ class JourneyWorkflow:
 
         def woken() -> bool:
             return (
-                self.exit_event is not None
-                or self.restart_event is not None
-                or (done is not None and bool(done()))
+                self.exit_event is not None or self.restarted or (done is not None and bool(done()))
             )
 
         if remaining > timedelta(0):
@@ -465,7 +543,7 @@ class JourneyWorkflow:
         quiet-hours deferral of a send leaves the attribute as it is, so it costs nothing.
         """
         shown = workflow.info().typed_search_attributes.get(SA_STEP)
-        if shown == step_id and workflow.patched(SKIP_REPEATED_STEP_UPSERT):
+        if shown == step_id:
             return
         workflow.upsert_search_attributes([SA_STEP.value_set(step_id)])
 
@@ -479,8 +557,6 @@ class JourneyWorkflow:
         )
         await self._pause("trigger", until, label)
         self._record("trigger", "wait", label)
-        if self.restart_event is not None:
-            raise _Restart
 
     def _context(self, event: Event | None = None, *, customer: bool = True) -> dict[str, Any]:
         current = event or self.state.event
@@ -507,30 +583,22 @@ class JourneyWorkflow:
 
     def _message_key(self, step_id: str) -> str:
         visit = self.state.visits.get(step_id, 1)
-        return f"{self.plan.name}:{self.customer_id}:{self.state.run_key}:{step_id}:{visit}"
+        return f"{self.plan.name}:{self.customer_id}:{self.run_no}:{step_id}:{visit}"
 
     def _record(self, step_id: str, kind: str, outcome: str) -> None:
         self.state.records.append(
             StepRecord(step=step_id, kind=kind, at=workflow.now(), outcome=outcome)
         )
 
-    def _convert(self) -> None:
-        assert self.exit_event is not None
-        self.outcome = CONVERTED
-        self._record(self.state.step or "end", "exit", f"goal {self.exit_event.name}")
-
-    def _restart(self) -> NoReturn:
-        assert self.restart_event is not None
-        self._continue(None, self.restart_event)
-
-    def _continue(self, state: JourneyState | None, trigger: Event | None) -> NoReturn:
+    def _continue(self) -> NoReturn:
         workflow.continue_as_new(
             JourneyInput(
                 plan=self.plan,
                 customer_id=self.customer_id,
-                profile=self.profile,
-                trigger=trigger,
-                state=state,
+                run_no=self.run_no,
+                profile=ProfileSnapshot(version=self.profile_version, values=self.profile),
+                trigger=self.trigger,
+                state=self.state,
                 timezone_attribute=self.timezone_attribute,
                 max_history=self.max_history,
             )

@@ -2,9 +2,10 @@
 
 ``kairos simulate --event order_placed@+3h`` and the journey tests need an event to arrive at a
 given moment of a time-skipping run. Driving that from outside (sleeping the test server's
-clock, then signalling) races the server's own time skipping; a workflow whose durable timers
-fire the events keeps every moment on the server's clock. Registered only on simulation and
-test workers, never in production.
+clock, then emitting) races the server's own time skipping; a workflow whose durable timers
+fire the events keeps every moment on the server's clock. Each event is accepted by the
+``accept_event`` activity exactly as product code's would be, stamped with the server's time.
+Registered only on simulation and test workers, never in production.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from kairos.runtime import SIGNAL_EVENT, Event, customer_workflow_id
+    from kairos.runtime import Event, EventRequest
 
 
 class ScheduledEvent(BaseModel):
@@ -32,12 +34,11 @@ class EventSchedule(BaseModel):
 
 @workflow.defn(name="KairosEventSchedule")
 class EventScheduleWorkflow:
-    """Signals each event to the customer entity at its moment, in order."""
+    """Accepts each event for the customer at its moment, in order."""
 
     @workflow.run
     async def run(self, schedule: EventSchedule) -> int:
         elapsed = 0.0
-        entity = workflow.get_external_workflow_handle(customer_workflow_id(schedule.customer_id))
         for item in sorted(schedule.events, key=lambda e: e.after_seconds):
             if item.after_seconds > elapsed:
                 await workflow.sleep(
@@ -45,5 +46,11 @@ class EventScheduleWorkflow:
                     summary=f"until {item.event.name}",
                 )
                 elapsed = item.after_seconds
-            await entity.signal(SIGNAL_EVENT, item.event)
+            await workflow.execute_activity(
+                "accept_event",
+                EventRequest(customer_id=schedule.customer_id, event=item.event),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"emit {item.event.name}",
+            )
         return len(schedule.events)

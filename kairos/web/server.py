@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from kairos.client import Kairos
 from kairos.compiler import load_project
@@ -24,13 +22,6 @@ from kairos.web.app import create_app
 from kairos.web.config import WebConfig
 
 log = logging.getLogger(__name__)
-
-
-async def connect_lazily(settings: Settings) -> Client:
-    """A client for the configured Temporal that connects on first use."""
-    config = dict(settings.temporal)
-    target = config.pop("target_host", "localhost:7233")
-    return await Client.connect(target, data_converter=pydantic_data_converter, lazy=True, **config)
 
 
 async def build_app(settings: Settings, web: WebConfig) -> Starlette:

@@ -1,0 +1,271 @@
+"""Making the Temporal calls that customer transactions decided: start a run, signal a run.
+
+A dispatch row is made once, in order per customer, then deleted. Whoever accepted the event
+makes its calls right after the commit; a worker sweeps up what is left (the process died, or
+Temporal was unreachable) every few seconds. Per customer, one process at a time holds an
+advisory lock while it works through the customer's rows oldest first, so a start always comes
+before the signals to that run.
+
+Every call is idempotent, because a process can die after the call and before the delete:
+
+* a start uses the run's own workflow id (``journey:<name>:<customer>:<run_no>``) with
+  reuse policy REJECT_DUPLICATE, so a repeat finds the run it started, even when it has ended;
+* a signal carries the event, and a run ignores an event id it has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from kairos.plan import JourneyPlan
+from kairos.runtime import (
+    SIGNAL_EVENT,
+    Event,
+    ProfileSnapshot,
+    RunSignal,
+    journey_workflow_id,
+)
+from kairos.store.database import Connection, Database, StoreUnavailable
+from kairos.store.runs import end_run
+from kairos.store.views import load_customer
+from kairos.temporal import start_journey
+
+log = logging.getLogger(__name__)
+
+# Rows younger than this belong to the process that decided them; the sweeper leaves them be.
+SWEEP_AFTER = timedelta(seconds=3)
+SWEEP_EVERY_SECONDS = 2.0
+# How long the process that accepted an event waits for another one making that customer's calls.
+LOCK_WAIT_SECONDS = 15.0
+_LOCK_SQL = "hashtextextended('kairos.dispatch:' || %s, 0)"
+# Temporal errors that mean "try again later" rather than "this call can never succeed".
+_TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.CANCELLED,
+    }
+)
+RPC_TIMEOUT = timedelta(seconds=10)
+
+
+class TemporalUnreachable(Exception):
+    """Temporal did not take a call; the dispatch stays for a later attempt."""
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    plan: JourneyPlan
+    reads: tuple[str, ...]
+
+
+class Dispatcher:
+    """Makes pending dispatches on one Temporal namespace and task queue."""
+
+    def __init__(
+        self,
+        database: Database,
+        client: Client,
+        task_queue: str,
+        timezone_attribute: str | None,
+    ) -> None:
+        self.database = database
+        self.client = client
+        self.task_queue = task_queue
+        self.timezone_attribute = timezone_attribute
+        self._plans: dict[tuple[str, str], _Pinned] = {}
+
+    async def run(self, customer_ids: Iterable[str], *, wait: bool = True) -> int:
+        """Make the pending dispatches of these customers; returns how many were made.
+
+        With ``wait`` (after accepting an event) a customer whose dispatches another process
+        is making is waited for; without it (the sweeper) such a customer is skipped.
+
+        Raises:
+            TemporalUnreachable: Temporal did not answer; the rest stays pending.
+        """
+        made = 0
+        for customer_id in dict.fromkeys(customer_ids):
+            made += await self._run_customer(customer_id, wait=wait)
+        return made
+
+    async def sweep(self, limit: int = 200) -> int:
+        """Make dispatches left behind (older than SWEEP_AFTER); returns how many were made."""
+        rows = await self.database.fetch_all(
+            "SELECT customer_id FROM dispatches WHERE created_at < now() - %s"
+            " GROUP BY customer_id ORDER BY min(id) LIMIT %s",
+            (SWEEP_AFTER, limit),
+        )
+        if rows:
+            log.info("sweeping the dispatches of %d customers", len(rows))
+        return await self.run([r["customer_id"] for r in rows], wait=False)
+
+    async def sweep_forever(self, stop: asyncio.Event) -> None:
+        """Sweep every few seconds until ``stop`` is set; failures are logged and retried."""
+        while not stop.is_set():
+            try:
+                await self.sweep()
+            except (TemporalUnreachable, StoreUnavailable) as err:
+                log.warning("dispatch sweep postponed: %s", err)
+            except Exception:
+                log.exception("dispatch sweep failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=SWEEP_EVERY_SECONDS)
+
+    async def _run_customer(self, customer_id: str, *, wait: bool) -> int:
+        made = 0
+        async with self.database.connection() as conn:
+            if not await _lock(conn, customer_id, LOCK_WAIT_SECONDS if wait else 0):
+                # Another process is making them (and will make ours: it works until none
+                # are left); failing that, the sweeper will.
+                return 0
+            try:
+                while True:
+                    cursor = await conn.execute(
+                        "SELECT id, event_id, kind, journey, run_no, payload FROM dispatches"
+                        " WHERE customer_id = %s ORDER BY id LIMIT 50",
+                        (customer_id,),
+                    )
+                    rows = await cursor.fetchall()
+                    if not rows:
+                        return made
+                    for row in rows:
+                        await self._make(conn, customer_id, row)
+                        made += 1
+            finally:
+                await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_SQL})", (customer_id,))
+
+    async def _make(self, conn: Connection, customer_id: str, row: dict[str, Any]) -> None:
+        journey, run_no = row["journey"], row["run_no"]
+        try:
+            if row["kind"] == "start":
+                await self._start(conn, customer_id, journey, run_no, row["payload"])
+            else:
+                await self._signal(conn, customer_id, journey, run_no, row["payload"])
+        except (RuntimeError, TimeoutError, ConnectionError) as err:
+            # The SDK reports a server it cannot connect to as a RuntimeError.
+            await _failed_attempt(conn, row["id"], err)
+            raise TemporalUnreachable(f"Temporal did not take a {row['kind']}: {err}") from None
+        except RPCError as err:
+            if err.status in _TRANSIENT:
+                await _failed_attempt(conn, row["id"], err)
+                raise TemporalUnreachable(f"Temporal did not take a {row['kind']}: {err}") from None
+            # The call can never succeed (a rejected argument, a missing namespace): keep the
+            # customer's other calls moving and say so loudly.
+            log.error(
+                "dropping a %s of %s run %d for customer %s: %s",
+                row["kind"], journey, run_no, customer_id, err,
+            )  # fmt: skip
+            if row["kind"] == "start":
+                await end_run(conn, customer_id, journey, run_no, "not started", final=False)
+        await conn.execute("DELETE FROM dispatches WHERE id = %s", (row["id"],))
+        if row["event_id"] is not None:
+            await conn.execute(
+                "UPDATE events SET routed_at = now() WHERE customer_id = %s AND id = %s"
+                " AND routed_at IS NULL AND NOT EXISTS (SELECT 1 FROM dispatches"
+                " WHERE customer_id = %s AND event_id = %s)",
+                (customer_id, row["event_id"], customer_id, row["event_id"]),
+            )
+
+    async def _start(
+        self, conn: Connection, customer_id: str, journey: str, run_no: int, payload: Any
+    ) -> None:
+        pinned = await self._pinned(conn, journey, payload["version"])
+        trigger = Event.model_validate(payload["trigger"]) if payload.get("trigger") else None
+        # A repeat after a crash finds the run it started: the call was made.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start_journey(
+                self.client,
+                self.task_queue,
+                pinned.plan,
+                customer_id,
+                run_no,
+                profile=await self._snapshot(conn, customer_id, pinned.reads),
+                trigger=trigger,
+                timezone_attribute=self.timezone_attribute,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+
+    async def _signal(
+        self, conn: Connection, customer_id: str, journey: str, run_no: int, payload: Any
+    ) -> None:
+        version = await self._run_version(conn, customer_id, journey, run_no)
+        reads = (await self._pinned(conn, journey, version)).reads if version else ()
+        signal = RunSignal(
+            event=Event.model_validate(payload["event"]) if payload.get("event") else None,
+            profile=await self._snapshot(conn, customer_id, reads),
+            restart=bool(payload.get("restart")),
+        )
+        handle = self.client.get_workflow_handle(journey_workflow_id(journey, customer_id, run_no))
+        try:
+            await handle.signal(SIGNAL_EVENT, signal, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            # The run is over (it may have ended without telling the store: terminated from
+            # the Temporal UI). Nothing to signal; make sure the store knows it has ended.
+            await end_run(conn, customer_id, journey, run_no, "gone", final=False)
+
+    async def _pinned(self, conn: Connection, journey: str, version: str) -> _Pinned:
+        key = (journey, version)
+        if key not in self._plans:
+            cursor = await conn.execute(
+                "SELECT plan, reads FROM plans WHERE journey = %s AND version = %s", key
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise LookupError(f"no plan {journey}@{version} in the store")
+            self._plans[key] = _Pinned(JourneyPlan.model_validate(row["plan"]), tuple(row["reads"]))
+        return self._plans[key]
+
+    async def _run_version(
+        self, conn: Connection, customer_id: str, journey: str, run_no: int
+    ) -> str | None:
+        cursor = await conn.execute(
+            "SELECT plan_version FROM runs WHERE customer_id = %s AND journey = %s AND run_no = %s",
+            (customer_id, journey, run_no),
+        )
+        row = await cursor.fetchone()
+        return str(row["plan_version"]) if row else None
+
+    async def _snapshot(
+        self, conn: Connection, customer_id: str, reads: tuple[str, ...]
+    ) -> ProfileSnapshot:
+        customer = await load_customer(conn, customer_id, lock=False)
+        return customer.snapshot(reads) if customer else ProfileSnapshot()
+
+
+async def _lock(conn: Connection, customer_id: str, seconds: float) -> bool:
+    """Take the customer's dispatch lock (a session advisory lock), waiting up to ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        cursor = await conn.execute(
+            f"SELECT pg_try_advisory_lock({_LOCK_SQL}) AS locked", (customer_id,)
+        )
+        row = await cursor.fetchone()
+        if row and row["locked"]:
+            return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
+async def _failed_attempt(conn: Connection, dispatch_id: int, err: BaseException) -> None:
+    await conn.execute(
+        "UPDATE dispatches SET attempts = attempts + 1, last_error = %s WHERE id = %s",
+        (str(err)[:500], dispatch_id),
+    )

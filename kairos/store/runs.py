@@ -1,0 +1,113 @@
+"""Runs as the store knows them: listing, ending and cancelling.
+
+A run ends in the store when it says so itself (its last activity), when support cancels it,
+when a restart replaces it, or when a signal finds its workflow gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kairos.runtime import journey_workflow_id
+from kairos.store.database import Connection, Database
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a journey, as the store knows it."""
+
+    journey: str
+    run_no: int
+    customer_id: str
+    plan_version: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+
+    @property
+    def workflow_id(self) -> str:
+        return journey_workflow_id(self.journey, self.customer_id, self.run_no)
+
+    @property
+    def status(self) -> str:
+        return "running" if self.ended_at is None else (self.outcome or "ended")
+
+
+async def runs_of(
+    database: Database,
+    *,
+    customer_id: str | None = None,
+    journey: str | None = None,
+    open_only: bool = False,
+    limit: int = 100,
+) -> list[RunRecord]:
+    """Runs, newest first, filtered by customer, journey and whether they are open."""
+    clauses, params = ["TRUE"], []
+    if customer_id is not None:
+        clauses.append("customer_id = %s")
+        params.append(customer_id)
+    if journey is not None:
+        clauses.append("journey = %s")
+        params.append(journey)
+    if open_only:
+        clauses.append("ended_at IS NULL")
+    async with database.connection() as conn:
+        return await select_runs(conn, " AND ".join(clauses), tuple(params), limit)
+
+
+async def select_runs(
+    conn: Connection, where: str, params: tuple[Any, ...], limit: int
+) -> list[RunRecord]:
+    cursor = await conn.execute(
+        "SELECT journey, run_no, customer_id, plan_version, started_at, ended_at, outcome"
+        f" FROM runs WHERE {where} ORDER BY started_at DESC, run_no DESC LIMIT %s",
+        (*params, limit),
+    )
+    return [RunRecord(**r) for r in await cursor.fetchall()]
+
+
+async def cancel_open_run(database: Database, customer_id: str, journey: str) -> RunRecord | None:
+    """Mark the customer's open run of ``journey`` cancelled; None when none is open.
+
+    The caller then cancels the workflow; a send the run has not handed to the provider yet
+    sees the cancellation in the send transaction.
+    """
+    async with database.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE runs SET ended_at = now(), outcome = 'cancelled' WHERE customer_id = %s"
+            " AND journey = %s AND ended_at IS NULL RETURNING journey, run_no, customer_id,"
+            " plan_version, started_at, ended_at, outcome",
+            (customer_id, journey),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            return None
+        await conn.execute(
+            "UPDATE journey_entries SET open_run = NULL WHERE customer_id = %s AND journey = %s",
+            (customer_id, journey),
+        )
+        return RunRecord(**row)
+
+
+async def end_run(
+    conn: Connection, customer_id: str, journey: str, run_no: int, outcome: str, *, final: bool
+) -> None:
+    """Mark a run ended and free its entry.
+
+    ``final`` is the run's own word on its outcome and wins over what the store assumed
+    (``restarted`` becomes ``converted`` when the restarting event was also the run's goal);
+    otherwise an outcome is only recorded for a run not yet known to have ended.
+    """
+    await conn.execute(
+        "UPDATE runs SET ended_at = coalesce(ended_at, now()), outcome = %s"
+        " WHERE customer_id = %s AND journey = %s AND run_no = %s"
+        + ("" if final else " AND ended_at IS NULL"),
+        (outcome, customer_id, journey, run_no),
+    )
+    await conn.execute(
+        "UPDATE journey_entries SET open_run = NULL WHERE customer_id = %s AND journey = %s"
+        " AND open_run = %s",
+        (customer_id, journey, run_no),
+    )

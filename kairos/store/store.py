@@ -1,0 +1,213 @@
+"""The customer store of one compiled project: every door's way into PostgreSQL.
+
+The client, the web front door, the CLI and the activities all go through :class:`Store`, so an
+event is recorded, a consent change is proven and a run is entered the same way whichever door
+it came through. Each method is one short transaction; the Temporal calls it decides on are made
+afterwards by :class:`kairos.store.dispatch.Dispatcher`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from kairos import routing
+from kairos.catalogue import AttrType
+from kairos.compiler import Project
+from kairos.config import Settings
+from kairos.plan import Channel, JourneyPlan
+from kairos.policy import CapRule
+from kairos.runtime import Event, ProfileChange, RunEnd
+from kairos.store.database import Database
+from kairos.store.embedded import embedded_url
+from kairos.store.ingest import Accepted, Ingest
+from kairos.store.runs import RunRecord, cancel_open_run, end_run
+from kairos.store.sends import Ledger
+from kairos.store.support import (
+    CustomerRecord,
+    Forgotten,
+    customer_record,
+    customers_with_phone,
+    forget,
+    suppress,
+    unsuppress,
+)
+from kairos.store.views import jsonb
+
+CONSENT_TOPICS = ("email", "sms", "marketing")
+
+
+async def database_url(settings: Settings) -> str:
+    """KAIROS_DATABASE_URL, or the project's embedded PostgreSQL (started when needed)."""
+    return settings.database_url or await embedded_url(settings.home)
+
+
+def cap_rules(settings: Settings) -> list[CapRule]:
+    return [
+        CapRule(Channel(name), cap.limit, cap.window_seconds) for name, cap in settings.caps.items()
+    ]
+
+
+class Store:
+    """Customers, consent, events, runs and the send ledger of one project."""
+
+    def __init__(self, database: Database, project: Project, settings: Settings) -> None:
+        self.database = database
+        self.project = project
+        self.catalogue = project.catalogue
+        self.ingest = Ingest(project.catalogue, project.plans)
+        self.ledger = Ledger(database, project.catalogue, cap_rules(settings), settings.quiet_hours)
+        self.timezone_attribute = project.catalogue.attribute_of_type(AttrType.timezone)
+        self.email_attribute = project.catalogue.attribute_of_type(AttrType.email)
+        self.phone_attribute = project.catalogue.attribute_of_type(AttrType.phone)
+
+    @classmethod
+    async def open(cls, settings: Settings, project: Project) -> Store:
+        """Connect to the configured store and record the project's plans in it.
+
+        Raises:
+            StoreUnavailable: PostgreSQL cannot be reached.
+            SchemaMismatch: The schema needs `kairos db upgrade` (or a newer Kairos).
+        """
+        database = await Database.open(await database_url(settings))
+        store = cls(database, project, settings)
+        try:
+            await store.register_plans(project.plans.values())
+        except BaseException:
+            await database.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self.database.close()
+
+    async def register_plans(self, plans: Iterable[JourneyPlan]) -> None:
+        """Record plans by content hash, so runs pinned to them can be routed later."""
+        async with self.database.transaction() as conn:
+            for plan in plans:
+                await conn.execute(
+                    "INSERT INTO plans (journey, version, plan, listens, reads)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (journey, version) DO NOTHING",
+                    (
+                        plan.name,
+                        plan.version,
+                        jsonb(plan.model_dump(mode="json")),
+                        sorted(routing.listens(plan)),
+                        sorted(routing.reads(plan, self.timezone_attribute)),
+                    ),
+                )
+
+    # --- changes (each one event, recorded once) -------------------------------------------
+
+    async def accept(self, customer_id: str, event: Event) -> Accepted:
+        """Record an event (validated by the caller) and decide what it starts and wakes."""
+        async with self.database.transaction() as conn:
+            return await self.ingest.accept(conn, customer_id, event)
+
+    async def identify(
+        self,
+        customer_id: str,
+        attributes: dict[str, Any],
+        *,
+        consent: dict[str, bool] | None = None,
+        source: str = "identify",
+        call_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Accepted:
+        """Update a customer's profile (and consent, with its source)."""
+        properties: dict[str, Any] = {"attributes": attributes, "source": source}
+        if consent:
+            properties["consent"] = consent
+        return await self.accept(
+            customer_id, _internal(routing.IDENTIFY_EVENT, properties, call_id, at)
+        )
+
+    async def change_consent(
+        self,
+        customer_id: str,
+        consent: dict[str, bool],
+        *,
+        source: str,
+        change_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Accepted:
+        """Grant or withdraw consent topics, recorded with ``source``; once per change id."""
+        properties = {"consent": consent, "source": source}
+        return await self.accept(
+            customer_id, _internal(routing.CONSENT_EVENT, properties, change_id, at)
+        )
+
+    async def start(
+        self, journey: str, customer_id: str, *, call_id: str | None = None
+    ) -> Accepted:
+        """Enter a journey by name, under its entry rule (``refused`` says why not)."""
+        return await self.accept(
+            customer_id, _internal(routing.START_EVENT, {"journey": journey}, call_id, None)
+        )
+
+    async def change_profile(self, change: ProfileChange, at: datetime | None = None) -> Accepted:
+        """A journey's ``set`` step, applied once per step key."""
+        properties = {
+            "journey": change.journey,
+            "run_no": change.run_no,
+            "attributes": change.attributes,
+            "increment": change.increment,
+            "stage": change.stage,
+        }
+        return await self.accept(
+            change.customer_id, _internal(routing.SET_EVENT, properties, change.key, at)
+        )
+
+    async def end_run(self, end: RunEnd) -> None:
+        """A run says how it ended; its entry is free again (``after_exit``)."""
+        async with self.database.transaction() as conn:
+            await end_run(conn, end.customer_id, end.journey, end.run_no, end.outcome, final=True)
+
+    async def phone_keyword(
+        self, e164: str, *, opt_in: bool, message_id: str, keyword: str
+    ) -> list[Accepted]:
+        """An SMS STOP or START from a number: every customer with that number, and the number
+        itself (so a customer who gives the number later inherits a STOP)."""
+        source = f"sms {keyword or ('START' if opt_in else 'STOP')}"
+        async with self.database.transaction() as conn:
+            if opt_in:
+                await unsuppress(conn, Channel.sms, e164, scope="all")
+            else:
+                await suppress(conn, Channel.sms, e164, scope="all", reason=f"replied {keyword}")
+            customers = await customers_with_phone(conn, e164)
+        return [
+            await self.change_consent(
+                customer_id, {"sms": opt_in}, source=source, change_id=f"sms:{message_id}"
+            )
+            for customer_id in customers
+        ]
+
+    async def suppress(self, channel: Channel, address: str, *, scope: str, reason: str) -> None:
+        async with self.database.transaction() as conn:
+            await suppress(conn, channel, address, scope=scope, reason=reason)
+
+    # --- support ------------------------------------------------------------------------------
+
+    async def customer(self, customer_id: str) -> CustomerRecord | None:
+        return await customer_record(self.database, customer_id)
+
+    async def forget(self, customer_id: str) -> Forgotten | None:
+        return await forget(
+            self.database,
+            customer_id,
+            email_attribute=self.email_attribute,
+            phone_attribute=self.phone_attribute,
+        )
+
+    async def cancel_run(self, customer_id: str, journey: str) -> RunRecord | None:
+        return await cancel_open_run(self.database, customer_id, journey)
+
+
+def _internal(
+    name: str, properties: dict[str, Any], event_id: str | None, at: datetime | None
+) -> Event:
+    return Event(
+        id=event_id or f"{name}:{uuid.uuid4()}", name=name, properties=properties, timestamp=at
+    )
