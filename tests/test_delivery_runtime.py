@@ -8,11 +8,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
-from kairos.client import Kairos
-from kairos.compiler import Project
 from kairos.config import Settings
+from kairos.store import Store
 from kairos.runtime import JourneyResult, journey_workflow_id
-from tests.conftest import running_worker
+from tests.conftest import make_kairos, running_worker
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.fakes.twilio_server import FakeTwilio
 from tests.helpers import finish, started, timezone_at
@@ -21,7 +20,7 @@ PHONE = "+358401234567"
 
 
 async def test_a_customer_who_replied_stop_is_opted_out_of_sms_and_not_retried(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
     with FakeTwilio() as twilio, FakeSendGrid() as sendgrid:
@@ -29,13 +28,14 @@ async def test_a_customer_who_replied_stop_is_opted_out_of_sms_and_not_retried(
         sms = TwilioSender(twilio.account_sid, twilio.auth_token, from_number="+15005550006",
                            base_url=twilio.base_url, timeout=5)  # fmt: skip
         email = SendGridSender(sendgrid.api_key, base_url=sendgrid.base_url, timeout=5)
-        kairos = Kairos(ts_env.client, settings, project)
-        async with running_worker(ts_env.client, settings, project, email=email, sms=sms):
+        kairos = make_kairos(ts_env.client, settings, store)
+        async with running_worker(ts_env.client, settings, store, email=email, sms=sms):
             await kairos.identify("stop", {"email": "s@example.com", "phone": PHONE,
-                                           "timezone": timezone_at(now, 12)})  # fmt: skip
+                                           "timezone": timezone_at(now, 12)},
+                                  consent={"marketing": True, "sms": True})  # fmt: skip
             await kairos.emit("stop", "cart_updated", {"cart_total": 25.0, "currency": "EUR"})
             handle = await started(
-                ts_env.client, journey_workflow_id("cart_abandonment", "stop"), JourneyResult
+                ts_env.client, journey_workflow_id("cart_abandonment", "stop", 1), JourneyResult
             )
             result = await finish(ts_env, handle)
             view = await kairos.customer("stop")
@@ -43,6 +43,7 @@ async def test_a_customer_who_replied_stop_is_opted_out_of_sms_and_not_retried(
     assert [m.status for m in result.messages] == ["sent", "failed"]
     assert result.messages[1].reason.startswith("RecipientOptedOut")
     assert not view.consent.sms and view.consent.email
+    assert view.consent_history[-1].source == "twilio 21610"
     assert twilio.attempts == 1  # non-retryable: Twilio was asked once
     # The reminder went through SendGrid with the message key for webhook match-back.
     (mail,) = sendgrid.received
@@ -53,20 +54,21 @@ async def test_a_customer_who_replied_stop_is_opted_out_of_sms_and_not_retried(
 
 
 async def test_a_sendgrid_outage_is_retried_and_the_email_goes_out_once(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     now = await ts_env.get_current_time()
     with FakeSendGrid() as sendgrid:
         sendgrid.fail_next(503, times=2)
         sendgrid.fail_next(429, retry_after=30)
         email = SendGridSender(sendgrid.api_key, base_url=sendgrid.base_url, timeout=5)
-        kairos = Kairos(ts_env.client, settings, project)
-        async with running_worker(ts_env.client, settings, project, email=email):
+        kairos = make_kairos(ts_env.client, settings, store)
+        async with running_worker(ts_env.client, settings, store, email=email):
             await kairos.identify("retry", {"email": "r@example.com",
-                                            "timezone": timezone_at(now, 12)})  # fmt: skip
+                                            "timezone": timezone_at(now, 12)},
+                                  consent={"marketing": True})  # fmt: skip
             await kairos.emit("retry", "cart_updated", {"cart_total": 25.0, "currency": "EUR"})
             handle = await started(
-                ts_env.client, journey_workflow_id("cart_abandonment", "retry"), JourneyResult
+                ts_env.client, journey_workflow_id("cart_abandonment", "retry", 1), JourneyResult
             )
             result = await finish(ts_env, handle)
     reminder = result.messages[0]

@@ -6,31 +6,40 @@ from datetime import UTC, datetime, timedelta
 
 from kairos.messages import Verdict
 from kairos.plan import Category, Channel, SplitVariant
-from kairos.policy import choose_variant, decide, in_quiet_hours, next_time_of_day
-from kairos.runtime import CapRule, Consent, LedgerEntry, SendRequest
+from kairos.policy import (
+    CONTEST_GRACE,
+    CapRule,
+    Claim,
+    Recipient,
+    SendAsk,
+    choose_variant,
+    decide,
+    in_quiet_hours,
+    next_time_of_day,
+)
 
 HELSINKI = "Europe/Helsinki"
+NOON = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 12:00 in Helsinki (UTC+3 in summer)
+WEEK = 7 * 86400
+CAPS = (CapRule(Channel.email, 3, WEEK),)
 
 
-def request(**overrides: object) -> SendRequest:
+def ask(**overrides: object) -> SendAsk:
     values: dict[str, object] = {
-        "key": "k", "journey": "j", "step": "s", "channels": (Channel.email,),
-        "category": Category.marketing, "quiet_hours": ("21:00", "08:00"),
-        "caps": (CapRule(channel=Channel.email, limit=3, window_seconds=7 * 86400),),
-        "email_attribute": "email", "phone_attribute": "phone",
-        "timezone_attribute": "timezone",
+        "key": "k", "channels": (Channel.email,), "category": Category.marketing,
+        "priority": 50, "due_at": NOON, "quiet_hours": ("21:00", "08:00"),
     }  # fmt: skip
     values.update(overrides)
-    return SendRequest.model_validate(values)
+    return SendAsk(**values)  # type: ignore[arg-type]
 
 
-PROFILE = {"email": "a@example.com", "timezone": HELSINKI}
-NOON = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 12:00 in Helsinki (UTC+3 in summer)
+# An opted-in customer with an address and a number.
+ADA = Recipient(has_email=True, has_phone=True, timezone=HELSINKI)
 
 
 def test_a_message_at_3am_helsinki_is_deferred_to_8am() -> None:
     three_am = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
-    decision, _ = decide(request(), PROFILE, Consent(), [], three_am)
+    decision, _ = decide(ask(), ADA, CAPS, {}, (), three_am)
     assert decision.verdict is Verdict.defer
     assert decision.defer_until == datetime(2026, 6, 1, 5, 0, tzinfo=UTC)  # 08:00 EEST
 
@@ -43,47 +52,86 @@ def test_quiet_hours_follow_daylight_saving_time() -> None:
     assert in_quiet_hours(NOON, ("21:00", "08:00"), HELSINKI) is None
 
 
-def test_transactional_messages_ignore_quiet_hours_caps_and_marketing_opt_out() -> None:
+def test_transactional_messages_ignore_quiet_hours_caps_and_marketing_consent() -> None:
     three_am = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
-    ledger = [
-        LedgerEntry(key=f"m{n}", journey="j", step="s", channel=Channel.email,
-                    category=Category.marketing, status="sent", at=three_am)
-        for n in range(5)
-    ]  # fmt: skip
+    no_marketing = Recipient(
+        has_email=True, has_phone=False, refused={"marketing": "never given (opt-in)"}
+    )
+    counted = {Channel.email: [three_am - timedelta(hours=n) for n in range(5)]}
     decision, channel = decide(
-        request(category=Category.transactional), PROFILE, Consent(marketing=False), ledger,
-        three_am,
-    )  # fmt: skip
+        ask(category=Category.transactional), no_marketing, CAPS, counted, (), three_am
+    )
     assert decision.verdict is Verdict.send and channel is Channel.email
 
 
-def test_the_cap_counts_only_recent_marketing_messages_on_the_channel() -> None:
-    def sent(days_ago: int, channel: Channel = Channel.email) -> LedgerEntry:
-        return LedgerEntry(key=f"{days_ago}{channel}", journey="j", step="s", channel=channel,
-                           category=Category.marketing, status="sent",
-                           at=NOON - timedelta(days=days_ago))  # fmt: skip
+def test_marketing_without_consent_is_blocked_saying_why() -> None:
+    never = Recipient(
+        has_email=True, has_phone=False, refused={"marketing": "never given (opt-in)"}
+    )
+    decision, _ = decide(ask(), never, CAPS, {}, (), NOON)
+    assert (decision.verdict, decision.reason) == (
+        Verdict.blocked,
+        "marketing consent never given (opt-in)",
+    )
 
-    ledger = [sent(1), sent(2), sent(8), sent(1, Channel.sms)]
-    assert decide(request(), PROFILE, Consent(), ledger, NOON)[0].verdict is Verdict.send
-    ledger.append(sent(3))
-    blocked = decide(request(), PROFILE, Consent(), ledger, NOON)[0]
-    assert blocked.verdict is Verdict.blocked
-    assert blocked.reason == "frequency cap: 3 marketing email per 1w reached"
+
+def test_a_full_cap_defers_until_the_oldest_message_leaves_the_window() -> None:
+    def sent(days_ago: int) -> datetime:
+        return NOON - timedelta(days=days_ago)
+
+    # One of three slots taken this week (the SMS and the 8-day-old email do not count).
+    counted = {Channel.email: [sent(1), sent(8)], Channel.sms: [sent(1), sent(2)]}
+    assert decide(ask(), ADA, CAPS, counted, (), NOON)[0].verdict is Verdict.send
+    counted[Channel.email] += [sent(2), sent(3)]
+    deferred = decide(ask(), ADA, CAPS, counted, (), NOON)[0]
+    assert deferred.verdict is Verdict.defer
+    assert deferred.reason.startswith("frequency cap: 3 marketing email per 1w reached")
+    assert deferred.defer_until == sent(3) + timedelta(days=7)
+
+
+def test_the_last_slot_is_held_to_the_end_of_the_minute_then_goes_to_the_highest_priority() -> None:
+    counted = {Channel.email: [NOON - timedelta(days=1), NOON - timedelta(days=2)]}
+    due = NOON + timedelta(seconds=12)
+    held, _ = decide(ask(key="low", priority=60, due_at=due), ADA, CAPS, counted, (), due)
+    assert held.verdict is Verdict.hold
+    assert held.defer_until == NOON + timedelta(minutes=1) + CONTEST_GRACE
+    claims = [
+        Claim("low", Channel.email, 60, due),
+        Claim("high", Channel.email, 70, due + timedelta(seconds=30)),
+    ]
+    after = NOON + timedelta(minutes=1, seconds=5)
+    low, _ = decide(ask(key="low", priority=60, due_at=due, contest=True), ADA, CAPS, counted,
+                    claims, after)  # fmt: skip
+    high, _ = decide(ask(key="high", priority=70, due_at=due, contest=True), ADA, CAPS, counted,
+                     claims, after)  # fmt: skip
+    assert high.verdict is Verdict.send
+    assert low.verdict is Verdict.defer and "went to high (priority 70)" in low.reason
+    # The slot frees when the older of the two messages this week leaves the window.
+    assert low.defer_until == NOON - timedelta(days=2) + timedelta(days=7)
 
 
 def test_fallback_channel_when_sms_is_impossible() -> None:
-    both = request(channels=(Channel.sms, Channel.email))
-    decision, channel = decide(both, PROFILE, Consent(), [], NOON)
+    both = ask(channels=(Channel.sms, Channel.email))
+    no_phone = Recipient(has_email=True, has_phone=False, timezone=HELSINKI)
+    decision, channel = decide(both, no_phone, CAPS, {}, (), NOON)
     assert decision.verdict is Verdict.send and channel is Channel.email
-    nothing, none = decide(both, {"timezone": HELSINKI}, Consent(), [], NOON)
+    nobody = Recipient(has_email=False, has_phone=False, timezone=HELSINKI)
+    nothing, none = decide(both, nobody, CAPS, {}, (), NOON)
     assert nothing.verdict is Verdict.blocked and none is None
     assert nothing.reason == "sms: no phone number; email: no email address"
 
 
-def test_opted_out_of_sms_is_blocked_with_the_reason() -> None:
-    sms = request(channels=(Channel.sms,))
-    decision, _ = decide(sms, {**PROFILE, "phone": "+358401234567"}, Consent(sms=False), [], NOON)
-    assert (decision.verdict, decision.reason) == (Verdict.blocked, "sms: opted out of SMS")
+def test_sms_without_consent_or_to_a_suppressed_number_is_blocked_with_the_reason() -> None:
+    sms = ask(channels=(Channel.sms,))
+    withdrawn = Recipient(has_email=True, has_phone=True, refused={"sms": "withdrawn (sms STOP)"})
+    decision, _ = decide(sms, withdrawn, CAPS, {}, (), NOON)
+    assert (decision.verdict, decision.reason) == (
+        Verdict.blocked,
+        "sms: SMS consent withdrawn (sms STOP)",
+    )
+    stopped = Recipient(has_email=True, has_phone=True, suppressed={Channel.sms: "replied STOP"})
+    decision, _ = decide(sms, stopped, CAPS, {}, (), NOON)
+    assert decision.reason == "sms: address suppressed (replied STOP)"
 
 
 def test_wait_until_a_time_of_day_across_the_spring_forward() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import Kairos
 from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.plan import (
@@ -26,7 +25,7 @@ from kairos.plan import (
 )
 from kairos.policy import choose_variant
 from kairos.runtime import JourneyResult, journey_workflow_id
-from tests.conftest import running_worker
+from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import finish, outbox, started, timezone_at
 
 
@@ -92,18 +91,19 @@ async def test_a_split_sends_each_variant_and_holds_out_a_share_that_gets_nothin
     now = await ts_env.get_current_time()
     plan = experiment(url)
     test_project = dataclasses.replace(project, plans={"experiment": plan})
-    kairos = Kairos(ts_env.client, settings, test_project)
     customers = [f"p{n}" for n in range(12)]
     results: dict[str, JourneyResult] = {}
-    async with running_worker(ts_env.client, settings, test_project):
+    async with (
+        project_store(settings, test_project) as store,
+        running_worker(ts_env.client, settings, store),
+    ):
+        kairos = make_kairos(ts_env.client, settings, store)
         for customer in customers:
-            await kairos.start(
-                "experiment",
-                customer,
-                {"email": f"{customer}@example.com", "timezone": timezone_at(now, 12)},
-            )
+            profile = {"email": f"{customer}@example.com", "timezone": timezone_at(now, 12)}
+            await kairos.identify(customer, profile, consent={"marketing": True})
+            await kairos.start("experiment", customer)
             handle = await started(
-                ts_env.client, journey_workflow_id("experiment", customer), JourneyResult
+                ts_env.client, journey_workflow_id("experiment", customer, 1), JourneyResult
             )
             results[customer] = await finish(ts_env, handle)
 
