@@ -6,6 +6,7 @@ HTTP front door validate events and profile updates against it before anything r
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from enum import StrEnum
@@ -166,7 +167,11 @@ def type_problem(kind: AttrType, value: Any) -> str | None:
         case AttrType.string:
             ok = isinstance(value, str)
         case AttrType.number:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
         case AttrType.integer:
             ok = isinstance(value, int) and not isinstance(value, bool)
         case AttrType.boolean:

@@ -14,6 +14,7 @@ succeeds (the event is accepted) and a worker makes them as soon as it can.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import uuid
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 CONSENT_TOPICS = ("email", "sms", "marketing")
 # How long a call waits for Temporal before leaving the calls to a worker.
 DISPATCH_SECONDS = 10.0
+# Segment's own limit for one call: an event is a fact, not a document.
+MAX_PROPERTIES_BYTES = 32 * 1024
 
 
 class KairosError(Exception):
@@ -81,6 +84,20 @@ class NoRunningJourney(KairosError):
 
 class CustomerNotFound(KairosError):
     pass
+
+
+def size_problems(values: dict[str, Any], what: str) -> list[str]:
+    """Why ``values`` cannot be stored as one event: too large, or numbers JSON cannot carry."""
+    try:
+        size = len(json.dumps(values, allow_nan=False, default=str).encode())
+    except ValueError:
+        return [f"{what} contain NaN or Infinity, which JSON cannot carry: send a finite number"]
+    if size > MAX_PROPERTIES_BYTES:
+        return [
+            f"{what} are {size:,} bytes; at most {MAX_PROPERTIES_BYTES // 1024} KB fit in one "
+            "event (send an id or a link instead of the content)"
+        ]
+    return []
 
 
 def check_customer_id(customer_id: object) -> str:
@@ -177,7 +194,9 @@ class Kairos:
         moment = timestamp or datetime.now(UTC)
         catalogue = self.project.catalogue
         values = catalogue.with_defaults(event, dict(properties or {}), moment)
-        problems = catalogue.validate_event(event, values)
+        problems = size_problems(values, "the properties") or catalogue.validate_event(
+            event, values
+        )
         if problems:
             raise InvalidEvent(problems)
         payload = Event(
@@ -204,7 +223,8 @@ class Kairos:
             call_id: Makes a retried call harmless: the same id is applied once.
         """
         check_customer_id(customer_id)
-        problems = self.project.catalogue.validate_profile(attributes)
+        problems = size_problems(attributes, "the attributes")
+        problems = problems or self.project.catalogue.validate_profile(attributes)
         problems += _consent_problems(consent or {})
         if problems:
             raise InvalidProfile(problems)

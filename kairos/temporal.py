@@ -53,9 +53,7 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """
     config = dict(settings.temporal)
     target = config.pop("target_host", "localhost:7233")
-    return await Client.connect(
-        target, data_converter=pydantic_data_converter, lazy=lazy, **config
-    )
+    return await Client.connect(target, data_converter=pydantic_data_converter, lazy=lazy, **config)
 
 
 async def register_search_attributes(client: Client) -> list[str]:

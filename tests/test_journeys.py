@@ -11,13 +11,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.store import Store
 from kairos.plan import Channel, JourneyPlan, SendStep, WaitStep
 from kairos.runtime import JourneyInput, JourneyResult, journey_workflow_id
 from kairos.store import Store
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import (
-    eventually,
     finish,
     outbox,
     run_journey,
@@ -25,7 +23,6 @@ from tests.helpers import (
     started,
     timezone_at,
 )
-
 
 MARKETING = {"marketing": True}
 
@@ -234,4 +231,4 @@ async def test_a_long_run_continues_as_new_with_its_place_and_messages(
     assert described.run_id != handle.first_execution_run_id  # it continued as new
     assert result.outcome == "no_first_order"
     assert [m.status for m in result.messages] == ["sent", "sent", "sent"]
-    assert [r.step for r in result.records if r.kind == "send"][0] == "welcome"
+    assert next(r.step for r in result.records if r.kind == "send") == "welcome"

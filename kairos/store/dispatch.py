@@ -103,12 +103,12 @@ class Dispatcher:
             made += await self._run_customer(customer_id, wait=wait)
         return made
 
-    async def sweep(self, limit: int = 200) -> int:
-        """Make dispatches left behind (older than SWEEP_AFTER); returns how many were made."""
+    async def sweep(self, limit: int = 200, older_than: timedelta = SWEEP_AFTER) -> int:
+        """Make dispatches left behind (older than ``older_than``); returns how many were made."""
         rows = await self.database.fetch_all(
             "SELECT customer_id FROM dispatches WHERE created_at < now() - %s"
             " GROUP BY customer_id ORDER BY min(id) LIMIT %s",
-            (SWEEP_AFTER, limit),
+            (older_than, limit),
         )
         if rows:
             log.info("sweeping the dispatches of %d customers", len(rows))

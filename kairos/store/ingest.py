@@ -86,17 +86,20 @@ class Ingest:
 
         Must run inside a transaction. A repeated event id changes nothing (``duplicate``).
         """
-        await conn.execute(
-            "INSERT INTO customers (id) VALUES (%s) ON CONFLICT (id) DO NOTHING", (customer_id,)
-        )
         row = await load_customer(conn, customer_id, lock=True)
-        assert row is not None
-        occurred = event.timestamp
+        if row is None:
+            await conn.execute(
+                "INSERT INTO customers (id) VALUES (%s) ON CONFLICT (id) DO NOTHING",
+                (customer_id,),
+            )
+            row = await load_customer(conn, customer_id, lock=True)
+            assert row is not None
+        # Routed unless this transaction decides on Temporal calls (then NULL until made).
         cursor = await conn.execute(
-            "INSERT INTO events (customer_id, id, name, properties, occurred_at)"
-            " VALUES (%s, %s, %s, %s, coalesce(%s, now()))"
+            "INSERT INTO events (customer_id, id, name, properties, occurred_at, routed_at)"
+            " VALUES (%s, %s, %s, %s, coalesce(%s, now()), now())"
             " ON CONFLICT (customer_id, id) DO NOTHING RETURNING seq",
-            (customer_id, event.id, event.name, jsonb(event.properties), occurred),
+            (customer_id, event.id, event.name, jsonb(event.properties), event.timestamp),
         )
         if await cursor.fetchone() is None:
             return Accepted(event.id, row, duplicate=True)
@@ -118,9 +121,9 @@ class Ingest:
             await _dispatch(conn, customer_id, event.id, "signal", run.journey, run.run_no, payload)
             accepted.signalled.append((run.journey, run.run_no))
             accepted.dispatches += 1
-        if accepted.dispatches == 0:
+        if accepted.dispatches:
             await conn.execute(
-                "UPDATE events SET routed_at = now() WHERE customer_id = %s AND id = %s",
+                "UPDATE events SET routed_at = NULL WHERE customer_id = %s AND id = %s",
                 (customer_id, event.id),
             )
         return accepted

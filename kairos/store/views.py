@@ -74,30 +74,24 @@ class CustomerRow:
 
 async def load_customer(conn: Connection, customer_id: str, *, lock: bool) -> CustomerRow | None:
     """The customer's row (``FOR UPDATE`` with ``lock``) and consent; None when unknown."""
-    query = "SELECT id, profile, stage, version FROM customers WHERE id = %s"
-    cursor = await conn.execute(query + (" FOR UPDATE" if lock else ""), (customer_id,))
+    cursor = await conn.execute(
+        "SELECT id, profile, stage, version, (SELECT coalesce(json_agg(json_build_array("
+        "k.topic, k.granted, k.source)), '[]'::json) FROM consent k WHERE k.customer_id = c.id)"
+        " AS consent FROM customers c WHERE id = %s" + (" FOR UPDATE OF c" if lock else ""),
+        (customer_id,),
+    )
     row = await cursor.fetchone()
     if row is None:
         return None
+    granted = {topic: bool(value) for topic, value, _ in row["consent"]}
+    sources = {topic: source for topic, _, source in row["consent"]}
     return CustomerRow(
         id=row["id"],
         profile=dict(row["profile"]),
         stage=row["stage"],
         version=int(row["version"]),
-        consent=await load_consent(conn, customer_id),
+        consent=ConsentState(granted, sources),
     )
-
-
-async def load_consent(conn: Connection, customer_id: str) -> ConsentState:
-    cursor = await conn.execute(
-        "SELECT topic, granted, source FROM consent WHERE customer_id = %s", (customer_id,)
-    )
-    granted: dict[str, bool] = {}
-    sources: dict[str, str] = {}
-    for row in await cursor.fetchall():
-        granted[row["topic"]] = bool(row["granted"])
-        sources[row["topic"]] = row["source"]
-    return ConsentState(granted, sources)
 
 
 def to_json(value: Any) -> Any:

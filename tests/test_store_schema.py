@@ -1,0 +1,99 @@
+"""The schema: schema.sql is the truth, the migrations build exactly it, and a process refuses
+a database whose schema it does not know, saying which command to run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+import pytest_asyncio
+
+from kairos.config import Settings
+from kairos.store import Database, SchemaMismatch
+from kairos.store.database import SQL_DIR, latest_version, migrations, with_database
+from kairos.store.embedded import pg_binary
+
+
+@pytest_asyncio.fixture
+async def empty_database(postgres: str) -> AsyncIterator[str]:
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield with_database(postgres, name)
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def dump(url: str) -> str:
+    """The schema as pg_dump writes it, without comments and blank lines."""
+    out = subprocess.run(
+        [str(pg_binary("pg_dump")), "--schema-only", "--no-owner", "--no-privileges", "-d", url],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    lines = [line for line in out.splitlines() if line.strip() and not line.startswith("--")]
+    # pg_dump 17+ guards the dump with a random \restrict key.
+    return "\n".join(line for line in lines if not re.match(r"\\(un)?restrict ", line))
+
+
+async def test_the_migrations_build_exactly_schema_sql(
+    database_url: str, empty_database: str
+) -> None:
+    # database_url was built by the migrations (the test template); empty_database gets the
+    # schema file as written.
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute((SQL_DIR / "schema.sql").read_text().encode())
+    assert dump(database_url) == dump(empty_database)
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    assert [m.version for m in migrations()] == list(range(1, latest_version() + 1))
+
+
+async def test_a_database_without_the_schema_is_refused_with_the_command_to_run(
+    empty_database: str,
+) -> None:
+    with pytest.raises(SchemaMismatch, match=r"has schema version 0, this Kairos needs 1: run "
+                       r"`kairos db upgrade`"):  # fmt: skip
+        await Database.open(empty_database)
+    async with await Database.open(empty_database, check_schema=False) as database:
+        assert [m.version for m in await database.upgrade()] == [1]
+        assert await database.upgrade() == []  # applying again changes nothing
+        await database.check_schema()
+
+
+async def test_a_schema_newer_than_this_kairos_is_refused(empty_database: str) -> None:
+    async with await Database.open(empty_database, check_schema=False) as database:
+        await database.upgrade()
+        await database.fetch_one(
+            "INSERT INTO kairos_migrations (version, name) VALUES (99, 'future') RETURNING 1"
+        )
+    with pytest.raises(SchemaMismatch, match="newer than this Kairos knows"):
+        await Database.open(empty_database)
+
+
+async def test_the_worker_refuses_to_start_on_an_unknown_schema(
+    settings: Settings, empty_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataclasses
+
+    import worker
+
+    code = await worker.run(dataclasses.replace(settings, database_url=empty_database))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kairos worker: the database at ") and "run `kairos db upgrade`" in err
+    assert "Traceback" not in err
+
+
+async def test_an_unreachable_database_is_one_clear_line() -> None:
+    from kairos.store import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable) as caught:
+        await Database.open("postgresql://kairos@127.0.0.1:9/kairos", timeout=1)
+    message = str(caught.value)
+    assert message.startswith("cannot reach PostgreSQL at postgresql://kairos@127.0.0.1:9/kairos")
+    assert "KAIROS_DATABASE_URL" in message and "\n" not in message
