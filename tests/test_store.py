@@ -393,3 +393,30 @@ async def test_deleting_a_journeys_yaml_does_not_deafen_its_runs_in_flight(
             assert accepted.signalled == [("cart_abandonment", 1)]
             result: JourneyResult = await finish(ts_env, handle)
     assert result.outcome == "converted"
+
+
+# --- a cancelled run sends nothing more -------------------------------------------------------
+
+
+async def test_a_run_cancelled_in_the_store_sends_nothing_more(
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
+) -> None:
+    now = await ts_env.get_current_time()
+    kairos = make_kairos(ts_env.client, settings, store)
+    async with running_worker(ts_env.client, settings, store):
+        await kairos.identify("stopped", {"email": "s@example.com",
+                                          "timezone": timezone_at(now, 12)},
+                              consent={"marketing": True})  # fmt: skip
+        await kairos.emit("stopped", "cart_updated", CART)
+        handle = await started(
+            ts_env.client, journey_workflow_id("cart_abandonment", "stopped", 1), JourneyResult
+        )
+        # Support cancels; the workflow has not heard of it yet (or the cancel was lost).
+        assert await store.cancel_run("stopped", "cart_abandonment") is not None
+        result: JourneyResult = await finish(ts_env, handle)
+    assert [m.status for m in result.messages] == ["cancelled", "cancelled"]
+    record = await store.customer("stopped")
+    assert record is not None
+    assert [(m.status, m.reason) for m in record.messages] == [("cancelled", "run cancelled")] * 2
+    assert [r.outcome for r in record.runs] == ["cancelled"]
+    assert not (settings.outbox_dir / "index.jsonl").exists()

@@ -97,11 +97,14 @@ async def end_run(
     """Mark a run ended and free its entry.
 
     ``final`` is the run's own word on its outcome and wins over what the store assumed
-    (``restarted`` becomes ``converted`` when the restarting event was also the run's goal);
-    otherwise an outcome is only recorded for a run not yet known to have ended.
+    (``restarted`` becomes ``converted`` when the restarting event was also the run's goal),
+    except over ``cancelled``: support's cancellation stands even if the run got to its end
+    before the workflow heard of it (its sends were cancelled in the store). Otherwise an
+    outcome is only recorded for a run not yet known to have ended.
     """
     await conn.execute(
-        "UPDATE runs SET ended_at = coalesce(ended_at, now()), outcome = %s"
+        "UPDATE runs SET ended_at = coalesce(ended_at, now()),"
+        " outcome = CASE WHEN outcome = 'cancelled' THEN outcome ELSE %s END"
         " WHERE customer_id = %s AND journey = %s AND run_no = %s"
         + ("" if final else " AND ended_at IS NULL"),
         (outcome, customer_id, journey, run_no),

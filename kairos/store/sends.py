@@ -27,6 +27,8 @@ from kairos.runtime import DeliverRequest
 from kairos.store.database import Connection, Database
 from kairos.store.views import CustomerRow, address_hash, load_customer, suppression_key
 
+# A key in one of these statuses is decided for good: a retry answers with what was recorded.
+FINAL = ("sent", "blocked", "cancelled", "failed")
 # Ledger statuses a decision writes, by verdict.
 _STATUS = {
     Verdict.send: "sending",
@@ -81,12 +83,19 @@ class Ledger:
                 "SELECT * FROM messages WHERE key = %s FOR UPDATE", (request.key,)
             )
             existing = await cursor.fetchone()
-            if existing is not None and existing["status"] in ("sent", "blocked", "failed"):
+            if existing is not None and existing["status"] in FINAL:
                 return Reservation(
                     PolicyDecision(verdict=Verdict.blocked, reason=existing["reason"]),
                     Channel(existing["channel"]),
                     done=_recorded(existing),
                 )
+            if await _cancelled(conn, request):
+                cancelled = PolicyDecision(verdict=Verdict.blocked, reason="run cancelled")
+                await _record(
+                    conn, request, request.channel, cancelled, now=now, due=due,
+                    unconfirmed=False, status="cancelled",
+                )  # fmt: skip
+                return Reservation(cancelled, request.channel, done=_outcome(request, "cancelled"))
             contest = existing is not None and existing["status"] == "pending"
             if existing is not None and contest:
                 due = existing["due_at"]
@@ -214,8 +223,9 @@ async def _record(
     now: datetime,
     due: datetime,
     unconfirmed: bool,
+    status: str | None = None,
 ) -> None:
-    status = _STATUS[decision.verdict]
+    status = status or _STATUS[decision.verdict]
     sending = status == "sending"
     await conn.execute(
         "INSERT INTO messages (key, customer_id, journey, run_no, step, channel, category,"
@@ -257,4 +267,20 @@ def _recorded(row: dict[str, Any]) -> SendOutcome:
         reason=row["reason"],
         provider=row["provider"] or "",
         provider_id=row["provider_id"] or "",
+    )
+
+
+async def _cancelled(conn: Connection, request: DeliverRequest) -> bool:
+    """Whether support cancelled the run this message belongs to."""
+    cursor = await conn.execute(
+        "SELECT outcome FROM runs WHERE customer_id = %s AND journey = %s AND run_no = %s",
+        (request.customer_id, request.journey, request.run_no),
+    )
+    row = await cursor.fetchone()
+    return row is not None and row["outcome"] == "cancelled"
+
+
+def _outcome(request: DeliverRequest, status: str) -> SendOutcome:
+    return SendOutcome(
+        key=request.key, channel=request.channel, status=status, reason="run cancelled"
     )

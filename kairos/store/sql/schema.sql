@@ -135,7 +135,8 @@ CREATE INDEX dispatches_by_customer ON dispatches (customer_id, id);
 --   deferred   quiet hours or a full cap; the journey asks again at defer_until
 --   sending    allowed; the provider is being called (attempts counts the calls)
 --   sent       the provider accepted it (provider_id)
---   blocked    consent, suppression, no address, cancelled run, ... (reason)
+--   blocked    consent, suppression, no address, ... (reason)
+--   cancelled  its run was cancelled before the provider was called
 --   failed     the provider refused it or every retry failed (reason)
 CREATE TABLE messages (
     key          text PRIMARY KEY,
@@ -147,7 +148,8 @@ CREATE TABLE messages (
     category     text NOT NULL CHECK (category IN ('marketing', 'transactional')),
     priority     integer NOT NULL,
     status       text NOT NULL
-                 CHECK (status IN ('pending', 'deferred', 'sending', 'sent', 'blocked', 'failed')),
+                 CHECK (status IN ('pending', 'deferred', 'sending', 'sent', 'blocked',
+                                   'cancelled', 'failed')),
     reason       text NOT NULL DEFAULT '',
     due_at       timestamptz NOT NULL,   -- when the journey wanted it (for the priority contest)
     decided_at   timestamptz NOT NULL,
