@@ -272,6 +272,15 @@ class Kairos:
         )
         return await self._dispatched(accepted)
 
+    async def dispatch(self, accepted: Accepted) -> Accepted:
+        """Make the Temporal calls of a change made on :attr:`store` directly (an inbound SMS
+        keyword, :meth:`Store.phone_keyword`), as every method of this client does for its own.
+
+        Never raises for Temporal being unreachable: ``pending`` counts the calls left to a
+        worker.
+        """
+        return await self._dispatched(accepted)
+
     async def _dispatched(self, accepted: Accepted) -> Accepted:
         """Make the Temporal calls the store decided; if Temporal is unreachable, a worker
         makes them later (the event is accepted either way)."""

@@ -20,7 +20,6 @@ from kairos.client import (
 from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.runtime import SA_CUSTOMER, SA_JOURNEY, SA_STEP, journey_workflow_id
-from kairos.web.phonebook import Phonebook
 from tests.conftest import running_worker
 from tests.helpers import eventually, started, timezone_at
 
@@ -86,26 +85,3 @@ async def test_support_finds_cancels_and_forgets_a_customer(
         assert await eventually(none_running, attempts=400)
         view = await kairos.customer("sue")
     assert view.profile == {"id": "sue", "stage": None, "consent": view.consent.model_dump()}
-
-
-async def test_a_phone_number_given_through_the_client_is_linked_for_inbound_stop(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
-) -> None:
-    kairos = Kairos(ts_env.client, settings, project)
-    phonebook = Phonebook(ts_env.client, settings.secret, settings.task_queue)
-    async with running_worker(ts_env.client, settings, project):
-        await kairos.identify("tel", {"phone": "+358401234567"})
-
-        async def linked(number: str) -> list[str] | None:
-            state = await phonebook.state(number)
-            return state.customers if state and state.customers else None
-
-        assert await eventually(lambda: linked("+358401234567")) == ["tel"]
-        await kairos.identify("tel", {"phone": "+358409876543"})
-        assert await eventually(lambda: linked("+358409876543")) == ["tel"]
-
-        async def unlinked() -> bool:
-            state = await phonebook.state("+358401234567")
-            return state is not None and state.customers == []
-
-        assert await eventually(unlinked)

@@ -7,17 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import Kairos
-from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.runtime import Consent
+from kairos.store import Store
 from kairos.unsubscribe import unsubscribe_url
 from tests.browser.cdp import chromium, find_chromium
-from tests.browser.harness import customers, serve, tidy, web_settings
-from tests.conftest import running_worker
-from tests.helpers import eventually
+from tests.browser.harness import offline_kairos, serve, web_settings
 
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(
@@ -29,18 +24,18 @@ needs_chromium = pytest.mark.skipif(
 
 @needs_chromium
 async def test_a_customer_unsubscribes_from_sms_too_on_the_page(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project, tmp_path: Path
+    settings: Settings, store: Store, tmp_path: Path
 ) -> None:
     assert CHROMIUM is not None
-    kairos = Kairos(ts_env.client, settings, project)
+    kairos = await offline_kairos(settings, store)  # the page needs only the store
     async with (
-        tidy(ts_env.client, customers("aino")),
-        running_worker(ts_env.client, settings, project),
         serve(kairos, web_settings(settings)) as http,
         chromium(CHROMIUM, tmp_path / "profile", language="en-US") as page,
     ):
-        await kairos.identify("aino", {"locale": "fi", "email": "aino@example.com"})
-        await eventually(lambda: _profile_has_locale(kairos, "aino"))
+        await kairos.identify(
+            "aino", {"locale": "fi", "email": "aino@example.com"},
+            consent={"marketing": True, "sms": True}, source="signup form",
+        )  # fmt: skip
         link = unsubscribe_url(
             str(http.base_url), "aino", secret=settings.secret, now=int(time.time())
         )
@@ -57,18 +52,15 @@ async def test_a_customer_unsubscribes_from_sms_too_on_the_page(
         listed = await page.evaluate(
             "[...document.querySelectorAll('#topics li')].map(li => li.textContent)"
         )
-
-        async def withdrawn() -> Consent | None:
-            consent = (await kairos.customer("aino")).consent
-            return consent if not consent.marketing and not consent.sms else None
-
-        consent = await eventually(withdrawn)
+        record = await kairos.customer("aino")
 
     assert (heading, language, ticked) == ("Peru tilaus", "fi", ["marketing"])
     assert done == "Tilaus on peruttu"
     assert listed == ["Tarjoukset, vinkit ja uutiset", "Kaikki tekstiviestit (SMS)"]
+    consent = record.consent
+    assert not consent.marketing and not consent.sms
     assert consent.email and consent.transactional
-
-
-async def _profile_has_locale(kairos: Kairos, customer_id: str) -> bool:
-    return (await kairos.customer(customer_id)).profile.get("locale") == "fi"
+    assert [c.source for c in record.consent_history if not c.granted] == [
+        "unsubscribe page",
+        "unsubscribe page",
+    ]

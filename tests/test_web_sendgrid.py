@@ -1,31 +1,34 @@
-"""SendGrid's event webhook: signed batches change consent and become events, once each."""
+"""SendGrid's event webhook: signed batches change consent, suppress addresses and become
+events, once each, in the customer store (Temporal is unreachable here: nothing needs it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import Kairos
 from kairos.compiler import Project
 from kairos.config import Settings
+from kairos.messages import Verdict
+from kairos.plan import Category, Channel
+from kairos.runtime import DeliverRequest
+from kairos.store import Store
 from kairos.web.sendgrid import PATH, interpret
 from tests.browser.harness import (
     SendGridKey,
     customers,
-    events_signalled,
+    events_of,
     offline_client,
+    offline_kairos,
     serve,
-    tidy,
     web_settings,
-    with_email_events,
 )
-from tests.conftest import running_worker
-from tests.helpers import eventually
+from tests.conftest import make_kairos
 
 KEY = "welcome:c-sg:welcome:0"
 
@@ -52,32 +55,34 @@ def sendgrid_event(
 
 
 @pytest.mark.parametrize(
-    ("item", "event", "withdraw"),
+    ("item", "event", "withdraw", "suppress"),
     [
-        (sendgrid_event("delivered", "e1"), "email_delivered", None),
-        (sendgrid_event("open", "e2"), "email_opened", None),
-        (sendgrid_event("click", "e3", url="https://lumo.example/shop"), "email_clicked", None),
+        (sendgrid_event("delivered", "e1"), "email_delivered", None, None),
+        (sendgrid_event("open", "e2"), "email_opened", None, None),
+        (sendgrid_event("click", "e3", url="https://lumo.example/shop"), "email_clicked", None,
+         None),
         (sendgrid_event("bounce", "e4", type="bounce", reason="550 5.1.1 <ada@example.com>"),
-         "email_bounced", "email"),
-        (sendgrid_event("dropped", "e5", reason="Bounced Address"), "email_dropped", "email"),
+         "email_bounced", "email", ("all", "bounced")),
+        (sendgrid_event("dropped", "e5", reason="Bounced Address"), "email_dropped", "email",
+         None),
         (sendgrid_event("dropped", "e6", reason="Unsubscribed Address"), "email_dropped",
-         "marketing"),
-        (sendgrid_event("spamreport", "e7"), "email_spam_reported", "marketing"),
-        (sendgrid_event("unsubscribe", "e8"), "email_unsubscribed", "marketing"),
+         "marketing", None),
+        (sendgrid_event("spamreport", "e7"), "email_spam_reported", "marketing",
+         ("marketing", "reported spam")),
+        (sendgrid_event("unsubscribe", "e8"), "email_unsubscribed", "marketing", None),
         (sendgrid_event("group_unsubscribe", "e9", asm_group_id=1), "email_unsubscribed",
-         "marketing"),
+         "marketing", None),
     ],
 )  # fmt: skip
-def test_each_event_type_maps_to_a_consent_change_and_an_event(
-    item: dict[str, Any], event: str, withdraw: str | None
+def test_each_event_type_maps_to_a_consent_change_a_suppression_and_an_event(
+    item: dict[str, Any], event: str, withdraw: str | None, suppress: tuple[str, str] | None
 ) -> None:
     outcome = interpret(item)
     assert outcome is not None
-    assert (outcome.event, outcome.withdraw, outcome.event_id) == (
-        event,
-        withdraw,
-        item["sg_event_id"],
-    )
+    assert (outcome.event, outcome.withdraw, outcome.suppress) == (event, withdraw, suppress)
+    assert outcome.sg_event_id == item["sg_event_id"]
+    assert outcome.event_id == f"{item['sg_event_id']}:{event}"
+    assert outcome.source == f"SendGrid {item['event']}"
     assert outcome.customer_id == "c-sg"
     assert outcome.properties["key"] == KEY and outcome.properties["step"] == "welcome"
     assert "ada@example.com" not in json.dumps(outcome.properties)  # never the address
@@ -117,14 +122,26 @@ def key() -> SendGridKey:
 
 @pytest.fixture
 async def offline(
-    settings: Settings, project: Project, key: SendGridKey
+    settings: Settings, store: Store, key: SendGridKey
 ) -> AsyncIterator[httpx.AsyncClient]:
-    kairos = Kairos(await offline_client(), settings, with_email_events(project))
-    async with serve(kairos, web_settings(settings), sendgrid=key) as http:
+    async with serve(
+        await offline_kairos(settings, store), web_settings(settings), sendgrid=key
+    ) as http:
         yield http
 
 
 BATCH = json.dumps([sendgrid_event("open", "ev-1")]).encode()
+
+
+async def _suppressions(store: Store) -> list[tuple[str, str, str]]:
+    rows = await store.database.fetch_all(
+        "SELECT channel, scope, reason FROM suppressions ORDER BY scope"
+    )
+    return [(r["channel"], r["scope"], r["reason"]) for r in rows]
+
+
+async def _nothing_recorded(store: Store) -> bool:
+    return await customers(store) == [] and await _suppressions(store) == []
 
 
 @pytest.mark.parametrize(
@@ -137,8 +154,8 @@ BATCH = json.dumps([sendgrid_event("open", "ev-1")]).encode()
         ("no-signature", "missing_signature"),
     ],
 )
-async def test_a_forged_batch_is_403_before_anything_reaches_temporal(
-    offline: httpx.AsyncClient, key: SendGridKey, tamper: str, error: str
+async def test_a_forged_batch_is_403_and_records_nothing(
+    offline: httpx.AsyncClient, store: Store, key: SendGridKey, tamper: str, error: str
 ) -> None:
     body, headers = BATCH, key.headers(BATCH)
     if tamper == "body":
@@ -153,6 +170,7 @@ async def test_a_forged_batch_is_403_before_anything_reaches_temporal(
         del headers["X-Twilio-Email-Event-Webhook-Signature"]
     response = await offline.post(PATH, content=body, headers=headers)
     assert (response.status_code, response.json()["error"]) == (403, error)
+    assert await _nothing_recorded(store)
 
 
 @pytest.mark.parametrize(
@@ -171,37 +189,45 @@ async def test_a_signed_body_that_is_not_an_event_array_is_refused(
     assert (response.status_code, response.json()["error"]) == (status, error)
 
 
-async def test_a_batch_of_events_kairos_ignores_is_acknowledged_without_temporal(
-    offline: httpx.AsyncClient, key: SendGridKey
+async def test_a_batch_of_events_kairos_ignores_is_acknowledged_and_records_nothing(
+    offline: httpx.AsyncClient, store: Store, key: SendGridKey
 ) -> None:
     body = json.dumps([sendgrid_event("processed", "p1"), {"event": "open"}, 42]).encode()
     response = await offline.post(PATH, content=body, headers=key.headers(body))
     assert response.status_code == 200
     assert response.json() == {"received": 3, "applied": 0, "ignored": 3}
+    assert await _nothing_recorded(store)
 
 
 async def test_without_a_verification_key_every_batch_is_refused(
-    settings: Settings, project: Project, key: SendGridKey
+    settings: Settings, store: Store, key: SendGridKey
 ) -> None:
-    kairos = Kairos(await offline_client(), settings, project)
-    async with serve(kairos, settings) as http:
+    async with serve(await offline_kairos(settings, store), settings) as http:
         response = await http.post(PATH, content=BATCH, headers=key.headers(BATCH))
     assert response.status_code == 403
     assert "SENDGRID_WEBHOOK_PUBLIC_KEY" in response.json()["message"]
 
 
-async def test_a_batch_during_a_temporal_outage_is_503_so_sendgrid_retries(
-    offline: httpx.AsyncClient, key: SendGridKey
-) -> None:
-    response = await offline.post(PATH, content=BATCH, headers=key.headers(BATCH))
-    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+async def _known(store: Store, customer_id: str, email: str = "ada@example.com") -> None:
+    """A customer with an email address and marketing consent."""
+    await store.identify(customer_id, {"email": email}, consent={"marketing": True}, source="test")
 
 
-async def test_a_signed_batch_updates_consent_and_emits_events_once(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project, key: SendGridKey
+async def _post(
+    http: httpx.AsyncClient, key: SendGridKey, batch: list[Any], timestamp: str = "1767225600"
+) -> httpx.Response:
+    body = json.dumps(batch).encode()
+    return await http.post(PATH, content=body, headers=key.headers(body, timestamp))
+
+
+async def _feedback(store: Store, customer_id: str) -> list[dict[str, Any]]:
+    return [e for e in await events_of(store, customer_id) if e["name"].startswith("email_")]
+
+
+async def test_a_signed_batch_withdraws_consent_and_emits_events_once(
+    offline: httpx.AsyncClient, store: Store, key: SendGridKey
 ) -> None:
-    project = with_email_events(project)
-    kairos = Kairos(ts_env.client, settings, project)
+    await _known(store, "c-sg")
     batch = [
         sendgrid_event("delivered", "sg-1"),
         sendgrid_event("open", "sg-2"),
@@ -209,52 +235,94 @@ async def test_a_signed_batch_updates_consent_and_emits_events_once(
         sendgrid_event("spamreport", "sg-4"),
         sendgrid_event("processed", "sg-5"),
     ]
-    body = json.dumps(batch).encode()
-    async with (
-        tidy(ts_env.client, customers("c-sg")),
-        running_worker(ts_env.client, settings, project),
-        serve(kairos, web_settings(settings), sendgrid=key) as http,
-    ):
-        first = await http.post(PATH, content=body, headers=key.headers(body))
-        replay = await http.post(PATH, content=body, headers=key.headers(body, "1767225700"))
-
-        async def unsubscribed() -> bool:
-            return not (await kairos.customer("c-sg")).consent.marketing
-
-        await eventually(unsubscribed)
-        view = await kairos.customer("c-sg")
-        signalled = await events_signalled(ts_env.client, "c-sg")
+    first = await _post(offline, key, batch)
+    replay = await _post(offline, key, batch, "1767225700")  # SendGrid retries the batch
 
     assert first.json() == {"received": 5, "applied": 4, "ignored": 1}
-    assert replay.status_code == 200
-    assert view.consent.email  # a complaint withdraws marketing, not all email
-    # Replayed events carry the same ids, so the entity handles each once.
-    ids = [e.id for e in signalled]
-    assert ids == ["sg-1", "sg-2", "sg-3", "sg-4"] * 2
-    click = next(e for e in signalled if e.id == "sg-3")
-    assert click.name == "email_clicked"
-    assert click.properties == {
+    assert replay.json() == {"received": 5, "applied": 4, "ignored": 1}
+    record = await store.customer("c-sg")
+    assert record is not None
+    assert not record.consent.marketing
+    assert record.consent.email  # a complaint withdraws marketing, not all email
+    withdrawn = [(c.topic, c.granted, c.source, c.event_id) for c in record.consent_history][1:]
+    assert withdrawn == [("marketing", False, "SendGrid spamreport", "sg-4")]
+    assert await _suppressions(store) == [("email", "marketing", "reported spam")]
+    # Replayed events carry the same ids, so each is recorded once.
+    feedback = await _feedback(store, "c-sg")
+    assert [e["id"] for e in feedback] == [
+        "sg-1:email_delivered", "sg-2:email_opened", "sg-3:email_clicked",
+        "sg-4:email_spam_reported",
+    ]  # fmt: skip
+    click = feedback[2]
+    assert click["properties"] == {
         "journey": "welcome", "step": "welcome", "key": KEY, "url": "https://lumo.example/cart"
     }  # fmt: skip
 
 
-async def test_a_bounce_turns_email_off(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project, key: SendGridKey
+def _email(customer_id: str, key: str) -> DeliverRequest:
+    """A transactional email: only the address and its suppressions can stop it."""
+    return DeliverRequest(
+        key=key,
+        customer_id=customer_id,
+        journey="test",
+        journey_version="v1",
+        run_no=1,
+        step="receipt",
+        channel=Channel.email,
+        template="test/receipt",
+        category=Category.transactional,
+    )
+
+
+async def test_a_bounce_turns_email_off_and_suppresses_the_address_for_everyone(
+    offline: httpx.AsyncClient, store: Store, key: SendGridKey
 ) -> None:
-    kairos = Kairos(ts_env.client, settings, project)
-    body = json.dumps([sendgrid_event("bounce", "b-1", customer_id="c-bounce")]).encode()
-    async with (
-        tidy(ts_env.client, customers("c-bounce")),
-        running_worker(ts_env.client, settings, project),
-        serve(kairos, web_settings(settings), sendgrid=key) as http,
-    ):
-        response = await http.post(PATH, content=body, headers=key.headers(body))
+    await _known(store, "c-bounce")
+    response = await _post(offline, key, [sendgrid_event("bounce", "b-1", customer_id="c-bounce")])
+    # Someone else gives the same address later: it is not mailed either.
+    await _known(store, "c-new", "ADA@example.com")
+    now = datetime.now(UTC)
+    decided = await store.ledger.reserve(_email("c-new", "k-new"), now=now, due=now)
 
-        async def bounced() -> bool:
-            return not (await kairos.customer("c-bounce")).consent.email
+    assert response.json() == {"received": 1, "applied": 1, "ignored": 0}
+    record = await store.customer("c-bounce")
+    assert record is not None and not record.consent.email
+    latest = record.consent_history[-1]
+    assert (latest.topic, latest.granted, latest.source, latest.event_id) == (
+        "email", False, "SendGrid bounce", "b-1"
+    )  # fmt: skip
+    assert await _suppressions(store) == [("email", "all", "bounced")]
+    assert [e["id"] for e in await _feedback(store, "c-bounce")] == ["b-1:email_bounced"]
+    assert decided.decision.verdict is Verdict.blocked
+    assert decided.decision.reason == "email: address suppressed (bounced)"
 
-        await eventually(bounced)
-        signalled = await events_signalled(ts_env.client, "c-bounce")
-    assert response.json()["applied"] == 1
-    # The catalogue declares the feedback events, so journeys can wait for a bounce too.
-    assert [(e.id, e.name) for e in signalled] == [("b-1", "email_bounced")]
+
+async def test_events_about_a_customer_kairos_does_not_know_create_nobody(
+    offline: httpx.AsyncClient, store: Store, key: SendGridKey
+) -> None:
+    batch = [
+        sendgrid_event("open", "g-1", customer_id="c-forgotten"),
+        sendgrid_event("unsubscribe", "g-2", customer_id="c-forgotten"),
+        sendgrid_event("bounce", "g-3", customer_id="c-forgotten"),
+    ]
+    response = await _post(offline, key, batch)
+    # The bounce still suppresses the address: it is a bad address whoever had it.
+    assert response.json() == {"received": 3, "applied": 1, "ignored": 2}
+    assert await customers(store) == []
+    assert await _suppressions(store) == [("email", "all", "bounced")]
+
+
+async def test_feedback_events_the_catalogue_does_not_declare_are_not_emitted(
+    settings: Settings, store: Store, project: Project, key: SendGridKey
+) -> None:
+    events = {k: v for k, v in project.catalogue.events.items() if k != "email_opened"}
+    catalogue = project.catalogue.model_copy(update={"events": events})
+    undeclared = Store(store.database, dataclasses.replace(project, catalogue=catalogue), settings)
+    kairos = make_kairos(await offline_client(), settings, undeclared)
+    await _known(store, "c-sg")
+    async with serve(kairos, web_settings(settings), sendgrid=key) as http:
+        response = await _post(
+            http, key, [sendgrid_event("open", "o-1"), sendgrid_event("click", "o-2")]
+        )
+    assert response.json() == {"received": 2, "applied": 1, "ignored": 1}
+    assert [e["id"] for e in await _feedback(store, "c-sg")] == ["o-2:email_clicked"]

@@ -1,7 +1,8 @@
 """Events over HTTP: /v1/track and /v1/identify, with Segment-shaped bodies and an API key.
 
-Malformed calls are checked against a Kairos whose Temporal is unreachable: a clear 4xx (not a
-503) proves they were refused at the door, before anything reached Temporal.
+The app runs on the test's own PostgreSQL with a Temporal that cannot be reached: a call is
+answered once the store has committed it, and Temporal being down delays journeys without
+refusing anything. Malformed calls get a clear 4xx and record nothing.
 """
 
 from __future__ import annotations
@@ -15,23 +16,21 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import Kairos
 from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.web.phonebook import PhoneState
+from kairos.runtime import JourneyResult, journey_workflow_id
+from kairos.store import Database, Store
 from tests.browser.harness import (
     API_KEY,
     customers,
-    events_signalled,
-    offline_client,
-    phone_worker,
-    phones,
+    events_of,
+    offline_kairos,
     serve,
-    tidy,
+    unreachable,
     web_settings,
 )
-from tests.conftest import running_worker
-from tests.helpers import eventually
+from tests.conftest import make_kairos, running_worker
+from tests.helpers import eventually, started
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 NOW = "2026-01-31T09:00:00Z"
@@ -49,9 +48,8 @@ SIGNED_UP: dict[str, Any] = {
 
 
 @pytest.fixture
-async def offline(settings: Settings, project: Project) -> AsyncIterator[httpx.AsyncClient]:
-    kairos = Kairos(await offline_client(), settings, project)
-    async with serve(kairos, web_settings(settings)) as http:
+async def offline(settings: Settings, store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(await offline_kairos(settings, store), web_settings(settings)) as http:
         yield http
 
 
@@ -67,8 +65,8 @@ def _props(**changes: Any) -> dict[str, Any]:
 MALFORMED = [
     pytest.param(_with(userId=None, anonymousId=None), "userId: Field required", id="no-user-id"),
     pytest.param(_with(userId=None), "only an anonymousId", id="anonymous-only"),
-    pytest.param(_with(userId=""), "userId: a customer id", id="empty-user-id"),
-    pytest.param(_with(userId="a\nb"), "userId: a customer id", id="user-id-line-break"),
+    pytest.param(_with(userId=""), "userId: a customer id is required", id="empty-user-id"),
+    pytest.param(_with(userId="a\nb"), "userId: customer ids are", id="user-id-line-break"),
     pytest.param(_with(userId=["c-1"]), "userId: Input should be a valid string", id="list-id"),
     pytest.param(_with(event=None), "event: Field required", id="no-event"),
     pytest.param(_with(event=""), "event: String should have at least 1 character", id="empty"),
@@ -97,12 +95,13 @@ MALFORMED = [
 
 @pytest.mark.parametrize(("body", "says"), MALFORMED)
 async def test_a_malformed_track_call_gets_400_saying_what_is_wrong(
-    offline: httpx.AsyncClient, body: dict[str, Any], says: str
+    offline: httpx.AsyncClient, store: Store, body: dict[str, Any], says: str
 ) -> None:
     response = await offline.post("/v1/track", json=body, headers=AUTH)
     assert response.status_code == 400, response.text
     answer = response.json()
     assert says in answer["message"] + " ".join(answer.get("problems", []))
+    assert await customers(store) == []
 
 
 @pytest.mark.parametrize(
@@ -158,57 +157,162 @@ async def test_identify_refuses_traits_the_catalogue_does_not_declare(
     assert any("shoe_size" in p for p in response.json()["problems"])
 
 
-async def test_a_valid_call_during_a_temporal_outage_is_503_with_retry_after(
-    offline: httpx.AsyncClient,
-) -> None:
-    for path, body in (("/v1/track", SIGNED_UP), ("/v1/identify", {"userId": "c-1"})):
-        response = await offline.post(path, json=body, headers=AUTH)
-        assert response.status_code == 503
-        assert int(response.headers["Retry-After"]) > 0
-        assert response.json()["error"] == "temporal_unavailable"
+async def _dispatches(store: Store) -> list[tuple[str, str, int]]:
+    rows = await store.database.fetch_all(
+        "SELECT kind, journey, run_no FROM dispatches ORDER BY id"
+    )
+    return [(r["kind"], r["journey"], r["run_no"]) for r in rows]
 
 
-async def test_track_and_identify_reach_the_customer_entity(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+async def test_track_answers_202_while_temporal_is_unreachable_and_the_event_is_committed(
+    offline: httpx.AsyncClient, store: Store
 ) -> None:
-    # An event no journey starts on: the test leaves no run waiting on the shared Temporal.
-    viewed = {**SIGNED_UP, "event": "pricing_viewed", "properties": {"plan": "office"}}
-    kairos = Kairos(ts_env.client, settings, project)
+    first = await offline.post("/v1/track", json=SIGNED_UP, headers=AUTH)
+    retried = await offline.post("/v1/track", json=SIGNED_UP, headers=AUTH)
+
+    assert (first.status_code, first.json()) == (202, {"id": "msg-signup-1"})
+    assert (retried.status_code, retried.json()) == (202, {"id": "msg-signup-1"})
+    [event] = await events_of(store, "c-web-1")
+    assert (event["id"], event["name"]) == ("msg-signup-1", "signed_up")
+    assert event["properties"]["email"] == "ada@example.com"
+    record = await store.customer("c-web-1")
+    assert record is not None and record.profile["first_name"] == "Ada"
+    # The welcome journey's start waits in the store for a worker to make it.
+    assert await _dispatches(store) == [("start", "welcome", 1)]
+
+
+async def test_a_tracked_sign_up_starts_the_welcome_journey(
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
+) -> None:
+    kairos = make_kairos(ts_env.client, settings, store)
     async with (
-        tidy(ts_env.client, customers("c-web-1")),
-        running_worker(ts_env.client, settings, project),
-        phone_worker(ts_env.client, settings) as phonebook,
-        tidy(ts_env.client, phones(phonebook, "+358401234567")),
-        serve(kairos, web_settings(settings), phonebook=phonebook) as http,
+        running_worker(ts_env.client, settings, store),
+        serve(kairos, web_settings(settings)) as http,
     ):
-        tracked = await http.post("/v1/track", json=viewed, headers=AUTH)
-        basic = base64.b64encode(f"{API_KEY}:".encode()).decode()
-        traits = {"locale": "fi", "phone": "+358401234567", "email": "ada@example.com"}
-        identified = await http.post(
-            "/v1/identify",
-            content=json.dumps({"userId": "c-web-1", "traits": traits, "type": "identify"}),
-            headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"},
+        tracked = await http.post("/v1/track", json=SIGNED_UP, headers=AUTH)
+        run = await started(
+            ts_env.client, journey_workflow_id("welcome", "c-web-1", 1), JourneyResult
         )
-
-        async def profile() -> dict[str, Any] | None:
-            view = await kairos.customer("c-web-1")
-            return view.profile if view.profile.get("locale") == "fi" else None
-
-        async def linked() -> PhoneState | None:
-            state = await phonebook.state("+358401234567")
-            return state if state and state.customers else None
-
-        seen = await eventually(profile)
-        book = await eventually(linked)
-        [event] = await events_signalled(ts_env.client, "c-web-1")
+        described = await run.describe()
 
     assert (tracked.status_code, tracked.json()) == (202, {"id": "msg-signup-1"})
-    assert (event.id, event.name, event.properties) == (
+    assert described.id == "journey:welcome:c-web-1:1"
+    assert await _dispatches(store) == []
+
+
+async def test_track_and_identify_record_what_segment_sends(
+    offline: httpx.AsyncClient, store: Store
+) -> None:
+    viewed = {**SIGNED_UP, "event": "pricing_viewed", "properties": {"plan": "office"}}
+    tracked = await offline.post("/v1/track", json=viewed, headers=AUTH)
+    basic = base64.b64encode(f"{API_KEY}:".encode()).decode()
+    traits = {"locale": "fi", "phone": "+358401234567", "email": "ada@example.com"}
+    identified = await offline.post(
+        "/v1/identify",
+        content=json.dumps({"userId": "c-web-1", "traits": traits, "type": "identify"}),
+        headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"},
+    )
+
+    assert (tracked.status_code, tracked.json()) == (202, {"id": "msg-signup-1"})
+    assert identified.status_code == 202 and identified.json()["id"]
+    event, identify = await events_of(store, "c-web-1")
+    assert (event["id"], event["name"], event["properties"]) == (
         "msg-signup-1", "pricing_viewed", {"plan": "office"}
     )  # fmt: skip
-    assert (
-        event.timestamp is not None and event.timestamp.isoformat() == "2026-01-31T09:00:00+00:00"
+    assert (identify["id"], identify["name"]) == (identified.json()["id"], "$identify")
+    occurred = await store.database.fetch_one(
+        "SELECT occurred_at FROM events WHERE id = 'msg-signup-1'"
     )
-    assert identified.status_code == 202 and identified.json()["id"]
-    assert seen["email"] == "ada@example.com"
-    assert book.customers == ["c-web-1"]
+    assert (
+        occurred is not None and occurred["occurred_at"].isoformat() == "2026-01-31T09:00:00+00:00"
+    )
+    record = await store.customer("c-web-1")
+    assert record is not None
+    assert record.profile == traits
+    # The number is indexed for inbound SMS keywords.
+    phone = await store.database.fetch_one("SELECT phone FROM customers WHERE id = 'c-web-1'")
+    assert phone is not None and phone["phone"] == "+358401234567"
+
+
+async def test_identify_records_consent_with_its_source_as_proof(
+    offline: httpx.AsyncClient, store: Store
+) -> None:
+    body = {
+        "userId": "c-consent",
+        "messageId": "identify-1",
+        "traits": {"email": "ada@example.com"},
+        "consent": {"marketing": True, "sms": False},
+        "consentSource": "checkout form, box 'offers by email'",
+    }
+    first = await offline.post("/v1/identify", json=body, headers=AUTH)
+    retried = await offline.post("/v1/identify", json=body, headers=AUTH)
+    later = await offline.post(
+        "/v1/identify", json={"userId": "c-consent", "consent": {"sms": True}}, headers=AUTH
+    )
+
+    assert [r.status_code for r in (first, retried, later)] == [202, 202, 202]
+    assert first.json() == {"id": "identify-1"}
+    record = await store.customer("c-consent")
+    assert record is not None
+    assert (record.consent.marketing, record.consent.sms, record.consent.email) == (
+        True,
+        True,
+        True,
+    )
+    history = [(c.topic, c.granted, c.source, c.event_id) for c in record.consent_history]
+    assert history == [
+        ("marketing", True, "checkout form, box 'offers by email'", "identify-1"),
+        ("sms", False, "checkout form, box 'offers by email'", "identify-1"),
+        ("sms", True, "identify", later.json()["id"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"consent": {"newsletter": True}},
+         "consent: 'newsletter' is not allowed: Input should be 'email', 'sms' or 'marketing'"),
+        ({"consent": {"sms": "yes"}}, "consent.sms: Input should be a valid boolean"),
+        ({"consent": {"sms": 1}}, "consent.sms: Input should be a valid boolean"),
+        ({"consent": ["sms"]}, "consent: Input should be a valid dictionary"),
+        ({"consent": {"sms": True}, "consentSource": ""},
+         "consentSource: String should have at least 1 character"),
+        ({"consent": {"sms": True}, "consentSource": 7},
+         "consentSource: Input should be a valid string"),
+    ],
+)  # fmt: skip
+async def test_identify_refuses_consent_it_cannot_record_as_proof(
+    offline: httpx.AsyncClient, store: Store, fields: dict[str, Any], says: str
+) -> None:
+    body = {"userId": "c-1", "traits": {"email": "ada@example.com"}, **fields}
+    response = await offline.post("/v1/identify", json=body, headers=AUTH)
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_body")
+    assert says in response.json()["problems"]
+    assert await customers(store) == []
+
+
+async def test_a_call_while_postgresql_is_unreachable_is_503_and_works_again_after(
+    settings: Settings, project: Project, postgres: str, database_url: str
+) -> None:
+    # A short pool timeout, so a request gives up on PostgreSQL in a second.
+    store = Store(await Database.open(database_url, timeout=1), project, settings)
+    await store.register_plans(project.plans.values())
+    try:
+        async with serve(await offline_kairos(settings, store), web_settings(settings)) as http:
+            async with unreachable(postgres, database_url):
+                tracked = await http.post("/v1/track", json=SIGNED_UP, headers=AUTH)
+                identified = await http.post("/v1/identify", json={"userId": "c"}, headers=AUTH)
+
+            async def accepted() -> httpx.Response | None:
+                response = await http.post("/v1/track", json=SIGNED_UP, headers=AUTH)
+                return response if response.status_code == 202 else None
+
+            await eventually(accepted)
+        assert [e["id"] for e in await events_of(store, "c-web-1")] == ["msg-signup-1"]
+    finally:
+        await store.close()
+
+    for response in (tracked, identified):
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) > 0
+        assert response.json()["error"] == "store_unavailable"

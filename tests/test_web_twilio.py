@@ -1,34 +1,33 @@
 """Twilio's inbound SMS webhook: every STOP and START keyword, signed and forged requests,
-replays, and the number's customers opted out and back in through the phone workflows."""
+replays, and the number's customers opted out and back in through the customer store.
+
+Temporal is unreachable here: a keyword is committed to the store (consent of every customer
+with the number, and the number's suppression) without it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import UTC, datetime
 
 import httpx
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import Kairos
-from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.web.phonebook import KeywordReceived, Phonebook, PhoneState
+from kairos.messages import PolicyDecision, Verdict
+from kairos.plan import Category, Channel
+from kairos.runtime import DeliverRequest
+from kairos.store import Store
 from kairos.web.twilio import OPT_IN, OPT_OUT, PATH, keyword
 from tests.browser.harness import (
     API_KEY,
     customers,
     inbound_sms,
-    offline_client,
-    phone_worker,
-    phones,
+    offline_kairos,
     serve,
-    tidy,
     twilio_signature,
     web_settings,
 )
-from tests.conftest import running_worker
-from tests.helpers import eventually
 
 NUMBER = "+358401234567"
 PUBLIC_URL = "http://localhost:8000"  # the settings' KAIROS_PUBLIC_URL: what Twilio signs
@@ -64,64 +63,83 @@ def test_the_keyword_lists_include_the_carriers_standard_words() -> None:
     assert {"START", "YES", "UNSTOP"} == OPT_IN
 
 
-class RecordingPhonebook(Phonebook):
-    """Records what the webhook passes on instead of signalling Temporal."""
-
-    received: list[tuple[str, KeywordReceived]]
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.received = []
-
-    async def keyword(self, e164: str, received: KeywordReceived) -> None:
-        self.received.append((e164, received))
-
-
 @pytest.fixture
-async def recorded(settings: Settings, project: Project) -> AsyncIterator[
-    tuple[httpx.AsyncClient, RecordingPhonebook]
-]:  # fmt: skip
-    client = await offline_client()
-    book = RecordingPhonebook(client, settings.secret, settings.task_queue)
-    kairos = Kairos(client, settings, project)
-    async with serve(kairos, web_settings(settings), phonebook=book) as http:
-        yield http, book
+async def offline(settings: Settings, store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(await offline_kairos(settings, store), web_settings(settings)) as http:
+        yield http
 
 
 def _signed(params: dict[str, str], url: str = PUBLIC_URL + PATH) -> dict[str, str]:
     return {"X-Twilio-Signature": twilio_signature(url, params)}
 
 
+async def _text(http: httpx.AsyncClient, body: str, sid: str, sender: str = NUMBER) -> int:
+    params = inbound_sms(body, sender=sender, sid=sid)
+    return (await http.post(PATH, data=params, headers=_signed(params))).status_code
+
+
+async def _sms_consent(store: Store, customer_id: str) -> list[tuple[bool, str, str | None]]:
+    """The customer's SMS consent history: granted, source, change id."""
+    record = await store.customer(customer_id)
+    assert record is not None
+    return [(c.granted, c.source, c.event_id) for c in record.consent_history if c.topic == "sms"]
+
+
+async def _suppressed(store: Store) -> list[tuple[str, str, str]]:
+    rows = await store.database.fetch_all("SELECT channel, scope, reason FROM suppressions")
+    return [(r["channel"], r["scope"], r["reason"]) for r in rows]
+
+
+async def _customer(store: Store, customer_id: str, number: str = NUMBER, sms: bool = True) -> None:
+    await store.identify(customer_id, {"phone": number}, consent={"sms": sms}, source="signup")
+
+
+async def _text_decision(store: Store, customer_id: str, key: str) -> PolicyDecision:
+    """What the send transaction decides about a transactional SMS to the customer now."""
+    request = DeliverRequest(
+        key=key, customer_id=customer_id, journey="test", journey_version="v1", run_no=1,
+        step="shipped", channel=Channel.sms, template="test/shipped",
+        category=Category.transactional,
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    return (await store.ledger.reserve(request, now=now, due=now)).decision
+
+
 @pytest.mark.parametrize("word", sorted(OPT_OUT | OPT_IN))
-async def test_every_keyword_over_http_is_passed_on_for_the_sender(
-    recorded: tuple[httpx.AsyncClient, RecordingPhonebook], word: str
+async def test_every_keyword_over_http_changes_the_senders_sms_consent(
+    offline: httpx.AsyncClient, store: Store, word: str
 ) -> None:
-    http, book = recorded
+    opt_in = word in OPT_IN
+    await _customer(store, "anna", sms=not opt_in)
     params = inbound_sms(word.lower(), sid=f"SM-{word}")
-    response = await http.post(PATH, data=params, headers=_signed(params))
+    response = await offline.post(PATH, data=params, headers=_signed(params))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     assert "<Response></Response>" in response.text
-    [(number, received)] = book.received
-    assert (number, received.message_id, received.opt_in) == (NUMBER, f"SM-{word}", word in OPT_IN)
+    assert (await _sms_consent(store, "anna"))[-1] == (opt_in, f"sms {word}", f"sms:SM-{word}")
+    assert await _suppressed(store) == ([] if opt_in else [("sms", "all", f"replied {word}")])
 
 
 async def test_a_request_signed_for_the_url_it_arrived_at_is_accepted(
-    recorded: tuple[httpx.AsyncClient, RecordingPhonebook],
+    offline: httpx.AsyncClient, store: Store
 ) -> None:
-    http, book = recorded
     params = inbound_sms("STOP")
-    response = await http.post(PATH, data=params, headers=_signed(params, f"{http.base_url}{PATH}"))
-    assert response.status_code == 200 and len(book.received) == 1
+    url = f"{offline.base_url}{PATH}"
+    response = await offline.post(PATH, data=params, headers=_signed(params, url))
+    assert response.status_code == 200 and len(await _suppressed(store)) == 1
 
 
 async def test_an_ordinary_reply_is_acknowledged_and_ignored(
-    recorded: tuple[httpx.AsyncClient, RecordingPhonebook],
+    offline: httpx.AsyncClient, store: Store
 ) -> None:
-    http, book = recorded
+    await _customer(store, "anna")
     params = inbound_sms("Is the Ethiopia roast back in stock?")
-    response = await http.post(PATH, data=params, headers=_signed(params))
-    assert response.status_code == 200 and book.received == []
+    response = await offline.post(PATH, data=params, headers=_signed(params))
+    assert response.status_code == 200
+    assert await _suppressed(store) == []
+    assert [(granted, source) for granted, source, _ in await _sms_consent(store, "anna")] == [
+        (True, "signup")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -135,9 +153,8 @@ async def test_an_ordinary_reply_is_acknowledged_and_ignored(
     ],
 )
 async def test_a_forged_request_is_403_and_changes_nothing(
-    recorded: tuple[httpx.AsyncClient, RecordingPhonebook], tamper: str, error: str
+    offline: httpx.AsyncClient, store: Store, tamper: str, error: str
 ) -> None:
-    http, book = recorded
     params = inbound_sms("START")
     headers = _signed(params)
     if tamper == "body":
@@ -150,16 +167,15 @@ async def test_a_forged_request_is_403_and_changes_nothing(
         headers = _signed(params, "https://attacker.example" + PATH)
     else:
         headers = {}
-    response = await http.post(PATH, data=params, headers=headers)
+    response = await offline.post(PATH, data=params, headers=headers)
     assert (response.status_code, response.json()["error"]) == (403, error)
-    assert book.received == []
+    assert await _suppressed(store) == []
 
 
 async def test_without_an_auth_token_nothing_can_be_verified(
-    settings: Settings, project: Project
+    settings: Settings, store: Store
 ) -> None:
-    kairos = Kairos(await offline_client(), settings, project)
-    async with serve(kairos, settings) as http:  # no TWILIO_AUTH_TOKEN
+    async with serve(await offline_kairos(settings, store), settings) as http:  # no token
         params = inbound_sms("STOP")
         response = await http.post(PATH, data=params, headers=_signed(params))
     assert response.status_code == 403
@@ -175,107 +191,55 @@ async def test_without_an_auth_token_nothing_can_be_verified(
     ],
 )
 async def test_a_body_twilio_would_not_send_is_refused(
-    recorded: tuple[httpx.AsyncClient, RecordingPhonebook],
-    content: bytes,
-    content_type: str,
-    status: int,
+    offline: httpx.AsyncClient, store: Store, content: bytes, content_type: str, status: int
 ) -> None:
-    http, book = recorded
-    response = await http.post(PATH, content=content, headers={"Content-Type": content_type})
-    assert response.status_code == status and book.received == []
+    response = await offline.post(PATH, content=content, headers={"Content-Type": content_type})
+    assert response.status_code == status and await _suppressed(store) == []
 
 
 async def test_a_signed_keyword_from_something_that_is_not_a_number_is_400(
-    recorded: tuple[httpx.AsyncClient, RecordingPhonebook],
+    offline: httpx.AsyncClient, store: Store
 ) -> None:
-    http, book = recorded
     params = inbound_sms("STOP", sender="LUMO")
-    response = await http.post(PATH, data=params, headers=_signed(params))
-    assert response.status_code == 400 and book.received == []
+    response = await offline.post(PATH, data=params, headers=_signed(params))
+    assert response.status_code == 400 and await _suppressed(store) == []
 
 
-async def test_a_keyword_during_a_temporal_outage_is_503(
-    settings: Settings, project: Project
+async def test_stop_reaches_every_customer_with_the_number_and_blocks_one_who_gives_it_later(
+    offline: httpx.AsyncClient, store: Store
 ) -> None:
-    kairos = Kairos(await offline_client(), settings, project)
-    async with serve(kairos, web_settings(settings)) as http:
-        params = inbound_sms("STOP")
-        response = await http.post(PATH, data=params, headers=_signed(params))
-    assert response.status_code == 503 and response.headers["Retry-After"]
-
-
-async def test_stop_and_start_from_a_phone_change_its_customers_sms_consent(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
-) -> None:
-    kairos = Kairos(ts_env.client, settings, project)
     auth = {"Authorization": f"Bearer {API_KEY}"}
-    async with (
-        tidy(ts_env.client, customers("anna", "ben", "cleo")),
-        running_worker(ts_env.client, settings, project),
-        phone_worker(ts_env.client, settings) as phonebook,
-        tidy(ts_env.client, phones(phonebook, NUMBER)),
-        serve(kairos, web_settings(settings), phonebook=phonebook) as http,
-    ):
+    for customer_id in ("anna", "ben"):
+        body = {"userId": customer_id, "traits": {"phone": NUMBER}, "consent": {"sms": True}}
+        assert (await offline.post("/v1/identify", json=body, headers=auth)).status_code == 202
+    await _customer(store, "cleo", "+358409876543")
 
-        async def sms_consent(customer_id: str, expected: bool) -> bool:
-            async def check() -> bool:
-                view = await kairos.customer(customer_id)
-                return view.consent.sms is expected
+    assert await _text(offline, "STOP", "SM1") == 200
+    assert await _text(offline, "STOP", "SM1") == 200  # Twilio retried the webhook
+    stopped = {c: (await _sms_consent(store, c))[1:] for c in ("anna", "ben", "cleo")}
+    # Dana gives the number after it said STOP, and agrees to texts: none are sent to it.
+    await _customer(store, "dana")
+    blocked = await _text_decision(store, "dana", "dana-1")
 
-            return await eventually(check)
+    assert await _text(offline, "Start", "SM2") == 200
+    restarted = {c: (await _sms_consent(store, c))[-1] for c in ("anna", "ben")}
+    allowed = await _text_decision(store, "dana", "dana-2")
 
-        async def text(body: str, sid: str) -> int:
-            params = inbound_sms(body, sid=sid)
-            return (await http.post(PATH, data=params, headers=_signed(params))).status_code
-
-        async def identify(customer_id: str) -> None:
-            body = {
-                "userId": customer_id,
-                "traits": {"phone": "040 123 4567".replace("040 ", "+35840")},
-            }
-            assert (await http.post("/v1/identify", json=body, headers=auth)).status_code == 202
-
-        async def book(customers: int) -> PhoneState:
-            async def check() -> PhoneState | None:
-                state = await phonebook.state(NUMBER)
-                return state if state and len(state.customers) == customers else None
-
-            return await eventually(check)
-
-        await identify("anna")
-        await book(1)
-        assert await text("STOP", "SM1") == 200
-        await sms_consent("anna", False)
-        assert await text("Start", "SM2") == 200
-        await sms_consent("anna", True)
-
-        # A replay of the old STOP is ignored: after it, a new customer links (signals are
-        # handled in order), and the number is still opted in.
-        assert await text("STOP", "SM1") == 200
-        await identify("ben")
-        assert (await book(2)).opted_out is False
-        await sms_consent("anna", True)
-
-        # A number that said STOP stays stopped for the customers who link it later.
-        assert await text("QUIT", "SM3") == 200
-        await sms_consent("anna", False)
-        await identify("cleo")
-        await sms_consent("cleo", False)
-        await sms_consent("ben", False)
+    assert stopped == {
+        "anna": [(False, "sms STOP", "sms:SM1")],
+        "ben": [(False, "sms STOP", "sms:SM1")],
+        "cleo": [],
+    }
+    assert (blocked.verdict, blocked.reason) == (
+        Verdict.blocked, "sms: address suppressed (replied STOP)"
+    )  # fmt: skip
+    assert restarted == dict.fromkeys(("anna", "ben"), (True, "sms START", "sms:SM2"))
+    assert allowed.verdict is Verdict.send
 
 
-async def test_a_customer_without_an_entity_is_dropped_from_the_number(
-    ts_env: WorkflowEnvironment, settings: Settings
+async def test_a_stop_from_a_number_nobody_has_creates_no_customer(
+    offline: httpx.AsyncClient, store: Store
 ) -> None:
-    async with (
-        phone_worker(ts_env.client, settings) as phonebook,
-        tidy(ts_env.client, phones(phonebook, NUMBER)),
-    ):
-        await phonebook.link(NUMBER, "never-seen")
-        await phonebook.keyword(NUMBER, KeywordReceived(message_id="SM9", opt_in=False))
-
-        async def dropped() -> PhoneState | None:
-            state = await phonebook.state(NUMBER)
-            return state if state and state.opted_out and not state.customers else None
-
-        await eventually(dropped)
+    assert await _text(offline, "STOP", "SM9", sender="+358405550000") == 200
+    assert await customers(store) == []
+    assert await _suppressed(store) == [("sms", "all", "replied STOP")]

@@ -12,6 +12,7 @@ import typer
 from kairos.cli.app import app, console, fail
 from kairos.config import ConfigError, load_settings
 from kairos.problems import ProjectError
+from kairos.store import StoreError
 from kairos.web.config import load_web_config
 from kairos.web.server import build_app, serve
 
@@ -55,3 +56,5 @@ def serve_command(
         asyncio.run(go())
     except ProjectError as err:
         raise fail(f"the journeys do not compile:\n{err}") from None
+    except StoreError as err:
+        raise fail(str(err)) from None

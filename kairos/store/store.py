@@ -193,6 +193,13 @@ class Store:
     async def customer(self, customer_id: str) -> CustomerRecord | None:
         return await customer_record(self.database, customer_id)
 
+    async def has_customer(self, customer_id: str) -> bool:
+        """Whether the customer is known (a cheap check for doors that must not create one)."""
+        row = await self.database.fetch_one(
+            "SELECT EXISTS (SELECT 1 FROM customers WHERE id = %s) AS known", (customer_id,)
+        )
+        return bool(row and row["known"])
+
     async def forget(self, customer_id: str) -> Forgotten | None:
         return await forget(
             self.database,

@@ -1,16 +1,16 @@
-"""How the front door says no: JSON errors, size limits, and Temporal outages as 503.
+"""How the front door says no: JSON errors, size limits, and a store outage as 503.
 
-Every refusal names what is wrong. A request is only answered 2xx once Temporal has accepted
-what it carries; when Temporal cannot be reached the answer is 503 with Retry-After, so the
-sender tries again instead of losing the event.
+Every refusal names what is wrong. A request is answered 2xx once what it carries is committed
+to the customer store (PostgreSQL); the Temporal calls it leads to are made afterwards, by this
+process or a worker, so a Temporal outage delays journeys but refuses nothing. When PostgreSQL
+cannot be reached the answer is 503 with Retry-After, so the sender tries again instead of
+losing the event.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -18,24 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message
-from temporalio.service import RPCError, RPCStatusCode
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 10
-TEMPORAL_TIMEOUT_SECONDS = 10.0
-# Statuses that mean "Temporal could not take it now", not "the request was wrong".
-_OUTAGE = frozenset(
-    {
-        RPCStatusCode.UNAVAILABLE,
-        RPCStatusCode.DEADLINE_EXCEEDED,
-        RPCStatusCode.RESOURCE_EXHAUSTED,
-        RPCStatusCode.ABORTED,
-        RPCStatusCode.CANCELLED,
-        RPCStatusCode.UNKNOWN,
-        RPCStatusCode.INTERNAL,
-    }
-)
 
 
 class ApiError(Exception):
@@ -55,31 +41,6 @@ class ApiError(Exception):
         self.message = message
         self.problems = list(problems)
         self.headers = dict(headers or {})
-
-
-class TemporalUnavailable(Exception):
-    """Temporal did not accept a call: the request must be retried, not acknowledged."""
-
-
-@asynccontextmanager
-async def temporal(timeout: float = TEMPORAL_TIMEOUT_SECONDS) -> AsyncIterator[None]:
-    """Run Temporal calls, turning an outage into :class:`TemporalUnavailable`.
-
-    The SDK retries unavailable servers for several seconds on its own; the timeout bounds how
-    long a webhook sender waits before it hears 503 and retries later.
-    """
-    try:
-        async with asyncio.timeout(timeout):
-            yield
-    except TimeoutError as err:
-        raise TemporalUnavailable(f"Temporal did not answer within {timeout:g}s") from err
-    except RPCError as err:
-        if err.status not in _OUTAGE:
-            raise
-        raise TemporalUnavailable(f"Temporal is unavailable ({err.status.name})") from err
-    except RuntimeError as err:
-        # A lazily connected client reports an unreachable server as RuntimeError.
-        raise TemporalUnavailable(f"cannot reach Temporal: {err}") from err
 
 
 def json_error(
@@ -106,12 +67,13 @@ async def api_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def unavailable_handler(request: Request, exc: Exception) -> Response:
+    """A :class:`kairos.store.StoreUnavailable`: 503, so the sender retries."""
     # The cause names internal hosts: it goes to the log, not to the caller.
     log.warning("answering 503 to %s %s: %s", request.method, request.url.path, exc)
     return json_error(
         503,
-        "temporal_unavailable",
-        "Kairos cannot accept this right now; nothing was recorded, retry later",
+        "store_unavailable",
+        "Kairos cannot record this right now: retry later",
         headers=unavailable_headers(),
     )
 

@@ -1,11 +1,14 @@
-"""Liveness and readiness: ``GET /health`` (the process answers) and ``GET /ready`` (Temporal too).
+"""Liveness and readiness: ``GET /health`` (the process answers) and ``GET /ready`` (PostgreSQL
+and Temporal answer too, each reported on its own).
 
-A load balancer should route to an instance only while ``/ready`` is 200; an orchestrator should
-restart one only when ``/health`` fails, never because Temporal is down.
+An orchestrator should restart an instance only when ``/health`` fails, never because a service
+it depends on is down. ``/ready`` is 503 while either PostgreSQL or Temporal is unreachable;
+only PostgreSQL is needed to accept events (the Temporal calls they lead to wait for a worker).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.requests import Request
@@ -14,17 +17,20 @@ from starlette.routing import BaseRoute, Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from kairos.web.errors import TemporalUnavailable, temporal, unavailable_headers
+from kairos.store import Database, StoreUnavailable
+from kairos.web.errors import unavailable_headers
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 3.0
+OK = "ok"
 
 
 class HealthRoutes:
-    """``/health`` and ``/ready``: built with the Temporal client to check."""
+    """``/health`` and ``/ready``: built with the database and the Temporal client to check."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, database: Database, client: Client) -> None:
+        self.database = database
         self.client = client
 
     def routes(self) -> list[BaseRoute]:
@@ -37,22 +43,31 @@ class HealthRoutes:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        """200 when Temporal answers its health check, else 503 with Retry-After."""
+        """200 when PostgreSQL and Temporal both answer, else 503 with Retry-After; the body
+        says which is down (internal host names stay in the log)."""
+        postgres, temporal = await asyncio.gather(self._postgres(), self._temporal())
+        body = {"postgres": postgres, "temporal": temporal}
+        if postgres == OK and temporal == OK:
+            return JSONResponse({"status": "ready", **body})
+        return JSONResponse(
+            {"status": "unavailable", **body}, status_code=503, headers=unavailable_headers()
+        )
+
+    async def _postgres(self) -> str:
         try:
-            async with temporal(READY_TIMEOUT_SECONDS):
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await self.database.fetch_one("SELECT 1")
+        except (StoreUnavailable, TimeoutError) as err:
+            log.warning("not ready: PostgreSQL: %s", err or "timed out")
+            return "unreachable"
+        return OK
+
+    async def _temporal(self) -> str:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
                 serving = await self.client.service_client.check_health()
-        except (TemporalUnavailable, RPCError) as err:
-            log.warning("not ready: %s", err)
-            return _not_ready("unreachable")
-        if not serving:
-            return _not_ready("not serving")
-        return JSONResponse({"status": "ready", "temporal": "ok"})
-
-
-def _not_ready(temporal_status: str) -> Response:
-    # Internal host names stay in the log; the answer only says what is wrong.
-    return JSONResponse(
-        {"status": "unavailable", "temporal": temporal_status},
-        status_code=503,
-        headers=unavailable_headers(),
-    )
+        except (RPCError, RuntimeError, TimeoutError) as err:
+            # A lazily connected client reports a server it cannot reach as RuntimeError.
+            log.warning("not ready: Temporal: %s", err or "timed out")
+            return "unreachable"
+        return OK if serving else "not serving"

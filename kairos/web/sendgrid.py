@@ -3,28 +3,33 @@
 Requests are verified with SendGrid's signed event webhook (ECDSA over timestamp + body) using
 the ``sendgrid`` SDK's EventWebhook helper and ``SENDGRID_WEBHOOK_PUBLIC_KEY``. Each event is
 matched to the customer, run and step through the custom args the send activity attached
-(``customer_id``, ``journey``, ``step``, ``kairos_key``). SendGrid's ``sg_event_id`` becomes the
-Kairos event id, so a batch SendGrid delivers twice is handled once by the customer entity.
+(``customer_id``, ``journey``, ``step``, ``kairos_key``).
 
-=====================  ======================  =========================
-SendGrid event         consent withdrawn       Kairos event
-=====================  ======================  =========================
-bounce (type bounce)   email                   email_bounced
-dropped                email (marketing when   email_dropped
+=====================  ======================  ===================  =========================
+SendGrid event         consent withdrawn       address suppressed   Kairos event
+=====================  ======================  ===================  =========================
+bounce (type bounce)   email                   all email            email_bounced
+dropped                email (marketing when   -                    email_dropped
                        the address had
                        unsubscribed or
                        complained)
-spamreport             marketing               email_spam_reported
-unsubscribe,           marketing               email_unsubscribed
+spamreport             marketing               marketing email      email_spam_reported
+unsubscribe,           marketing               -                    email_unsubscribed
 group_unsubscribe
-delivered              -                       email_delivered
-open                   -                       email_opened
-click                  -                       email_clicked (with url)
-=====================  ======================  =========================
+delivered              -                       -                    email_delivered
+open                   -                       -                    email_opened
+click                  -                       -                    email_clicked (with url)
+=====================  ======================  ===================  =========================
 
 A ``bounce`` of type ``blocked`` is a temporary refusal, not a bad address, and is ignored, as
 are processed, deferred and group_resubscribe (an opt-in needs the customer's own request).
-Kairos events are forwarded only when ``journeys/customer.yaml`` declares them.
+
+Every change goes through the customer store, once: a consent change is recorded with the
+source ``SendGrid <event>`` and SendGrid's ``sg_event_id`` as its id; a Kairos event gets the id
+``<sg_event_id>:<event name>`` and is emitted only when ``journeys/customer.yaml`` declares it.
+A suppression is a keyed hash of the address, so it holds for whoever gives that address later.
+An event about a customer Kairos does not know (never had, or forgotten) changes no customer
+and creates none; its suppression still applies.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from activities.providers.sendgrid import KEY_ARG
-from kairos.client import InvalidEvent, Kairos
-from kairos.web.errors import ApiError, read_body, temporal
+from kairos.client import CustomerNotFound, InvalidEvent, Kairos
+from kairos.plan import Channel
+from kairos.web.errors import ApiError, read_body
 from kairos.web.track import is_customer_id
 
 log = logging.getLogger(__name__)
@@ -57,25 +63,39 @@ COMPLAINTS = {
     "unsubscribe": "email_unsubscribed",
     "group_unsubscribe": "email_unsubscribed",
 }
+# Suppressions: scope and reason, by SendGrid event.
+SUPPRESSIONS = {"bounce": ("all", "bounced"), "spamreport": ("marketing", "reported spam")}
 # Dropped because of an earlier opt-out rather than a bad address: marketing, not all email.
 _DROPPED_BY_CHOICE = ("unsubscribed address", "spam reporting address")
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one SendGrid event means for Kairos."""
+    """What one SendGrid event means for Kairos.
+
+    ``suppress`` is the scope (all, marketing) and reason under which ``address`` joins the
+    suppression list, if it does; ``address`` is used for nothing else.
+    """
 
     customer_id: str
-    event_id: str
+    sg_event_id: str
     event: str
     properties: dict[str, Any]
     timestamp: datetime | None
     withdraw: str | None
     source: str
+    suppress: tuple[str, str] | None = None
+    address: str | None = None
+
+    @property
+    def event_id(self) -> str:
+        """The id of the Kairos event (the consent change has the plain ``sg_event_id``)."""
+        return f"{self.sg_event_id}:{self.event}"
 
 
 def interpret(item: object) -> Outcome | None:
-    """The consent change and event one SendGrid event asks for; None to ignore it."""
+    """The consent change, suppression and event one SendGrid event asks for; None to ignore
+    it."""
     if not isinstance(item, dict):
         return None
     kind, event_id, customer_id = (item.get(k) for k in ("event", "sg_event_id", "customer_id"))
@@ -87,14 +107,19 @@ def interpret(item: object) -> Outcome | None:
     if classified is None:
         return None
     event, withdraw = classified
+    address = item.get("email")
+    if not isinstance(address, str) or not address:
+        address = None
     return Outcome(
         customer_id=customer_id,
-        event_id=event_id,
+        sg_event_id=event_id,
         event=event,
         properties=_properties(item),
         timestamp=_timestamp(item.get("timestamp")),
         withdraw=withdraw,
-        source=f"sendgrid {kind}",
+        source=f"SendGrid {kind}",
+        suppress=SUPPRESSIONS.get(kind) if address else None,
+        address=address,
     )
 
 
@@ -142,7 +167,7 @@ class SendGridRoutes:
         return [Route(PATH, self.events, methods=["POST"])]
 
     async def events(self, request: Request) -> Response:
-        """Verify the batch, then apply each event; answer once all are in Temporal."""
+        """Verify the batch, then apply each event; answer once all are committed."""
         body = await read_body(request, BODY_LIMIT)
         self._verify(request, body)
         try:
@@ -190,33 +215,45 @@ class SendGridRoutes:
             )
 
     async def _apply(self, outcome: Outcome) -> bool:
-        """Withdraw consent and forward the event; False when nothing could be applied."""
+        """Suppress, withdraw consent and emit the event; False when nothing applied."""
         applied = False
+        if outcome.suppress and outcome.address:
+            scope, reason = outcome.suppress
+            await self.kairos.store.suppress(
+                Channel.email, outcome.address, scope=scope, reason=reason
+            )
+            applied = True
+        if not await self.kairos.store.has_customer(outcome.customer_id):
+            log.info("sendgrid event %s: customer not known, not applied", outcome.sg_event_id)
+            return applied
         try:
             if outcome.withdraw:
-                async with temporal():
-                    await self.kairos.unsubscribe(
-                        outcome.customer_id, outcome.withdraw, granted=False, source=outcome.source
-                    )
+                await self.kairos.unsubscribe(
+                    outcome.customer_id,
+                    outcome.withdraw,
+                    source=outcome.source,
+                    change_id=outcome.sg_event_id,
+                )
                 applied = True
-            if await self._forward(outcome):
+            if await self._emit(outcome):
                 applied = True
+        except CustomerNotFound:
+            pass  # forgotten between the check and the change: nothing to change
         except InvalidEvent as err:
-            log.warning("sendgrid event %s not applied: %s", outcome.event_id, err)
+            log.warning("sendgrid event %s not applied: %s", outcome.sg_event_id, err)
         return applied
 
-    async def _forward(self, outcome: Outcome) -> bool:
+    async def _emit(self, outcome: Outcome) -> bool:
         spec = self.kairos.project.catalogue.events.get(outcome.event)
         if spec is None:
-            log.debug("%s is not declared in the catalogue: not forwarded", outcome.event)
+            log.debug("%s is not declared in the catalogue: not emitted", outcome.event)
             return False
         properties = {k: v for k, v in outcome.properties.items() if k in spec.properties}
-        async with temporal():
-            await self.kairos.emit(
-                outcome.customer_id,
-                outcome.event,
-                properties,
-                event_id=outcome.event_id,
-                timestamp=outcome.timestamp,
-            )
+        await self.kairos.emit(
+            outcome.customer_id,
+            outcome.event,
+            properties,
+            event_id=outcome.event_id,
+            timestamp=outcome.timestamp,
+        )
         return True

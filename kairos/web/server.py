@@ -1,8 +1,10 @@
 """Serving the front door with uvicorn: from ``kairos serve``, or inside another process.
 
-The Temporal client connects lazily, so the server starts (and ``/health`` answers) while
-Temporal is still coming up; until it is reachable ``/ready`` and every call that needs it
-answer 503.
+The app needs PostgreSQL to start (``build_app`` says clearly when it cannot reach it) and
+closes its connections when it stops. The Temporal client connects lazily, so the server starts
+and accepts events while Temporal is still coming up or down: the events are committed, ``/ready``
+answers 503 and the Temporal calls are made once it is back (by a worker, if not by this
+process).
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ log = logging.getLogger(__name__)
 
 
 async def build_app(settings: Settings, web: WebConfig) -> Starlette:
-    """The app for this project (journeys compiled from ``settings.home``).
+    """The app for this project (journeys compiled from ``settings.home``), with its own
+    connection to the customer store, closed when the app stops.
 
     Raises:
         ProjectError: The journeys do not compile.
+        StoreUnavailable: PostgreSQL cannot be reached.
+        SchemaMismatch: The database needs `kairos db upgrade`.
     """
     project = load_project(settings.home)
-    kairos = Kairos(await connect_lazily(settings), settings, project)
-    return create_app(kairos, settings, web)
+    kairos = await Kairos.connect(settings, project=project)
+    return create_app(kairos, settings, web, close_client=True)
 
 
 async def serve(app: Starlette, *, host: str, port: int, log_level: str = "info") -> None:
@@ -55,7 +60,8 @@ async def running(
 ) -> AsyncIterator[str]:
     """Serve ``app`` in this event loop for the duration of the block; yields its base URL.
 
-    Port 0 picks a free port. Used by ``make dev`` next to the worker, and by tests.
+    Port 0 picks a free port. The app's lifespan runs (an app that owns its client closes it
+    when the block ends). Used by ``make dev`` next to the worker, and by tests.
     """
     server = _EmbeddedServer(_config(app, host, port, log_level))
     task = asyncio.create_task(server.serve())
@@ -74,4 +80,4 @@ async def running(
 
 def _config(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Config:
     # Access logs name paths only (tokens carry a customer id, never an address or number).
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off")
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")

@@ -1,11 +1,16 @@
 """Events over HTTP: ``POST /v1/track`` and ``POST /v1/identify`` with Segment-shaped bodies.
 
 Authenticated with an API key (``Authorization: Bearer <key>``, or Segment's Basic auth with the
-key as user name), validated against the catalogue exactly as the Python client does, answered
-202 with the event id once Temporal has it. Segment's ``messageId`` becomes the Kairos event id,
-so a retried call is handled once. Fields Kairos does not use (``context``, ``integrations``,
-``anonymousId``, ``sentAt``, ...) are accepted and ignored, so Segment libraries and Segment's
-own webhook destination work unchanged.
+key as user name), validated against the catalogue by the Python client, answered 202 with the
+event id once the customer store has committed it (the journeys it starts or wakes are then
+started or signalled by this process, or by a worker if Temporal is unreachable). Segment's
+``messageId`` becomes the Kairos event id, so a retried call is handled once. Fields Kairos does
+not use (``context``, ``integrations``, ``anonymousId``, ``sentAt``, ...) are accepted and
+ignored, so Segment libraries and Segment's own webhook destination work unchanged.
+
+``/v1/identify`` also takes two fields of Kairos's own: ``consent`` (topics granted or withdrawn,
+``{"marketing": true, "sms": false}``) and ``consentSource`` (who or what gave it, recorded as
+the proof of consent; ``"identify"`` when absent).
 """
 
 from __future__ import annotations
@@ -17,33 +22,30 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeGuard, TypeVar
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kairos import phone
-from kairos.catalogue import AttrType
-from kairos.client import InvalidEvent, Kairos
-from kairos.web.errors import ApiError, media_type, read_body, temporal
-from kairos.web.phonebook import Phonebook
+from kairos.client import InvalidCustomerId, InvalidEvent, InvalidProfile, Kairos, check_customer_id
+from kairos.web.errors import ApiError, media_type, read_body
 
 log = logging.getLogger(__name__)
 
 # Segment's own limit for one call.
 BODY_LIMIT = 32 * 1024
+ConsentTopic = Literal["email", "sms", "marketing"]
 
 
 def is_customer_id(value: object) -> TypeGuard[str]:
-    """The client's rule for customer ids, checked before anything else touches Temporal."""
-    return (
-        isinstance(value, str)
-        and bool(value.strip())
-        and len(value) <= 200
-        and not any(c in value for c in "\n\r\t")
-    )
+    """Whether ``value`` is a customer id by the client's rule."""
+    try:
+        check_customer_id(value)
+    except InvalidCustomerId:
+        return False
+    return True
 
 
 def _id_text(value: object) -> object:
@@ -72,18 +74,18 @@ class TrackCall(_SegmentCall):
 
 class IdentifyCall(_SegmentCall):
     traits: dict[str, Any] = Field(default_factory=dict)
+    consent: dict[ConsentTopic, StrictBool] | None = None
+    consent_source: str = Field(
+        default="identify", alias="consentSource", min_length=1, max_length=200
+    )
 
 
 class TrackRoutes:
-    """``/v1/track`` and ``/v1/identify``: built with the client, keys and phonebook."""
+    """``/v1/track`` and ``/v1/identify``: built with the client and the accepted keys."""
 
-    def __init__(self, kairos: Kairos, api_keys: tuple[str, ...], phonebook: Phonebook) -> None:
+    def __init__(self, kairos: Kairos, api_keys: tuple[str, ...]) -> None:
         self.kairos = kairos
         self.api_keys = api_keys
-        self.phonebook = phonebook
-        catalogue = kairos.project.catalogue
-        self.catalogue = catalogue
-        self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -92,42 +94,39 @@ class TrackRoutes:
         ]
 
     async def track(self, request: Request) -> Response:
-        """Emit an event for a customer; 202 with its id."""
+        """Emit an event for a customer; 202 with its id once committed."""
         call = await self._call(request, TrackCall, "track")
-        problems = self.catalogue.validate_event(call.event, call.properties)
-        if problems:
-            raise ApiError(400, "invalid_event", "the event does not match the catalogue", problems)
-        # Linked before the event is accepted: a retry after a 503 then repeats both.
-        await self._link_phone(
-            call.user_id, self.catalogue.profile_updates(call.event, call.properties)
-        )
         try:
-            async with temporal():
-                event_id = await self.kairos.emit(
-                    call.user_id,
-                    call.event,
-                    call.properties,
-                    event_id=call.message_id,
-                    timestamp=_aware(call.timestamp),
-                )
+            event_id = await self.kairos.emit(
+                call.user_id,
+                call.event,
+                call.properties,
+                event_id=call.message_id,
+                timestamp=_aware(call.timestamp),
+            )
         except InvalidEvent as err:
-            raise ApiError(400, "invalid_event", str(err), err.problems) from None
+            raise ApiError(
+                400, "invalid_event", "the event does not match the catalogue", err.problems
+            ) from None
         log.info("accepted %s for customer %s (event id %s)", call.event, call.user_id, event_id)
         return JSONResponse({"id": event_id}, status_code=202)
 
     async def identify(self, request: Request) -> Response:
-        """Create or update a customer's profile; 202 with the call's id."""
+        """Create or update a customer's profile (and consent); 202 with the call's id."""
         call = await self._call(request, IdentifyCall, "identify")
-        problems = self.catalogue.validate_profile(call.traits)
-        if problems:
-            raise ApiError(400, "invalid_traits", "the traits do not match the catalogue", problems)
-        await self._link_phone(call.user_id, call.traits)
-        try:
-            async with temporal():
-                await self.kairos.identify(call.user_id, call.traits)
-        except InvalidEvent as err:  # InvalidProfile is one
-            raise ApiError(400, "invalid_traits", str(err), err.problems) from None
         call_id = call.message_id or str(uuid.uuid4())
+        try:
+            await self.kairos.identify(
+                call.user_id,
+                call.traits,
+                consent={str(k): v for k, v in (call.consent or {}).items()} or None,
+                source=call.consent_source,
+                call_id=call_id,
+            )
+        except InvalidProfile as err:
+            raise ApiError(
+                400, "invalid_traits", "the traits do not match the catalogue", err.problems
+            ) from None
         log.info("accepted identify for customer %s (id %s)", call.user_id, call_id)
         return JSONResponse({"id": call_id}, status_code=202)
 
@@ -165,13 +164,10 @@ class TrackRoutes:
             raise ApiError(
                 400, "invalid_body", f"the {kind} call is not valid", _problems(err)
             ) from None
-        if not is_customer_id(call.user_id):
-            raise ApiError(
-                400,
-                "invalid_body",
-                "userId: a customer id is a non-empty string of at most 200 characters "
-                "without line breaks or tabs, such as 'c-42'",
-            )
+        try:
+            check_customer_id(call.user_id)
+        except InvalidCustomerId as err:
+            raise ApiError(400, "invalid_body", f"userId: {err}") from None
         return call
 
     def _authenticate(self, request: Request) -> None:
@@ -199,18 +195,6 @@ class TrackRoutes:
         if not matched:
             raise ApiError(401, "unauthorized", "the API key is not valid", headers=challenge)
 
-    async def _link_phone(self, customer_id: str, attributes: dict[str, Any]) -> None:
-        """Link the customer to their phone number, so SMS STOP from it reaches them."""
-        raw = attributes.get(self.phone_attribute or "")
-        if not isinstance(raw, str) or not raw:
-            return
-        try:
-            number = phone.normalise(raw)
-        except phone.PhoneError:
-            return  # the catalogue accepted its form, but it is no real number: nothing to link
-        async with temporal():
-            await self.phonebook.link(number, customer_id)
-
 
 def _presented_key(header: str) -> str | None:
     scheme, _, value = header.strip().partition(" ")
@@ -230,8 +214,12 @@ def _presented_key(header: str) -> str | None:
 def _problems(err: ValidationError) -> list[str]:
     problems = []
     for error in err.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        problems.append(f"{where}: {error['msg']}")
+        loc = [str(part) for part in error["loc"]]
+        if loc[-1:] == ["[key]"]:  # a key of an object: name the key, not its position
+            where = ".".join(loc[:-2]) or "body"
+            problems.append(f"{where}: {loc[-2]!r} is not allowed: {error['msg']}")
+        else:
+            problems.append(f"{'.'.join(loc) or 'body'}: {error['msg']}")
     return problems
 
 

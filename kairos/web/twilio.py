@@ -1,5 +1,9 @@
 """Twilio's inbound SMS webhook: STOP and START keywords change the sender's SMS consent.
 
+A keyword reaches every customer whose profile has the sender's number (the store keeps each
+profile's number in E.164) and the number itself: a STOP suppresses it, so a customer who gives
+that number later is not texted either, and a START lifts that again.
+
 Every request must carry a valid ``X-Twilio-Signature`` (HMAC of the webhook URL and form
 fields with the account's auth token), checked with the ``twilio`` SDK's RequestValidator.
 Keywords are the carriers' and Twilio's standard ones, matched like Twilio does: the whole
@@ -23,9 +27,9 @@ from twilio.request_validator import (
 )
 
 from kairos import phone
+from kairos.client import Kairos
 from kairos.config import Settings
-from kairos.web.errors import ApiError, media_type, read_body, temporal, with_body
-from kairos.web.phonebook import KeywordReceived, Phonebook
+from kairos.web.errors import ApiError, media_type, read_body, with_body
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +64,17 @@ def keyword(body: str, opt_out_type: str = "") -> bool | None:
 
 
 class TwilioRoutes:
-    """``POST /webhooks/twilio/sms``: built with the settings and phonebook it needs."""
+    """``POST /webhooks/twilio/sms``: built with the client and settings it needs."""
 
-    def __init__(self, settings: Settings, phonebook: Phonebook) -> None:
+    def __init__(self, kairos: Kairos, settings: Settings) -> None:
+        self.kairos = kairos
         self.settings = settings
-        self.phonebook = phonebook
 
     def routes(self) -> list[BaseRoute]:
         return [Route(PATH, self.inbound, methods=["POST"])]
 
     async def inbound(self, request: Request) -> Response:
-        """Verify, then pass a STOP or START on to the number's phonebook entry."""
+        """Verify, then apply a STOP or START to the number and its customers."""
         body = await read_body(request, BODY_LIMIT)
         if media_type(request) != "application/x-www-form-urlencoded":
             raise ApiError(
@@ -93,12 +97,18 @@ class TwilioRoutes:
             raise ApiError(
                 400, "invalid_body", "From is not a phone number in E.164 form"
             ) from None
-        received = KeywordReceived(
-            message_id=message_id, opt_in=choice, keyword=_field(form, "Body").strip().upper()
+        changed = await self.kairos.store.phone_keyword(
+            number,
+            opt_in=choice,
+            message_id=message_id,
+            keyword=_keyword_name(_field(form, "Body"), choice),
         )
-        async with temporal():
-            await self.phonebook.keyword(number, received)
-        log.info("sms %s received (message %s)", "opt-in" if choice else "opt-out", message_id)
+        for accepted in changed:
+            await self.kairos.dispatch(accepted)
+        log.info(
+            "sms %s received (message %s) for %d customers",
+            "opt-in" if choice else "opt-out", message_id, len(changed),
+        )  # fmt: skip
         log.debug("sms keyword from %s", phone.mask(number))
         return _twiml()
 
@@ -138,6 +148,15 @@ def _urls(settings: Settings, request: Request) -> list[str]:
     public = f"{settings.public_url.rstrip('/')}{request.url.path}{query}"
     received = str(request.url)
     return [public] if public == received else [public, received]
+
+
+def _keyword_name(body: str, opt_in: bool) -> str:
+    """The keyword as recorded in the consent history: the word sent, when it is one (a custom
+    Advanced Opt-Out keyword too), else STOP or START. Never a whole message."""
+    word = body.strip().upper()
+    if word.isalpha() and len(word) <= 20:
+        return word
+    return "START" if opt_in else "STOP"
 
 
 def _field(form: FormData, name: str) -> str:

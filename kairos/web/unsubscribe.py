@@ -5,10 +5,15 @@ and the topics to withdraw, so nobody can unsubscribe someone else or guess cust
 never changes anything, because mail scanners and link previews fetch links unasked; only a
 POST does. A POST whose body is ``List-Unsubscribe=One-Click`` is a mail client's one-click
 unsubscribe and withdraws the token's topics without a page.
+
+Consent is withdrawn in the customer store, recorded with the source "one-click unsubscribe" or
+"unsubscribe page". A link of a customer Kairos no longer knows (forgotten) still shows the done
+page, and creates nothing. When PostgreSQL cannot be reached the page says to try again (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -16,20 +21,13 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
-from temporalio.service import RPCError
 
 from kairos.catalogue import AttrType
 from kairos.client import CustomerNotFound, Kairos
 from kairos.config import Settings
+from kairos.store import CustomerRecord, StoreUnavailable
 from kairos.unsubscribe import TokenError, UnsubscribeClaim, read_token
-from kairos.web.errors import (
-    TemporalUnavailable,
-    read_body,
-    temporal,
-    unavailable_headers,
-    with_body,
-)
+from kairos.web.errors import read_body, unavailable_headers, with_body
 from kairos.web.i18n import choose_locale, text
 from kairos.web.pages import HEADERS, TOPICS, confirm_page, done_page, message_page
 
@@ -60,7 +58,7 @@ class UnsubscribeRoutes:
         claim = self._claim(request)
         if isinstance(claim, Response):
             return claim
-        locale = await self._locale(request, claim.customer_id)
+        locale = self._locale(request, await self._customer(claim.customer_id))
         return confirm_page(locale, self.brand, topics_of(claim))
 
     async def submit(self, request: Request) -> Response:
@@ -73,24 +71,34 @@ class UnsubscribeRoutes:
         one_click = form.get("List-Unsubscribe") == "One-Click"
         topics = topics_of(claim) if one_click else chosen_topics(form)
         if not topics:
-            locale = await self._locale(request, claim.customer_id)
+            locale = self._locale(request, await self._customer(claim.customer_id))
             return confirm_page(locale, self.brand, topics_of(claim), error=True)
         how = "one-click unsubscribe" if one_click else "unsubscribe page"
         try:
-            async with temporal():
-                for topic in topics:
-                    await self.kairos.unsubscribe(
-                        claim.customer_id, topic, granted=False, source=how
-                    )
-        except TemporalUnavailable as err:
+            customer = await self._withdraw(claim.customer_id, topics, how)
+        except StoreUnavailable as err:
             log.warning("unsubscribe not recorded, answering 503: %s", err)
             locale = choose_locale(None, request.headers.get("accept-language", ""))
             return message_page(locale, self.brand, "unavailable", 503, unavailable_headers())
-        log.info("customer %s unsubscribed from %s (%s)", claim.customer_id, topics, how)
         if one_click:
             locale = choose_locale(None, request.headers.get("accept-language", ""))
             return PlainTextResponse(text(locale, "one_click"), headers=HEADERS)
-        return done_page(await self._locale(request, claim.customer_id), self.brand, topics)
+        return done_page(self._locale(request, customer), self.brand, topics)
+
+    async def _withdraw(
+        self, customer_id: str, topics: list[str], how: str
+    ) -> CustomerRecord | None:
+        """Withdraw ``topics``; the customer as they were, or None when Kairos does not know
+        them (then nothing is recorded, and nothing is created)."""
+        try:
+            customer = await self.kairos.customer(customer_id)
+            for topic in topics:
+                await self.kairos.unsubscribe(customer_id, topic, source=how)
+        except CustomerNotFound:
+            log.info("unsubscribe link of a customer not known (forgotten?): nothing to change")
+            return None
+        log.info("customer %s unsubscribed from %s (%s)", customer_id, topics, how)
+        return customer
 
     def _claim(self, request: Request) -> UnsubscribeClaim | Response:
         """The token's claim, or the page that explains why the link cannot be used."""
@@ -105,24 +113,21 @@ class UnsubscribeRoutes:
             kind, status = ("expired", 410) if expired else ("invalid", 400)
             return message_page(locale, self.brand, kind, status)
 
-    async def _locale(self, request: Request, customer_id: str) -> str:
-        """The customer's language if the entity knows it, else the browser's."""
-        header = request.headers.get("accept-language", "")
-        if self.locale_attribute is None:
-            return choose_locale(None, header)
+    async def _customer(self, customer_id: str) -> CustomerRecord | None:
+        """The customer, for the page's language; None when unknown or the store is slow."""
         try:
-            async with temporal(LOCALE_LOOKUP_SECONDS):
-                view = await self.kairos.customer(customer_id)
-        except (
-            TemporalUnavailable,
-            CustomerNotFound,
-            RPCError,
-            WorkflowQueryFailedError,
-            WorkflowQueryRejectedError,
-        ):
+            async with asyncio.timeout(LOCALE_LOOKUP_SECONDS):
+                return await self.kairos.customer(customer_id)
+        except (CustomerNotFound, StoreUnavailable, TimeoutError):
             # Only the page's language depends on it: never fail the page for it.
+            return None
+
+    def _locale(self, request: Request, customer: CustomerRecord | None) -> str:
+        """The customer's language if the store knows it, else the browser's."""
+        header = request.headers.get("accept-language", "")
+        if customer is None or self.locale_attribute is None:
             return choose_locale(None, header)
-        return choose_locale(view.profile.get(self.locale_attribute), header)
+        return choose_locale(customer.profile.get(self.locale_attribute), header)
 
 
 def topics_of(claim: UnsubscribeClaim) -> list[str]:

@@ -1,4 +1,5 @@
-"""Seams for the web tests: the app over real HTTP, an unreachable Temporal, signed webhooks.
+"""Seams for the web tests: the app over real HTTP on a test's customer store, an unreachable
+Temporal or PostgreSQL, signed webhooks.
 
 Webhook signatures are computed here from the providers' published algorithms (not with the
 SDK helpers the app verifies with), so a test fails if the app and the providers disagree.
@@ -7,51 +8,31 @@ SDK helpers the app verifies with), so a test fails if the app and the providers
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
-from temporalio.worker import Worker
 
-from kairos.catalogue import Attribute, AttrType, EventSpec
 from kairos.client import Kairos
-from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.runtime import SIGNAL_EVENT, Event, customer_workflow_id
+from kairos.store import Store
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig
-from kairos.web.phonebook import Phonebook, PhoneWorkflow, phone_workflow_id
 from kairos.web.server import running
+from tests.conftest import make_kairos
 
 API_KEY = "test-api-key-0123456789abcdef"
 TWILIO_TOKEN = "test-twilio-auth-token"
-
-# What journeys/customer.yaml must declare for SendGrid's events to be forwarded.
-EMAIL_EVENTS = ("email_delivered", "email_opened", "email_clicked", "email_bounced",
-                "email_dropped", "email_spam_reported", "email_unsubscribed")  # fmt: skip
-
-
-def with_email_events(project: Project) -> Project:
-    """The project with the SendGrid events declared, as the lead adds them to customer.yaml."""
-    text = Attribute(type=AttrType.string)
-    events = dict(project.catalogue.events)
-    for name in EMAIL_EVENTS:
-        properties = {"journey": text, "step": text, "key": text}
-        if name == "email_clicked":
-            properties["url"] = text
-        events.setdefault(name, EventSpec(properties=properties))
-    catalogue = project.catalogue.model_copy(update={"events": events})
-    return dataclasses.replace(project, catalogue=catalogue)
 
 
 async def offline_client() -> Client:
@@ -105,74 +86,50 @@ def web_settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, twilio_auth_token=TWILIO_TOKEN, from_name="Lumo Coffee")
 
 
+async def offline_kairos(settings: Settings, store: Store) -> Kairos:
+    """A client on the test's store whose Temporal is unreachable."""
+    return make_kairos(await offline_client(), settings, store)
+
+
 @asynccontextmanager
 async def serve(
-    kairos: Kairos,
-    settings: Settings,
-    *,
-    sendgrid: SendGridKey | None = None,
-    phonebook: Phonebook | None = None,
+    kairos: Kairos, settings: Settings, *, sendgrid: SendGridKey | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app on 127.0.0.1 (a free port), and an HTTP client pointed at it."""
-    app = create_app(kairos, settings, web_config(sendgrid), phonebook=phonebook)
+    app = create_app(kairos, settings, web_config(sendgrid))
     async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         yield http
 
 
-def phonebook_queue(settings: Settings) -> str:
-    return f"{settings.task_queue}-phones"
+async def events_of(store: Store, customer_id: str) -> list[dict[str, Any]]:
+    """The events recorded for a customer, oldest first: id, name and properties."""
+    return [
+        dict(row)
+        for row in await store.database.fetch_all(
+            "SELECT id, name, properties FROM events WHERE customer_id = %s ORDER BY seq",
+            (customer_id,),
+        )
+    ]
+
+
+async def customers(store: Store) -> list[str]:
+    """The ids of every customer in the store."""
+    rows = await store.database.fetch_all("SELECT id FROM customers ORDER BY id")
+    return [row["id"] for row in rows]
 
 
 @asynccontextmanager
-async def phone_worker(client: Client, settings: Settings) -> AsyncIterator[Phonebook]:
-    """The phone workflows on their own queue (until worker.py registers them), and a book.
-
-    The book's key is unique to the test, so each test's numbers get their own workflows on the
-    shared Temporal (a workflow id outlives the test's worker).
-    """
-    queue = phonebook_queue(settings)
-    async with Worker(client, task_queue=queue, workflows=[PhoneWorkflow]):
-        yield Phonebook(client, f"{settings.secret}:{queue}", queue)
-
-
-async def events_signalled(client: Client, customer_id: str) -> list[Event]:
-    """Every event signalled to a customer entity, from its history (handled or not)."""
-    handle = client.get_workflow_handle(customer_workflow_id(customer_id))
-    found: list[Event] = []
-    async for history_event in handle.fetch_history_events():
-        if not history_event.HasField("workflow_execution_signaled_event_attributes"):
-            continue
-        signalled = history_event.workflow_execution_signaled_event_attributes
-        if signalled.signal_name == SIGNAL_EVENT:
-            values: list[Any] = await client.data_converter.decode(
-                signalled.input.payloads, [Event]
-            )
-            found.append(values[0])
-    return found
-
-
-def customers(*customer_ids: str) -> list[str]:
-    """The entity workflow ids of these customers."""
-    return [customer_workflow_id(c) for c in customer_ids]
-
-
-def phones(book: Phonebook, *numbers: str) -> list[str]:
-    """The phone workflow ids of these numbers in this book."""
-    return [phone_workflow_id(book.secret, n) for n in numbers]
-
-
-@asynccontextmanager
-async def tidy(client: Client, workflow_ids: list[str]) -> AsyncIterator[None]:
-    """Terminate the test's workflows when it ends.
-
-    The time-skipping server is shared by the session and stops skipping time while any
-    workflow has a task no worker will ever take (its test's worker is gone): one late signal
-    left behind would freeze the timers of every later test.
-    """
+async def unreachable(postgres: str, database_url: str) -> AsyncIterator[None]:
+    """PostgreSQL refuses the test database's connections (open ones are cut) for the block,
+    as when the server is down; the database is usable again afterwards."""
+    name = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
     try:
         yield
     finally:
-        for workflow_id in workflow_ids:
-            # Never started, or already closed: then nothing was left behind.
-            with contextlib.suppress(RPCError):
-                await client.get_workflow_handle(workflow_id).terminate(reason="test finished")
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
