@@ -126,7 +126,9 @@ async def start_journey(
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=TypedSearchAttributes(attributes),
-        static_summary=f"{plan.name} (v{plan.version}) run {run_no} for customer {customer_id}, {why}",
+        static_summary=(
+            f"{plan.name} (v{plan.version}) run {run_no} for customer {customer_id}, {why}"
+        ),
         static_details=plan.description or None,
         rpc_timeout=rpc_timeout,
     )

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 from temporalio.testing import WorkflowEnvironment
 
 from kairos.config import Settings
-from kairos.store import Store
 from kairos.runtime import JourneyResult, journey_workflow_id
+from kairos.store import Store
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import finish, outbox, run_journey, schedule, started, timezone_at
 

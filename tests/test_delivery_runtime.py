@@ -9,8 +9,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
 from kairos.config import Settings
-from kairos.store import Store
 from kairos.runtime import JourneyResult, journey_workflow_id
+from kairos.store import Store
 from tests.conftest import make_kairos, running_worker
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.fakes.twilio_server import FakeTwilio

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
 from kairos.config import Settings
-from kairos.store import Store
 from kairos.runtime import JourneyResult, journey_workflow_id
+from kairos.store import Store
 from tests.conftest import make_kairos, running_worker
-from tests.helpers import finish, outbox, started, timezone_at
+from tests.helpers import finish, outbox, schedule, started, timezone_at
 
 
 async def test_a_new_customer_gets_welcome_tips_and_offer(
@@ -60,9 +61,12 @@ async def test_a_customer_who_finishes_setup_gets_no_tips(
         handle = await started(
             ts_env.client, journey_workflow_id("welcome", "bo", 1), JourneyResult
         )
-        await kairos.emit("bo", "onboarding_completed", {"onboarded": True})
+        # In the journey's own time, so the welcome has gone out before either arrives.
         order = {"order_id": "o-1", "total": 30.0, "currency": "EUR", "placed_at": now.isoformat()}
-        await kairos.emit("bo", "order_placed", order)
+        await schedule(ts_env.client, settings.task_queue, "bo", [
+            (timedelta(hours=1), "onboarding_completed", {"onboarded": True}),
+            (timedelta(days=3), "order_placed", order),
+        ])  # fmt: skip
         result = await finish(ts_env, handle)
 
     assert result.outcome == "converted"

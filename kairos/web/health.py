@@ -2,8 +2,9 @@
 and Temporal answer too, each reported on its own).
 
 An orchestrator should restart an instance only when ``/health`` fails, never because a service
-it depends on is down. ``/ready`` is 503 while either PostgreSQL or Temporal is unreachable;
-only PostgreSQL is needed to accept events (the Temporal calls they lead to wait for a worker).
+it depends on is down. ``/ready`` is 503 only while PostgreSQL is unreachable: that is all the
+front door needs to accept events (the Temporal calls they lead to wait for a worker). While
+Temporal is unreachable it answers 200 ``degraded`` and says so, for monitoring.
 """
 
 from __future__ import annotations
@@ -43,15 +44,15 @@ class HealthRoutes:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        """200 when PostgreSQL and Temporal both answer, else 503 with Retry-After; the body
-        says which is down (internal host names stay in the log)."""
+        """200 while PostgreSQL answers (``degraded`` when Temporal does not), else 503 with
+        Retry-After; the body says which is down (internal host names stay in the log)."""
         postgres, temporal = await asyncio.gather(self._postgres(), self._temporal())
         body = {"postgres": postgres, "temporal": temporal}
-        if postgres == OK and temporal == OK:
-            return JSONResponse({"status": "ready", **body})
-        return JSONResponse(
-            {"status": "unavailable", **body}, status_code=503, headers=unavailable_headers()
-        )
+        if postgres != OK:
+            return JSONResponse(
+                {"status": "unavailable", **body}, status_code=503, headers=unavailable_headers()
+            )
+        return JSONResponse({"status": "ready" if temporal == OK else "degraded", **body})
 
     async def _postgres(self) -> str:
         try:
