@@ -84,6 +84,7 @@ def build_worker(
             messaging.record_failed_send,
             customers.change_profile,
             customers.end_run,
+            customers.note_problems,
             customers.accept_event,
             actions.run_action,
         ],

@@ -13,7 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from kairos.client import Kairos, KairosError
-from kairos.runtime import EventRequest, ProfileChange, ProfileSnapshot, RunEnd
+from kairos.runtime import EventRequest, ProfileChange, ProfileSnapshot, RunEnd, RunProblems
 from kairos.store import Accepted, Store, TemporalUnreachable
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,11 @@ class CustomerActivities:
     async def end_run(self, end: RunEnd) -> None:
         """Record how a run ended (which lets an ``after_exit`` journey be entered again)."""
         await self.store.end_run(end)
+
+    @activity.defn(name="note_problems")
+    async def note_problems(self, report: RunProblems) -> None:
+        """Keep what a run could not evaluate on its record, where support looks."""
+        await self.store.note_problems(report)
 
     @activity.defn(name="accept_event")
     async def accept_event(self, request: EventRequest) -> str:

@@ -1002,10 +1002,51 @@ class _Journey:
             return
         try:
             paths = expressions.referenced_paths(text)
+            compared = expressions.compared_paths(text)
         except TemplateError as exc:  # parses alone, but not inside {{ }} (a stray "}}")
             self.error(path, f"`{text}` is not a valid condition: {exc}", "remove the braces")
             return
-        self._check_variables(path, text, paths, events)
+        if self._deterministic(path, text, template=False):
+            self._check_variables(path, text, paths, events)
+            self._check_optional_comparisons(path, text, compared, events)
+
+    def _deterministic(self, path: YamlPath, text: str, *, template: bool) -> bool:
+        """Refuse what would give another answer on a replay of the run (an error)."""
+        found = expressions.nondeterministic(text, template=template)
+        if found:
+            self.error(
+                path,
+                f"`{found[0]}` gives a different answer each time, and a run must take the same "
+                "path every time it is replayed",
+                "use a `split` step to send customers different ways at random",
+            )
+        return not found
+
+    def _check_optional_comparisons(
+        self, path: YamlPath, text: str, compared: set[tuple[str, ...]], events: frozenset[str]
+    ) -> None:
+        if self.catalogue is None:
+            return
+        for dotted in sorted(compared):
+            if dotted[0] != "event" or len(dotted) != 2:
+                continue
+            optional = sorted(
+                name
+                for name in events
+                if (spec := self.catalogue.events.get(name)) is not None
+                and (prop := spec.properties.get(dotted[1])) is not None
+                and not prop.required
+                and prop.default is None
+            )
+            if optional:
+                shown = ".".join(dotted)
+                self.warn(
+                    path,
+                    f"`{shown}` is optional in `{optional[0]}`: when it is missing, "
+                    f"`{text}` is false",
+                    f"say what you mean with `{shown} is defined and ...` or "
+                    f"`({shown} or 0)`, or make the property required",
+                )
 
     def _check_text(self, path: YamlPath, text: str, node: _Node) -> None:
         try:
@@ -1013,7 +1054,9 @@ class _Journey:
         except TemplateError as exc:
             self.error(path, f"invalid {{{{ }}}} text: {exc}", "check the braces and quotes")
             return
-        self._check_variables(path, text, paths, self.events_at(node))
+        # Set and action values are rendered by the run itself: the same rule as conditions.
+        if self._deterministic(path, text, template=True):
+            self._check_variables(path, text, paths, self.events_at(node))
 
     def _check_variables(
         self, path: YamlPath, text: str, paths: set[tuple[str, ...]], events: frozenset[str]

@@ -1,12 +1,20 @@
 """One expression language for conditions and templates: Jinja, sandboxed.
 
 Conditions are evaluated inside workflows, so this module is pure: no I/O, no clock, no
-randomness. Undefined names in a *condition* are falsy (an optional attribute that a customer
-lacks is simply not there); the compiler has already checked that every name is declared.
+randomness (the compiler refuses ``| random`` and ``lipsum`` in conditions). The data is JSON:
+
+* ``event.items`` is the event's ``items`` property, never the ``dict.items`` method: on a
+  mapping, ``a.b`` reads the key ``b`` and nothing else;
+* a missing property and one sent as ``null`` are both *undefined*: falsy, and every ordering
+  comparison with it (``<``, ``<=``, ``>``, ``>=``) is false, so ``event.total > 0`` is false
+  for an order without a total instead of an error;
+* anything else that cannot be evaluated (``"a" > 1``, a missing filter argument) raises
+  ExpressionError; the journey records it on the run and treats the condition as false.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -15,14 +23,51 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ROOTS = ("customer", "event", "journey")
+# What would make a condition answer differently each time it is evaluated (a replay of the
+# run could then take another path).
+NONDETERMINISTIC_FILTERS = frozenset({"random"})
+NONDETERMINISTIC_GLOBALS = frozenset({"lipsum"})
 
 
 class ExpressionError(ValueError):
     """A condition that does not parse or cannot be evaluated."""
 
 
+class Missing(ChainableUndefined):
+    """A property or attribute that is not there (or null): falsy, never ordered."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+        return False
+
+    def __le__(self, other: object) -> bool:  # type: ignore[override]
+        return False
+
+    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+        return False
+
+    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+        return False
+
+
+class DataEnvironment(ImmutableSandboxedEnvironment):
+    """Sandboxed; on a mapping ``a.b`` is the key ``b`` (or undefined), never a method."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            value = obj.get(attribute)
+            return self.undefined(obj=obj, name=attribute) if value is None else value
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, Mapping) and isinstance(argument, str):
+            return self.getattr(obj, argument)
+        return super().getitem(obj, argument)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+    return DataEnvironment(undefined=Missing, autoescape=False)
 
 
 _ENV = _environment()
@@ -66,6 +111,32 @@ def holds(expression: str | None, context: dict[str, Any]) -> bool:
     if isinstance(value, ChainableUndefined):
         return False
     return bool(value)
+
+
+def nondeterministic(source: str, *, template: bool = False) -> list[str]:
+    """The filters and globals in ``source`` that make it answer differently each time."""
+    tree = _ENV.parse(source if template else "{{ " + source + " }}")
+    found = [
+        f"| {n.name}" for n in tree.find_all(nodes.Filter) if n.name in NONDETERMINISTIC_FILTERS
+    ]
+    for call in tree.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name in NONDETERMINISTIC_GLOBALS:
+            found.append(f"{call.node.name}()")
+    return sorted(set(found))
+
+
+def compared_paths(source: str) -> set[tuple[str, ...]]:
+    """Dotted paths compared with ``<``, ``<=``, ``>`` or ``>=`` directly in a condition."""
+    tree = _ENV.parse("{{ " + source + " }}")
+    found: set[tuple[str, ...]] = set()
+    for compare in tree.find_all(nodes.Compare):
+        if not any(op.op in ("lt", "lteq", "gt", "gteq") for op in compare.ops):
+            continue
+        for operand in (compare.expr, *(op.expr for op in compare.ops)):
+            path = _dotted(operand)
+            if path and len(path) > 1:
+                found.add(path)
+    return found
 
 
 def _dotted(node: nodes.Node) -> tuple[str, ...] | None:

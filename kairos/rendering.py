@@ -310,15 +310,18 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 
 class _Environment(SandboxedEnvironment):
-    """Sandboxed, with mapping keys winning over methods in ``a.b``.
+    """Sandboxed; on a mapping ``a.b`` is the key ``b`` and never a method.
 
     Template data is JSON-like, so ``event.items`` means the event's ``items`` property, which
-    the compiler checked against the catalogue, not ``dict.items``.
+    the compiler checked against the catalogue, not ``dict.items``; when the event has no
+    ``items`` it is undefined, so ``event.items | default([], true)`` gives the empty list.
     """
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping) and attribute in obj:
-            return obj[attribute]
+        if isinstance(obj, Mapping):
+            if attribute in obj:
+                return obj[attribute]
+            return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
 

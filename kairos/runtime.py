@@ -135,6 +135,16 @@ class RunEnd(Model):
     journey: str
     run_no: int
     outcome: str
+    problems: list[str] = Field(default_factory=list)
+
+
+class RunProblems(Model):
+    """What a run could not evaluate or render (and did instead), recorded in the store."""
+
+    customer_id: str
+    journey: str
+    run_no: int
+    problems: list[str]
 
 
 class EventRequest(Model):
@@ -160,6 +170,15 @@ class JourneyState(Model):
     seen_events: list[str] = Field(default_factory=list)
     # Events that arrived and were not yet taken by a wait_for step.
     inbox: list[Event] = Field(default_factory=list)
+    # Conditions or values the run could not evaluate, and how many the store has heard of.
+    problems: list[str] = Field(default_factory=list)
+    problems_reported: int = 0
+    # A date trigger's first wait is over (or there is none to make).
+    trigger_waited: bool = False
+    # Continued as new in the middle of a wait: the step to resume, and the wait's deadline.
+    resuming: bool = False
+    deadline: datetime | None = None
+    deadline_step: str | None = None
 
 
 class JourneyInput(Model):

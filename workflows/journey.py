@@ -21,7 +21,6 @@ A run tells the store how it ended (the ``end_run`` activity), also when it is c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, assert_never
 
@@ -32,6 +31,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from kairos import expressions, policy, routing
     from kairos.durations import format_duration
+    from kairos.expressions import ExpressionError
     from kairos.messages import SendOutcome
     from kairos.plan import (
         ActionStep,
@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         ProfileChange,
         ProfileSnapshot,
         RunEnd,
+        RunProblems,
         RunSignal,
         StepRecord,
     )
@@ -72,6 +73,7 @@ DELIVER_ACTIVITY = "deliver"
 ACTION_ACTIVITY = "run_action"
 CHANGE_PROFILE_ACTIVITY = "change_profile"
 END_RUN_ACTIVITY = "end_run"
+NOTE_PROBLEMS_ACTIVITY = "note_problems"
 FAILED_SEND_ACTIVITY = "record_failed_send"
 CONVERTED = "converted"
 COMPLETED = "completed"
@@ -84,6 +86,10 @@ MAX_DEFERRALS = 6
 # Enough to recognise a repeated signal: the store repeats one only after a crash.
 SEEN_EVENTS = 200
 INBOX_EVENTS = 100
+# A run that keeps failing the same way says so once per distinct problem, up to this many.
+MAX_PROBLEMS = 20
+# The step records a run keeps (and carries across continue-as-new): the newest ones.
+MAX_RECORDS = 500
 
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -141,8 +147,9 @@ class JourneyWorkflow:
         if self.state.started_at is None:
             self.state.started_at = workflow.now()
         try:
-            if input.state is None and isinstance(self.plan.trigger, DateTrigger):
+            if isinstance(self.plan.trigger, DateTrigger) and not self.state.trigger_waited:
                 await self._wait_for_trigger_date(self.plan.trigger)
+                self.state.trigger_waited = True
             await self._interpret()
         except BaseException as err:
             if not _cancelled(err):
@@ -200,15 +207,16 @@ class JourneyWorkflow:
         while self.state.step is not None:
             if self._stopped():
                 break
-            info = workflow.info()
-            if (
-                info.is_continue_as_new_suggested()
-                or info.get_current_history_length() > self.max_history
-            ):
+            if self._history_full():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 self._continue()
+            await self._report_problems()
             step = self.plan.step(self.state.step)
-            self.state.visits[step.id] = self.state.visits.get(step.id, 0) + 1
+            if self.state.resuming:
+                # The same visit, resumed after continuing as new inside it: same message keys.
+                self.state.resuming = False
+            else:
+                self.state.visits[step.id] = self.state.visits.get(step.id, 0) + 1
             following = await self._run_step(step)
             if self._stopped():
                 # A goal is credited to the step the customer was on when it arrived.
@@ -233,8 +241,53 @@ class JourneyWorkflow:
     def _is_goal(self, event: Event) -> bool:
         context = self._context(event)
         return any(
-            goal.event == event.name and _holds(goal.when, context) for goal in self.plan.exit_on
+            goal.event == event.name and self._holds(goal.when, context, "exit_on")
+            for goal in self.plan.exit_on
         )
+
+    def _holds(self, condition: str | None, context: dict[str, Any], where: str) -> bool:
+        """A condition's answer; one that cannot be evaluated is false, and a problem."""
+        try:
+            return _holds(condition, context)
+        except ExpressionError as err:
+            self._problem(where, f"{err}; taken as false")
+            return False
+
+    def _rendered(self, value: Any, context: dict[str, Any], where: str) -> tuple[Any, bool]:
+        """``value`` rendered, and whether it could be (a problem when it could not)."""
+        try:
+            return _render(value, context), True
+        except ExpressionError as err:
+            self._problem(where, str(err))
+            return value, False
+
+    def _problem(self, step_id: str, text: str) -> None:
+        """Record what the run could not do, show it in the Temporal UI, and (at the next
+        step) tell the store, where `kairos customer` and the report read it."""
+        problem = f"step {step_id}: {text}"
+        if problem in self.state.problems or len(self.state.problems) >= MAX_PROBLEMS:
+            return
+        self.state.problems.append(problem)
+        self._record(step_id, "problem", text)
+        workflow.set_current_details(f"problem at {problem}")
+
+    async def _report_problems(self) -> None:
+        new = self.state.problems[self.state.problems_reported :]
+        if not new:
+            return
+        await workflow.execute_activity(
+            NOTE_PROBLEMS_ACTIVITY,
+            RunProblems(
+                customer_id=self.customer_id,
+                journey=self.plan.name,
+                run_no=self.run_no,
+                problems=new,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+            summary="record a problem",
+        )
+        self.state.problems_reported = len(self.state.problems)
 
     def _take_profile(self, snapshot: ProfileSnapshot) -> None:
         """Keep the newer copy: a signal read before a ``set`` step never undoes it."""
@@ -255,6 +308,7 @@ class JourneyWorkflow:
                 journey=self.plan.name,
                 run_no=self.run_no,
                 outcome=self.outcome,
+                problems=self.state.problems[self.state.problems_reported :],
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=STORE_RETRY,
@@ -402,7 +456,7 @@ class JourneyWorkflow:
                 event = self.state.inbox.pop(0)
                 for outcome in step.events:
                     context = self._context(event)
-                    if outcome.event == event.name and _holds(outcome.when, context):
+                    if outcome.event == event.name and self._holds(outcome.when, context, step.id):
                         matched.append((event, outcome.next))
                         break
             return bool(matched)
@@ -423,7 +477,7 @@ class JourneyWorkflow:
     def _branch(self, step: BranchStep) -> str | None:
         context = self._context()
         for index, case in enumerate(step.cases):
-            if _holds(case.when, context):
+            if self._holds(case.when, context, step.id):
                 self._record(step.id, "branch", f"case {index + 1}: {case.when}")
                 return case.next
         self._record(step.id, "branch", "else")
@@ -444,12 +498,14 @@ class JourneyWorkflow:
 
     async def _set(self, step: SetStep) -> str | None:
         context = self._context()
+        # A value that cannot be rendered leaves its attribute as it was.
+        rendered = {k: self._rendered(v, context, step.id) for k, v in step.attributes.items()}
         change = ProfileChange(
             key=self._message_key(step.id),
             customer_id=self.customer_id,
             journey=self.plan.name,
             run_no=self.run_no,
-            attributes={k: _render(v, context) for k, v in step.attributes.items()},
+            attributes={k: value for k, (value, ok) in rendered.items() if ok},
             increment=step.increment,
             stage=step.stage.value if step.stage else None,
             reads=sorted(self._reads()),
@@ -475,24 +531,29 @@ class JourneyWorkflow:
 
     async def _action(self, step: ActionStep) -> str | None:
         context = self._context()
+        name = step.action or (step.webhook.url if step.webhook else "webhook")
+        # A webhook's body and headers are templated like an action's arguments.
+        args, args_ok = self._rendered(step.args, context, step.id)
+        body, body_ok = self._rendered(
+            step.webhook.body if step.webhook else None, context, step.id
+        )
+        headers, headers_ok = self._rendered(
+            step.webhook.headers if step.webhook else {}, context, step.id
+        )
+        if not (args_ok and body_ok and headers_ok):
+            self._record(step.id, "action", f"{name} not called: its values could not be rendered")
+            return step.next
         request = ActionRequest(
             key=self._message_key(step.id),
             customer_id=self.customer_id,
             journey=self.plan.name,
             step=step.id,
             action=step.action,
-            # A webhook's body and headers are templated like an action's arguments.
-            webhook=step.webhook.model_copy(
-                update={
-                    "body": _render(step.webhook.body, context),
-                    "headers": _render(step.webhook.headers, context),
-                }
-            )
+            webhook=step.webhook.model_copy(update={"body": body, "headers": headers})
             if step.webhook
             else None,
-            args=_render(step.args, context),
+            args=args,
         )
-        name = step.action or (step.webhook.url if step.webhook else "webhook")
         try:
             result: dict[str, Any] = await workflow.execute_activity(
                 ACTION_ACTIVITY,
@@ -515,7 +576,15 @@ class JourneyWorkflow:
     # --- helpers ----------------------------------------------------------------------------
 
     async def _pause(self, step_id: str, until: datetime, label: str, done: Any = None) -> None:
-        """Durably wait until ``until`` (one timer), waking early for goals and restarts."""
+        """Durably wait until ``until`` (one timer), waking early for goals and restarts.
+
+        A long wait that many signals reach (a month of engagement events) continues as new
+        in the middle when its history grows long, and the next run waits on to the same
+        deadline.
+        """
+        if self.state.deadline is not None and self.state.deadline_step == step_id:
+            until = self.state.deadline  # resumed after continuing as new inside this wait
+        self.state.deadline = self.state.deadline_step = None
         remaining = until - workflow.now()
         if remaining <= timedelta(0):
             # A date already past (an imported customer's old sign-up): nothing to wait for,
@@ -531,10 +600,30 @@ class JourneyWorkflow:
                 self.exit_event is not None or self.restarted or (done is not None and bool(done()))
             )
 
-        if remaining > timedelta(0):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await workflow.wait_condition(woken, timeout=remaining, timeout_summary=label)
+        while remaining > timedelta(0):
+            try:
+                await workflow.wait_condition(
+                    lambda: woken() or self._history_full(),
+                    timeout=remaining,
+                    timeout_summary=label,
+                )
+            except TimeoutError:
+                break
+            if woken():
+                break
+            # Only a long history woke us: carry the deadline into the next run.
+            self.state.deadline, self.state.deadline_step = until, step_id
+            self.state.resuming = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            self._continue()
         self.waiting = ""
+
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self.max_history
+        )
 
     def _show_step(self, step_id: str) -> None:
         """Put the current step in the KairosStep search attribute (one billable action).
@@ -589,6 +678,8 @@ class JourneyWorkflow:
         self.state.records.append(
             StepRecord(step=step_id, kind=kind, at=workflow.now(), outcome=outcome)
         )
+        # A run that loops for months keeps its latest steps, not an ever-growing input.
+        del self.state.records[:-MAX_RECORDS]
 
     def _continue(self) -> NoReturn:
         workflow.continue_as_new(

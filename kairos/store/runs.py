@@ -6,7 +6,7 @@ when a restart replaces it, or when a signal finds its workflow gone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ class RunRecord:
     started_at: datetime
     ended_at: datetime | None
     outcome: str | None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def workflow_id(self) -> str:
@@ -61,7 +62,8 @@ async def select_runs(
     conn: Connection, where: str, params: tuple[Any, ...], limit: int
 ) -> list[RunRecord]:
     cursor = await conn.execute(
-        "SELECT journey, run_no, customer_id, plan_version, started_at, ended_at, outcome"
+        "SELECT journey, run_no, customer_id, plan_version, started_at, ended_at, outcome,"
+        " problems"
         f" FROM runs WHERE {where} ORDER BY started_at DESC, run_no DESC LIMIT %s",
         (*params, limit),
     )
@@ -78,7 +80,7 @@ async def cancel_open_run(database: Database, customer_id: str, journey: str) ->
         cursor = await conn.execute(
             "UPDATE runs SET ended_at = now(), outcome = 'cancelled' WHERE customer_id = %s"
             " AND journey = %s AND ended_at IS NULL RETURNING journey, run_no, customer_id,"
-            " plan_version, started_at, ended_at, outcome",
+            " plan_version, started_at, ended_at, outcome, problems",
             (customer_id, journey),
         )
         row = await cursor.fetchone()
@@ -113,4 +115,16 @@ async def end_run(
         "UPDATE journey_entries SET open_run = NULL WHERE customer_id = %s AND journey = %s"
         " AND open_run = %s",
         (customer_id, journey, run_no),
+    )
+
+
+async def note_problems(
+    conn: Connection, customer_id: str, journey: str, run_no: int, problems: list[str]
+) -> None:
+    """Add what a run could not evaluate to its record (each text once)."""
+    await conn.execute(
+        "UPDATE runs SET problems = ARRAY(SELECT p FROM unnest(problems || %s::text[])"
+        " WITH ORDINALITY AS t(p, n) GROUP BY p ORDER BY min(n))"
+        " WHERE customer_id = %s AND journey = %s AND run_no = %s",
+        (problems, customer_id, journey, run_no),
     )

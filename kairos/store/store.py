@@ -19,11 +19,11 @@ from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.plan import Channel, JourneyPlan
 from kairos.policy import CapRule
-from kairos.runtime import Event, ProfileChange, RunEnd
+from kairos.runtime import Event, ProfileChange, RunEnd, RunProblems
 from kairos.store.database import Database
 from kairos.store.embedded import embedded_url
 from kairos.store.ingest import Accepted, Ingest
-from kairos.store.runs import RunRecord, cancel_open_run, end_run
+from kairos.store.runs import RunRecord, cancel_open_run, end_run, note_problems
 from kairos.store.sends import Ledger
 from kairos.store.support import (
     CustomerRecord,
@@ -164,6 +164,15 @@ class Store:
         """A run says how it ended; its entry is free again (``after_exit``)."""
         async with self.database.transaction() as conn:
             await end_run(conn, end.customer_id, end.journey, end.run_no, end.outcome, final=True)
+            if end.problems:
+                await note_problems(conn, end.customer_id, end.journey, end.run_no, end.problems)
+
+    async def note_problems(self, report: RunProblems) -> None:
+        """A run could not evaluate a condition or render a value: keep it on its record."""
+        async with self.database.transaction() as conn:
+            await note_problems(
+                conn, report.customer_id, report.journey, report.run_no, report.problems
+            )
 
     async def phone_keyword(
         self, e164: str, *, opt_in: bool, message_id: str, keyword: str

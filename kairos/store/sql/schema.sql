@@ -106,6 +106,7 @@ CREATE TABLE runs (
     started_at     timestamptz NOT NULL,
     ended_at       timestamptz,
     outcome        text,
+    problems       text[] NOT NULL DEFAULT '{}',   -- what the run could not evaluate or render
     PRIMARY KEY (customer_id, journey, run_no),
     FOREIGN KEY (customer_id, journey) REFERENCES journey_entries ON DELETE CASCADE,
     FOREIGN KEY (journey, plan_version) REFERENCES plans (journey, version),
