@@ -25,6 +25,7 @@ from kairos import phone
 from kairos.catalogue import AttrType
 from kairos.config import Settings
 from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage, Verdict
+from kairos.pinning import PinnedTemplates
 from kairos.plan import Category, Channel
 from kairos.rendering import RenderError, TemplateStore, email_headers
 from kairos.runtime import DeliverRequest, FailedSend
@@ -50,6 +51,7 @@ class Messaging:
         self.store: Store = customers.store
         self.settings = settings
         self.templates = templates
+        self.pinned = PinnedTemplates()
         self.email = email
         self.sms = sms
         catalogue = self.store.catalogue
@@ -112,6 +114,20 @@ class Messaging:
         """The journey gave up on a send after its retries: the ledger says failed."""
         await self.store.ledger.failed_attempt(failed.key, failed.reason, final=True)
 
+    async def _templates(self, request: DeliverRequest) -> TemplateStore:
+        """The templates the run's plan was compiled with; the current ones for a plan that
+        names none (hand-written workflows) or one the store does not know."""
+        if not request.templates:
+            return self.templates
+        store = self.pinned.get(request.templates)
+        if store is None:
+            files = await self.store.template_tree(request.templates)
+            if files is None:
+                log.warning("template tree %s is not in the store", request.templates)
+                return self.templates
+            store = self.pinned.add(request.templates, files)
+        return store
+
     def _render_context(self, request: DeliverRequest, profile: dict[str, Any]) -> dict[str, Any]:
         marketing = request.category is Category.marketing
         link = None
@@ -143,7 +159,7 @@ class Messaging:
     ) -> tuple[Receipt, str]:
         context = self._render_context(request, profile)
         marketing = request.category is Category.marketing
-        content = self.templates.render_email(
+        content = (await self._templates(request)).render_email(
             request.template,
             locale=_text(profile.get(self.locale_attribute or "")),
             default_locale=request.default_locale,
@@ -177,7 +193,7 @@ class Messaging:
             raise ApplicationError(
                 f"cannot send SMS: {err}", type="InvalidRecipient", non_retryable=True
             ) from err
-        content = self.templates.render_sms(
+        content = (await self._templates(request)).render_sms(
             request.template,
             locale=_text(profile.get(self.locale_attribute or "")),
             default_locale=request.default_locale,

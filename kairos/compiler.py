@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, assert_never
 from urllib.parse import urlparse
@@ -36,6 +36,7 @@ from kairos.catalogue import (
     type_problem,
 )
 from kairos.durations import parse_duration
+from kairos.pinning import pin, template_tree
 from kairos.plan import (
     ActionStep,
     ApiTrigger,
@@ -98,6 +99,8 @@ class Project:
     plans: dict[str, JourneyPlan]
     templates: TemplateStore
     warnings: Report
+    # The template files each plan is pinned to: tree id -> name -> source (kairos.pinning).
+    trees: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def load_project(home: Path) -> Project:
@@ -143,7 +146,8 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
         plans[plan.name] = plan
     if report.has_errors or catalogue is None:
         return None, report
-    return Project(catalogue, plans, templates, report.only("warning")), report
+    trees = {p.templates: template_tree(p, templates) for p in plans.values() if p.templates}
+    return Project(catalogue, plans, templates, report.only("warning"), trees), report
 
 
 def display_path(path: Path, home: Path) -> str:
@@ -318,7 +322,11 @@ def compile_journey(
     journey = _Journey(doc, spec, catalogue, templates, report, home, path.stem)
     plan = journey.compile()
     errors_after = sum(1 for p in report.problems if p.severity == "error")
-    return plan.with_version() if errors_after == errors_before else None
+    if errors_after != errors_before:
+        return None
+    # The template files are part of what a run is pinned to, and so of the version.
+    pinned, _ = pin(plan, templates)
+    return pinned.with_version()
 
 
 @dataclass

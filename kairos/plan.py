@@ -256,6 +256,9 @@ class JourneyPlan(Frozen):
     exit_on: tuple[EventMatch, ...] = ()
     start: str | None = None
     steps: dict[str, PlanStep] = Field(default_factory=dict)
+    # The content hash of the template files this plan renders (kairos.pinning); empty for a
+    # plan that sends nothing, or one built in code, which renders the current templates.
+    templates: str = ""
     source: str = ""
 
     def with_version(self) -> JourneyPlan:

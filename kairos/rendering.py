@@ -381,8 +381,16 @@ class TemplateStore:
         clock: Current time for relative dates (``timeago``); defaults to the system clock.
     """
 
-    def __init__(self, root: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        display_root: str | None = None,
+    ) -> None:
         self.root = Path(root).resolve()
+        # What messages call the directory: a pinned copy still reads as templates/....
+        self.display_root = display_root or self.root.name
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._env = _environment(self.root)
         self._indexes: dict[Path, dict[tuple[str, str], dict[str, Path]]] = {}
@@ -456,6 +464,15 @@ class TemplateStore:
         complete.
         """
         return self._walk(template, locale, channel).problems
+
+    def closure(self, template: str, channel: Channel) -> dict[str, str]:
+        """Every file ``template`` can read when sent on ``channel``, in every locale it is
+        complete in: relative name -> source. This is what a run is pinned to."""
+        files: dict[str, str] = {}
+        for locale in sorted(self.locales(template, channel)):
+            for unit in self._walk(template, locale, channel).units:
+                files[unit.name] = unit.source
+        return files
 
     # Rendering -----------------------------------------------------------------------------
 
@@ -548,7 +565,7 @@ class TemplateStore:
     def _display(self, path: Path | str) -> str:
         """A file as a marketer knows it: ``templates/cart/reminder.fi.html.j2``."""
         name = path if isinstance(path, str) else self._name(path)
-        return f"{self.root.name}/{name}"
+        return f"{self.display_root}/{name}"
 
     def _require(self, template: str, locale: str, channel: Channel) -> dict[str, Path]:
         parts = self.files(template, locale, channel)

@@ -228,6 +228,8 @@ class DeliverRequest(Model):
     channel: Channel
     fallback: Channel | None = None
     template: str
+    # The plan's pinned template tree (kairos.pinning); empty: the worker's current templates.
+    templates: str = ""
     category: Category
     priority: int = 50
     quiet_hours: tuple[str, str] | None = None

@@ -360,6 +360,7 @@ class JourneyWorkflow:
             channel=step.channel,
             fallback=step.fallback,
             template=step.template,
+            templates=self.plan.templates,
             category=self.plan.category,
             priority=self.plan.priority,
             quiet_hours=(self.plan.quiet_hours.start, self.plan.quiet_hours.end)

@@ -17,6 +17,7 @@ from kairos import routing
 from kairos.catalogue import AttrType
 from kairos.compiler import Project
 from kairos.config import Settings
+from kairos.pinning import file_hash
 from kairos.plan import Channel, JourneyPlan
 from kairos.policy import CapRule
 from kairos.runtime import Event, ProfileChange, RunEnd, RunProblems
@@ -74,11 +75,49 @@ class Store:
         database = await Database.open(await database_url(settings))
         store = cls(database, project, settings)
         try:
+            await store.register_trees(project.trees)
             await store.register_plans(project.plans.values())
         except BaseException:
             await database.close()
             raise
         return store
+
+    async def register_trees(self, trees: dict[str, dict[str, str]]) -> None:
+        """Record template trees (and their files, once by hash) that are not yet known."""
+        if not trees:
+            return
+        known = {
+            row["tree"]
+            for row in await self.database.fetch_all(
+                "SELECT tree FROM template_trees WHERE tree = ANY(%s)", (list(trees),)
+            )
+        }
+        async with self.database.transaction() as conn:
+            for tree, files in trees.items():
+                if tree in known:
+                    continue
+                hashes = {name: file_hash(source) for name, source in files.items()}
+                for name, digest in hashes.items():
+                    await conn.execute(
+                        "INSERT INTO template_files (hash, source) VALUES (%s, %s)"
+                        " ON CONFLICT (hash) DO NOTHING",
+                        (digest, files[name]),
+                    )
+                await conn.execute(
+                    "INSERT INTO template_trees (tree, files) VALUES (%s, %s)"
+                    " ON CONFLICT (tree) DO NOTHING",
+                    (tree, jsonb(hashes)),
+                )
+
+    async def template_tree(self, tree: str) -> dict[str, str] | None:
+        """The files of a pinned template tree (name -> source); None when unknown."""
+        rows = await self.database.fetch_all(
+            "SELECT f.key AS name, s.source FROM template_trees t,"
+            " jsonb_each_text(t.files) AS f JOIN template_files s ON s.hash = f.value"
+            " WHERE t.tree = %s",
+            (tree,),
+        )
+        return {row["name"]: row["source"] for row in rows} if rows else None
 
     async def close(self) -> None:
         await self.database.close()

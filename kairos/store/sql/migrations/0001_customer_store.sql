@@ -19,6 +19,20 @@ CREATE TABLE plans (
     PRIMARY KEY (journey, version)
 );
 
+-- The template files plans were compiled with (kairos.pinning): each file once by content
+-- hash, and each plan's tree of files by name. A run renders the tree its plan names, whatever
+-- has happened to templates/ since.
+CREATE TABLE template_files (
+    hash    text PRIMARY KEY,          -- sha256 of the source
+    source  text NOT NULL
+);
+
+CREATE TABLE template_trees (
+    tree        text PRIMARY KEY,      -- the plan's `templates`
+    files       jsonb NOT NULL,        -- relative file name -> hash
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE customers (
     id          text PRIMARY KEY,
     profile     jsonb NOT NULL DEFAULT '{}'::jsonb,
