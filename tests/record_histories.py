@@ -24,10 +24,11 @@ import psycopg
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.compiler import load_project
+from kairos.compiler import Project, load_project
 from kairos.config import load_settings
 from kairos.dev import temporal_binary
-from kairos.runtime import JourneyResult, journey_workflow_id
+from kairos.plan import BranchStep, JourneyPlan
+from kairos.runtime import JourneyInput, JourneyResult, journey_workflow_id
 from kairos.store import Database, Store
 from kairos.store.database import with_database
 from kairos.store.embedded import temporary_server
@@ -50,6 +51,21 @@ class Scenario:
     later: Later = field(default_factory=list)
     runs: int = 1  # runs of the journey to record (a restart makes a second)
     cancel_after: timedelta | None = None
+    # Start the run directly with this history bound, so that it continues as new.
+    max_history: int | None = None
+    # A plan of the test's own instead of the project's journey of that name.
+    plan: Callable[[Project], JourneyPlan] | None = None
+
+
+def jammed(project: Project) -> JourneyPlan:
+    """Cart abandonment whose first branch compares a number with text: a problem, not a jam."""
+    plan = project.plans["cart_abandonment"]
+    steps = dict(plan.steps)
+    branch = steps["cart_still_full"]
+    assert isinstance(branch, BranchStep)
+    cases = (branch.cases[0].model_copy(update={"when": "customer.cart_total > 'x'"}),)
+    steps["cart_still_full"] = branch.model_copy(update={"cases": cases})
+    return plan.model_copy(update={"steps": steps}).with_version()
 
 
 def scenarios(now: datetime) -> list[Scenario]:
@@ -75,6 +91,11 @@ def scenarios(now: datetime) -> list[Scenario]:
                   (timedelta(hours=6), "pricing_viewed", {})]),
         Scenario("win_back", "win-back", noon, [("order_placed", order)]),
         Scenario("referral_reward", "referral", phone, [("referral_converted", {})]),
+        Scenario("cart_abandonment", "cart-failed", {**noon, "email": "a<b@example.com"},
+                 [("cart_updated", cart)]),
+        Scenario("welcome", "welcome-continued", noon, [], max_history=30),
+        Scenario("cart_abandonment", "cart-problem", noon, [("cart_updated", cart)],
+                 plan=jammed),
     ]  # fmt: skip
 
 
@@ -113,6 +134,9 @@ async def _record_one(tag: str, index: int, project: Any, url: str) -> list[Path
                 task_queue=f"record-{uuid.uuid4()}",
                 database_url=url,
             )
+            if scenario.plan is not None:
+                plan = scenario.plan(project)
+                project = dataclasses.replace(project, plans={**project.plans, plan.name: plan})
             store = await Store.open(settings, project)
             kairos = make_kairos(env.client, settings, store)
             customer = scenario.customer
@@ -124,6 +148,17 @@ async def _record_one(tag: str, index: int, project: Any, url: str) -> list[Path
                     for name, properties in scenario.events:
                         await kairos.emit(customer, name, properties)
                     first = journey_workflow_id(scenario.journey, customer, 1)
+                    direct = None
+                    if scenario.max_history is not None:
+                        direct = await env.client.start_workflow(
+                            "Journey",
+                            JourneyInput(
+                                plan=project.plans[scenario.journey], customer_id=customer,
+                                run_no=1, max_history=scenario.max_history,
+                                timezone_attribute="timezone",
+                            ),
+                            id=first, task_queue=settings.task_queue,
+                        )  # fmt: skip
                     handle = await started(env.client, first, JourneyResult)
                     await schedule(env.client, settings.task_queue, customer, scenario.later)
                     if scenario.cancel_after is not None:
@@ -133,14 +168,24 @@ async def _record_one(tag: str, index: int, project: Any, url: str) -> list[Path
                         workflow_id = journey_workflow_id(scenario.journey, customer, run_no)
                         handle = await started(env.client, workflow_id, JourneyResult)
                         try:
-                            await finish(env, handle)
+                            if direct is None:
+                                await finish(env, handle)
+                            else:  # started by the SDK: it unlocks time skipping itself
+                                await direct.result()
                         except Exception as err:  # a cancelled run fails its result
                             print("ended with", type(err).__name__)
-                        history = await env.client.get_workflow_handle(workflow_id).fetch_history()
-                        path = HISTORIES / f"{tag}-{scenario.journey}-{customer}-{run_no}.json"
-                        path.write_text(history.to_json())
-                        written.append(path)
-                        print("recorded", path.name)
+                        chain: list[tuple[str, str | None]] = [("", None)]
+                        if direct is not None and run_no == 1:
+                            # The run that continued as new, not only the one that ended.
+                            chain.append(("-first", direct.first_execution_run_id))
+                        for suffix, run_id in chain:
+                            history = await env.client.get_workflow_handle(
+                                workflow_id, run_id=run_id
+                            ).fetch_history()
+                            name = f"{tag}-{scenario.journey}-{customer}-{run_no}{suffix}.json"
+                            (HISTORIES / name).write_text(history.to_json())
+                            written.append(HISTORIES / name)
+                            print("recorded", name)
             finally:
                 await store.close()
     return written
