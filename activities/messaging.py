@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 TEMPLATE_ERROR = "TemplateError"
 
 
+class _Withdrawn(Exception):
+    """The run was cancelled after the message was decided, before the provider was called."""
+
+
 class Messaging:
     """Delivery activities, built with their dependencies (the seam tests use)."""
 
@@ -83,6 +87,10 @@ class Messaging:
                 receipt, subject = await self._send_email(request, reserved.profile)
             else:
                 receipt, subject = await self._send_sms(request, reserved.profile)
+        except _Withdrawn:
+            return SendOutcome(
+                key=request.key, channel=channel, status="cancelled", reason="run cancelled"
+            )
         except RenderError as err:
             failure = ApplicationError(
                 f"template {request.template} could not be rendered: {err}",
@@ -181,6 +189,7 @@ class Messaging:
             metadata=self._metadata(request),
             category=request.category,
         )
+        await self._still_wanted(request)
         return await self.email.send_email(message), content.subject
 
     async def _send_sms(
@@ -209,7 +218,14 @@ class Messaging:
             metadata=self._metadata(request),
             category=request.category,
         )
+        await self._still_wanted(request)
         return await self.sms.send_sms(message), content.body[:40]
+
+    async def _still_wanted(self, request: DeliverRequest) -> None:
+        """The last look before the provider: a run cancelled since the decision (in the
+        Temporal UI, say) sends nothing more."""
+        if await self.store.ledger.withdraw_if_cancelled(request):
+            raise _Withdrawn
 
 
 def _text(value: object) -> str | None:

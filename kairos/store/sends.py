@@ -129,6 +129,19 @@ class Ledger:
             )
             return Reservation(decision, chosen, customer.view())
 
+    async def withdraw_if_cancelled(self, request: DeliverRequest) -> bool:
+        """Whether the message's run was cancelled since it was decided; if so the ledger
+        says cancelled (and no provider call was made)."""
+        async with self.database.connection() as conn:
+            if not await _cancelled(conn, request):
+                return False
+            await conn.execute(
+                "UPDATE messages SET status = 'cancelled', reason = 'run cancelled',"
+                " attempts = greatest(attempts - 1, 0) WHERE key = %s AND status = 'sending'",
+                (request.key,),
+            )
+            return True
+
     async def confirm(self, key: str, receipt: Receipt) -> None:
         """The provider accepted the message: record its id."""
         await self.database.fetch_one(
