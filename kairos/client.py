@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from kairos.catalogue import AttrType
+from kairos.catalogue import AttrType, Catalogue
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
+from kairos.plan import JourneyPlan
 from kairos.runtime import QUERY_STATE, Event, JourneyStatus, journey_workflow_id
 from kairos.store import (
     Accepted,
@@ -111,6 +112,55 @@ def check_customer_id(customer_id: object) -> str:
     return customer_id
 
 
+def checked_event(
+    catalogue: Catalogue,
+    customer_id: str,
+    event: str,
+    properties: dict[str, Any] | None = None,
+    *,
+    event_id: str | None = None,
+    timestamp: datetime | None = None,
+) -> Event:
+    """The event to accept, once the customer id and properties pass the catalogue.
+
+    Needs no connection, so a command line can refuse a typo before connecting to anything.
+
+    Raises:
+        InvalidCustomerId: The customer id is not usable.
+        InvalidEvent: The event is unknown or its properties are wrong (every problem listed).
+    """
+    check_customer_id(customer_id)
+    moment = timestamp or datetime.now(UTC)
+    values = catalogue.with_defaults(event, dict(properties or {}), moment)
+    problems = size_problems(values, "the properties") or catalogue.validate_event(event, values)
+    if problems:
+        raise InvalidEvent(problems)
+    return Event(id=event_id or str(uuid.uuid4()), name=event, properties=values, timestamp=moment)
+
+
+def check_profile(
+    catalogue: Catalogue,
+    customer_id: str,
+    attributes: dict[str, Any],
+    consent: dict[str, bool] | None = None,
+) -> None:
+    """Raise InvalidCustomerId or InvalidProfile unless an identify call would be accepted."""
+    check_customer_id(customer_id)
+    problems = size_problems(attributes, "the attributes") or catalogue.validate_profile(attributes)
+    problems += _consent_problems(consent or {})
+    if problems:
+        raise InvalidProfile(problems)
+
+
+def check_journey(project: Project, journey: str) -> JourneyPlan:
+    """The journey's plan; UnknownJourney names the journeys there are."""
+    plan = project.plans.get(journey)
+    if plan is None:
+        known = ", ".join(sorted(project.plans)) or "none"
+        raise UnknownJourney(f"no journey named {journey!r} (journeys: {known})")
+    return plan
+
+
 class Kairos:
     """Async client. Build with :meth:`connect` (reads configuration) or from parts."""
 
@@ -190,17 +240,13 @@ class Kairos:
         timestamp: datetime | None = None,
     ) -> Accepted:
         """:meth:`emit`, answering what the event did (journeys started, runs woken)."""
-        check_customer_id(customer_id)
-        moment = timestamp or datetime.now(UTC)
-        catalogue = self.project.catalogue
-        values = catalogue.with_defaults(event, dict(properties or {}), moment)
-        problems = size_problems(values, "the properties") or catalogue.validate_event(
-            event, values
-        )
-        if problems:
-            raise InvalidEvent(problems)
-        payload = Event(
-            id=event_id or str(uuid.uuid4()), name=event, properties=values, timestamp=moment
+        payload = checked_event(
+            self.project.catalogue,
+            customer_id,
+            event,
+            properties,
+            event_id=event_id,
+            timestamp=timestamp,
         )
         return await self._dispatched(await self.store.accept(customer_id, payload))
 
@@ -222,12 +268,7 @@ class Kairos:
             source: Who or what gave the consent ("signup form", "support call"): the proof.
             call_id: Makes a retried call harmless: the same id is applied once.
         """
-        check_customer_id(customer_id)
-        problems = size_problems(attributes, "the attributes")
-        problems = problems or self.project.catalogue.validate_profile(attributes)
-        problems += _consent_problems(consent or {})
-        if problems:
-            raise InvalidProfile(problems)
+        check_profile(self.project.catalogue, customer_id, attributes, consent)
         accepted = await self.store.identify(
             customer_id, attributes, consent=consent, source=source, call_id=call_id
         )
@@ -238,6 +279,17 @@ class Kairos:
     ) -> str:
         """Start a journey for a customer by name, under its entry rule; returns the run's
         workflow id."""
+        accepted = await self.enter(journey, customer_id, profile)
+        return journey_workflow_id(journey, customer_id, accepted.started[journey])
+
+    async def enter(
+        self, journey: str, customer_id: str, profile: dict[str, Any] | None = None
+    ) -> Accepted:
+        """:meth:`start`, answering what it did (the run number, whether Temporal has it).
+
+        Raises:
+            JourneyAlreadyRunning: The journey's entry rule refused a new run.
+        """
         check_customer_id(customer_id)
         self._plan(journey)
         if profile:
@@ -245,8 +297,7 @@ class Kairos:
         accepted = await self.store.start(journey, customer_id)
         if journey in accepted.refused:
             raise JourneyAlreadyRunning(accepted.refused[journey])
-        await self._dispatched(accepted)
-        return journey_workflow_id(journey, customer_id, accepted.started[journey])
+        return await self._dispatched(accepted)
 
     async def unsubscribe(
         self,
@@ -376,10 +427,7 @@ class Kairos:
                 raise
 
     def _plan(self, journey: str) -> None:
-        if journey in self.project.plans:
-            return
-        known = ", ".join(sorted(self.project.plans)) or "none"
-        raise UnknownJourney(f"no journey named {journey!r} (journeys: {known})")
+        check_journey(self.project, journey)
 
 
 def _consent_problems(consent: dict[str, Any]) -> list[str]:
