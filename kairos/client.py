@@ -405,7 +405,7 @@ class Kairos:
         run = await self.store.cancel_run(customer_id, journey)
         if run is None:
             raise NoRunningJourney(f"{customer_id} has no running {journey}")
-        await self._cancel_workflow(run)
+        await self.cancel_workflow(run)
         return run
 
     async def forget(self, customer_id: str) -> Forgotten:
@@ -416,10 +416,16 @@ class Kairos:
         if forgotten is None:
             raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos")
         for run in forgotten.open_runs:
-            await self._cancel_workflow(run)
+            await self.cancel_workflow(run)
         return forgotten
 
-    async def _cancel_workflow(self, run: RunRecord) -> None:
+    async def cancel_workflow(self, run: RunRecord) -> None:
+        """Cancel a run's workflow (gone already is fine); the store is the caller's business.
+
+        Raises:
+            RuntimeError: Temporal cannot be reached (the SDK's connection error).
+            RPCError: Temporal refused the call.
+        """
         try:
             await self.client.get_workflow_handle(run.workflow_id).cancel()
         except RPCError as err:
