@@ -1,11 +1,13 @@
-"""The product engineer's door: validation before Temporal, and support operations."""
+"""The product engineer's door: validation before anything is recorded, events that survive a
+Temporal outage, and the support operations on the customer store."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from kairos.client import (
@@ -14,20 +16,26 @@ from kairos.client import (
     InvalidEvent,
     InvalidProfile,
     JourneyAlreadyRunning,
-    Kairos,
+    NoRunningJourney,
     UnknownJourney,
 )
-from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.runtime import SA_CUSTOMER, SA_JOURNEY, SA_STEP, journey_workflow_id
-from tests.conftest import running_worker
+from kairos.runtime import SA_CUSTOMER, SA_JOURNEY, journey_workflow_id
+from kairos.store import Store
+from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, started, timezone_at
+from worker import dispatcher
 
 
-async def test_bad_input_is_rejected_at_the_door_and_never_queued(
-    ts_env: WorkflowEnvironment, settings: Settings, project: Project
+async def offline_client() -> Client:
+    """A client whose Temporal is unreachable: every call fails as in an outage."""
+    return await Client.connect("127.0.0.1:1", data_converter=pydantic_data_converter, lazy=True)
+
+
+async def test_bad_input_is_refused_at_the_door_and_nothing_is_recorded(
+    settings: Settings, store: Store
 ) -> None:
-    kairos = Kairos(ts_env.client, settings, project)
+    kairos = make_kairos(await offline_client(), settings, store)
     with pytest.raises(InvalidEvent, match="unknown event 'signed_upp'"):
         await kairos.emit("c1", "signed_upp", {})
     with pytest.raises(InvalidEvent, match="'cart_total' must be a number, not 'lots'"):
@@ -36,52 +44,85 @@ async def test_bad_input_is_rejected_at_the_door_and_never_queued(
         await kairos.emit("c1", "cart_updated", {})
     with pytest.raises(InvalidProfile, match=r"E\.164"):
         await kairos.identify("c1", {"phone": "040 123"})
+    with pytest.raises(InvalidProfile, match="consent: 'newsletter' must be one of"):
+        await kairos.identify("c1", {}, consent={"newsletter": True})
     with pytest.raises(InvalidCustomerId, match="customer id is required"):
         await kairos.emit("  ", "cart_updated", {"cart_total": 1})
-    with pytest.raises(UnknownJourney, match="no journey named 'welcom'"):
+    with pytest.raises(UnknownJourney, match=r"no journey named 'welcom' \(journeys: cart_"):
         await kairos.start("welcom", "c1")
     with pytest.raises(CustomerNotFound):
-        await kairos.customer("c1")  # nothing above reached Temporal
+        await kairos.unsubscribe("c1", "sms")
+    with pytest.raises(CustomerNotFound):
+        await kairos.customer("c1")
+    assert await store.database.fetch_all("SELECT id FROM customers") == []
+
+
+async def test_an_event_accepted_while_temporal_is_down_starts_its_journey_later(
+    dev_env: WorkflowEnvironment, settings: Settings, store: Store
+) -> None:
+    offline = make_kairos(await offline_client(), settings, store)
+    signup = {"email": "ola@example.com", "marketing_opt_in": True}
+    accepted = await offline.record("ola", "signed_up", signup, event_id="signup-ola")
+
+    assert (accepted.started, accepted.pending) == ({"welcome": 1}, 1)
+    sweeper = dispatcher(store, dev_env.client, settings.task_queue)
+
+    async def swept() -> int:
+        return await sweeper.sweep()
+
+    assert await eventually(swept, attempts=400) == 1
+    handle = await started(dev_env.client, journey_workflow_id("welcome", "ola", 1))
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(SA_CUSTOMER) == "ola"
+    again = await offline.record("ola", "signed_up", signup, event_id="signup-ola")
+    assert again.duplicate and not again.started
 
 
 async def test_support_finds_cancels_and_forgets_a_customer(
-    dev_env: WorkflowEnvironment, settings: Settings, project: Project
+    dev_env: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
-    kairos = Kairos(dev_env.client, settings, project)
-    async with running_worker(dev_env.client, settings, project):
+    kairos = make_kairos(dev_env.client, settings, store)
+    async with running_worker(dev_env.client, settings, store):
+        now = await dev_env.get_current_time()
         # The dev server runs on the real clock: make it midday for Sue, outside quiet hours.
-        now = datetime.now(UTC)
-        signup = {"email": "sue@example.com", "signed_up_at": now.isoformat(),
-                  "timezone": timezone_at(now, 12)}  # fmt: skip
+        signup = {"email": "sue@example.com", "timezone": timezone_at(now, 12),
+                  "marketing_opt_in": True}  # fmt: skip
         await kairos.emit("sue", "signed_up", signup)
         await kairos.emit("sue", "cart_updated", {"cart_total": 12.5, "currency": "EUR"})
-        welcome = await started(dev_env.client, journey_workflow_id("welcome", "sue"))
-        await started(dev_env.client, journey_workflow_id("cart_abandonment", "sue"))
+        welcome = await started(dev_env.client, journey_workflow_id("welcome", "sue", 1))
+        cart = await started(dev_env.client, journey_workflow_id("cart_abandonment", "sue", 1))
 
-        async def both_listed() -> list[str] | None:
-            runs = await kairos.runs(customer_id="sue", status="running")
-            names = sorted(r.journey for r in runs)
-            return names if names == ["cart_abandonment", "welcome"] else None
+        async def considering() -> bool:
+            record = await store.customer("sue")
+            return record is not None and record.stage == "consideration"
 
-        assert await eventually(both_listed)
-
-        async def waiting_for_setup() -> Any:
-            described = await welcome.describe()
-            step = described.typed_search_attributes.get(SA_STEP)
-            return described if step == "wait_for_setup" else None
-
-        described = await eventually(waiting_for_setup, attempts=400)
-        assert described.typed_search_attributes.get(SA_CUSTOMER) == "sue"
-        assert described.typed_search_attributes.get(SA_JOURNEY) == "welcome"
-        with pytest.raises(JourneyAlreadyRunning):
+        assert await eventually(considering, attempts=400)  # welcome's set step has run
+        running = await kairos.runs(customer_id="sue", running=True)
+        assert sorted((r.journey, r.run_no, r.status) for r in running) == [
+            ("cart_abandonment", 1, "running"),
+            ("welcome", 1, "running"),
+        ]
+        assert (await welcome.describe()).typed_search_attributes.get(SA_JOURNEY) == "welcome"
+        with pytest.raises(JourneyAlreadyRunning, match=r"sue has been through welcome before"):
             await kairos.start("welcome", "sue")
 
-        await kairos.cancel("cart_abandonment", "sue")
-        await kairos.forget("sue")
+        cancelled = await kairos.cancel("cart_abandonment", "sue")
+        assert (cancelled.run_no, cancelled.status) == (1, "cancelled")
+        with pytest.raises(NoRunningJourney):
+            await kairos.cancel("cart_abandonment", "sue")
 
-        async def none_running() -> bool:
-            return not await kairos.runs(customer_id="sue", status="running")
+        events = await store.database.fetch_all("SELECT name FROM events WHERE customer_id = 'sue'")
+        # Her two events, welcome's set step, and the start that was refused.
+        assert sorted(e["name"] for e in events) == ["$set", "$start", "cart_updated", "signed_up"]
+        forgotten = await kairos.forget("sue")
+        assert [r.workflow_id for r in forgotten.open_runs] == ["journey:welcome:sue:1"]
+        assert (forgotten.removed["events"], forgotten.removed["runs"]) == (4, 2)
 
-        assert await eventually(none_running, attempts=400)
-        view = await kairos.customer("sue")
-    assert view.profile == {"id": "sue", "stage": None, "consent": view.consent.model_dump()}
+        async def cancelled_in_temporal(handle: WorkflowHandle[Any, Any]) -> bool:
+            return (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
+
+        assert await eventually(lambda: cancelled_in_temporal(cart), attempts=400)
+        assert await eventually(lambda: cancelled_in_temporal(welcome), attempts=400)
+    with pytest.raises(CustomerNotFound):
+        await kairos.customer("sue")
+    assert await kairos.runs(customer_id="sue") == []

@@ -10,6 +10,7 @@ from kairos.cli.app import app
 _MODULES = (
     "kairos.cli.language",
     "kairos.cli.runtime",
+    "kairos.cli.db",
     "kairos.cli.outbox",
     "kairos.cli.messages",
     "kairos.cli.simulate",

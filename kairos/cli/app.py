@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 from rich.console import Console
 
@@ -14,12 +16,22 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-# Colours only on a terminal: rich decides from isatty, NO_COLOR and FORCE_COLOR.
-console = Console()
-err_console = Console(stderr=True)
+# Colours only on a terminal: rich decides from isatty, NO_COLOR and FORCE_COLOR. Lines are
+# never broken to the terminal's width: a path or a one-line error stays one line (tables still
+# fit the width).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a user-facing error (no traceback) and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+def quiet_logs() -> None:
+    """Keep library logs out of a command's output: what they would say (a connection retried,
+    a call left to a worker) the command says itself, in one line. Errors still show."""
+    logging.basicConfig(level=logging.ERROR, format="kairos: %(message)s")
+    # The pool logs each failed attempt; StoreUnavailable says it once, with what to do.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)

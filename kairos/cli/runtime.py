@@ -1,48 +1,76 @@
-"""Commands that talk to a running Kairos: emit, identify, start, customer, runs, cancel,
-unsubscribe, forget, worker."""
+"""Commands that work on customers: emit, identify, start, customer, runs, cancel, unsubscribe,
+forget, and the worker.
+
+Every argument is checked against the compiled project (customer ids, JSON, the catalogue,
+journey names) before anything is connected to, so a typo is reported even when PostgreSQL and
+Temporal are down. Each failure is one line and exit code 1 (2 for bad configuration).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from temporalio.service import RPCError
 
-from kairos.cli.app import app, console, fail
-from kairos.client import Kairos, KairosError
-from kairos.config import ConfigError, load_settings
+from kairos.cli.app import app, console, fail, quiet_logs
+from kairos.client import (
+    CONSENT_TOPICS,
+    CustomerNotFound,
+    Kairos,
+    KairosError,
+    check_customer_id,
+    check_journey,
+    check_profile,
+    checked_event,
+)
+from kairos.compiler import Project, load_project
+from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
+from kairos.runtime import journey_workflow_id
+from kairos.store import Accepted, CustomerRecord, Forgotten, RunRecord, StoreError
 
 T = TypeVar("T")
+_YES = ("yes", "y", "true", "on", "1")
+_NO = ("no", "n", "false", "off", "0")
 
 
-def _with_client(action: Callable[[Kairos], Awaitable[T]]) -> T:
-    """Run ``action`` with a connected client, turning every user mistake into a clear line."""
+# --- shared ----------------------------------------------------------------------------------
+
+
+def load() -> tuple[Settings, Project]:
+    """Configuration and the compiled project, or the one-line reason they cannot be had."""
     try:
         settings = load_settings()
     except ConfigError as err:
         raise fail(str(err), code=2) from None
+    try:
+        return settings, load_project(settings.home)
+    except ProjectError as err:
+        raise fail(f"the journeys do not compile:\n{err}") from None
+
+
+def with_client(
+    settings: Settings, project: Project, action: Callable[[Kairos], Awaitable[T]]
+) -> T:
+    """Run ``action`` with a client on the customer store (Temporal connects when needed)."""
+    quiet_logs()
 
     async def go() -> T:
-        try:
-            kairos = await Kairos.connect(settings)
-        except RuntimeError as err:
-            target = settings.temporal.get("target_host", "localhost:7233")
-            raise fail(
-                f"cannot reach Temporal at {target} ({err}). Is `make dev` running, "
-                "or TEMPORAL_ADDRESS set?"
-            ) from None
-        return await action(kairos)
+        async with await Kairos.connect(settings, project=project) as kairos:
+            return await action(kairos)
 
     try:
         return asyncio.run(go())
-    except ProjectError as err:
-        raise fail(f"the journeys do not compile:\n{err}") from None
-    except KairosError as err:
+    except (StoreError, KairosError) as err:
         raise fail(str(err)) from None
 
 
@@ -64,6 +92,57 @@ def _json_arg(raw: str | None, what: str) -> dict[str, Any]:
     return value
 
 
+def _consent_arg(raw: str | None) -> dict[str, bool]:
+    """``marketing=yes,sms=no`` as topics granted or withdrawn."""
+    if not raw:
+        return {}
+    consent: dict[str, bool] = {}
+    for part in raw.split(","):
+        topic, _, value = (s.strip().lower() for s in part.partition("="))
+        if topic not in CONSENT_TOPICS or value not in (*_YES, *_NO):
+            raise fail(
+                f"--consent {raw!r}: expected TOPIC=yes or TOPIC=no pairs such as "
+                "marketing=yes,sms=no (topics: email, sms, marketing)"
+            )
+        consent[topic] = value in _YES
+    return consent
+
+
+def _checked(check: Callable[[], T]) -> T:
+    try:
+        return check()
+    except KairosError as err:
+        raise fail(str(err)) from None
+
+
+def _when(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "-"
+
+
+def _print_accepted(accepted: Accepted) -> None:
+    """What an accepted event did: runs started and woken, and whether Temporal has the calls."""
+    customer = accepted.customer.id
+    for journey, run_no in accepted.started.items():
+        workflow = journey_workflow_id(journey, customer, run_no)
+        console.print(f"  started {journey}: run {run_no} ({workflow})", highlight=False)
+    for journey, run_no in accepted.signalled:
+        workflow = journey_workflow_id(journey, customer, run_no)
+        console.print(f"  woke {journey} run {run_no} ({workflow})", highlight=False)
+    if not accepted.started and not accepted.signalled and not accepted.duplicate:
+        console.print("  no journey started or woken", highlight=False)
+    for problem in accepted.problems:
+        console.print(f"  [yellow]warning:[/] {escape(problem)}", highlight=False)
+    if accepted.pending:
+        console.print(
+            "[yellow]Temporal unreachable: a worker will make the calls[/] "
+            f"({accepted.pending} waiting in the customer store)",
+            highlight=False,
+        )
+
+
+# --- events in -------------------------------------------------------------------------------
+
+
 @app.command("emit")
 def emit(
     customer: Annotated[str, typer.Argument(help="Customer id.")],
@@ -75,29 +154,76 @@ def emit(
         str | None, typer.Option("--id", help="Event id; the same id is handled once.")
     ] = None,
 ) -> None:
-    """Send an event for a customer.
+    """Send an event for a customer, and say which journeys it started or woke.
 
-    Example: kairos emit c-42 signed_up --data '{"email": "ada@example.com", "first_name": "Ada"}'
-    """
+    Example: kairos emit c-42 signed_up --data '{"email": "ada@example.com", "marketing_opt_in": true}'
+    """  # noqa: E501
     properties = _json_arg(data, "--data")
-    sent = _with_client(lambda k: k.emit(customer, event, properties, event_id=event_id))
-    console.print(f"[green]accepted[/] {event} for {customer} (event id {sent})")
+    settings, project = load()
+    checked = _checked(
+        lambda: checked_event(project.catalogue, customer, event, properties, event_id=event_id)
+    )
+    accepted = with_client(
+        settings,
+        project,
+        lambda k: k.record(
+            customer, event, properties, event_id=checked.id, timestamp=checked.timestamp
+        ),
+    )
+    if accepted.duplicate:
+        console.print(
+            f"[yellow]already accepted[/]: event {accepted.event_id} for {customer} was handled "
+            "before; nothing changed",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"[green]accepted[/] {event} for {customer} (event id {accepted.event_id})",
+        highlight=False,
+    )
+    _print_accepted(accepted)
 
 
 @app.command("identify")
 def identify(
     customer: Annotated[str, typer.Argument(help="Customer id.")],
     data: Annotated[
-        str, typer.Option("--data", "-d", help="Profile attributes as JSON, or @file.json.")
-    ],
+        str | None,
+        typer.Option("--data", "-d", help="Profile attributes as JSON, or @file.json."),
+    ] = None,
+    consent: Annotated[
+        str | None,
+        typer.Option(
+            help="Consent given or withdrawn: marketing=yes,sms=no (topics: email, sms, "
+            "marketing). Recorded with --source as proof."
+        ),
+    ] = None,
+    source: Annotated[
+        str,
+        typer.Option(help="Who or what gave the consent: 'phone call, ticket 4711'."),
+    ] = "kairos identify",
 ) -> None:
-    """Create or update a customer's profile.
+    """Create or update a customer's profile, and record consent with its source.
 
-    Example: kairos identify c-42 --data '{"timezone": "Europe/Helsinki", "locale": "fi"}'
-    """
+    Example: kairos identify c-42 --data '{"locale": "fi"}' --consent marketing=yes --source 'phone call, ticket 4711'
+    """  # noqa: E501
     attributes = _json_arg(data, "--data")
-    _with_client(lambda k: k.identify(customer, attributes))
-    console.print(f"[green]updated[/] profile of {customer}")
+    granted = _consent_arg(consent)
+    if not attributes and not granted:
+        raise fail("nothing to record: give --data with profile attributes, --consent, or both")
+    settings, project = load()
+    _checked(lambda: check_profile(project.catalogue, customer, attributes, granted))
+    accepted = with_client(
+        settings,
+        project,
+        lambda k: k.identify(customer, attributes, consent=granted or None, source=source),
+    )
+    changed = ", ".join(sorted(attributes)) or "no attributes"
+    console.print(f"[green]updated[/] {customer}: {changed}", highlight=False)
+    if granted:
+        topics = ", ".join(f"{t} {'granted' if g else 'withdrawn'}" for t, g in granted.items())
+        console.print(f"  consent: {topics} (source: {source})", highlight=False)
+    _print_accepted(accepted)
 
 
 @app.command("start")
@@ -108,13 +234,28 @@ def start(
         str | None, typer.Option("--data", "-d", help="Profile attributes as JSON, or @file.json.")
     ] = None,
 ) -> None:
-    """Start a journey for a customer directly.
+    """Start a journey for a customer directly, under its entry rule.
 
-    Example: kairos start welcome c-42 --data '{"email": "ada@example.com", "first_name": "Ada"}'
+    Example: kairos start welcome c-42
     """
     profile = _json_arg(data, "--data")
-    run_id = _with_client(lambda k: k.start(journey, customer, profile))
-    console.print(f"[green]started[/] {journey} for {customer} (run {run_id})")
+    settings, project = load()
+    _checked(lambda: check_journey(project, journey))
+    _checked(lambda: check_profile(project.catalogue, customer, profile))
+    accepted = with_client(settings, project, lambda k: k.enter(journey, customer, profile))
+    run_no = accepted.started[journey]
+    console.print(
+        f"[green]started[/] {journey} for {customer}: run {run_no} "
+        f"({journey_workflow_id(journey, customer, run_no)})",
+        highlight=False,
+    )
+    if accepted.pending:
+        console.print(
+            "[yellow]Temporal unreachable: a worker will make the calls[/]", highlight=False
+        )
+
+
+# --- support ---------------------------------------------------------------------------------
 
 
 @app.command("customer")
@@ -122,38 +263,106 @@ def customer(
     customer_id: Annotated[str, typer.Argument(help="Customer id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show a customer: profile, stage, consent, runs, recent messages and why.
+    """Show a customer: profile, stage, consent and its proof, runs, messages and why.
+
+    Reads the customer store. Consent shows each topic's current value with the change that
+    set it (source and time) and the full history; runs show each run's workflow id, to
+    open in the Temporal UI; recent messages say why each was or was not sent.
 
     Example: kairos customer c-42
     """
-
-    async def load(k: Kairos) -> tuple[Any, list[Any]]:
-        return await k.customer(customer_id), await k.runs(customer_id=customer_id, limit=20)
-
-    view, runs = _with_client(load)
+    settings, project = load()
+    _checked(lambda: check_customer_id(customer_id))
+    record = with_client(settings, project, lambda k: k.customer(customer_id))
     if as_json:
-        data = view.model_dump(mode="json")
-        data["runs"] = [{"journey": r.journey, "status": r.status, "workflow_id": r.workflow_id,
-                         "started": r.started.isoformat()} for r in runs]  # fmt: skip
-        console.print_json(json.dumps(data))
+        typer.echo(json.dumps(customer_json(record), indent=2, ensure_ascii=False))
         return
-    console.print(f"[bold]customer {view.customer_id}[/]  stage: {view.stage or '-'}")
-    consent = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in view.consent.model_dump().items())
-    console.print(f"consent: {consent}")
-    profile = Table("attribute", "value", title="profile")
-    for key, value in sorted(view.profile.items()):
-        if key not in ("id", "consent", "stage"):
-            profile.add_row(key, str(value))
+    print_customer(record)
+
+
+def _consent_now(record: CustomerRecord) -> list[tuple[str, bool, str]]:
+    """Each topic: granted or not, and why (the change that set it, or the default)."""
+    latest = {change.topic: change for change in record.consent_history}
+    rows = []
+    for topic in CONSENT_TOPICS:
+        granted = bool(getattr(record.consent, topic))
+        change = latest.get(topic)
+        if change is not None:
+            why = f"since {_when(change.at)}, source: {change.source}"
+        elif granted:
+            why = "default: email needs no consent for transactional messages"
+        else:
+            why = "never given (opt-in)"
+        rows.append((topic, granted, why))
+    return rows
+
+
+def print_customer(record: CustomerRecord) -> None:
+    console.print(
+        f"[bold]customer {escape(record.id)}[/]  stage: {escape(record.stage or '-')}  "
+        f"known since {_when(record.created_at)}, {record.events} events",
+        highlight=False,
+    )
+    consent = Table("topic", "granted", "why", title="consent", title_justify="left")
+    for topic, granted, why in _consent_now(record):
+        consent.add_row(topic, "yes" if granted else "no", escape(why))
+    console.print(consent)
+    if record.consent_history:
+        history = Table("at", "topic", "change", "source", title="consent history",
+                        title_justify="left")  # fmt: skip
+        for change in record.consent_history:
+            verb = "granted" if change.granted else "withdrawn"
+            history.add_row(_when(change.at), change.topic, verb, escape(change.source))
+        console.print(history)
+    profile = Table("attribute", "value", title="profile", title_justify="left")
+    for key, value in sorted(record.profile.items()):
+        profile.add_row(key, escape(str(value)))
     console.print(profile)
-    table = Table("journey", "status", "started", title="runs")
-    for run in runs:
-        table.add_row(run.journey, run.status, run.started.strftime("%Y-%m-%d %H:%M"))
-    console.print(table)
-    ledger = Table("at", "journey", "step", "channel", "status", "why", title="recent messages")
-    for entry in view.ledger[-20:]:
-        ledger.add_row(entry.at.strftime("%Y-%m-%d %H:%M"), entry.journey, entry.step,
-                       entry.channel.value, entry.status, entry.reason)  # fmt: skip
-    console.print(ledger)
+    runs = Table("journey", "run", "status", "started", "workflow id", title="runs",
+                 title_justify="left")  # fmt: skip
+    for run in record.runs:
+        runs.add_row(run.journey, str(run.run_no), run.status, _when(run.started_at),
+                     escape(run.workflow_id))  # fmt: skip
+    console.print(runs)
+    messages = Table("at", "journey", "step", "channel", "status", "why",
+                     title="recent messages", title_justify="left")  # fmt: skip
+    for message in record.messages:
+        why = message.reason
+        if message.status == "deferred" and message.defer_until:
+            why = why or f"until {_when(message.defer_until)}"
+        messages.add_row(_when(message.sent_at or message.decided_at), message.journey,
+                         message.step, message.channel.value, message.status,
+                         escape(why))  # fmt: skip
+    console.print(messages)
+
+
+def customer_json(record: CustomerRecord) -> dict[str, Any]:
+    """The customer record as JSON: what ``kairos customer --json`` prints."""
+    return {
+        "id": record.id,
+        "stage": record.stage,
+        "profile": record.profile,
+        "consent": {
+            topic: {"granted": granted, "why": why} for topic, granted, why in _consent_now(record)
+        },
+        "consent_history": [_plain(asdict(change)) for change in record.consent_history],
+        "runs": [run_json(run) for run in record.runs],
+        "messages": [
+            _plain(asdict(message) | {"channel": message.channel.value})
+            for message in record.messages
+        ],
+        "events": record.events,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return _plain(asdict(run) | {"status": run.status, "workflow_id": run.workflow_id})
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
 
 
 @app.command("runs")
@@ -162,21 +371,45 @@ def runs(
     customer_id: Annotated[
         str | None, typer.Option("--customer", help="Only this customer.")
     ] = None,
-    status: Annotated[
-        str | None, typer.Option("--status", help="running, completed, canceled, ...")
-    ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    running: Annotated[bool, typer.Option("--running", help="Only runs still going.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List journey runs from Temporal's visibility.
+    """List journey runs from the customer store, newest first.
 
-    Example: kairos runs --journey cart_abandonment --status running
+    Example: kairos runs --journey cart_abandonment --running
     """
-    found = _with_client(lambda k: k.runs(customer_id, journey, status, limit))
-    table = Table("journey", "customer", "status", "started", "workflow id")
+    settings, project = load()
+    if journey is not None:
+        _checked(lambda: check_journey(project, journey))
+    if customer_id is not None:
+        _checked(lambda: check_customer_id(customer_id))
+    found = with_client(
+        settings,
+        project,
+        lambda k: k.runs(customer_id, journey, running=running, limit=limit),
+    )
+    if as_json:
+        typer.echo(json.dumps([run_json(r) for r in found], indent=2, ensure_ascii=False))
+        return
+    if not found:
+        console.print("no runs", highlight=False)
+        return
+    table = Table("journey", "run", "customer", "status", "started", "ended", "workflow id")
     for run in found:
-        table.add_row(run.journey, run.workflow_id.rsplit(":", 1)[-1], run.status,
-                      run.started.strftime("%Y-%m-%d %H:%M"), run.workflow_id)  # fmt: skip
+        table.add_row(run.journey, str(run.run_no), escape(run.customer_id), run.status,
+                      _when(run.started_at), _when(run.ended_at),
+                      escape(run.workflow_id))  # fmt: skip
     console.print(table)
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _temporal_target(settings: Settings) -> str:
+    return str(settings.temporal.get("target_host", "localhost:7233"))
 
 
 @app.command("cancel")
@@ -184,12 +417,36 @@ def cancel(
     journey: Annotated[str, typer.Argument(help="Journey name.")],
     customer_id: Annotated[str, typer.Argument(help="Customer id.")],
 ) -> None:
-    """Cancel a customer's running journey.
+    """Cancel a customer's running journey, recorded as cancelled.
+
+    Use this rather than terminating the run in the Temporal UI, which skips its bookkeeping.
 
     Example: kairos cancel cart_abandonment c-42
     """
-    _with_client(lambda k: k.cancel(journey, customer_id))
-    console.print(f"[yellow]cancelled[/] {journey} for {customer_id}")
+    settings, project = load()
+    _checked(lambda: check_journey(project, journey))
+    _checked(lambda: check_customer_id(customer_id))
+
+    async def go(kairos: Kairos) -> tuple[RunRecord, str]:
+        try:
+            return await kairos.cancel(journey, customer_id), ""
+        except (RuntimeError, RPCError) as err:
+            # The store has it cancelled; only the workflow did not hear it.
+            latest = await kairos.runs(customer_id, journey, limit=1)
+            return latest[0], _first_line(err)
+
+    run, unreachable = with_client(settings, project, go)
+    if unreachable:
+        raise fail(
+            f"{journey} of {customer_id} is cancelled in the customer store, but Temporal at "
+            f"{_temporal_target(settings)} did not take the cancellation ({unreachable}), so "
+            f"the run goes on: cancel its workflow {run.workflow_id} in the Temporal UI once "
+            "Temporal is back"
+        )
+    console.print(
+        f"[yellow]cancelled[/] {journey} run {run.run_no} for {customer_id} ({run.workflow_id})",
+        highlight=False,
+    )
 
 
 @app.command("unsubscribe")
@@ -197,16 +454,27 @@ def unsubscribe(
     customer_id: Annotated[str, typer.Argument(help="Customer id.")],
     topic: Annotated[str, typer.Option(help="marketing, email, sms or all.")] = "marketing",
     resubscribe: Annotated[
-        bool, typer.Option("--resubscribe", help="Opt back in instead.")
+        bool, typer.Option("--resubscribe", help="Opt back in instead (only on their request).")
     ] = False,
+    source: Annotated[
+        str, typer.Option(help="Who asked, recorded as proof: 'email to support, ticket 4711'.")
+    ] = "kairos unsubscribe",
 ) -> None:
-    """Opt a customer out of a category or channel (or back in).
+    """Opt a known customer out of a category or channel (or back in).
 
     Example: kairos unsubscribe c-42 --topic sms
     """
-    _with_client(lambda k: k.unsubscribe(customer_id, topic, granted=resubscribe, source="cli"))
+    if topic not in (*CONSENT_TOPICS, "all"):
+        raise fail(f"--topic {topic!r}: use one of email, sms, marketing, all")
+    settings, project = load()
+    _checked(lambda: check_customer_id(customer_id))
+    with_client(
+        settings,
+        project,
+        lambda k: k.unsubscribe(customer_id, topic, granted=resubscribe, source=source),
+    )
     verb = "resubscribed" if resubscribe else "unsubscribed"
-    console.print(f"[green]{verb}[/] {customer_id} ({topic})")
+    console.print(f"[green]{verb}[/] {customer_id} ({topic}; source: {source})", highlight=False)
 
 
 @app.command("forget")
@@ -214,19 +482,70 @@ def forget(
     customer_id: Annotated[str, typer.Argument(help="Customer id.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Forget a customer: end all their runs and drop their personal data.
+    """Erase a customer: their rows go, their runs are cancelled.
+
+    Addresses whose consent was withdrawn stay suppressed (as keyed hashes without the
+    customer id), so a later sign-up with them is not messaged against the opt-out.
 
     Example: kairos forget c-42 --yes
     """
-    if not yes and not typer.confirm(f"Forget customer {customer_id} and end all their runs?"):
+    settings, project = load()
+    _checked(lambda: check_customer_id(customer_id))
+    if not yes and not typer.confirm(f"Erase customer {customer_id} and end all their runs?"):
         raise typer.Exit(1)
-    _with_client(lambda k: k.forget(customer_id))
-    console.print(f"[green]forgotten[/] {customer_id}")
+
+    async def go(kairos: Kairos) -> tuple[Forgotten, str]:
+        forgotten = await kairos.store.forget(customer_id)
+        if forgotten is None:
+            raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos")
+        try:
+            for run in forgotten.open_runs:
+                await kairos.cancel_workflow(run)
+        except (RuntimeError, RPCError) as err:
+            return forgotten, _first_line(err)
+        return forgotten, ""
+
+    forgotten, unreachable = with_client(settings, project, go)
+    print_forgotten(forgotten)
+    if unreachable:
+        raise fail(
+            f"Temporal at {_temporal_target(settings)} did not take the cancellation of "
+            f"{customer_id}'s runs ({unreachable}); their messages are blocked (the customer "
+            "is gone), but cancel the workflows listed above in the Temporal UI once Temporal "
+            "is back"
+        )
+
+
+def print_forgotten(forgotten: Forgotten) -> None:
+    removed = ", ".join(f"{n} {table}" for table, n in forgotten.removed.items())
+    console.print(
+        f"[green]forgotten[/] {forgotten.customer_id}: removed the customer, their profile and "
+        f"consent, and {removed}",
+        highlight=False,
+    )
+    if forgotten.suppressed:
+        console.print(
+            f"  kept suppressed (hashed addresses, no customer id): "
+            f"{', '.join(forgotten.suppressed)}",
+            highlight=False,
+        )
+    else:
+        console.print("  no suppression kept: no consent had been withdrawn", highlight=False)
+    if forgotten.open_runs:
+        for run in forgotten.open_runs:
+            console.print(f"  cancelled {run.journey} run {run.run_no} ({run.workflow_id})",
+                          highlight=False)  # fmt: skip
+    else:
+        console.print("  no run was going", highlight=False)
 
 
 @app.command("worker")
 def worker() -> None:
-    """Run a worker against the configured Temporal (TEMPORAL_ADDRESS, ...).
+    """Run a worker: the journeys, their activities and the dispatch sweeper.
+
+    It connects to the configured Temporal (TEMPORAL_ADDRESS, ...) and customer store
+    (KAIROS_DATABASE_URL, else the embedded PostgreSQL), and refuses to start on a database
+    schema it does not know.
 
     Example: TEMPORAL_ADDRESS=temporal.internal:7233 kairos worker
     """

@@ -1,0 +1,117 @@
+"""``kairos db``: the customer store's schema, applied by migrations and never by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+
+from kairos.cli.app import app, console, fail, quiet_logs
+from kairos.config import ConfigError, Settings, load_settings
+from kairos.store import Database, StoreError, database_url
+from kairos.store.database import Migration, latest_version, migrations, redact
+from kairos.store.embedded import data_dir
+
+T = TypeVar("T")
+
+db = typer.Typer(
+    help="The customer store (PostgreSQL): apply and check schema migrations.",
+    no_args_is_help=True,
+)
+app.add_typer(db, name="db")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as err:
+        raise fail(str(err), code=2) from None
+
+
+def _where(settings: Settings) -> str:
+    if settings.database_url:
+        return redact(settings.database_url)
+    home = settings.home
+    shown = data_dir(home).relative_to(home) if data_dir(home).is_relative_to(home) else home
+    return f"the embedded PostgreSQL in {shown} (KAIROS_DATABASE_URL is not set)"
+
+
+def _with_database(settings: Settings, action: Callable[[Database], Awaitable[T]]) -> T:
+    quiet_logs()
+
+    async def go() -> T:
+        database = await Database.open(await database_url(settings), check_schema=False)
+        async with database:
+            return await action(database)
+
+    try:
+        return asyncio.run(go())
+    except StoreError as err:
+        raise fail(str(err)) from None
+
+
+def _names(found: list[Migration]) -> str:
+    return ", ".join(f"{m.version:04d}_{m.name}" for m in found)
+
+
+@db.command("upgrade")
+def upgrade() -> None:
+    """Apply the schema migrations this Kairos ships that the database has not had yet.
+
+    Safe to run at any time and from several places at once (migrations are applied in order
+    under a lock, each in its own transaction). Uses KAIROS_DATABASE_URL, or the project's
+    embedded PostgreSQL when it is unset.
+
+    Example: kairos db upgrade
+    """
+    settings = _settings()
+    want = latest_version()
+
+    async def go(database: Database) -> tuple[int, list[Migration]]:
+        have = await database.schema_version()
+        if have > want:
+            return have, []
+        return have, await database.upgrade()
+
+    have, applied = _with_database(settings, go)
+    console.print(f"customer store: {_where(settings)}", highlight=False)
+    if have > want:
+        raise fail(
+            f"the database has schema version {have}, newer than this Kairos knows ({want}): "
+            "upgrade Kairos instead"
+        )
+    for migration in applied:
+        console.print(f"applied {migration.version:04d}_{migration.name}", highlight=False)
+    if applied:
+        console.print(f"[green]now at schema version {want}[/]", highlight=False)
+    else:
+        console.print(f"already at version {want}: nothing to apply", highlight=False)
+
+
+@db.command("status")
+def status() -> None:
+    """Say which schema version the database has, and what `kairos db upgrade` would apply.
+
+    Exits 1 when the schema is not the one this Kairos needs (a worker would refuse it).
+
+    Example: kairos db status
+    """
+    settings = _settings()
+    want = latest_version()
+    have = _with_database(settings, lambda database: database.schema_version())
+    console.print(f"customer store: {_where(settings)}", highlight=False)
+    if have == want:
+        console.print(f"schema version {have}: up to date", highlight=False)
+        return
+    if have > want:
+        raise fail(
+            f"schema version {have}, newer than this Kairos knows ({want}): upgrade Kairos "
+            "before running it against this database"
+        )
+    pending = [m for m in migrations() if m.version > have]
+    raise fail(
+        f"schema version {have}, this Kairos needs {want}: run `kairos db upgrade` to apply "
+        f"{_names(pending)}"
+    )

@@ -1,0 +1,121 @@
+"""Running the real ``kairos`` command line (and the commands the docs show) as subprocesses.
+
+``documented(command)`` marks a command a test runs word for word because a document shows it;
+it fails when the documents no longer show it, and ``test_docs.py`` fails when a document shows
+a command that no test passes through ``documented``. So what README.md and the docs tell people
+to type is what the tests type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+KAIROS = BIN / "kairos"
+DOCS = ("README.md", "docs/integration.md", "docs/support.md", "docs/operations.md")
+# What the machine running the tests may have set that would point a command elsewhere.
+_FOREIGN = re.compile(r"^(TEMPORAL_|KAIROS_|SENDGRID_|TWILIO_)")
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_INLINE = re.compile(r"`((?:\.venv/bin/)?kairos [^`]+)`")
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a command did: exit code, standard output, standard error."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+def command_env(**values: str | os.PathLike[str]) -> dict[str, str]:
+    """The environment for a command: this machine's, without Kairos, Temporal or provider
+    settings, with the virtualenv's binaries on PATH, no colours and wide tables."""
+    env = {k: v for k, v in os.environ.items() if not _FOREIGN.match(k)}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(NO_COLOR="1", COLUMNS="200", KAIROS_HOME=str(ROOT))
+    env.update({k: str(v) for k, v in values.items()})
+    return env
+
+
+async def run(
+    command: str | Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path = ROOT,
+    stdin: str | None = None,
+    timeout: float = 90,
+) -> Ran:
+    """Run ``command`` (a shell line, or ``kairos`` arguments as a list) and wait for it."""
+    argv = ["bash", "-c", command] if isinstance(command, str) else [str(KAIROS), *command]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(
+            process.communicate(stdin.encode() if stdin is not None else None), timeout
+        )
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@cache
+def documented_commands() -> frozenset[str]:
+    """Every command the documents show: each line of a ``sh`` code block (comments and
+    continuation lines joined), and each inline code span that starts with ``kairos``."""
+    found: set[str] = set()
+    for name in DOCS:
+        language: str | None = None
+        pending = ""
+        for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
+            fence = _FENCE.match(line.strip())
+            if fence:
+                language = None if language is not None else fence.group(1)
+                continue
+            if language == "sh":
+                text = re.sub(r"\s{2,}#.*$", "", line).strip()
+                if not text or text.startswith("#"):
+                    continue
+                if text.endswith("\\"):
+                    pending += text[:-1].strip() + " "
+                    continue
+                found.add(pending + text)
+                pending = ""
+            elif language is None:
+                found.update(m.group(1).strip() for m in _INLINE.finditer(line))
+    return frozenset(found)
+
+
+def documented(command: str) -> str:
+    """``command``, which a document shows (fails when none does any more)."""
+    assert command in documented_commands(), f"no document shows {command!r}"
+    return command

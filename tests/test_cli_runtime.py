@@ -1,0 +1,313 @@
+"""The ``kairos`` commands support staff and operators type, run as real subprocesses against a
+test's own PostgreSQL database and the Temporal dev server, with a worker in the test.
+
+Mistakes are checked in-process (no services at all): each must be reported as one line before
+anything is connected to.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
+
+from kairos.cli import app
+from kairos.config import Settings
+from kairos.store import Store
+from kairos.store.database import redact, with_database
+from tests.commands import command_env, free_port, run
+from tests.conftest import make_kairos, running_worker
+from tests.helpers import eventually, timezone_at
+
+SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
+
+
+@pytest.fixture
+def cli(settings: Settings, dev_env: WorkflowEnvironment) -> dict[str, str]:
+    """The environment of a command on this test's database, Temporal and task queue."""
+    return command_env(
+        KAIROS_DATABASE_URL=settings.database_url,
+        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        KAIROS_TASK_QUEUE=settings.task_queue,
+        KAIROS_OUTBOX=settings.outbox_dir,
+    )
+
+
+async def _sent(store: Store, customer: str) -> list[str]:
+    rows = await store.database.fetch_all(
+        "SELECT step FROM messages WHERE customer_id = %s AND status = 'sent'", (customer,)
+    )
+    return [r["step"] for r in rows]
+
+
+async def _rows(store: Store, table: str, customer: str) -> int:
+    row = await store.database.fetch_one(
+        f"SELECT count(*) AS n FROM {table} WHERE customer_id = %s", (customer,)
+    )
+    return int(row["n"]) if row else 0
+
+
+async def test_emit_identify_customer_and_runs_tell_support_what_happened(
+    dev_env: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+) -> None:
+    now = await dev_env.get_current_time()
+    signup = json.dumps({**SIGNUP, "timezone": timezone_at(now, 12)})
+    async with running_worker(dev_env.client, settings, store):
+        emitted = await run(["emit", "sue", "signed_up", "--data", signup, "--id", "s-1"], cli)
+        assert emitted.code == 0, emitted.output
+        assert emitted.out.splitlines() == [
+            "accepted signed_up for sue (event id s-1)",
+            "  started welcome: run 1 (journey:welcome:sue:1)",
+        ]
+        assert await eventually(lambda: _sent(store, "sue"), attempts=400) == ["welcome"]
+
+        again = await run(["emit", "sue", "signed_up", "--data", signup, "--id", "s-1"], cli)
+        assert again.out.strip() == (
+            "already accepted: event s-1 for sue was handled before; nothing changed"
+        )
+        identified = await run(
+            ["identify", "sue", "--data", '{"phone": "+358401234567"}',
+             "--consent", "sms=yes", "--source", "support call, ticket 4711"],
+            cli,
+        )  # fmt: skip
+        assert identified.code == 0, identified.output
+        assert identified.out.splitlines()[:2] == [
+            "updated sue: phone",
+            "  consent: sms granted (source: support call, ticket 4711)",
+        ]
+
+        shown = await run(["customer", "sue"], cli)
+        assert shown.code == 0, shown.output
+        for expected in (
+            "customer sue  stage: consideration",
+            "source: event signed_up",
+            "source: support call, ticket 4711",
+            "journey:welcome:sue:1",
+            "+358401234567",
+        ):
+            assert expected in shown.out, (expected, shown.out)
+        assert "│ email     │ yes     │ default: email needs no consent" in shown.out
+
+        data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
+        assert data["consent"]["marketing"]["granted"] is True
+        assert [(c["topic"], c["granted"], c["source"]) for c in data["consent_history"]] == [
+            ("marketing", True, "event signed_up"),
+            ("sms", True, "support call, ticket 4711"),
+        ]
+        runs = [(r["journey"], r["run_no"], r["status"], r["workflow_id"]) for r in data["runs"]]
+        assert runs == [("welcome", 1, "running", "journey:welcome:sue:1")]
+        assert [(m["step"], m["status"]) for m in data["messages"]] == [("welcome", "sent")]
+
+        listed = await run(["runs", "--journey", "welcome", "--running", "--json"], cli)
+        assert [r["customer_id"] for r in json.loads(listed.out)] == ["sue"]
+        table = await run(["runs", "--customer", "sue"], cli)
+        assert "journey:welcome:sue:1" in table.out and "running" in table.out
+        unknown = await run(["runs", "--journey", "welcom"], cli)
+        assert unknown.code == 1
+        assert unknown.err.strip() == (
+            "error: no journey named 'welcom' (journeys: cart_abandonment, nurture, "
+            "referral_reward, welcome, win_back)"
+        )
+
+
+async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs(
+    dev_env: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+) -> None:
+    kairos = make_kairos(dev_env.client, settings, store)
+    now = await dev_env.get_current_time()
+    async with running_worker(dev_env.client, settings, store):
+        await kairos.identify("sue", {"email": "sue@example.com", "timezone": timezone_at(now, 12),
+                                      "phone": "+358401234567"},
+                              consent={"marketing": True, "sms": True}, source="test")  # fmt: skip
+        started = await run(["start", "nurture", "sue"], cli)
+        assert started.code == 0, started.output
+        assert started.out.strip() == "started nurture for sue: run 1 (journey:nurture:sue:1)"
+        refused = await run(["start", "nurture", "sue"], cli)
+        assert refused.code == 1
+        assert refused.err.strip() == (
+            "error: nurture is already running for sue (entry: after_exit)"
+        )
+
+        cancelled = await run(["cancel", "nurture", "sue"], cli)
+        assert cancelled.code == 0, cancelled.output
+        assert cancelled.out.strip() == "cancelled nurture run 1 for sue (journey:nurture:sue:1)"
+        handle = dev_env.client.get_workflow_handle("journey:nurture:sue:1")
+
+        async def cancelled_in_temporal() -> bool:
+            return (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
+
+        assert await eventually(cancelled_in_temporal, attempts=400)
+        again = await run(["cancel", "nurture", "sue"], cli)
+        assert (again.code, again.err.strip()) == (1, "error: sue has no running nurture")
+
+        nobody = await run(["unsubscribe", "nobody", "--topic", "sms"], cli)
+        assert (nobody.code, nobody.err.strip()) == (
+            1,
+            "error: no customer 'nobody' is known to Kairos",
+        )
+        assert await store.customer("nobody") is None
+        opted_out = await run(["unsubscribe", "sue", "--topic", "sms"], cli)
+        assert opted_out.out.strip() == "unsubscribed sue (sms; source: kairos unsubscribe)"
+        record = await store.customer("sue")
+        assert record is not None and not record.consent.sms
+
+        await run(["start", "nurture", "sue"], cli)
+        # Counted as the run stands now (it may be sending), as forget counts them.
+        counts = ", ".join(
+            [f"{await _rows(store, table, 'sue')} {table}"
+             for table in ("events", "consent_changes", "runs", "messages", "dispatches")]
+        )  # fmt: skip
+        forgotten = await run(["forget", "sue", "--yes"], cli)
+        assert forgotten.code == 0, forgotten.output
+        assert forgotten.out.splitlines() == [
+            f"forgotten sue: removed the customer, their profile and consent, and {counts}",
+            "  kept suppressed (hashed addresses, no customer id): sms (all)",
+            "  cancelled nurture run 2 (journey:nurture:sue:2)",
+        ]
+        assert await store.customer("sue") is None
+        gone = await run(["customer", "sue"], cli)
+        assert (gone.code, gone.err.strip()) == (1, "error: no customer 'sue' is known to Kairos")
+
+
+async def test_an_event_is_accepted_while_temporal_is_down_and_left_to_a_worker(
+    settings: Settings, store: Store
+) -> None:
+    offline = command_env(
+        KAIROS_DATABASE_URL=settings.database_url, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}"
+    )
+    emitted = await run(["emit", "ola", "signed_up", "--data", json.dumps(SIGNUP)], offline)
+    assert emitted.code == 0, emitted.output
+    assert emitted.out.splitlines()[1:] == [
+        "  started welcome: run 1 (journey:welcome:ola:1)",
+        "Temporal unreachable: a worker will make the calls (1 waiting in the customer store)",
+    ]
+    assert emitted.err == ""
+    pending = await store.database.fetch_all("SELECT kind, journey, run_no FROM dispatches")
+    assert [tuple(r.values()) for r in pending] == [("start", "welcome", 1)]
+
+    cancelled = await run(["cancel", "welcome", "ola"], offline)
+    assert cancelled.code == 1
+    assert cancelled.err.startswith(
+        "error: welcome of ola is cancelled in the customer store, but Temporal at 127.0.0.1:"
+    )
+    assert "cancel its workflow journey:welcome:ola:1 in the Temporal UI" in cancelled.err
+    assert len(cancelled.err.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def empty_database(postgres: str) -> Iterator[str]:
+    """A database without Kairos's schema, as a new installation has."""
+    name = f"empty_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield with_database(postgres, name)
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def test_commands_refuse_a_database_without_the_schema_until_db_upgrade(
+    empty_database: str,
+) -> None:
+    env = command_env(KAIROS_DATABASE_URL=empty_database)
+    for command in (["customer", "c-42"], ["worker"]):
+        refused = await run(command, env)
+        assert refused.code == 1, refused.output
+        assert refused.err.strip().endswith(
+            "has schema version 0, this Kairos needs 1: run `kairos db upgrade`"
+        ), refused.err
+        assert len(refused.err.strip().splitlines()) == 1
+    status = await run(["db", "status"], env)
+    assert status.code == 1
+    assert status.err.strip() == (
+        "error: schema version 0, this Kairos needs 1: run `kairos db upgrade` to apply "
+        "0001_customer_store"
+    )
+
+    upgraded = await run(["db", "upgrade"], env)
+    assert upgraded.code == 0, upgraded.output
+    assert upgraded.out.splitlines() == [
+        f"customer store: {redact(empty_database)}",
+        "applied 0001_customer_store",
+        "now at schema version 1",
+    ]
+    again = await run(["db", "upgrade"], env)
+    assert again.out.splitlines()[1:] == ["already at version 1: nothing to apply"]
+    status = await run(["db", "status"], env)
+    assert (status.code, status.out.splitlines()[1:]) == (0, ["schema version 1: up to date"])
+    known = await run(["customer", "c-42"], env)
+    assert known.err.strip() == "error: no customer 'c-42' is known to Kairos"
+
+
+async def test_an_unreachable_database_is_one_line() -> None:
+    url = f"postgresql://kairos:secret@127.0.0.1:{free_port()}/kairos"
+    refused = await run(["runs"], command_env(KAIROS_DATABASE_URL=url))
+    assert refused.code == 1
+    lines = refused.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.output
+    assert lines[0].startswith(
+        "error: cannot reach PostgreSQL at postgresql://kairos:***@127.0.0.1:"
+    )
+    assert "secret" not in refused.output
+
+
+# --- mistakes, found before anything is connected to ----------------------------------------
+
+MISTAKES = [
+    (["emit", "c-42", "signed_up", "--data", '{"emial": "ada@example.com"}'],
+     "error: event 'signed_up': unknown property 'emial' (declared: email, first_name,"),
+    (["emit", "c-42", "signed_up", "--data", '{"email": '],
+     "error: --data is not valid JSON: Expecting value at column 11"),
+    (["emit", "c-42", "signed_upp"], "error: unknown event 'signed_upp'"),
+    (["emit", " ", "cart_updated", "--data", '{"cart_total": 1, "currency": "EUR"}'],
+     "error: a customer id is required (a non-empty string such as 'c-42')"),
+    (["identify", "c-42", "--consent", "newsletter=yes"],
+     "error: --consent 'newsletter=yes': expected TOPIC=yes or TOPIC=no pairs"),
+    (["identify", "c-42", "--data", '{"phone": "040 123"}'],
+     "error: profile: 'phone' must be a phone number in E.164 form"),
+    (["identify", "c-42"], "error: nothing to record: give --data with profile attributes"),
+    (["start", "welcom", "c-42"], "error: no journey named 'welcom' (journeys: cart_abandonment,"),
+    (["cancel", "welcom", "c-42"], "error: no journey named 'welcom'"),
+    (["runs", "--journey", "welcom"], "error: no journey named 'welcom'"),
+    (["unsubscribe", "c-42", "--topic", "newsletter"],
+     "error: --topic 'newsletter': use one of email, sms, marketing, all"),
+    (["customer", "a\tb"], "error: customer ids are at most 200 characters with no line breaks"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "expected"), MISTAKES)
+def test_a_mistake_is_one_line_before_anything_is_connected_to(
+    args: list[str], expected: str, tmp_path: Path
+) -> None:
+    # Nothing listens at either address: reaching for one would take seconds and say so.
+    env = command_env(
+        KAIROS_DATABASE_URL=f"postgresql://kairos@127.0.0.1:{free_port()}/kairos",
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        KAIROS_OUTBOX=tmp_path,
+    )
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(expected), result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "PostgreSQL" not in result.output
+
+
+def test_bad_configuration_exits_2() -> None:
+    env = command_env(KAIROS_DATABASE_URL="mysql://kairos@db/kairos")
+    result = CliRunner().invoke(app, ["customer", "c-42"], env=env)
+    assert result.exit_code == 2
+    assert "KAIROS_DATABASE_URL: expected a PostgreSQL URL" in result.output
+
+
+def test_every_command_shows_an_example_in_its_help() -> None:
+    commands = ["emit", "identify", "start", "customer", "runs", "cancel", "unsubscribe",
+                "forget", "worker", "simulate"]  # fmt: skip
+    for args in [[c] for c in commands] + [["db", "upgrade"], ["db", "status"]]:
+        result = CliRunner().invoke(app, [*args, "--help"], env=command_env())
+        assert result.exit_code == 0 and "Example" in result.output, (args, result.output)
