@@ -1,24 +1,28 @@
 """Dry-run one journey for one customer on a private, time-skipping Temporal: weeks in seconds.
 
-``kairos simulate`` starts the Temporal test server in-process, runs the real worker (the real
-journey and customer workflows, the real policy and the real rendering) with senders that keep
-each rendered message instead of delivering it, seeds the customer from a file, fires the
-journey's trigger and any scheduled events at their offsets, and lets simulated time run to the
-horizon. The timeline is rebuilt from what the run recorded (its step records and message
-outcomes), the captured messages and the customer entity's ledger.
+``kairos simulate`` starts a private PostgreSQL (deleted afterwards) and the Temporal test
+server in-process, and runs the real worker (the real journey workflow, the real send
+transaction and policy, the real rendering) with senders that keep each rendered message
+instead of delivering it. It seeds the customer through the customer store as the customer
+file declares them (profile, the consent they gave, stage), fires the journey's trigger, and
+hands any scheduled events to a workflow whose timers accept each at its offset. Then it lets
+simulated time run to the horizon. The timeline is rebuilt from what the journey's runs
+recorded (their step records and message outcomes: a restart ends a run and starts the next),
+the captured messages, and the store's message ledger.
 
 The test server's clock starts at the real "now". To make a simulation independent of when it
 runs, it first skips forward to a chosen local start time (09:00 in the customer's timezone by
 default), and profile or event dates may be written relative to the simulated time (``now``,
 ``now-60d``, ``now+2h``).
 
-Only the simulated journey is compiled into the simulation's worker, so other journeys neither
+Only the simulated journey is registered in the simulation's store, so other journeys neither
 start nor count against frequency caps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
 import tempfile
@@ -31,7 +35,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
@@ -60,18 +64,21 @@ from kairos.plan import (
 )
 from kairos.runtime import (
     QUERY_STATE,
-    SIGNAL_PROFILE,
-    CustomerView,
+    Event,
     JourneyResult,
     JourneyStatus,
-    LedgerEntry,
     ProfileChange,
     StepRecord,
-    customer_workflow_id,
-    journey_workflow_id,
 )
+from kairos.store import CustomerRecord, Database, MessageRecord, RunRecord, Store
+from kairos.store.database import ensure_database
+from kairos.store.embedded import temporary_server
+from kairos.store.runs import runs_of
+from kairos.store.support import customer_record
 from kairos.temporal import register_search_attributes
-from worker import build_worker
+from worker import build_worker, dispatcher
+from workflows import schedule
+from workflows.schedule import EventScheduleWorkflow
 
 DEFAULT_DAYS = 30
 DEFAULT_START = "09:00"
@@ -81,8 +88,8 @@ _EVENT_SPEC = re.compile(r"^\s*([A-Za-z_$][\w$]*)\s*(?:@\s*\+?\s*(.+?))?\s*$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _DATES = (AttrType.datetime, AttrType.date)
 _CONSENT_TOPICS = ("email", "sms", "marketing")
-# Routing starts a journey asynchronously; this bounds (in real time) how long we wait for it.
-_START_POLLS = 100
+# How long (in real time) a send that began at the horizon may take to finish.
+_SETTLE_POLLS = 100
 _POLL_SECONDS = 0.05
 
 
@@ -325,7 +332,8 @@ class Timeline:
     outcome: str | None
     converted: bool
     stage: str | None
-    ledger: tuple[LedgerEntry, ...]
+    ledger: tuple[MessageRecord, ...]
+    runs: int = 0
 
     def local(self, at: datetime) -> datetime:
         """``at`` in the customer's timezone."""
@@ -344,7 +352,8 @@ class Timeline:
             "converted": self.converted,
             "stage": self.stage,
             "timeline": [self._entry_json(e) for e in self.entries],
-            "ledger": [e.model_dump(mode="json") for e in self.ledger],
+            "runs": self.runs,
+            "ledger": [_message_json(m) for m in self.ledger],
         }
 
     def _entry_json(self, entry: TimelineEntry) -> dict[str, Any]:
@@ -361,6 +370,11 @@ class Timeline:
                 "channel": entry.message.channel.value
             }
         return data
+
+
+def _message_json(message: MessageRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(message) | {"channel": message.channel.value}
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
 
 
 def format_offset(seconds: int) -> str:
@@ -394,12 +408,14 @@ async def simulate(
     days: int = DEFAULT_DAYS,
     start: str = DEFAULT_START,
     call_webhooks: bool = False,
+    database_url: str | None = None,
 ) -> Timeline:
     """Run ``journey`` for ``customer`` for ``days`` simulated days and return the timeline.
 
     Args:
         project: The compiled project; only ``journey`` is run.
-        settings: Quiet hours, caps and sender details; providers and task queue are replaced.
+        settings: Quiet hours, caps and sender details; providers, task queue and database are
+            replaced.
         journey: The journey's name.
         customer: Profile, consent, event properties and scheduled events.
         events: More scheduled events (``--event``), merged with the customer file's.
@@ -407,10 +423,13 @@ async def simulate(
         start: ``HH:MM`` (next such local time), ``now``, or a local ISO date-time to come.
         call_webhooks: Let webhook actions call their URLs. Off, a journey with webhooks is
             refused: the simulation would call them for real.
+        database_url: An empty database of the simulation's own (tests pass one); by default
+            a private PostgreSQL is started for the simulation and deleted afterwards.
 
     Raises:
         SimulationError: The journey is unknown, calls webhooks, or the customer or events
             are not valid.
+        StoreUnavailable: The simulation's PostgreSQL did not start.
     """
     plan = project.plans.get(journey)
     if plan is None:
@@ -423,6 +442,33 @@ async def simulate(
             "real: point them at a test endpoint and pass --call-webhooks"
         )
     schedule = _schedule(project.catalogue, (*customer.schedule, *events), days)
+    with contextlib.ExitStack() as stack:
+        if database_url is None:
+            admin = await asyncio.to_thread(
+                stack.enter_context, temporary_server(Path(tempfile.gettempdir()))
+            )
+            database_url = await ensure_database(admin, "simulation")
+        try:
+            return await _simulate_on(
+                project, settings, plan, customer, schedule, days, start, database_url
+            )
+        finally:
+            # Stopping the private server is blocking work: keep it off the event loop.
+            await asyncio.to_thread(stack.close)
+
+
+async def _simulate_on(
+    project: Project,
+    settings: Settings,
+    plan: JourneyPlan,
+    customer: SimCustomer,
+    schedule: tuple[ScheduledEvent, ...],
+    days: int,
+    start: str,
+    database_url: str,
+) -> Timeline:
+    async with await Database.open(database_url, check_schema=False) as database:
+        await database.upgrade()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
         data_converter=pydantic_data_converter,
@@ -434,8 +480,20 @@ async def simulate(
         begin = resolve_start(start, await env.get_current_time(), timezone)
         await sleep_until(env, begin)
         begin = await env.get_current_time()
-        run = _Simulation(env, project, settings, plan, customer, schedule, begin)
-        return await run.run(days)
+        with tempfile.TemporaryDirectory(prefix="kairos-simulate-") as scratch:
+            private = dataclasses.replace(
+                settings,
+                outbox_dir=Path(scratch),
+                task_queue="kairos-simulate",
+                database_url=database_url,
+            )
+            # Only the simulated journey: others neither start nor count against caps.
+            store = await Store.open(private, dataclasses.replace(project, plans={plan.name: plan}))
+            try:
+                run = _Simulation(env, store, private, plan, customer, schedule, begin)
+                return await run.run(days)
+            finally:
+                await store.close()
 
 
 def _schedule(
@@ -471,9 +529,9 @@ async def sleep_until(env: WorkflowEnvironment, at: datetime) -> None:
 
 @dataclass
 class _Run:
-    """What one run (one Temporal execution) of the journey recorded, as last seen."""
+    """What one run of the journey recorded, as seen at the horizon."""
 
-    run_id: str
+    run_no: int
     started: datetime
     records: list[StepRecord]
     messages: list[SendOutcome]
@@ -485,12 +543,12 @@ class _Run:
 
 
 class _Simulation:
-    """One simulation: a private server, a worker, one customer, one journey."""
+    """One simulation: a private server and store, a worker, one customer, one journey."""
 
     def __init__(
         self,
         env: WorkflowEnvironment,
-        project: Project,
+        store: Store,
         settings: Settings,
         plan: JourneyPlan,
         customer: SimCustomer,
@@ -499,51 +557,52 @@ class _Simulation:
     ) -> None:
         self.env = env
         self.client: Client = env.client
-        self.project = dataclasses.replace(project, plans={plan.name: plan})
-        self.catalogue: Catalogue = project.catalogue
+        self.store = store
+        self.catalogue: Catalogue = store.catalogue
         self.settings = settings
         self.plan = plan
         self.customer = customer
         self.schedule = schedule
         self.captured: dict[str, CapturedMessage] = {}
-        self.runs: dict[str, _Run] = {}
         self.emitted: list[TimelineEntry] = []
-        self.timezone = customer_timezone(project.catalogue, customer)
+        self.timezone = customer_timezone(self.catalogue, customer)
         self.start = start
 
     async def run(self, days: int) -> Timeline:
         horizon = self.start + timedelta(days=days)
-        with tempfile.TemporaryDirectory(prefix="kairos-simulate-") as scratch:
-            settings = dataclasses.replace(
-                self.settings, outbox_dir=Path(scratch), task_queue="kairos-simulate"
+        email: EmailSender = CapturingEmailSender(self.captured)
+        sms: SmsSender = CapturingSmsSender(self.captured)
+        worker = build_worker(
+            self.client,
+            self.settings,
+            self.store,
+            email=email,
+            sms=sms,
+            extra_workflows=[EventScheduleWorkflow],
+        )
+        async with worker:
+            kairos = Kairos(
+                self.store,
+                dispatcher(self.store, self.client, self.settings.task_queue),
+                self.settings,
             )
-            email: EmailSender = CapturingEmailSender(self.captured)
-            sms: SmsSender = CapturingSmsSender(self.captured)
-            worker = build_worker(self.client, settings, self.project, email=email, sms=sms)
-            async with worker:
-                kairos = Kairos(self.client, settings, self.project)
-                entered = await self._enter(kairos)
-                if entered:
-                    await self._play_schedule(kairos, horizon)
-                await self._sleep_until(horizon)
-                if entered:
-                    await self._settle()
-                    await self._snapshot()
-                view = await self._customer_view()
-        return self._timeline(horizon, entered, view)
-
-    # --- time --------------------------------------------------------------------------------
+            await self._enter(kairos)
+            await self._play_schedule()
+            await sleep_until(self.env, horizon)
+            await self._settle()
+            runs = await self._runs()
+        record = await customer_record(
+            self.store.database, self.customer.id, runs=1000, messages=1000
+        )
+        return self._timeline(horizon, runs, record)
 
     async def _now(self) -> datetime:
         return await self.env.get_current_time()
 
-    async def _sleep_until(self, at: datetime) -> None:
-        await sleep_until(self.env, at)
-
     # --- the customer and their events -------------------------------------------------------
 
-    async def _enter(self, kairos: Kairos) -> bool:
-        """Seed the customer and fire the journey's trigger; False when it did not start."""
+    async def _enter(self, kairos: Kairos) -> None:
+        """Seed the customer through the store and fire the journey's trigger."""
         profile = self._profile()
         trigger = self.plan.trigger
         if isinstance(trigger, DateTrigger):
@@ -552,14 +611,13 @@ class _Simulation:
             await self._seed(kairos, profile)
             match trigger:
                 case EventTrigger():
-                    await self._emit(kairos, ScheduledEvent(trigger.event, 0), trigger=True)
+                    await self._emit(kairos, ScheduledEvent(trigger.event, 0))
                 case ApiTrigger():
-                    await kairos.start(self.plan.name, self.customer.id, profile)
+                    await kairos.enter(self.plan.name, self.customer.id)
                 case DateTrigger():
-                    pass  # identifying the customer (in _seed) set the date: routing started it
+                    pass  # identifying the customer (in _seed) set the date: that started it
         except KairosError as err:
             raise SimulationError(f"{self.customer.source}: {err}") from None
-        return await self._await_start()
 
     def _profile(self) -> dict[str, Any]:
         profile = resolve_relative(self.customer.profile, self.catalogue.profile, self.start)
@@ -569,12 +627,24 @@ class _Simulation:
         return profile
 
     async def _seed(self, kairos: Kairos, profile: dict[str, Any]) -> None:
-        await kairos.identify(self.customer.id, profile)
-        for topic, granted in self.customer.consent.items():
-            await kairos.unsubscribe(self.customer.id, topic, granted=granted, source="simulation")
+        """The customer as the file declares them: profile and consent (opt-in: only what the
+        file grants), recorded with the file as the source; then their stage."""
+        await kairos.identify(
+            self.customer.id,
+            profile,
+            consent=dict(self.customer.consent) or None,
+            source=f"customer file {self.customer.source}",
+        )
         if self.customer.stage:
-            entity = self.client.get_workflow_handle(customer_workflow_id(self.customer.id))
-            await entity.signal(SIGNAL_PROFILE, ProfileChange(stage=self.customer.stage))
+            await self.store.change_profile(
+                ProfileChange(
+                    key=f"simulation:{self.customer.id}:stage",
+                    customer_id=self.customer.id,
+                    journey="",
+                    run_no=0,
+                    stage=self.customer.stage,
+                )
+            )
 
     def _require_date(self, trigger: DateTrigger, profile: dict[str, Any]) -> None:
         if profile.get(trigger.attribute) is None:
@@ -585,62 +655,47 @@ class _Simulation:
                 f"(for example `now-{offset}` to start it at once)"
             )
 
-    async def _await_start(self) -> bool:
-        handle = self._journey_handle()
-        for _ in range(_START_POLLS):
-            try:
-                await handle.describe()
-            except RPCError as err:
-                if err.status is not RPCStatusCode.NOT_FOUND:
-                    raise
-                await asyncio.sleep(_POLL_SECONDS)
-                continue
-            return True
-        return False
-
-    async def _settle(self) -> None:
-        """Let a send or action that began at the horizon finish before the worker stops.
-
-        A stopping worker no longer runs the customer entity that a send is waiting for.
-        """
-        handle = self._journey_handle()
-        for _ in range(_START_POLLS):
-            described = await handle.describe()
-            if not described.raw_description.pending_activities:
-                return
-            await asyncio.sleep(_POLL_SECONDS)
-
-    def _journey_handle(self) -> WorkflowHandle[Any, Any]:
-        return self.client.get_workflow_handle(
-            journey_workflow_id(self.plan.name, self.customer.id)
-        )
-
-    async def _play_schedule(self, kairos: Kairos, horizon: datetime) -> None:
-        for event in self.schedule:
-            at = self.start + timedelta(seconds=event.offset_seconds)
-            if at > horizon:
-                break
-            await self._sleep_until(at)
-            # Before the event: a restart would begin a new run and drop this one's records.
-            await self._snapshot()
-            try:
-                await self._emit(kairos, event)
-            except KairosError as err:
-                where = f"{event.name}@{format_offset(event.offset_seconds)}"
-                raise SimulationError(f"{where}: {err}") from None
-
-    async def _emit(self, kairos: Kairos, event: ScheduledEvent, *, trigger: bool = False) -> None:
+    async def _emit(self, kairos: Kairos, event: ScheduledEvent) -> None:
+        """The trigger, accepted at the start as product code would emit it."""
         at = await self._now()
-        properties = self._event_properties(event, at)
-        await kairos.emit(
+        await kairos.record(
             self.customer.id,
             event.name,
-            properties,
-            event_id=f"simulation:{event.name}:{event.offset_seconds}",
+            self._event_properties(event, at),
+            event_id=f"simulation:{event.name}:0",
             timestamp=at,
         )
-        what = f"event {event.name}" + (" (the trigger)" if trigger else "")
+        what = f"event {event.name} (the trigger)"
         self.emitted.append(TimelineEntry(at, self._offset(at), "event", "", what))
+
+    async def _play_schedule(self) -> None:
+        """Hand the scheduled events to a workflow whose timers accept each at its moment, so
+        every event arrives on the server's clock, never racing its time skipping."""
+        if not self.schedule:
+            return
+        items = []
+        for number, event in enumerate(self.schedule, start=1):
+            at = self.start + timedelta(seconds=event.offset_seconds)
+            properties = self._event_properties(event, at)
+            items.append(
+                schedule.ScheduledEvent(
+                    after_seconds=event.offset_seconds,
+                    event=Event(
+                        id=f"simulation:{event.name}:{event.offset_seconds}:{number}",
+                        name=event.name,
+                        properties=properties,
+                    ),
+                )
+            )
+            self.emitted.append(
+                TimelineEntry(at, event.offset_seconds, "event", "", f"event {event.name}")
+            )
+        await self.client.start_workflow(
+            EventScheduleWorkflow.run,
+            schedule.EventSchedule(customer_id=self.customer.id, events=items),
+            id=f"simulation-schedule:{self.customer.id}",
+            task_queue=self.settings.task_queue,
+        )
 
     def _event_properties(self, event: ScheduledEvent, at: datetime) -> dict[str, Any]:
         """File properties, then dates at the event's time, then values from the profile."""
@@ -665,71 +720,99 @@ class _Simulation:
             )
         return properties
 
-    # --- what the run recorded ---------------------------------------------------------------
+    # --- what the runs recorded --------------------------------------------------------------
 
-    async def _snapshot(self) -> None:
-        """Remember what the journey's latest run has recorded so far."""
-        handle = self._journey_handle()
+    async def _settle(self) -> None:
+        """Let a send or action that began at the horizon finish before the worker stops."""
+        for run in await self._store_runs():
+            handle = self.client.get_workflow_handle(run.workflow_id)
+            for _ in range(_SETTLE_POLLS):
+                try:
+                    described = await handle.describe()
+                except RPCError as err:
+                    if err.status is not RPCStatusCode.NOT_FOUND:
+                        raise
+                    break
+                if not described.raw_description.pending_activities:
+                    break
+                await asyncio.sleep(_POLL_SECONDS)
+
+    async def _store_runs(self) -> list[RunRecord]:
+        found = await runs_of(
+            self.store.database, customer_id=self.customer.id, journey=self.plan.name, limit=1000
+        )
+        return sorted(found, key=lambda r: r.run_no)
+
+    async def _runs(self) -> list[_Run]:
+        """Every run of the journey for the customer, oldest first, as Temporal has them."""
+        runs = []
+        for record in await self._store_runs():
+            seen = await self._run(record)
+            if seen is not None:
+                runs.append(seen)
+        return runs
+
+    async def _run(self, record: RunRecord) -> _Run | None:
+        handle = self.client.get_workflow_handle(record.workflow_id)
         try:
             described = await handle.describe()
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
-                return
+                return None  # decided in the store, never started in Temporal
             raise
-        run_id, started = described.run_id, described.start_time
+        latest = self.client.get_workflow_handle(
+            record.workflow_id, run_id=described.run_id, result_type=JourneyResult
+        )
         if described.status is WorkflowExecutionStatus.COMPLETED:
-            run = self.client.get_workflow_handle(
-                handle.id, run_id=run_id, result_type=JourneyResult
-            )
-            result = await run.result(follow_runs=False)
-            seen = _Run(
-                run_id,
-                started,
+            result: JourneyResult = await latest.result(follow_runs=False)
+            return _Run(
+                record.run_no,
+                _started(described.start_time, result.records),
                 result.records,
                 result.messages,
                 closed=described.close_time,
                 outcome=result.outcome,
                 converted=result.converted,
             )
-        else:
-            query = self.client.get_workflow_handle(handle.id, run_id=run_id)
-            status = await query.query(QUERY_STATE, result_type=JourneyStatus)
-            outcome = None
-            if described.status not in (WorkflowExecutionStatus.RUNNING, None):
-                outcome = described.status.name.lower()
-            seen = _Run(
-                run_id,
-                started,
-                status.records,
-                status.messages,
-                closed=described.close_time,
-                outcome=outcome,
-                waiting=status.waiting,
-                step=status.step,
-            )
-        self.runs[run_id] = seen
-
-    async def _customer_view(self) -> CustomerView | None:
-        entity = self.client.get_workflow_handle(customer_workflow_id(self.customer.id))
-        try:
-            view: CustomerView = await entity.query(QUERY_STATE, result_type=CustomerView)
-        except RPCError:
-            return None
-        return view
+        status = await latest.query(QUERY_STATE, result_type=JourneyStatus)
+        outcome = None
+        if described.status not in (WorkflowExecutionStatus.RUNNING, None):
+            outcome = described.status.name.lower()
+        return _Run(
+            record.run_no,
+            _started(described.start_time, status.records),
+            status.records,
+            status.messages,
+            closed=described.close_time,
+            outcome=outcome,
+            waiting=status.waiting,
+            step=status.step,
+        )
 
     # --- building the timeline ---------------------------------------------------------------
 
     def _offset(self, at: datetime) -> int:
         return int((at - self.start).total_seconds())
 
-    def _timeline(self, horizon: datetime, entered: bool, view: CustomerView | None) -> Timeline:
-        entries = list(self.emitted)
-        entries.extend(self._run_entries())
-        entries.append(self._last_entry(horizon, entered))
-        order = {"event": 0, "start": 1, "restart": 1}
-        entries.sort(key=lambda e: (e.at, order.get(e.kind, 2)))
-        last = list(self.runs.values())[-1] if self.runs else None
-        ledger = tuple(e for e in view.ledger if e.journey == self.plan.name) if view else ()
+    def _timeline(
+        self, horizon: datetime, runs: list[_Run], record: CustomerRecord | None
+    ) -> Timeline:
+        # Within a second: events first, then each run's entries in the order it recorded
+        # them, so an old run's last steps come before the run that restarted it (which
+        # Temporal started a few milliseconds earlier).
+        keyed: list[tuple[int, int, int, int, TimelineEntry]] = [
+            (e.offset_seconds, 0, 0, i, e) for i, e in enumerate(self.emitted)
+        ]
+        previous: _Run | None = None
+        for run in runs:
+            for i, entry in enumerate(self._run_entries(run, previous)):
+                keyed.append((entry.offset_seconds, 1, run.run_no, i, entry))
+            previous = run
+        keyed.sort(key=lambda k: k[:4])
+        entries = [k[4] for k in keyed]
+        entries.append(self._last_entry(horizon, runs))
+        last = runs[-1] if runs else None
+        ledger = tuple(m for m in record.messages if m.journey == self.plan.name) if record else ()
         return Timeline(
             journey=self.plan.name,
             version=self.plan.version,
@@ -739,37 +822,27 @@ class _Simulation:
             horizon=horizon,
             entries=tuple(entries),
             outcome=last.outcome if last else None,
-            converted=any(r.converted for r in self.runs.values()),
-            stage=view.stage if view else None,
+            converted=any(r.converted for r in runs),
+            stage=record.stage if record else None,
             ledger=ledger,
+            runs=len(runs),
         )
 
-    def _run_entries(self) -> Iterator[TimelineEntry]:
-        previous: _Run | None = None
-        for run in self.runs.values():
-            records, messages = run.records, run.messages
-            # Continued-as-new with its state (a long history) carries the records over; a
-            # restart begins with none.
-            carried = (
-                previous is not None
-                and bool(previous.records)
-                and records[: len(previous.records)] == previous.records
+    def _run_entries(self, run: _Run, previous: _Run | None) -> Iterator[TimelineEntry]:
+        if previous is None:
+            yield self._entry(run.started, "start", "", f"entered {self._why()}")
+        elif previous.outcome == "restarted":
+            yield self._entry(run.started, "restart", "", self._restarted(run.run_no))
+        else:
+            yield self._entry(
+                run.started, "start", "", f"entered {self._why()} again (run {run.run_no})"
             )
-            if previous is not None and carried:
-                records = records[len(previous.records) :]
-                messages = messages[len(previous.messages) :]
-            elif previous is not None:
-                yield self._entry(run.started, "restart", "", self._restarted())
-            else:
-                yield self._entry(run.started, "start", "", f"entered {self._why()}")
-            yield from self._record_entries(records, messages)
-            previous = run
+        yield from self._record_entries(run)
 
-    def _restarted(self) -> str:
+    def _restarted(self, run_no: int) -> str:
         trigger = self.plan.trigger
-        if isinstance(trigger, EventTrigger):
-            return f"restarted on {trigger.event}: the journey begins again"
-        return "restarted: the journey begins again"
+        on = f" on {trigger.event}" if isinstance(trigger, EventTrigger) else ""
+        return f"restarted{on}: run {run_no} begins again"
 
     def _why(self) -> str:
         trigger = self.plan.trigger
@@ -782,16 +855,17 @@ class _Simulation:
                 offset = format_duration(trigger.offset_seconds)
                 return f"{self.plan.name}, {offset} after customer.{trigger.attribute}"
 
-    def _record_entries(
-        self, records: list[StepRecord], messages: list[SendOutcome]
-    ) -> Iterator[TimelineEntry]:
-        outcomes = iter(messages)
-        for record in records:
+    def _record_entries(self, run: _Run) -> Iterator[TimelineEntry]:
+        outcomes = iter(run.messages)
+        for record in run.records:
             step = self.plan.steps.get(record.step)
             if record.kind == "send" and isinstance(step, SendStep):
                 deferred = record.outcome.startswith("deferred")
                 outcome = None if deferred else next(outcomes, None)
                 yield self._send_entry(record, step, outcome)
+            elif record.kind == "exit" and record.outcome.startswith("restarted"):
+                what = f"run {run.run_no} ended: {record.outcome}"
+                yield self._entry(record.at, "end", record.step, what)
             else:
                 kind, what = describe_record(record, step)
                 yield self._entry(record.at, kind, record.step, what)
@@ -814,11 +888,11 @@ class _Simulation:
         message = self.captured.get(outcome.key) if outcome.status == "sent" else None
         return self._entry(record.at, kind, step.id, what, message)
 
-    def _last_entry(self, horizon: datetime, entered: bool) -> TimelineEntry:
-        if not entered:
-            at = self.emitted[-1].at if self.emitted else self.start
+    def _last_entry(self, horizon: datetime, runs: list[_Run]) -> TimelineEntry:
+        if not runs:
+            at = self.emitted[0].at if self.emitted else self.start
             return self._entry(at, "not_entered", "", self._not_entered())
-        last = list(self.runs.values())[-1]
+        last = runs[-1]
         if last.outcome is None:
             where = last.waiting or f"at step {last.step}"
             return self._entry(horizon, "horizon", last.step or "", f"still running: {where}")
@@ -836,6 +910,12 @@ class _Simulation:
         self, at: datetime, kind: str, step: str, what: str, message: CapturedMessage | None = None
     ) -> TimelineEntry:
         return TimelineEntry(at, self._offset(at), kind, step, what, message)
+
+
+def _started(started: datetime | None, records: list[StepRecord]) -> datetime:
+    """When a run began: its first execution's start (a long run continues as new)."""
+    times = [t for t in (started, records[0].at if records else None) if t is not None]
+    return min(times)
 
 
 def describe_record(record: StepRecord, step: PlanStep | None) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -51,10 +52,15 @@ def kinds(timeline: Timeline) -> list[str]:
     return [e.kind for e in timeline.entries]
 
 
+def on(settings: Settings) -> dict[str, Any]:
+    """Simulate on the test's own (empty) database rather than a private server: faster."""
+    return {"database_url": settings.database_url}
+
+
 async def test_a_new_customer_gets_three_welcome_emails_over_three_weeks(
     project: Project, settings: Settings
 ) -> None:
-    timeline = await simulate(project, settings, "welcome", customer("ada"))
+    timeline = await simulate(project, settings, "welcome", customer("ada"), **on(settings))
 
     assert sent(timeline) == [
         ("welcome", "+0d 00:00", "09:00"),
@@ -77,7 +83,9 @@ async def test_an_order_on_day_three_converts_and_stops_the_offer(
     project: Project, settings: Settings
 ) -> None:
     events = (parse_event_spec("onboarding_completed@+1d"), parse_event_spec("order_placed@+3d"))
-    timeline = await simulate(project, settings, "welcome", customer("ada"), events=events)
+    timeline = await simulate(
+        project, settings, "welcome", customer("ada"), events=events, **on(settings)
+    )
 
     assert [s[0] for s in sent(timeline)] == ["welcome"]
     assert (timeline.outcome, timeline.converted) == ("converted", True)
@@ -94,10 +102,20 @@ async def test_an_evening_cart_is_deferred_past_quiet_hours_and_restarts_on_chan
     project: Project, settings: Settings
 ) -> None:
     timeline = await simulate(
-        project, settings, "cart_abandonment", customer("bo"), days=3, start="20:30"
-    )
+        project, settings, "cart_abandonment", customer("bo"), days=3, start="20:30",
+        **on(settings),
+    )  # fmt: skip
 
-    assert kinds(timeline)[:4] == ["event", "start", "event", "restart"]
+    # The second cart_updated ends run 1 and starts run 2; the timeline follows Bo across both.
+    assert [(e.kind, e.what) for e in timeline.entries[:6]] == [
+        ("event", "event cart_updated (the trigger)"),
+        ("start", "entered cart_abandonment on cart_updated"),
+        ("event", "event cart_updated"),
+        ("wait", "waited: wait 1h (interrupted)"),
+        ("end", "run 1 ended: restarted by a new trigger"),
+        ("restart", "restarted on cart_updated: run 2 begins again"),
+    ]
+    assert (timeline.runs, timeline.outcome) == (2, "completed")
     deferred = [e for e in timeline.entries if e.kind == "deferred"]
     assert [(e.step, format_offset(e.offset_seconds)) for e in deferred] == [
         ("first_reminder", "+0d 01:30"),
@@ -112,21 +130,55 @@ async def test_an_evening_cart_is_deferred_past_quiet_hours_and_restarts_on_chan
     assert sms is not None and sms.channel.value == "sms" and "74,80" in sms.text
 
 
-async def test_a_frequency_cap_blocks_the_third_email(project: Project, settings: Settings) -> None:
+async def test_a_full_frequency_cap_holds_the_third_email_until_a_slot_frees(
+    project: Project, settings: Settings
+) -> None:
     capped = dataclasses.replace(settings, caps={"email": FrequencyCap(2, 30 * 86400)})
-    timeline = await simulate(project, capped, "welcome", customer("ada"))
+    timeline = await simulate(project, capped, "welcome", customer("ada"), **on(settings))
 
     assert [s[0] for s in sent(timeline)] == ["welcome", "onboarding_tips"]
-    cap = [e for e in timeline.entries if e.kind == "cap"]
-    assert [(e.step, e.what) for e in cap] == [
-        ("first_order_offer", "email blocked: frequency cap: 2 marketing email per 4w 2d reached")
+    deferred = [e for e in timeline.entries if e.kind == "deferred"]
+    # The last slot is held a minute for a higher priority (none comes), then the cap is full.
+    assert [(e.step, format_offset(e.offset_seconds), e.what) for e in deferred] == [
+        ("onboarding_tips", "+2d 01:00", "email deferred: frequency cap: last slot of 2 "
+         "marketing email per 4w 2d; held until the end of the minute for any higher-priority "
+         "message due then"),
+        ("first_order_offer", "+7d 01:00", "email deferred: frequency cap: 2 marketing email "
+         "per 4w 2d reached; deferred until a slot frees"),
+    ]  # fmt: skip
+    assert timeline.entries[-1].kind == "horizon"
+    assert [(m.step, m.status) for m in timeline.ledger] == [
+        ("welcome", "sent"),
+        ("onboarding_tips", "sent"),
+        ("first_order_offer", "deferred"),
     ]
+
+
+async def test_a_customer_who_never_gave_marketing_consent_gets_no_welcome_series(
+    project: Project, settings: Settings
+) -> None:
+    silent = dataclasses.replace(customer("ada"), consent={})
+    timeline = await simulate(project, settings, "welcome", silent, days=3, **on(settings))
+
+    blocked = [(e.step, e.what) for e in timeline.entries if e.kind == "blocked"]
+    assert blocked == [
+        ("welcome", "email blocked: marketing consent never given (opt-in)"),
+        ("onboarding_tips", "email blocked: marketing consent never given (opt-in)"),
+    ]
+    assert not sent(timeline)
+    assert next((m.step, m.status, m.reason) for m in timeline.ledger) == (
+        "welcome",
+        "blocked",
+        "marketing consent never given (opt-in)",
+    )
 
 
 async def test_a_lapsing_customer_is_won_back_from_their_last_order_date(
     project: Project, settings: Settings
 ) -> None:
-    timeline = await simulate(project, settings, "win_back", customer("cy"), start="22:30")
+    timeline = await simulate(
+        project, settings, "win_back", customer("cy"), start="22:30", **on(settings)
+    )
 
     assert kinds(timeline)[0] == "start"
     assert sent(timeline) == [
@@ -142,8 +194,9 @@ async def test_a_customer_file_missing_a_required_event_property_is_explained(
     bare = dataclasses.replace(customer("ada"), events={})
     with pytest.raises(SimulationError) as err:
         await simulate(
-            project, settings, "welcome", bare, events=(ScheduledEvent("order_placed", 60),)
-        )
+            project, settings, "welcome", bare, events=(ScheduledEvent("order_placed", 60),),
+            **on(settings),
+        )  # fmt: skip
     assert "missing required property 'order_id'" in str(err.value)
     assert "events.order_placed in" in str(err.value)
 
@@ -154,7 +207,7 @@ async def test_an_emptied_cart_never_enters_cart_abandonment(
     shopper = customer("bo")
     empty = {**shopper.events["cart_updated"], "cart_total": 0}
     bare = dataclasses.replace(shopper, events={"cart_updated": empty}, schedule=())
-    timeline = await simulate(project, settings, "cart_abandonment", bare, days=2)
+    timeline = await simulate(project, settings, "cart_abandonment", bare, days=2, **on(settings))
 
     assert kinds(timeline) == ["event", "not_entered"]
     assert timeline.entries[-1].what == (
@@ -180,7 +233,7 @@ async def test_a_journey_with_webhooks_is_not_simulated_unless_allowed(
     )
     with_hook = dataclasses.replace(project, plans={"welcome": hooked})
     with pytest.raises(SimulationError, match=r"calls webhooks \(first_order_coupon\)"):
-        await simulate(with_hook, settings, "welcome", customer("ada"))
+        await simulate(with_hook, settings, "welcome", customer("ada"), **on(settings))
 
 
 def test_event_specs_read_like_offsets() -> None:

@@ -28,6 +28,7 @@ from kairos.simulate import (
     parse_event_spec,
     simulate,
 )
+from kairos.store import StoreError
 
 _EPILOG = (
     "Example: [bold]kairos simulate welcome --customer tests/fixtures/simulate/ada.yaml "
@@ -88,11 +89,13 @@ def simulate_command(
 ) -> None:
     """Show what one customer would receive from a journey, weeks of it in seconds.
 
-    The real journey, policy and templates run on a private time-skipping
-    Temporal; nothing is sent. Every message is shown at its simulated send
-    time in the customer's timezone, with each wait, branch, deferral,
-    frequency cap and exit. Dates in the customer file may be relative to
-    the simulated clock: now, now-60d, now+2h.
+    The real journey, policy and templates run on a private PostgreSQL and
+    a private time-skipping Temporal; nothing is sent. The customer gets the
+    profile and the consent the customer file gives (consent is opt-in).
+    Every message is shown at its simulated send time in the customer's
+    timezone, with each wait, branch, deferral, frequency cap, block and why,
+    restart and exit. Dates in the customer file may be relative to the
+    simulated clock: now, now-60d, now+2h.
     """
     try:
         settings = load_settings()
@@ -120,7 +123,7 @@ def simulate_command(
                 call_webhooks=call_webhooks,
             )
         )
-    except SimulationError as err:
+    except (SimulationError, StoreError) as err:
         raise fail(str(err)) from None
     if as_json:
         typer.echo(json.dumps(timeline.to_json(), indent=2, ensure_ascii=False))
@@ -167,8 +170,9 @@ def _summary(timeline: Timeline) -> str:
     blocked = counts.get("blocked", 0) + counts.get("cap", 0)
     outcome = timeline.outcome or "still running"
     converted = "yes" if timeline.converted else "no"
+    runs = f"runs: {timeline.runs}  " if timeline.runs > 1 else ""
     return (
-        f"outcome: [bold]{escape(outcome)}[/]  converted: {converted}  "
+        f"outcome: [bold]{escape(outcome)}[/]  converted: {converted}  {runs}"
         f"messages: {counts.get('send', 0)} sent, {blocked} blocked, "
         f"{counts.get('deferred', 0)} deferred, {counts.get('failed', 0)} failed, "
         f"{counts.get('held_out', 0)} held out  stage: {escape(timeline.stage or '-')}"
