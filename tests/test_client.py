@@ -96,7 +96,7 @@ async def test_support_finds_cancels_and_forgets_a_customer(
             record = await store.customer("sue")
             return record is not None and record.stage == "consideration"
 
-        assert await eventually(considering, attempts=400)  # welcome's set step has run
+        assert await eventually(considering, attempts=1200)  # welcome's set step has run
         running = await kairos.runs(customer_id="sue", running=True)
         assert sorted((r.journey, r.run_no, r.status) for r in running) == [
             ("cart_abandonment", 1, "running"),
@@ -121,8 +121,8 @@ async def test_support_finds_cancels_and_forgets_a_customer(
         async def cancelled_in_temporal(handle: WorkflowHandle[Any, Any]) -> bool:
             return (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
 
-        assert await eventually(lambda: cancelled_in_temporal(cart), attempts=400)
-        assert await eventually(lambda: cancelled_in_temporal(welcome), attempts=400)
+        assert await eventually(lambda: cancelled_in_temporal(cart), attempts=1200)
+        assert await eventually(lambda: cancelled_in_temporal(welcome), attempts=1200)
     with pytest.raises(CustomerNotFound):
         await kairos.customer("sue")
     assert await kairos.runs(customer_id="sue") == []

@@ -29,6 +29,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """Print a user-facing warning: what was done, and what is left for the user to do."""
+    err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
 def quiet_logs() -> None:
     """Keep library logs out of a command's output: what they would say (a connection retried,
     a call left to a worker) the command says itself, in one line. Errors still show."""

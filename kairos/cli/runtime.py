@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from temporalio.service import RPCError
 
-from kairos.cli.app import app, console, fail, quiet_logs
+from kairos.cli.app import app, console, fail, quiet_logs, warn
 from kairos.client import (
     CONSENT_TOPICS,
     CustomerNotFound,
@@ -36,7 +36,14 @@ from kairos.compiler import Project, load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
 from kairos.runtime import journey_workflow_id
-from kairos.store import Accepted, CustomerRecord, Forgotten, RunRecord, StoreError
+from kairos.store import (
+    Accepted,
+    CustomerRecord,
+    Forgotten,
+    MessageRecord,
+    RunRecord,
+    StoreError,
+)
 
 T = TypeVar("T")
 _YES = ("yes", "y", "true", "on", "1")
@@ -297,43 +304,52 @@ def _consent_now(record: CustomerRecord) -> list[tuple[str, bool, str]]:
     return rows
 
 
+def _table(title: str | None, *columns: str) -> Table:
+    # No borders: the output reads as plain columns and pastes into a ticket unchanged.
+    return Table(*columns, title=title, title_justify="left", box=None, header_style="bold")
+
+
 def print_customer(record: CustomerRecord) -> None:
     console.print(
         f"[bold]customer {escape(record.id)}[/]  stage: {escape(record.stage or '-')}  "
         f"known since {_when(record.created_at)}, {record.events} events",
         highlight=False,
     )
-    consent = Table("topic", "granted", "why", title="consent", title_justify="left")
+    consent = _table("consent", "topic", "granted", "why")
     for topic, granted, why in _consent_now(record):
         consent.add_row(topic, "yes" if granted else "no", escape(why))
     console.print(consent)
     if record.consent_history:
-        history = Table("at", "topic", "change", "source", title="consent history",
-                        title_justify="left")  # fmt: skip
+        history = _table("consent history", "at", "topic", "change", "source")
         for change in record.consent_history:
             verb = "granted" if change.granted else "withdrawn"
             history.add_row(_when(change.at), change.topic, verb, escape(change.source))
         console.print(history)
-    profile = Table("attribute", "value", title="profile", title_justify="left")
+    profile = _table("profile", "attribute", "value")
     for key, value in sorted(record.profile.items()):
         profile.add_row(key, escape(str(value)))
     console.print(profile)
-    runs = Table("journey", "run", "status", "started", "workflow id", title="runs",
-                 title_justify="left")  # fmt: skip
+    runs = _table("runs", "journey", "run", "status", "started", "workflow id")
     for run in record.runs:
         runs.add_row(run.journey, str(run.run_no), run.status, _when(run.started_at),
                      escape(run.workflow_id))  # fmt: skip
     console.print(runs)
-    messages = Table("at", "journey", "step", "channel", "status", "why",
-                     title="recent messages", title_justify="left")  # fmt: skip
+    messages = _table("recent messages", "at", "journey", "step", "channel", "status", "why")
     for message in record.messages:
-        why = message.reason
-        if message.status == "deferred" and message.defer_until:
-            why = why or f"until {_when(message.defer_until)}"
         messages.add_row(_when(message.sent_at or message.decided_at), message.journey,
                          message.step, message.channel.value, message.status,
-                         escape(why))  # fmt: skip
+                         escape(_why(message)))  # fmt: skip
     console.print(messages)
+
+
+def _why(message: MessageRecord) -> str:
+    if message.reason:
+        return message.reason
+    if message.status == "sent" and message.provider_id:
+        return f"provider id {message.provider_id}"
+    if message.defer_until:
+        return f"until {_when(message.defer_until)}"
+    return ""
 
 
 def customer_json(record: CustomerRecord) -> dict[str, Any]:
@@ -395,7 +411,7 @@ def runs(
     if not found:
         console.print("no runs", highlight=False)
         return
-    table = Table("journey", "run", "customer", "status", "started", "ended", "workflow id")
+    table = _table(None, "journey", "run", "customer", "status", "started", "ended", "workflow id")
     for run in found:
         table.add_row(run.journey, str(run.run_no), escape(run.customer_id), run.status,
                       _when(run.started_at), _when(run.ended_at),
@@ -436,17 +452,17 @@ def cancel(
             return latest[0], _first_line(err)
 
     run, unreachable = with_client(settings, project, go)
-    if unreachable:
-        raise fail(
-            f"{journey} of {customer_id} is cancelled in the customer store, but Temporal at "
-            f"{_temporal_target(settings)} did not take the cancellation ({unreachable}), so "
-            f"the run goes on: cancel its workflow {run.workflow_id} in the Temporal UI once "
-            "Temporal is back"
-        )
     console.print(
         f"[yellow]cancelled[/] {journey} run {run.run_no} for {customer_id} ({run.workflow_id})",
         highlight=False,
     )
+    if unreachable:
+        # The store's cancellation stands (the run sends nothing more); only its timers go on.
+        warn(
+            f"Temporal at {_temporal_target(settings)} did not take the cancellation "
+            f"({unreachable}): the run sends nothing more, but cancel its workflow "
+            f"{run.workflow_id} in the Temporal UI once Temporal is back"
+        )
 
 
 @app.command("unsubscribe")
@@ -508,19 +524,18 @@ def forget(
     forgotten, unreachable = with_client(settings, project, go)
     print_forgotten(forgotten)
     if unreachable:
-        raise fail(
+        warn(
             f"Temporal at {_temporal_target(settings)} did not take the cancellation of "
-            f"{customer_id}'s runs ({unreachable}); their messages are blocked (the customer "
-            "is gone), but cancel the workflows listed above in the Temporal UI once Temporal "
-            "is back"
+            f"{customer_id}'s runs ({unreachable}): they send nothing more (the customer is "
+            "gone), but cancel the workflows above in the Temporal UI once Temporal is back"
         )
 
 
 def print_forgotten(forgotten: Forgotten) -> None:
-    removed = ", ".join(f"{n} {table}" for table, n in forgotten.removed.items())
+    removed = ", ".join(f"{table} {n}" for table, n in forgotten.removed.items())
     console.print(
-        f"[green]forgotten[/] {forgotten.customer_id}: removed the customer, their profile and "
-        f"consent, and {removed}",
+        f"[green]forgotten[/] {forgotten.customer_id}: deleted the customer with their profile "
+        f"and consent; rows per table: {removed}",
         highlight=False,
     )
     if forgotten.suppressed:
