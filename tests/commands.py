@@ -41,7 +41,7 @@ class Ran:
         return self.out + self.err
 
 
-def command_env(**values: str | os.PathLike[str]) -> dict[str, str]:
+def command_env(**values: str | int | os.PathLike[str]) -> dict[str, str]:
     """The environment for a command: this machine's, without Kairos, Temporal or provider
     settings, with the virtualenv's binaries on PATH, no colours and wide tables."""
     env = {k: v for k, v in os.environ.items() if not _FOREIGN.match(k)}
@@ -58,9 +58,14 @@ async def run(
     cwd: Path = ROOT,
     stdin: str | None = None,
     timeout: float = 90,
+    program: bool = False,
 ) -> Ran:
-    """Run ``command`` (a shell line, or ``kairos`` arguments as a list) and wait for it."""
-    argv = ["bash", "-c", command] if isinstance(command, str) else [str(KAIROS), *command]
+    """Run ``command`` and wait for it: a shell line, or a list of ``kairos`` arguments (with
+    ``program``, a whole argv)."""
+    if isinstance(command, str):
+        argv = ["bash", "-c", command]
+    else:
+        argv = list(command) if program else [str(KAIROS), *command]
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -90,18 +95,21 @@ def free_port() -> int:
 
 @cache
 def documented_commands() -> frozenset[str]:
-    """Every command the documents show: each line of a ``sh`` code block (comments and
+    """Every command the documents show: each line of a ``sh`` code block (comments dropped,
     continuation lines joined), and each inline code span that starts with ``kairos``."""
     found: set[str] = set()
     for name in DOCS:
         language: str | None = None
         pending = ""
+        prose: list[str] = []
         for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
             fence = _FENCE.match(line.strip())
             if fence:
                 language = None if language is not None else fence.group(1)
                 continue
-            if language == "sh":
+            if language is None:
+                prose.append(line)
+            elif language == "sh":
                 text = re.sub(r"\s{2,}#.*$", "", line).strip()
                 if not text or text.startswith("#"):
                     continue
@@ -110,8 +118,9 @@ def documented_commands() -> frozenset[str]:
                     continue
                 found.add(pending + text)
                 pending = ""
-            elif language is None:
-                found.update(m.group(1).strip() for m in _INLINE.finditer(line))
+        # A span may wrap onto the next line of a paragraph.
+        for match in _INLINE.finditer("\n".join(prose)):
+            found.add(" ".join(match.group(1).split()))
     return frozenset(found)
 
 
@@ -119,3 +128,21 @@ def documented(command: str) -> str:
     """``command``, which a document shows (fails when none does any more)."""
     assert command in documented_commands(), f"no document shows {command!r}"
     return command
+
+
+def python_examples(name: str) -> list[str]:
+    """The ``python`` code blocks of a document, in order: each runs as a script."""
+    blocks: list[str] = []
+    language: str | None = None
+    lines: list[str] = []
+    for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
+        fence = _FENCE.match(line.strip())
+        if fence and language is None:
+            language, lines = fence.group(1), []
+        elif fence:
+            if language == "python":
+                blocks.append("\n".join(lines) + "\n")
+            language = None
+        elif language is not None:
+            lines.append(line)
+    return blocks
