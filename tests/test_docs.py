@@ -11,6 +11,7 @@ import ast
 import asyncio
 import json
 import shlex
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -222,14 +223,21 @@ async def test_the_integration_guide_commands_and_examples(
             docs_env,
         )
         await kairos(documented("kairos customer c-42"), docs_env)
-        (tmp_path / "leads.csv").write_text(
+        # A copy of the project: enroll keeps its progress under the project's .kairos/.
+        home = tmp_path / "project"
+        for part in ("journeys", "templates"):
+            shutil.copytree(ROOT / part, home / part)
+        (home / "leads.csv").write_text(
             "id,email,interest\nlead-1,lead1@example.com,office\n", encoding="utf-8"
         )
         await kairos(
-            documented("kairos enroll nurture --csv leads.csv --rate 10"), docs_env, cwd=tmp_path
+            documented("kairos enroll nurture --csv leads.csv --rate 10"),
+            {**docs_env, "KAIROS_HOME": str(home)},
+            cwd=home,
         )
-        assert [r.journey for r in await make_kairos(
-            dev_env.client, settings, store).runs(customer_id="lead-1")] == ["nurture"]  # fmt: skip
+        assert list((home / ".kairos" / "enroll").iterdir())
+        enrolled = await make_kairos(dev_env.client, settings, store).runs(customer_id="lead-1")
+        assert [r.journey for r in enrolled] == ["nurture"]
         helped = await kairos(documented("kairos enroll --help"), docs_env)
         assert "Example" in helped.stdout
     simulated = await kairos(
