@@ -13,10 +13,16 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from kairos.dev import dev_server_args, temporal_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -146,3 +152,25 @@ def python_examples(name: str) -> list[str]:
         elif language is not None:
             lines.append(line)
     return blocks
+
+
+@pytest_asyncio.fixture(name="temporal")
+async def temporal_fixture() -> AsyncIterator[WorkflowEnvironment]:
+    """``temporal``: a Temporal dev server of the test's own (in memory, under a second to
+    start); import this into a test module to use it.
+
+    Workflow ids are the customer's (``journey:welcome:c-42:1``), so two tests that use the
+    same customer id on one shared server would find each other's runs; commands that the
+    documents show must use the documents' ids.
+    """
+    args = dev_server_args(None, 0, None)
+    # start_local adds server/start-dev, ip and port itself: pass only what follows.
+    extra = [a for a in args[args.index("--log-level") :] if a != "--headless"]
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary("temporal")),
+        dev_server_extra_args=extra,
+        data_converter=pydantic_data_converter,
+        ui=False,
+    )
+    async with env:
+        yield env

@@ -24,7 +24,12 @@ from kairos.config import Settings
 from kairos.store import Store
 from kairos.store.database import redact, with_database
 from kairos.store.runs import runs_of
-from tests.commands import command_env, free_port, run
+from tests.commands import (
+    command_env,
+    free_port,
+    run,
+    temporal_fixture,  # noqa: F401 (the temporal fixture)
+)
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, timezone_at
 
@@ -32,11 +37,11 @@ SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": T
 
 
 @pytest.fixture
-def cli(settings: Settings, dev_env: WorkflowEnvironment) -> dict[str, str]:
+def cli(settings: Settings, temporal: WorkflowEnvironment) -> dict[str, str]:
     """The environment of a command on this test's database, Temporal and task queue."""
     return command_env(
         KAIROS_DATABASE_URL=settings.database_url,
-        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
         KAIROS_TASK_QUEUE=settings.task_queue,
         KAIROS_OUTBOX=settings.outbox_dir,
     )
@@ -57,11 +62,11 @@ async def _rows(store: Store, table: str, customer: str) -> int:
 
 
 async def test_emit_identify_customer_and_runs_tell_support_what_happened(
-    dev_env: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
 ) -> None:
-    now = await dev_env.get_current_time()
+    now = await temporal.get_current_time()
     signup = json.dumps({**SIGNUP, "timezone": timezone_at(now, 12)})
-    async with running_worker(dev_env.client, settings, store):
+    async with running_worker(temporal.client, settings, store):
         emitted = await run(["emit", "sue", "signed_up", "--data", signup, "--id", "s-1"], cli)
         assert emitted.code == 0, emitted.output
         assert emitted.out.splitlines() == [
@@ -122,11 +127,11 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
 
 
 async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs(
-    dev_env: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
 ) -> None:
-    kairos = make_kairos(dev_env.client, settings, store)
-    now = await dev_env.get_current_time()
-    async with running_worker(dev_env.client, settings, store):
+    kairos = make_kairos(temporal.client, settings, store)
+    now = await temporal.get_current_time()
+    async with running_worker(temporal.client, settings, store):
         await kairos.identify("sue", {"email": "sue@example.com", "timezone": timezone_at(now, 12),
                                       "phone": "+358401234567"},
                               consent={"marketing": True, "sms": True}, source="test")  # fmt: skip
@@ -142,7 +147,7 @@ async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs
         cancelled = await run(["cancel", "nurture", "sue"], cli)
         assert cancelled.code == 0, cancelled.output
         assert cancelled.out.strip() == "cancelled nurture run 1 for sue (journey:nurture:sue:1)"
-        handle = dev_env.client.get_workflow_handle("journey:nurture:sue:1")
+        handle = temporal.client.get_workflow_handle("journey:nurture:sue:1")
 
         async def cancelled_in_temporal() -> bool:
             return (await handle.describe()).status is WorkflowExecutionStatus.CANCELED

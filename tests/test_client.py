@@ -22,6 +22,7 @@ from kairos.client import (
 from kairos.config import Settings
 from kairos.runtime import SA_CUSTOMER, SA_JOURNEY, journey_workflow_id
 from kairos.store import Store
+from tests.commands import temporal_fixture  # noqa: F401 (the temporal fixture)
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, started, timezone_at
 from worker import dispatcher
@@ -58,20 +59,20 @@ async def test_bad_input_is_refused_at_the_door_and_nothing_is_recorded(
 
 
 async def test_an_event_accepted_while_temporal_is_down_starts_its_journey_later(
-    dev_env: WorkflowEnvironment, settings: Settings, store: Store
+    temporal: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
     offline = make_kairos(await offline_client(), settings, store)
     signup = {"email": "ola@example.com", "marketing_opt_in": True}
     accepted = await offline.record("ola", "signed_up", signup, event_id="signup-ola")
 
     assert (accepted.started, accepted.pending) == ({"welcome": 1}, 1)
-    sweeper = dispatcher(store, dev_env.client, settings.task_queue)
+    sweeper = dispatcher(store, temporal.client, settings.task_queue)
 
     async def swept() -> int:
         return await sweeper.sweep()
 
     assert await eventually(swept, attempts=400) == 1
-    handle = await started(dev_env.client, journey_workflow_id("welcome", "ola", 1))
+    handle = await started(temporal.client, journey_workflow_id("welcome", "ola", 1))
     described = await handle.describe()
     assert described.typed_search_attributes.get(SA_CUSTOMER) == "ola"
     again = await offline.record("ola", "signed_up", signup, event_id="signup-ola")
@@ -79,18 +80,18 @@ async def test_an_event_accepted_while_temporal_is_down_starts_its_journey_later
 
 
 async def test_support_finds_cancels_and_forgets_a_customer(
-    dev_env: WorkflowEnvironment, settings: Settings, store: Store
+    temporal: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
-    kairos = make_kairos(dev_env.client, settings, store)
-    async with running_worker(dev_env.client, settings, store):
-        now = await dev_env.get_current_time()
+    kairos = make_kairos(temporal.client, settings, store)
+    async with running_worker(temporal.client, settings, store):
+        now = await temporal.get_current_time()
         # The dev server runs on the real clock: make it midday for Sue, outside quiet hours.
         signup = {"email": "sue@example.com", "timezone": timezone_at(now, 12),
                   "marketing_opt_in": True}  # fmt: skip
         await kairos.emit("sue", "signed_up", signup)
         await kairos.emit("sue", "cart_updated", {"cart_total": 12.5, "currency": "EUR"})
-        welcome = await started(dev_env.client, journey_workflow_id("welcome", "sue", 1))
-        cart = await started(dev_env.client, journey_workflow_id("cart_abandonment", "sue", 1))
+        welcome = await started(temporal.client, journey_workflow_id("welcome", "sue", 1))
+        cart = await started(temporal.client, journey_workflow_id("cart_abandonment", "sue", 1))
 
         async def considering() -> bool:
             record = await store.customer("sue")

@@ -38,6 +38,7 @@ from tests.commands import (
     documented_commands,
     python_examples,
     run,
+    temporal_fixture,  # noqa: F401 (the temporal fixture)
 )
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import timezone_at
@@ -87,19 +88,19 @@ async def kairos(command: str, env: dict[str, str], cwd: Path = ROOT) -> Result:
 
 
 @pytest.fixture
-def docs_env(settings: Settings, dev_env: WorkflowEnvironment) -> dict[str, str]:
+def docs_env(settings: Settings, temporal: WorkflowEnvironment) -> dict[str, str]:
     return command_env(
         KAIROS_DATABASE_URL=settings.database_url,
-        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
         KAIROS_TASK_QUEUE=settings.task_queue,
         KAIROS_OUTBOX=settings.outbox_dir,
     )
 
 
-async def _ada(dev_env: WorkflowEnvironment, settings: Settings, store: Store) -> None:
+async def _ada(temporal: WorkflowEnvironment, settings: Settings, store: Store) -> None:
     """c-42 as the docs know her: signed up with marketing consent, a cart left."""
-    kairos_client = make_kairos(dev_env.client, settings, store)
-    now = await dev_env.get_current_time()
+    kairos_client = make_kairos(temporal.client, settings, store)
+    now = await temporal.get_current_time()
     await kairos_client.identify(
         "c-42",
         {"email": "ada@example.com", "first_name": "Ada", "timezone": timezone_at(now, 12)},
@@ -112,10 +113,10 @@ async def _ada(dev_env: WorkflowEnvironment, settings: Settings, store: Store) -
 
 @pytest.mark.timeout(240)
 async def test_the_support_guide_commands(
-    dev_env: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
 ) -> None:
-    async with running_worker(dev_env.client, settings, store):
-        await _ada(dev_env, settings, store)
+    async with running_worker(temporal.client, settings, store):
+        await _ada(temporal, settings, store)
         shown = await kairos(documented("kairos customer c-42"), docs_env)
         for heading in ("consent", "consent history", "profile", "runs", "recent messages"):
             assert f"\n{heading}\n" in shown.stdout, shown.stdout
@@ -163,16 +164,16 @@ async def test_the_support_guide_commands(
 
 @pytest.mark.timeout(240)
 async def test_the_integration_guide_commands_and_examples(
-    dev_env: WorkflowEnvironment,
+    temporal: WorkflowEnvironment,
     settings: Settings,
     store: Store,
     docs_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     web = create_app(
-        make_kairos(dev_env.client, settings, store), settings, WebConfig(api_keys=(API_KEY,))
+        make_kairos(temporal.client, settings, store), settings, WebConfig(api_keys=(API_KEY,))
     )
-    async with running_worker(dev_env.client, settings, store), running(web) as url:
+    async with running_worker(temporal.client, settings, store), running(web) as url:
         http = {**docs_env, "KAIROS_URL": url, "KAIROS_API_KEY": API_KEY}
         tracked = await run(
             documented(
@@ -236,7 +237,7 @@ async def test_the_integration_guide_commands_and_examples(
             cwd=home,
         )
         assert list((home / ".kairos" / "enroll").iterdir())
-        enrolled = await make_kairos(dev_env.client, settings, store).runs(customer_id="lead-1")
+        enrolled = await make_kairos(temporal.client, settings, store).runs(customer_id="lead-1")
         assert [r.journey for r in enrolled] == ["nurture"]
         helped = await kairos(documented("kairos enroll --help"), docs_env)
         assert "Example" in helped.stdout
@@ -262,7 +263,7 @@ def empty_database(postgres: str) -> Iterator[str]:
 
 @pytest.mark.timeout(240)
 async def test_the_operations_guide_commands(
-    dev_env: WorkflowEnvironment,
+    temporal: WorkflowEnvironment,
     settings: Settings,
     store: Store,
     docs_env: dict[str, str],
@@ -279,7 +280,7 @@ async def test_the_operations_guide_commands(
     assert upgraded.code == 0 and "applied 0001_customer_store" in upgraded.out
     assert (await run(documented("kairos db status"), fresh)).code == 0
 
-    await _ada(dev_env, settings, store)
+    await _ada(temporal, settings, store)
     backup = {**docs_env, "PATH": f"{PGBIN}:{docs_env['PATH']}"}
     dumped = await run(
         documented('pg_dump --format=custom --file=kairos.dump "$KAIROS_DATABASE_URL"'),
@@ -325,7 +326,7 @@ async def test_the_operations_guide_commands(
         docs_env,
     )
     assert json.loads(timeline.stdout)["journey"] == "welcome"
-    async with running_worker(dev_env.client, settings, store):
+    async with running_worker(temporal.client, settings, store):
         running = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
         assert "journey:welcome:c-42:1" in running.stdout
         await kairos(documented("kairos report --since 1d"), docs_env)

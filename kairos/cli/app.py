@@ -6,6 +6,7 @@ import logging
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="kairos",
@@ -29,9 +30,14 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def fail_text(message: str, code: int = 1) -> typer.Exit:
+    """:func:`fail` for plain text: brackets in a customer id, a URL or a value stay as they are."""
+    return fail(escape(message), code)
+
+
 def warn(message: str) -> None:
-    """Print a user-facing warning: what was done, and what is left for the user to do."""
-    err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+    """Print a user-facing warning (plain text): what was done, and what is left to do."""
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def quiet_logs() -> None:

@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import typer
+from rich.markup import escape
 
-from kairos.cli.app import app, console, fail, quiet_logs
+from kairos.cli.app import app, console, quiet_logs
+from kairos.cli.app import fail_text as fail
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.store import Database, StoreError, database_url
 from kairos.store.database import Migration, latest_version, migrations, redact
@@ -76,7 +78,7 @@ def upgrade() -> None:
         return have, await database.upgrade()
 
     have, applied = _with_database(settings, go)
-    console.print(f"customer store: {_where(settings)}", highlight=False)
+    console.print(f"customer store: {escape(_where(settings))}", highlight=False)
     if have > want:
         raise fail(
             f"the database has schema version {have}, newer than this Kairos knows ({want}): "
@@ -101,7 +103,7 @@ def status() -> None:
     settings = _settings()
     want = latest_version()
     have = _with_database(settings, lambda database: database.schema_version())
-    console.print(f"customer store: {_where(settings)}", highlight=False)
+    console.print(f"customer store: {escape(_where(settings))}", highlight=False)
     if have == want:
         console.print(f"schema version {have}: up to date", highlight=False)
         return

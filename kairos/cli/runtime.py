@@ -21,7 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 from temporalio.service import RPCError
 
-from kairos.cli.app import app, console, fail, quiet_logs, warn
+from kairos.cli.app import app, console, quiet_logs, warn
+from kairos.cli.app import fail_text as fail
 from kairos.client import (
     CONSENT_TOPICS,
     CustomerNotFound,
@@ -46,6 +47,8 @@ from kairos.store import (
 )
 
 T = TypeVar("T")
+
+
 _YES = ("yes", "y", "true", "on", "1")
 _NO = ("no", "n", "false", "off", "0")
 
@@ -131,10 +134,10 @@ def _print_accepted(accepted: Accepted) -> None:
     customer = accepted.customer.id
     for journey, run_no in accepted.started.items():
         workflow = journey_workflow_id(journey, customer, run_no)
-        console.print(f"  started {journey}: run {run_no} ({workflow})", highlight=False)
+        console.print(f"  started {journey}: run {run_no} ({escape(workflow)})", highlight=False)
     for journey, run_no in accepted.signalled:
         workflow = journey_workflow_id(journey, customer, run_no)
-        console.print(f"  woke {journey} run {run_no} ({workflow})", highlight=False)
+        console.print(f"  woke {journey} run {run_no} ({escape(workflow)})", highlight=False)
     if not accepted.started and not accepted.signalled and not accepted.duplicate:
         console.print("  no journey started or woken", highlight=False)
     for problem in accepted.problems:
@@ -179,13 +182,13 @@ def emit(
     )
     if accepted.duplicate:
         console.print(
-            f"[yellow]already accepted[/]: event {accepted.event_id} for {customer} was handled "
-            "before; nothing changed",
+            f"[yellow]already accepted[/]: event {escape(accepted.event_id)} for "
+            f"{escape(customer)} was handled before; nothing changed",
             highlight=False,
         )
         return
     console.print(
-        f"[green]accepted[/] {event} for {customer} (event id {accepted.event_id})",
+        f"[green]accepted[/] {event} for {escape(customer)} (event id {escape(accepted.event_id)})",
         highlight=False,
     )
     _print_accepted(accepted)
@@ -226,10 +229,10 @@ def identify(
         lambda k: k.identify(customer, attributes, consent=granted or None, source=source),
     )
     changed = ", ".join(sorted(attributes)) or "no attributes"
-    console.print(f"[green]updated[/] {customer}: {changed}", highlight=False)
+    console.print(f"[green]updated[/] {escape(customer)}: {changed}", highlight=False)
     if granted:
         topics = ", ".join(f"{t} {'granted' if g else 'withdrawn'}" for t, g in granted.items())
-        console.print(f"  consent: {topics} (source: {source})", highlight=False)
+        console.print(f"  consent: {topics} (source: {escape(source)})", highlight=False)
     _print_accepted(accepted)
 
 
@@ -252,8 +255,8 @@ def start(
     accepted = with_client(settings, project, lambda k: k.enter(journey, customer, profile))
     run_no = accepted.started[journey]
     console.print(
-        f"[green]started[/] {journey} for {customer}: run {run_no} "
-        f"({journey_workflow_id(journey, customer, run_no)})",
+        f"[green]started[/] {journey} for {escape(customer)}: run {run_no} "
+        f"({escape(journey_workflow_id(journey, customer, run_no))})",
         highlight=False,
     )
     if accepted.pending:
@@ -453,7 +456,8 @@ def cancel(
 
     run, unreachable = with_client(settings, project, go)
     console.print(
-        f"[yellow]cancelled[/] {journey} run {run.run_no} for {customer_id} ({run.workflow_id})",
+        f"[yellow]cancelled[/] {journey} run {run.run_no} for {escape(customer_id)} "
+        f"({escape(run.workflow_id)})",
         highlight=False,
     )
     if unreachable:
@@ -490,7 +494,10 @@ def unsubscribe(
         lambda k: k.unsubscribe(customer_id, topic, granted=resubscribe, source=source),
     )
     verb = "resubscribed" if resubscribe else "unsubscribed"
-    console.print(f"[green]{verb}[/] {customer_id} ({topic}; source: {source})", highlight=False)
+    console.print(
+        f"[green]{verb}[/] {escape(customer_id)} ({topic}; source: {escape(source)})",
+        highlight=False,
+    )
 
 
 @app.command("forget")
@@ -534,8 +541,8 @@ def forget(
 def print_forgotten(forgotten: Forgotten) -> None:
     removed = ", ".join(f"{table} {n}" for table, n in forgotten.removed.items())
     console.print(
-        f"[green]forgotten[/] {forgotten.customer_id}: deleted the customer with their profile "
-        f"and consent; rows per table: {removed}",
+        f"[green]forgotten[/] {escape(forgotten.customer_id)}: deleted the customer with their "
+        f"profile and consent; rows per table: {removed}",
         highlight=False,
     )
     if forgotten.suppressed:
@@ -548,7 +555,7 @@ def print_forgotten(forgotten: Forgotten) -> None:
         console.print("  no suppression kept: no consent had been withdrawn", highlight=False)
     if forgotten.open_runs:
         for run in forgotten.open_runs:
-            console.print(f"  cancelled {run.journey} run {run.run_no} ({run.workflow_id})",
+            console.print(f"  cancelled {run.journey} run {run.run_no} ({escape(run.workflow_id)})",
                           highlight=False)  # fmt: skip
     else:
         console.print("  no run was going", highlight=False)
