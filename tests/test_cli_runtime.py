@@ -27,6 +27,7 @@ from kairos.store.runs import runs_of
 from tests.commands import (
     command_env,
     free_port,
+    kairos_in_process,
     run,
     temporal_fixture,  # noqa: F401 (the temporal fixture)
 )
@@ -322,3 +323,35 @@ def test_every_command_shows_an_example_in_its_help() -> None:
     for args in [[c] for c in commands] + [["db", "upgrade"], ["db", "status"]]:
         result = CliRunner().invoke(app, [*args, "--help"], env=command_env())
         assert result.exit_code == 0 and "Example" in result.output, (args, result.output)
+
+
+def _help_example(command: str) -> str:
+    """The ``Example:`` a command's --help shows (its docstring, or its epilog)."""
+    name, _, sub = command.partition(" ")
+    infos = app.registered_commands
+    if sub:
+        group = next(g for g in app.registered_groups if g.name == name)
+        assert group.typer_instance is not None
+        infos, name = group.typer_instance.registered_commands, sub
+    info = next(i for i in infos if i.name == name)
+    text = f"{info.callback.__doc__ if info.callback else ''}\n{info.epilog or ''}"
+    found = re.search(r"Example: (?:\[bold\])?(.+?)(?:\[/\].*)?$", text, re.M)
+    assert found is not None, command
+    return found.group(1).strip()
+
+
+async def test_the_help_examples_work_as_written(
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+) -> None:
+    async with running_worker(temporal.client, settings, store):
+        for command in ("db status", "emit", "identify", "start", "customer", "runs", "cancel",
+                        "unsubscribe", "forget", "db upgrade", "simulate"):  # fmt: skip
+            example = _help_example(command)
+            assert f"{example} ".startswith(f"kairos {command} "), example
+            await kairos_in_process(example, cli)  # as the shell splits it; must succeed
+    assert await store.customer("c-42") is None  # forgotten by the forget example
+    example = _help_example("worker")
+    assert example == "TEMPORAL_ADDRESS=temporal.internal:7233 kairos worker"
+    ran = await run(example, cli)
+    assert ran.code == 1
+    assert ran.err.startswith("kairos worker: cannot reach Temporal at temporal.internal:7233: ")

