@@ -191,7 +191,11 @@ async def run_dev(settings: Settings, web: WebConfig, ports: Ports) -> int:
         start_new_session=True,
     )
     try:
-        await _wait_for_port(ports.temporal, server, 30)
+        try:
+            await _wait_for_port(ports.temporal, server, 30)
+        except RuntimeError as err:
+            print(f"kairos dev: {err}; its log is {state / 'temporal.log'}", file=sys.stderr)
+            return 1
         app = await build_app(settings, web)
         async with running(app, host="127.0.0.1", port=ports.web, log_level="warning") as url:
             print(banner(settings, ports, url, schema), flush=True)
@@ -233,7 +237,11 @@ def main() -> None:
         )
     embedded = {"target_host": local, "namespace": "default"}
     settings = dataclasses.replace(settings, temporal=embedded, database_url="")
-    raise SystemExit(asyncio.run(run_dev(settings, web, ports)))
+    try:
+        code = asyncio.run(run_dev(settings, web, ports))
+    except KeyboardInterrupt:  # Ctrl-C before the worker was up: everything is stopped
+        code = 130
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
