@@ -23,7 +23,7 @@ from kairos.cli import app
 from kairos.config import Settings
 from kairos.store import Store
 from kairos.store.database import redact, with_database
-from kairos.store.runs import runs_of
+from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
     command_env,
     free_port,
@@ -91,6 +91,9 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "  consent: sms granted (source: support call, ticket 4711)",
         ]
 
+        # As a run records a condition it could not evaluate (and went on without).
+        async with store.database.transaction() as conn:
+            await note_problems(conn, "sue", "welcome", 1, ["step x: cannot evaluate `y`"])
         shown = await run(["customer", "sue"], cli)
         assert shown.code == 0, shown.output
         for expected in (
@@ -99,6 +102,7 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "source: support call, ticket 4711",
             "journey:welcome:sue:1",
             "+358401234567",
+            "\n  problem in welcome run 1: step x: cannot evaluate `y`\n",
         ):
             assert expected in shown.out, (expected, shown.out)
         assert re.search(r"\n email +yes +default: email needs no consent", shown.out)
@@ -113,6 +117,7 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         ]
         runs = [(r["journey"], r["run_no"], r["status"], r["workflow_id"]) for r in data["runs"]]
         assert runs == [("welcome", 1, "running", "journey:welcome:sue:1")]
+        assert data["runs"][0]["problems"] == ["step x: cannot evaluate `y`"]
         assert [(m["step"], m["status"]) for m in data["messages"]] == [("welcome", "sent")]
 
         listed = await run(["runs", "--journey", "welcome", "--running", "--json"], cli)

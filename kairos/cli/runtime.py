@@ -337,6 +337,13 @@ def print_customer(record: CustomerRecord) -> None:
         runs.add_row(run.journey, str(run.run_no), run.status, _when(run.started_at),
                      escape(run.workflow_id))  # fmt: skip
     console.print(runs)
+    for run in record.runs:
+        # What the run could not evaluate or render, and went on without (docs/authoring.md).
+        for problem in run.problems:
+            console.print(
+                f"  [yellow]problem[/] in {run.journey} run {run.run_no}: {escape(problem)}",
+                highlight=False,
+            )
     messages = _table("recent messages", "at", "journey", "step", "channel", "status", "why")
     for message in record.messages:
         messages.add_row(_when(message.sent_at or message.decided_at), message.journey,
