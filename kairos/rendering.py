@@ -876,11 +876,13 @@ def render_preview(
     """
     step = _send_step(plan, step_id)
     now = store.clock()
+    marketing = plan.category == Category.marketing
     context = message_context(
         customer=_preview_customer(plan, customer),
         event=_preview_event(plan, event, now),
         journey=_preview_journey(plan, step_id, now),
-        unsubscribe_url=unsubscribe_url,
+        # As the send activity: only marketing messages carry an unsubscribe link.
+        unsubscribe_url=unsubscribe_url if marketing else None,
         key=f"preview:{plan.name}:{step_id}",
     )
     render = store.render_email if step.channel == Channel.email else store.render_sms
@@ -889,7 +891,7 @@ def render_preview(
         locale=locale or _str_or_none(customer.get("locale")),
         default_locale=plan.default_locale,
         context=context,
-        marketing=plan.category == Category.marketing,
+        marketing=marketing,
     )
 
 
