@@ -4,9 +4,15 @@ Templates live under ``templates/`` as ``<dir>/<message>.<locale>.<part>.j2`` (p
 preheader, html, text for email; sms for SMS) with shared layouts in ``templates/layouts/``.
 A :class:`TemplateStore` wraps one sandboxed Jinja environment per project: templates are
 compiled once and cached, undefined variables are errors (``StrictUndefined``) and only HTML is
-autoescaped. The compiler uses ``locales``, ``referenced_paths`` and ``problems`` to check a
-journey before it runs; the send activity and ``kairos preview`` use ``render_email`` and
+autoescaped. The compiler uses ``locales``, ``referenced_paths``, ``problems``,
+``constant_links`` and ``render_line`` to check a journey before it runs; the send activity and
+``kairos preview`` build one context (``message_context``) and use ``render_email`` and
 ``render_sms``.
+
+A message renders in the locale ``choose_locale`` picks (``sv-FI``, else ``sv``, else the
+journey's default), which templates see as ``locale``; dates, numbers, money and plurals follow
+that locale's style in ``templates/locales.yaml`` (:mod:`kairos.locales`), with the filters of
+:mod:`kairos.formatting`.
 
 Rendering also enforces what every marketing message must carry: an email always has an
 unsubscribe link (a small localized footer is added when the template has none) and an SMS
