@@ -24,6 +24,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from kairos.actions_catalogue import coupon_expiry
 from kairos.runtime import ActionRequest
 
 
@@ -97,7 +98,7 @@ async def issue_coupon(ctx: ActionContext, args: dict[str, Any]) -> dict[str, An
         "code": _code("K", ctx.key),
         "percent": percent,
         # The activity's scheduled time, not the wall clock, so simulations date it right.
-        "expires_at": (_now() + timedelta(days=valid_days)).date().isoformat(),
+        "expires_at": coupon_expiry(_now(), valid_days),
     }
     await _journal(ctx, "issue_coupon", result)
     return result

@@ -27,7 +27,7 @@ from kairos.config import Settings
 from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage, Verdict
 from kairos.pinning import PinnedTemplates
 from kairos.plan import Category, Channel
-from kairos.rendering import RenderError, TemplateStore, email_headers
+from kairos.rendering import RenderError, TemplateStore, email_headers, message_context
 from kairos.runtime import DeliverRequest, FailedSend
 from kairos.store import Store
 from kairos.unsubscribe import unsubscribe_url
@@ -146,12 +146,14 @@ class Messaging:
                 secret=self.settings.secret,
                 now=int(time.time()),
             )
-        return {
-            **request.context,
-            "customer": profile,
-            "unsubscribe_url": link,
-            "message": {"key": request.key},
-        }
+        # The same context `kairos preview` builds (kairos.rendering.message_context).
+        return message_context(
+            customer=profile,
+            event=request.context.get("event", {}),
+            journey=request.context.get("journey", {}),
+            unsubscribe_url=link,
+            key=request.key,
+        )
 
     def _metadata(self, request: DeliverRequest) -> dict[str, str]:
         return {

@@ -8,8 +8,9 @@ coupon code can be checked (and sampled) before any coupon exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from kairos.catalogue import AttrType
@@ -33,6 +34,18 @@ class ActionSpec:
     args: Mapping[str, Argument] = field(default_factory=dict)
     # Result field -> a sample value (used to check and sample templates that read it).
     result: Mapping[str, Any] = field(default_factory=dict)
+    # Result fields that follow from the arguments and the time, for a truthful sample.
+    derive: Callable[[Mapping[str, Any], datetime], dict[str, Any]] | None = None
+
+
+def coupon_expiry(issued: datetime, valid_days: int) -> str:
+    """The last day a coupon issued at ``issued`` for ``valid_days`` days is valid (ISO date)."""
+    return (issued + timedelta(days=valid_days)).date().isoformat()
+
+
+def _coupon(args: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    days = args.get("valid_days", 14)
+    return {"expires_at": coupon_expiry(now, days)} if isinstance(days, int) else {}
 
 
 ACTIONS: Mapping[str, ActionSpec] = {
@@ -45,7 +58,8 @@ ACTIONS: Mapping[str, ActionSpec] = {
                 "percent": Argument(AttrType.number, description="Discount in percent, 1-100."),
                 "valid_days": Argument(AttrType.integer, description="Days the code is valid."),
             },
-            result={"code": "SAMPLE-7KQ2X", "percent": 20, "expires_at": "2026-02-14T09:00:00Z"},
+            result={"code": "SAMPLE-7KQ2X", "percent": 10, "expires_at": "2026-02-14"},
+            derive=_coupon,
         ),
         ActionSpec(
             name="grant_referral_reward",
@@ -64,3 +78,20 @@ ACTIONS: Mapping[str, ActionSpec] = {
         ),
     )
 }
+
+
+def action_sample(name: str | None, args: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """An action's result as a preview or a check should show it: the registered sample, with
+    the step's own arguments where the result repeats them (a 20% coupon says 20, not the
+    sample's 10) and what follows from them (a coupon valid 14 days from ``now``).
+
+    A templated argument (``{{ ... }}``) keeps the sample value: it has no value before a run.
+    """
+    spec = ACTIONS.get(name or "")
+    if spec is None:
+        return {}
+    literal = {k: v for k, v in args.items() if not (isinstance(v, str) and "{{" in v)}
+    result = dict(spec.result) | {k: v for k, v in literal.items() if k in spec.result}
+    if spec.derive is not None:
+        result |= spec.derive(literal, now)
+    return result

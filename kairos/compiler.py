@@ -17,6 +17,7 @@ import contextlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, assert_never
 from urllib.parse import urlparse
@@ -25,7 +26,7 @@ from jinja2.exceptions import TemplateError
 
 from kairos import expressions
 from kairos import schema as s
-from kairos.actions_catalogue import ACTIONS
+from kairos.actions_catalogue import ACTIONS, action_sample
 from kairos.catalogue import (
     BUILTIN_EVENT,
     BUILTIN_PROFILE,
@@ -36,6 +37,7 @@ from kairos.catalogue import (
     type_problem,
 )
 from kairos.durations import parse_duration
+from kairos.locales import LOCALES_FILE
 from kairos.pinning import pin, template_tree
 from kairos.plan import (
     ActionStep,
@@ -73,6 +75,7 @@ from kairos.problems import (
     suggestion,
 )
 from kairos.rendering import REQUIRED_PARTS, RenderError, TemplateStore, normalise_locale
+from kairos.sms import analyse
 from kairos.unsubscribe import unsubscribe_url
 from kairos.yaml_source import (
     Position,
@@ -86,6 +89,10 @@ from kairos.yaml_source import (
 CATALOGUE_FILE = "customer.yaml"
 JOURNEY_NAMES = ("name", "version", "step", "variant", "started_at")
 SMS_SEGMENT_LIMIT = 3
+SUBJECT_LIMIT = 60  # characters; most phones show about 40-50, desktop inboxes about 60-70
+PREHEADER_LIMIT = 100  # characters; inboxes show 40-100 after the subject
+# Plain look-alikes of characters that would send an SMS as UCS-2.
+_GSM_LOOKALIKES = {"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-", "…": "..."}
 _DATE_TYPES = (AttrType.datetime, AttrType.date)
 _NUMERIC = (AttrType.number, AttrType.integer)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -125,6 +132,7 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
     report = Report()
     templates = TemplateStore(home / "templates")
     catalogue = load_catalogue(home, report)
+    _check_locale_styles(home, templates, report)
     plans: dict[str, JourneyPlan] = {}
     for file in journey_files(home, paths, report):
         plan = compile_journey(
@@ -148,6 +156,16 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
         return None, report
     trees = {p.templates: template_tree(p, templates) for p in plans.values() if p.templates}
     return Project(catalogue, plans, templates, report.only("warning"), trees), report
+
+
+def _check_locale_styles(home: Path, templates: TemplateStore, report: Report) -> None:
+    """templates/locales.yaml: how each locale writes dates and money (kairos.locales)."""
+    problems = templates.style_problems()
+    if problems:
+        path = templates.root / LOCALES_FILE
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            report.add_source(problems[0].file, path.read_text(encoding="utf-8"))
+    report.extend(problems)
 
 
 def display_path(path: Path, home: Path) -> str:
@@ -373,6 +391,7 @@ class _Journey:
         self.steps: dict[str, PlanStep] = {}
         self.locales, self.default_locale = self._locales()
         self.saved: dict[str, str | None] = {}  # save_as name -> action name (None: webhook)
+        self.saved_args: dict[str, dict[str, Any]] = {}  # save_as name -> its `with:`
         self._checked_templates: set[tuple[str, str, Channel]] = set()
 
     # Problems ------------------------------------------------------------------------------
@@ -554,6 +573,7 @@ class _Journey:
             if isinstance(node.spec, s.ActionStep) and node.spec.save_as:
                 action = node.spec.action if isinstance(node.spec.action, str) else None
                 self.saved[node.spec.save_as] = action
+                self.saved_args[node.spec.save_as] = dict(node.spec.with_)
 
     # Flattening ----------------------------------------------------------------------------
 
@@ -929,18 +949,24 @@ class _Journey:
         return " and ".join(f"templates/{template}.{locale}.{part}.j2" for part in wanted)
 
     def _check_template_files(self, node: _Node, template: str, channel: Channel) -> None:
-        used_at = self.doc.positions.value((*node.path, "template"))
-        note = f"used by {self.doc.file}:{used_at.line}:{used_at.col} ({format_path(node.path)})"
+        note = self._used_by(node)
         for locale in self.locales:
             key = (template, locale, channel)
             first_time = key not in self._checked_templates
             self._checked_templates.add(key)
             if first_time:
                 for problem in self.templates.problems(template, locale, channel):
-                    self._template_problem(problem.file, problem.line, 1, problem.message, "", note)
+                    self._template_problem(
+                        problem.file, problem.line, problem.col, problem.message, "", note
+                    )
             self._check_template_variables(node, template, locale, channel, note)
-            if channel == Channel.sms and first_time and self.catalogue is not None:
+            if not first_time or self.catalogue is None:
+                continue
+            if channel == Channel.sms:
                 self._check_sms_length(node, template, locale)
+                self._check_sms_links(node, template, locale, note)
+            else:
+                self._check_email_lines(node, template, locale, note)
 
     def _template_problem(
         self,
@@ -987,13 +1013,97 @@ class _Journey:
                 "check the template with `kairos preview`",
             )
             return
-        if sms.segments > SMS_SEGMENT_LIMIT:
+        limits = self.spec.sms or s.SmsLimitsSpec()
+        if limits.alphabet == "gsm-7" and sms.encoding != "GSM-7":
+            self._sms_leaves_gsm7(node, template, locale, sms.body)
+        limit = limits.max_segments or SMS_SEGMENT_LIMIT
+        if sms.segments > limit:
+            hint = f"keep it to {SMS_SEGMENT_LIMIT} or fewer: each segment is billed"
+            if limits.max_segments:
+                hint = f"shorten it to {limit}: the journey's `sms: max_segments` is {limit}"
             self.warn(
                 path,
                 f"the {locale} SMS `{template}` is {sms.segments} {sms.encoding} segments "
                 "with sample data",
-                f"keep it to {SMS_SEGMENT_LIMIT} or fewer: each segment is billed",
+                hint,
             )
+
+    def _sms_leaves_gsm7(self, node: _Node, template: str, locale: str, body: str) -> None:
+        """Point at the character that makes the SMS UCS-2, in the template when it is there."""
+        char = analyse(body).non_gsm[0]
+        shown = f"`{char}` (U+{ord(char):04X})"
+        plain = _GSM_LOOKALIKES.get(char)
+        hint = (
+            f"write {plain} instead" if plain else "write it without characters outside GSM-7"
+        ) + ": the journey's `sms: alphabet` is gsm-7"
+        message = (
+            f"{shown} makes the {locale} SMS `{template}` UCS-2: 70 characters a segment, not 160"
+        )
+        files = list(self.templates.files(template, locale, Channel.sms).values())
+        file, line, col = _find_in_files(files, char, self.templates.root)
+        if (line, col) == (1, 1) and char not in _first_line(file):
+            # The character came from the sample data, not the template: point at the step.
+            self.warn((*node.path, "template"), message, hint)
+            return
+        note = self._used_by(node)
+        self._template_problem(file, line, col, message, hint, note, "warning")
+
+    def _check_sms_links(self, node: _Node, template: str, locale: str, note: str) -> None:
+        """A link written into an SMS where the event carries this customer's own link."""
+        assert self.catalogue is not None
+        carried = [
+            (event, prop)
+            for event in sorted(self.events_at(node))
+            if (spec := self.catalogue.events.get(event)) is not None
+            for prop in spec.properties
+            if prop == "url" or prop.endswith("_url")
+        ]
+        if not carried:
+            return
+        read = self.templates.referenced_paths(template, locale, Channel.sms)
+        if any(("event", prop) in read for _, prop in carried):
+            return
+        event, prop = carried[0]
+        for link in self.templates.constant_links(template, locale, Channel.sms):
+            self._template_problem(
+                link.file,
+                link.line,
+                link.col,
+                f"the {locale} SMS links to the constant {link.url}, but `{event}` carries "
+                f"`{prop}`",
+                f"link to {{{{ event.{prop} | default('{link.url}', true) }}}} so each customer "
+                "gets their own link",
+                note,
+                "warning",
+            )
+
+    def _check_email_lines(self, node: _Node, template: str, locale: str, note: str) -> None:
+        """Subjects and preheaders short enough for an inbox, with sample data."""
+        context = _sample_context(self, node, locale)
+        for part, limit, why in (
+            ("subject", SUBJECT_LIMIT, "about 50 show in full on a phone"),
+            ("preheader", PREHEADER_LIMIT, "inboxes show 40 to 100 after the subject"),
+        ):
+            try:
+                text = self.templates.render_line(template, locale, part, context)
+            except RenderError:
+                continue  # a sample-data problem; rendering checks report real ones
+            if text is None or len(text) <= limit:
+                continue
+            file = self.templates.files(template, locale, Channel.email)[part]
+            self._template_problem(
+                file,
+                1,
+                1,
+                f"the {locale} {part} is {len(text)} characters with sample data: `{text}`",
+                f"keep it to {limit} or fewer; {why}",
+                note,
+                "warning",
+            )
+
+    def _used_by(self, node: _Node) -> str:
+        used_at = self.doc.positions.value((*node.path, "template"))
+        return f"used by {self.doc.file}:{used_at.line}:{used_at.col} ({format_path(node.path)})"
 
     # Conditions and templated text ---------------------------------------------------------
 
@@ -1462,13 +1572,26 @@ def _sample_value(name: str, attr: Attribute) -> Any:
     if attr.type == AttrType.string:
         if name.endswith("url"):
             return "https://shop.example.com/c/8d2f0a61b7c94e3a"
-        if "name" in name:
+        if name.endswith(("first_name", "last_name")) or name == "name":
             return "Alexandra"
+        if "name" in name:
+            return "Ethiopia Yirgacheffe"  # a product, as long as real ones are
         if "currency" in name:
             return "EUR"
         if "code" in name:
             return "SAVE20-7KQ2X"
     return _SAMPLE_BY_TYPE[attr.type]
+
+
+_SAMPLE_NOW = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
+
+
+def _first_line(file: Path) -> str:
+    try:
+        with file.open(encoding="utf-8") as handle:
+            return handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _saved(journey: _Journey) -> list[tuple[str, str]]:
@@ -1492,7 +1615,10 @@ def _sample_context(journey: _Journey, node: _Node, locale: str) -> dict[str, An
         if spec is not None:
             event |= {p: _sample_value(p, a) for p, a in spec.properties.items()}
             event["name"] = name
-    saved = {n: dict(ACTIONS[a].result) if a in ACTIONS else {} for n, a in _saved(journey)}
+    saved = {
+        name: action_sample(action, journey.saved_args.get(name, {}), _SAMPLE_NOW)
+        for name, action in _saved(journey)
+    }
     return {
         "customer": customer,
         "event": event,

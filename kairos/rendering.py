@@ -4,9 +4,15 @@ Templates live under ``templates/`` as ``<dir>/<message>.<locale>.<part>.j2`` (p
 preheader, html, text for email; sms for SMS) with shared layouts in ``templates/layouts/``.
 A :class:`TemplateStore` wraps one sandboxed Jinja environment per project: templates are
 compiled once and cached, undefined variables are errors (``StrictUndefined``) and only HTML is
-autoescaped. The compiler uses ``locales``, ``referenced_paths`` and ``problems`` to check a
-journey before it runs; the send activity and ``kairos preview`` use ``render_email`` and
+autoescaped. The compiler uses ``locales``, ``referenced_paths``, ``problems``,
+``constant_links`` and ``render_line`` to check a journey before it runs; the send activity and
+``kairos preview`` build one context (``message_context``) and use ``render_email`` and
 ``render_sms``.
+
+A message renders in the locale ``choose_locale`` picks (``sv-FI``, else ``sv``, else the
+journey's default), which templates see as ``locale``; dates, numbers, money and plurals follow
+that locale's style in ``templates/locales.yaml`` (:mod:`kairos.locales`), with the filters of
+:mod:`kairos.formatting`.
 
 Rendering also enforces what every marketing message must carry: an email always has an
 unsubscribe link (a small localized footer is added when the template has none) and an SMS
@@ -19,19 +25,14 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from decimal import Decimal, InvalidOperation
-from functools import cached_property, lru_cache
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 import html2text
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime, format_time, format_timedelta
-from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
@@ -39,19 +40,42 @@ from jinja2 import (
     TemplateSyntaxError,
     UndefinedError,
     nodes,
-    pass_context,
 )
-from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
-from kairos.actions_catalogue import ACTIONS
+from kairos.actions_catalogue import action_sample
 from kairos.catalogue import CONSENT_KEYS
 from kairos.expressions import referenced_paths as expression_paths
+from kairos.formatting import (
+    FILTERS,
+    GLOBALS,
+    PLURAL_CATEGORIES,
+    SCOPE_KEY,
+    Scope,
+    babel_locale,
+    plural_categories,
+    zone,
+)
+from kairos.locales import LOCALES_FILE, LocaleStyle, load_locale_styles, normalise_locale
 from kairos.messages import EmailContent, SmsContent
 from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
-from kairos.problems import did_you_mean, quote_list, suggestion
+from kairos.problems import Problem, did_you_mean, quote_list, suggestion
 from kairos.sms import analyse, is_gsm7
+
+__all__ = [
+    "PARTS",
+    "RENDERER_NAMES",
+    "REQUIRED_PARTS",
+    "RenderError",
+    "TemplateLink",
+    "TemplateProblem",
+    "TemplateStore",
+    "email_headers",
+    "message_context",
+    "normalise_locale",
+    "render_preview",
+]
 
 PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.email: ("subject", "preheader", "html", "text"),
@@ -62,17 +86,18 @@ REQUIRED_PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.sms: ("sms",),
 }
 # Names the renderer itself provides, so templates may use them without declaring them.
-RENDERER_NAMES = frozenset({"unsubscribe_url", "message"})
+RENDERER_NAMES = frozenset({"unsubscribe_url", "message", "locale"})
 # Names Jinja binds inside templates (loops, blocks, macros, call blocks).
 _JINJA_NAMES = frozenset({"loop", "self", "super", "caller", "varargs", "kwargs"})
 _ALL_PARTS = frozenset(part for parts in PARTS.values() for part in parts)
 _T = TypeVar("_T")
-_SCOPE = "__kairos_render__"  # context key holding the render locale, timezone and clock
 
 _EMAIL_FOOTER: dict[str, tuple[str, str]] = {
     "en": ("Don't want these emails?", "Unsubscribe"),
-    "fi": ("Etkö halua näitä viestejä?", "Peru tilaus"),
-    "sv": ("Vill du inte få dessa mejl?", "Avsluta prenumerationen"),
+    # Not "Peru tilaus": tilaus is also an order and a (coffee) subscription.
+    "fi": ("Etkö halua enää näitä viestejä?", "Lopeta markkinointiviestit"),
+    # Not "Avsluta prenumerationen", for the same reason: a prenumeration is also a product.
+    "sv": ("Vill du inte längre få de här mejlen?", "Avregistrera dig från utskicken"),
     "de": ("Sie möchten diese E-Mails nicht mehr erhalten?", "Abmelden"),
     "hu": ("Nem szeretne több ilyen levelet kapni?", "Leiratkozás"),
     "ru": ("Не хотите получать эти письма?", "Отписаться"),
@@ -80,8 +105,8 @@ _EMAIL_FOOTER: dict[str, tuple[str, str]] = {
 # STOP stays in English everywhere: it is the keyword carriers and Twilio act on.
 _SMS_OPT_OUT: dict[str, str] = {
     "en": "Reply STOP to opt out.",
-    "fi": "Peru tilaus vastaamalla STOP.",
-    "sv": "Svara STOP för att avsluta.",
+    "fi": "Lopeta viestit vastaamalla STOP.",
+    "sv": "Svara STOP för att avregistrera dig.",
     "de": "Zum Abmelden STOP antworten.",
     "hu": "Leiratkozáshoz válaszoljon STOP szöveggel.",
     "ru": "Чтобы отписаться, ответьте STOP.",
@@ -98,6 +123,7 @@ _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 _MD_ESCAPE = re.compile(r"\\([\\.+\-])")
 _LINE_BREAKS = re.compile(r"[ \t\r\n\f\v]+")
 _UNDEFINED_NAME = re.compile(r"^'(?P<name>.*)' is undefined$")
+_URL = re.compile(r"https?://[^\s<>\"']+")
 
 # Inline every rule but keep @media and friends in <style>: clients that honour them (most
 # mobile ones) need them there, and they cannot be inlined anyway. Rendering never fetches.
@@ -134,22 +160,7 @@ class TemplateProblem:
     file: Path
     line: int
     message: str
-
-
-def normalise_locale(tag: str) -> str:
-    """Canonical BCP 47 form: ``fi_fi`` -> ``fi-FI``, ``zh_hant_tw`` -> ``zh-Hant-TW``."""
-    pieces = [piece for piece in re.split(r"[-_]", tag.strip()) if piece]
-    if not pieces:
-        return ""
-    out = [pieces[0].lower()]
-    for piece in pieces[1:]:
-        if len(piece) == 4 and piece.isalpha():
-            out.append(piece.title())
-        elif (len(piece) == 2 and piece.isalpha()) or (len(piece) == 3 and piece.isdigit()):
-            out.append(piece.upper())
-        else:
-            out.append(piece.lower())
-    return "-".join(out)
+    col: int = 1
 
 
 def email_headers(unsubscribe_url: str | None, *, one_click: bool = True) -> dict[str, str]:
@@ -174,139 +185,7 @@ class _Undefined(StrictUndefined):
         return f"{self._undefined_name!r} is undefined"
 
 
-# -- Babel filters ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """What locale-aware filters need from the render that calls them."""
-
-    locale: Locale
-    zone: tzinfo
-    now: datetime
-
-
-@lru_cache(maxsize=128)
-def _babel_locale(tag: str) -> Locale:
-    for candidate in (tag, tag.split("-")[0], "en"):
-        try:
-            return Locale.parse(candidate, sep="-")
-        except (ValueError, UnknownLocaleError):
-            continue
-    return Locale("en")
-
-
-@lru_cache(maxsize=256)
-def _zone(name: str) -> tzinfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
-
-
-def _scope(context: Context) -> _Scope:
-    scope = context.get(_SCOPE)
-    if isinstance(scope, _Scope):
-        return scope
-    # A macro imported without context cannot see the render; English and UTC are the least
-    # surprising defaults there.
-    return _Scope(_babel_locale("en"), UTC, datetime.now(UTC))
-
-
-def _as_number(value: Any) -> int | float | Decimal:
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            return Decimal(value.strip())
-        except InvalidOperation:
-            pass
-    raise ValueError(f"expected a number, not {value!r}")
-
-
-def _as_moment(value: Any) -> datetime | date:
-    """A datetime (aware; naive means UTC) or a date, from either or from ISO 8601 text."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if len(text) == len("2026-01-31"):
-                return date.fromisoformat(text)
-            moment = datetime.fromisoformat(text)  # accepts a trailing Z since Python 3.11
-        except ValueError:
-            pass
-        else:
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    raise ValueError(f"expected a date, a datetime or ISO 8601 text, not {value!r}")
-
-
-@pass_context
-def _money(context: Context, amount: Any, currency: str = "EUR", format: str | None = None) -> str:
-    return format_currency(
-        _as_number(amount), currency.upper(), format=format, locale=_scope(context).locale
-    )
-
-
-@pass_context
-def _number(context: Context, value: Any, format: str | None = None) -> str:
-    return format_decimal(_as_number(value), format=format, locale=_scope(context).locale)
-
-
-@pass_context
-def _percent(context: Context, value: Any, format: str | None = None) -> str:
-    return format_percent(_as_number(value), format=format, locale=_scope(context).locale)
-
-
-@pass_context
-def _date(context: Context, value: Any, format: str = "medium") -> str:
-    scope = _scope(context)
-    moment = _as_moment(value)
-    day = moment.astimezone(scope.zone).date() if isinstance(moment, datetime) else moment
-    return format_date(day, format=format, locale=scope.locale)
-
-
-@pass_context
-def _datetime(context: Context, value: Any, format: str = "medium") -> str:
-    scope = _scope(context)
-    moment = _as_moment(value)
-    if not isinstance(moment, datetime):
-        return format_date(moment, format=format, locale=scope.locale)
-    return format_datetime(moment, format=format, tzinfo=scope.zone, locale=scope.locale)
-
-
-@pass_context
-def _time(context: Context, value: Any, format: str = "short") -> str:
-    scope = _scope(context)
-    moment = _as_moment(value)
-    if not isinstance(moment, datetime):
-        raise ValueError(f"expected a datetime, not the date {value!r}")
-    return format_time(moment, format=format, tzinfo=scope.zone, locale=scope.locale)
-
-
-@pass_context
-def _relative(context: Context, value: Any) -> str:
-    """``in 3 days`` / ``3 days ago`` (localized), relative to the time of rendering."""
-    scope = _scope(context)
-    moment = _as_moment(value)
-    if not isinstance(moment, datetime):
-        moment = datetime.combine(moment, datetime.min.time(), tzinfo=scope.zone)
-    delta: timedelta = moment - scope.now
-    return format_timedelta(delta, add_direction=True, locale=scope.locale)
-
-
-FILTERS: dict[str, Callable[..., str]] = {
-    "money": _money,
-    "number": _number,
-    "percent": _percent,
-    "date": _date,
-    "datetime": _datetime,
-    "time": _time,
-    "relative": _relative,
-    "timeago": _relative,
-}
+# -- The environment -------------------------------------------------------------------------
 
 
 class _Environment(SandboxedEnvironment):
@@ -336,6 +215,7 @@ def _environment(root: Path) -> SandboxedEnvironment:
         cache_size=4096,
     )
     env.filters.update(FILTERS)
+    env.globals.update(GLOBALS)
     return env
 
 
@@ -365,6 +245,38 @@ class _Unit:
     def bound(self) -> set[str]:
         """Names the file binds itself (computed once per file version)."""
         return _bound_names(self.tree)
+
+    @cached_property
+    def plurals(self) -> list[tuple[int, frozenset[str]]]:
+        """(line, forms given) of every ``plural(...)`` with literal keyword arguments."""
+        found: list[tuple[int, frozenset[str]]] = []
+        for node in self.tree.find_all(nodes.Filter):
+            if node.name == "plural" and node.dyn_kwargs is None:
+                found.append((node.lineno, frozenset(str(k.key) for k in node.kwargs)))
+        return found
+
+    @cached_property
+    def links(self) -> list[TemplateLink]:
+        """Links written as plain text in the file (not made by an expression)."""
+        lines = self.source.splitlines()
+        found: list[TemplateLink] = []
+        for data in self.tree.find_all(nodes.TemplateData):
+            for match in _URL.finditer(data.data):
+                url = match.group(0).rstrip(".,;:!?)")
+                line = data.lineno + data.data.count("\n", 0, match.start())
+                text = lines[line - 1] if 0 < line <= len(lines) else ""
+                found.append(TemplateLink(self.path, line, max(text.find(url), 0) + 1, url))
+        return found
+
+
+@dataclass(frozen=True)
+class TemplateLink:
+    """A link written as text in a template file."""
+
+    file: Path
+    line: int
+    col: int
+    url: str
 
 
 @dataclass
@@ -397,6 +309,8 @@ class TemplateStore:
         # Checked files by name, with the (mtime, size) they were read at: journeys share
         # layouts and templates, and checking a project should read each version once.
         self._loaded: dict[str, tuple[tuple[int, int], _Unit | TemplateProblem]] = {}
+        # templates/locales.yaml, with the (mtime, size) it was read at.
+        self._styles: tuple[tuple[int, int], dict[str, LocaleStyle], list[Problem]] | None = None
 
     @property
     def environment(self) -> SandboxedEnvironment:
@@ -460,10 +374,41 @@ class TemplateStore:
     def problems(self, template: str, locale: str, channel: Channel) -> list[TemplateProblem]:
         """Syntax errors, unknown filters and missing extends/include/import targets.
 
-        Missing parts are not reported here: ``locales`` already tells which locales are
-        complete.
+        Also every ``plural(...)`` that leaves out a form the locale's plural rules need (a
+        Finnish message needs ``one=`` and ``other=``). Missing parts are not reported here:
+        ``locales`` already tells which locales are complete.
         """
-        return self._walk(template, locale, channel).problems
+        walk = self._walk(template, locale, channel)
+        needed = plural_categories(self.style(locale).format)
+        problems = list(walk.problems)
+        for unit in walk.units:
+            for line, given in unit.plurals:
+                missing = [c for c in PLURAL_CATEGORIES if c in needed and c not in given]
+                if missing:
+                    forms = " and ".join(f"{c}=" for c in missing)
+                    rules = ", ".join(c for c in PLURAL_CATEGORIES if c in needed)
+                    message = f"plural(...) needs {forms} for {locale} (its forms are {rules})"
+                    text = unit.source.splitlines()[line - 1] if line else ""
+                    col = text.find("plural") + 1 or 1
+                    problems.append(TemplateProblem(unit.path, line, message, col))
+        return problems
+
+    def style(self, locale: str) -> LocaleStyle:
+        """How ``locale`` writes dates, numbers and money (``templates/locales.yaml``)."""
+        styles = self._locale_styles()[0]
+        tag = normalise_locale(locale)
+        return styles.get(tag) or styles.get(tag.split("-")[0]) or LocaleStyle(format=tag)
+
+    def style_problems(self) -> list[Problem]:
+        """What is wrong with ``templates/locales.yaml`` (nothing when there is none)."""
+        return list(self._locale_styles()[1])
+
+    def constant_links(self, template: str, locale: str, channel: Channel) -> list[TemplateLink]:
+        """Links written as text in the message's files, not made from its data."""
+        links: list[TemplateLink] = []
+        for unit in self._walk(template, locale, channel).units:
+            links.extend(unit.links)
+        return links
 
     def closure(self, template: str, channel: Channel) -> dict[str, str]:
         """Every file ``template`` can read when sent on ``channel``, in every locale it is
@@ -472,6 +417,9 @@ class TemplateStore:
         for locale in sorted(self.locales(template, channel)):
             for unit in self._walk(template, locale, channel).units:
                 files[unit.name] = unit.source
+        styles = self.root / LOCALES_FILE
+        if styles.is_file():  # how dates and money read is part of what renders
+            files[LOCALES_FILE] = styles.read_text(encoding="utf-8")
         return files
 
     # Rendering -----------------------------------------------------------------------------
@@ -537,6 +485,20 @@ class TemplateStore:
             body=body, encoding=analysis.encoding, segments=analysis.segments, locale=chosen
         )
 
+    def render_line(
+        self, template: str, locale: str, part: str, context: Mapping[str, Any]
+    ) -> str | None:
+        """A one-line email part (``subject``, ``preheader``) exactly as it would render in
+        ``locale``, without the rest of the email; None when the part does not exist.
+
+        Raises:
+            RenderError: Any render error.
+        """
+        path = self.files(template, locale, Channel.email).get(part)
+        if path is None:
+            return None
+        return _one_line(self._render(path, self._context(context, normalise_locale(locale))))
+
     # Internals -----------------------------------------------------------------------------
 
     def _locate(self, template: str) -> tuple[Path, str]:
@@ -584,11 +546,29 @@ class TemplateStore:
         ctx = dict(context)
         ctx.setdefault("unsubscribe_url", None)
         ctx.setdefault("message", {})
+        ctx["locale"] = locale
+        style = self.style(locale)
         customer = ctx.get("customer")
         zone_name = customer.get("timezone") if isinstance(customer, Mapping) else None
-        zone = _zone(zone_name) if isinstance(zone_name, str) and zone_name else UTC
-        ctx[_SCOPE] = _Scope(_babel_locale(locale), zone, self.clock())
+        if not (isinstance(zone_name, str) and zone_name):
+            zone_name = style.timezone or "UTC"
+        ctx[SCOPE_KEY] = Scope(babel_locale(style.format), zone(zone_name), self.clock())
         return ctx
+
+    def _locale_styles(self) -> tuple[dict[str, LocaleStyle], list[Problem]]:
+        """templates/locales.yaml, read again only when it changes (one stat per call)."""
+        path = self.root / LOCALES_FILE
+        try:
+            stat = path.stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = (0, -1)
+        if self._styles is None or self._styles[0] != version:
+            styles, problems = load_locale_styles(self.root, self._display(LOCALES_FILE))
+            # A broken file must not break sending: the compiler reports it, rendering uses
+            # whatever locales it could read.
+            self._styles = (version, styles, problems)
+        return self._styles[1], self._styles[2]
 
     def _render(self, path: Path, ctx: Mapping[str, Any]) -> str:
         try:
@@ -854,7 +834,26 @@ def _with_opt_out(body: str, locale: str) -> str:
     return f"{body} {suffix}"
 
 
-# -- Preview ---------------------------------------------------------------------------------
+# -- Sending and previewing ------------------------------------------------------------------
+
+
+def message_context(
+    *,
+    customer: Mapping[str, Any],
+    event: Mapping[str, Any],
+    journey: Mapping[str, Any],
+    unsubscribe_url: str | None,
+    key: str,
+) -> dict[str, Any]:
+    """The names a message renders with. The send activity and ``kairos preview`` both build
+    their context here, so a preview shows the text a customer receives."""
+    return {
+        "customer": dict(customer),
+        "event": dict(event),
+        "journey": dict(journey),
+        "unsubscribe_url": unsubscribe_url,
+        "message": {"key": key},
+    }
 
 
 def render_preview(
@@ -870,7 +869,9 @@ def render_preview(
 
     Built-in names the customer or event file leave out are filled in (``customer.id``,
     ``consent`` all granted, ``event.name`` from the trigger), and results of earlier actions
-    (``journey.<save_as>``) get the sample values of the registered action.
+    (``journey.<save_as>``) are what the action would return for the step's own arguments at
+    the time of the preview (a 10% coupon says 10%, valid from today), with the registered
+    action's sample values for the rest.
 
     Args:
         locale: The locale asked for; None uses ``customer["locale"]``, then the journey's
@@ -881,19 +882,19 @@ def render_preview(
     """
     step = _send_step(plan, step_id)
     now = store.clock()
-    context = {
-        "customer": _preview_customer(plan, customer),
-        "event": _preview_event(plan, event, now),
-        "journey": _preview_journey(plan, step_id, now),
-        "unsubscribe_url": unsubscribe_url,
-        "message": {"key": f"preview:{plan.name}:{step_id}"},
-    }
-    wanted = locale or _str_or_none(customer.get("locale"))
     marketing = plan.category == Category.marketing
+    context = message_context(
+        customer=_preview_customer(plan, customer),
+        event=_preview_event(plan, event, now),
+        journey=_preview_journey(plan, step_id, now),
+        # As the send activity: only marketing messages carry an unsubscribe link.
+        unsubscribe_url=unsubscribe_url if marketing else None,
+        key=f"preview:{plan.name}:{step_id}",
+    )
     render = store.render_email if step.channel == Channel.email else store.render_sms
     return render(
         step.template,
-        locale=wanted,
+        locale=locale or _str_or_none(customer.get("locale")),
         default_locale=plan.default_locale,
         context=context,
         marketing=marketing,
@@ -939,8 +940,7 @@ def _preview_journey(plan: JourneyPlan, step_id: str, now: datetime) -> dict[str
     }
     for step in plan.steps.values():
         if isinstance(step, ActionStep) and step.save_as:
-            spec = ACTIONS.get(step.action or "")
-            journey[step.save_as] = dict(spec.result) if spec else {}
+            journey[step.save_as] = action_sample(step.action, step.args, now)
     return journey
 
 

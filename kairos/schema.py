@@ -522,6 +522,23 @@ class QuietHoursSpec(Model):
     end: TimeOfDay = Field(description="Local time it ends (may be the next morning).")
 
 
+class SmsLimitsSpec(Model):
+    noun: ClassVar[str] = "sms"
+
+    max_segments: int | None = Field(
+        None,
+        ge=1,
+        le=10,
+        description="Warn when an SMS of this journey needs more segments than this (each "
+        "segment is billed).",
+    )
+    alphabet: Literal["gsm-7", "any"] = Field(
+        "any",
+        description="gsm-7: warn when a character would send an SMS of this journey as UCS-2 "
+        "(70 characters a segment instead of 160).",
+    )
+
+
 def _quiet_tag(value: Any) -> str | None:
     if isinstance(value, dict):
         return "window"
@@ -596,6 +613,9 @@ class JourneySpec(Model):
         ]
         | None
     ) = Field(None, description='{start: "21:00", end: "08:00"}, or off.')
+    sms: SmsLimitsSpec | None = Field(
+        None, description="What every SMS must keep to, such as {max_segments: 1, alphabet: gsm-7}."
+    )
     trigger: Trigger = Field(
         description="api, {event: name, when: ...} or {date: customer.x, offset: 60d}."
     )

@@ -241,7 +241,8 @@ def test_explicit_text_part_is_used_and_tidied(store: TemplateStore) -> None:
 
 @pytest.mark.parametrize(
     ("locale", "words"),
-    [("en", "Don't want these emails? "), ("fi", "Peru tilaus"), ("de", "Abmelden")],
+    # Never "Peru tilaus" in Finnish: tilaus is also an order and a coffee subscription.
+    [("en", "Don't want these emails? "), ("fi", "Lopeta markkinointiviestit"), ("de", "Abmelden")],
 )
 def test_marketing_email_gets_a_localized_unsubscribe_footer(
     store: TemplateStore, locale: str, words: str
@@ -360,7 +361,8 @@ def test_marketing_sms_gets_a_localized_opt_out(store: TemplateStore) -> None:
     content = sms(store, locale="fi")
     # Whitespace collapsed; Babel's non-breaking spaces made plain so the body stays GSM-7.
     assert content.body == (
-        f"Hei Ada! Ostoskorisi (1 234,50 €) vanhenee pian: {CART_URL} Peru tilaus vastaamalla STOP."
+        f"Hei Ada! Ostoskorisi (1 234,50 €) vanhenee pian: {CART_URL} "
+        "Lopeta viestit vastaamalla STOP."
     )
     assert (content.encoding, content.segments) == ("GSM-7", 1)
 
@@ -596,7 +598,7 @@ def test_cli_preview_email_writes_the_html(cli: Any, tmp_path: Path) -> None:
     assert "Subject:   Ada, ostoskorisi odottaa" in result.output
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in result.output
     html = tmp_path / ".kairos" / "preview" / "cart_abandonment-first_reminder.fi.html"
-    assert "Peru tilaus" in html.read_text(encoding="utf-8")
+    assert "Lopeta markkinointiviestit" in html.read_text(encoding="utf-8")
     assert "cart_abandonment-first_reminder.fi.html" in result.output
 
 
