@@ -136,10 +136,14 @@ def table(result: dict[str, Any]) -> str:
         )
     if "compile" in result:
         c = result["compile"]
+        command = f"{c['validate_command_seconds']} s"
+        if c.get("validate_exit_code"):
+            command = (
+                f"FAILED ({c.get('validate_error', 'exit code ' + str(c['validate_exit_code']))})"
+            )
         lines.append(
-            f"compile: kairos validate of {c['journeys']} journeys "
-            f"{c['validate_command_seconds']} s ({c['in_process_seconds']} s in process, "
-            f"{c['ms_per_journey']} ms per journey)"
+            f"compile: kairos validate of {c['journeys']} journeys {command} "
+            f"({c['in_process_seconds']} s in process, {c['ms_per_journey']} ms per journey)"
         )
     return "\n".join(lines)
 
