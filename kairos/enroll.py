@@ -402,6 +402,12 @@ class Enrollment:
     async def enroll(self, row: Row) -> RowResult:
         """Enroll one customer, unless the journey's entry rule refuses them (or, for a
         restart journey, their run is still going)."""
+        try:
+            return await self._enroll(row)
+        except (KairosError, StoreError) as err:
+            return RowResult(row.line, row.customer_id, Status.failed, str(err))
+
+    async def _enroll(self, row: Row) -> RowResult:
         if self.plan.entry is Entry.restart:
             running = await self._latest_run(row.customer_id, running=True)
             if running is not None:
@@ -413,8 +419,6 @@ class Enrollment:
             if latest is not None and latest.ended_at is None:
                 return RowResult(row.line, row.customer_id, *_running(latest))
             return RowResult(row.line, row.customer_id, Status.already_entered, str(refused))
-        except (KairosError, StoreError) as err:
-            return RowResult(row.line, row.customer_id, Status.failed, str(err))
         return RowResult(row.line, row.customer_id, Status.enrolled)
 
     async def _latest_run(self, customer_id: str, *, running: bool = False) -> RunRecord | None:
