@@ -65,9 +65,10 @@ END = "(end)"
 _PARALLEL_READS = 16
 _QUERY_TIMEOUT = timedelta(seconds=10)
 MESSAGE_STATUSES = ("sent", "blocked", "failed", "deferred", "held_out")
-# The send ledger's final statuses, as the report counts them. (A message still being sent,
-# or waiting for quiet hours or a cap, is counted once decided; its deferrals come from the
-# run's records.)
+# The send ledger's statuses the report counts. A message still being sent, or waiting for
+# quiet hours or a cap, is counted once decided (its deferrals come from the run's records); one
+# withdrawn because support cancelled its run (``cancelled``) is not a message but the run's
+# outcome, which is counted.
 _LEDGER_STATUSES = ("sent", "blocked", "failed")
 # How a run that the store still thinks open ended, when Temporal says it closed without
 # telling the store (terminated from the Temporal UI, failed, timed out).
