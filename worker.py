@@ -32,7 +32,8 @@ from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
-from kairos.temporal import connect
+from kairos.store.dispatch import JourneyStarter
+from kairos.temporal import connect, start_journey
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")
@@ -58,19 +59,20 @@ def build_worker(
     sms: SmsSender | None = None,
     extra_workflows: Sequence[type] = (),
     journeys: Sequence[type] = (JourneyWorkflow,),
+    start: JourneyStarter = start_journey,
 ) -> Worker:
     """A worker with every Kairos workflow and activity; providers default to configuration.
 
     ``extra_workflows`` lets simulations and tests add their own (the event schedule);
-    ``journeys`` lets the benchmark run hand-written journeys on the same store, activities,
-    sandbox and tuning.
+    ``journeys`` (with ``start``, which starts them) lets the benchmark run hand-written
+    journeys on the same store, activities, sandbox and tuning.
     """
     if email is None or sms is None:
         default_email, default_sms = build_senders(settings)
         email = email or default_email
         sms = sms or default_sms
     queue = task_queue or settings.task_queue
-    kairos = Kairos(store, dispatcher(store, client, queue), settings)
+    kairos = Kairos(store, dispatcher(store, client, queue, start=start), settings)
     customers = CustomerActivities(kairos)
     messaging = Messaging(customers, settings, store.project.templates, email, sms)
     actions = Actions(settings.outbox_dir)
@@ -93,10 +95,12 @@ def build_worker(
     )
 
 
-def dispatcher(store: Store, client: Client, task_queue: str) -> Dispatcher:
+def dispatcher(
+    store: Store, client: Client, task_queue: str, *, start: JourneyStarter = start_journey
+) -> Dispatcher:
     """The dispatcher that makes the store's Temporal calls on this task queue."""
     timezone = store.catalogue.attribute_of_type(AttrType.timezone)
-    return Dispatcher(store.database, client, task_queue, timezone)
+    return Dispatcher(store.database, client, task_queue, timezone, start=start)
 
 
 async def run(settings: Settings) -> int:

@@ -1,8 +1,9 @@
 """``make bench`` / ``python -m benchmarks``: Kairos against the hand-written baseline.
 
 Runs, in one go: every engine measurement (each side, each customer count, each worker count,
-each on a fresh dev server), rendering alone, and compiling 100 journeys; prints a table and
-writes the figures with a description of the machine to ``benchmarks/results/``.
+each on a fresh dev server and a fresh database of one temporary embedded PostgreSQL server),
+rendering alone, and compiling 100 journeys; prints a table and writes the figures with a
+description of the machine to ``benchmarks/results/``.
 
     python -m benchmarks                      # N = 100 and 1,000 with 1 worker (a few minutes)
     python -m benchmarks --scale full         # N = 100, 1,000, 5,000; 5,000 with 1 and 2 workers
@@ -17,6 +18,7 @@ import asyncio
 import json
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from benchmarks import engine, micro, profiles, report
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
+from kairos.store.embedded import temporary_server
 
 SCALES: dict[str, list[tuple[int, int]]] = {
     "quick": [(100, 1), (1000, 1)],
@@ -89,9 +92,10 @@ def plan(args: argparse.Namespace) -> list[tuple[int, int]]:
 
 
 async def engine_runs(
-    runs: list[tuple[int, int]], *, profile_dir: Path | None, timeout: float
+    runs: list[tuple[int, int]], *, profile_dir: Path | None, timeout: float, postgres: str
 ) -> list[dict[str, Any]]:
-    """Each run on both sides; the order of the sides alternates from one run to the next."""
+    """Each run on both sides, on the PostgreSQL server at ``postgres`` (its admin URL); the
+    order of the sides alternates from one run to the next."""
     results = []
     largest = max(runs) if runs else None
     for index, (customers, workers) in enumerate(runs):
@@ -102,7 +106,8 @@ async def engine_runs(
             if profile_dir is not None and (customers, workers) == largest:
                 profile = profile_dir / f"{side}-n{customers}-w{workers}"
             print(f"  {side:8} N={customers:<5} workers={workers} ...", end="", flush=True)
-            figures = await engine.measure(engine.Phase(side, customers, workers, profile), timeout)
+            phase = engine.Phase(side, customers, workers, profile)
+            figures = await engine.measure(phase, timeout, postgres)
             if profile is not None:
                 files = [Path(p) for p in figures.pop("profiles")]
                 figures["profile"] = profiles.summarise(files)
@@ -144,9 +149,12 @@ def main(argv: list[str] | None = None) -> None:
         profile_dir = results_dir / f"profile-{stamp}" if args.profile else None
         if profile_dir is not None:
             profile_dir.mkdir(parents=True, exist_ok=True)
-        result["engine"] = asyncio.run(
-            engine_runs(plan(args), profile_dir=profile_dir, timeout=args.timeout)
-        )
+        with temporary_server(Path(tempfile.gettempdir())) as postgres:
+            result["engine"] = asyncio.run(
+                engine_runs(
+                    plan(args), profile_dir=profile_dir, timeout=args.timeout, postgres=postgres
+                )
+            )
     path = args.json or results_dir / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print()

@@ -1,14 +1,17 @@
 """The benchmark journeys written by hand as plain Temporal workflows: the baseline.
 
 Each workflow does what its YAML twin in benchmarks/journeys does, step for step, the way one
-would write it directly against the Temporal SDK: sends are the same ``deliver`` activity (so the
-same customer entity decides policy with ``reserve_send``), actions the same ``run_action``
-activity, ``set`` steps the same ``update_profile`` signal to the entity. They are started by
-the same routing (:class:`BaselineRouting` differs only in the workflow type it starts), keep
-the same workflow ids, answer the same ``event`` and ``trigger`` signals, and give support the
-same search attributes (customer, journey, current step while waiting, outcome). What they do
-not do is interpret a plan: conditions are Python, the step order is code. The difference in
-cost between the two is therefore the cost of interpreting YAML.
+would write it directly against the Temporal SDK over the same customer store: sends are the
+same ``deliver`` activity (the store's send transaction decides policy), actions the same
+``run_action`` activity, ``set`` steps the same ``change_profile`` activity, and each run tells
+the store how it ended with the same ``end_run`` activity. Events reach them the same way: the
+store records each event, decides which runs to start or signal, and the same dispatcher makes
+the calls (:func:`start_baseline` is its starter here, so only the workflow type differs). They
+answer the same ``event`` signal, keep the same workflow ids (one per run) and give support the
+same search attributes (customer, journey, current step while waiting, outcome).
+
+What they do not do is interpret a plan: conditions are Python, the step order is code. The
+difference in cost between the two is therefore the cost of interpreting YAML.
 """
 
 from __future__ import annotations
@@ -17,40 +20,53 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 
 with workflow.unsafe.imports_passed_through():
     from kairos import policy
     from kairos.messages import SendOutcome
-    from kairos.plan import Category, Channel, SplitVariant
+    from kairos.plan import Category, Channel, JourneyPlan, SplitVariant
     from kairos.runtime import (
+        SA_CUSTOMER,
+        SA_JOURNEY,
         SA_OUTCOME,
+        SA_STAGE,
         SA_STEP,
+        SA_VERSION,
         SIGNAL_EVENT,
-        SIGNAL_PROFILE,
-        SIGNAL_TRIGGER,
         ActionRequest,
         DeliverRequest,
         Event,
         JourneyResult,
         ProfileChange,
-        RoutedEvent,
-        customer_workflow_id,
+        ProfileSnapshot,
+        RunEnd,
+        RunSignal,
+        journey_workflow_id,
     )
-    from workflows.journey import ACTION_RETRY, SEND_RETRY
+    from workflows.journey import ACTION_RETRY, SEND_RETRY, STORE_RETRY
 
 VERSION = "hand-written"
 CONVERTED = "converted"
+RESTARTED = "restarted"
 
 
 class BaselineInput(BaseModel):
-    """Whom the journey is for, the profile the entity knew when it started, and why."""
+    """Whom the run is for, which run it is, the profile attributes it reads, and why."""
 
     customer_id: str
-    profile: dict[str, Any] = {}
+    run_no: int
+    profile: ProfileSnapshot = Field(default_factory=ProfileSnapshot)
     trigger: Event | None = None
 
 
@@ -59,52 +75,64 @@ class _Interrupted(Exception):
 
 
 class BaselineJourney:
-    """What every hand-written journey shares: signals, and one helper per kind of step."""
+    """What every hand-written journey shares: the signal, and one helper per kind of step."""
 
     NAME: ClassVar[str]
     CATEGORY: ClassVar[Category] = Category.marketing
     PRIORITY: ClassVar[int] = 50
     EXIT_ON: ClassVar[frozenset[str]] = frozenset()
-    RESTARTS: ClassVar[bool] = False
+    # The profile attributes the journey's code reads (what the store keeps fresh in the run
+    # and what a set step asks back): those its YAML twin reads, checked by a test.
+    READS: ClassVar[tuple[str, ...]] = ()
 
     @workflow.init
     def __init__(self, input: BaselineInput) -> None:
         self.customer_id = input.customer_id
-        self.profile = dict(input.profile)
+        self.run_no = input.run_no
+        self.profile = dict(input.profile.values)
+        self.profile_version = input.profile.version
         self.trigger = input.trigger
-        self.run_key = input.trigger.id if input.trigger else ""
         self.vars: dict[str, Any] = {}
         self.inbox: list[Event] = []
+        self.seen: set[str] = {input.trigger.id} if input.trigger else set()
+        self.visits: dict[str, int] = {}
         self.goal: Event | None = None
-        self.restart: Event | None = None
+        self.restarted = False
         self.messages: list[SendOutcome] = []
         self.held_out = False
 
     @workflow.signal(name=SIGNAL_EVENT)
-    def event(self, routed: RoutedEvent) -> None:
-        self.profile.update(routed.profile)
-        if routed.event.name in self.EXIT_ON:
-            self.goal = routed.event
-        else:
-            self.inbox.append(routed.event)
-
-    @workflow.signal(name=SIGNAL_TRIGGER)
-    def retrigger(self, routed: RoutedEvent) -> None:
-        if self.RESTARTS and (self.trigger is None or routed.event.id != self.trigger.id):
-            self.profile.update(routed.profile)
-            self.restart = routed.event
+    def event(self, signal: RunSignal) -> None:
+        if signal.profile is not None:
+            self._take(signal.profile)
+        event = signal.event
+        if event is not None and event.id not in self.seen:
+            self.seen.add(event.id)
+            if event.name in self.EXIT_ON:
+                self.goal = event
+            else:
+                self.inbox.append(event)
+        if signal.restart:
+            self.restarted = True
 
     async def execute(self, steps: Callable[[], Awaitable[str]]) -> JourneyResult:
-        """Run ``steps`` (which return the outcome), ending early on a goal or a restart."""
-        if not self.run_key:
-            self.run_key = workflow.info().run_id
+        """Run ``steps`` (which return the outcome), ending early on a goal or a restart;
+        then tell the store how the run ended."""
         try:
             outcome = await steps()
         except _Interrupted:
-            outcome = CONVERTED
-        if self.restart is not None:
-            self._continue_with(self.restart)
+            outcome = CONVERTED if self.goal is not None else RESTARTED
         workflow.upsert_search_attributes([SA_STEP.value_unset(), SA_OUTCOME.value_set(outcome)])
+        await workflow.execute_activity(
+            "end_run",
+            RunEnd(
+                customer_id=self.customer_id, journey=self.NAME, run_no=self.run_no,
+                outcome=outcome,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+            summary=f"record the end: {outcome}",
+        )  # fmt: skip
         return JourneyResult(
             outcome=outcome, converted=outcome == CONVERTED, messages=self.messages
         )
@@ -112,7 +140,7 @@ class BaselineJourney:
     # --- one helper per kind of step ------------------------------------------------------
 
     async def send(self, step: str, channel: Channel, template: str) -> SendOutcome:
-        key = f"{self.NAME}:{self.customer_id}:{self.run_key}:{step}:1"
+        key = self._key(step)
         if self.held_out:
             outcome = SendOutcome(key=key, channel=channel, status="held_out", reason="holdout")
         else:
@@ -123,6 +151,7 @@ class BaselineJourney:
                     customer_id=self.customer_id,
                     journey=self.NAME,
                     journey_version=VERSION,
+                    run_no=self.run_no,
                     step=step,
                     channel=channel,
                     template=template,
@@ -146,27 +175,51 @@ class BaselineJourney:
         await self._pause(step, until, lambda: False)
 
     async def wait_for(self, step: str, events: frozenset[str], seconds: float) -> Event | None:
-        """The first of ``events`` to arrive within ``seconds``, or None on timeout."""
-        self.inbox.clear()
+        """The first of ``events`` to arrive within ``seconds`` (counting those that came
+        while the journey was busy elsewhere), or None on timeout."""
         until = workflow.now() + timedelta(seconds=seconds)
-        await self._pause(step, until, lambda: any(e.name in events for e in self.inbox))
-        return next((e for e in self.inbox if e.name in events), None)
 
-    async def set_profile(self, change: ProfileChange) -> None:
-        self.profile.update(change.attributes)
-        for name, amount in change.increment.items():
-            current = self.profile.get(name)
-            self.profile[name] = (current if isinstance(current, int | float) else 0) + amount
-        if change.stage:
-            self.profile["stage"] = change.stage
-        customer = workflow.get_external_workflow_handle(customer_workflow_id(self.customer_id))
-        await customer.signal(SIGNAL_PROFILE, change)
+        def arrived() -> bool:
+            while self.inbox and self.inbox[0].name not in events:
+                self.inbox.pop(0)
+            return bool(self.inbox)
+
+        if not arrived():
+            await self._pause(step, until, arrived)
+        return self.inbox.pop(0) if arrived() else None
+
+    async def set_profile(
+        self,
+        step: str,
+        *,
+        stage: str | None = None,
+        increment: dict[str, float] | None = None,
+    ) -> None:
+        """Write a change to the store and read back what the journey reads, as stored."""
+        change = ProfileChange(
+            key=self._key(step),
+            customer_id=self.customer_id,
+            journey=self.NAME,
+            run_no=self.run_no,
+            increment=increment or {},
+            stage=stage,
+            reads=list(self.READS),
+        )
+        stored: ProfileSnapshot = await workflow.execute_activity(
+            "change_profile",
+            change,
+            result_type=ProfileSnapshot,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+            summary=f"set {step}",
+        )
+        self._take(stored)
 
     async def action(self, step: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await workflow.execute_activity(
             "run_action",
             ActionRequest(
-                key=f"{self.NAME}:{self.customer_id}:{self.run_key}:{step}:1",
+                key=self._key(step),
                 customer_id=self.customer_id,
                 journey=self.NAME,
                 step=step,
@@ -188,21 +241,32 @@ class BaselineJourney:
 
     # --- internals -------------------------------------------------------------------------
 
-    async def _pause(self, step: str, until: datetime, done: Any) -> None:
+    async def _pause(self, step: str, until: datetime, done: Callable[[], bool]) -> None:
         remaining = until - workflow.now()
         if remaining > timedelta(0):
             workflow.upsert_search_attributes([SA_STEP.value_set(step)])
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(
-                    lambda: self.goal is not None or self.restart is not None or done(),
+                    lambda: self.goal is not None or self.restarted or done(),
                     timeout=remaining,
                     timeout_summary=step,
                 )
         self._check_goal()
 
     def _check_goal(self) -> None:
-        if self.goal is not None or self.restart is not None:
+        if self.goal is not None or self.restarted:
             raise _Interrupted
+
+    def _take(self, snapshot: ProfileSnapshot) -> None:
+        """Keep the newer copy: an older read never undoes a later ``set``."""
+        if snapshot.version > self.profile_version:
+            self.profile = dict(snapshot.values)
+            self.profile_version = snapshot.version
+
+    def _key(self, step: str) -> str:
+        """The message (or change) key of this visit to ``step``: sent or applied once."""
+        self.visits[step] = self.visits.get(step, 0) + 1
+        return f"{self.NAME}:{self.customer_id}:{self.run_no}:{step}:{self.visits[step]}"
 
     def _context(self) -> dict[str, Any]:
         trigger = self.trigger
@@ -213,17 +277,13 @@ class BaselineJourney:
             event["timestamp"] = stamp
         return {"event": event, "journey": {**self.vars, "name": self.NAME}}
 
-    def _continue_with(self, trigger: Event) -> NoReturn:
-        workflow.continue_as_new(
-            BaselineInput(customer_id=self.customer_id, profile=self.profile, trigger=trigger)
-        )
-
 
 @workflow.defn(name="BaselineWelcome")
 class Welcome(BaselineJourney):
     NAME = "bench_welcome"
     PRIORITY = 60
     EXIT_ON = frozenset({"order_placed"})
+    READS = ("stage", "onboarded", "signed_up_at")
 
     @workflow.run
     async def run(self, input: BaselineInput) -> JourneyResult:
@@ -232,7 +292,7 @@ class Welcome(BaselineJourney):
     async def journey(self) -> str:
         stage = self.profile.get("stage")
         if not stage or stage == "awareness":
-            await self.set_profile(ProfileChange(stage="consideration"))
+            await self.set_profile("into_consideration", stage="consideration")
         await self.send("welcome", Channel.email, "welcome/welcome")
         if await self.wait_for("wait_for_setup", frozenset({"onboarding_completed"}), 2) is None:
             await self.sleep("wait_1s", 1)
@@ -254,7 +314,7 @@ class CartAbandonment(BaselineJourney):
     NAME = "bench_cart_abandonment"
     PRIORITY = 70
     EXIT_ON = frozenset({"order_placed"})
-    RESTARTS = True
+    READS = ("cart_total", "consent", "phone")
 
     @workflow.run
     async def run(self, input: BaselineInput) -> JourneyResult:
@@ -284,13 +344,14 @@ NURTURE_POINTS = {"content_viewed": 10.0, "pricing_viewed": 15.0, "webinar_atten
 class Nurture(BaselineJourney):
     NAME = "bench_nurture"
     EXIT_ON = frozenset({"order_placed"})
+    READS = ("company", "first_name", "interest", "lead_score")
 
     @workflow.run
     async def run(self, input: BaselineInput) -> JourneyResult:
         return await self.execute(self.journey)
 
     async def journey(self) -> str:
-        await self.set_profile(ProfileChange(stage="consideration", increment={"lead_score": 10}))
+        await self.set_profile("score_lead", stage="consideration", increment={"lead_score": 10})
         interest = self.profile.get("interest")
         track = interest if interest in ("espresso", "office") else "filter"
         for lesson, listen in ((1, "listen_1"), (2, "listen_2")):
@@ -307,7 +368,7 @@ class Nurture(BaselineJourney):
         """Score engagement until a quiet window; True once the lead is sales-ready."""
         while (event := await self.wait_for(step, NURTURE_EVENTS, 2)) is not None:
             increment = {"lead_score": NURTURE_POINTS[event.name]}
-            await self.set_profile(ProfileChange(increment=increment))
+            await self.set_profile(f"{step}_score", increment=increment)
             if (self.profile.get("lead_score") or 0) >= 50:
                 return True
         return False
@@ -321,7 +382,7 @@ class Nurture(BaselineJourney):
             f"lead score {self.profile.get('lead_score')}."
         )
         self.vars["sales"] = await self.action("hand_to_sales", "notify_sales", {"note": note})
-        await self.set_profile(ProfileChange(stage="purchase"))
+        await self.set_profile("into_purchase", stage="purchase")
         return "sales_ready"
 
 
@@ -329,14 +390,14 @@ class Nurture(BaselineJourney):
 class ReferralReward(BaselineJourney):
     NAME = "bench_referral_reward"
     CATEGORY = Category.transactional
-    RESTARTS = True
+    READS = ("consent", "phone")
 
     @workflow.run
     async def run(self, input: BaselineInput) -> JourneyResult:
         return await self.execute(self.journey)
 
     async def journey(self) -> str:
-        await self.set_profile(ProfileChange(stage="advocacy"))
+        await self.set_profile("into_advocacy", stage="advocacy")
         args = {"amount": 10, "currency": "EUR"}
         self.vars["reward"] = await self.action("grant_reward", "grant_referral_reward", args)
         await self.send("thanks_email", Channel.email, "referral_reward/thanks")
@@ -345,7 +406,7 @@ class ReferralReward(BaselineJourney):
             await self.send("thanks_sms", Channel.sms, "referral_reward/thanks")
         await self.sleep("wait_2s", 2)
         await self.sleep("wait_1s", 1)
-        if consent.get("marketing"):
+        if (self.profile.get("consent") or {}).get("marketing"):
             await self.send("share_again", Channel.email, "referral_reward/share_again")
         return "completed"
 
@@ -361,7 +422,7 @@ WIN_BACK_PERCENT = {"twenty": 20, "fifteen": 15}
 class WinBack(BaselineJourney):
     NAME = "bench_win_back"
     EXIT_ON = frozenset({"order_placed"})
-    RESTARTS = True
+    READS = ("last_order_at",)
 
     @workflow.run
     async def run(self, input: BaselineInput) -> JourneyResult:
@@ -380,7 +441,7 @@ class WinBack(BaselineJourney):
         await self.sleep("wait_2s", 2)
         await self.send("win_back_reminder", Channel.email, "win_back/reminder")
         await self.sleep("wait_2s_2", 2)
-        await self.set_profile(ProfileChange(stage="lapsed"))
+        await self.set_profile("into_lapsed", stage="lapsed")
         return "lapsed"
 
 
@@ -392,3 +453,43 @@ BASELINE_WORKFLOWS: dict[str, tuple[str, type[BaselineJourney]]] = {
     "bench_win_back": ("BaselineWinBack", WinBack),
 }
 """Journey name -> (workflow type, workflow class) of its hand-written twin."""
+
+
+async def start_baseline(
+    client: Client,
+    task_queue: str,
+    plan: JourneyPlan,
+    customer_id: str,
+    run_no: int,
+    *,
+    profile: ProfileSnapshot,
+    trigger: Event | None,
+    timezone_attribute: str | None,
+    rpc_timeout: timedelta | None = None,
+) -> object:
+    """Start the hand-written twin of ``plan`` as :func:`kairos.temporal.start_journey` starts
+    the interpreter: the same workflow id, policies and search attributes, no plan in the input.
+
+    The dispatcher's starter (:class:`kairos.store.dispatch.JourneyStarter`) on the baseline
+    side.
+    """
+    attributes = [
+        SearchAttributePair(SA_CUSTOMER, customer_id),
+        SearchAttributePair(SA_JOURNEY, plan.name),
+        SearchAttributePair(SA_VERSION, VERSION),
+    ]
+    if plan.stage:
+        attributes.append(SearchAttributePair(SA_STAGE, plan.stage.value))
+    workflow_type, _ = BASELINE_WORKFLOWS[plan.name]
+    why = f"on {trigger.name}" if trigger else "started by name"
+    return await client.start_workflow(
+        workflow_type,
+        BaselineInput(customer_id=customer_id, run_no=run_no, profile=profile, trigger=trigger),
+        id=journey_workflow_id(plan.name, customer_id, run_no),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(attributes),
+        static_summary=f"{plan.name} (hand-written) run {run_no} for customer {customer_id}, {why}",
+        rpc_timeout=rpc_timeout,
+    )

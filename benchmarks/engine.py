@@ -1,6 +1,8 @@
 """One engine measurement: a side (Kairos or the hand-written baseline), N customers, W worker
-processes, on a fresh dev server. Drives the workload, waits until every journey has ended,
-then reads throughput, latency, CPU and memory, and billable actions from real histories."""
+processes, on a fresh dev server and a fresh database of the shared PostgreSQL server. Drives
+the workload through the client (``Kairos.emit``), waits until every journey has ended, then
+reads throughput, latency, CPU and memory, billable actions from real histories and the
+transactions PostgreSQL committed."""
 
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ from temporalio.client import Client
 from benchmarks import infra
 from benchmarks.baseline import BASELINE_WORKFLOWS
 from benchmarks.project import make_home
-from benchmarks.worker import bench_settings
+from benchmarks.worker import STARTERS, bench_settings
 from benchmarks.workload import IMMEDIATE, Customer, customers, order, utcnow
 from kairos.client import Kairos
 from kairos.compiler import Project, load_project
 from kairos.config import Settings
 from kairos.costs import HistoryCount, count_histories
-from kairos.runtime import SA_OUTCOME, customer_workflow_id
+from kairos.runtime import SA_OUTCOME
+from kairos.store import Store
+from worker import dispatcher
 
 # Events in flight at once from the load generator (product code calling emit).
 EMIT_CONCURRENCY = 32
@@ -61,39 +65,54 @@ class Progress:
     offset: int = 0
 
 
-async def measure(phase: Phase, timeout: float) -> dict[str, Any]:
-    """Run one phase on a fresh dev server and return its figures."""
+async def measure(phase: Phase, timeout: float, postgres: str) -> dict[str, Any]:
+    """Run one phase on a fresh dev server and a fresh database on ``postgres`` (the admin URL
+    of the PostgreSQL server both sides share); return its figures."""
     with tempfile.TemporaryDirectory(prefix="kairos-bench-") as tmp:
         root = Path(tmp)
         home = make_home(root / "home", templates="copy")
         source = infra.snapshot(root / "src")
         project = load_project(home)
-        async with infra.dev_server() as (server, client):
-            return await _run(phase, client, server.pid, project, root, source, timeout)
+        name = f"bench_{phase.side}_{uuid.uuid4().hex[:8]}"
+        async with infra.database(postgres, name) as url, infra.dev_server() as (server, client):
+            pids = {"server": [server.pid], "postgres": [infra.postmaster_pid(postgres)]}
+            database = RunDatabase(postgres, name, url)
+            return await _run(phase, client, pids, project, root, source, database, timeout)
+
+
+@dataclass(frozen=True)
+class RunDatabase:
+    """The run's database: the server's admin URL, the database's name and URL."""
+
+    admin: str
+    name: str
+    url: str
 
 
 async def _run(
     phase: Phase,
     client: Client,
-    server_pid: int,
+    pids: dict[str, list[int]],
     project: Project,
     root: Path,
     source: Path,
+    database: RunDatabase,
     timeout: float,
 ) -> dict[str, Any]:
     queue = f"bench-{phase.side}-{uuid.uuid4().hex[:8]}"
     address = client.service_client.config.target_host
     outbox = root / "outbox"
-    settings = bench_settings(root / "home", address, queue, outbox)
+    settings = bench_settings(root / "home", address, queue, outbox, database.url)
+    before = await infra.transactions(database.admin, database.name)
     workers = await infra.start_workers(
         phase.side, phase.workers, address=address, task_queue=queue, home=root / "home",
-        outbox=outbox, log=root / "worker", source=source,
+        outbox=outbox, database_url=database.url, log=root / "worker", source=source,
     )  # fmt: skip
     profilers = []
     try:
         if phase.profile_to is not None:
             profilers = infra.start_profilers(workers.pids, phase.profile_to)
-        groups = {"workers": workers.pids, "server": [server_pid]}
+        groups = {"workers": workers.pids, **pids}
         with infra.Sampler(groups) as sampler:
             drive = await _drive(phase, client, settings, project, outbox, timeout)
             usage = sampler.usage()
@@ -103,7 +122,8 @@ async def _run(
         if profilers:
             infra.stop_profilers(profilers)
         workers.stop()
-    figures = await _figures(phase, client, drive, usage)
+    committed = await infra.transactions(database.admin, database.name) - before
+    figures = await _figures(phase, client, drive, usage, committed)
     figures["profiles"] = [str(p) for p in profiles]
     return figures
 
@@ -124,7 +144,9 @@ async def _drive(
     phase: Phase, client: Client, settings: Settings, project: Project, outbox: Path, timeout: float
 ) -> Drive:
     people = customers(phase.customers)
-    kairos = Kairos(client, settings, project)
+    store = await Store.open(settings, project)
+    start = STARTERS[phase.side]
+    kairos = Kairos(store, dispatcher(store, client, settings.task_queue, start=start), settings)
     progress = Progress()
     converters = {c.id for c in people if c.converts}
     expected = len(people) + len(converters)
@@ -135,6 +157,7 @@ async def _drive(
         complete = await _until_done(client, phase.side, progress, expected, converters, timeout)
     finally:
         watch.cancel()
+        await store.close()
     _read_outbox(outbox, progress)
     runs = await _runs(client, phase.side)
     ended = max((r["closed"] for r in runs if r["closed"]), default=time.time())
@@ -146,9 +169,10 @@ async def _emit_all(kairos: Kairos, people: list[Customer], progress: Progress) 
 
     async def enter(customer: Customer) -> None:
         async with limit:
-            before = customer.profile_event()
-            if before is not None:
-                await kairos.identify(customer.id, before[1])
+            if customer.identified_first:
+                await kairos.identify(
+                    customer.id, customer.profile, consent=customer.consent, source="benchmark"
+                )
             name, properties = customer.trigger(utcnow())
             progress.triggered[customer.id] = time.time()
             await kairos.emit(customer.id, name, properties, event_id=f"{customer.id}:{name}")
@@ -241,15 +265,19 @@ async def _runs(client: Client, side: str) -> list[dict[str, Any]]:
 
 
 async def _figures(
-    phase: Phase, client: Client, drive: Drive, usage: dict[str, infra.Usage]
+    phase: Phase,
+    client: Client,
+    drive: Drive,
+    usage: dict[str, infra.Usage],
+    transactions: int,
 ) -> dict[str, Any]:
     wall = drive.ended - drive.started
     messages = len(drive.progress.messages)
     completed = sum(1 for r in drive.runs if r["status"] == "COMPLETED")
     sample = _sample(drive.people)
-    journeys, entities = await _history(client, sample, drive.runs)
+    journeys = await _history(client, sample, drive.runs)
     sampled_messages = sum(1 for m in drive.progress.messages if m["customer_id"] in sample)
-    workers, server = usage["workers"], usage["server"]
+    workers, server, postgres = usage["workers"], usage["server"], usage["postgres"]
     return {
         "side": phase.side,
         "customers": phase.customers,
@@ -270,7 +298,11 @@ async def _figures(
         "worker_peak_rss_mb": workers.peak_rss_mb,
         "server_cpu_seconds": server.cpu_seconds,
         "server_peak_rss_mb": server.peak_rss_mb,
-        "history": _per_message(journeys, entities, len(sample), sampled_messages),
+        # Not PostgreSQL's memory: summing its processes' RSS counts shared buffers many times.
+        "postgres_cpu_seconds": postgres.cpu_seconds,
+        "postgres_transactions": transactions,
+        "postgres_transactions_per_message": round(transactions / max(messages, 1), 2),
+        "history": _per_message(journeys, len(sample), sampled_messages),
     }  # fmt: skip
 
 
@@ -286,38 +318,24 @@ def _sample(people: list[Customer]) -> set[str]:
     return {c.id for i, c in enumerate(people) if (i // 5) % stride == 0}
 
 
-async def _history(
-    client: Client, sample: set[str], runs: list[dict[str, Any]]
-) -> tuple[HistoryCount, HistoryCount]:
-    journey_ids = [r["id"] for r in runs if r["id"].rsplit(":", 1)[-1] in sample]
-    entity_ids = [customer_workflow_id(c) for c in sorted(sample)]
-    journeys = await count_histories(client, journey_ids)
-    entities = await count_histories(client, entity_ids)
-    return journeys, entities
+async def _history(client: Client, sample: set[str], runs: list[dict[str, Any]]) -> HistoryCount:
+    """Every journey run of the sampled customers (``journey:<name>:<customer>:<run>``)."""
+    journey_ids = [r["id"] for r in runs if r["id"].rsplit(":", 2)[1] in sample]
+    return await count_histories(client, journey_ids)
 
 
-def _per_message(
-    journeys: HistoryCount, entities: HistoryCount, customers: int, messages: int
-) -> dict[str, Any]:
-    total = HistoryCount()
-    total.add(journeys)
-    total.add(entities)
+def _per_message(journeys: HistoryCount, customers: int, messages: int) -> dict[str, Any]:
     per = max(messages, 1)
     return {
         "sampled_customers": customers,
         "sampled_messages": messages,
-        "actions_per_message": round(total.total_actions / per, 3),
-        "events_per_message": round(total.events / per, 3),
-        "journey_actions_per_message": round(journeys.total_actions / per, 3),
-        "entity_actions_per_message": round(entities.total_actions / per, 3),
+        "sampled_runs": journeys.runs,
+        "actions_per_message": round(journeys.total_actions / per, 3),
+        "events_per_message": round(journeys.events / per, 3),
         "actions_by_kind_per_message": {
-            kind: round(count / per, 3) for kind, count in sorted(total.actions.items())
+            kind: round(count / per, 3) for kind, count in sorted(journeys.actions.items())
         },
-        "history_bytes_per_message": round(total.bytes / per),
-        "journey_bytes_per_message": round(journeys.bytes / per),
-        "entity_bytes_per_message": round(entities.bytes / per),
-        "journey_events_per_message": round(journeys.events / per, 3),
-        "entity_events_per_message": round(entities.events / per, 3),
+        "history_bytes_per_message": round(journeys.bytes / per),
     }
 
 

@@ -1,5 +1,5 @@
-"""Processes a benchmark run starts and watches: the dev server, worker processes, py-spy, and
-a sampler of their CPU and memory."""
+"""Processes a benchmark run starts and watches: the dev server, a database of its own on the
+shared PostgreSQL, worker processes, py-spy, and a sampler of their CPU and memory."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import psycopg
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from benchmarks.project import REPO
 from kairos.dev import dev_server_args, temporal_binary
+from kairos.store import Database
+from kairos.store.database import with_database
 
 
 def free_port() -> int:
@@ -67,6 +70,58 @@ def _stop(process: subprocess.Popen[bytes], seconds: float = 20) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@contextlib.asynccontextmanager
+async def database(admin_url: str, name: str) -> AsyncIterator[str]:
+    """A fresh database ``name`` with the current schema on the server of ``admin_url``; its
+    URL. Dropped afterwards."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = with_database(admin_url, name)
+        async with await Database.open(url, check_schema=False) as db:
+            await db.upgrade()
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def transactions(admin_url: str, name: str, *, seconds: float = 60) -> int:
+    """Transactions committed in database ``name`` so far (``pg_stat_database.xact_commit``).
+
+    Called when nobody uses the database: a backend reports its counts when it exits (or, busy,
+    about once a second), so this waits until every connection to it has closed, then until
+    the count stops moving.
+    """
+    deadline = asyncio.get_running_loop().time() + seconds
+    last = -1
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        while True:
+            cursor = await conn.execute(
+                "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s) AS open,"
+                " (SELECT xact_commit FROM pg_stat_database WHERE datname = %s) AS commits",
+                (name, name),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            open_connections, commits = int(row[0]), int(row[1] or 0)
+            if open_connections == 0 and commits == last:
+                return commits
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"database {name} still has {open_connections} connections")
+            last = commits if open_connections == 0 else -1
+            await asyncio.sleep(0.2)
+
+
+def postmaster_pid(admin_url: str) -> int:
+    """The PostgreSQL server's main process (the parent of every connection's backend)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    parent: int = psutil.Process(int(row[0])).ppid()
+    return parent
 
 
 @dataclass
@@ -116,6 +171,7 @@ async def start_workers(
     task_queue: str,
     home: Path,
     outbox: Path,
+    database_url: str,
     log: Path,
     source: Path,
 ) -> Workers:
@@ -123,7 +179,7 @@ async def start_workers(
     workers = Workers()
     command = [sys.executable, "-m", "benchmarks.worker", "--side", side, "--address",
                address, "--task-queue", task_queue, "--home", str(home), "--outbox",
-               str(outbox)]  # fmt: skip
+               str(outbox), "--database-url", database_url]  # fmt: skip
     try:
         for index in range(count):
             stderr = (log.parent / f"{log.name}-{index}.log").open("wb")
@@ -252,11 +308,14 @@ class Sampler:
 
     @staticmethod
     def _cpu(procs: list[psutil.Process]) -> float:
+        """CPU time of ``procs``, their live descendants, and the children they have reaped
+        (PostgreSQL's backends come and go with connections; their time stays counted)."""
         total = 0.0
         for proc in _with_children(procs):
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 total += times.user + times.system
+                total += times.children_user + times.children_system
         return total
 
 

@@ -118,10 +118,15 @@ def compiling(journeys: int = 100) -> dict[str, Any]:
         start = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, check=False)
         command_seconds = time.perf_counter() - start
-    return {
+    figures: dict[str, Any] = {
         "journeys": count,
         "validate_command_seconds": round(command_seconds, 2),
         "validate_exit_code": done.returncode,
         "in_process_seconds": round(in_process, 2),
         "ms_per_journey": round(1000 * in_process / count, 1),
     }
+    if done.returncode != 0:
+        # The command's time means nothing then; say why it failed instead.
+        lines = done.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        figures["validate_error"] = lines[-1] if lines else f"exit code {done.returncode}"
+    return figures

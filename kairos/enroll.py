@@ -3,16 +3,20 @@
 ``kairos enroll <journey> --csv customers.csv`` (or ``--jsonl``) reads every row first and
 rejects the ones that cannot be enrolled, each with the reason: no customer id, an id used twice,
 a profile attribute the catalogue does not declare or of the wrong type. The valid rows are
-then started through :meth:`kairos.client.Kairos.start`, no faster than a rate limit.
+then started through :meth:`kairos.client.Kairos.start` (the profile recorded first), no faster
+than a rate limit.
 
 Nobody is enrolled twice:
 
 * progress is kept in ``.kairos/enroll/<journey>-<hash of the file>.json``, so running the same
   file again (after Ctrl-C, a crash, or by mistake) skips every row already handled;
-* a customer whose run of the journey is still going is "already enrolled" (the workflow id
-  ``journey:<name>:<customer>`` is unique while running, and the start fails on a conflict);
-* for a journey with ``entry: once``, a customer who went through it before is skipped, whether
-  the run is still in Temporal's visibility or only recorded by the customer entity.
+* the journey's entry rule decides in the customer store, in the same transaction that would
+  enter the customer: ``once`` refuses anyone who entered before, ``after_exit`` anyone whose
+  run is still going. A refused row is "already enrolled" when the customer's run is still
+  going and "already entered" when it has ended (the store says which);
+* an import never restarts anyone: for an ``entry: restart`` journey, whose rule would end a
+  running customer's run and start a new one, a customer with a run still going is "already
+  enrolled" and left as they are.
 
 The state file holds customer ids and statuses only, never profile data.
 """
@@ -36,13 +40,12 @@ from typing import Any
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from kairos.catalogue import Attribute, AttrType, Catalogue
-from kairos.client import CustomerNotFound, JourneyAlreadyRunning, Kairos, KairosError
+from kairos.client import JourneyAlreadyRunning, Kairos, KairosError
 from kairos.plan import Entry, JourneyPlan
-from kairos.runtime import journey_workflow_id
+from kairos.store import RunRecord, StoreError
 
 ID_COLUMNS = ("id", "customer_id")
 STATE_DIR = Path(".kairos") / "enroll"
@@ -293,7 +296,7 @@ def _load_done(path: Path) -> dict[int, RowResult]:
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise EnrollError(
             f"{path}: the progress file is damaged ({err}); delete it, or pass --fresh "
-            "(customers already running the journey are still skipped)"
+            "(customers already in the journey are still skipped)"
         ) from None
 
 
@@ -346,10 +349,11 @@ class Enrollment:
         return [row for row in rows if row.line not in self.state.done]
 
     async def ensure_worker(self) -> None:
-        """Refuse to start when no worker polls the task queue: nothing would run.
+        """Refuse to start when no worker polls the task queue: the customers would be
+        entered in the store, but no run would make a step (most likely the wrong queue).
 
         Raises:
-            EnrollError: No worker is polling.
+            EnrollError: No worker is polling, or Temporal cannot be asked.
         """
         client = self.kairos.client
         request = DescribeTaskQueueRequest(
@@ -357,7 +361,11 @@ class Enrollment:
             task_queue=TaskQueue(name=self.kairos.task_queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
-        described = await client.workflow_service.describe_task_queue(request)
+        try:
+            described = await client.workflow_service.describe_task_queue(request)
+        except (RPCError, RuntimeError) as err:
+            target = self.kairos.settings.temporal.get("target_host", "localhost:7233")
+            raise EnrollError(f"cannot reach Temporal at {target} ({err})") from None
         if not described.pollers:
             raise EnrollError(
                 f"no worker is polling task queue {self.kairos.task_queue!r}: start one "
@@ -392,50 +400,36 @@ class Enrollment:
             self.on_result(result)
 
     async def enroll(self, row: Row) -> RowResult:
-        """Enroll one customer unless they are (or, for ``once``, were) in the journey."""
-        skip = await self._skip_reason(row.customer_id)
-        if skip is not None:
-            return RowResult(row.line, row.customer_id, skip[0], skip[1])
+        """Enroll one customer, unless the journey's entry rule refuses them (or, for a
+        restart journey, their run is still going)."""
+        try:
+            return await self._enroll(row)
+        except (KairosError, StoreError) as err:
+            return RowResult(row.line, row.customer_id, Status.failed, str(err))
+
+    async def _enroll(self, row: Row) -> RowResult:
+        if self.plan.entry is Entry.restart:
+            running = await self._latest_run(row.customer_id, running=True)
+            if running is not None:
+                return RowResult(row.line, row.customer_id, *_running(running))
         try:
             await self.kairos.start(self.plan.name, row.customer_id, dict(row.profile) or None)
-        except JourneyAlreadyRunning:
-            return RowResult(row.line, row.customer_id, Status.already_enrolled, "running")
-        except (KairosError, RPCError) as err:
-            return RowResult(row.line, row.customer_id, Status.failed, _message(err))
+        except JourneyAlreadyRunning as refused:
+            latest = await self._latest_run(row.customer_id)
+            if latest is not None and latest.ended_at is None:
+                return RowResult(row.line, row.customer_id, *_running(latest))
+            return RowResult(row.line, row.customer_id, Status.already_entered, str(refused))
         return RowResult(row.line, row.customer_id, Status.enrolled)
 
-    async def _skip_reason(self, customer_id: str) -> tuple[Status, str] | None:
-        described = await self._latest_run(customer_id)
-        if described is not None and described.status is WorkflowExecutionStatus.RUNNING:
-            since = described.start_time.strftime("%Y-%m-%d %H:%M UTC")
-            return Status.already_enrolled, f"running since {since}"
-        if self.plan.entry is not Entry.once:
-            return None
-        if described is not None:
-            return Status.already_entered, "went through it before (entry: once)"
-        if await self._entered_before(customer_id):
-            return Status.already_entered, "entered it before (entry: once)"
-        return None
-
-    async def _latest_run(self, customer_id: str) -> WorkflowExecutionDescription | None:
-        workflow_id = journey_workflow_id(self.plan.name, customer_id)
-        try:
-            return await self.kairos.client.get_workflow_handle(workflow_id).describe()
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                return None
-            raise
-
-    async def _entered_before(self, customer_id: str) -> bool:
-        try:
-            view = await self.kairos.customer(customer_id)
-        except CustomerNotFound:
-            return False
-        return self.plan.name in view.entered
+    async def _latest_run(self, customer_id: str, *, running: bool = False) -> RunRecord | None:
+        """The customer's newest run of the journey, from the store (None when none)."""
+        runs = await self.kairos.runs(customer_id, self.plan.name, running=running, limit=1)
+        return runs[0] if runs else None
 
 
-def _message(err: Exception) -> str:
-    return err.message if isinstance(err, RPCError) else str(err)
+def _running(run: RunRecord) -> tuple[Status, str]:
+    since = run.started_at.astimezone(UTC)
+    return Status.already_enrolled, f"running since {since:%Y-%m-%d %H:%M UTC}"
 
 
 def summarise(results: Iterable[RowResult]) -> dict[str, int]:

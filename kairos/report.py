@@ -1,23 +1,27 @@
-"""Customer-lifecycle analysis from Temporal itself: journeys, steps, variants and stages.
+"""Customer-lifecycle analysis: journeys, steps, variants and stages.
 
-``kairos report`` reads Temporal's visibility (which runs of which journey started when, and
-their status) and each run's own records: the ``state`` query for a running run (answered by a
-worker), the completion result for a finished one (its close event; no worker needed), and for
-a run that restarted (continued-as-new with no state) a query replayed by a worker.
+``kairos report`` reads the customer store for what it records about every run: which runs of
+which journey started when, how each ended, and every message the send ledger decided. From
+Temporal it reads only what the store does not keep, each run's step records: the completion
+result of a finished run (its close event; no worker needed), the ``state`` query of a running,
+cancelled or failed one (answered by a worker).
 
 What is counted:
 
-* an *entry* is one customer going through the journey once; the runs a restart chains together
-  (``entry: restart``) are one entry, and each restart is counted apart;
+* an *entry* is one customer going through the journey once. A restart (``entry: restart``)
+  ends the running run as ``restarted`` and starts the next run; the runs a restart chains
+  together are one entry, and each restart is counted apart;
 * per journey: entries, active, each outcome, converted (the goal in ``exit_on`` was reached)
-  and the conversion rate (converted / entered), messages by status;
+  and the conversion rate (converted / entered), messages by status: sent, blocked and failed
+  as the send ledger decided them, held out (a holdout group's sends, which never reach the
+  ledger) and deferred (each time quiet hours or a frequency cap put a send off) from the runs'
+  records;
 * per step: entries that reached it, entries waiting there now, messages sent / blocked /
   failed / deferred / held out there, and entries that ended there, by outcome;
 * per split: customers, conversions and rate per variant, with the lift over the holdout;
-* customers per lifecycle stage, now, from the customer entities' ``KairosStage``.
+* customers per lifecycle stage, now, from the store.
 
-The window (``--since``) selects entries by the time their first run started. Only runs on the
-configured task queue are counted, so staging and production can share a namespace.
+The window (``--since``) selects entries by the time their first run started.
 """
 
 from __future__ import annotations
@@ -29,10 +33,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
-    WorkflowExecution,
-    WorkflowExecutionStatus,
     WorkflowHistoryEventFilterType,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -43,22 +46,18 @@ from kairos.durations import DurationError, parse_duration
 from kairos.messages import SendOutcome
 from kairos.plan import JourneyPlan, SplitStep, Stage
 from kairos.runtime import (
-    CUSTOMER_WORKFLOW,
-    JOURNEY_WORKFLOW,
     QUERY_STATE,
-    SA_CUSTOMER,
-    SA_JOURNEY,
-    SA_STAGE,
-    JourneyInput,
     JourneyResult,
     JourneyStatus,
     StepRecord,
+    journey_workflow_id,
 )
-from kairos.temporal import quote
+from kairos.store import Database
 
 DEFAULT_SINCE = "30d"
 DEFAULT_MAX_RUNS = 10_000
 CONVERTED = "converted"
+RESTARTED = "restarted"
 HOLDOUT = "holdout"
 NO_STAGE = "(none)"
 END = "(end)"
@@ -66,11 +65,18 @@ END = "(end)"
 _PARALLEL_READS = 16
 _QUERY_TIMEOUT = timedelta(seconds=10)
 MESSAGE_STATUSES = ("sent", "blocked", "failed", "deferred", "held_out")
+# The send ledger's statuses the report counts. A message still being sent, or waiting for
+# quiet hours or a cap, is counted once decided (its deferrals come from the run's records); one
+# withdrawn because support cancelled its run (``cancelled``) is not a message but the run's
+# outcome, which is counted.
+_LEDGER_STATUSES = ("sent", "blocked", "failed")
+# How a run that the store still thinks open ended, when Temporal says it closed without
+# telling the store (terminated from the Temporal UI, failed, timed out).
 _CLOSED_OUTCOMES = {
-    WorkflowExecutionStatus.CANCELED: "cancelled",
-    WorkflowExecutionStatus.TERMINATED: "terminated",
-    WorkflowExecutionStatus.FAILED: "failed",
-    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: "cancelled",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "terminated",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "failed",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "timed_out",
 }
 
 
@@ -100,115 +106,145 @@ def parse_since(text: str, now: datetime) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-# --- what one run recorded ---------------------------------------------------------------------
+# --- what the store and one run recorded ------------------------------------------------------
 
 
 @dataclass
 class RunFacts:
-    """One Temporal execution of a journey, with what it recorded (when it could be read)."""
+    """One run of a journey: what the store knows of it, and what it recorded (when read)."""
 
     journey: str
-    workflow_id: str
     customer_id: str
-    run_id: str
+    run_no: int
+    entry_no: int
     started: datetime
-    status: WorkflowExecutionStatus | None
-    outcome: str | None = None
-    converted: bool = False
+    ended: datetime | None
+    outcome: str | None
+    # The send ledger's decisions about this run's messages: (step, status).
+    sends: list[tuple[str, str]] = field(default_factory=list)
     step: str | None = None
     records: list[StepRecord] = field(default_factory=list)
     messages: list[SendOutcome] = field(default_factory=list)
     readable: bool = True
-    restarted: bool = False
+
+    @property
+    def workflow_id(self) -> str:
+        return journey_workflow_id(self.journey, self.customer_id, self.run_no)
+
+    @property
+    def open(self) -> bool:
+        return self.ended is None
+
+    @property
+    def restarted(self) -> bool:
+        return self.outcome == RESTARTED
+
+
+# Every run, numbered into entries: a run starts a new entry unless the run before it (of the
+# same customer and journey) ended restarted. Entries are selected by when their first run
+# started, newest first.
+_RUNS_SQL = """
+WITH chained AS (
+    SELECT customer_id, journey, run_no, started_at, ended_at, outcome,
+           lag(outcome) OVER w IS DISTINCT FROM 'restarted' AS first_of_entry
+    FROM runs WHERE (%(journey)s::text IS NULL OR journey = %(journey)s)
+    WINDOW w AS (PARTITION BY customer_id, journey ORDER BY run_no)
+), numbered AS (
+    SELECT *, sum(first_of_entry::int) OVER w AS entry_no
+    FROM chained WINDOW w AS (PARTITION BY customer_id, journey ORDER BY run_no)
+), entered AS (
+    SELECT *, min(started_at) OVER (PARTITION BY customer_id, journey, entry_no) AS entered_at
+    FROM numbered
+)
+SELECT customer_id, journey, run_no, entry_no, started_at, ended_at, outcome FROM entered
+WHERE (%(since)s::timestamptz IS NULL OR entered_at > %(since)s)
+ORDER BY entered_at DESC, customer_id, journey, run_no
+LIMIT %(limit)s
+"""
+_SENDS_SQL = """
+SELECT m.customer_id, m.journey, m.run_no, m.step, m.status FROM messages m
+JOIN unnest(%s::text[], %s::text[], %s::int[]) AS r (customer_id, journey, run_no)
+  ON m.customer_id = r.customer_id AND m.journey = r.journey AND m.run_no = r.run_no
+WHERE m.status = ANY(%s)
+"""
 
 
 async def read_runs(
+    database: Database,
     client: Client,
-    task_queue: str,
     *,
     journey: str | None,
     since: datetime | None,
     max_runs: int = DEFAULT_MAX_RUNS,
 ) -> tuple[list[RunFacts], bool]:
-    """Every journey run in the window, read in parallel; and whether ``max_runs`` cut it short."""
-    executions = [
-        e
-        async for e in client.list_workflows(runs_query(task_queue, journey, since), limit=max_runs)
-    ]
+    """Every run of the entries in the window with its sends, from the store, and its records
+    from Temporal (read in parallel); and whether ``max_runs`` cut the list short."""
+    rows = await database.fetch_all(
+        _RUNS_SQL, {"journey": journey, "since": since, "limit": max_runs + 1}
+    )
+    runs = [
+        RunFacts(
+            journey=r["journey"], customer_id=r["customer_id"], run_no=r["run_no"],
+            entry_no=int(r["entry_no"]), started=r["started_at"], ended=r["ended_at"],
+            outcome=r["outcome"],
+        )
+        for r in rows[:max_runs]
+    ]  # fmt: skip
+    await _add_sends(database, runs)
     gate = asyncio.Semaphore(_PARALLEL_READS)
 
-    async def read(execution: WorkflowExecution) -> RunFacts:
+    async def read(run: RunFacts) -> None:
         async with gate:
-            return await read_run(client, execution)
+            await read_run(client, run)
 
-    facts = await asyncio.gather(*(read(e) for e in executions))
-    return list(facts), len(executions) >= max_runs
-
-
-def runs_query(task_queue: str, journey: str | None, since: datetime | None) -> str:
-    """The visibility query for journey runs on ``task_queue`` (and ``journey``, ``since``)."""
-    clauses = [f"WorkflowType = '{JOURNEY_WORKFLOW}'", f"TaskQueue = '{quote(task_queue)}'"]
-    if journey:
-        clauses.append(f"{SA_JOURNEY.name} = '{quote(journey)}'")
-    if since is not None:
-        clauses.append(f"StartTime > '{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'")
-    return " AND ".join(clauses)
+    await asyncio.gather(*(read(run) for run in runs))
+    return runs, len(rows) > max_runs
 
 
-async def read_run(client: Client, execution: WorkflowExecution) -> RunFacts:
-    """What one run recorded: from its result when completed, else from its ``state`` query."""
-    attributes = execution.typed_search_attributes
-    facts = RunFacts(
-        journey=attributes.get(SA_JOURNEY) or execution.id.split(":")[1],
-        workflow_id=execution.id,
-        customer_id=attributes.get(SA_CUSTOMER) or execution.id.split(":", 2)[-1],
-        run_id=execution.run_id,
-        started=execution.start_time,
-        status=execution.status,
-    )
-    try:
-        await _fill(client, facts)
-    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-        facts.readable = False
-    return facts
-
-
-async def _fill(client: Client, facts: RunFacts) -> None:
-    status = facts.status
-    if status is WorkflowExecutionStatus.COMPLETED:
-        handle = client.get_workflow_handle(
-            facts.workflow_id, run_id=facts.run_id, result_type=JourneyResult
-        )
-        result = await handle.result(follow_runs=False, rpc_timeout=_QUERY_TIMEOUT)
-        facts.outcome, facts.converted = result.outcome, result.converted
-        facts.records, facts.messages = result.records, result.messages
+async def _add_sends(database: Database, runs: list[RunFacts]) -> None:
+    by_run = {(r.customer_id, r.journey, r.run_no): r for r in runs}
+    if not by_run:
         return
-    if status is WorkflowExecutionStatus.CONTINUED_AS_NEW:
-        facts.restarted = await _restarted(client, facts)
-        if not facts.restarted:
-            return  # continued with its state: the next run carries these records
-    if status in _CLOSED_OUTCOMES:
-        facts.outcome = _CLOSED_OUTCOMES[status]
-    await _query(client, facts)
+    customers, journeys, numbers = (list(column) for column in zip(*by_run, strict=True))
+    rows = await database.fetch_all(
+        _SENDS_SQL, (customers, journeys, numbers, list(_LEDGER_STATUSES))
+    )
+    for row in rows:
+        by_run[(row["customer_id"], row["journey"], row["run_no"])].sends.append(
+            (row["step"], row["status"])
+        )
 
 
-async def _restarted(client: Client, facts: RunFacts) -> bool:
-    """True when the run continued-as-new without its state: a restart, not a long history."""
-    handle = client.get_workflow_handle(facts.workflow_id, run_id=facts.run_id)
+async def read_run(client: Client, run: RunFacts) -> None:
+    """Add what one run recorded: from its result when it completed, else from its ``state``
+    query. A run Temporal no longer has, or that no worker answers for, is unreadable."""
+    try:
+        await _fill(client, run)
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        run.readable = False
+
+
+async def _fill(client: Client, run: RunFacts) -> None:
+    handle = client.get_workflow_handle(run.workflow_id)
+    # The close event only, without waiting: none while the run is still going.
     events = handle.fetch_history_events(
         event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, rpc_timeout=_QUERY_TIMEOUT
     )
     async for event in events:
-        attributes = event.workflow_execution_continued_as_new_event_attributes
-        decoded = await client.data_converter.decode(attributes.input.payloads, [JourneyInput])
-        return bool(decoded) and decoded[0].state is None
-    return False
-
-
-async def _query(client: Client, facts: RunFacts) -> None:
-    handle = client.get_workflow_handle(facts.workflow_id, run_id=facts.run_id)
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            payloads = event.workflow_execution_completed_event_attributes.result.payloads
+            decoded = await client.data_converter.decode(payloads, [JourneyResult])
+            result: JourneyResult = decoded[0]
+            run.records, run.messages = result.records, result.messages
+            return
+        if run.open and event.event_type in _CLOSED_OUTCOMES:
+            # Closed without telling the store (terminated in the Temporal UI, ...).
+            run.ended, run.outcome = (
+                event.event_time.ToDatetime(UTC),
+                _CLOSED_OUTCOMES[event.event_type],
+            )
     state = await handle.query(QUERY_STATE, result_type=JourneyStatus, rpc_timeout=_QUERY_TIMEOUT)
-    facts.step, facts.records, facts.messages = state.step, state.records, state.messages
+    run.step, run.records, run.messages = state.step, state.records, state.messages
 
 
 # --- from runs to entries ----------------------------------------------------------------------
@@ -226,8 +262,7 @@ class Entry:
 
     @property
     def active(self) -> bool:
-        status = self.last.status
-        return status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
+        return self.last.open
 
     @property
     def readable(self) -> bool:
@@ -237,41 +272,33 @@ class Entry:
     def restarts(self) -> int:
         return sum(run.restarted for run in self.runs)
 
-    def records(self) -> list[StepRecord]:
-        """Every step record of the chain, once (a continued run repeats its predecessor's)."""
-        seen: set[tuple[str, str, datetime, str]] = set()
-        unique: list[StepRecord] = []
-        for record in (r for run in self.runs for r in run.records):
-            key = (record.step, record.kind, record.at, record.outcome)
-            if key not in seen:
-                seen.add(key)
-                unique.append(record)
-        return unique
+    @property
+    def converted(self) -> bool:
+        return self.last.outcome == CONVERTED
 
-    def messages(self) -> list[SendOutcome]:
-        """Every message of the chain, once (by message key)."""
-        unique: dict[str, SendOutcome] = {}
-        for message in (m for run in self.runs for m in run.messages):
-            unique[message.key] = message
-        return list(unique.values())
+    def records(self) -> list[StepRecord]:
+        """Every step record of the chain, oldest first."""
+        return [record for run in self.runs for record in run.records]
+
+    def messages(self) -> list[tuple[str, str]]:
+        """Every message of the chain as (step, status): the ledger's decisions, and the sends
+        a holdout group skipped (which never reach the ledger)."""
+        found = [send for run in self.runs for send in run.sends]
+        found += [
+            (_message_step(m.key), m.status)
+            for run in self.runs
+            for m in run.messages
+            if m.status == "held_out"
+        ]
+        return found
 
 
 def entries(runs: Iterable[RunFacts]) -> list[Entry]:
-    """Runs grouped into entries: continued-as-new runs belong to the run that follows them."""
-    by_workflow: dict[str, list[RunFacts]] = defaultdict(list)
+    """Runs grouped into entries, each entry's runs in order."""
+    grouped: dict[tuple[str, str, int], list[RunFacts]] = defaultdict(list)
     for run in runs:
-        by_workflow[run.workflow_id].append(run)
-    found: list[Entry] = []
-    for chain in by_workflow.values():
-        pending: list[RunFacts] = []
-        for run in sorted(chain, key=lambda r: r.started):
-            pending.append(run)
-            if run.status is not WorkflowExecutionStatus.CONTINUED_AS_NEW:
-                found.append(Entry(pending))
-                pending = []
-        if pending:  # the run that followed started before the window or past max-runs
-            found.append(Entry(pending))
-    return found
+        grouped[(run.customer_id, run.journey, run.entry_no)].append(run)
+    return [Entry(sorted(chain, key=lambda r: r.run_no)) for chain in grouped.values()]
 
 
 # --- the numbers ---------------------------------------------------------------------------------
@@ -351,9 +378,8 @@ def _count_entry(report: JourneyReport, entry: Entry) -> None:
     if entry.active:
         report.active += 1
         return
-    outcome = entry.last.outcome or "unknown"
-    report.outcomes[outcome] += 1
-    report.converted += entry.last.converted or outcome == CONVERTED
+    report.outcomes[entry.last.outcome or "unknown"] += 1
+    report.converted += entry.converted
 
 
 class _StepTable:
@@ -377,8 +403,8 @@ class _StepTable:
         for record in records:
             if record.kind == "send" and record.outcome.startswith("deferred"):
                 self.row(record.step, "send").messages["deferred"] += 1
-        for message in entry.messages():
-            self.row(_message_step(message.key), "send").messages[message.status] += 1
+        for step, status in entry.messages():
+            self.row(step, "send").messages[status] += 1
         if entry.active:
             here = entry.last.step
             if here:
@@ -416,11 +442,10 @@ class _VariantTable:
         for record in entry.records():
             if record.kind == "split":
                 chosen[record.step] = record.outcome.removeprefix("variant ")
-        converted = entry.last.converted or entry.last.outcome == CONVERTED
         for split, variant in chosen.items():
             row = self._row(split, variant)
             row.customers += 1
-            row.converted += converted
+            row.converted += entry.converted
 
     def ordered(self) -> list[VariantStats]:
         return list(self.rows.values())
@@ -435,18 +460,14 @@ def _message_step(key: str) -> str:
 # --- stages ------------------------------------------------------------------------------------
 
 
-async def stage_counts(client: Client, task_queue: str) -> dict[str, int]:
-    """Customers per lifecycle stage now (running customer entities on ``task_queue``)."""
-    base = (
-        f"WorkflowType = '{CUSTOMER_WORKFLOW}' AND ExecutionStatus = 'Running' "
-        f"AND TaskQueue = '{quote(task_queue)}'"
+async def stage_counts(database: Database) -> dict[str, int]:
+    """Customers per lifecycle stage now, every stage listed, from the store."""
+    rows = await database.fetch_all(
+        "SELECT stage, count(*) AS customers FROM customers GROUP BY stage"
     )
-    total = (await client.count_workflows(base)).count
-    counts: dict[str, int] = {}
-    for stage in Stage:
-        query = f"{base} AND {SA_STAGE.name} = '{stage.value}'"
-        counts[stage.value] = (await client.count_workflows(query)).count
-    counts[NO_STAGE] = max(total - sum(counts.values()), 0)
+    found = {row["stage"]: int(row["customers"]) for row in rows}
+    counts = {stage.value: found.pop(stage.value, 0) for stage in Stage}
+    counts[NO_STAGE] = sum(found.values())
     return counts
 
 
@@ -477,6 +498,7 @@ class Report:
 
 
 async def build_report(
+    database: Database,
     client: Client,
     task_queue: str,
     plans: Mapping[str, JourneyPlan],
@@ -487,7 +509,7 @@ async def build_report(
 ) -> Report:
     """Read every run in the window and count; journeys with no runs are listed with zeros."""
     runs, truncated = await read_runs(
-        client, task_queue, journey=journey, since=since, max_runs=max_runs
+        database, client, journey=journey, since=since, max_runs=max_runs
     )
     by_journey: dict[str, list[Entry]] = defaultdict(list)
     for entry in entries(runs):
@@ -499,7 +521,7 @@ async def build_report(
         since=since,
         task_queue=task_queue,
         journeys=journeys,
-        stages=await stage_counts(client, task_queue),
+        stages=await stage_counts(database),
         truncated=truncated,
     )
 

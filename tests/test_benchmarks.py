@@ -3,8 +3,9 @@
 A benchmark that silently measures different work on its two sides (a journey twin that drifted,
 a workload that is not deterministic) gives ratios that mean nothing, so `make test` runs a
 miniature of `make bench`: a handful of customers through both sides on a fresh dev server, with
-separate worker processes, exactly as the harness does at scale. It asserts counts — outcomes,
-messages, billable actions — never times.
+separate worker processes and a database of its own on the session's PostgreSQL, exactly as
+the harness does at scale. It asserts counts — outcomes, messages, billable actions,
+transactions — never times.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from benchmarks.baseline import BASELINE_WORKFLOWS
 from benchmarks.project import BENCH_JOURNEYS, make_home
 from benchmarks.report import markdown, ratios, table
 from benchmarks.workload import JOURNEY_CYCLE, customers
+from kairos import routing
 from kairos.compiler import load_project
 
 
@@ -36,6 +38,9 @@ def test_every_benchmark_journey_compiles_and_has_a_hand_written_twin(tmp_path: 
     project = load_project(make_home(tmp_path / "home"))
 
     assert set(project.plans) == set(BENCH_JOURNEYS) == set(BASELINE_WORKFLOWS)
+    # Each twin asks the store back for what its YAML journey reads, no more and no less.
+    for name, (_, twin) in BASELINE_WORKFLOWS.items():
+        assert set(twin.READS) == routing.reads(project.plans[name], "timezone"), name
 
 
 def test_rendering_is_measured_on_every_template_and_locale() -> None:
@@ -47,13 +52,13 @@ def test_rendering_is_measured_on_every_template_and_locale() -> None:
 
 
 @pytest.fixture(scope="module")
-def pair() -> dict[str, Any]:
+def pair(postgres: str) -> dict[str, Any]:
     """Ten customers (two per journey, one of them buying from the cart) through each side."""
     import asyncio
 
     async def both() -> dict[str, Any]:
-        kairos = await engine.measure(engine.Phase("kairos", 10, 1), timeout=240)
-        baseline = await engine.measure(engine.Phase("baseline", 10, 1), timeout=240)
+        kairos = await engine.measure(engine.Phase("kairos", 10, 1), 240, postgres)
+        baseline = await engine.measure(engine.Phase("baseline", 10, 1), 240, postgres)
         return {"kairos": kairos, "baseline": baseline}
 
     return asyncio.run(both())
@@ -81,12 +86,24 @@ def test_kairos_costs_no_more_billable_actions_than_hand_written_code(
     kairos, baseline = pair["kairos"]["history"], pair["baseline"]["history"]
 
     assert kairos["sampled_customers"] == baseline["sampled_customers"] == 10
+    assert kairos["sampled_runs"] == baseline["sampled_runs"] == 11
     assert kairos["actions_per_message"] <= baseline["actions_per_message"]
-    # Sends, policy decisions and starts are the same work on both sides. (Local activities
-    # are billed per workflow task, and how routed events batch into tasks is timing.)
-    for kind in ("activity", "update", "workflow_started", "signal_external"):
-        by_kind = kairos["actions_by_kind_per_message"], baseline["actions_by_kind_per_message"]
+    # Starts, the store's signals, and activities (sends, actions, set steps, each run's end)
+    # are the same work on both sides; nothing is left of the customer entity's updates,
+    # workflow-to-workflow signals and routing markers.
+    by_kind = kairos["actions_by_kind_per_message"], baseline["actions_by_kind_per_message"]
+    for kind in ("activity", "workflow_started", "signal"):
         assert by_kind[0].get(kind) == by_kind[1].get(kind), kind
+    for kind in ("update", "signal_external", "local_activity"):
+        assert kind not in by_kind[0] and kind not in by_kind[1], kind
+
+
+def test_both_sides_commit_their_work_to_the_same_store(pair: dict[str, Any]) -> None:
+    kairos, baseline = pair["kairos"], pair["baseline"]
+
+    # Every event, decision, send and run end is a PostgreSQL transaction on either side.
+    assert kairos["postgres_transactions"] > kairos["messages"]
+    assert baseline["postgres_transactions"] > baseline["messages"]
 
 
 def test_the_report_shows_the_pair_with_its_ratios(pair: dict[str, Any]) -> None:

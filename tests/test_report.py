@@ -1,4 +1,5 @@
-"""``kairos report``: what marketers ask of their journeys, counted from Temporal itself.
+"""``kairos report``: what marketers ask of their journeys, counted from the customer store
+(runs, outcomes, the send ledger, stages) and the runs' own step records in Temporal.
 
 The journey here is a plan built in the test, not compiled from YAML. Its condition is compiled
 outside the workflow sandbox first, as the compiler does for real journeys: compiling Jinja
@@ -12,11 +13,13 @@ import asyncio
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
@@ -45,7 +48,8 @@ from kairos.plan import (
 )
 from kairos.report import Report, ReportError, build_report, parse_since
 from kairos.runtime import journey_workflow_id
-from tests.conftest import ROOT, running_worker
+from kairos.store import Store
+from tests.conftest import ROOT, make_kairos, running_worker
 from tests.helpers import eventually
 
 JOURNEY = "pricing_followup"
@@ -104,15 +108,21 @@ async def waiting(kairos: Kairos, customer_id: str) -> bool:
 
 
 async def seed(dev_env: WorkflowEnvironment, kairos: Kairos) -> None:
-    """Ten customers look at prices; three buy, one is cancelled, one looks again."""
+    """Ten customers look at prices; three buy, one is cancelled, one looks again. Returns once
+    every run that ends has ended (its last activity tells the store)."""
+
+    def run(customer_id: str, run_no: int = 1) -> Any:
+        return dev_env.client.get_workflow_handle(journey_workflow_id(JOURNEY, customer_id, run_no))
+
     for customer_id in CUSTOMERS:
         profile: dict[str, Any] = {"email": f"{customer_id}@example.com", "timezone": "UTC"}
         if customer_id == NOT_ELIGIBLE:
             profile["lead_score"] = 200
-        await kairos.identify(customer_id, profile)
+        await kairos.identify(customer_id, profile, consent={"marketing": True}, source="test")
         if customer_id == UNSUBSCRIBED:
             await kairos.unsubscribe(customer_id, "marketing")
         await kairos.emit(customer_id, "pricing_viewed", {"plan": "home"}, event_id=customer_id)
+    await run(NOT_ELIGIBLE).result()
     for customer_id in CUSTOMERS:
         if customer_id != NOT_ELIGIBLE:
             await eventually(lambda c=customer_id: waiting(kairos, c))  # type: ignore[misc]
@@ -120,50 +130,48 @@ async def seed(dev_env: WorkflowEnvironment, kairos: Kairos) -> None:
         order = {"order_id": f"o-{customer_id}", "total": 20.0, "currency": "EUR",
                  "placed_at": datetime.now(UTC).isoformat()}  # fmt: skip
         await kairos.emit(customer_id, "order_placed", order)
+        await run(customer_id).result()
     await kairos.cancel(JOURNEY, CANCELLED)
     with pytest.raises(WorkflowFailureError):
-        await dev_env.client.get_workflow_handle(journey_workflow_id(JOURNEY, CANCELLED)).result()
-    restarted = dev_env.client.get_workflow_handle(journey_workflow_id(JOURNEY, RESTARTED))
-    first_run = (await restarted.describe()).run_id
+        await run(CANCELLED).result()
+    # Looking again restarts: run 1 ends restarted and run 2 starts from the top.
     await kairos.emit(RESTARTED, "pricing_viewed", {"plan": "office"}, event_id="again")
-
-    async def again() -> bool:
-        rerun = (await restarted.describe()).run_id != first_run
-        return rerun and await waiting(kairos, RESTARTED)
-
-    await eventually(again)
+    await run(RESTARTED).result()
+    await eventually(lambda: waiting(kairos, RESTARTED))
 
 
-async def settled(dev_env: WorkflowEnvironment, settings: Settings) -> Report:
-    """The report once visibility has caught up with every run."""
-
-    async def check() -> Report | None:
-        report = await build_report(
-            dev_env.client, settings.task_queue, {JOURNEY: pricing_followup()}, journey=JOURNEY
-        )
-        journey = report.journeys[0]
-        done = journey.entered == 10 and journey.active == 5 and journey.restarts == 1
-        return report if done and report.stages["retention"] == 9 else None
-
-    return await eventually(check, attempts=400)
+async def report_of(dev_env: WorkflowEnvironment, settings: Settings, store: Store) -> Report:
+    return await build_report(
+        store.database,
+        dev_env.client,
+        settings.task_queue,
+        {JOURNEY: pricing_followup()},
+        journey=JOURNEY,
+    )
 
 
-@pytest.fixture
-def plan_project(project: Project) -> Project:
-    return dataclasses.replace(project, plans={JOURNEY: pricing_followup()})
+@pytest_asyncio.fixture
+async def plan_store(settings: Settings, project: Project) -> AsyncIterator[Store]:
+    """The store of a project whose only journey is pricing_followup."""
+    opened = await Store.open(
+        settings, dataclasses.replace(project, plans={JOURNEY: pricing_followup()})
+    )
+    yield opened
+    await opened.close()
 
 
 async def test_a_journey_report_counts_entries_steps_variants_and_stages(
-    dev_env: WorkflowEnvironment, settings: Settings, plan_project: Project, tmp_path: Path
+    dev_env: WorkflowEnvironment, settings: Settings, plan_store: Store, tmp_path: Path
 ) -> None:
-    kairos = Kairos(dev_env.client, settings, plan_project)
-    async with running_worker(dev_env.client, settings, plan_project):
+    kairos = make_kairos(dev_env.client, settings, plan_store)
+    async with running_worker(dev_env.client, settings, plan_store):
         await seed(dev_env, kairos)
-        report = await settled(dev_env, settings)
+        report = await report_of(dev_env, settings, plan_store)
         html = await _cli(dev_env, settings, tmp_path)
 
     journey = report.journeys[0]
     assert (journey.entered, journey.active, journey.converted) == (10, 5, 3)
+    assert journey.restarts == 1
     assert journey.rate == pytest.approx(0.3)
     assert dict(journey.outcomes) == {"converted": 3, "cancelled": 1, "not_eligible": 1}
     assert journey.unreadable == 0
@@ -210,6 +218,7 @@ async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path)
         "NO_COLOR": "1",
         "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "KAIROS_TASK_QUEUE": settings.task_queue,
+        "KAIROS_DATABASE_URL": settings.database_url,
     }
     command = ["report", JOURNEY, "--since", "1h", "--json", "--html", str(page)]
     result = await asyncio.to_thread(CliRunner().invoke, app, command, env=env)

@@ -33,7 +33,7 @@ from kairos.enroll import (
 )
 from kairos.plan import JourneyPlan
 from kairos.problems import ProjectError
-from kairos.temporal import connect
+from kairos.store import StoreError
 
 _EPILOG = (
     "Example: [bold]kairos enroll nurture --csv leads.csv --rate 10[/]  "
@@ -79,9 +79,10 @@ def enroll_command(
 
     Every row is validated first (customer id, profile attributes, types);
     rejected rows are listed with the reason. Running the same file again
-    enrolls nobody twice: progress is kept under .kairos/enroll/, customers
-    already in the journey are skipped, and so, for entry: once journeys, is
-    anyone who went through it before.
+    enrolls nobody twice: progress is kept under .kairos/enroll/, and the
+    journey's entry rule decides in the customer store: customers already in
+    the journey are skipped, and so, for entry: once journeys, is anyone who
+    went through it before. An import never restarts anyone's run.
     """
     if (csv_file is None) == (jsonl_file is None):
         raise fail("give the customers with exactly one of --csv FILE or --jsonl FILE", code=2)
@@ -135,35 +136,30 @@ def _prepare(journey: str, source: Path, *, jsonl: bool, fresh: bool) -> _Job:
 
 def _enroll(job: _Job, results: list[RowResult], *, rate: float, concurrency: int) -> None:
     async def go() -> None:
-        try:
-            client = await connect(job.settings)
-        except RuntimeError as err:
-            target = job.settings.temporal.get("target_host", "localhost:7233")
-            raise fail(f"cannot reach Temporal at {target} ({err})") from None
-        kairos = Kairos(client, job.settings, job.project)
-        enrollment = Enrollment(kairos, job.plan, job.state, rate=rate, concurrency=concurrency)
-        pending = enrollment.pending(job.rows)
-        if len(pending) < len(job.rows):
-            err_console.print(
-                f"resuming: {len(job.rows) - len(pending)} rows were handled by an earlier run "
-                f"({escape(str(job.state.path))})",
-                highlight=False,
-            )
-        if not pending:
-            return
-        await enrollment.ensure_worker()
-        with _progress(len(pending)) as advance:
+        async with await Kairos.connect(job.settings, project=job.project) as kairos:
+            enrollment = Enrollment(kairos, job.plan, job.state, rate=rate, concurrency=concurrency)
+            pending = enrollment.pending(job.rows)
+            if len(pending) < len(job.rows):
+                err_console.print(
+                    f"resuming: {len(job.rows) - len(pending)} rows were handled by an earlier "
+                    f"run ({escape(str(job.state.path))})",
+                    highlight=False,
+                )
+            if not pending:
+                return
+            await enrollment.ensure_worker()
+            with _progress(len(pending)) as advance:
 
-            def heard(result: RowResult) -> None:
-                results.append(result)
-                advance()
+                def heard(result: RowResult) -> None:
+                    results.append(result)
+                    advance()
 
-            enrollment.on_result = heard
-            await enrollment.run(pending)
+                enrollment.on_result = heard
+                await enrollment.run(pending)
 
     try:
         asyncio.run(go())
-    except EnrollError as err:
+    except (EnrollError, StoreError) as err:
         raise fail(str(err)) from None
     except KeyboardInterrupt:
         raise fail(

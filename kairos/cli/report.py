@@ -33,6 +33,8 @@ from kairos.report import (
     lift,
     parse_since,
 )
+from kairos.store import Database, StoreError
+from kairos.store.store import database_url
 from kairos.temporal import connect
 
 _EPILOG = (
@@ -63,8 +65,9 @@ def report_command(
     the conversion rate. Per step: reached, waiting there now, messages sent,
     blocked, failed, deferred and held out, and where entries ended. Split
     variants side by side with the lift over the holdout, and how many
-    customers are in each lifecycle stage now. Read from Temporal's
-    visibility and the runs' own records.
+    customers are in each lifecycle stage now. Read from the customer store
+    (runs, outcomes, the send ledger, stages) and the runs' own step records
+    in Temporal.
     """
     settings, plans = _load()
     if journey is not None and journey not in plans:
@@ -106,13 +109,27 @@ async def _build(
     max_runs: int,
 ) -> Report:
     try:
-        client = await connect(settings)
-    except RuntimeError as err:
-        target = settings.temporal.get("target_host", "localhost:7233")
-        raise fail(f"cannot reach Temporal at {target} ({err})") from None
-    return await build_report(
-        client, settings.task_queue, plans, journey=journey, since=since, max_runs=max_runs
-    )
+        database = await Database.open(await database_url(settings))
+    except StoreError as err:
+        raise fail(str(err)) from None
+    async with database:
+        try:
+            client = await connect(settings)
+        except RuntimeError as err:
+            target = settings.temporal.get("target_host", "localhost:7233")
+            raise fail(f"cannot reach Temporal at {target} ({err})") from None
+        try:
+            return await build_report(
+                database,
+                client,
+                settings.task_queue,
+                plans,
+                journey=journey,
+                since=since,
+                max_runs=max_runs,
+            )
+        except StoreError as err:
+            raise fail(str(err)) from None
 
 
 # --- the terminal ------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -67,6 +67,25 @@ class TemporalUnreachable(Exception):
     """Temporal did not take a call; the dispatch stays for a later attempt."""
 
 
+class JourneyStarter(Protocol):
+    """What starts one run: :func:`kairos.temporal.start_journey` (the benchmark passes one
+    that starts its hand-written twin of the journey instead)."""
+
+    def __call__(
+        self,
+        client: Client,
+        task_queue: str,
+        plan: JourneyPlan,
+        customer_id: str,
+        run_no: int,
+        *,
+        profile: ProfileSnapshot,
+        trigger: Event | None,
+        timezone_attribute: str | None,
+        rpc_timeout: timedelta | None = None,
+    ) -> Awaitable[object]: ...
+
+
 @dataclass(frozen=True)
 class _Pinned:
     plan: JourneyPlan
@@ -82,11 +101,14 @@ class Dispatcher:
         client: Client,
         task_queue: str,
         timezone_attribute: str | None,
+        *,
+        start: JourneyStarter = start_journey,
     ) -> None:
         self.database = database
         self.client = client
         self.task_queue = task_queue
         self.timezone_attribute = timezone_attribute
+        self.start = start
         self._plans: dict[tuple[str, str], _Pinned] = {}
 
     async def run(self, customer_ids: Iterable[str], *, wait: bool = True) -> int:
@@ -188,7 +210,7 @@ class Dispatcher:
         trigger = Event.model_validate(payload["trigger"]) if payload.get("trigger") else None
         # A repeat after a crash finds the run it started: the call was made.
         with contextlib.suppress(WorkflowAlreadyStartedError):
-            await start_journey(
+            await self.start(
                 self.client,
                 self.task_queue,
                 pinned.plan,
