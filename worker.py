@@ -33,7 +33,7 @@ from kairos.config import ConfigError, Settings, load_settings
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
 from kairos.store.dispatch import JourneyStarter
-from kairos.temporal import connect, start_journey
+from kairos.temporal import connect, exit_process, start_journey
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")
@@ -155,8 +155,8 @@ def main() -> None:
         settings = load_settings()
     except ConfigError as err:
         print(f"kairos worker: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(asyncio.run(run(settings)))
+        exit_process(2)
+    exit_process(asyncio.run(run(settings)))
 
 
 if __name__ == "__main__":

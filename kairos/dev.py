@@ -31,6 +31,7 @@ from kairos.problems import ProjectError
 from kairos.runtime import SEARCH_ATTRIBUTES
 from kairos.store import Database, StoreError
 from kairos.store.embedded import data_dir, embedded_url
+from kairos.temporal import exit_process
 from kairos.web.config import WebConfig, load_web_config
 
 DEFAULT_PORT = 7233
@@ -241,7 +242,7 @@ def main() -> None:
         code = asyncio.run(run_dev(settings, web, ports))
     except KeyboardInterrupt:  # Ctrl-C before the worker was up: everything is stopped
         code = 130
-    raise SystemExit(code)
+    exit_process(code)
 
 
 if __name__ == "__main__":

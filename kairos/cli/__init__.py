@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 from kairos.cli.app import app
+from kairos.temporal import exit_process
 
 # Each module adds its commands to ``app`` when imported.
 _MODULES = (
@@ -24,7 +26,24 @@ for _name in _MODULES:
 
 
 def main() -> None:
-    app()
+    """The ``kairos`` command: run it, then exit without interpreter teardown."""
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        code = _exit_code(done.code)
+    except KeyboardInterrupt:
+        code = 130
+    exit_process(code)
+
+
+def _exit_code(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    print(value, file=sys.stderr)  # what SystemExit("message") would have printed
+    return 1
 
 
 __all__ = ["app", "main"]
