@@ -54,8 +54,8 @@ async def test_a_customer_unsubscribes_from_sms_too_on_the_page(
         )
         record = await kairos.customer("aino")
 
-    assert (heading, language, ticked) == ("Peru tilaus", "fi", ["marketing"])
-    assert done == "Tilaus on peruttu"
+    assert (heading, language, ticked) == ("Lopeta viestit", "fi", ["marketing"])
+    assert done == "Viestit on lopetettu"
     assert listed == ["Tarjoukset, vinkit ja uutiset", "Kaikki tekstiviestit (SMS)"]
     consent = record.consent
     assert not consent.marketing and not consent.sms

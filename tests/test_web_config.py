@@ -62,8 +62,10 @@ def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
     [
         ("fi", "de-DE,de;q=0.9", "fi"),
         ("de_AT", "", "de"),
-        ("sv", "de-DE,de;q=0.9,en;q=0.8", "de"),
-        (None, "sv-SE, fi;q=0.5, de;q=0.7", "de"),
+        ("hu", "de-DE,de;q=0.9,en;q=0.8", "de"),
+        (None, "hu-HU, fi;q=0.5, de;q=0.7", "de"),
+        ("sv-FI", "fi", "sv"),
+        (None, "sv-SE, fi;q=0.5", "sv"),
         (None, "fi;q=0, de;q=0.1", "de"),
         (None, "*", "en"),
         (None, "", "en"),

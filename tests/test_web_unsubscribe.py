@@ -136,9 +136,9 @@ async def test_one_click_works_urlencoded_and_multipart_and_the_page_saves_choic
         assert record is not None
         return [(c.topic, c.source) for c in record.consent_history if not c.granted]
 
-    assert "Peru tilaus" in page.text  # the customer's language wins over the browser's
+    assert "Lopeta viestit" in page.text  # the customer's language wins over the browser's
     assert (gmail.status_code, rfc.status_code, chosen.status_code) == (200, 200, 200)
-    assert "Tilaus on peruttu" in chosen.text
+    assert "Viestit on lopetettu" in chosen.text
     assert "Kaikki tekstiviestit (SMS)" in chosen.text and "Tarjoukset" not in chosen.text
     assert await withdrawn("c-gmail") == [("marketing", "one-click unsubscribe")]
     assert await withdrawn("c-rfc") == [("marketing", "one-click unsubscribe")]
@@ -157,7 +157,7 @@ async def test_the_link_of_a_customer_kairos_does_not_know_changes_nothing_and_c
     chosen = await offline.post(link, data={"topic": "sms"}, headers={"Accept-Language": "de"})
 
     assert (page.status_code, one_click.status_code, chosen.status_code) == (200, 200, 200)
-    assert "Sie sind abgemeldet" in chosen.text and "Alle SMS" in chosen.text
+    assert "Du bist abgemeldet" in chosen.text and "Alle SMS" in chosen.text
     assert await customers(store) == []
 
 
