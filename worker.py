@@ -30,10 +30,11 @@ from kairos.catalogue import AttrType
 from kairos.client import Kairos
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.exits import exit_process
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
 from kairos.store.dispatch import JourneyStarter
-from kairos.temporal import connect, exit_process, start_journey
+from kairos.temporal import connect, start_journey
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")

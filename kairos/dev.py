@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.exits import exit_process
 from kairos.problems import ProjectError
 from kairos.runtime import SEARCH_ATTRIBUTES
 from kairos.store import Database, StoreError
 from kairos.store.embedded import data_dir, embedded_url
-from kairos.temporal import exit_process
 from kairos.web.config import WebConfig, load_web_config
 
 DEFAULT_PORT = 7233

@@ -162,7 +162,11 @@ def referenced_paths(source: str, *, template: bool = False) -> set[tuple[str, .
     attribute chain of each name is reported; names bound inside the template (loop variables,
     ``set``) are left out.
     """
-    tree = _ENV.parse(source if template else "{{ " + source + " }}")
+    return paths_in(_ENV.parse(source if template else "{{ " + source + " }}"))
+
+
+def paths_in(tree: nodes.Template) -> set[tuple[str, ...]]:
+    """:func:`referenced_paths` of a template already parsed."""
     bound = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     found: set[tuple[str, ...]] = set()
     inner: set[int] = set()

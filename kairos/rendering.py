@@ -46,7 +46,7 @@ from markupsafe import escape
 
 from kairos.actions_catalogue import action_sample
 from kairos.catalogue import CONSENT_KEYS
-from kairos.expressions import referenced_paths as expression_paths
+from kairos.expressions import paths_in
 from kairos.formatting import (
     FILTERS,
     GLOBALS,
@@ -239,7 +239,7 @@ class _Unit:
     @cached_property
     def paths(self) -> set[tuple[str, ...]]:
         """Dotted variables the file reads (computed once per file version)."""
-        return expression_paths(self.source, template=True)
+        return paths_in(self.tree)
 
     @cached_property
     def bound(self) -> set[str]:
@@ -679,12 +679,18 @@ class TemplateStore:
     def _read(self, name: str, path: Path) -> _Unit | TemplateProblem:
         try:
             source = path.read_text(encoding="utf-8")
-            self._env.get_template(name)  # compiling also catches unknown filters and tests
             tree = self._env.parse(source, name, str(path))
         except TemplateSyntaxError as exc:
             return TemplateProblem(path, exc.lineno, exc.message or str(exc))
         except (OSError, UnicodeDecodeError) as exc:
             return TemplateProblem(path, 0, f"cannot read the template: {exc}")
+        # What compiling would refuse, found in the tree already parsed (a check reads each
+        # file once; the renderer compiles only what it renders).
+        for node in tree.find_all((nodes.Filter, nodes.Test)):
+            known = self._env.filters if isinstance(node, nodes.Filter) else self._env.tests
+            if node.name not in known:
+                kind = "filter" if isinstance(node, nodes.Filter) else "test"
+                return TemplateProblem(path, node.lineno, f"No {kind} named {node.name!r}.")
         return _Unit(name, path, source, tree)
 
     def _missing(self, unit: _Unit, kind: str, target: str, line: int) -> TemplateProblem:

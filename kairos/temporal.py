@@ -6,12 +6,7 @@ whichever door the trigger came through.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import os
-import sys
 from datetime import timedelta
-from typing import NoReturn
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -137,19 +132,3 @@ async def start_journey(
         static_details=plan.description or None,
         rpc_timeout=rpc_timeout,
     )
-
-
-def exit_process(code: int) -> NoReturn:
-    """End a process that used the Temporal SDK, without interpreter teardown.
-
-    The SDK's Rust threads can touch a finalizing interpreter and abort it after the work is
-    done ("Fatal Python error: PyGILState_Release", exit 134; temporalio/sdk-python#300): a
-    command that printed its answer would then fail at random. So the exit handlers run as
-    usual (the embedded PostgreSQL's handle is released there), the output is flushed, and
-    the process ends at once.
-    """
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
-            stream.flush()
-    os._exit(code)

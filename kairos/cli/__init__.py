@@ -4,29 +4,49 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
-from kairos.cli.app import app
-from kairos.temporal import exit_process
+from kairos.exits import exit_process
 
-# Each module adds its commands to ``app`` when imported.
-_MODULES = (
-    "kairos.cli.language",
-    "kairos.cli.runtime",
-    "kairos.cli.db",
-    "kairos.cli.outbox",
-    "kairos.cli.messages",
-    "kairos.cli.simulate",
-    "kairos.cli.enroll",
-    "kairos.cli.report",
-    "kairos.cli.serve",
-)
+# Each module adds its commands to ``app`` when imported; the command names it registers.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "kairos.cli.language": ("validate", "schema", "graph"),
+    "kairos.cli.runtime": (
+        "emit", "identify", "start", "customer", "runs", "cancel", "unsubscribe", "forget",
+        "worker",
+    ),
+    "kairos.cli.db": ("db",),
+    "kairos.cli.outbox": ("outbox",),
+    "kairos.cli.messages": ("preview",),
+    "kairos.cli.simulate": ("simulate",),
+    "kairos.cli.enroll": ("enroll",),
+    "kairos.cli.report": ("report",),
+    "kairos.cli.serve": ("serve",),
+}  # fmt: skip
 
-for _name in _MODULES:
-    importlib.import_module(_name)
+
+def load_commands(argv: list[str] | None = None) -> Any:
+    """The ``kairos`` Typer app with its commands: only the one ``argv`` names, when it names
+    one (a command then starts without importing what the others need), else all of them."""
+    wanted = next((arg for arg in argv or [] if not arg.startswith("-")), None)
+    chosen = [m for m, names in COMMANDS.items() if wanted in names] or list(COMMANDS)
+    for name in chosen:
+        importlib.import_module(name)
+    from kairos.cli.base import app
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # ``from kairos.cli import app``: the whole command line, as tests and tools want it.
+    if name == "app":
+        return load_commands()
+    raise AttributeError(name)
 
 
 def main() -> None:
     """The ``kairos`` command: run it, then exit without interpreter teardown."""
+    app = load_commands(sys.argv[1:])
     try:
         app()
         code = 0
@@ -46,4 +66,4 @@ def _exit_code(value: object) -> int:
     return 1
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "load_commands", "main"]

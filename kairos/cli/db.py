@@ -9,8 +9,8 @@ from typing import TypeVar
 import typer
 from rich.markup import escape
 
-from kairos.cli.app import app, console, quiet_logs
-from kairos.cli.app import fail_text as fail
+from kairos.cli.base import app, console, quiet_logs
+from kairos.cli.base import fail_text as fail
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.store import Database, StoreError, database_url
 from kairos.store.database import Migration, latest_version, migrations, redact

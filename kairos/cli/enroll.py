@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from kairos.cli.app import app, console, err_console, fail
+from kairos.cli.base import app, console, err_console, fail
 from kairos.client import Kairos
 from kairos.compiler import Project, load_project
 from kairos.config import ConfigError, Settings, load_settings

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from kairos.cli.app import app, console, err_console, fail
+from kairos.cli.base import app, console, err_console, fail
 from kairos.compiler import CATALOGUE_FILE, check_project, display_path
 from kairos.config import ConfigError, load_settings
 from kairos.graph import to_mermaid

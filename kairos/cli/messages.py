@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from kairos.catalogue import BUILTIN_EVENT, AttrType, Catalogue
-from kairos.cli.app import app, console, err_console, fail
+from kairos.cli.base import app, console, err_console, fail
 from kairos.config import ConfigError, load_settings
 from kairos.messages import EmailContent, SmsContent
 from kairos.plan import Category, EventTrigger, JourneyPlan

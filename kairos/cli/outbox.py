@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kairos.cli.app import app, console, err_console
+from kairos.cli.base import app, console, err_console
 from kairos.config import ConfigError, load_settings
 from kairos.plan import Channel
 

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kairos.cli.app import app, console, err_console, fail
+from kairos.cli.base import app, console, err_console, fail
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.plan import JourneyPlan

@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 from temporalio.service import RPCError
 
-from kairos.cli.app import app, console, quiet_logs, warn
-from kairos.cli.app import fail_text as fail
+from kairos.cli.base import app, console, quiet_logs, warn
+from kairos.cli.base import fail_text as fail
 from kairos.client import (
     CONSENT_TOPICS,
     CustomerNotFound,

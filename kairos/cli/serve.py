@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kairos.cli.app import app, console, fail
+from kairos.cli.base import app, console, fail
 from kairos.config import ConfigError, load_settings
 from kairos.problems import ProjectError
 from kairos.store import StoreError

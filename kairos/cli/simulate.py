@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from kairos.cli.app import app, console
-from kairos.cli.app import fail_text as fail
+from kairos.cli.base import app, console
+from kairos.cli.base import fail_text as fail
 from kairos.compiler import load_project
 from kairos.config import ConfigError, load_settings
 from kairos.problems import ProjectError
