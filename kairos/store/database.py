@@ -106,6 +106,16 @@ class Database:
             StoreUnavailable: PostgreSQL did not answer within ``timeout`` seconds.
             SchemaMismatch: The schema is older or newer than this Kairos.
         """
+        try:
+            # One plain connection first: a server that refuses or does not exist is said at
+            # once, where the pool would keep retrying until its timeout.
+            probe = await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, int(timeout)))
+        except psycopg.OperationalError as err:
+            raise StoreUnavailable(
+                f"cannot reach PostgreSQL at {redact(url)}: {_why(err)}. "
+                "Is `make dev` running, or KAIROS_DATABASE_URL right?"
+            ) from None
+        await probe.close()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             min_size=1,
