@@ -369,3 +369,21 @@ async def test_the_help_examples_work_as_written(
     ran = await run(example, cli)
     assert ran.code == 1
     assert ran.err.startswith("kairos worker: cannot reach Temporal at temporal.internal:7233: ")
+
+
+def test_each_command_starts_with_only_its_own_module_loaded() -> None:
+    """kairos.cli.load_commands imports the one module a command needs: the table it uses must
+    name every command in the module that registers it."""
+    from kairos.cli import COMMANDS, load_commands
+
+    app = load_commands()
+    registered: dict[str, set[str]] = {}
+    for command in app.registered_commands:
+        assert command.callback is not None
+        name = command.name or command.callback.__name__.replace("_", "-")
+        registered.setdefault(command.callback.__module__, set()).add(name)
+    for group in app.registered_groups:
+        assert group.typer_instance is not None and group.name is not None
+        module = group.typer_instance.registered_commands[0].callback.__module__
+        registered.setdefault(module, set()).add(group.name)
+    assert registered == {module: set(names) for module, names in COMMANDS.items()}

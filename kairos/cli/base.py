@@ -17,6 +17,16 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+@app.callback()
+def _group() -> None:
+    """Kairos: customer-lifecycle journeys in YAML, run durably on Temporal.
+
+    (A callback keeps ``kairos`` a group of commands even when only the one being run was
+    loaded by kairos.cli.load_commands: Typer would otherwise make a lone command the root.)
+    """
+
+
 # Colours only on a terminal: rich decides from isatty, NO_COLOR and FORCE_COLOR. Lines are
 # never broken to the terminal's width: a path or a one-line error stays one line (tables still
 # fit the width).
