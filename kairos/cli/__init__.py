@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kairos.exits import exit_process
+
+if TYPE_CHECKING:
+    import typer
 
 # Each module adds its commands to ``app`` when imported; the command names it registers.
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -25,7 +28,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def load_commands(argv: list[str] | None = None) -> Any:
+def load_commands(argv: list[str] | None = None) -> typer.Typer:
     """The ``kairos`` Typer app with its commands: only the one ``argv`` names, when it names
     one (a command then starts without importing what the others need), else all of them."""
     wanted = next((arg for arg in argv or [] if not arg.startswith("-")), None)
@@ -37,7 +40,7 @@ def load_commands(argv: list[str] | None = None) -> Any:
     return app
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typer.Typer:
     # ``from kairos.cli import app``: the whole command line, as tests and tools want it.
     if name == "app":
         return load_commands()
