@@ -13,6 +13,8 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,16 @@ TRIGGER = documented(
 BANNER_END = "Ctrl-C stops everything, PostgreSQL included."
 
 
-def _project_copy(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A copy of the project, outside pytest's basetemp: the embedded PostgreSQL runs as another
+    user (``pgserver``) when tests run as root, and every pytest session that starts makes
+    ``/tmp/pytest-of-root`` private again, which would lock that user out of its data."""
+    home = Path(tempfile.mkdtemp(prefix="kairos-dev-test-"))
     for part in ("journeys", "templates"):
         shutil.copytree(ROOT / part, home / part)
-    return home
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 async def _lines(stream: asyncio.StreamReader, into: list[str]) -> None:
@@ -46,9 +53,8 @@ async def _lines(stream: asyncio.StreamReader, into: list[str]) -> None:
 
 @pytest.mark.timeout(240)
 async def test_make_dev_then_the_readme_trigger_command_delivers_the_welcome_email(
-    tmp_path: Path,
+    home: Path,
 ) -> None:
-    home = _project_copy(tmp_path)
     ports = Ports(temporal=free_port(), ui=free_port(), web=free_port())
     # Quiet hours off, as the README suggests for trying things out: night in Helsinki must
     # not hold the welcome email until 08:00 while CI waits.
