@@ -12,13 +12,15 @@ What is counted:
   ends the running run as ``restarted`` and starts the next run; the runs a restart chains
   together are one entry, and each restart is counted apart;
 * per journey: entries, active, each outcome, converted (the goal in ``exit_on`` was reached)
-  and the conversion rate (converted / entered), messages by status: sent, blocked and failed
-  as the send ledger decided them, held out (a holdout group's sends, which never reach the
-  ledger) and deferred (each time quiet hours or a frequency cap put a send off) from the runs'
-  records;
+  and the conversion rate: converted of the *ended* entries the journey messaged (a holdout
+  is kept apart and compared, see ``kairos.experiments``), messages by status: sent,
+  blocked and failed as the send ledger decided them, held out (a holdout group's sends,
+  which never reach the ledger) and deferred (each time quiet hours or a frequency cap put a
+  send off) from the runs' records;
 * per step: entries that reached it, entries waiting there now, messages sent / blocked /
   failed / deferred / held out there, and entries that ended there, by outcome;
-* per split: customers, conversions and rate per variant, with the lift over the holdout;
+* per split: customers, ended, conversions and rate per variant, each against the holdout
+  with the difference, its 95% interval and a verdict in words;
 * customers per lifecycle stage, now, from the store.
 
 The window (``--since``) selects entries by the time their first run started.
@@ -43,6 +45,7 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from kairos.durations import DurationError, parse_duration
+from kairos.experiments import Comparison, Group, compare
 from kairos.messages import SendOutcome
 from kairos.plan import JourneyPlan, SplitStep, Stage
 from kairos.runtime import (
@@ -276,6 +279,14 @@ class Entry:
     def converted(self) -> bool:
         return self.last.outcome == CONVERTED
 
+    @property
+    def held_out(self) -> bool:
+        """The entry went the holdout way of a split: the journey's control group."""
+        return any(
+            r.kind == "split" and r.outcome.removeprefix("variant ") == HOLDOUT
+            for r in self.records()
+        )
+
     def records(self) -> list[StepRecord]:
         """Every step record of the chain, oldest first."""
         return [record for run in self.runs for record in run.records]
@@ -323,11 +334,17 @@ class VariantStats:
     split: str
     variant: str
     customers: int = 0
+    ended: int = 0
     converted: int = 0
 
     @property
     def rate(self) -> float | None:
-        return self.converted / self.customers if self.customers else None
+        """Converted of the ended entries: one still in the journey has not had its chance."""
+        return self.converted / self.ended if self.ended else None
+
+    @property
+    def group(self) -> Group:
+        return Group(self.ended, self.converted)
 
 
 @dataclass
@@ -344,22 +361,35 @@ class JourneyReport:
     messages: Counter[str] = field(default_factory=Counter)
     steps: list[StepStats] = field(default_factory=list)
     variants: list[VariantStats] = field(default_factory=list)
+    # Ended entries outside and inside the holdout, and their conversions.
+    treated: Group = field(default_factory=lambda: Group(0, 0))
+    holdout: Group | None = None  # None: the journey has no holdout
 
     @property
     def rate(self) -> float | None:
-        return self.converted / self.entered if self.entered else None
+        """The journey's conversion rate: converted of the ended entries it messaged (the
+        holdout, which it did not message, is compared with it, not mixed in)."""
+        return self.treated.rate
+
+    @property
+    def versus_holdout(self) -> Comparison | None:
+        """The headline of a journey with a holdout: how it does against doing nothing."""
+        return compare(self.treated, self.holdout) if self.holdout is not None else None
 
 
-def lift(variant: VariantStats, holdout: VariantStats | None) -> float | None:
-    """Relative lift of ``variant``'s conversion rate over the holdout's (0.25 = +25%)."""
-    if holdout is None or variant is holdout or not holdout.rate or variant.rate is None:
+def versus(variant: VariantStats, holdout: VariantStats | None) -> Comparison | None:
+    """``variant`` against its split's holdout; None for the holdout itself or without one."""
+    if holdout is None or variant is holdout:
         return None
-    return variant.rate / holdout.rate - 1
+    return compare(variant.group, holdout.group)
 
 
 def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> JourneyReport:
     """The journey's numbers from its entries; ``plan`` orders the steps and names the splits."""
     report = JourneyReport(journey=journey, entered=len(found))
+    has_holdout = plan is not None and any(
+        isinstance(step, SplitStep) and step.holdout_percent for step in plan.steps.values()
+    )
     steps = _StepTable(plan)
     variants = _VariantTable(plan)
     for entry in found:
@@ -369,6 +399,12 @@ def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> J
     report.messages = sum((s.messages for s in steps.rows.values()), Counter())
     report.steps = steps.ordered()
     report.variants = variants.ordered()
+    ended = [entry for entry in found if not entry.active]
+    treated = [entry for entry in ended if not entry.held_out]
+    held = [entry for entry in ended if entry.held_out]
+    report.treated = Group(len(treated), sum(entry.converted for entry in treated))
+    if has_holdout or held:
+        report.holdout = Group(len(held), sum(entry.converted for entry in held))
     return report
 
 
@@ -445,6 +481,7 @@ class _VariantTable:
         for split, variant in chosen.items():
             row = self._row(split, variant)
             row.customers += 1
+            row.ended += not entry.active
             row.converted += entry.converted
 
     def ordered(self) -> list[VariantStats]:
@@ -534,6 +571,9 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
         "active": report.active,
         "converted": report.converted,
         "conversion_rate": report.rate,
+        "messaged": _group_json(report.treated),
+        "holdout": _group_json(report.holdout) if report.holdout else None,
+        "versus_holdout": _comparison_json(report.versus_holdout),
         "restarts": report.restarts,
         "unreadable": report.unreadable,
         "outcomes": dict(report.outcomes),
@@ -554,10 +594,28 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
                 "split": v.split,
                 "variant": v.variant,
                 "customers": v.customers,
+                "ended": v.ended,
                 "converted": v.converted,
                 "conversion_rate": v.rate,
-                "lift_vs_holdout": lift(v, holdouts.get(v.split)),
+                "versus_holdout": _comparison_json(versus(v, holdouts.get(v.split))),
             }
             for v in report.variants
         ],
+    }
+
+
+def _group_json(group: Group) -> dict[str, Any]:
+    return {"ended": group.ended, "converted": group.converted, "conversion_rate": group.rate}
+
+
+def _comparison_json(comparison: Comparison | None) -> dict[str, Any] | None:
+    if comparison is None:
+        return None
+    return {
+        "difference": comparison.difference,
+        "interval_95": [comparison.low, comparison.high] if comparison.low is not None else None,
+        "p_value": comparison.p_value,
+        "verdict": comparison.verdict,
+        "more_needed_per_group": comparison.more_needed,
+        "says": comparison.says,
     }

@@ -29,6 +29,7 @@ from kairos.cli import app
 from kairos.client import Kairos
 from kairos.compiler import Project
 from kairos.config import Settings
+from kairos.experiments import Group
 from kairos.plan import (
     BranchCase,
     BranchStep,
@@ -172,7 +173,15 @@ async def test_a_journey_report_counts_entries_steps_variants_and_stages(
     journey = report.journeys[0]
     assert (journey.entered, journey.active, journey.converted) == (10, 5, 3)
     assert journey.restarts == 1
-    assert journey.rate == pytest.approx(0.3)
+    # The rate is of ended entries the journey messaged; the holdout is compared, not mixed in.
+    ended = [*BUYERS, CANCELLED, NOT_ELIGIBLE]
+    held = [c for c in ended if c != NOT_ELIGIBLE and variant(c) == "holdout"]
+    treated_buyers = [c for c in BUYERS if c not in held]
+    assert journey.treated == Group(len(ended) - len(held), len(treated_buyers))
+    assert journey.holdout == Group(len(held), len(BUYERS) - len(treated_buyers))
+    assert journey.rate == pytest.approx(len(treated_buyers) / (len(ended) - len(held)))
+    versus_holdout = journey.versus_holdout
+    assert versus_holdout is not None and versus_holdout.verdict == "too early"
     assert dict(journey.outcomes) == {"converted": 3, "cancelled": 1, "not_eligible": 1}
     assert journey.unreadable == 0
 
@@ -197,10 +206,11 @@ async def test_a_journey_report_counts_entries_steps_variants_and_stages(
     assert steps["wait"].active == 5
     assert steps["wait"].exits["cancelled"] == 1
 
-    by_variant = {v.variant: (v.customers, v.converted) for v in journey.variants}
+    by_variant = {v.variant: (v.customers, v.ended, v.converted) for v in journey.variants}
     expected = Counter(variant(c) for c in eligible)
+    done = Counter(variant(c) for c in [*BUYERS, CANCELLED])
     bought = Counter(variant(c) for c in BUYERS)
-    assert by_variant == {v: (expected[v], bought[v]) for v in ("a", "b", "holdout")}
+    assert by_variant == {v: (expected[v], done[v], bought[v]) for v in ("a", "b", "holdout")}
     assert report.stages == {
         "awareness": 0, "consideration": 0, "purchase": 0, "retention": 9, "advocacy": 0,
         "lapsed": 0, "(none)": 1,
@@ -224,8 +234,16 @@ async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path)
     result = await asyncio.to_thread(CliRunner().invoke, app, command, env=env)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output[result.output.index("{") :])
-    assert data["journeys"][0]["entered"] == 10
-    assert data["journeys"][0]["conversion_rate"] == pytest.approx(0.3)
+    shown = data["journeys"][0]
+    assert shown["entered"] == 10
+    messaged = shown["messaged"]
+    assert shown["conversion_rate"] == pytest.approx(messaged["converted"] / messaged["ended"])
+    assert shown["versus_holdout"]["verdict"] == "too early"
+    assert {v["variant"] for v in shown["variants"] if v["versus_holdout"]} == {"a", "b"}
+    wide = {**env, "COLUMNS": "200"}
+    printed = await asyncio.to_thread(CliRunner().invoke, app, command[:4], env=wide)
+    assert printed.exit_code == 0, printed.output
+    assert "against the holdout" in printed.output and "too early" in printed.output
     return page.read_text(encoding="utf-8")
 
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from kairos.cli.base import app, console, err_console, fail
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.experiments import Comparison
 from kairos.plan import JourneyPlan
 from kairos.problems import ProjectError
 from kairos.report import (
@@ -30,8 +31,8 @@ from kairos.report import (
     StepStats,
     VariantStats,
     build_report,
-    lift,
     parse_since,
+    versus,
 )
 from kairos.store import Database, StoreError
 from kairos.store.store import database_url
@@ -62,10 +63,12 @@ def report_command(
     """Lifecycle analysis: journeys, their steps, split variants, stages.
 
     Per journey: entered, active, each outcome, converted (goal reached) and
-    the conversion rate. Per step: reached, waiting there now, messages sent,
-    blocked, failed, deferred and held out, and where entries ended. Split
-    variants side by side with the lift over the holdout, and how many
-    customers are in each lifecycle stage now. Read from the customer store
+    the conversion rate of the ended entries it messaged; with a holdout, the
+    difference from the holdout with its 95% interval and a verdict in words.
+    Per step: reached, waiting there now, messages sent, blocked, failed,
+    deferred and held out, and where entries ended. Split variants each
+    against the holdout, and how many customers are in each lifecycle stage
+    now. Read from the customer store
     (runs, outcomes, the send ledger, stages) and the runs' own step records
     in Temporal.
     """
@@ -139,8 +142,16 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _lift(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.1%}"
+def _points(comparison: Comparison | None) -> str:
+    """``+4.1 pts (-1.2 to +9.0)``: the difference in conversion rate and its 95% interval."""
+    if comparison is None or comparison.difference is None:
+        return "-"
+    low, high = comparison.low or 0.0, comparison.high or 0.0
+    return f"{comparison.difference * 100:+.1f} pts ({low * 100:+.1f} to {high * 100:+.1f})"
+
+
+def _verdict(comparison: Comparison | None) -> str:
+    return "" if comparison is None else comparison.says
 
 
 def _counts(counter: Iterable[tuple[str, int]]) -> str:
@@ -157,6 +168,8 @@ def print_report(report: Report) -> None:
     if report.truncated:
         console.print("[yellow]only the newest runs were read (raise --max-runs)[/]")
     console.print(_journeys_table(report.journeys))
+    if any(j.holdout is not None for j in report.journeys):
+        console.print(_holdouts_table(report.journeys))
     for journey in report.journeys:
         if journey.entered:
             console.print(_steps_table(journey))
@@ -172,7 +185,7 @@ def print_report(report: Report) -> None:
 
 def _journeys_table(journeys: list[JourneyReport]) -> Table:
     table = Table(title="journeys", title_justify="left", header_style="bold")
-    for name in ("journey", "entered", "active", "converted", "rate", "restarts"):
+    for name in ("journey", "entered", "active", "converted", "rate (ended)", "restarts"):
         table.add_column(name, justify="left" if name == "journey" else "right")
     table.add_column("ended (by outcome)")
     table.add_column("messages")
@@ -181,6 +194,28 @@ def _journeys_table(journeys: list[JourneyReport]) -> Table:
             escape(j.journey), str(j.entered), str(j.active), str(j.converted),
             _percent(j.rate), str(j.restarts), escape(_counts(j.outcomes.most_common())),
             _counts((s, j.messages[s]) for s in MESSAGE_STATUSES),
+        )  # fmt: skip
+    return table
+
+
+def _holdouts_table(journeys: list[JourneyReport]) -> Table:
+    table = Table(
+        title="against the holdout (ended entries; difference in conversion rate, 95% interval)",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("journey")
+    for name in ("messaged", "rate", "holdout", "rate", "difference"):
+        table.add_column(name, justify="right")
+    table.add_column("verdict")
+    for j in journeys:
+        if j.holdout is None:
+            continue
+        table.add_row(
+            escape(j.journey),
+            f"{j.treated.converted}/{j.treated.ended}", _percent(j.treated.rate),
+            f"{j.holdout.converted}/{j.holdout.ended}", _percent(j.holdout.rate),
+            _points(j.versus_holdout), escape(_verdict(j.versus_holdout)),
         )  # fmt: skip
     return table
 
@@ -214,12 +249,14 @@ def _variants_table(journey: JourneyReport) -> Table:
     table = Table(title=f"{journey.journey}: splits", title_justify="left", header_style="bold")
     table.add_column("split")
     table.add_column("variant")
-    for name in ("customers", "converted", "rate", "lift vs holdout"):
+    for name in ("customers", "ended", "converted", "rate", "vs holdout"):
         table.add_column(name, justify="right")
+    table.add_column("verdict")
     for v in journey.variants:
+        against = versus(v, holdouts.get(v.split))
         table.add_row(
-            escape(v.split), escape(v.variant), str(v.customers), str(v.converted),
-            _percent(v.rate), _lift(lift(v, holdouts.get(v.split))),
+            escape(v.split), escape(v.variant), str(v.customers), str(v.ended),
+            str(v.converted), _percent(v.rate), _points(against), escape(_verdict(against)),
         )  # fmt: skip
     return table
 
@@ -285,13 +322,16 @@ def render_html(report: Report) -> str:
 def _html_journeys(journeys: list[JourneyReport]) -> str:
     rows = [
         "<h2>Journeys</h2><table><tr><th>journey</th><th>entered</th><th>active</th>"
-        "<th>converted</th><th>rate</th><th></th><th>restarts</th></tr>"
+        "<th>converted</th><th>rate (ended)</th><th></th><th>restarts</th>"
+        "<th>vs holdout (95% interval)</th><th class=l>verdict</th></tr>"
     ]
     for j in journeys:
         rows.append(
             f"<tr><td>{_e(j.journey)}</td><td>{j.entered}</td><td>{j.active}</td>"
             f"<td>{j.converted}</td><td>{_percent(j.rate)}</td>"
-            f"<td>{_bar(j.converted, j.entered, 'good')}</td><td>{j.restarts}</td></tr>"
+            f"<td>{_bar(j.treated.converted, j.treated.ended, 'good')}</td><td>{j.restarts}</td>"
+            f"<td>{_e(_points(j.versus_holdout))}</td>"
+            f"<td class=l>{_e(_verdict(j.versus_holdout))}</td></tr>"
         )
     return "".join(rows) + "</table>"
 
@@ -345,7 +385,8 @@ def _html_variants(journey: JourneyReport) -> str:
     best = max((v.rate or 0.0 for v in journey.variants), default=0.0)
     rows = [
         "<h3>Splits</h3><table><tr><th>split</th><th class=l>variant</th><th>customers</th>"
-        "<th>converted</th><th>rate</th><th></th><th>lift vs holdout</th></tr>"
+        "<th>converted</th><th>rate</th><th></th><th>vs holdout (95% interval)</th>"
+        "<th class=l>verdict</th></tr>"
     ]
     for v in journey.variants:
         rows.append(_html_variant(v, holdouts.get(v.split), best))
@@ -354,11 +395,12 @@ def _html_variants(journey: JourneyReport) -> str:
 
 def _html_variant(variant: VariantStats, holdout: VariantStats | None, best: float) -> str:
     css = "hold" if variant.variant == HOLDOUT else "good"
+    against = versus(variant, holdout)
     return (
         f"<tr><td>{_e(variant.split)}</td><td class=l>{_e(variant.variant)}</td>"
         f"<td>{variant.customers}</td><td>{variant.converted}</td>"
         f"<td>{_percent(variant.rate)}</td><td>{_bar(variant.rate or 0.0, best, css)}</td>"
-        f"<td>{_lift(lift(variant, holdout))}</td></tr>"
+        f"<td>{_e(_points(against))}</td><td class=l>{_e(_verdict(against))}</td></tr>"
     )
 
 
