@@ -19,6 +19,8 @@ What is counted:
   send off) from the runs' records;
 * per step: entries that reached it, entries waiting there now, messages sent / blocked /
   failed / deferred / held out there, and entries that ended there, by outcome;
+* per journey, of its messaged entries that converted: the median and 90th-percentile time from
+  entering to the goal; and entries by the ISO week they began (cohorts), with their rate;
 * per split: customers, ended, conversions and rate per variant, each against the holdout
   with the difference, its 95% interval and a verdict in words;
 * customers per lifecycle stage, now, from the store.
@@ -29,10 +31,11 @@ The window (``--since``) selects entries by the time their first run started.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -280,6 +283,16 @@ class Entry:
         return self.last.outcome == CONVERTED
 
     @property
+    def entered(self) -> datetime:
+        return self.runs[0].started
+
+    @property
+    def time_to_convert(self) -> timedelta | None:
+        """From entering (the first run's start) to the goal; None unless converted."""
+        ended = self.last.ended
+        return ended - self.entered if self.converted and ended is not None else None
+
+    @property
     def held_out(self) -> bool:
         """The entry went the holdout way of a split: the journey's control group."""
         return any(
@@ -364,6 +377,16 @@ class JourneyReport:
     # Ended entries outside and inside the holdout, and their conversions.
     treated: Group = field(default_factory=lambda: Group(0, 0))
     holdout: Group | None = None  # None: the journey has no holdout
+    # Entry to goal, of the converted entries the journey messaged, sorted.
+    times_to_convert: list[timedelta] = field(default_factory=list)
+    cohorts: list[Cohort] = field(default_factory=list)
+
+    def time_to_convert(self, share: float) -> timedelta | None:
+        """The time within which ``share`` of converted entries converted (0.5: the median)."""
+        times = self.times_to_convert
+        if not times:
+            return None
+        return times[min(len(times) - 1, max(0, math.ceil(share * len(times)) - 1))]
 
     @property
     def rate(self) -> float | None:
@@ -375,6 +398,42 @@ class JourneyReport:
     def versus_holdout(self) -> Comparison | None:
         """The headline of a journey with a holdout: how it does against doing nothing."""
         return compare(self.treated, self.holdout) if self.holdout is not None else None
+
+
+@dataclass
+class Cohort:
+    """Entries that began in one ISO week (Monday 00:00 UTC), messaged or not."""
+
+    week: date
+    entered: int = 0
+    active: int = 0
+    treated: Group = field(default_factory=lambda: Group(0, 0))
+
+    @property
+    def label(self) -> str:
+        year, week, _ = self.week.isocalendar()
+        return f"{year}-W{week:02d}"
+
+
+def cohorts(found: Sequence[Entry]) -> list[Cohort]:
+    """Entries by the week they began, oldest first: is the journey doing better lately?"""
+    weeks: dict[date, list[Entry]] = defaultdict(list)
+    for entry in found:
+        day = entry.entered.astimezone(UTC).date()
+        weeks[day - timedelta(days=day.weekday())].append(entry)
+    result = []
+    for week in sorted(weeks):
+        group = weeks[week]
+        ended = [e for e in group if not e.active and not e.held_out]
+        result.append(
+            Cohort(
+                week=week,
+                entered=len(group),
+                active=sum(e.active for e in group),
+                treated=Group(len(ended), sum(e.converted for e in ended)),
+            )
+        )
+    return result
 
 
 def versus(variant: VariantStats, holdout: VariantStats | None) -> Comparison | None:
@@ -403,6 +462,10 @@ def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> J
     treated = [entry for entry in ended if not entry.held_out]
     held = [entry for entry in ended if entry.held_out]
     report.treated = Group(len(treated), sum(entry.converted for entry in treated))
+    report.times_to_convert = sorted(
+        t for entry in treated if (t := entry.time_to_convert) is not None
+    )
+    report.cohorts = cohorts(found)
     if has_holdout or held:
         report.holdout = Group(len(held), sum(entry.converted for entry in held))
     return report
@@ -574,6 +637,19 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
         "messaged": _group_json(report.treated),
         "holdout": _group_json(report.holdout) if report.holdout else None,
         "versus_holdout": _comparison_json(report.versus_holdout),
+        "time_to_convert_seconds": {
+            "median": _seconds(report.time_to_convert(0.5)),
+            "p90": _seconds(report.time_to_convert(0.9)),
+        },
+        "cohorts": [
+            {
+                "week": c.label,
+                "entered": c.entered,
+                "active": c.active,
+                "messaged": _group_json(c.treated),
+            }
+            for c in report.cohorts
+        ],
         "restarts": report.restarts,
         "unreadable": report.unreadable,
         "outcomes": dict(report.outcomes),
@@ -602,6 +678,10 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
             for v in report.variants
         ],
     }
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return value.total_seconds() if value is not None else None
 
 
 def _group_json(group: Group) -> dict[str, Any]:

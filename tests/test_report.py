@@ -47,7 +47,15 @@ from kairos.plan import (
     Stage,
     WaitStep,
 )
-from kairos.report import Report, ReportError, build_report, parse_since
+from kairos.report import (
+    Report,
+    ReportError,
+    RunFacts,
+    analyse,
+    build_report,
+    entries,
+    parse_since,
+)
 from kairos.runtime import journey_workflow_id
 from kairos.store import Store
 from tests.conftest import ROOT, make_kairos, running_worker
@@ -182,6 +190,11 @@ async def test_a_journey_report_counts_entries_steps_variants_and_stages(
     assert journey.rate == pytest.approx(len(treated_buyers) / (len(ended) - len(held)))
     versus_holdout = journey.versus_holdout
     assert versus_holdout is not None and versus_holdout.verdict == "too early"
+    assert len(journey.times_to_convert) == len(treated_buyers)
+    assert all(t > timedelta(0) for t in journey.times_to_convert)
+    assert sum(c.entered for c in journey.cohorts) == 10
+    assert sum(c.active for c in journey.cohorts) == 5
+    assert sum(c.treated.converted for c in journey.cohorts) == journey.treated.converted
     assert dict(journey.outcomes) == {"converted": 3, "cancelled": 1, "not_eligible": 1}
     assert journey.unreadable == 0
 
@@ -245,6 +258,41 @@ async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path)
     assert printed.exit_code == 0, printed.output
     assert "against the holdout" in printed.output and "too early" in printed.output
     return page.read_text(encoding="utf-8")
+
+
+def test_time_to_goal_and_weekly_cohorts_count_entries_not_runs() -> None:
+    monday = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def run(customer: str, run_no: int, start: timedelta, end: timedelta | None, outcome: str
+            | None, entry_no: int = 1) -> RunFacts:  # fmt: skip
+        return RunFacts(
+            journey=JOURNEY, customer_id=customer, run_no=run_no, entry_no=entry_no,
+            started=monday + start, ended=None if end is None else monday + end, outcome=outcome,
+        )  # fmt: skip
+
+    found = entries(
+        [
+            # Restarted after a day, then converted two days after entering: 2 days to goal.
+            run("a", 1, timedelta(0), timedelta(days=1), "restarted"),
+            run("a", 2, timedelta(days=1), timedelta(days=2), "converted"),
+            run("b", 1, timedelta(hours=1), timedelta(hours=5), "converted"),  # 4 hours
+            run("c", 1, timedelta(hours=2), timedelta(days=3), "completed"),
+            run("d", 1, timedelta(days=6, hours=14), None, None),  # Sunday 23:00: that week
+            run("e", 1, timedelta(days=7), timedelta(days=9), "converted"),  # next week, 2 days
+        ]
+    )
+    report = analyse(JOURNEY, found, None)
+    assert report.times_to_convert == [timedelta(hours=4), timedelta(days=2), timedelta(days=2)]
+    assert report.time_to_convert(0.5) == timedelta(days=2)
+    assert report.time_to_convert(0.1) == timedelta(hours=4)
+    first, second = report.cohorts
+    assert (first.label, first.entered, first.active, first.treated) == (
+        "2026-W48",
+        4,
+        1,
+        Group(3, 2),
+    )
+    assert (second.label, second.entered, second.treated) == ("2026-W49", 1, Group(1, 1))
 
 
 def test_the_window_reads_like_the_rest_of_kairos() -> None:

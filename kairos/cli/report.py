@@ -6,7 +6,7 @@ import asyncio
 import html
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +17,7 @@ from rich.table import Table
 from kairos.cli.base import app, console, err_console, fail
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.durations import format_duration
 from kairos.experiments import Comparison
 from kairos.plan import JourneyPlan
 from kairos.problems import ProjectError
@@ -150,6 +151,18 @@ def _points(comparison: Comparison | None) -> str:
     return f"{comparison.difference * 100:+.1f} pts ({low * 100:+.1f} to {high * 100:+.1f})"
 
 
+def _roughly(value: timedelta | None) -> str:
+    """A time to the goal in its two largest units: ``2d 3h``, ``45m``."""
+    if value is None:
+        return "-"
+    return " ".join(format_duration(int(value.total_seconds())).split()[:2])
+
+
+def _to_goal(journey: JourneyReport) -> str:
+    median, slow = journey.time_to_convert(0.5), journey.time_to_convert(0.9)
+    return "-" if median is None else f"{_roughly(median)} / {_roughly(slow)}"
+
+
 def _verdict(comparison: Comparison | None) -> str:
     return "" if comparison is None else comparison.says
 
@@ -172,6 +185,7 @@ def print_report(report: Report) -> None:
         console.print(_holdouts_table(report.journeys))
     for journey in report.journeys:
         if journey.entered:
+            console.print(_cohorts_table(journey))
             console.print(_steps_table(journey))
             if journey.variants:
                 console.print(_variants_table(journey))
@@ -187,13 +201,32 @@ def _journeys_table(journeys: list[JourneyReport]) -> Table:
     table = Table(title="journeys", title_justify="left", header_style="bold")
     for name in ("journey", "entered", "active", "converted", "rate (ended)", "restarts"):
         table.add_column(name, justify="left" if name == "journey" else "right")
+    table.add_column("to goal (median / 90%)", justify="right")
     table.add_column("ended (by outcome)")
     table.add_column("messages")
     for j in journeys:
         table.add_row(
             escape(j.journey), str(j.entered), str(j.active), str(j.converted),
-            _percent(j.rate), str(j.restarts), escape(_counts(j.outcomes.most_common())),
+            _percent(j.rate), str(j.restarts), _to_goal(j),
+            escape(_counts(j.outcomes.most_common())),
             _counts((s, j.messages[s]) for s in MESSAGE_STATUSES),
+        )  # fmt: skip
+    return table
+
+
+def _cohorts_table(journey: JourneyReport) -> Table:
+    table = Table(
+        title=f"{journey.journey}: entries by the week they began (messaged entries' rate)",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("week")
+    for name in ("entered", "active", "converted", "rate (ended)"):
+        table.add_column(name, justify="right")
+    for c in journey.cohorts:
+        table.add_row(
+            c.label, str(c.entered), str(c.active),
+            f"{c.treated.converted}/{c.treated.ended}", _percent(c.treated.rate),
         )  # fmt: skip
     return table
 
@@ -323,6 +356,7 @@ def _html_journeys(journeys: list[JourneyReport]) -> str:
     rows = [
         "<h2>Journeys</h2><table><tr><th>journey</th><th>entered</th><th>active</th>"
         "<th>converted</th><th>rate (ended)</th><th></th><th>restarts</th>"
+        "<th>to goal (median / 90%)</th>"
         "<th>vs holdout (95% interval)</th><th class=l>verdict</th></tr>"
     ]
     for j in journeys:
@@ -330,6 +364,7 @@ def _html_journeys(journeys: list[JourneyReport]) -> str:
             f"<tr><td>{_e(j.journey)}</td><td>{j.entered}</td><td>{j.active}</td>"
             f"<td>{j.converted}</td><td>{_percent(j.rate)}</td>"
             f"<td>{_bar(j.treated.converted, j.treated.ended, 'good')}</td><td>{j.restarts}</td>"
+            f"<td>{_e(_to_goal(j))}</td>"
             f"<td>{_e(_points(j.versus_holdout))}</td>"
             f"<td class=l>{_e(_verdict(j.versus_holdout))}</td></tr>"
         )
@@ -341,6 +376,7 @@ def _html_journey(journey: JourneyReport) -> str:
         [
             f"<h2>{_e(journey.journey)}</h2>",
             _html_outcomes(journey),
+            _html_cohorts(journey) if journey.cohorts else "",
             _html_funnel(journey),
             _html_variants(journey) if journey.variants else "",
         ]
@@ -361,6 +397,20 @@ def _html_outcomes(journey: JourneyReport) -> str:
         f'<h3>Where entries are</h3><div class="stack">{"".join(spans)}</div>'
         f'<p class="legend">{"".join(legend)}</p>'
     )
+
+
+def _html_cohorts(journey: JourneyReport) -> str:
+    rows = [
+        "<h3>Entries by the week they began</h3><table><tr><th>week</th><th>entered</th>"
+        "<th>active</th><th>converted</th><th>rate (ended)</th><th></th></tr>"
+    ]
+    rows.extend(
+        f"<tr><td>{c.label}</td><td>{c.entered}</td><td>{c.active}</td>"
+        f"<td>{c.treated.converted}/{c.treated.ended}</td><td>{_percent(c.treated.rate)}</td>"
+        f"<td>{_bar(c.treated.converted, c.treated.ended, 'good')}</td></tr>"
+        for c in journey.cohorts
+    )
+    return "".join(rows) + "</table>"
 
 
 def _html_funnel(journey: JourneyReport) -> str:
