@@ -16,9 +16,11 @@ What is counted:
   is kept apart and compared, see ``kairos.experiments``), messages by status: sent,
   blocked and failed as the send ledger decided them, held out (a holdout group's sends,
   which never reach the ledger) and deferred (each time quiet hours or a frequency cap put a
-  send off) from the runs' records;
-* per step: entries that reached it, entries waiting there now, messages sent / blocked /
-  failed / deferred / held out there, and entries that ended there, by outcome;
+  send off) from the runs' records; and of the sent emails, how many SendGrid's event webhook
+  said were delivered, opened and clicked (each message once, however often it was opened);
+* per step: entries that reached it, entries waiting there now, messages sent / delivered /
+  opened / clicked / blocked / failed / deferred / held out there, and entries that ended
+  there, by outcome;
 * per journey, of its messaged entries that converted: the median and 90th-percentile time from
   entering to the goal; and entries by the ISO week they began (cohorts), with their rate;
 * per split: customers, ended, conversions and rate per variant, each against the holdout
@@ -70,7 +72,11 @@ END = "(end)"
 # Reading runs: how many at once, and how long a query may wait for a worker.
 _PARALLEL_READS = 16
 _QUERY_TIMEOUT = timedelta(seconds=10)
-MESSAGE_STATUSES = ("sent", "blocked", "failed", "deferred", "held_out")
+MESSAGE_COUNTS = (
+    "sent", "delivered", "opened", "clicked", "blocked", "failed", "deferred", "held_out",
+)  # fmt: skip
+# SendGrid's feedback (kairos serve's event webhook), counted once per message.
+ENGAGEMENT = {"email_delivered": "delivered", "email_opened": "opened", "email_clicked": "clicked"}
 # The send ledger's statuses the report counts. A message still being sent, or waiting for
 # quiet hours or a cap, is counted once decided (its deferrals come from the run's records); one
 # withdrawn because support cancelled its run (``cancelled``) is not a message but the run's
@@ -173,6 +179,15 @@ JOIN unnest(%s::text[], %s::text[], %s::int[]) AS r (customer_id, journey, run_n
   ON m.customer_id = r.customer_id AND m.journey = r.journey AND m.run_no = r.run_no
 WHERE m.status = ANY(%s)
 """
+# The distinct messages of the runs that SendGrid said were delivered, opened or clicked: the
+# feedback events carry the message key the send gave SendGrid (``kairos_key``).
+_ENGAGEMENT_SQL = """
+SELECT DISTINCT m.customer_id, m.journey, m.run_no, m.step, m.key, e.name FROM events e
+JOIN messages m ON m.customer_id = e.customer_id AND m.key = e.properties ->> 'key'
+JOIN unnest(%s::text[], %s::text[], %s::int[]) AS r (customer_id, journey, run_no)
+  ON m.customer_id = r.customer_id AND m.journey = r.journey AND m.run_no = r.run_no
+WHERE e.customer_id = ANY(%s) AND e.name = ANY(%s)
+"""
 
 
 async def read_runs(
@@ -218,6 +233,14 @@ async def _add_sends(database: Database, runs: list[RunFacts]) -> None:
     for row in rows:
         by_run[(row["customer_id"], row["journey"], row["run_no"])].sends.append(
             (row["step"], row["status"])
+        )
+    rows = await database.fetch_all(
+        _ENGAGEMENT_SQL,
+        (customers, journeys, numbers, sorted(set(customers)), list(ENGAGEMENT)),
+    )
+    for row in rows:
+        by_run[(row["customer_id"], row["journey"], row["run_no"])].sends.append(
+            (row["step"], ENGAGEMENT[row["name"]])
         )
 
 
@@ -653,14 +676,14 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
         "restarts": report.restarts,
         "unreadable": report.unreadable,
         "outcomes": dict(report.outcomes),
-        "messages": {s: report.messages[s] for s in MESSAGE_STATUSES},
+        "messages": {s: report.messages[s] for s in MESSAGE_COUNTS},
         "steps": [
             {
                 "step": s.step,
                 "kind": s.kind,
                 "reached": s.reached,
                 "active": s.active,
-                "messages": {k: s.messages[k] for k in MESSAGE_STATUSES if s.messages[k]},
+                "messages": {k: s.messages[k] for k in MESSAGE_COUNTS if s.messages[k]},
                 "exits": dict(s.exits),
             }
             for s in report.steps

@@ -25,7 +25,7 @@ from kairos.report import (
     DEFAULT_MAX_RUNS,
     DEFAULT_SINCE,
     HOLDOUT,
-    MESSAGE_STATUSES,
+    MESSAGE_COUNTS,
     JourneyReport,
     Report,
     ReportError,
@@ -209,7 +209,7 @@ def _journeys_table(journeys: list[JourneyReport]) -> Table:
             escape(j.journey), str(j.entered), str(j.active), str(j.converted),
             _percent(j.rate), str(j.restarts), _to_goal(j),
             escape(_counts(j.outcomes.most_common())),
-            _counts((s, j.messages[s]) for s in MESSAGE_STATUSES),
+            _counts((s, j.messages[s]) for s in MESSAGE_COUNTS),
         )  # fmt: skip
     return table
 
@@ -257,7 +257,7 @@ def _steps_table(journey: JourneyReport) -> Table:
     table = Table(title=f"{journey.journey}: steps", title_justify="left", header_style="bold")
     table.add_column("step")
     table.add_column("kind")
-    for name in ("reached", "here now", *MESSAGE_STATUSES):
+    for name in ("reached", "here now", *MESSAGE_COUNTS):
         table.add_column(name.replace("_", " "), justify="right")
     table.add_column("ended here")
     for step in journey.steps:
@@ -266,7 +266,7 @@ def _steps_table(journey: JourneyReport) -> Table:
 
 
 def _step_cells(step: StepStats) -> list[str]:
-    messages = [str(step.messages[s]) if step.messages[s] else "" for s in MESSAGE_STATUSES]
+    messages = [str(step.messages[s]) if step.messages[s] else "" for s in MESSAGE_COUNTS]
     return [
         escape(step.step),
         step.kind,
@@ -414,13 +414,13 @@ def _html_cohorts(journey: JourneyReport) -> str:
 
 
 def _html_funnel(journey: JourneyReport) -> str:
-    head = "".join(f"<th>{_e(s.replace('_', ' '))}</th>" for s in MESSAGE_STATUSES)
+    head = "".join(f"<th>{_e(s.replace('_', ' '))}</th>" for s in MESSAGE_COUNTS)
     rows = [
         "<h3>Steps</h3><table><tr><th>step</th><th class=l>kind</th><th>reached</th><th></th>"
         f"<th>here now</th>{head}<th class=l>ended here</th></tr>"
     ]
     for step in journey.steps:
-        cells = "".join(f"<td>{step.messages[s] or ''}</td>" for s in MESSAGE_STATUSES)
+        cells = "".join(f"<td>{step.messages[s] or ''}</td>" for s in MESSAGE_COUNTS)
         ended = _e(_counts(step.exits.most_common())) if step.exits else ""
         rows.append(
             f"<tr><td>{_e(step.step)}</td><td class=l>{_e(step.kind)}</td><td>{step.reached}</td>"
