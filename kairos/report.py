@@ -23,6 +23,9 @@ What is counted:
   there, by outcome;
 * per journey, of its messaged entries that converted: the median and 90th-percentile time from
   entering to the goal; and entries by the ISO week they began (cohorts), with their rate;
+* revenue: the numeric ``total`` (in its ``currency``) of each goal event that converted an
+  entry (``order_placed`` carries both), summed per currency, and per ended entry for the
+  messaged entries and the holdout, so the two can be compared;
 * per split: customers, ended, conversions and rate per variant, each against the holdout
   with the difference, its 95% interval and a verdict in words;
 * customers per lifecycle stage, now, from the store.
@@ -38,6 +41,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -138,6 +142,8 @@ class RunFacts:
     records: list[StepRecord] = field(default_factory=list)
     messages: list[SendOutcome] = field(default_factory=list)
     readable: bool = True
+    # The converting event's ``total`` and ``currency`` (an order's), when it had them.
+    revenue: tuple[str, Decimal] | None = None
 
     @property
     def workflow_id(self) -> str:
@@ -178,6 +184,16 @@ SELECT m.customer_id, m.journey, m.run_no, m.step, m.status FROM messages m
 JOIN unnest(%s::text[], %s::text[], %s::int[]) AS r (customer_id, journey, run_no)
   ON m.customer_id = r.customer_id AND m.journey = r.journey AND m.run_no = r.run_no
 WHERE m.status = ANY(%s)
+"""
+# What each converted run's goal event was worth: its numeric ``total`` in its ``currency``.
+_REVENUE_SQL = """
+SELECT r.customer_id, r.journey, r.run_no, e.properties ->> 'total' AS total,
+       coalesce(e.properties ->> 'currency', '') AS currency
+FROM runs r
+JOIN unnest(%s::text[], %s::text[], %s::int[]) AS w (customer_id, journey, run_no)
+  ON r.customer_id = w.customer_id AND r.journey = w.journey AND r.run_no = w.run_no
+JOIN events e ON e.customer_id = r.customer_id AND e.id = r.goal_event
+WHERE r.outcome = 'converted' AND jsonb_typeof(e.properties -> 'total') = 'number'
 """
 # The distinct messages of the runs that SendGrid said were delivered, opened or clicked: the
 # feedback events carry the message key the send gave SendGrid (``kairos_key``).
@@ -234,6 +250,9 @@ async def _add_sends(database: Database, runs: list[RunFacts]) -> None:
         by_run[(row["customer_id"], row["journey"], row["run_no"])].sends.append(
             (row["step"], row["status"])
         )
+    for row in await database.fetch_all(_REVENUE_SQL, (customers, journeys, numbers)):
+        run = by_run[(row["customer_id"], row["journey"], row["run_no"])]
+        run.revenue = (row["currency"], Decimal(row["total"]))
     rows = await database.fetch_all(
         _ENGAGEMENT_SQL,
         (customers, journeys, numbers, sorted(set(customers)), list(ENGAGEMENT)),
@@ -308,6 +327,10 @@ class Entry:
     @property
     def entered(self) -> datetime:
         return self.runs[0].started
+
+    @property
+    def revenue(self) -> tuple[str, Decimal] | None:
+        return self.last.revenue if self.converted else None
 
     @property
     def time_to_convert(self) -> timedelta | None:
@@ -403,6 +426,9 @@ class JourneyReport:
     # Entry to goal, of the converted entries the journey messaged, sorted.
     times_to_convert: list[timedelta] = field(default_factory=list)
     cohorts: list[Cohort] = field(default_factory=list)
+    # What the goal events were worth, by currency: of the messaged entries, of the holdout's.
+    revenue: dict[str, Decimal] = field(default_factory=dict)
+    holdout_revenue: dict[str, Decimal] = field(default_factory=dict)
 
     def time_to_convert(self, share: float) -> timedelta | None:
         """The time within which ``share`` of converted entries converted (0.5: the median)."""
@@ -421,6 +447,21 @@ class JourneyReport:
     def versus_holdout(self) -> Comparison | None:
         """The headline of a journey with a holdout: how it does against doing nothing."""
         return compare(self.treated, self.holdout) if self.holdout is not None else None
+
+
+def _revenue(found: Iterable[Entry]) -> dict[str, Decimal]:
+    total: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in found:
+        if (worth := entry.revenue) is not None:
+            total[worth[0]] += worth[1]
+    return dict(sorted(total.items()))
+
+
+def per_entry(revenue: Mapping[str, Decimal], group: Group) -> dict[str, Decimal]:
+    """Revenue per ended entry, by currency: comparable between a journey and its holdout."""
+    if not group.ended:
+        return {}
+    return {currency: amount / group.ended for currency, amount in revenue.items()}
 
 
 @dataclass
@@ -485,6 +526,8 @@ def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> J
     treated = [entry for entry in ended if not entry.held_out]
     held = [entry for entry in ended if entry.held_out]
     report.treated = Group(len(treated), sum(entry.converted for entry in treated))
+    report.revenue = _revenue(treated)
+    report.holdout_revenue = _revenue(held)
     report.times_to_convert = sorted(
         t for entry in treated if (t := entry.time_to_convert) is not None
     )
@@ -660,6 +703,13 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
         "messaged": _group_json(report.treated),
         "holdout": _group_json(report.holdout) if report.holdout else None,
         "versus_holdout": _comparison_json(report.versus_holdout),
+        "revenue": {c: str(a) for c, a in report.revenue.items()},
+        "revenue_per_ended_entry": {
+            "messaged": _money_json(per_entry(report.revenue, report.treated)),
+            "holdout": _money_json(per_entry(report.holdout_revenue, report.holdout))
+            if report.holdout
+            else None,
+        },
         "time_to_convert_seconds": {
             "median": _seconds(report.time_to_convert(0.5)),
             "p90": _seconds(report.time_to_convert(0.9)),
@@ -701,6 +751,10 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
             for v in report.variants
         ],
     }
+
+
+def _money_json(amounts: Mapping[str, Decimal]) -> dict[str, str]:
+    return {currency: str(round(amount, 2)) for currency, amount in amounts.items()}
 
 
 def _seconds(value: timedelta | None) -> float | None:

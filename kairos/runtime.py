@@ -136,6 +136,7 @@ class RunEnd(Model):
     run_no: int
     outcome: str
     problems: list[str] = Field(default_factory=list)
+    goal_event: str | None = None  # the id of the event that converted it
 
 
 class RunProblems(Model):

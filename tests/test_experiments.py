@@ -98,4 +98,4 @@ def test_the_authoring_guide_shows_what_the_report_prints_for_its_example() -> N
     guide = (ROOT / "docs" / "authoring.md").read_text(encoding="utf-8")
     against = compare(Group(500, 81), Group(55, 10))
     row = next(line for line in guide.splitlines() if line.startswith("win_back     81/500"))
-    assert _points(against) in row and row.endswith(against.says)
+    assert _points(against) in row and f"  {against.says}  " in row

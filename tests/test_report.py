@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,10 @@ async def test_a_journey_report_counts_entries_steps_variants_and_stages(
     assert journey.rate == pytest.approx(len(treated_buyers) / (len(ended) - len(held)))
     versus_holdout = journey.versus_holdout
     assert versus_holdout is not None and versus_holdout.verdict == "too early"
+    # Every buyer's order was worth 20.00 EUR: revenue is read from the goal event itself.
+    held_buyers = len(BUYERS) - len(treated_buyers)
+    assert journey.revenue == ({"EUR": Decimal(20) * len(treated_buyers)} if treated_buyers else {})
+    assert journey.holdout_revenue == ({"EUR": Decimal(20) * held_buyers} if held_buyers else {})
     assert len(journey.times_to_convert) == len(treated_buyers)
     assert all(t > timedelta(0) for t in journey.times_to_convert)
     assert sum(c.entered for c in journey.cohorts) == 10
@@ -271,6 +276,7 @@ async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path)
     messaged = shown["messaged"]
     assert shown["conversion_rate"] == pytest.approx(messaged["converted"] / messaged["ended"])
     assert shown["versus_holdout"]["verdict"] == "too early"
+    assert sum(Decimal(v) for v in shown["revenue"].values()) % 20 == 0
     assert {v["variant"] for v in shown["variants"] if v["versus_holdout"]} == {"a", "b"}
     wide = {**env, "COLUMNS": "200"}
     printed = await asyncio.to_thread(CliRunner().invoke, app, command[:4], env=wide)

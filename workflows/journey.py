@@ -309,6 +309,11 @@ class JourneyWorkflow:
                 run_no=self.run_no,
                 outcome=self.outcome,
                 problems=self.state.problems[self.state.problems_reported :],
+                goal_event=(
+                    self.exit_event.id
+                    if self.outcome == CONVERTED and self.exit_event is not None
+                    else None
+                ),
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=STORE_RETRY,

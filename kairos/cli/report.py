@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,7 @@ from kairos.report import (
     VariantStats,
     build_report,
     parse_since,
+    per_entry,
     versus,
 )
 from kairos.store import Database, StoreError
@@ -163,6 +165,10 @@ def _to_goal(journey: JourneyReport) -> str:
     return "-" if median is None else f"{_roughly(median)} / {_roughly(slow)}"
 
 
+def _money(amounts: Mapping[str, Decimal]) -> str:
+    return ", ".join(f"{amount:,.2f} {currency}".strip() for currency, amount in amounts.items())
+
+
 def _verdict(comparison: Comparison | None) -> str:
     return "" if comparison is None else comparison.says
 
@@ -202,12 +208,13 @@ def _journeys_table(journeys: list[JourneyReport]) -> Table:
     for name in ("journey", "entered", "active", "converted", "rate (ended)", "restarts"):
         table.add_column(name, justify="left" if name == "journey" else "right")
     table.add_column("to goal (median / 90%)", justify="right")
+    table.add_column("revenue", justify="right")
     table.add_column("ended (by outcome)")
     table.add_column("messages")
     for j in journeys:
         table.add_row(
             escape(j.journey), str(j.entered), str(j.active), str(j.converted),
-            _percent(j.rate), str(j.restarts), _to_goal(j),
+            _percent(j.rate), str(j.restarts), _to_goal(j), escape(_money(j.revenue) or "-"),
             escape(_counts(j.outcomes.most_common())),
             _counts((s, j.messages[s]) for s in MESSAGE_COUNTS),
         )  # fmt: skip
@@ -241,14 +248,17 @@ def _holdouts_table(journeys: list[JourneyReport]) -> Table:
     for name in ("messaged", "rate", "holdout", "rate", "difference"):
         table.add_column(name, justify="right")
     table.add_column("verdict")
+    table.add_column("revenue per entry (messaged / holdout)", justify="right")
     for j in journeys:
         if j.holdout is None:
             continue
+        worth = (per_entry(j.revenue, j.treated), per_entry(j.holdout_revenue, j.holdout))
         table.add_row(
             escape(j.journey),
             f"{j.treated.converted}/{j.treated.ended}", _percent(j.treated.rate),
             f"{j.holdout.converted}/{j.holdout.ended}", _percent(j.holdout.rate),
             _points(j.versus_holdout), escape(_verdict(j.versus_holdout)),
+            escape(" / ".join(_money(w) or "-" for w in worth)),
         )  # fmt: skip
     return table
 
@@ -356,7 +366,7 @@ def _html_journeys(journeys: list[JourneyReport]) -> str:
     rows = [
         "<h2>Journeys</h2><table><tr><th>journey</th><th>entered</th><th>active</th>"
         "<th>converted</th><th>rate (ended)</th><th></th><th>restarts</th>"
-        "<th>to goal (median / 90%)</th>"
+        "<th>to goal (median / 90%)</th><th>revenue</th>"
         "<th>vs holdout (95% interval)</th><th class=l>verdict</th></tr>"
     ]
     for j in journeys:
@@ -364,7 +374,7 @@ def _html_journeys(journeys: list[JourneyReport]) -> str:
             f"<tr><td>{_e(j.journey)}</td><td>{j.entered}</td><td>{j.active}</td>"
             f"<td>{j.converted}</td><td>{_percent(j.rate)}</td>"
             f"<td>{_bar(j.treated.converted, j.treated.ended, 'good')}</td><td>{j.restarts}</td>"
-            f"<td>{_e(_to_goal(j))}</td>"
+            f"<td>{_e(_to_goal(j))}</td><td>{_e(_money(j.revenue) or '-')}</td>"
             f"<td>{_e(_points(j.versus_holdout))}</td>"
             f"<td class=l>{_e(_verdict(j.versus_holdout))}</td></tr>"
         )

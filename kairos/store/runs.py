@@ -94,7 +94,14 @@ async def cancel_open_run(database: Database, customer_id: str, journey: str) ->
 
 
 async def end_run(
-    conn: Connection, customer_id: str, journey: str, run_no: int, outcome: str, *, final: bool
+    conn: Connection,
+    customer_id: str,
+    journey: str,
+    run_no: int,
+    outcome: str,
+    *,
+    final: bool,
+    goal_event: str | None = None,
 ) -> None:
     """Mark a run ended and free its entry.
 
@@ -106,10 +113,11 @@ async def end_run(
     """
     await conn.execute(
         "UPDATE runs SET ended_at = coalesce(ended_at, now()),"
-        " outcome = CASE WHEN outcome = 'cancelled' THEN outcome ELSE %s END"
+        " outcome = CASE WHEN outcome = 'cancelled' THEN outcome ELSE %s END,"
+        " goal_event = coalesce(%s, goal_event)"
         " WHERE customer_id = %s AND journey = %s AND run_no = %s"
         + ("" if final else " AND ended_at IS NULL"),
-        (outcome, customer_id, journey, run_no),
+        (outcome, goal_event, customer_id, journey, run_no),
     )
     await conn.execute(
         "UPDATE journey_entries SET open_run = NULL WHERE customer_id = %s AND journey = %s"

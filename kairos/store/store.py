@@ -202,7 +202,10 @@ class Store:
     async def end_run(self, end: RunEnd) -> None:
         """A run says how it ended; its entry is free again (``after_exit``)."""
         async with self.database.transaction() as conn:
-            await end_run(conn, end.customer_id, end.journey, end.run_no, end.outcome, final=True)
+            await end_run(
+                conn, end.customer_id, end.journey, end.run_no, end.outcome,
+                final=True, goal_event=end.goal_event,
+            )  # fmt: skip
             if end.problems:
                 await note_problems(conn, end.customer_id, end.journey, end.run_no, end.problems)
 

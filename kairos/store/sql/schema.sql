@@ -120,6 +120,7 @@ CREATE TABLE runs (
     started_at     timestamptz NOT NULL,
     ended_at       timestamptz,
     outcome        text,
+    goal_event     text,            -- the event that converted it (revenue is read from it)
     problems       text[] NOT NULL DEFAULT '{}',   -- what the run could not evaluate or render
     PRIMARY KEY (customer_id, journey, run_no),
     FOREIGN KEY (customer_id, journey) REFERENCES journey_entries ON DELETE CASCADE,
