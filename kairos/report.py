@@ -23,6 +23,8 @@ What is counted:
   there, by outcome;
 * per journey, of its messaged entries that converted: the median and 90th-percentile time from
   entering to the goal; and entries by the ISO week they began (cohorts), with their rate;
+* per journey, the messaged entries' conversion by the customer's locale (their profile's,
+  now), and messages by channel and status;
 * revenue: the numeric ``total`` (in its ``currency``) of each goal event that converted an
   entry (``order_placed`` carries both), summed per currency, and per ended entry for the
   messaged entries and the holdout, so the two can be compared;
@@ -38,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -72,6 +74,7 @@ CONVERTED = "converted"
 RESTARTED = "restarted"
 HOLDOUT = "holdout"
 NO_STAGE = "(none)"
+UNKNOWN_LOCALE = "(unknown)"
 END = "(end)"
 # Reading runs: how many at once, and how long a query may wait for a worker.
 _PARALLEL_READS = 16
@@ -136,8 +139,11 @@ class RunFacts:
     started: datetime
     ended: datetime | None
     outcome: str | None
-    # The send ledger's decisions about this run's messages: (step, status).
+    # The send ledger's decisions about this run's messages: (step, status), and the same
+    # as (channel, status).
     sends: list[tuple[str, str]] = field(default_factory=list)
+    channels: list[tuple[str, str]] = field(default_factory=list)
+    locale: str = ""  # the customer's locale (their profile's, now)
     step: str | None = None
     records: list[StepRecord] = field(default_factory=list)
     messages: list[SendOutcome] = field(default_factory=list)
@@ -180,10 +186,13 @@ ORDER BY entered_at DESC, customer_id, journey, run_no
 LIMIT %(limit)s
 """
 _SENDS_SQL = """
-SELECT m.customer_id, m.journey, m.run_no, m.step, m.status FROM messages m
+SELECT m.customer_id, m.journey, m.run_no, m.step, m.status, m.channel FROM messages m
 JOIN unnest(%s::text[], %s::text[], %s::int[]) AS r (customer_id, journey, run_no)
   ON m.customer_id = r.customer_id AND m.journey = r.journey AND m.run_no = r.run_no
 WHERE m.status = ANY(%s)
+"""
+_LOCALES_SQL = """
+SELECT id, coalesce(profile ->> 'locale', '') AS locale FROM customers WHERE id = ANY(%s)
 """
 # What each converted run's goal event was worth: its numeric ``total`` in its ``currency``.
 _REVENUE_SQL = """
@@ -247,9 +256,9 @@ async def _add_sends(database: Database, runs: list[RunFacts]) -> None:
         _SENDS_SQL, (customers, journeys, numbers, list(_LEDGER_STATUSES))
     )
     for row in rows:
-        by_run[(row["customer_id"], row["journey"], row["run_no"])].sends.append(
-            (row["step"], row["status"])
-        )
+        run = by_run[(row["customer_id"], row["journey"], row["run_no"])]
+        run.sends.append((row["step"], row["status"]))
+        run.channels.append((row["channel"], row["status"]))
     for row in await database.fetch_all(_REVENUE_SQL, (customers, journeys, numbers)):
         run = by_run[(row["customer_id"], row["journey"], row["run_no"])]
         run.revenue = (row["currency"], Decimal(row["total"]))
@@ -258,9 +267,13 @@ async def _add_sends(database: Database, runs: list[RunFacts]) -> None:
         (customers, journeys, numbers, sorted(set(customers)), list(ENGAGEMENT)),
     )
     for row in rows:
-        by_run[(row["customer_id"], row["journey"], row["run_no"])].sends.append(
-            (row["step"], ENGAGEMENT[row["name"]])
-        )
+        run = by_run[(row["customer_id"], row["journey"], row["run_no"])]
+        run.sends.append((row["step"], ENGAGEMENT[row["name"]]))
+        run.channels.append(("email", ENGAGEMENT[row["name"]]))
+    rows = await database.fetch_all(_LOCALES_SQL, (sorted(set(customers)),))
+    locales = {row["id"]: row["locale"] for row in rows}
+    for run in runs:
+        run.locale = locales.get(run.customer_id, "")
 
 
 async def read_run(client: Client, run: RunFacts) -> None:
@@ -429,6 +442,9 @@ class JourneyReport:
     # What the goal events were worth, by currency: of the messaged entries, of the holdout's.
     revenue: dict[str, Decimal] = field(default_factory=dict)
     holdout_revenue: dict[str, Decimal] = field(default_factory=dict)
+    # Ended messaged entries by the customer's locale; messages by channel and status.
+    by_locale: dict[str, Group] = field(default_factory=dict)
+    by_channel: dict[str, Counter[str]] = field(default_factory=dict)
 
     def time_to_convert(self, share: float) -> timedelta | None:
         """The time within which ``share`` of converted entries converted (0.5: the median)."""
@@ -447,6 +463,13 @@ class JourneyReport:
     def versus_holdout(self) -> Comparison | None:
         """The headline of a journey with a holdout: how it does against doing nothing."""
         return compare(self.treated, self.holdout) if self.holdout is not None else None
+
+
+def _grouped(found: Iterable[Entry], key: Callable[[Entry], str]) -> dict[str, list[Entry]]:
+    groups: dict[str, list[Entry]] = defaultdict(list)
+    for entry in found:
+        groups[key(entry)].append(entry)
+    return groups
 
 
 def _revenue(found: Iterable[Entry]) -> dict[str, Decimal]:
@@ -526,6 +549,16 @@ def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> J
     treated = [entry for entry in ended if not entry.held_out]
     held = [entry for entry in ended if entry.held_out]
     report.treated = Group(len(treated), sum(entry.converted for entry in treated))
+    report.by_locale = {
+        locale or UNKNOWN_LOCALE: Group(len(group), sum(e.converted for e in group))
+        for locale, group in sorted(_grouped(treated, lambda e: e.last.locale).items())
+    }
+    channels: dict[str, Counter[str]] = defaultdict(Counter)
+    for entry in found:
+        for run in entry.runs:
+            for channel, status in run.channels:
+                channels[channel][status] += 1
+    report.by_channel = dict(sorted(channels.items()))
     report.revenue = _revenue(treated)
     report.holdout_revenue = _revenue(held)
     report.times_to_convert = sorted(
@@ -704,6 +737,8 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
         "holdout": _group_json(report.holdout) if report.holdout else None,
         "versus_holdout": _comparison_json(report.versus_holdout),
         "revenue": {c: str(a) for c, a in report.revenue.items()},
+        "by_locale": {locale: _group_json(g) for locale, g in report.by_locale.items()},
+        "by_channel": {channel: dict(c) for channel, c in report.by_channel.items()},
         "revenue_per_ended_entry": {
             "messaged": _money_json(per_entry(report.revenue, report.treated)),
             "holdout": _money_json(per_entry(report.holdout_revenue, report.holdout))

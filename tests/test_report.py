@@ -214,6 +214,11 @@ async def test_a_journey_report_counts_entries_steps_variants_and_stages(
     held_buyers = len(BUYERS) - len(treated_buyers)
     assert journey.revenue == ({"EUR": Decimal(20) * len(treated_buyers)} if treated_buyers else {})
     assert journey.holdout_revenue == ({"EUR": Decimal(20) * held_buyers} if held_buyers else {})
+    assert journey.by_locale == {"(unknown)": journey.treated}  # no profile says a locale
+    email = journey.by_channel["email"]
+    assert {k: email[k] for k in ("sent", "blocked", *engaged)} == {
+        "sent": journey.messages["sent"], "blocked": journey.messages["blocked"], **engaged
+    }  # fmt: skip
     assert len(journey.times_to_convert) == len(treated_buyers)
     assert all(t > timedelta(0) for t in journey.times_to_convert)
     assert sum(c.entered for c in journey.cohorts) == 10
@@ -306,7 +311,11 @@ def test_time_to_goal_and_weekly_cohorts_count_entries_not_runs() -> None:
             run("e", 1, timedelta(days=7), timedelta(days=9), "converted"),  # next week, 2 days
         ]
     )
+    for entry in found:
+        for each in entry.runs:
+            each.locale = "fi" if each.customer_id in ("a", "b") else ""
     report = analyse(JOURNEY, found, None)
+    assert report.by_locale == {"(unknown)": Group(2, 1), "fi": Group(2, 2)}
     assert report.times_to_convert == [timedelta(hours=4), timedelta(days=2), timedelta(days=2)]
     assert report.time_to_convert(0.5) == timedelta(days=2)
     assert report.time_to_convert(0.1) == timedelta(hours=4)

@@ -192,6 +192,7 @@ def print_report(report: Report) -> None:
     for journey in report.journeys:
         if journey.entered:
             console.print(_cohorts_table(journey))
+            console.print(_breakdown_table(journey))
             console.print(_steps_table(journey))
             if journey.variants:
                 console.print(_variants_table(journey))
@@ -218,6 +219,34 @@ def _journeys_table(journeys: list[JourneyReport]) -> Table:
             escape(_counts(j.outcomes.most_common())),
             _counts((s, j.messages[s]) for s in MESSAGE_COUNTS),
         )  # fmt: skip
+    return table
+
+
+def _breakdown_table(journey: JourneyReport) -> Table:
+    """Conversion by locale and messages by channel, side by side: one row per locale or
+    channel, so a locale whose copy underperforms stands out."""
+    table = Table(
+        title=f"{journey.journey}: by locale (messaged entries) and by channel (messages)",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("locale")
+    table.add_column("converted", justify="right")
+    table.add_column("rate (ended)", justify="right")
+    table.add_column("channel")
+    table.add_column("messages")
+    locales = list(journey.by_locale.items())
+    channels = list(journey.by_channel.items())
+    for index in range(max(len(locales), len(channels))):
+        locale = locales[index] if index < len(locales) else None
+        channel = channels[index] if index < len(channels) else None
+        table.add_row(
+            escape(locale[0]) if locale else "",
+            f"{locale[1].converted}/{locale[1].ended}" if locale else "",
+            _percent(locale[1].rate) if locale else "",
+            channel[0] if channel else "",
+            _counts((s, channel[1][s]) for s in MESSAGE_COUNTS) if channel else "",
+        )
     return table
 
 
@@ -387,6 +416,7 @@ def _html_journey(journey: JourneyReport) -> str:
             f"<h2>{_e(journey.journey)}</h2>",
             _html_outcomes(journey),
             _html_cohorts(journey) if journey.cohorts else "",
+            _html_breakdown(journey),
             _html_funnel(journey),
             _html_variants(journey) if journey.variants else "",
         ]
@@ -407,6 +437,28 @@ def _html_outcomes(journey: JourneyReport) -> str:
         f'<h3>Where entries are</h3><div class="stack">{"".join(spans)}</div>'
         f'<p class="legend">{"".join(legend)}</p>'
     )
+
+
+def _html_breakdown(journey: JourneyReport) -> str:
+    rows = [
+        "<h3>By locale</h3><table><tr><th>locale</th><th>converted</th><th>rate (ended)</th>"
+        "<th></th></tr>"
+    ]
+    rows.extend(
+        f"<tr><td>{_e(locale)}</td><td>{g.converted}/{g.ended}</td><td>{_percent(g.rate)}</td>"
+        f"<td>{_bar(g.converted, g.ended, 'good')}</td></tr>"
+        for locale, g in journey.by_locale.items()
+    )
+    rows.append("</table><h3>By channel</h3><table><tr><th>channel</th>")
+    rows.extend(f"<th>{_e(s.replace('_', ' '))}</th>" for s in MESSAGE_COUNTS)
+    rows.append("</tr>")
+    rows.extend(
+        f"<tr><td>{_e(channel)}</td>"
+        + "".join(f"<td>{counts[s] or ''}</td>" for s in MESSAGE_COUNTS)
+        + "</tr>"
+        for channel, counts in journey.by_channel.items()
+    )
+    return "".join(rows) + "</table>"
 
 
 def _html_cohorts(journey: JourneyReport) -> str:
