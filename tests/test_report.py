@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from kairos import expressions, policy
 from kairos.cli import app
+from kairos.cli.report import render_html
 from kairos.client import Kairos
 from kairos.compiler import Project
 from kairos.config import Settings
@@ -49,6 +50,7 @@ from kairos.plan import (
     WaitStep,
 )
 from kairos.report import (
+    JourneyReport,
     Report,
     ReportError,
     RunFacts,
@@ -336,3 +338,30 @@ def test_the_window_reads_like_the_rest_of_kairos() -> None:
     assert parse_since("all", now) is None
     with pytest.raises(ReportError, match="a duration such as 7d"):
         parse_since("last week", now)
+
+
+def test_an_outcome_has_one_colour_in_every_journeys_chart() -> None:
+    from kairos.cli.report import outcome_colour
+
+    assert outcome_colour("converted") != outcome_colour("cancelled")
+    assert outcome_colour("lapsed") == outcome_colour("lapsed")
+    won = render_html(
+        Report(
+            generated=datetime(2026, 11, 30, tzinfo=UTC), since=None, task_queue="q",
+            journeys=[_ended(name, outcomes) for name, outcomes in (
+                ("welcome", {"completed": 2, "converted": 1}),
+                ("win_back", {"converted": 3, "lapsed": 1}),
+            )],
+            stages={},
+        )
+    )  # fmt: skip
+    green = f"background:{outcome_colour('converted')}"
+    sections = won.split("<h2>")[2:4]
+    assert [section.split("<")[0] for section in sections] == ["welcome", "win_back"]
+    assert all(green in section for section in sections)
+
+
+def _ended(name: str, outcomes: dict[str, int]) -> JourneyReport:
+    report = JourneyReport(journey=name, entered=sum(outcomes.values()))
+    report.outcomes.update(outcomes)
+    return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import json
 from collections.abc import Iterable, Mapping
@@ -359,7 +360,23 @@ td.l,th.l{text-align:left;white-space:nowrap}.bar{background:#edf0f5;width:220px
 .sw{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;
 vertical-align:-1px}
 """
-_PALETTE = ("#2e9d5b", "#3d6fd9", "#e0a030", "#c0504d", "#8064a2", "#4bacc6", "#9aa3b2")
+# One colour per outcome in every journey's chart: green is always converted, red always
+# cancelled. An exit step's own outcome (``lapsed``, ``not_eligible``...) takes a colour from
+# the rest by its name, so it too is the same wherever it appears.
+_OUTCOME_COLOURS = {
+    "active": "#3d6fd9", "converted": "#2e9d5b", "completed": "#9aa3b2",
+    "restarted": "#4bacc6", "cancelled": "#c0504d", "terminated": "#7f2a28",
+    "failed": "#7f2a28", "timed_out": "#7f2a28",
+}  # fmt: skip
+_OTHER_COLOURS = ("#e0a030", "#8064a2", "#b8860b", "#d2691e", "#6b8e23", "#9370db")
+
+
+def outcome_colour(outcome: str) -> str:
+    """The chart colour of ``outcome``, the same in every journey and every report."""
+    if outcome in _OUTCOME_COLOURS:
+        return _OUTCOME_COLOURS[outcome]
+    digest = hashlib.sha256(outcome.encode()).digest()
+    return _OTHER_COLOURS[digest[0] % len(_OTHER_COLOURS)]
 
 
 def _e(value: object) -> str:
@@ -427,8 +444,8 @@ def _html_outcomes(journey: JourneyReport) -> str:
     slices = [("active", journey.active), *journey.outcomes.most_common()]
     total = sum(count for _, count in slices) or 1
     spans, legend = [], []
-    for index, (name, count) in enumerate(slices):
-        colour = _PALETTE[index % len(_PALETTE)]
+    for name, count in slices:
+        colour = outcome_colour(name)
         spans.append(f'<span style="width:{100 * count / total:.1f}%;background:{colour}"></span>')
         legend.append(
             f'<span><i class="sw" style="background:{colour}"></i>{_e(name)} {count}</span>'
