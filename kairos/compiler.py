@@ -433,6 +433,7 @@ class _Journey:
             start=start,
             steps=self.steps,
             source=self.doc.file,
+            named_steps=frozenset(n.id for n in self.nodes if n.spec.id is not None),
         )
 
     def _check_name(self) -> None:

@@ -260,6 +260,10 @@ class JourneyPlan(Frozen):
     # plan that sends nothing, or one built in code, which renders the current templates.
     templates: str = ""
     source: str = ""
+    # The step ids the journey file gives (``id:``); the others are generated (``branch_1``,
+    # ``set_lead_score_7``). What reports show a marketer; never serialised, so never part of
+    # a run's input or of the version.
+    named_steps: frozenset[str] = Field(default=frozenset(), exclude=True)
 
     def with_version(self) -> JourneyPlan:
         """Return a copy whose ``version`` is the content hash of the rest of the plan."""

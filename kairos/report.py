@@ -18,7 +18,9 @@ What is counted:
   which never reach the ledger) and deferred (each time quiet hours or a frequency cap put a
   send off) from the runs' records; and of the sent emails, how many SendGrid's event webhook
   said were delivered, opened and clicked (each message once, however often it was opened);
-* per step: entries that reached it, entries waiting there now, messages sent / delivered /
+* per step (a generated step, ``branch_1`` or ``set_lead_score_7``, only when something
+  happened there: the journey file's own ``id:`` names are what a marketer reads): entries
+  that reached it, entries waiting there now, messages sent / delivered /
   opened / clicked / blocked / failed / deferred / held out there, and entries that ended
   there, by outcome;
 * per journey, of its messaged entries that converted: the median and 90th-percentile time from
@@ -397,6 +399,13 @@ class StepStats:
     active: int = 0
     messages: Counter[str] = field(default_factory=Counter)
     exits: Counter[str] = field(default_factory=Counter)
+    named: bool = True  # the journey file names it (``id:``), or nobody can tell
+
+    @property
+    def shown(self) -> bool:
+        """Whether a marketer's table lists it: a step they named, or a generated one where
+        something happened (a message, someone waiting, someone leaving)."""
+        return self.named or bool(self.messages or self.active or self.exits)
 
 
 @dataclass
@@ -544,6 +553,9 @@ def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> J
         variants.add(entry)
     report.messages = sum((s.messages for s in steps.rows.values()), Counter())
     report.steps = steps.ordered()
+    if plan is not None and plan.named_steps:
+        for row in report.steps:
+            row.named = row.step in plan.named_steps
     report.variants = variants.ordered()
     ended = [entry for entry in found if not entry.active]
     treated = [entry for entry in ended if not entry.held_out]
@@ -766,6 +778,7 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
             {
                 "step": s.step,
                 "kind": s.kind,
+                "named": s.named,
                 "reached": s.reached,
                 "active": s.active,
                 "messages": {k: s.messages[k] for k in MESSAGE_COUNTS if s.messages[k]},

@@ -365,3 +365,22 @@ def _ended(name: str, outcomes: dict[str, int]) -> JourneyReport:
     report = JourneyReport(journey=name, entered=sum(outcomes.values()))
     report.outcomes.update(outcomes)
     return report
+
+
+def test_steps_the_journey_file_does_not_name_are_left_out_unless_something_happened_there(
+    project: Project,
+) -> None:
+    nurture = project.plans["nurture"]
+    assert "named_steps" not in nurture.model_dump()  # never part of a run's input or version
+    one = RunFacts(
+        journey="nurture", customer_id="lead", run_no=1, entry_no=1,
+        started=datetime(2026, 11, 23, tzinfo=UTC), ended=None, outcome=None,
+        sends=[("send_email_nurture_espresso_1", "sent")],
+    )  # fmt: skip
+    report = analyse("nurture", entries([one]), nurture)
+    shown = {s.step for s in report.steps if s.shown}
+    assert {"lesson_1", "score_lead", "hand_to_sales"} <= shown
+    assert "send_email_nurture_espresso_1" in shown  # generated, but a message went out there
+    assert not shown & {"set_lead_score_7", "goto_listen_1", "branch_1"}
+    assert len(report.steps) == len(nurture.steps) == 37
+    assert len(shown) == len(nurture.named_steps) + 1

@@ -300,8 +300,14 @@ def _steps_table(journey: JourneyReport) -> Table:
     for name in ("reached", "here now", *MESSAGE_COUNTS):
         table.add_column(name.replace("_", " "), justify="right")
     table.add_column("ended here")
-    for step in journey.steps:
+    shown = [step for step in journey.steps if step.shown]
+    for step in shown:
         table.add_row(*_step_cells(step))
+    if len(shown) < len(journey.steps):
+        table.caption = (
+            f"{len(journey.steps) - len(shown)} generated steps where nothing else happened "
+            "(branches, sets, gotos) are left out; --json lists every step"
+        )
     return table
 
 
@@ -498,7 +504,7 @@ def _html_funnel(journey: JourneyReport) -> str:
         "<h3>Steps</h3><table><tr><th>step</th><th class=l>kind</th><th>reached</th><th></th>"
         f"<th>here now</th>{head}<th class=l>ended here</th></tr>"
     ]
-    for step in journey.steps:
+    for step in (step for step in journey.steps if step.shown):
         cells = "".join(f"<td>{step.messages[s] or ''}</td>" for s in MESSAGE_COUNTS)
         ended = _e(_counts(step.exits.most_common())) if step.exits else ""
         rows.append(
