@@ -433,6 +433,7 @@ class JourneyReport:
     """Everything the report says about one journey."""
 
     journey: str
+    stage: Stage | None = None  # the lifecycle stage the journey says it serves
     entered: int = 0
     active: int = 0
     converted: int = 0
@@ -541,7 +542,7 @@ def versus(variant: VariantStats, holdout: VariantStats | None) -> Comparison | 
 
 def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> JourneyReport:
     """The journey's numbers from its entries; ``plan`` orders the steps and names the splits."""
-    report = JourneyReport(journey=journey, entered=len(found))
+    report = JourneyReport(journey=journey, stage=plan.stage if plan else None, entered=len(found))
     has_holdout = plan is not None and any(
         isinstance(step, SplitStep) and step.holdout_percent for step in plan.steps.values()
     )
@@ -726,7 +727,9 @@ async def build_report(
     for entry in entries(runs):
         by_journey[entry.last.journey].append(entry)
     names = [journey] if journey else sorted({*plans, *by_journey})
-    journeys = [analyse(name, by_journey.get(name, []), plans.get(name)) for name in names]
+    journeys = in_lifecycle_order(
+        analyse(name, by_journey.get(name, []), plans.get(name)) for name in names
+    )
     return Report(
         generated=datetime.now(UTC),
         since=since,
@@ -737,10 +740,20 @@ async def build_report(
     )
 
 
+def in_lifecycle_order(journeys: Iterable[JourneyReport]) -> list[JourneyReport]:
+    """By the stage each journey declares it serves (awareness first), then by name; a
+    journey without a stage last."""
+    order = list(Stage)
+    return sorted(
+        journeys, key=lambda j: (order.index(j.stage) if j.stage else len(order), j.journey)
+    )
+
+
 def _journey_json(report: JourneyReport) -> dict[str, Any]:
     holdouts = {v.split: v for v in report.variants if v.variant == HOLDOUT}
     return {
         "journey": report.journey,
+        "stage": report.stage.value if report.stage else None,
         "entered": report.entered,
         "active": report.active,
         "converted": report.converted,

@@ -57,6 +57,7 @@ from kairos.report import (
     analyse,
     build_report,
     entries,
+    in_lifecycle_order,
     parse_since,
 )
 from kairos.runtime import journey_workflow_id
@@ -384,3 +385,11 @@ def test_steps_the_journey_file_does_not_name_are_left_out_unless_something_happ
     assert not shown & {"set_lead_score_7", "goto_listen_1", "branch_1"}
     assert len(report.steps) == len(nurture.steps) == 37
     assert len(shown) == len(nurture.named_steps) + 1
+
+
+def test_journeys_are_listed_in_lifecycle_order(project: Project) -> None:
+    found = [analyse(name, [], plan) for name, plan in sorted(project.plans.items())]
+    found.append(JourneyReport(journey="adhoc"))  # built in code, no stage: last
+    assert [j.journey for j in in_lifecycle_order(found)] == [
+        "nurture", "welcome", "cart_abandonment", "win_back", "referral_reward", "adhoc"
+    ]  # fmt: skip

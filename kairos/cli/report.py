@@ -207,6 +207,7 @@ def print_report(report: Report) -> None:
 
 def _journeys_table(journeys: list[JourneyReport]) -> Table:
     table = Table(title="journeys", title_justify="left", header_style="bold")
+    table.add_column("stage")
     for name in ("journey", "entered", "active", "converted", "rate (ended)", "restarts"):
         table.add_column(name, justify="left" if name == "journey" else "right")
     table.add_column("to goal (median / 90%)", justify="right")
@@ -215,9 +216,9 @@ def _journeys_table(journeys: list[JourneyReport]) -> Table:
     table.add_column("messages")
     for j in journeys:
         table.add_row(
-            escape(j.journey), str(j.entered), str(j.active), str(j.converted),
-            _percent(j.rate), str(j.restarts), _to_goal(j), escape(_money(j.revenue) or "-"),
-            escape(_counts(j.outcomes.most_common())),
+            j.stage.value if j.stage else "", escape(j.journey), str(j.entered), str(j.active),
+            str(j.converted), _percent(j.rate), str(j.restarts), _to_goal(j),
+            escape(_money(j.revenue) or "-"), escape(_counts(j.outcomes.most_common())),
             _counts((s, j.messages[s]) for s in MESSAGE_COUNTS),
         )  # fmt: skip
     return table
@@ -416,14 +417,16 @@ def render_html(report: Report) -> str:
 
 def _html_journeys(journeys: list[JourneyReport]) -> str:
     rows = [
-        "<h2>Journeys</h2><table><tr><th>journey</th><th>entered</th><th>active</th>"
+        "<h2>Journeys, in lifecycle order</h2><table><tr><th>stage</th><th class=l>journey</th>"
+        "<th>entered</th><th>active</th>"
         "<th>converted</th><th>rate (ended)</th><th></th><th>restarts</th>"
         "<th>to goal (median / 90%)</th><th>revenue</th>"
         "<th>vs holdout (95% interval)</th><th class=l>verdict</th></tr>"
     ]
     for j in journeys:
         rows.append(
-            f"<tr><td>{_e(j.journey)}</td><td>{j.entered}</td><td>{j.active}</td>"
+            f"<tr><td>{_e(j.stage.value if j.stage else '')}</td>"
+            f"<td class=l>{_e(j.journey)}</td><td>{j.entered}</td><td>{j.active}</td>"
             f"<td>{j.converted}</td><td>{_percent(j.rate)}</td>"
             f"<td>{_bar(j.treated.converted, j.treated.ended, 'good')}</td><td>{j.restarts}</td>"
             f"<td>{_e(_to_goal(j))}</td><td>{_e(_money(j.revenue) or '-')}</td>"
