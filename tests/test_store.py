@@ -36,6 +36,7 @@ from kairos.plan import (
 )
 from kairos.runtime import Event, JourneyResult, ProfileChange, journey_workflow_id
 from kairos.store import Store
+from kairos.store.dispatch import DONE_SQL
 from kairos.store.ingest import Ingest
 from kairos.temporal import start_journey
 from tests.conftest import ROOT, make_kairos, project_store, running_worker
@@ -164,6 +165,35 @@ async def test_after_exit_refuses_a_second_run_while_the_first_is_open(
     await store.database.fetch_one("UPDATE journey_entries SET open_run = NULL RETURNING 1")
     third = await store.accept("lead", Event(id="l3", name="lead_captured", properties=lead))
     assert third.started == {"nurture": 2}
+
+
+async def test_an_event_counts_as_routed_only_once_its_last_call_is_made(store: Store) -> None:
+    # One signup that starts two journeys: two calls to make, and the event is routed after both.
+    async with store.database.transaction() as conn:
+        await conn.execute("INSERT INTO customers (id) VALUES ('two')")
+        await conn.execute(
+            "INSERT INTO events (customer_id, id, name, properties, occurred_at)"
+            " VALUES ('two', 'e-1', 'signed_up', '{}', now())"
+        )
+        for journey in ("welcome", "nurture"):
+            await conn.execute(
+                "INSERT INTO dispatches (customer_id, event_id, kind, journey, run_no, payload)"
+                " VALUES ('two', 'e-1', 'start', %s, 1, '{}')",
+                (journey,),
+            )
+    calls = await store.database.fetch_all("SELECT id FROM dispatches ORDER BY id")
+
+    async def routed() -> bool:
+        row = await store.database.fetch_one(
+            "SELECT routed_at FROM events WHERE customer_id = 'two' AND id = 'e-1'"
+        )
+        return row is not None and row["routed_at"] is not None
+
+    for call, expected in zip(calls, (False, True), strict=True):
+        async with store.database.transaction() as conn:
+            await conn.execute(DONE_SQL, (call["id"], call["id"]))
+        assert await routed() is expected
+    assert await store.database.fetch_all("SELECT id FROM dispatches") == []
 
 
 # --- a run's own trigger is never its goal ------------------------------------------------------

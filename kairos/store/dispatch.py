@@ -61,6 +61,15 @@ _TRANSIENT = frozenset(
     }
 )
 RPC_TIMEOUT = timedelta(seconds=10)
+# A call made: its row goes, and its event is routed once none of its calls is left, in one
+# statement. The subquery sees the table as it was before the DELETE, hence ``d.id <> %s``.
+DONE_SQL = """
+WITH gone AS (DELETE FROM dispatches WHERE id = %s RETURNING customer_id, event_id)
+UPDATE events e SET routed_at = now() FROM gone
+WHERE e.customer_id = gone.customer_id AND e.id = gone.event_id AND e.routed_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.customer_id = gone.customer_id
+                  AND d.event_id = gone.event_id AND d.id <> %s)
+"""
 
 
 class TemporalUnreachable(Exception):
@@ -194,14 +203,7 @@ class Dispatcher:
             )  # fmt: skip
             if row["kind"] == "start":
                 await end_run(conn, customer_id, journey, run_no, "not started", final=False)
-        await conn.execute("DELETE FROM dispatches WHERE id = %s", (row["id"],))
-        if row["event_id"] is not None:
-            await conn.execute(
-                "UPDATE events SET routed_at = now() WHERE customer_id = %s AND id = %s"
-                " AND routed_at IS NULL AND NOT EXISTS (SELECT 1 FROM dispatches"
-                " WHERE customer_id = %s AND event_id = %s)",
-                (customer_id, row["event_id"], customer_id, row["event_id"]),
-            )
+        await conn.execute(DONE_SQL, (row["id"], row["id"]))
 
     async def _start(
         self, conn: Connection, customer_id: str, journey: str, run_no: int, payload: Any
