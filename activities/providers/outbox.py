@@ -63,6 +63,8 @@ _STRUCTURAL_HEADERS = frozenset({"content-type", "content-transfer-encoding", "m
 # 2369), and the email package would fold a long one into RFC 2047 encoded words, which mail
 # clients do not decode there, so they would offer no unsubscribe button (RFC 8058 one-click).
 _RAW_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+# The message's own policy, except that headers set raw are written unchanged.
+_AS_WRITTEN = policy.default.clone(refold_source="none")
 
 
 class OutboxEmailSender:
@@ -257,7 +259,7 @@ def _eml(message: EmailMessage, now: datetime, provider_id: str) -> bytes:
     mail.set_content(message.text)
     mail.add_alternative(message.html, subtype="html")
     # Headers set raw stay as they are; every other header is folded as the policy says.
-    return mail.as_bytes(policy=mail.policy.clone(refold_source="none"))
+    return mail.as_bytes(policy=_AS_WRITTEN)
 
 
 def _sms_text(message: SmsMessage) -> str:

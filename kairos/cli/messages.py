@@ -28,8 +28,8 @@ from kairos.sms import analyse
 from kairos.unsubscribe import unsubscribe_url
 
 _EPILOG = (
-    "Example: [bold]kairos preview cart_abandonment first_reminder --customer anna.yaml "
-    "--event cart.json --locale fi[/]"
+    "Example: [bold]kairos preview cart_abandonment first_reminder --customer "
+    "tests/fixtures/preview/anna.yaml --event tests/fixtures/preview/cart.json --locale fi[/]"
 )
 
 
@@ -93,7 +93,9 @@ def preview(
         target = (out or settings.home / ".kairos" / "preview") / (
             f"{plan.name}-{step_id}.{content.locale}.html"
         )
-        _show_email(content, email_headers(url), target)
+        brand = project.catalogue.brand
+        sender = f"{brand} <{settings.from_email}>" if brand else settings.from_email
+        _show_email(content, {"From": sender, **email_headers(url)}, target)
     else:
         _show_sms(content)
 
@@ -141,6 +143,9 @@ def _warn_catalogue(
 
 
 def _show_email(content: EmailContent, headers: dict[str, str], target: Path) -> None:
+    """The sender, subject, unsubscribe headers and preheader; the text; the HTML to a file."""
+    sender = headers.pop("From")
+    console.print(f"[bold]From:[/]      {escape(sender)}", highlight=False)
     console.print(f"[bold]Subject:[/]   {escape(content.subject)}", highlight=False)
     for name, value in headers.items():
         console.print(f"[bold]{name}:[/] {escape(value)}", highlight=False, soft_wrap=True)
