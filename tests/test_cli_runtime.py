@@ -387,3 +387,20 @@ def test_each_command_starts_with_only_its_own_module_loaded() -> None:
         module = group.typer_instance.registered_commands[0].callback.__module__
         registered.setdefault(module, set()).add(group.name)
     assert registered == {module: set(names) for module, names in COMMANDS.items()}
+
+
+async def test_unknown_names_are_refused_not_quietly_accepted(
+    settings: Settings, store: Store
+) -> None:
+    # A typo must not create a customer, nor report nothing with exit 0.
+    env = command_env(
+        KAIROS_DATABASE_URL=settings.database_url, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}"
+    )
+    for args, expected in (
+        (["unsubscribe", "nobody-here"], "error: no customer 'nobody-here' is known to Kairos"),
+        (["report", "nope"], "error: no journey named 'nope' has runs (journeys: "
+                             "cart_abandonment, nurture, referral_reward, welcome, win_back)"),
+    ):  # fmt: skip
+        refused = await run(args, env)
+        assert (refused.code, refused.err.strip(), refused.out) == (1, expected, ""), args
+    assert await store.customer("nobody-here") is None
