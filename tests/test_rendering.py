@@ -418,8 +418,9 @@ def test_referenced_paths_leave_out_renderer_names(store: TemplateStore) -> None
 def test_problems_syntax_error_with_file_and_line(store: TemplateStore) -> None:
     [problem] = store.problems("broken/syntax", "en", Channel.email)
     assert problem.file == (FIXTURES / "broken" / "syntax.en.subject.j2").resolve()
-    assert problem.line == 1
-    assert "unexpected '}'" in problem.message
+    # "Hello {{ customer.first_name }": where the tag opens, not Jinja's "unexpected '}'".
+    assert (problem.line, problem.col) == (1, 7)
+    assert problem.message == "`{{` opened here is never closed (end it with `}}`)"
 
 
 def test_problems_missing_layout_suggests_the_right_one(store: TemplateStore) -> None:
