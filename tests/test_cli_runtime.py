@@ -118,6 +118,10 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         runs = [(r["journey"], r["run_no"], r["status"], r["workflow_id"]) for r in data["runs"]]
         assert runs == [("welcome", 1, "running", "journey:welcome:sue:1")]
         assert data["runs"][0]["problems"] == ["step x: cannot evaluate `y`"]
+        # Where the run is now, from the run itself.
+        assert data["runs"][0]["now"].startswith(
+            "wait_for_setup: wait 2d for onboarding_completed (since "
+        ), data["runs"][0]
         assert [(m["step"], m["status"]) for m in data["messages"]] == [("welcome", "sent")]
 
         listed = await run(["runs", "--journey", "welcome", "--running", "--json"], cli)
@@ -130,6 +134,9 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "error: no journey named 'welcom' (journeys: cart_abandonment, nurture, "
             "referral_reward, welcome, win_back)"
         )
+    # No worker answers the run's query: its search attribute still names the step.
+    data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
+    assert data["runs"][0]["now"] == "wait_for_setup"
 
 
 async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs(
