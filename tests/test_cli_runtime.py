@@ -346,6 +346,7 @@ def test_every_command_shows_an_example_in_its_help() -> None:
     for args in [[c] for c in commands] + [["db", "upgrade"], ["db", "status"]]:
         result = CliRunner().invoke(app, [*args, "--help"], env=command_env())
         assert result.exit_code == 0 and "Example" in result.output, (args, result.output)
+        assert "<bool>" not in result.output, args  # a flag takes no value
 
 
 def _help_example(command: str) -> str:

@@ -230,6 +230,21 @@ async def test_the_integration_guide_commands_and_examples(
         docs_env,
     )
     assert "outcome: converted" in simulated.stdout
+    every = await kairos(
+        documented(
+            "kairos simulate --customer tests/fixtures/simulate/ada.yaml --event signed_up "
+            "--event cart_updated@+2d"
+        ),
+        docs_env,
+    )
+    assert "cart_abandonment: outcome: completed" in every.stdout, every.stdout
+    assert "not entered: nurture, referral_reward, win_back" in every.stdout
+    assert "frequency cap: 3 marketing email per 1w reached" in every.stdout
+    helped = await kairos("kairos simulate --help", docs_env)
+    assert (
+        "Every journey at once: kairos simulate --customer tests/fixtures/simulate/ada.yaml "
+        "--event signed_up --event cart_updated@+2d" in " ".join(helped.stdout.split())
+    )
 
 
 @pytest.fixture
