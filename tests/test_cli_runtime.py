@@ -93,6 +93,8 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "  consent: sms granted (source: support call, ticket 4711)",
         ]
 
+        scored = await run(["identify", "sue", "--data", '{"lead_score": 50.0}'], cli)
+        assert scored.code == 0, scored.output
         # As a run records a condition it could not evaluate (and went on without).
         async with store.database.transaction() as conn:
             await note_problems(conn, "sue", "welcome", 1, ["step x: cannot evaluate `y`"])
@@ -107,6 +109,7 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "\n  problem in welcome run 1: step x: cannot evaluate `y`\n",
         ):
             assert expected in shown.out, (expected, shown.out)
+        assert re.search(r"\n lead_score +50 *\n", shown.out), shown.out  # not 50.0
         assert re.search(r"\n email +yes +default: email needs no consent", shown.out)
         assert re.search(r"\n sms +yes +since .* UTC, source: support call, ticket 4711", shown.out)
         assert re.search(r"welcome +welcome +email +sent +provider id outbox-", shown.out)

@@ -338,7 +338,7 @@ def print_customer(record: CustomerRecord, where: Mapping[str, str]) -> None:
         console.print(history)
     profile = _table("profile", "attribute", "value")
     for key, value in sorted(record.profile.items()):
-        profile.add_row(key, escape(str(value)))
+        profile.add_row(key, escape(_shown(value)))
     console.print(profile)
     runs = _table("runs", "journey", "run", "status", "started", "step: waiting for",
                   "workflow id")  # fmt: skip
@@ -360,6 +360,13 @@ def print_customer(record: CustomerRecord, where: Mapping[str, str]) -> None:
                          message.step, message.channel.value, message.status,
                          escape(_why(message)))  # fmt: skip
     console.print(messages)
+
+
+def _shown(value: Any) -> str:
+    """A profile value as support reads it: a score of 50, not 50.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _why(message: MessageRecord) -> str:
