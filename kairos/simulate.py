@@ -36,8 +36,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
@@ -79,6 +77,7 @@ from kairos.store.embedded import temporary_server
 from kairos.store.runs import runs_of
 from kairos.store.support import customer_record
 from kairos.temporal import register_search_attributes
+from kairos.yaml_source import load_data
 from worker import build_worker, dispatcher
 from workflows import schedule
 from workflows.schedule import EventScheduleWorkflow
@@ -163,11 +162,11 @@ def load_customer(path: Path) -> SimCustomer:
     """
     shown = str(path)
     try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+        data = load_data(path.read_text(encoding="utf-8"), shown)
     except OSError as err:
         raise SimulationError(f"{shown}: cannot read the customer file ({err.strerror})") from None
-    except YAMLError as err:
-        raise SimulationError(f"{shown}: not valid YAML or JSON: {err}") from None
+    except ValueError as err:
+        raise SimulationError(str(err)) from None
     if not isinstance(data, dict):
         raise SimulationError(f"{shown}: expected a mapping with profile, events and schedule")
     unknown = sorted(set(data) - {"id", "profile", "consent", "stage", "events", "schedule"})

@@ -12,6 +12,7 @@ YAML 1.2 rules apply (ruamel's default): ``on``, ``off``, ``yes`` and ``no`` are
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -153,6 +154,26 @@ def load_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]
     if problems:
         return None, problems
     return YamlDocument(file=file, text=text, data=data, positions=positions), []
+
+
+def load_data(text: str, file: str) -> Any:
+    """The plain data of a JSON file (by its name) or a YAML file that is not a journey: a
+    customer file, an event's properties.
+
+    Raises:
+        ValueError: The file does not parse; said in one line, ``file:line:col: what (hint)``.
+    """
+    if file.lower().endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{file}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}"
+            ) from None
+    document, problems = load_yaml(text, file)
+    if problems:
+        raise ValueError(problems[0].headline())
+    return document.data if document is not None else None
 
 
 def _root_position(raw: Any) -> Position:

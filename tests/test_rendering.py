@@ -558,6 +558,9 @@ def test_preview_refuses_a_step_that_sends_nothing(store: TemplateStore) -> None
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The CLI app, with load_project replaced by one that returns PLAN and the fixtures."""
     cli_module = pytest.importorskip("kairos.cli")
+    # Every command module now, with the real compiler (preview imports load_project when it
+    # runs, so it gets the one below); alone, this file once failed on a module loaded later.
+    cli_module.load_commands()
     catalogue = Catalogue(
         profile={
             "first_name": Attribute(type=AttrType.string),
@@ -630,3 +633,15 @@ def test_cli_unreadable_customer_file(cli: Any) -> None:
     result = invoke(cli, "cart_abandonment", "first_reminder", "-c", "nobody.json")
     assert result.exit_code == 1
     assert "--customer nobody.json: cannot read it" in " ".join(result.output.split())
+
+
+def test_cli_broken_customer_and_event_files_are_one_line_each(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("first_name: Ada\nlocale: [fi\n", encoding="utf-8")
+    (tmp_path / "broken.json").write_text('{"cart_total": \n', encoding="utf-8")
+    yaml = invoke(cli, "cart_abandonment", "first_reminder", "-c", "broken.yaml")
+    assert (yaml.exit_code, yaml.output.splitlines()[0]) == (
+        1, "error: --customer broken.yaml:2:9: YAML syntax: a `[...]` list is not closed "
+           "(add the missing `]`)"
+    )  # fmt: skip
+    event = invoke(cli, "cart_abandonment", "first_reminder", "-c", "ada.yaml", "-e", "broken.json")
+    assert event.output == "error: --event broken.json:2:1: not valid JSON: Expecting value\n"

@@ -7,15 +7,12 @@ and segment count a carrier will bill.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from kairos.catalogue import BUILTIN_EVENT, AttrType, Catalogue
 from kairos.cli.base import app, console, err_console, fail
@@ -26,6 +23,7 @@ from kairos.problems import suggestion
 from kairos.rendering import RenderError, email_headers, render_preview
 from kairos.sms import analyse
 from kairos.unsubscribe import unsubscribe_url
+from kairos.yaml_source import load_data
 
 _EPILOG = (
     "Example: [bold]kairos preview cart_abandonment first_reminder --customer "
@@ -114,9 +112,9 @@ def _read_mapping(path: Path, option: str) -> dict[str, Any]:
     except OSError as exc:
         raise fail(escape(f"{option} {path}: cannot read it ({exc.strerror or exc})")) from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else YAML(typ="safe").load(text)
-    except (ValueError, YAMLError) as exc:
-        raise fail(escape(f"{option} {path}: not valid JSON or YAML ({exc})")) from None
+        data = load_data(text, str(path))
+    except ValueError as exc:
+        raise fail(escape(f"{option} {exc}")) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
