@@ -303,6 +303,9 @@ MISTAKES = [
     (["emit", "c-42", "signed_up", "--data", '{"email": '],
      "error: --data is not valid JSON: Expecting value at column 11"),
     (["emit", "c-42", "signed_upp"], "error: unknown event 'signed_upp'"),
+    (["emit", "c-42", "signed_up", "--data", json.dumps({"email": "ada@example.com",
+                                                          "first_name": "A" * 3_000_000})],
+     "error: the properties are 3,000,0"),  # a 3 MB payload: refused, not a traceback
     (["emit", " ", "cart_updated", "--data", '{"cart_total": 1, "currency": "EUR"}'],
      "error: a customer id is required (a non-empty string such as 'c-42')"),
     (["identify", "c-42", "--consent", "newsletter=yes"],
