@@ -414,6 +414,9 @@ async def test_unknown_names_are_refused_not_quietly_accepted(
     )
     for args, expected in (
         (["unsubscribe", "nobody-here"], "error: no customer 'nobody-here' is known to Kairos"),
+        (["start", "welcome", "nobody-here"],
+         "error: no customer 'nobody-here' is known to Kairos (to create them, give --data with "
+         "a profile)"),
         (["report", "nope"], "error: no journey named 'nope' has runs (journeys: "
                              "cart_abandonment, nurture, referral_reward, welcome, win_back)"),
     ):  # fmt: skip

@@ -252,7 +252,19 @@ def start(
     settings, project = load()
     _checked(lambda: check_journey(project, journey))
     _checked(lambda: check_profile(project.catalogue, customer, profile))
-    accepted = with_client(settings, project, lambda k: k.enter(journey, customer, profile))
+
+    async def enter(kairos: Kairos) -> Accepted:
+        if not profile:
+            # A typo'd id would become a new customer with an empty profile: with nothing to
+            # create them from, only a known customer can be started.
+            try:
+                await kairos.customer(customer)
+            except CustomerNotFound as err:
+                hint = "(to create them, give --data with a profile)"
+                raise CustomerNotFound(f"{err} {hint}") from None
+        return await kairos.enter(journey, customer, profile)
+
+    accepted = with_client(settings, project, enter)
     run_no = accepted.started[journey]
     console.print(
         f"[green]started[/] {journey} for {escape(customer)}: run {run_no} "
