@@ -444,3 +444,19 @@ async def test_the_cli_exits_cleanly_every_time(
     aborted = [r for r in ran if r.code != 0 or r.err]
     assert len(aborted) == 0, aborted[0]
     assert {json.loads(r.out)["runs"][0]["workflow_id"] for r in ran} == {"journey:welcome:loop:1"}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["runs", "--status", "bogus"],
+      "error: No such option: --status (see `kairos runs --help`)"),
+     (["runs", "--limit", "many"],
+      "error: Invalid value for '--limit': Input should be a valid integer, unable to parse "
+      "string as an integer (see `kairos runs --help`)"),
+     (["emitt"], "error: No such command 'emitt'. Did you mean 'emit'? (see `kairos --help`)"),
+     (["cancel", "welcome"], "error: Missing argument 'customer_id' (see `kairos cancel --help`)")],
+)  # fmt: skip
+async def test_a_usage_mistake_is_one_line_with_exit_2(args: list[str], expected: str) -> None:
+    # The real program: its own handler says Click's usage errors in one line.
+    ran = await run(args, command_env(TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}"))
+    assert (ran.code, ran.out, ran.err) == (2, "", expected + "\n")
