@@ -181,7 +181,7 @@ class Messaging:
             key=request.key,
             to=str(profile.get(self.email_attribute or "")),
             from_email=self.settings.from_email,
-            from_name=self.settings.from_name,
+            from_name=self.store.catalogue.brand,
             subject=content.subject,
             preheader=content.preheader,
             html=content.html,

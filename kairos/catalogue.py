@@ -75,10 +75,14 @@ class EventSpec(BaseModel):
 
 
 class Catalogue(BaseModel):
-    """Profile attributes and events, as declared in ``journeys/customer.yaml``."""
+    """The business, its customers' profile attributes and its events, as declared in
+    ``journeys/customer.yaml``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The one place the business's name is set: every email's sender name and the unsubscribe
+    # page say it (docs/operations.md).
+    brand: str = ""
     profile: dict[str, Attribute] = Field(default_factory=dict)
     events: dict[str, EventSpec] = Field(default_factory=dict)
 

@@ -19,17 +19,17 @@ import logging
 import threading
 import uuid
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from kairos.catalogue import AttrType, Catalogue
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
 from kairos.plan import JourneyPlan
-from kairos.runtime import QUERY_STATE, Event, JourneyStatus, journey_workflow_id
+from kairos.runtime import QUERY_STATE, SA_STEP, Event, JourneyStatus, journey_workflow_id
 from kairos.store import (
     Accepted,
     CustomerRecord,
@@ -49,6 +49,8 @@ CONSENT_TOPICS = ("email", "sms", "marketing")
 DISPATCH_SECONDS = 10.0
 # Segment's own limit for one call: an event is a fact, not a document.
 MAX_PROPERTIES_BYTES = 32 * 1024
+# How long support's view of a customer waits for Temporal to say where a run is.
+WHEREABOUTS = timedelta(seconds=2)
 
 
 class KairosError(Exception):
@@ -396,6 +398,40 @@ class Kairos:
                 ) from err
             raise
         return status
+
+    async def whereabouts(self, runs: list[RunRecord]) -> dict[str, str]:
+        """Where each running run is now, by workflow id: ``step: what it waits for`` from the
+        run itself, or the step from its search attribute when no worker answers.
+
+        Support reads this beside the store's runs, so it never fails and never waits long:
+        a run Temporal says nothing about within a few seconds is left out.
+        """
+        running = [run for run in runs if run.ended_at is None]
+        if not running:
+            return {}
+        answers = await asyncio.gather(*(self._whereabouts(run) for run in running))
+        found = zip(running, answers, strict=True)
+        return {run.workflow_id: where for run, where in found if where}
+
+    async def _whereabouts(self, run: RunRecord) -> str:
+        handle = self.client.get_workflow_handle(run.workflow_id)
+        try:
+            status = await asyncio.wait_for(
+                handle.query(QUERY_STATE, result_type=JourneyStatus, rpc_timeout=WHEREABOUTS),
+                WHEREABOUTS.total_seconds(),
+            )
+            return f"{status.step}: {status.waiting}" if status.waiting else status.step or ""
+        except RuntimeError:  # Temporal cannot be reached: nothing more to ask
+            return ""
+        except (RPCError, TimeoutError, WorkflowQueryFailedError):
+            pass  # no worker answers the query: the search attribute still says the step
+        try:
+            described = await asyncio.wait_for(
+                handle.describe(rpc_timeout=WHEREABOUTS), WHEREABOUTS.total_seconds()
+            )
+        except (RPCError, RuntimeError, TimeoutError):
+            return ""
+        return described.typed_search_attributes.get(SA_STEP) or ""
 
     async def cancel(self, journey: str, customer_id: str) -> RunRecord:
         """Cancel a customer's running journey: the store first (a send not yet handed to the

@@ -51,7 +51,6 @@ class Settings:
     sms_provider: str = "outbox"
     outbox_dir: Path = Path(".kairos/outbox")
     from_email: str = "hello@kairos.local"
-    from_name: str = "Kairos"
     public_url: str = "http://localhost:8000"
     secret: str = "kairos-dev-secret-change-me"
     quiet_hours: tuple[str, str] | None = ("21:00", "08:00")
@@ -191,6 +190,11 @@ def load_settings(
         problems.append(
             f"KAIROS_FROM_EMAIL={from_email!r}: expected an address such as hi@shop.example"
         )
+    if get("KAIROS_FROM_NAME"):
+        problems.append(
+            "KAIROS_FROM_NAME is not read: the sender name is the business's name, set once as "
+            "`brand:` in journeys/customer.yaml"
+        )
     public_url = get("KAIROS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
     if not public_url.startswith(("http://", "https://")):
         problems.append(f"KAIROS_PUBLIC_URL={public_url!r}: expected an http(s) URL")
@@ -224,7 +228,6 @@ def load_settings(
         sms_provider=sms_provider,
         outbox_dir=outbox,
         from_email=from_email,
-        from_name=get("KAIROS_FROM_NAME", "Kairos"),
         public_url=public_url,
         secret=get("KAIROS_SECRET", "kairos-dev-secret-change-me"),
         quiet_hours=quiet,

@@ -681,7 +681,7 @@ class TemplateStore:
             source = path.read_text(encoding="utf-8")
             tree = self._env.parse(source, name, str(path))
         except TemplateSyntaxError as exc:
-            return TemplateProblem(path, exc.lineno, exc.message or str(exc))
+            return _syntax_problem(path, source, exc)
         except (OSError, UnicodeDecodeError) as exc:
             return TemplateProblem(path, 0, f"cannot read the template: {exc}")
         # What compiling would refuse, found in the tree already parsed (a check reads each
@@ -952,3 +952,77 @@ def _preview_journey(plan: JourneyPlan, step_id: str, now: datetime) -> dict[str
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+# Jinja's delimiters, and the block tags that need an end tag.
+_CLOSERS = {"{{": "}}", "{%": "%}", "{#": "#}"}
+_OPENER = re.compile(r"\{[{%#]")
+_BLOCK_TAG = re.compile(r"\{%[-+]?\s*(end)?(\w+)")
+_NEEDS_END = frozenset({"if", "for", "block", "macro", "call", "filter", "with", "raw", "trans"})
+
+
+def _syntax_problem(path: Path, source: str, exc: TemplateSyntaxError) -> TemplateProblem:
+    """A template syntax error at the line where the broken tag opened, in a marketer's words.
+
+    Jinja notices an unclosed ``{{`` or ``{%`` only where the next tag or the file ends, and
+    says so in its parser's words ("unexpected '/'"); the line to fix is where it opened.
+    """
+    unclosed = _unclosed_delimiter(source, exc.lineno)
+    if unclosed is not None:
+        line, col, opener = unclosed
+        closer = _CLOSERS[opener]
+        return TemplateProblem(
+            path, line, f"`{opener}` opened here is never closed (end it with `{closer}`)", col
+        )
+    block = _unclosed_block(source, exc)
+    if block is not None:
+        line, col, tag = block
+        return TemplateProblem(
+            path, line, f"`{{% {tag} %}}` opened here has no `{{% end{tag} %}}`", col
+        )
+    return TemplateProblem(path, exc.lineno, exc.message or str(exc))
+
+
+def _position(source: str, offset: int) -> tuple[int, int]:
+    before = source[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
+def _unclosed_delimiter(source: str, error_line: int) -> tuple[int, int, str] | None:
+    """The first ``{{``, ``{%`` or ``{#`` up to ``error_line`` whose closer does not come
+    before the next tag opens (or at all)."""
+    openers = list(_OPENER.finditer(source))
+    for index, match in enumerate(openers):
+        line, col = _position(source, match.start())
+        if line > error_line:
+            return None
+        opener = match.group(0)
+        end = source.find(_CLOSERS[opener], match.end())
+        if opener == "{#":  # a comment may hold anything, tags included
+            if end < 0:
+                return line, col, opener
+            continue
+        following = [m.start() for m in openers[index + 1 :] if m.start() >= match.end()]
+        if end < 0 or (following and following[0] < end):
+            return line, col, opener
+    return None
+
+
+def _unclosed_block(source: str, exc: TemplateSyntaxError) -> tuple[int, int, str] | None:
+    """The innermost ``{% if %}``-like tag left open, when Jinja reached the end looking for
+    its end tag."""
+    if "Unexpected end of template" not in (exc.message or ""):
+        return None
+    stack: list[tuple[int, str]] = []
+    for match in _BLOCK_TAG.finditer(source):
+        is_end, tag = match.group(1), match.group(2)
+        if tag not in _NEEDS_END:
+            continue
+        if not is_end:
+            stack.append((match.start(), tag))
+        elif stack and stack[-1][1] == tag:
+            stack.pop()
+    if not stack:
+        return None
+    offset, tag = stack[-1]
+    return (*_position(source, offset), tag)

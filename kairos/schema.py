@@ -652,6 +652,8 @@ _CATALOGUE_DESCRIPTIONS = {
     "events": "Events by name: {description: ..., properties: {name: {type: ...}}}.",
     "type": "string, number, integer, boolean, datetime, date, email, phone, locale, timezone, "
     "list or object.",
+    "brand": "The business's name as customers know it (Lumo Coffee): the sender name of every "
+    "email and the name on the unsubscribe page.",
     "required": "Must be present (for events: in every event; for the profile: always).",
     "description": "What it means, for whoever reads this next.",
     "profile_flag": "Copy this event property into the profile (true: same name; or a name).",

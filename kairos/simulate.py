@@ -16,13 +16,16 @@ default), and profile or event dates may be written relative to the simulated ti
 ``now-60d``, ``now+2h``).
 
 Only the simulated journey is registered in the simulation's store, so other journeys neither
-start nor count against frequency caps.
+start nor count against frequency caps. ``simulate_project`` registers every journey instead:
+the customer's events start whatever they trigger, and caps and priorities apply between the
+journeys as in production.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import re
 import tempfile
@@ -31,10 +34,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
@@ -76,9 +77,13 @@ from kairos.store.embedded import temporary_server
 from kairos.store.runs import runs_of
 from kairos.store.support import customer_record
 from kairos.temporal import register_search_attributes
+from kairos.yaml_source import load_data
 from worker import build_worker, dispatcher
 from workflows import schedule
 from workflows.schedule import EventScheduleWorkflow
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DEFAULT_DAYS = 30
 DEFAULT_START = "09:00"
@@ -157,11 +162,11 @@ def load_customer(path: Path) -> SimCustomer:
     """
     shown = str(path)
     try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+        data = load_data(path.read_text(encoding="utf-8"), shown)
     except OSError as err:
         raise SimulationError(f"{shown}: cannot read the customer file ({err.strerror})") from None
-    except YAMLError as err:
-        raise SimulationError(f"{shown}: not valid YAML or JSON: {err}") from None
+    except ValueError as err:
+        raise SimulationError(str(err)) from None
     if not isinstance(data, dict):
         raise SimulationError(f"{shown}: expected a mapping with profile, events and schedule")
     unknown = sorted(set(data) - {"id", "profile", "consent", "stage", "events", "schedule"})
@@ -372,6 +377,34 @@ class Timeline:
         return data
 
 
+@dataclass(frozen=True)
+class ProjectTimeline:
+    """What one customer experienced from every journey of the project, run together."""
+
+    customer_id: str
+    timezone: str
+    start: datetime
+    horizon: datetime
+    journeys: tuple[Timeline, ...]
+
+    @property
+    def entered(self) -> tuple[Timeline, ...]:
+        """The journeys the customer entered, in name order."""
+        return tuple(t for t in self.journeys if t.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: each entered journey's timeline, and the names of the others."""
+        zone = policy.zone(self.timezone)
+        return {
+            "customer_id": self.customer_id,
+            "timezone": self.timezone,
+            "start": _iso(self.start.astimezone(zone)),
+            "horizon": _iso(self.horizon.astimezone(zone)),
+            "journeys": [t.to_json() for t in self.entered],
+            "not_entered": [t.journey for t in self.journeys if not t.runs],
+        }
+
+
 def _message_json(message: MessageRecord) -> dict[str, Any]:
     data = dataclasses.asdict(message) | {"channel": message.channel.value}
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
@@ -398,19 +431,35 @@ def _quiet_runtime() -> Runtime:
     return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
 
 
+class SimulationOptions(TypedDict, total=False):
+    """How to simulate; every key is optional.
+
+    Keys:
+        events: More scheduled events (``--event``), merged with the customer file's.
+        days: How long to simulate after the start (default 30).
+        start: ``HH:MM`` (next such local time, default 09:00), ``now``, or a local ISO
+            date-time to come.
+        call_webhooks: Let webhook actions call their URLs. Off, a journey with webhooks is
+            refused: the simulation would call them for real.
+        database_url: An empty database of the simulation's own (tests pass one); by default
+            a private PostgreSQL is started for the simulation and deleted afterwards.
+    """
+
+    events: tuple[ScheduledEvent, ...]
+    days: int
+    start: str
+    call_webhooks: bool
+    database_url: str | None
+
+
 async def simulate(
     project: Project,
     settings: Settings,
     journey: str,
     customer: SimCustomer,
-    *,
-    events: tuple[ScheduledEvent, ...] = (),
-    days: int = DEFAULT_DAYS,
-    start: str = DEFAULT_START,
-    call_webhooks: bool = False,
-    database_url: str | None = None,
+    **options: Unpack[SimulationOptions],
 ) -> Timeline:
-    """Run ``journey`` for ``customer`` for ``days`` simulated days and return the timeline.
+    """Run ``journey`` for ``customer`` and return the timeline.
 
     Args:
         project: The compiled project; only ``journey`` is run.
@@ -418,13 +467,7 @@ async def simulate(
             replaced.
         journey: The journey's name.
         customer: Profile, consent, event properties and scheduled events.
-        events: More scheduled events (``--event``), merged with the customer file's.
-        days: How long to simulate after the start.
-        start: ``HH:MM`` (next such local time), ``now``, or a local ISO date-time to come.
-        call_webhooks: Let webhook actions call their URLs. Off, a journey with webhooks is
-            refused: the simulation would call them for real.
-        database_url: An empty database of the simulation's own (tests pass one); by default
-            a private PostgreSQL is started for the simulation and deleted afterwards.
+        options: See :class:`SimulationOptions`.
 
     Raises:
         SimulationError: The journey is unknown, calls webhooks, or the customer or events
@@ -435,13 +478,58 @@ async def simulate(
     if plan is None:
         known = ", ".join(sorted(project.plans)) or "none"
         raise SimulationError(f"no journey named {journey!r} (journeys: {known})")
-    hooks = [s.id for s in plan.steps.values() if isinstance(s, ActionStep) and s.webhook]
-    if hooks and not call_webhooks:
-        raise SimulationError(
-            f"{journey} calls webhooks ({', '.join(hooks)}), which a simulation would call for "
-            "real: point them at a test endpoint and pass --call-webhooks"
-        )
-    schedule = _schedule(project.catalogue, (*customer.schedule, *events), days)
+    [timeline] = await _simulate(project, settings, {plan.name: plan}, customer, False, options)
+    return timeline
+
+
+async def simulate_project(
+    project: Project,
+    settings: Settings,
+    customer: SimCustomer,
+    **options: Unpack[SimulationOptions],
+) -> ProjectTimeline:
+    """Run every journey of the project together for ``customer``: the events start whichever
+    journeys they trigger (a date in the profile starts a date-triggered one), and frequency
+    caps and priorities apply between the journeys as they would in production.
+
+    Arguments and errors as :func:`simulate`. No event or date that starts a journey is no
+    error: the timeline then shows that nothing started.
+    """
+    timelines = await _simulate(project, settings, dict(project.plans), customer, True, options)
+    first = timelines[0]
+    return ProjectTimeline(
+        customer_id=customer.id,
+        timezone=first.timezone,
+        start=first.start,
+        horizon=first.horizon,
+        journeys=tuple(timelines),
+    )
+
+
+async def _simulate(
+    project: Project,
+    settings: Settings,
+    plans: dict[str, JourneyPlan],
+    customer: SimCustomer,
+    whole: bool,
+    options: SimulationOptions,
+) -> list[Timeline]:
+    """The simulation of ``plans`` (one journey entered by its trigger, or the ``whole``
+    project entered by the events): a timeline for each, in name order."""
+    if not plans:
+        raise SimulationError("the project has no journeys to simulate")
+    for plan in plans.values():
+        hooks = [s.id for s in plan.steps.values() if isinstance(s, ActionStep) and s.webhook]
+        if hooks and not options.get("call_webhooks", False):
+            raise SimulationError(
+                f"{plan.name} calls webhooks ({', '.join(hooks)}), which a simulation would "
+                "call for real: point them at a test endpoint and pass --call-webhooks"
+            )
+    days = options.get("days", DEFAULT_DAYS)
+    start = options.get("start", DEFAULT_START)
+    database_url = options.get("database_url")
+    events = (*customer.schedule, *options.get("events", ()))
+    schedule = _schedule(project.catalogue, events, days)
     with contextlib.ExitStack() as stack:
         if database_url is None:
             admin = await asyncio.to_thread(
@@ -450,7 +538,7 @@ async def simulate(
             database_url = await ensure_database(admin, "simulation")
         try:
             return await _simulate_on(
-                project, settings, plan, customer, schedule, days, start, database_url
+                project, settings, plans, customer, schedule, days, start, database_url, whole
             )
         finally:
             # Stopping the private server is blocking work: keep it off the event loop.
@@ -460,13 +548,14 @@ async def simulate(
 async def _simulate_on(
     project: Project,
     settings: Settings,
-    plan: JourneyPlan,
+    plans: dict[str, JourneyPlan],
     customer: SimCustomer,
     schedule: tuple[ScheduledEvent, ...],
     days: int,
     start: str,
     database_url: str,
-) -> Timeline:
+    whole: bool,
+) -> list[Timeline]:
     async with await Database.open(database_url, check_schema=False) as database:
         await database.upgrade()
     env = await WorkflowEnvironment.start_time_skipping(
@@ -487,10 +576,10 @@ async def _simulate_on(
                 task_queue="kairos-simulate",
                 database_url=database_url,
             )
-            # Only the simulated journey: others neither start nor count against caps.
-            store = await Store.open(private, dataclasses.replace(project, plans={plan.name: plan}))
+            # Only the simulated journeys: others neither start nor count against caps.
+            store = await Store.open(private, dataclasses.replace(project, plans=plans))
             try:
-                run = _Simulation(env, store, private, plan, customer, schedule, begin)
+                run = _Simulation(env, store, private, plans, customer, schedule, begin, whole)
                 return await run.run(days)
             finally:
                 await store.close()
@@ -550,17 +639,22 @@ class _Simulation:
         env: WorkflowEnvironment,
         store: Store,
         settings: Settings,
-        plan: JourneyPlan,
+        plans: dict[str, JourneyPlan],
         customer: SimCustomer,
         schedule: tuple[ScheduledEvent, ...],
         start: datetime,
+        whole: bool = False,
     ) -> None:
         self.env = env
         self.client: Client = env.client
         self.store = store
         self.catalogue: Catalogue = store.catalogue
         self.settings = settings
-        self.plan = plan
+        self.plans = plans
+        # The journey this view of the simulation is about (see _about); with one journey,
+        # the one that is entered by its trigger.
+        self.plan = next(iter(plans.values()))
+        self.whole = whole
         self.customer = customer
         self.schedule = schedule
         self.captured: dict[str, CapturedMessage] = {}
@@ -568,7 +662,7 @@ class _Simulation:
         self.timezone = customer_timezone(self.catalogue, customer)
         self.start = start
 
-    async def run(self, days: int) -> Timeline:
+    async def run(self, days: int) -> list[Timeline]:
         horizon = self.start + timedelta(days=days)
         email: EmailSender = CapturingEmailSender(self.captured)
         sms: SmsSender = CapturingSmsSender(self.captured)
@@ -589,12 +683,20 @@ class _Simulation:
             await self._enter(kairos)
             await self._play_schedule()
             await sleep_until(self.env, horizon)
-            await self._settle()
-            runs = await self._runs()
+            views = [self._about(plan) for _, plan in sorted(self.plans.items())]
+            for view in views:
+                await view._settle()
+            runs = [await view._runs() for view in views]
         record = await customer_record(
             self.store.database, self.customer.id, runs=1000, messages=1000
         )
-        return self._timeline(horizon, runs, record)
+        return [view._timeline(horizon, r, record) for view, r in zip(views, runs, strict=True)]
+
+    def _about(self, plan: JourneyPlan) -> _Simulation:
+        """This simulation, seen from one of its journeys (its runs, its timeline)."""
+        view = copy.copy(self)
+        view.plan = plan
+        return view
 
     async def _now(self) -> datetime:
         return await self.env.get_current_time()
@@ -605,10 +707,12 @@ class _Simulation:
         """Seed the customer through the store and fire the journey's trigger."""
         profile = self._profile()
         trigger = self.plan.trigger
-        if isinstance(trigger, DateTrigger):
+        if isinstance(trigger, DateTrigger) and not self.whole:
             self._require_date(trigger, profile)
         try:
             await self._seed(kairos, profile)
+            if self.whole:
+                return  # the scheduled events (and profile dates) start what they trigger
             match trigger:
                 case EventTrigger():
                     await self._emit(kairos, ScheduledEvent(trigger.event, 0))

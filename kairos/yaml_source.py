@@ -12,6 +12,7 @@ YAML 1.2 rules apply (ruamel's default): ``on``, ``off``, ``yes`` and ``no`` are
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -153,6 +154,26 @@ def load_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]
     if problems:
         return None, problems
     return YamlDocument(file=file, text=text, data=data, positions=positions), []
+
+
+def load_data(text: str, file: str) -> Any:
+    """The plain data of a JSON file (by its name) or a YAML file that is not a journey: a
+    customer file, an event's properties.
+
+    Raises:
+        ValueError: The file does not parse; said in one line, ``file:line:col: what (hint)``.
+    """
+    if file.lower().endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{file}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}"
+            ) from None
+    document, problems = load_yaml(text, file)
+    if problems:
+        raise ValueError(problems[0].headline())
+    return document.data if document is not None else None
 
 
 def _root_position(raw: Any) -> Position:
@@ -300,12 +321,56 @@ _SYNTAX: Mapping[str, tuple[str, str]] = {
 
 def _syntax_problem(exc: MarkedYAMLError, text: str, file: str) -> Problem:
     line, col = _syntax_position(exc, text)
+    opened = _unclosed_quote(text, line)
+    if opened is not None:
+        # YAML lets a quoted text run over lines, so an unclosed quote swallows the lines
+        # after it and the parser stumbles far below; the line to fix is where it opened.
+        at, quote = opened
+        return Problem(
+            file,
+            at.line,
+            at.col,
+            "",
+            f"YAML syntax: the {quote} opened here is never closed on this line",
+            "close it at the end of the text"
+            + (f"; YAML read on to line {line} looking for it" if line > at.line else ""),
+        )
     raw = (exc.problem or exc.context or "invalid YAML").strip()
     both = f"{exc.context or ''} {raw}"
     for fragment, (message, hint) in _SYNTAX.items():
         if fragment in both:
             return Problem(file, line, col, "", f"YAML syntax: {message}", hint)
     return Problem(file, line, col, "", f"YAML syntax: {raw}", "check the YAML around here")
+
+
+# The start of a quoted value: after ``key: `` or ``- ``, or a whole line.
+_QUOTED_VALUE = re.compile(r"""^(\s*(?:-\s+)*(?:[^\s#'"][^#'"]*?:\s+)?)(["'])""")
+
+
+def _unclosed_quote(text: str, error_line: int) -> tuple[Position, str] | None:
+    """Where a quoted value opened above ``error_line`` and left open on its line, when
+    closing it there makes the error go away (so that is surely the mistake)."""
+    lines = text.splitlines()
+    for number in range(1, min(error_line, len(lines)) + 1):
+        line = lines[number - 1]
+        match = _QUOTED_VALUE.match(line)
+        if match is None:
+            continue
+        quote = match.group(2)
+        rest = line[match.end() :]
+        closed = (
+            rest.replace("\\\\", "").replace('\\"', "") if quote == '"' else rest.replace("''", "")
+        )
+        if quote in closed:
+            continue
+        fixed = [*lines[: number - 1], line.rstrip() + quote, *lines[number:]]
+        try:
+            YAML(typ="rt", pure=True).load("\n".join(fixed))
+        except YAMLError:
+            continue
+        name = "double quote" if quote == '"' else "single quote"
+        return Position(number, match.end()), name
+    return None
 
 
 def _syntax_position(exc: MarkedYAMLError, text: str) -> tuple[int, int]:

@@ -7,6 +7,7 @@ anything is connected to.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -25,6 +26,7 @@ from kairos.store import Store
 from kairos.store.database import redact, with_database
 from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
+    Ran,
     command_env,
     free_port,
     kairos_in_process,
@@ -91,6 +93,8 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "  consent: sms granted (source: support call, ticket 4711)",
         ]
 
+        scored = await run(["identify", "sue", "--data", '{"lead_score": 50.0}'], cli)
+        assert scored.code == 0, scored.output
         # As a run records a condition it could not evaluate (and went on without).
         async with store.database.transaction() as conn:
             await note_problems(conn, "sue", "welcome", 1, ["step x: cannot evaluate `y`"])
@@ -105,6 +109,7 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "\n  problem in welcome run 1: step x: cannot evaluate `y`\n",
         ):
             assert expected in shown.out, (expected, shown.out)
+        assert re.search(r"\n lead_score +50 *\n", shown.out), shown.out  # not 50.0
         assert re.search(r"\n email +yes +default: email needs no consent", shown.out)
         assert re.search(r"\n sms +yes +since .* UTC, source: support call, ticket 4711", shown.out)
         assert re.search(r"welcome +welcome +email +sent +provider id outbox-", shown.out)
@@ -118,6 +123,10 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         runs = [(r["journey"], r["run_no"], r["status"], r["workflow_id"]) for r in data["runs"]]
         assert runs == [("welcome", 1, "running", "journey:welcome:sue:1")]
         assert data["runs"][0]["problems"] == ["step x: cannot evaluate `y`"]
+        # Where the run is now, from the run itself.
+        assert data["runs"][0]["now"].startswith(
+            "wait_for_setup: wait 2d for onboarding_completed (since "
+        ), data["runs"][0]
         assert [(m["step"], m["status"]) for m in data["messages"]] == [("welcome", "sent")]
 
         listed = await run(["runs", "--journey", "welcome", "--running", "--json"], cli)
@@ -130,6 +139,9 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "error: no journey named 'welcom' (journeys: cart_abandonment, nurture, "
             "referral_reward, welcome, win_back)"
         )
+    # No worker answers the run's query: its search attribute still names the step.
+    data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
+    assert data["runs"][0]["now"] == "wait_for_setup"
 
 
 async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs(
@@ -291,6 +303,9 @@ MISTAKES = [
     (["emit", "c-42", "signed_up", "--data", '{"email": '],
      "error: --data is not valid JSON: Expecting value at column 11"),
     (["emit", "c-42", "signed_upp"], "error: unknown event 'signed_upp'"),
+    (["emit", "c-42", "signed_up", "--data", json.dumps({"email": "ada@example.com",
+                                                          "first_name": "A" * 3_000_000})],
+     "error: the properties are 3,000,0"),  # a 3 MB payload: refused, not a traceback
     (["emit", " ", "cart_updated", "--data", '{"cart_total": 1, "currency": "EUR"}'],
      "error: a customer id is required (a non-empty string such as 'c-42')"),
     (["identify", "c-42", "--consent", "newsletter=yes"],
@@ -337,6 +352,7 @@ def test_every_command_shows_an_example_in_its_help() -> None:
     for args in [[c] for c in commands] + [["db", "upgrade"], ["db", "status"]]:
         result = CliRunner().invoke(app, [*args, "--help"], env=command_env())
         assert result.exit_code == 0 and "Example" in result.output, (args, result.output)
+        assert "<bool>" not in result.output, args  # a flag takes no value
 
 
 def _help_example(command: str) -> str:
@@ -387,3 +403,60 @@ def test_each_command_starts_with_only_its_own_module_loaded() -> None:
         module = group.typer_instance.registered_commands[0].callback.__module__
         registered.setdefault(module, set()).add(group.name)
     assert registered == {module: set(names) for module, names in COMMANDS.items()}
+
+
+async def test_unknown_names_are_refused_not_quietly_accepted(
+    settings: Settings, store: Store
+) -> None:
+    # A typo must not create a customer, nor report nothing with exit 0.
+    env = command_env(
+        KAIROS_DATABASE_URL=settings.database_url, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}"
+    )
+    for args, expected in (
+        (["unsubscribe", "nobody-here"], "error: no customer 'nobody-here' is known to Kairos"),
+        (["start", "welcome", "nobody-here"],
+         "error: no customer 'nobody-here' is known to Kairos (to create them, give --data with "
+         "a profile)"),
+        (["report", "nope"], "error: no journey named 'nope' has runs (journeys: "
+                             "cart_abandonment, nurture, referral_reward, welcome, win_back)"),
+    ):  # fmt: skip
+        refused = await run(args, env)
+        assert (refused.code, refused.err.strip(), refused.out) == (1, expected, ""), args
+    assert await store.customer("nobody-here") is None
+
+
+@pytest.mark.timeout(900)
+async def test_the_cli_exits_cleanly_every_time(
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+) -> None:
+    # The Temporal SDK's threads could abort a finalizing interpreter after the answer was
+    # printed (exit 134, "Fatal Python error: PyGILState_Release"), about one call in ten.
+    # `kairos customer` talks to PostgreSQL and asks Temporal where the run is: both clients.
+    async with running_worker(temporal.client, settings, store):
+        await make_kairos(temporal.client, settings, store).emit("loop", "signed_up", SIGNUP)
+        lanes = asyncio.Semaphore(2)  # the machine's other work goes on
+
+        async def once() -> Ran:
+            async with lanes:
+                return await run(["customer", "loop", "--json"], cli)
+
+        ran = await asyncio.gather(*(once() for _ in range(50)))
+    aborted = [r for r in ran if r.code != 0 or r.err]
+    assert len(aborted) == 0, aborted[0]
+    assert {json.loads(r.out)["runs"][0]["workflow_id"] for r in ran} == {"journey:welcome:loop:1"}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["runs", "--status", "bogus"],
+      "error: No such option: --status (see `kairos runs --help`)"),
+     (["runs", "--limit", "many"],
+      "error: Invalid value for '--limit': Input should be a valid integer, unable to parse "
+      "string as an integer (see `kairos runs --help`)"),
+     (["emitt"], "error: No such command 'emitt'. Did you mean 'emit'? (see `kairos --help`)"),
+     (["cancel", "welcome"], "error: Missing argument 'customer_id' (see `kairos cancel --help`)")],
+)  # fmt: skip
+async def test_a_usage_mistake_is_one_line_with_exit_2(args: list[str], expected: str) -> None:
+    # The real program: its own handler says Click's usage errors in one line.
+    ran = await run(args, command_env(TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}"))
+    assert (ran.code, ran.out, ran.err) == (2, "", expected + "\n")

@@ -64,3 +64,13 @@ def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
 def test_a_workflow_cache_must_hold_at_least_one_run(tmp_path: Path, raw: str) -> None:
     with pytest.raises(ConfigError, match="KAIROS_MAX_CACHED_WORKFLOWS"):
         _load(tmp_path, KAIROS_MAX_CACHED_WORKFLOWS=raw)
+
+
+def test_the_sender_name_is_the_brand_in_the_project_not_a_variable(tmp_path: Path) -> None:
+    # One place: customer.yaml's `brand:`. A variable that would quietly say otherwise is refused.
+    with pytest.raises(ConfigError) as raised:
+        _load(tmp_path, KAIROS_FROM_NAME="Kairos")
+    assert raised.value.problems == [
+        "KAIROS_FROM_NAME is not read: the sender name is the business's name, set once as "
+        "`brand:` in journeys/customer.yaml"
+    ]

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -130,3 +131,27 @@ def test_the_readme_shows_what_make_dev_prints() -> None:
     for line in block.group(1).splitlines():
         assert line in printed.splitlines(), line
     assert f"\n    {TRIGGER}\n" in printed
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("variable", "what"),
+    [("KAIROS_DEV_PORT", "Temporal"), ("KAIROS_DEV_UI_PORT", "the Temporal UI"),
+     ("KAIROS_WEB_PORT", "the web front door")],
+)  # fmt: skip
+async def test_make_dev_names_the_setting_of_a_port_that_is_taken(
+    tmp_path: Path, variable: str, what: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = {"KAIROS_DEV_PORT": free_port(), "KAIROS_DEV_UI_PORT": free_port(),
+                 "KAIROS_WEB_PORT": free_port(), variable: busy}  # fmt: skip
+        env = command_env(KAIROS_HOME=_project_copy(tmp_path), **ports)
+        ran = await run([sys.executable, "-m", "kairos.dev"], env, program=True)
+    assert ran.code == 1, ran.output
+    assert ran.output.splitlines() == [
+        f"kairos dev: port {busy} (for {what}) is taken; is another `make dev` running? "
+        f"Stop it, or set {variable} to a free port"
+    ]

@@ -99,6 +99,9 @@ async def test_the_support_guide_commands(
         for heading in ("consent", "consent history", "profile", "runs", "recent messages"):
             assert f"\n{heading}\n" in shown.stdout, shown.stdout
         assert "journey:cart_abandonment:c-42:1" in shown.stdout
+        # Each running run says where it is, as the Temporal UI would.
+        [cart] = [line for line in shown.stdout.splitlines() if "cart_abandonment:c-42:1" in line]
+        assert " wait_1h: wait 1h (since " in cart, cart
         listed = await kairos(documented("kairos runs --customer c-42"), docs_env)
         assert "journey:welcome:c-42:1" in listed.stdout
         running = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
@@ -227,6 +230,21 @@ async def test_the_integration_guide_commands_and_examples(
         docs_env,
     )
     assert "outcome: converted" in simulated.stdout
+    every = await kairos(
+        documented(
+            "kairos simulate --customer tests/fixtures/simulate/ada.yaml --event signed_up "
+            "--event cart_updated@+2d"
+        ),
+        docs_env,
+    )
+    assert "cart_abandonment: outcome: completed" in every.stdout, every.stdout
+    assert "not entered: nurture, referral_reward, win_back" in every.stdout
+    assert "frequency cap: 3 marketing email per 1w reached" in every.stdout
+    helped = await kairos("kairos simulate --help", docs_env)
+    assert (
+        "Every journey at once: kairos simulate --customer tests/fixtures/simulate/ada.yaml "
+        "--event signed_up --event cart_updated@+2d" in " ".join(helped.stdout.split())
+    )
 
 
 @pytest.fixture

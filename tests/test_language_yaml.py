@@ -60,7 +60,8 @@ def test_tabs_duplicates_and_syntax_errors_are_located() -> None:
     ]
     _, quote = load_yaml("a: 'open\nb: 1\n", "q.yaml")
     assert [p.headline() for p in quote] == [
-        "q.yaml:1:4: YAML syntax: a quoted text is never closed (close the quote)"
+        "q.yaml:1:4: YAML syntax: the single quote opened here is never closed on this line "
+        "(close it at the end of the text)"
     ]
     _, tags = load_yaml("a: !secret x\n", "g.yaml")
     assert tags[0].headline() == (

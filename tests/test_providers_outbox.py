@@ -26,6 +26,8 @@ from activities.providers.base import INVALID_RECIPIENT
 from kairos.config import Settings
 from kairos.messages import EmailMessage, SmsMessage
 from kairos.plan import Channel
+from kairos.rendering import email_headers
+from kairos.unsubscribe import unsubscribe_url
 
 KEY = "journey:cart_abandonment:c-42:first_reminder:1"
 
@@ -116,6 +118,29 @@ async def test_an_email_receipt_names_the_outbox(tmp_path: Path) -> None:
     assert receipt.key == KEY
     assert receipt.channel is Channel.email
     assert not receipt.duplicate
+
+
+async def test_the_unsubscribe_headers_are_written_as_sent_so_one_click_works(
+    tmp_path: Path,
+) -> None:
+    # A real link: long enough that the email package would fold it into encoded words.
+    link = unsubscribe_url(
+        "http://localhost:8000", "c-42", secret="kairos-dev-secret-change-me", now=1_790_000_000
+    )
+    assert len(link) > 100
+    headers = email_headers(link)
+    await OutboxEmailSender(tmp_path).send_email(email(headers=headers))
+
+    [path] = (tmp_path / "email").glob("*.eml")
+    raw = path.read_bytes().decode("ascii").split("\n\n", 1)[0].splitlines()
+    assert f"List-Unsubscribe: <{link}>" in raw
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+    assert not [line for line in raw if "=?" in line and "Unsubscribe" in line]
+    mail = parse_eml(path)
+    assert mail.get_all("List-Unsubscribe") == [f"<{link}>"]
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # The other headers are folded as before: a long non-ASCII subject still reads back whole.
+    assert mail["Subject"] == email().subject
 
 
 async def test_a_line_break_in_metadata_cannot_add_a_header(tmp_path: Path) -> None:

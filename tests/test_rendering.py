@@ -418,8 +418,9 @@ def test_referenced_paths_leave_out_renderer_names(store: TemplateStore) -> None
 def test_problems_syntax_error_with_file_and_line(store: TemplateStore) -> None:
     [problem] = store.problems("broken/syntax", "en", Channel.email)
     assert problem.file == (FIXTURES / "broken" / "syntax.en.subject.j2").resolve()
-    assert problem.line == 1
-    assert "unexpected '}'" in problem.message
+    # "Hello {{ customer.first_name }": where the tag opens, not Jinja's "unexpected '}'".
+    assert (problem.line, problem.col) == (1, 7)
+    assert problem.message == "`{{` opened here is never closed (end it with `}}`)"
 
 
 def test_problems_missing_layout_suggests_the_right_one(store: TemplateStore) -> None:
@@ -557,6 +558,9 @@ def test_preview_refuses_a_step_that_sends_nothing(store: TemplateStore) -> None
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The CLI app, with load_project replaced by one that returns PLAN and the fixtures."""
     cli_module = pytest.importorskip("kairos.cli")
+    # Every command module now, with the real compiler (preview imports load_project when it
+    # runs, so it gets the one below); alone, this file once failed on a module loaded later.
+    cli_module.load_commands()
     catalogue = Catalogue(
         profile={
             "first_name": Attribute(type=AttrType.string),
@@ -629,3 +633,15 @@ def test_cli_unreadable_customer_file(cli: Any) -> None:
     result = invoke(cli, "cart_abandonment", "first_reminder", "-c", "nobody.json")
     assert result.exit_code == 1
     assert "--customer nobody.json: cannot read it" in " ".join(result.output.split())
+
+
+def test_cli_broken_customer_and_event_files_are_one_line_each(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("first_name: Ada\nlocale: [fi\n", encoding="utf-8")
+    (tmp_path / "broken.json").write_text('{"cart_total": \n', encoding="utf-8")
+    yaml = invoke(cli, "cart_abandonment", "first_reminder", "-c", "broken.yaml")
+    assert (yaml.exit_code, yaml.output.splitlines()[0]) == (
+        1, "error: --customer broken.yaml:2:9: YAML syntax: a `[...]` list is not closed "
+           "(add the missing `]`)"
+    )  # fmt: skip
+    event = invoke(cli, "cart_abandonment", "first_reminder", "-c", "ada.yaml", "-e", "broken.json")
+    assert event.output == "error: --event broken.json:2:1: not valid JSON: Expecting value\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 from typer.testing import CliRunner
 
 from kairos.cli import app
@@ -26,6 +27,7 @@ from kairos.simulate import (
     resolve_relative,
     resolve_start,
     simulate,
+    simulate_project,
 )
 from tests.conftest import ROOT
 
@@ -152,6 +154,44 @@ async def test_a_full_frequency_cap_holds_the_third_email_until_a_slot_frees(
         ("onboarding_tips", "sent"),
         ("first_order_offer", "deferred"),
     ]
+
+
+async def test_the_whole_project_shares_the_cap_between_welcome_and_a_cart_reminder(
+    project: Project, settings: Settings
+) -> None:
+    # What a marketer checks before launching a second campaign: every journey at once.
+    events = tuple(
+        parse_event_spec(spec)
+        for spec in ("signed_up", "cart_updated@+2d", "onboarding_completed@+11d",
+                     "onboarding_completed@+11d")  # the same twice: two events, not one
+    )  # fmt: skip
+    whole = await simulate_project(
+        project, settings, customer("ada"), events=events, days=12, **on(settings)
+    )
+
+    assert [t.journey for t in whole.entered] == ["cart_abandonment", "welcome"]
+    assert whole.to_json()["not_entered"] == ["nurture", "referral_reward", "win_back"]
+    cart, welcome = whole.entered
+    assert [e.what for e in welcome.entries if e.kind == "event"] == [
+        "event signed_up",
+        "event cart_updated",
+        "event onboarding_completed",
+        "event onboarding_completed",
+    ]
+    assert sent(welcome) == [
+        ("welcome", "+0d 00:00", "09:00"),
+        ("onboarding_tips", "+2d 01:00", "10:00"),
+        ("first_order_offer", "+9d 01:01", "10:01"),
+    ]
+    # The reminder takes the last of the week's three marketing emails; welcome's offer
+    # waits for a slot, and the cart's own last chance too.
+    assert sent(cart) == [
+        ("first_reminder", "+2d 01:01", "10:01"),
+        ("last_chance_email", "+7d 00:01", "09:01"),
+    ]
+    capped = [(e.step, format_offset(e.offset_seconds)) for e in welcome.entries
+              if e.kind == "deferred" and "3 marketing email per 1w reached" in e.what]  # fmt: skip
+    assert capped == [("first_order_offer", "+7d 01:00")]
 
 
 async def test_a_customer_who_never_gave_marketing_consent_gets_no_welcome_series(
@@ -287,3 +327,20 @@ def test_the_cli_explains_mistakes_without_a_traceback() -> None:
     )
     assert result.exit_code == 1 and "order_placed@soon" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_failing_private_temporal_server_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the SDK raised after 30 s when the test server died under a simulation.
+    async def broken(*args: object, **kwargs: object) -> Timeline:
+        raise RPCError("h2 protocol error: error reading a body from connection",
+                       RPCStatusCode.UNAVAILABLE, b"")  # fmt: skip
+
+    monkeypatch.setattr("kairos.cli.simulate.simulate", broken)
+    ada = str(FIXTURES / "ada.yaml")
+    env = {"KAIROS_HOME": str(ROOT), "NO_COLOR": "1"}
+    result = CliRunner().invoke(app, ["simulate", "welcome", "--customer", ada], env=env)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: the simulation's private Temporal server failed: h2 protocol error: error "
+        "reading a body from connection; run it again"
+    ]

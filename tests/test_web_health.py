@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -163,3 +164,27 @@ def test_serve_says_in_one_line_when_postgresql_cannot_be_reached(
     said = " ".join(result.output.split())  # the console wraps long lines at its width
     assert said.startswith("error: cannot reach PostgreSQL at postgresql://kairos@127.0.0.1:1/")
     assert "KAIROS_DATABASE_URL" in said
+
+
+@pytest.mark.parametrize(
+    ("args", "port_from", "how"),
+    [(["--port"], "option", "pass a free --port"),
+     ([], "KAIROS_WEB_PORT", "set KAIROS_WEB_PORT to a free port")],
+)  # fmt: skip
+def test_serve_says_in_one_line_that_its_port_is_taken(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], port_from: str, how: str
+) -> None:
+    from kairos.cli import app as cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        monkeypatch.setenv("KAIROS_WEB_PORT", port if port_from != "option" else "8000")
+        result = CliRunner().invoke(cli, ["serve", *args, *([port] if args else [])])
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())  # the console wraps long lines at its width
+    assert said == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (is another "
+        f"`kairos serve` or `make dev` running? Stop it, or {how})"
+    )

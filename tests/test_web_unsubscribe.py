@@ -55,6 +55,9 @@ async def test_the_link_opens_a_page_that_changes_nothing_until_submitted(
     assert record is not None and record.consent.marketing and record.consent.sms
     assert response.status_code == 200
     assert '<html lang="de">' in response.text and "Abmelden" in response.text
+    # The business's name (customer.yaml `brand:`), never the engine's.
+    assert "Wähle, welche Nachrichten von Lumo Coffee du nicht mehr" in response.text
+    assert "Kairos" not in response.text
     assert 'value="marketing" checked' in response.text
     assert 'value="sms">' in response.text
     assert response.headers["Referrer-Policy"] == "no-referrer"

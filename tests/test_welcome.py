@@ -43,6 +43,8 @@ async def test_a_new_customer_gets_welcome_tips_and_offer(
         (settings.outbox_dir / sent[0]["file"]).read_bytes(), policy=policy.default
     )
     assert "Ada" in first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    # The sender is the business (customer.yaml `brand:`) at KAIROS_FROM_EMAIL.
+    assert first["From"] == f"Lumo Coffee <{settings.from_email}>"
     assert first["List-Unsubscribe"]
 
 

@@ -59,6 +59,12 @@ _ADDRESS = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;.]+$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # These describe the MIME structure the outbox builds; a template must not override them.
 _STRUCTURAL_HEADERS = frozenset({"content-type", "content-transfer-encoding", "mime-version"})
+# Headers mail clients read as they are sent: a URL in List-Unsubscribe cannot be folded (RFC
+# 2369), and the email package would fold a long one into RFC 2047 encoded words, which mail
+# clients do not decode there, so they would offer no unsubscribe button (RFC 8058 one-click).
+_RAW_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+# The message's own policy, except that headers set raw are written unchanged.
+_AS_WRITTEN = policy.default.clone(refold_source="none")
 
 
 class OutboxEmailSender:
@@ -240,7 +246,9 @@ def _eml(message: EmailMessage, now: datetime, provider_id: str) -> bytes:
     mail["Date"] = format_datetime(now)
     mail["Message-ID"] = f"<{provider_id}@outbox.kairos.local>"
     for name, value in message.headers.items():
-        if name.lower() not in _STRUCTURAL_HEADERS:
+        if name.lower() in _RAW_HEADERS and value.isascii():
+            _set_raw_header(mail, name, value)
+        elif name.lower() not in _STRUCTURAL_HEADERS:
             _set_header(mail, name, value)
     mail["X-Kairos-Key"] = _one_line(message.key)
     mail["X-Kairos-Category"] = message.category.value
@@ -250,7 +258,8 @@ def _eml(message: EmailMessage, now: datetime, provider_id: str) -> bytes:
         _set_header(mail, _metadata_header(name), value)
     mail.set_content(message.text)
     mail.add_alternative(message.html, subtype="html")
-    return mail.as_bytes()
+    # Headers set raw stay as they are; every other header is folded as the policy says.
+    return mail.as_bytes(policy=_AS_WRITTEN)
 
 
 def _sms_text(message: SmsMessage) -> str:
@@ -270,6 +279,12 @@ def _set_header(mail: MimeMessage, name: str, value: str) -> None:
         mail.replace_header(name, _one_line(value))
     else:
         mail[name] = _one_line(value)
+
+
+def _set_raw_header(mail: MimeMessage, name: str, value: str) -> None:
+    """A header written exactly as given, on one line: never folded into encoded words."""
+    del mail[name]
+    mail.set_raw(name, _one_line(value))
 
 
 def _metadata_header(name: str) -> str:

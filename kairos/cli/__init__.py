@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from typing import TYPE_CHECKING
 
 from kairos.exits import exit_process
@@ -51,13 +52,44 @@ def main() -> None:
     """The ``kairos`` command: run it, then exit without interpreter teardown."""
     app = load_commands(sys.argv[1:])
     try:
-        app()
-        code = 0
+        # Not standalone: a usage mistake comes back here, to be said in one line.
+        code = _exit_code(app(standalone_mode=False))
     except SystemExit as done:
         code = _exit_code(done.code)
     except KeyboardInterrupt:
         code = 130
+    except Exception as err:
+        code = _click_exit(err)
     exit_process(code)
+
+
+def _is(err: BaseException, name: str) -> bool:
+    # By name: Typer 0.17+ vendors Click as ``typer._click`` and does not export these
+    # classes, older Typer raises Click's own.
+    return any(cls.__name__ == name for cls in type(err).__mro__)
+
+
+def _click_exit(err: Exception) -> int:
+    """What a Click exception out of a command line means: said in one line, with its code."""
+    if _is(err, "NoArgsIsHelpError"):  # plain ``kairos``: the help is the answer
+        print(getattr(err, "ctx").get_help())  # noqa: B009 (Click's, untyped)
+        return 0
+    if _is(err, "UsageError"):  # an unknown option, a missing argument, a bad value
+        ctx = getattr(err, "ctx", None)
+        where = ctx.command_path if ctx is not None else "kairos"
+        message = " ".join(getattr(err, "format_message")().split()).rstrip(".")  # noqa: B009
+        print(f"error: {message} (see `{where} --help`)", file=sys.stderr)
+        return int(getattr(err, "exit_code", 2))
+    if _is(err, "ClickException"):
+        getattr(err, "show")()  # noqa: B009
+        return int(getattr(err, "exit_code", 1))
+    if _is(err, "Abort"):  # Ctrl-C or the end of input at a confirmation
+        print("kairos: aborted", file=sys.stderr)
+        return 1
+    # A bug, not a mistake: show where, then end as every command ends (a normal teardown
+    # after a Temporal client can abort the interpreter).
+    traceback.print_exc()
+    return 1
 
 
 def _exit_code(value: object) -> int:

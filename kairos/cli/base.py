@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperOption
 
 app = typer.Typer(
     name="kairos",
@@ -16,6 +18,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _flag_type(option: TyperOption, ctx: Any) -> str | None:
+    """No type for a flag in --help: ``--json  Machine-readable output``, not ``--json <bool>``."""
+    if option.is_flag:
+        return None
+    return _option_type(option, ctx)
+
+
+# Typer 0.2x shows ``<bool>`` after every flag in the rich help (--help included), as if it
+# took a value.
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign,assignment]
 
 
 @app.callback()

@@ -7,15 +7,12 @@ and segment count a carrier will bill.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from kairos.catalogue import BUILTIN_EVENT, AttrType, Catalogue
 from kairos.cli.base import app, console, err_console, fail
@@ -26,10 +23,11 @@ from kairos.problems import suggestion
 from kairos.rendering import RenderError, email_headers, render_preview
 from kairos.sms import analyse
 from kairos.unsubscribe import unsubscribe_url
+from kairos.yaml_source import load_data
 
 _EPILOG = (
-    "Example: [bold]kairos preview cart_abandonment first_reminder --customer anna.yaml "
-    "--event cart.json --locale fi[/]"
+    "Example: [bold]kairos preview cart_abandonment first_reminder --customer "
+    "tests/fixtures/preview/anna.yaml --event tests/fixtures/preview/cart.json --locale fi[/]"
 )
 
 
@@ -93,7 +91,9 @@ def preview(
         target = (out or settings.home / ".kairos" / "preview") / (
             f"{plan.name}-{step_id}.{content.locale}.html"
         )
-        _show_email(content, email_headers(url), target)
+        brand = project.catalogue.brand
+        sender = f"{brand} <{settings.from_email}>" if brand else settings.from_email
+        _show_email(content, {"From": sender, **email_headers(url)}, target)
     else:
         _show_sms(content)
 
@@ -112,9 +112,9 @@ def _read_mapping(path: Path, option: str) -> dict[str, Any]:
     except OSError as exc:
         raise fail(escape(f"{option} {path}: cannot read it ({exc.strerror or exc})")) from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else YAML(typ="safe").load(text)
-    except (ValueError, YAMLError) as exc:
-        raise fail(escape(f"{option} {path}: not valid JSON or YAML ({exc})")) from None
+        data = load_data(text, str(path))
+    except ValueError as exc:
+        raise fail(escape(f"{option} {exc}")) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -141,6 +141,9 @@ def _warn_catalogue(
 
 
 def _show_email(content: EmailContent, headers: dict[str, str], target: Path) -> None:
+    """The sender, subject, unsubscribe headers and preheader; the text; the HTML to a file."""
+    sender = headers.pop("From")
+    console.print(f"[bold]From:[/]      {escape(sender)}", highlight=False)
     console.print(f"[bold]Subject:[/]   {escape(content.subject)}", highlight=False)
     for name, value in headers.items():
         console.print(f"[bold]{name}:[/] {escape(value)}", highlight=False, soft_wrap=True)

@@ -39,6 +39,7 @@ from kairos.report import (
     versus,
 )
 from kairos.store import Database, StoreError
+from kairos.store.runs import runs_of
 from kairos.store.store import database_url
 from kairos.temporal import connect
 
@@ -77,8 +78,6 @@ def report_command(
     in Temporal.
     """
     settings, plans = _load()
-    if journey is not None and journey not in plans:
-        err_console.print(f"note: {escape(journey)} is not among the compiled journeys")
     try:
         window = parse_since(since, datetime.now(UTC))
     except ReportError as err:
@@ -120,6 +119,8 @@ async def _build(
     except StoreError as err:
         raise fail(str(err)) from None
     async with database:
+        if journey is not None and journey not in plans:
+            await _check_journey(database, plans, journey)
         try:
             client = await connect(settings)
         except RuntimeError as err:
@@ -137,6 +138,19 @@ async def _build(
             )
         except StoreError as err:
             raise fail(str(err)) from None
+
+
+async def _check_journey(database: Database, plans: dict[str, JourneyPlan], journey: str) -> None:
+    """A journey the project no longer has still reports its runs; a name nothing knows is a
+    mistake (a typo, most likely)."""
+    if await runs_of(database, journey=journey, limit=1):
+        err_console.print(
+            f"note: {escape(journey)} is not among the compiled journeys; reporting its runs",
+            highlight=False,
+        )
+        return
+    known = f" (journeys: {', '.join(sorted(plans))})" if plans else ""
+    raise fail(escape(f"no journey named {journey!r} has runs{known}"))
 
 
 # --- the terminal ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -252,7 +252,19 @@ def start(
     settings, project = load()
     _checked(lambda: check_journey(project, journey))
     _checked(lambda: check_profile(project.catalogue, customer, profile))
-    accepted = with_client(settings, project, lambda k: k.enter(journey, customer, profile))
+
+    async def enter(kairos: Kairos) -> Accepted:
+        if not profile:
+            # A typo'd id would become a new customer with an empty profile: with nothing to
+            # create them from, only a known customer can be started.
+            try:
+                await kairos.customer(customer)
+            except CustomerNotFound as err:
+                hint = "(to create them, give --data with a profile)"
+                raise CustomerNotFound(f"{err} {hint}") from None
+        return await kairos.enter(journey, customer, profile)
+
+    accepted = with_client(settings, project, enter)
     run_no = accepted.started[journey]
     console.print(
         f"[green]started[/] {journey} for {escape(customer)}: run {run_no} "
@@ -283,11 +295,19 @@ def customer(
     """
     settings, project = load()
     _checked(lambda: check_customer_id(customer_id))
-    record = with_client(settings, project, lambda k: k.customer(customer_id))
+
+    async def look(kairos: Kairos) -> tuple[CustomerRecord, dict[str, str]]:
+        record = await kairos.customer(customer_id)
+        return record, await kairos.whereabouts(record.runs)
+
+    record, where = with_client(settings, project, look)
     if as_json:
-        typer.echo(json.dumps(customer_json(record), indent=2, ensure_ascii=False))
+        shown = customer_json(record)
+        for run in shown["runs"]:
+            run["now"] = where.get(run["workflow_id"])
+        typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
         return
-    print_customer(record)
+    print_customer(record, where)
 
 
 def _consent_now(record: CustomerRecord) -> list[tuple[str, bool, str]]:
@@ -312,7 +332,7 @@ def _table(title: str | None, *columns: str) -> Table:
     return Table(*columns, title=title, title_justify="left", box=None, header_style="bold")
 
 
-def print_customer(record: CustomerRecord) -> None:
+def print_customer(record: CustomerRecord, where: Mapping[str, str]) -> None:
     console.print(
         f"[bold]customer {escape(record.id)}[/]  stage: {escape(record.stage or '-')}  "
         f"known since {_when(record.created_at)}, {record.events} events",
@@ -330,12 +350,14 @@ def print_customer(record: CustomerRecord) -> None:
         console.print(history)
     profile = _table("profile", "attribute", "value")
     for key, value in sorted(record.profile.items()):
-        profile.add_row(key, escape(str(value)))
+        profile.add_row(key, escape(_shown(value)))
     console.print(profile)
-    runs = _table("runs", "journey", "run", "status", "started", "workflow id")
+    runs = _table("runs", "journey", "run", "status", "started", "step: waiting for",
+                  "workflow id")  # fmt: skip
     for run in record.runs:
+        now = where.get(run.workflow_id, "?" if run.ended_at is None else "-")
         runs.add_row(run.journey, str(run.run_no), run.status, _when(run.started_at),
-                     escape(run.workflow_id))  # fmt: skip
+                     escape(now), escape(run.workflow_id))  # fmt: skip
     console.print(runs)
     for run in record.runs:
         # What the run could not evaluate or render, and went on without (docs/authoring.md).
@@ -350,6 +372,13 @@ def print_customer(record: CustomerRecord) -> None:
                          message.step, message.channel.value, message.status,
                          escape(_why(message)))  # fmt: skip
     console.print(messages)
+
+
+def _shown(value: Any) -> str:
+    """A profile value as support reads it: a score of 50, not 50.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _why(message: MessageRecord) -> str:

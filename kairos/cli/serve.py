@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from typing import Annotated
 
 import typer
@@ -35,6 +36,9 @@ def serve_command(
         web = load_web_config(home=settings.home)
     except ConfigError as err:
         raise fail(str(err), code=2) from None
+    bind_port = web.port if port is None else port
+    how = "pass a free --port" if port is not None else "set KAIROS_WEB_PORT to a free port"
+    _check_free(host, bind_port, how)
     logging.basicConfig(
         level=os.environ.get("KAIROS_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -44,7 +48,6 @@ def serve_command(
             "[yellow]warning:[/] KAIROS_SECRET is the development default; unsubscribe links "
             "can be forged until you set your own"
         )
-    bind_port = web.port if port is None else port
 
     async def go() -> None:
         application = await build_app(settings, web)
@@ -58,3 +61,16 @@ def serve_command(
         raise fail(f"the journeys do not compile:\n{err}") from None
     except StoreError as err:
         raise fail(str(err)) from None
+
+
+def _check_free(host: str, port: int, how: str) -> None:
+    """Say in one line that the port is taken, before uvicorn says it in a page of logs."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise fail(
+                f"cannot listen on {host}:{port}: {err.strerror or err} (is another `kairos "
+                f"serve` or `make dev` running? Stop it, or {how})"
+            ) from None

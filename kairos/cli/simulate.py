@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from temporalio.service import RPCError
 
 from kairos.cli.base import app, console
 from kairos.cli.base import fail_text as fail
@@ -21,6 +22,7 @@ from kairos.problems import ProjectError
 from kairos.simulate import (
     DEFAULT_DAYS,
     DEFAULT_START,
+    ProjectTimeline,
     SimulationError,
     Timeline,
     TimelineEntry,
@@ -28,12 +30,15 @@ from kairos.simulate import (
     load_customer,
     parse_event_spec,
     simulate,
+    simulate_project,
 )
 from kairos.store import StoreError
 
 _EPILOG = (
     "Example: [bold]kairos simulate welcome --customer tests/fixtures/simulate/ada.yaml "
-    "--event order_placed@+3d[/]  (add --json for CI)"
+    "--event order_placed@+3d[/]  (add --json for CI)\n\n"
+    "Every journey at once: [bold]kairos simulate --customer tests/fixtures/simulate/ada.yaml "
+    "--event signed_up --event cart_updated@+2d[/]"
 )
 _STYLES = {
     "event": "cyan",
@@ -58,13 +63,19 @@ _LOCAL = "%a %d %b %H:%M"
 
 @app.command("simulate", epilog=_EPILOG)
 def simulate_command(
-    journey: Annotated[str, typer.Argument(help="Journey name (journeys/<name>.yaml).")],
     customer: Annotated[
         Path,
         typer.Option(
             "--customer", "-c", help="Customer file (YAML or JSON): profile, consent, events."
         ),
     ],
+    journey: Annotated[
+        str | None,
+        typer.Argument(
+            help="Journey name (journeys/<name>.yaml); leave it out to run every journey "
+            "together, with their frequency caps and priorities."
+        ),
+    ] = None,
     event: Annotated[
         list[str] | None,
         typer.Option(
@@ -93,6 +104,9 @@ def simulate_command(
     The real journey, policy and templates run on a private PostgreSQL and
     a private time-skipping Temporal; nothing is sent. The customer gets the
     profile and the consent the customer file gives (consent is opt-in).
+    Without a journey name, every journey runs: the events start whichever
+    journeys they trigger, and frequency caps and priorities apply between
+    them, as before launching a second campaign you would want to see.
     Every message is shown at its simulated send time in the customer's
     timezone, with each wait, branch, deferral, frequency cap, block and why,
     restart and exit. Dates in the customer file may be relative to the
@@ -111,25 +125,31 @@ def simulate_command(
         raise fail(str(err)) from None
     # The timeline is the output: keep the SDK's warnings (activity retries, ...) out of it.
     logging.getLogger("temporalio").setLevel(logging.ERROR)
+    timeline: Timeline | ProjectTimeline
     try:
-        timeline = asyncio.run(
-            simulate(
-                project,
-                settings,
-                journey,
-                person,
-                events=scheduled,
-                days=days,
-                start=start,
-                call_webhooks=call_webhooks,
-            )
-        )
+        if journey is None:
+            timeline = asyncio.run(
+                simulate_project(project, settings, person, events=scheduled, days=days,
+                                 start=start, call_webhooks=call_webhooks)
+            )  # fmt: skip
+        else:
+            timeline = asyncio.run(
+                simulate(project, settings, journey, person, events=scheduled, days=days,
+                         start=start, call_webhooks=call_webhooks)
+            )  # fmt: skip
     except (SimulationError, StoreError) as err:
         raise fail(str(err)) from None
+    except RPCError as err:
+        # The private Temporal server failed under the simulation (it ran out of memory, or
+        # was killed): nothing the customer file can fix, so say so in one line.
+        failed = f"the simulation's private Temporal server failed: {err}; run it again"
+        raise fail(failed) from None
     if as_json:
         typer.echo(json.dumps(timeline.to_json(), indent=2, ensure_ascii=False))
-        return
-    print_timeline(timeline, bodies=bodies)
+    elif isinstance(timeline, ProjectTimeline):
+        print_project(timeline, bodies=bodies)
+    else:
+        print_timeline(timeline, bodies=bodies)
 
 
 def print_timeline(timeline: Timeline, *, bodies: bool = False) -> None:
@@ -149,6 +169,43 @@ def print_timeline(timeline: Timeline, *, bodies: bool = False) -> None:
     console.print(_summary(timeline), highlight=False)
     if bodies:
         _print_bodies(timeline)
+
+
+def print_project(project: ProjectTimeline, *, bodies: bool = False) -> None:
+    """Every journey's timeline in one table (a journey column), then a summary per journey."""
+    start = project.journeys[0].local(project.start)
+    console.print(
+        f"every journey for customer [bold]{escape(project.customer_id)}[/] "
+        f"({escape(project.timezone)}), simulated from {start.strftime(_LOCAL)} "
+        f"{start.tzname()} to "
+        f"{format_offset(int((project.horizon - project.start).total_seconds()))}",
+        highlight=False,
+    )
+    table = Table("after", "local time", "journey", "step", "what", "message", header_style="bold")
+    first = project.journeys[0]
+    rows = [(e.offset_seconds, 0, first, e) for e in first.entries if e.kind == "event"]
+    for number, timeline in enumerate(project.entered, start=1):
+        rows += [(e.offset_seconds, number, timeline, e) for e in timeline.entries
+                 if e.kind != "event"]  # fmt: skip
+    for _, _, timeline, entry in sorted(rows, key=lambda r: r[:2]):
+        after, local, step, what, message = _row(timeline, entry)
+        journey = "" if entry.kind == "event" else escape(timeline.journey)
+        table.add_row(after, local, journey, step, what, message, style=_STYLES.get(entry.kind))
+    console.print(table)
+    for timeline in project.entered:
+        console.print(f"[bold]{escape(timeline.journey)}[/]: {_summary(timeline)}", highlight=False)
+    others = [t.journey for t in project.journeys if not t.runs]
+    if not project.entered:
+        console.print(
+            "no journey started: give the events that start them (--event signed_up), or "
+            "the profile dates that date-triggered journeys wait for",
+            highlight=False,
+        )
+    if others:
+        console.print(f"not entered: {escape(', '.join(others))}", highlight=False)
+    if bodies:
+        for timeline in project.entered:
+            _print_bodies(timeline)
 
 
 def _row(timeline: Timeline, entry: TimelineEntry) -> tuple[str, str, str, str, str]:

@@ -44,7 +44,8 @@ class UnsubscribeRoutes:
     def __init__(self, kairos: Kairos, settings: Settings) -> None:
         self.kairos = kairos
         self.secret = settings.secret
-        self.brand = settings.from_name
+        # The business's name (customer.yaml `brand:`), else its sender address.
+        self.brand = kairos.project.catalogue.brand or settings.from_email
         self.locale_attribute = kairos.project.catalogue.attribute_of_type(AttrType.locale)
 
     def routes(self) -> list[BaseRoute]:

@@ -83,7 +83,7 @@ def web_config(sendgrid: SendGridKey | None = None) -> WebConfig:
 
 
 def web_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, twilio_auth_token=TWILIO_TOKEN, from_name="Lumo Coffee")
+    return dataclasses.replace(settings, twilio_auth_token=TWILIO_TOKEN)
 
 
 async def offline_kairos(settings: Settings, store: Store) -> Kairos:
