@@ -18,7 +18,6 @@ from pathlib import Path
 import psutil
 import psycopg
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from benchmarks.project import REPO
 from kairos.dev import dev_server_args, temporal_binary
@@ -55,7 +54,9 @@ async def _connect(address: str, server: subprocess.Popen[bytes]) -> Client:
         if server.poll() is not None:
             raise RuntimeError(f"the dev server exited with code {server.returncode}")
         with contextlib.suppress(Exception):
-            return await Client.connect(address, data_converter=pydantic_data_converter)
+            # A connection only: what sends or reads payloads wraps it with the store's keys
+            # (kairos.temporal.with_keys).
+            return await Client.connect(address)
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the dev server did not answer on {address} within 30s")
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.providers.outbox import erase_customer
 from kairos.catalogue import AttrType, Catalogue
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
@@ -194,7 +195,7 @@ class Kairos:
         settings = settings or load_settings()
         project = project or load_project(settings.home)
         store = await Store.open(settings, project)
-        client = await connect(settings, lazy=True)
+        client = await connect(settings, store.keys, lazy=True)
         dispatcher = Dispatcher(
             store.database,
             client,
@@ -409,15 +410,38 @@ class Kairos:
         return run
 
     async def forget(self, customer_id: str) -> Forgotten:
-        """Erase a customer: their rows go (suppressions of withdrawn addresses stay) and every
-        run of theirs is cancelled."""
+        """Erase a customer: their rows and data key go (suppressions of withdrawn addresses
+        stay), so do their outbox messages, and every run of theirs is ended."""
+        forgotten = await self.erase(customer_id)
+        for run in (*forgotten.open_runs, *forgotten.ended_runs):
+            await self.end_forgotten_run(run)
+        return forgotten
+
+    async def erase(self, customer_id: str) -> Forgotten:
+        """:meth:`forget` without its Temporal part: the customer store and the outbox."""
         check_customer_id(customer_id)
         forgotten = await self.store.forget(customer_id)
         if forgotten is None:
             raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos")
-        for run in forgotten.open_runs:
-            await self.cancel_workflow(run)
+        outbox = self.settings.outbox_dir
+        forgotten.outbox_messages = await asyncio.to_thread(erase_customer, outbox, customer_id)
         return forgotten
+
+    async def end_forgotten_run(self, run: RunRecord) -> None:
+        """Terminate a forgotten customer's run (gone already is fine). Not a cancellation:
+        with their data key deleted no worker can read the run's history to handle one.
+
+        Raises:
+            RuntimeError: Temporal cannot be reached (the SDK's connection error).
+            RPCError: Temporal refused the call.
+        """
+        try:
+            await self.client.get_workflow_handle(run.workflow_id).terminate(
+                reason="customer forgotten"
+            )
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
 
     async def cancel_workflow(self, run: RunRecord) -> None:
         """Cancel a run's workflow (gone already is fine); the store is the caller's business.

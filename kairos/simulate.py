@@ -36,7 +36,6 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -75,7 +74,7 @@ from kairos.store.database import ensure_database
 from kairos.store.embedded import temporary_server
 from kairos.store.runs import runs_of
 from kairos.store.support import customer_record
-from kairos.temporal import register_search_attributes
+from kairos.temporal import register_search_attributes, with_keys
 from worker import build_worker, dispatcher
 from workflows import schedule
 from workflows.schedule import EventScheduleWorkflow
@@ -471,7 +470,6 @@ async def _simulate_on(
         await database.upgrade()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
-        data_converter=pydantic_data_converter,
         runtime=_quiet_runtime(),
     )
     async with env:
@@ -556,7 +554,8 @@ class _Simulation:
         start: datetime,
     ) -> None:
         self.env = env
-        self.client: Client = env.client
+        # The test server's connection, encrypting with this simulation's keys.
+        self.client: Client = with_keys(env.client, store.keys)
         self.store = store
         self.catalogue: Catalogue = store.catalogue
         self.settings = settings

@@ -253,7 +253,7 @@ async def _rows_read(store: Store, customer: str, event: Event) -> int:
     On a connection of its own: a backend keeps counting until it flushes its statistics, so a
     pooled connection's counters would include the transactions before this one.
     """
-    ingest = Ingest(store.project.catalogue, store.project.plans)
+    ingest = Ingest(store.project.catalogue, store.project.plans, store.master)
     async with (
         await psycopg.AsyncConnection.connect(store.database.url, row_factory=dict_row) as conn,
         conn.transaction(),

@@ -318,7 +318,7 @@ async def test_feedback_events_the_catalogue_does_not_declare_are_not_emitted(
     events = {k: v for k, v in project.catalogue.events.items() if k != "email_opened"}
     catalogue = project.catalogue.model_copy(update={"events": events})
     undeclared = Store(store.database, dataclasses.replace(project, catalogue=catalogue), settings)
-    kairos = make_kairos(await offline_client(), settings, undeclared)
+    kairos = make_kairos(await offline_client(undeclared), settings, undeclared)
     await _known(store, "c-sg")
     async with serve(kairos, web_settings(settings), sendgrid=key) as http:
         response = await _post(

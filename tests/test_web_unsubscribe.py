@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from typing import Any
 
@@ -89,6 +90,31 @@ async def test_a_link_for_another_customer_is_refused(
         response = await offline.post(f"/u/{token}", data=ONE_CLICK)
         assert response.status_code == 400
         assert "c-theirs" not in response.text
+
+
+OLD_SECRET = "0b5e7c1d9a2f48e6b3c0d7a1e5f9c2b8d4a6e0f3"
+
+
+async def test_after_a_secret_rotation_old_links_work_until_the_grace_period_ends(
+    settings: Settings, store: Store
+) -> None:
+    await _known(store, "c-u", "en")
+    old = make_token("c-u", secret=OLD_SECRET, expires_at=int(time.time()) + 60)
+    in_grace = dataclasses.replace(
+        settings, secret_previous=OLD_SECRET,
+        secret_previous_until=datetime.now(UTC) + timedelta(days=1),
+    )  # fmt: skip
+    past_grace = dataclasses.replace(
+        in_grace, secret_previous_until=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    async with serve(await offline_kairos(settings, store), web_settings(past_grace)) as http:
+        assert (await http.post(f"/u/{old}", data=ONE_CLICK)).status_code == 400
+    record = await store.customer("c-u")
+    assert record is not None and record.consent.marketing
+    async with serve(await offline_kairos(settings, store), web_settings(in_grace)) as http:
+        assert (await http.post(f"/u/{old}", data=ONE_CLICK)).status_code == 200
+    record = await store.customer("c-u")
+    assert record is not None and not record.consent.marketing
 
 
 async def test_an_expired_link_says_so_in_the_browsers_language(

@@ -23,11 +23,13 @@ from typing import Any
 
 from kairos import phone, routing
 from kairos.catalogue import AttrType, Catalogue
+from kairos.crypto import MasterKeys
 from kairos.expressions import ExpressionError
 from kairos.plan import Entry, JourneyPlan
 from kairos.routing import SET_EVENT, START_EVENT
 from kairos.runtime import Event
 from kairos.store.database import Connection
+from kairos.store.keys import create_customer_key
 from kairos.store.views import CustomerRow, jsonb, load_customer, to_json
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,11 @@ class _OpenRun:
 class Ingest:
     """Accepts events for the journeys of one compiled project."""
 
-    def __init__(self, catalogue: Catalogue, plans: Mapping[str, JourneyPlan]) -> None:
+    def __init__(
+        self, catalogue: Catalogue, plans: Mapping[str, JourneyPlan], master: MasterKeys
+    ) -> None:
         self.catalogue = catalogue
+        self.master = master
         self.plans = sorted(plans.values(), key=lambda p: (-p.priority, p.name))
         self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
 
@@ -92,6 +97,8 @@ class Ingest:
                 "INSERT INTO customers (id) VALUES (%s) ON CONFLICT (id) DO NOTHING",
                 (customer_id,),
             )
+            # Their data key is born with them, so nothing of theirs reaches Temporal without it.
+            await create_customer_key(conn, customer_id, self.master)
             row = await load_customer(conn, customer_id, lock=True)
             assert row is not None
         # Routed unless this transaction decides on Temporal calls (then NULL until made).

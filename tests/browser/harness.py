@@ -21,9 +21,9 @@ import psycopg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from kairos.client import Kairos
+from kairos.codec import data_converter
 from kairos.config import Settings
 from kairos.store import Store
 from kairos.web.app import create_app
@@ -35,9 +35,10 @@ API_KEY = "test-api-key-0123456789abcdef"
 TWILIO_TOKEN = "test-twilio-auth-token"
 
 
-async def offline_client() -> Client:
+async def offline_client(store: Store) -> Client:
     """A client whose Temporal is unreachable: every call fails as in an outage."""
-    return await Client.connect("127.0.0.1:1", data_converter=pydantic_data_converter, lazy=True)
+    converter = data_converter(store.keys)
+    return await Client.connect("127.0.0.1:1", data_converter=converter, lazy=True)
 
 
 class SendGridKey:
@@ -88,7 +89,7 @@ def web_settings(settings: Settings) -> Settings:
 
 async def offline_kairos(settings: Settings, store: Store) -> Kairos:
     """A client on the test's store whose Temporal is unreachable."""
-    return make_kairos(await offline_client(), settings, store)
+    return make_kairos(await offline_client(store), settings, store)
 
 
 @asynccontextmanager

@@ -58,6 +58,19 @@ CREATE TABLE customers (
 );
 CREATE INDEX customers_phone ON customers (phone) WHERE phone IS NOT NULL;
 
+-- Data keys (AES-256) that encrypt what Temporal stores: one per customer, and one for payloads
+-- of no customer (customer_id NULL, id 'installation'). Each is wrapped (AES-GCM) by the master
+-- key named in master_key_id (KAIROS_MASTER_KEY). Every encrypted payload names its key id, so
+-- deleting a customer's key (by cascade, with the customer) makes all their histories unreadable.
+CREATE TABLE data_keys (
+    id             text PRIMARY KEY,
+    customer_id    text UNIQUE REFERENCES customers (id) ON DELETE CASCADE,
+    wrapped        bytea NOT NULL,
+    master_key_id  text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CHECK ((customer_id IS NULL) = (id = 'installation'))
+);
+
 -- Consent as it stands: no row means not granted (opt-in), except that email needs no consent
 -- for transactional messages. `source` says who or what recorded it.
 CREATE TABLE consent (
