@@ -5,6 +5,7 @@ next marketing email."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -230,3 +231,25 @@ async def test_an_unsubscribe_click_stops_the_next_marketing_email_of_a_running_
         "first_order_offer": "marketing consent withdrawn (one-click unsubscribe)",
     }
     assert result.outcome == "no_first_order"
+
+
+async def test_the_access_log_holds_no_token_and_no_query_string(
+    settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _known(store, "c-u", "en")
+    link = _link(settings)
+    app = create_app(await offline_kairos(settings, store), web_settings(settings), web_config())
+    access = logging.getLogger("uvicorn.access")  # does not propagate: listen on it directly
+    async with running(app, log_level="info") as url, httpx.AsyncClient(base_url=url) as http:
+        access.addHandler(caplog.handler)
+        try:
+            assert (await http.get(link)).status_code == 200
+            await http.post("/v1/track?api_key=key-in-the-query-0123456789", json={})
+        finally:
+            access.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(lines) == 2, lines
+    token = link.removeprefix("/u/")
+    assert not any(token in line or "key-in-the-query" in line for line in lines)
+    assert '"GET /u/[token] HTTP/1.1" 200' in lines[0]
+    assert '"POST /v1/track?[redacted] HTTP/1.1" 401' in lines[1]
