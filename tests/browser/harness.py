@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,7 +52,9 @@ class SendGridKey:
         )
         self.public = base64.b64encode(der).decode()
 
-    def headers(self, body: bytes, timestamp: str = "1767225600") -> dict[str, str]:
+    def headers(self, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+        """Signed as SendGrid signs, at ``timestamp`` (Unix seconds; now by default)."""
+        timestamp = str(int(time.time())) if timestamp is None else timestamp
         signature = self._private.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
         return {
             "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
