@@ -228,6 +228,13 @@ class Store:
         itself (so a customer who gives the number later inherits a STOP)."""
         source = f"sms {keyword or ('START' if opt_in else 'STOP')}"
         async with self.database.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO inbound_receipts (id) VALUES (%s) ON CONFLICT (id) DO NOTHING"
+                " RETURNING id",
+                (f"twilio:{message_id}",),
+            )
+            if await cursor.fetchone() is None:
+                return []  # Twilio retried a message already applied
             if opt_in:
                 await unsuppress(conn, Channel.sms, e164, scope="all")
             else:

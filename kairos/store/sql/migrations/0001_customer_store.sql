@@ -188,3 +188,10 @@ CREATE TABLE suppressions (
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (address_hash, scope)
 );
+
+-- Inbound SMS keywords applied, by Twilio's MessageSid: a retried STOP is applied once, so it
+-- cannot suppress the number again after a later START.
+CREATE TABLE inbound_receipts (
+    id           text PRIMARY KEY,   -- twilio:<MessageSid>
+    received_at  timestamptz NOT NULL DEFAULT now()
+);
