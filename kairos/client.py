@@ -259,6 +259,7 @@ class Kairos:
         consent: dict[str, bool] | None = None,
         source: str = "identify",
         call_id: str | None = None,
+        timestamp: datetime | None = None,
     ) -> Accepted:
         """Create or update a customer's profile, and record consent given with it.
 
@@ -268,11 +269,15 @@ class Kairos:
             consent: Topics (email, sms, marketing) granted (True) or withdrawn (False).
             source: Who or what gave the consent ("signup form", "support call"): the proof.
             call_id: Makes a retried call harmless: the same id is applied once.
+            timestamp: When the attributes were true (default: now). An attribute that an
+                identify stated for a later time keeps its value, so an older call arriving
+                late (a retry) does not overwrite a newer one.
         """
         check_profile(self.project.catalogue, customer_id, attributes, consent)
         accepted = await self.store.identify(
-            customer_id, attributes, consent=consent, source=source, call_id=call_id
-        )
+            customer_id, attributes, consent=consent, source=source, call_id=call_id,
+            at=timestamp,
+        )  # fmt: skip
         return await self._dispatched(accepted)
 
     async def start(

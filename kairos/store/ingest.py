@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kairos import phone, routing
@@ -44,6 +45,9 @@ class ProfileEdit:
     stage: str | None = None
     consent: dict[str, bool] = field(default_factory=dict)
     consent_source: str = ""
+    # For an identify call: when its attributes were true. An attribute an identify stated for
+    # a later time keeps its value; other edits (events, set steps) always apply.
+    stated_at: datetime | None = None
 
 
 @dataclass
@@ -150,6 +154,7 @@ class Ingest:
                     attributes=attributes,
                     consent=consent,
                     consent_source=str(props.get("source") or "identify"),
+                    stated_at=_stated_at(event.timestamp),
                 )
             case routing.SET_EVENT:
                 return ProfileEdit(
@@ -177,7 +182,15 @@ class Ingest:
     ) -> set[str]:
         """Apply ``edit`` to the locked row (and the store); returns the names that changed."""
         profile = dict(row.profile)
+        profile_at = dict(row.profile_at)
         for name, value in edit.attributes.items():
+            if edit.stated_at is None:
+                profile_at.pop(name, None)
+            else:
+                newer = profile_at.get(name)
+                if newer is not None and datetime.fromisoformat(newer) > edit.stated_at:
+                    continue  # an identify stated for a later time set it: keep that
+                profile_at[name] = edit.stated_at.isoformat()
             if value is None:
                 profile.pop(name, None)
             else:
@@ -199,11 +212,16 @@ class Ingest:
             changed.add("consent")
         if changed:
             await conn.execute(
-                "UPDATE customers SET profile = %s, stage = %s, phone = %s,"
+                "UPDATE customers SET profile = %s, stage = %s, phone = %s, profile_at = %s,"
                 " version = version + 1, updated_at = now() WHERE id = %s",
-                (jsonb(profile), stage, self._phone(profile), row.id),
+                (jsonb(profile), stage, self._phone(profile), jsonb(profile_at), row.id),
             )
             row.profile, row.stage, row.version = profile, stage, row.version + 1
+        elif profile_at != row.profile_at:
+            await conn.execute(
+                "UPDATE customers SET profile_at = %s WHERE id = %s", (jsonb(profile_at), row.id)
+            )
+        row.profile_at = profile_at
         return changed
 
     async def _consent(
@@ -371,3 +389,12 @@ def _author(event: Event) -> tuple[str, int] | None:
     if event.name != SET_EVENT:
         return None
     return str(event.properties.get("journey")), int(event.properties.get("run_no", 0))
+
+
+def _stated_at(moment: datetime | None) -> datetime:
+    """When an identify call says its attributes were true: its timestamp (naive is UTC), but
+    never later than now, so a caller's fast clock cannot lock attributes against later calls."""
+    now = datetime.now(UTC)
+    if moment is None:
+        return now
+    return min(moment if moment.tzinfo else moment.replace(tzinfo=UTC), now)

@@ -122,6 +122,7 @@ class TrackRoutes:
                 consent={str(k): v for k, v in (call.consent or {}).items()} or None,
                 source=call.consent_source,
                 call_id=call_id,
+                timestamp=_aware(call.timestamp),
             )
         except InvalidProfile as err:
             raise ApiError(

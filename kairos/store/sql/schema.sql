@@ -53,6 +53,9 @@ CREATE TABLE customers (
     stage       text,
     phone       text,              -- the profile's phone in E.164, for inbound SMS keywords
     version     bigint NOT NULL DEFAULT 0,   -- +1 on every profile, stage or consent change
+    -- When an identify call said each attribute's value (attribute -> ISO time): a call stated
+    -- for an earlier time (a retried identify arriving late) does not overwrite a newer value.
+    profile_at  jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
