@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import threading
+import unicodedata
 import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -88,8 +91,44 @@ class CustomerNotFound(KairosError):
     pass
 
 
+# Beyond these, a value is a mistake or an attack, not customer data.
+MAX_DEPTH = 32
+MAX_STRING_CHARS = 10_000
+
+
+def value_problems(values: Any, what: str) -> list[str]:
+    """Why ``values`` (properties or attributes) cannot be accepted: nested deeper than
+    MAX_DEPTH, a string longer than MAX_STRING_CHARS, or a number that is not finite."""
+    problems: list[str] = []
+    pending: list[tuple[Any, str, int]] = [(values, what, 0)]
+    while pending and len(problems) < 10:
+        value, where, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            problems.append(f"{what} are nested deeper than {MAX_DEPTH} levels (at {where})")
+            break
+        if isinstance(value, dict):
+            pending.extend((v, f"{where}.{k}" if depth else str(k), depth + 1)
+                           for k, v in value.items())  # fmt: skip
+        elif isinstance(value, list | tuple):
+            pending.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(
+                f"{where} is {value}: NaN or Infinity cannot be stored, send a finite number"
+            )
+        elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            problems.append(
+                f"{where} is {len(value):,} characters; at most {MAX_STRING_CHARS:,} fit in one "
+                "value (send an id or a link instead of the content)"
+            )
+    return problems
+
+
 def size_problems(values: dict[str, Any], what: str) -> list[str]:
-    """Why ``values`` cannot be stored as one event: too large, or numbers JSON cannot carry."""
+    """Why ``values`` cannot be stored as one event: too deep, too long, too large, or numbers
+    JSON cannot carry."""
+    problems = value_problems(values, what)
+    if problems:
+        return problems
     try:
         size = len(json.dumps(values, allow_nan=False, default=str).encode())
     except ValueError:
@@ -103,14 +142,37 @@ def size_problems(values: dict[str, Any], what: str) -> list[str]:
 
 
 def check_customer_id(customer_id: object) -> str:
-    """``customer_id`` if it is a usable customer id; InvalidCustomerId says what would be."""
+    """``customer_id`` if it is a usable customer id; InvalidCustomerId says what would be.
+
+    Ids appear in workflow ids, search attributes and file names, which are not encrypted, and
+    in Temporal's visibility queries: so they must be pseudonymous (never an email address or
+    phone number) and free of quotes, backslashes, whitespace and control characters.
+    """
     if not isinstance(customer_id, str) or not customer_id.strip():
         raise InvalidCustomerId("a customer id is required (a non-empty string such as 'c-42')")
-    if len(customer_id) > 200 or any(c in customer_id for c in "\n\r\t\x00"):
+    # The value itself is never echoed: it may be personal data.
+    if "@" in customer_id:
+        raise InvalidCustomerId(_PSEUDONYMOUS.format("looks like an email address"))
+    if _PHONE_LIKE.fullmatch(customer_id):
+        raise InvalidCustomerId(_PSEUDONYMOUS.format("looks like a phone number"))
+    if len(customer_id) > MAX_ID_CHARS or any(_unsafe(c) for c in customer_id):
         raise InvalidCustomerId(
-            "customer ids are at most 200 characters with no line breaks, tabs or NUL"
+            f"customer ids are at most {MAX_ID_CHARS} characters, without quotes, backslashes, "
+            "whitespace or control characters (such as 'c-42' or a UUID)"
         )
     return customer_id
+
+
+MAX_ID_CHARS = 200
+_PHONE_LIKE = re.compile(r"\+[\d\s().-]{6,}")
+_PSEUDONYMOUS = (
+    "customer ids must be pseudonymous: this one {}, and ids are stored unencrypted in "
+    "Temporal (workflow ids, search attributes). Use your database's id or a UUID"
+)
+
+
+def _unsafe(char: str) -> bool:
+    return char in "\"'\\`" or char.isspace() or unicodedata.category(char)[0] in "CZ"
 
 
 def checked_event(

@@ -311,7 +311,8 @@ MISTAKES = [
     (["runs", "--journey", "welcom"], "error: no journey named 'welcom'"),
     (["unsubscribe", "c-42", "--topic", "newsletter"],
      "error: --topic 'newsletter': use one of email, sms, marketing, all"),
-    (["customer", "a\tb"], "error: customer ids are at most 200 characters with no line breaks"),
+    (["customer", "a\tb"], "error: customer ids are at most 200 characters, without quotes"),
+    (["forget", "ada@example.com", "--yes"], "error: customer ids must be pseudonymous"),
 ]  # fmt: skip
 
 
