@@ -120,8 +120,9 @@ def postmaster_pid(admin_url: str) -> int:
     """The PostgreSQL server's main process (the parent of every connection's backend)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    parent: int = psutil.Process(int(row[0])).ppid()
+        assert row is not None
+        # While connected: the backend process exits with its connection.
+        parent: int = psutil.Process(int(row[0])).ppid()
     return parent
 
 
