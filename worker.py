@@ -29,7 +29,7 @@ from activities.providers import EmailSender, SmsSender, build_senders
 from kairos.catalogue import AttrType
 from kairos.client import Kairos
 from kairos.compiler import load_project
-from kairos.config import ConfigError, Settings, load_settings
+from kairos.config import ConfigError, Settings, deployment_problems, load_settings
 from kairos.exits import exit_process
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
@@ -105,6 +105,11 @@ def dispatcher(
 
 
 async def run(settings: Settings) -> int:
+    refused = deployment_problems(settings)
+    if refused:
+        # The worker mints unsubscribe links and writes to Temporal: the same rule as serve.
+        print(f"kairos worker: refusing to start: {'; '.join(refused)}", file=sys.stderr)
+        return 2
     try:
         project = load_project(settings.home)
     except ProjectError as err:
@@ -121,7 +126,7 @@ async def run(settings: Settings) -> int:
         return 1
     try:
         try:
-            client = await connect(settings)
+            client = await connect(settings, store.keys)
         except RuntimeError as err:
             target = settings.temporal.get("target_host", "localhost:7233")
             print(f"kairos worker: cannot reach Temporal at {target}: {err}", file=sys.stderr)

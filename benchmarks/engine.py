@@ -31,6 +31,7 @@ from kairos.config import Settings
 from kairos.costs import HistoryCount, count_histories
 from kairos.runtime import SA_OUTCOME
 from kairos.store import Store
+from kairos.temporal import with_keys
 from worker import dispatcher
 
 # Events in flight at once from the load generator (product code calling emit).
@@ -145,6 +146,7 @@ async def _drive(
 ) -> Drive:
     people = customers(phase.customers)
     store = await Store.open(settings, project)
+    client = with_keys(client, store.keys)
     start = STARTERS[phase.side]
     kairos = Kairos(store, dispatcher(store, client, settings.task_queue, start=start), settings)
     progress = Progress()

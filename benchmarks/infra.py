@@ -18,7 +18,6 @@ from pathlib import Path
 import psutil
 import psycopg
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from benchmarks.project import REPO
 from kairos.dev import dev_server_args, temporal_binary
@@ -55,7 +54,9 @@ async def _connect(address: str, server: subprocess.Popen[bytes]) -> Client:
         if server.poll() is not None:
             raise RuntimeError(f"the dev server exited with code {server.returncode}")
         with contextlib.suppress(Exception):
-            return await Client.connect(address, data_converter=pydantic_data_converter)
+            # A connection only: what sends or reads payloads wraps it with the store's keys
+            # (kairos.temporal.with_keys).
+            return await Client.connect(address)
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the dev server did not answer on {address} within 30s")
 
@@ -119,8 +120,9 @@ def postmaster_pid(admin_url: str) -> int:
     """The PostgreSQL server's main process (the parent of every connection's backend)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    parent: int = psutil.Process(int(row[0])).ppid()
+        assert row is not None
+        # While connected: the backend process exits with its connection.
+        parent: int = psutil.Process(int(row[0])).ppid()
     return parent
 
 

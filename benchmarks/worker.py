@@ -77,7 +77,7 @@ async def serve(side: str, settings: Settings) -> None:
     project = load_project(settings.home)
     store = await Store.open(settings, project)
     try:
-        client = await connect(settings)
+        client = await connect(settings, store.keys)
         worker = build_side_worker(side, client, settings, store)
         sweeper = dispatcher(store, client, settings.task_queue, start=STARTERS[side])
         stop = asyncio.Event()

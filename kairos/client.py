@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import threading
+import unicodedata
 import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
@@ -25,6 +28,7 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.providers.outbox import erase_customer
 from kairos.catalogue import AttrType, Catalogue
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
@@ -89,8 +93,44 @@ class CustomerNotFound(KairosError):
     pass
 
 
+# Beyond these, a value is a mistake or an attack, not customer data.
+MAX_DEPTH = 32
+MAX_STRING_CHARS = 10_000
+
+
+def value_problems(values: Any, what: str) -> list[str]:
+    """Why ``values`` (properties or attributes) cannot be accepted: nested deeper than
+    MAX_DEPTH, a string longer than MAX_STRING_CHARS, or a number that is not finite."""
+    problems: list[str] = []
+    pending: list[tuple[Any, str, int]] = [(values, what, 0)]
+    while pending and len(problems) < 10:
+        value, where, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            problems.append(f"{what} are nested deeper than {MAX_DEPTH} levels (at {where})")
+            break
+        if isinstance(value, dict):
+            pending.extend((v, f"{where}.{k}" if depth else str(k), depth + 1)
+                           for k, v in value.items())  # fmt: skip
+        elif isinstance(value, list | tuple):
+            pending.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(
+                f"{where} is {value}: NaN or Infinity cannot be stored, send a finite number"
+            )
+        elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            problems.append(
+                f"{where} is {len(value):,} characters; at most {MAX_STRING_CHARS:,} fit in one "
+                "value (send an id or a link instead of the content)"
+            )
+    return problems
+
+
 def size_problems(values: dict[str, Any], what: str) -> list[str]:
-    """Why ``values`` cannot be stored as one event: too large, or numbers JSON cannot carry."""
+    """Why ``values`` cannot be stored as one event: too deep, too long, too large, or numbers
+    JSON cannot carry."""
+    problems = value_problems(values, what)
+    if problems:
+        return problems
     try:
         size = len(json.dumps(values, allow_nan=False, default=str).encode())
     except ValueError:
@@ -104,14 +144,37 @@ def size_problems(values: dict[str, Any], what: str) -> list[str]:
 
 
 def check_customer_id(customer_id: object) -> str:
-    """``customer_id`` if it is a usable customer id; InvalidCustomerId says what would be."""
+    """``customer_id`` if it is a usable customer id; InvalidCustomerId says what would be.
+
+    Ids appear in workflow ids, search attributes and file names, which are not encrypted, and
+    in Temporal's visibility queries: so they must be pseudonymous (never an email address or
+    phone number) and free of quotes, backslashes, whitespace and control characters.
+    """
     if not isinstance(customer_id, str) or not customer_id.strip():
         raise InvalidCustomerId("a customer id is required (a non-empty string such as 'c-42')")
-    if len(customer_id) > 200 or any(c in customer_id for c in "\n\r\t\x00"):
+    # The value itself is never echoed: it may be personal data.
+    if "@" in customer_id:
+        raise InvalidCustomerId(_PSEUDONYMOUS.format("looks like an email address"))
+    if _PHONE_LIKE.fullmatch(customer_id):
+        raise InvalidCustomerId(_PSEUDONYMOUS.format("looks like a phone number"))
+    if len(customer_id) > MAX_ID_CHARS or any(_unsafe(c) for c in customer_id):
         raise InvalidCustomerId(
-            "customer ids are at most 200 characters with no line breaks, tabs or NUL"
+            f"customer ids are at most {MAX_ID_CHARS} characters, without quotes, backslashes, "
+            "whitespace or control characters (such as 'c-42' or a UUID)"
         )
     return customer_id
+
+
+MAX_ID_CHARS = 200
+_PHONE_LIKE = re.compile(r"\+[\d\s().-]{6,}")
+_PSEUDONYMOUS = (
+    "customer ids must be pseudonymous: this one {}, and ids are stored unencrypted in "
+    "Temporal (workflow ids, search attributes). Use your database's id or a UUID"
+)
+
+
+def _unsafe(char: str) -> bool:
+    return char in "\"'\\`" or char.isspace() or unicodedata.category(char)[0] in "CZ"
 
 
 def checked_event(
@@ -196,7 +259,7 @@ class Kairos:
         settings = settings or load_settings()
         project = project or load_project(settings.home)
         store = await Store.open(settings, project)
-        client = await connect(settings, lazy=True)
+        client = await connect(settings, store.keys, lazy=True)
         dispatcher = Dispatcher(
             store.database,
             client,
@@ -260,6 +323,7 @@ class Kairos:
         consent: dict[str, bool] | None = None,
         source: str = "identify",
         call_id: str | None = None,
+        timestamp: datetime | None = None,
     ) -> Accepted:
         """Create or update a customer's profile, and record consent given with it.
 
@@ -269,11 +333,15 @@ class Kairos:
             consent: Topics (email, sms, marketing) granted (True) or withdrawn (False).
             source: Who or what gave the consent ("signup form", "support call"): the proof.
             call_id: Makes a retried call harmless: the same id is applied once.
+            timestamp: When the attributes were true (default: now). An attribute that an
+                identify stated for a later time keeps its value, so an older call arriving
+                late (a retry) does not overwrite a newer one.
         """
         check_profile(self.project.catalogue, customer_id, attributes, consent)
         accepted = await self.store.identify(
-            customer_id, attributes, consent=consent, source=source, call_id=call_id
-        )
+            customer_id, attributes, consent=consent, source=source, call_id=call_id,
+            at=timestamp,
+        )  # fmt: skip
         return await self._dispatched(accepted)
 
     async def start(
@@ -445,15 +513,38 @@ class Kairos:
         return run
 
     async def forget(self, customer_id: str) -> Forgotten:
-        """Erase a customer: their rows go (suppressions of withdrawn addresses stay) and every
-        run of theirs is cancelled."""
+        """Erase a customer: their rows and data key go (suppressions of withdrawn addresses
+        stay), so do their outbox messages, and every run of theirs is ended."""
+        forgotten = await self.erase(customer_id)
+        for run in (*forgotten.open_runs, *forgotten.ended_runs):
+            await self.end_forgotten_run(run)
+        return forgotten
+
+    async def erase(self, customer_id: str) -> Forgotten:
+        """:meth:`forget` without its Temporal part: the customer store and the outbox."""
         check_customer_id(customer_id)
         forgotten = await self.store.forget(customer_id)
         if forgotten is None:
             raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos")
-        for run in forgotten.open_runs:
-            await self.cancel_workflow(run)
+        outbox = self.settings.outbox_dir
+        forgotten.outbox_messages = await asyncio.to_thread(erase_customer, outbox, customer_id)
         return forgotten
+
+    async def end_forgotten_run(self, run: RunRecord) -> None:
+        """Terminate a forgotten customer's run (gone already is fine). Not a cancellation:
+        with their data key deleted no worker can read the run's history to handle one.
+
+        Raises:
+            RuntimeError: Temporal cannot be reached (the SDK's connection error).
+            RPCError: Temporal refused the call.
+        """
+        try:
+            await self.client.get_workflow_handle(run.workflow_id).terminate(
+                reason="customer forgotten"
+            )
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
 
     async def cancel_workflow(self, run: RunRecord) -> None:
         """Cancel a run's workflow (gone already is fine); the store is the caller's business.

@@ -8,13 +8,17 @@ against the embedded dev server, a self-hosted cluster or Temporal Cloud.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from kairos.crypto import secret_problem
 from kairos.durations import DurationError, parse_duration
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -30,6 +34,10 @@ class ConfigError(Exception):
 
 # Workflow runs a worker keeps in memory unless KAIROS_MAX_CACHED_WORKFLOWS says otherwise.
 DEFAULT_MAX_CACHED_WORKFLOWS = 10_000
+# The development defaults: published in this file, so refused wherever anyone else can reach
+# the process (see deployment_problems).
+DEV_SECRET = "kairos-dev-secret-change-me"
+DEV_MASTER_KEY = "kairos-development-master-key-never-use-in-production"
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,14 @@ class Settings:
     outbox_dir: Path = Path(".kairos/outbox")
     from_email: str = "hello@kairos.local"
     public_url: str = "http://localhost:8000"
-    secret: str = "kairos-dev-secret-change-me"
+    secret: str = DEV_SECRET
+    # The secret before the last rotation: unsubscribe links signed with it are honoured until
+    # secret_previous_until (links live 60 days).
+    secret_previous: str = ""
+    secret_previous_until: datetime | None = None
+    # The key-encryption key of the customers' data keys, and earlier ones that still unwrap.
+    master_key: str = DEV_MASTER_KEY
+    master_key_previous: tuple[str, ...] = ()
     quiet_hours: tuple[str, str] | None = ("21:00", "08:00")
     caps: Mapping[str, FrequencyCap] = field(default_factory=dict)
     sendgrid_api_key: str = ""
@@ -76,6 +91,52 @@ class Settings:
     @property
     def templates_dir(self) -> Path:
         return self.home / "templates"
+
+    def unsubscribe_secrets(self, now: datetime) -> tuple[str, ...]:
+        """The secrets an unsubscribe link may be signed with at ``now``: the current one, and
+        the previous one during its grace period."""
+        if self.secret_previous and self.secret_previous_until and now < self.secret_previous_until:
+            return (self.secret, self.secret_previous)
+        return (self.secret,)
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` (a name or address) is this machine only: localhost or loopback."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def deployment_problems(settings: Settings, *, bind_host: str | None = None) -> list[str]:
+    """Why this process must not run as configured: a development default secret in a process
+    that others can reach (its public URL is not localhost, or it listens beyond loopback)."""
+    reasons = []
+    public_host = urlsplit(settings.public_url).hostname or ""
+    if not is_local_host(public_host):
+        reasons.append(f"KAIROS_PUBLIC_URL is {settings.public_url}")
+    if bind_host is not None and not is_local_host(bind_host):
+        reasons.append(f"it listens on {bind_host or 'every address'}")
+    if not reasons:
+        return []
+    where = " and ".join(reasons)
+    problems = []
+    if settings.secret == DEV_SECRET:
+        problems.append(
+            f"KAIROS_SECRET is the development default, and {where}: anyone could forge "
+            "unsubscribe links. Set KAIROS_SECRET to at least 32 random bytes "
+            "(openssl rand -hex 32)"
+        )
+    if settings.master_key == DEV_MASTER_KEY:
+        problems.append(
+            f"KAIROS_MASTER_KEY is the development default, and {where}: anyone could decrypt "
+            "what Kairos stores in Temporal. Set KAIROS_MASTER_KEY to at least 32 random bytes "
+            "(openssl rand -hex 32); docs/operations.md says how to rotate it"
+        )
+    return problems
 
 
 def _bool(name: str, raw: str, problems: list[str]) -> bool:
@@ -213,6 +274,16 @@ def load_settings(
                 "workflow runs such as 10000"
             )
 
+    secret, previous, until = _secrets(values, problems)
+    master_key = get("KAIROS_MASTER_KEY", DEV_MASTER_KEY)
+    if master_key != DEV_MASTER_KEY:
+        _check_secret("KAIROS_MASTER_KEY", master_key, problems)
+    masters = tuple(
+        k.strip() for k in get("KAIROS_MASTER_KEY_PREVIOUS", "").split(",") if k.strip()
+    )
+    for number, old in enumerate(masters, start=1):
+        _check_secret(f"KAIROS_MASTER_KEY_PREVIOUS (key {number})", old, problems)
+
     database_url = get("KAIROS_DATABASE_URL", "").strip()
     if database_url and not database_url.startswith(("postgresql://", "postgres://")):
         problems.append(
@@ -229,7 +300,11 @@ def load_settings(
         outbox_dir=outbox,
         from_email=from_email,
         public_url=public_url,
-        secret=get("KAIROS_SECRET", "kairos-dev-secret-change-me"),
+        secret=secret,
+        secret_previous=previous,
+        secret_previous_until=until,
+        master_key=master_key,
+        master_key_previous=masters,
         quiet_hours=quiet,
         caps=caps,
         sendgrid_api_key=sendgrid_key,
@@ -248,6 +323,35 @@ def load_settings(
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _check_secret(name: str, value: str, problems: list[str]) -> None:
+    problem = secret_problem(name, value)
+    if problem:
+        problems.append(problem)
+
+
+def _secrets(values: Mapping[str, str], problems: list[str]) -> tuple[str, str, datetime | None]:
+    """KAIROS_SECRET, and the previous one with the end of its grace period."""
+    secret = values.get("KAIROS_SECRET", DEV_SECRET)
+    if secret != DEV_SECRET:
+        _check_secret("KAIROS_SECRET", secret, problems)
+    previous = values.get("KAIROS_SECRET_PREVIOUS", "").strip()
+    raw_until = values.get("KAIROS_SECRET_PREVIOUS_UNTIL", "").strip()
+    if not previous:
+        return secret, "", None
+    _check_secret("KAIROS_SECRET_PREVIOUS", previous, problems)
+    until: datetime | None = None
+    try:
+        day = date.fromisoformat(raw_until)
+        until = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    except ValueError:
+        problems.append(
+            f"KAIROS_SECRET_PREVIOUS_UNTIL={raw_until!r}: give the date (YYYY-MM-DD) until which "
+            "links signed with the previous secret are honoured, at most 60 days after the "
+            "rotation (unsubscribe links live 60 days)"
+        )
+    return secret, previous, until
 
 
 def _temporal_connect_config(values: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

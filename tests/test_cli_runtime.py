@@ -34,7 +34,7 @@ from tests.commands import (
     temporal_fixture,  # noqa: F401 (the temporal fixture)
 )
 from tests.conftest import make_kairos, running_worker
-from tests.helpers import eventually, timezone_at
+from tests.helpers import eventually, outbox, timezone_at
 
 SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
 
@@ -198,17 +198,25 @@ async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs
         assert await eventually(settled, attempts=1200)
         counts = ", ".join(
             [f"{table} {await _rows(store, table, 'sue')}"
-             for table in ("events", "consent_changes", "runs", "messages", "dispatches")]
+             for table in ("events", "consent_changes", "runs", "messages", "dispatches",
+                           "data_keys")]
         )  # fmt: skip
+        mailed = [m for m in outbox(settings.outbox_dir) if m["customer_id"] == "sue"]
         forgotten = await run(["forget", "sue", "--yes"], cli)
         assert forgotten.code == 0, forgotten.output
         assert forgotten.out.splitlines() == [
             f"forgotten sue: deleted the customer with their profile and consent; rows per "
             f"table: {counts}",
+            "  deleted their data key: their payloads in Temporal histories (open, closed or "
+            "archived) can no longer be decrypted by anyone",
+            f"  deleted {len(mailed)} outbox messages",
             "  kept suppressed (hashed addresses, no customer id): sms (all)",
-            "  cancelled nurture run 2 (journey:nurture:sue:2)",
+            "  terminated nurture run 2 (journey:nurture:sue:2)",
         ]
         assert await store.customer("sue") is None
+        assert (
+            mailed and [m for m in outbox(settings.outbox_dir) if m["customer_id"] == "sue"] == []
+        )
         gone = await run(["customer", "sue"], cli)
         assert (gone.code, gone.err.strip()) == (1, "error: no customer 'sue' is known to Kairos")
 
@@ -318,7 +326,8 @@ MISTAKES = [
     (["runs", "--journey", "welcom"], "error: no journey named 'welcom'"),
     (["unsubscribe", "c-42", "--topic", "newsletter"],
      "error: --topic 'newsletter': use one of email, sms, marketing, all"),
-    (["customer", "a\tb"], "error: customer ids are at most 200 characters with no line breaks"),
+    (["customer", "a\tb"], "error: customer ids are at most 200 characters, without quotes"),
+    (["forget", "ada@example.com", "--yes"], "error: customer ids must be pseudonymous"),
 ]  # fmt: skip
 
 

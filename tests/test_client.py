@@ -3,11 +3,8 @@ Temporal outage, and the support operations on the customer store."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from kairos.client import (
@@ -19,6 +16,7 @@ from kairos.client import (
     NoRunningJourney,
     UnknownJourney,
 )
+from kairos.codec import data_converter
 from kairos.config import Settings
 from kairos.runtime import SA_CUSTOMER, SA_JOURNEY, journey_workflow_id
 from kairos.store import Store
@@ -28,15 +26,16 @@ from tests.helpers import eventually, started, timezone_at
 from worker import dispatcher
 
 
-async def offline_client() -> Client:
+async def offline_client(store: Store) -> Client:
     """A client whose Temporal is unreachable: every call fails as in an outage."""
-    return await Client.connect("127.0.0.1:1", data_converter=pydantic_data_converter, lazy=True)
+    converter = data_converter(store.keys)
+    return await Client.connect("127.0.0.1:1", data_converter=converter, lazy=True)
 
 
 async def test_bad_input_is_refused_at_the_door_and_nothing_is_recorded(
     settings: Settings, store: Store
 ) -> None:
-    kairos = make_kairos(await offline_client(), settings, store)
+    kairos = make_kairos(await offline_client(store), settings, store)
     with pytest.raises(InvalidEvent, match="unknown event 'signed_upp'"):
         await kairos.emit("c1", "signed_upp", {})
     with pytest.raises(InvalidEvent, match="'cart_total' must be a number, not 'lots'"):
@@ -61,7 +60,7 @@ async def test_bad_input_is_refused_at_the_door_and_nothing_is_recorded(
 async def test_an_event_accepted_while_temporal_is_down_starts_its_journey_later(
     temporal: WorkflowEnvironment, settings: Settings, store: Store
 ) -> None:
-    offline = make_kairos(await offline_client(), settings, store)
+    offline = make_kairos(await offline_client(store), settings, store)
     signup = {"email": "ola@example.com", "marketing_opt_in": True}
     accepted = await offline.record("ola", "signed_up", signup, event_id="signup-ola")
 
@@ -119,11 +118,13 @@ async def test_support_finds_cancels_and_forgets_a_customer(
         assert [r.workflow_id for r in forgotten.open_runs] == ["journey:welcome:sue:1"]
         assert (forgotten.removed["events"], forgotten.removed["runs"]) == (4, 2)
 
-        async def cancelled_in_temporal(handle: WorkflowHandle[Any, Any]) -> bool:
-            return (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
-
-        assert await eventually(lambda: cancelled_in_temporal(cart), attempts=1200)
-        assert await eventually(lambda: cancelled_in_temporal(welcome), attempts=1200)
+        # Forgotten: terminated, as no worker can read her history any more; the cancelled cart
+        # too, unless the worker had finished cancelling it before.
+        assert (await welcome.describe()).status is WorkflowExecutionStatus.TERMINATED
+        assert (await cart.describe()).status in (
+            WorkflowExecutionStatus.CANCELED,
+            WorkflowExecutionStatus.TERMINATED,
+        )
     with pytest.raises(CustomerNotFound):
         await kairos.customer("sue")
     assert await kairos.runs(customer_id="sue") == []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from kairos.config import ConfigError, FrequencyCap, Settings, load_settings
+from kairos.config import ConfigError, FrequencyCap, Settings, deployment_problems, load_settings
 
 
 def _load(tmp_path: Path, **env: str) -> Settings:
@@ -74,3 +76,73 @@ def test_the_sender_name_is_the_brand_in_the_project_not_a_variable(tmp_path: Pa
         "KAIROS_FROM_NAME is not read: the sender name is the business's name, set once as "
         "`brand:` in journeys/customer.yaml"
     ]
+
+
+STRONG = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KAIROS_SECRET", ""),
+        ("KAIROS_SECRET", "x"),
+        ("KAIROS_SECRET", "a" * 64),  # long, but one character
+        ("KAIROS_MASTER_KEY", "hunter2-hunter2"),
+        ("KAIROS_MASTER_KEY_PREVIOUS", f"{STRONG},short"),
+    ],
+)
+def test_a_weak_secret_is_refused_with_how_to_make_one(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _load(tmp_path, **{name: value})
+    assert f"{name}" in str(raised.value) and "openssl rand -hex 32" in str(raised.value)
+
+
+def test_a_strong_secret_and_master_key_are_taken(tmp_path: Path) -> None:
+    settings = _load(
+        tmp_path, KAIROS_SECRET=STRONG, KAIROS_MASTER_KEY=STRONG[::-1],
+        KAIROS_SECRET_PREVIOUS=STRONG.upper(), KAIROS_SECRET_PREVIOUS_UNTIL="2027-01-31",
+    )  # fmt: skip
+    assert (settings.secret, settings.master_key) == (STRONG, STRONG[::-1])
+    assert settings.unsubscribe_secrets(datetime(2027, 1, 30, tzinfo=UTC)) == (
+        STRONG,
+        STRONG.upper(),
+    )
+    assert settings.unsubscribe_secrets(datetime(2027, 1, 31, tzinfo=UTC)) == (STRONG,)
+
+
+def test_the_development_defaults_are_refused_where_others_can_reach_the_process(
+    tmp_path: Path,
+) -> None:
+    local = _load(tmp_path)
+    assert deployment_problems(local) == []
+    assert deployment_problems(local, bind_host="127.0.0.1") == []
+    assert deployment_problems(local, bind_host="::1") == []
+    public = _load(tmp_path, KAIROS_PUBLIC_URL="https://mail.example.com")
+    said = deployment_problems(public)
+    assert [p.split(" is ")[0] for p in said] == ["KAIROS_SECRET", "KAIROS_MASTER_KEY"]
+    assert "KAIROS_PUBLIC_URL is https://mail.example.com" in said[0]
+    assert len(deployment_problems(local, bind_host="0.0.0.0")) == 2
+    configured = _load(tmp_path, KAIROS_SECRET=STRONG, KAIROS_MASTER_KEY=STRONG[::-1])
+    assert deployment_problems(configured, bind_host="0.0.0.0") == []
+
+
+def test_serve_and_the_worker_refuse_to_start_with_the_development_secret_in_public(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from kairos.cli import app as cli
+    from worker import run
+
+    monkeypatch.setenv("KAIROS_HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "refusing to start: KAIROS_SECRET is the development default" in said
+    assert "it listens on 0.0.0.0" in said
+
+    public = _load(tmp_path, KAIROS_PUBLIC_URL="https://mail.example.com")
+    assert asyncio.run(run(public)) == 2
+    assert "kairos worker: refusing to start: KAIROS_SECRET" in capsys.readouterr().err

@@ -140,7 +140,7 @@ def test_the_readme_shows_what_make_dev_prints() -> None:
      ("KAIROS_WEB_PORT", "the web front door")],
 )  # fmt: skip
 async def test_make_dev_names_the_setting_of_a_port_that_is_taken(
-    tmp_path: Path, variable: str, what: str
+    home: Path, variable: str, what: str
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -148,7 +148,7 @@ async def test_make_dev_names_the_setting_of_a_port_that_is_taken(
         busy = taken.getsockname()[1]
         ports = {"KAIROS_DEV_PORT": free_port(), "KAIROS_DEV_UI_PORT": free_port(),
                  "KAIROS_WEB_PORT": free_port(), variable: busy}  # fmt: skip
-        env = command_env(KAIROS_HOME=_project_copy(tmp_path), **ports)
+        env = command_env(KAIROS_HOME=home, **ports)
         ran = await run([sys.executable, "-m", "kairos.dev"], env, program=True)
     assert ran.code == 1, ran.output
     assert ran.output.splitlines() == [

@@ -139,7 +139,7 @@ async def test_the_support_guide_commands(
         await kairos(documented("kairos start nurture c-42"), docs_env)
         erased = await kairos(documented("kairos forget c-42 --yes"), docs_env)
         assert erased.stdout.startswith("forgotten c-42: deleted the customer")
-        assert "cancelled nurture run 1 (journey:nurture:c-42:1)" in erased.stdout
+        assert "terminated nurture run 1 (journey:nurture:c-42:1)" in erased.stdout
     assert await store.customer("c-42") is None
 
 
@@ -341,3 +341,16 @@ def _database(url: str) -> str:
 
 def _named(url: str, suffix: str) -> str:
     return with_database(url, _database(url) + suffix)
+
+
+@pytest.mark.timeout(60)
+async def test_the_master_key_rotation_commands(settings: Settings, store: Store) -> None:
+    await store.identify("c-42", {"email": "ada@example.com"})
+    new = "5d8e2a7c4f1b9e3d6a0c8b2f4e7a1d9c"
+    env = command_env(KAIROS_DATABASE_URL=settings.database_url)
+    rotating = {**env, "KAIROS_MASTER_KEY": new, "KAIROS_MASTER_KEY_PREVIOUS": settings.master_key}
+    done = await kairos(documented("kairos db rotate-keys"), rotating)
+    assert "rewrapped 1 data keys" in done.stdout and "0 already used it" in done.stdout
+    # Without the previous key, a second run still works: nothing is left to unwrap.
+    again = await kairos(documented("kairos db rotate-keys"), {**env, "KAIROS_MASTER_KEY": new})
+    assert "rewrapped 0 data keys" in again.stdout and "1 already used it" in again.stdout

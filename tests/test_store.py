@@ -248,9 +248,11 @@ async def test_a_huge_or_otherwise_bad_event_is_refused_at_the_door_and_blocks_n
     dev_env: WorkflowEnvironment, settings: Settings, store: Store, project: Project
 ) -> None:
     kairos = make_kairos(dev_env.client, settings, store)
-    huge = {"email": "big@example.com", "first_name": "x" * 1_000_000}
-    with pytest.raises(InvalidEvent, match=r"1,000,0\d\d bytes; at most 32 KB"):
+    huge = {"email": "big@example.com", "first_name": "x" * 9_000, "notes": ["y" * 9_000] * 4}
+    with pytest.raises(InvalidEvent, match=r"45,\d\d\d bytes; at most 32 KB"):
         await kairos.emit("big", "signed_up", huge)
+    with pytest.raises(InvalidEvent, match="first_name is 1,000,000 characters; at most 10,000"):
+        await kairos.emit("big", "signed_up", {**huge, "first_name": "x" * 1_000_000})
     with pytest.raises(InvalidEvent, match="NaN or Infinity"):
         await kairos.emit("big", "cart_updated", {"cart_total": float("nan"), "currency": "EUR"})
     with pytest.raises(InvalidEvent, match="cart_total"):
@@ -283,7 +285,7 @@ async def _rows_read(store: Store, customer: str, event: Event) -> int:
     On a connection of its own: a backend keeps counting until it flushes its statistics, so a
     pooled connection's counters would include the transactions before this one.
     """
-    ingest = Ingest(store.project.catalogue, store.project.plans)
+    ingest = Ingest(store.project.catalogue, store.project.plans, store.master)
     async with (
         await psycopg.AsyncConnection.connect(store.database.url, row_factory=dict_row) as conn,
         conn.transaction(),

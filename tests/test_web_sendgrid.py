@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -152,6 +153,9 @@ async def _nothing_recorded(store: Store) -> bool:
         ("other-key", "invalid_signature"),
         ("garbage-signature", "invalid_signature"),
         ("no-signature", "missing_signature"),
+        ("an-hour-old", "stale_signature"),
+        ("from-the-future", "stale_signature"),
+        ("not-a-number", "invalid_signature"),
     ],
 )
 async def test_a_forged_batch_is_403_and_records_nothing(
@@ -161,9 +165,15 @@ async def test_a_forged_batch_is_403_and_records_nothing(
     if tamper == "body":
         body = BATCH.replace(b"open", b"spamreport")
     elif tamper == "timestamp":
-        headers["X-Twilio-Email-Event-Webhook-Timestamp"] = "1767225601"
+        headers["X-Twilio-Email-Event-Webhook-Timestamp"] = str(int(time.time()) + 1)
     elif tamper == "other-key":
         headers = SendGridKey().headers(BATCH)
+    elif tamper == "an-hour-old":
+        headers = key.headers(BATCH, str(int(time.time()) - 3600))
+    elif tamper == "from-the-future":
+        headers = key.headers(BATCH, str(int(time.time()) + 3600))
+    elif tamper == "not-a-number":
+        headers = key.headers(BATCH, "soon")
     elif tamper == "garbage-signature":
         headers["X-Twilio-Email-Event-Webhook-Signature"] = "not base64!"
     else:
@@ -214,7 +224,7 @@ async def _known(store: Store, customer_id: str, email: str = "ada@example.com")
 
 
 async def _post(
-    http: httpx.AsyncClient, key: SendGridKey, batch: list[Any], timestamp: str = "1767225600"
+    http: httpx.AsyncClient, key: SendGridKey, batch: list[Any], timestamp: str | None = None
 ) -> httpx.Response:
     body = json.dumps(batch).encode()
     return await http.post(PATH, content=body, headers=key.headers(body, timestamp))
@@ -236,16 +246,19 @@ async def test_a_signed_batch_withdraws_consent_and_emits_events_once(
         sendgrid_event("processed", "sg-5"),
     ]
     first = await _post(offline, key, batch)
-    replay = await _post(offline, key, batch, "1767225700")  # SendGrid retries the batch
-
     assert first.json() == {"received": 5, "applied": 4, "ignored": 1}
+    # She opts in again; then SendGrid retries the batch (signed anew, a minute later).
+    await store.identify("c-sg", {}, consent={"marketing": True}, source="preference centre")
+    replay = await _post(offline, key, batch, str(int(time.time()) + 60))
+
     assert replay.json() == {"received": 5, "applied": 4, "ignored": 1}
     record = await store.customer("c-sg")
     assert record is not None
-    assert not record.consent.marketing
+    assert record.consent.marketing  # the retried complaint did not withdraw it again
     assert record.consent.email  # a complaint withdraws marketing, not all email
     withdrawn = [(c.topic, c.granted, c.source, c.event_id) for c in record.consent_history][1:]
-    assert withdrawn == [("marketing", False, "SendGrid spamreport", "sg-4")]
+    assert withdrawn[0] == ("marketing", False, "SendGrid spamreport", "sg-4")
+    assert [(t, g, s) for t, g, s, _ in withdrawn[1:]] == [("marketing", True, "preference centre")]
     assert await _suppressions(store) == [("email", "marketing", "reported spam")]
     # Replayed events carry the same ids, so each is recorded once.
     feedback = await _feedback(store, "c-sg")
@@ -318,7 +331,7 @@ async def test_feedback_events_the_catalogue_does_not_declare_are_not_emitted(
     events = {k: v for k, v in project.catalogue.events.items() if k != "email_opened"}
     catalogue = project.catalogue.model_copy(update={"events": events})
     undeclared = Store(store.database, dataclasses.replace(project, catalogue=catalogue), settings)
-    kairos = make_kairos(await offline_client(), settings, undeclared)
+    kairos = make_kairos(await offline_client(undeclared), settings, undeclared)
     await _known(store, "c-sg")
     async with serve(kairos, web_settings(settings), sendgrid=key) as http:
         response = await _post(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -265,6 +266,38 @@ async def test_identify_records_consent_with_its_source_as_proof(
         ("sms", False, "checkout form, box 'offers by email'", "identify-1"),
         ("sms", True, "identify", later.json()["id"]),
     ]
+
+
+async def test_a_retried_or_late_identify_does_not_overwrite_a_newer_name(
+    offline: httpx.AsyncClient, store: Store
+) -> None:
+    def call(message_id: str, name: str, at: str) -> dict[str, Any]:
+        return {"userId": "c-late", "messageId": message_id, "timestamp": at,
+                "traits": {"first_name": name, "email": "late@example.com"}}  # fmt: skip
+
+    older = call("identify-1", "Ada", "2026-03-01T10:00:00Z")
+    newer = call("identify-2", "Adalinda", "2026-03-01T10:05:00Z")
+    for body in (older, newer, older, {**older, "messageId": "identify-1-retry"}):
+        assert (await offline.post("/v1/identify", json=body, headers=AUTH)).status_code == 202
+    record = await store.customer("c-late")
+    assert record is not None and record.profile["first_name"] == "Adalinda"
+    # The same id is one call: recorded once, whatever arrives again.
+    identifies = await store.database.fetch_all(
+        "SELECT id FROM events WHERE customer_id = 'c-late' ORDER BY seq"
+    )
+    assert [r["id"] for r in identifies] == ["identify-1", "identify-2", "identify-1-retry"]
+    # A newer call still changes it.
+    later = call("identify-3", "Ada Lovelace", "2026-03-01T10:06:00Z")
+    assert (await offline.post("/v1/identify", json=later, headers=AUTH)).status_code == 202
+    record = await store.customer("c-late")
+    assert record is not None and record.profile["first_name"] == "Ada Lovelace"
+    # A caller whose clock runs a day fast cannot lock the name against later calls.
+    ahead = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    for body in (call("identify-4", "Fast", ahead), {**call("identify-5", "Ada", ahead),
+                                                      "timestamp": None}):  # fmt: skip
+        assert (await offline.post("/v1/identify", json=body, headers=AUTH)).status_code == 202
+    record = await store.customer("c-late")
+    assert record is not None and record.profile["first_name"] == "Ada"
 
 
 @pytest.mark.parametrize(

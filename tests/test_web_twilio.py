@@ -46,9 +46,33 @@ def test_every_opt_in_keyword_in_any_case_opts_in(word: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", ["", "HELP", "stop please", "Thanks!", "STOP.", "yes no", "S T O P"]
+    ("body", "choice"),
+    [
+        ("STOP please", False),
+        ("Stop.", False),
+        ("ＳＴＯＰ", False),  # full width, as some phone keyboards type it
+        ("ｓｔｏｐ", False),
+        ("LOPETA", False),
+        ("Lopeta kiitos", False),
+        ("STOPP", False),
+        ("Ende!", False),
+        ("sluta", False),
+        ("\tstop\n", False),
+        ("START!", True),
+        ("Ａｌｏｉｔａ", True),
+        (" unstop ", True),
+    ],
 )
-def test_a_message_that_is_not_exactly_a_keyword_changes_nothing(body: str) -> None:
+def test_the_first_word_opts_out_and_only_a_lone_keyword_opts_in(body: str, choice: bool) -> None:
+    assert keyword(body) is choice
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["", "HELP", "Thanks!", "yes no", "Yes, when is the sale?", "start please", "S T O P",
+     "123 stop", "Is the Ethiopia roast back?", "stopping by later"],
+)  # fmt: skip
+def test_a_message_that_is_no_keyword_changes_nothing(body: str) -> None:
     assert keyword(body) is None
 
 
@@ -60,7 +84,8 @@ def test_twilios_own_opt_out_type_wins_over_the_text() -> None:
 
 def test_the_keyword_lists_include_the_carriers_standard_words() -> None:
     assert {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"} <= OPT_OUT
-    assert {"START", "YES", "UNSTOP"} == OPT_IN
+    assert {"START", "YES", "UNSTOP"} <= OPT_IN
+    assert {"LOPETA", "STOPP", "ENDE", "SLUTA"} <= OPT_OUT  # fi, de, sv
 
 
 @pytest.fixture
@@ -118,6 +143,19 @@ async def test_every_keyword_over_http_changes_the_senders_sms_consent(
     assert "<Response></Response>" in response.text
     assert (await _sms_consent(store, "anna"))[-1] == (opt_in, f"sms {word}", f"sms:SM-{word}")
     assert await _suppressed(store) == ([] if opt_in else [("sms", "all", f"replied {word}")])
+
+
+async def test_a_stop_twilio_retries_after_a_start_does_not_opt_out_again(
+    offline: httpx.AsyncClient, store: Store
+) -> None:
+    await _customer(store, "anna")
+    assert await _text(offline, "STOP", "SM-1") == 200
+    assert await _text(offline, "START", "SM-2") == 200
+    assert await _text(offline, "STOP", "SM-1") == 200  # the first webhook, delivered again
+    assert [(granted, source) for granted, source, _ in await _sms_consent(store, "anna")] == [
+        (True, "signup"), (False, "sms STOP"), (True, "sms START"),
+    ]  # fmt: skip
+    assert await _suppressed(store) == []
 
 
 async def test_a_request_signed_for_the_url_it_arrived_at_is_accepted(

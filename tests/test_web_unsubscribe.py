@@ -5,8 +5,10 @@ next marketing email."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from typing import Any
 
@@ -92,6 +94,31 @@ async def test_a_link_for_another_customer_is_refused(
         response = await offline.post(f"/u/{token}", data=ONE_CLICK)
         assert response.status_code == 400
         assert "c-theirs" not in response.text
+
+
+OLD_SECRET = "0b5e7c1d9a2f48e6b3c0d7a1e5f9c2b8d4a6e0f3"
+
+
+async def test_after_a_secret_rotation_old_links_work_until_the_grace_period_ends(
+    settings: Settings, store: Store
+) -> None:
+    await _known(store, "c-u", "en")
+    old = make_token("c-u", secret=OLD_SECRET, expires_at=int(time.time()) + 60)
+    in_grace = dataclasses.replace(
+        settings, secret_previous=OLD_SECRET,
+        secret_previous_until=datetime.now(UTC) + timedelta(days=1),
+    )  # fmt: skip
+    past_grace = dataclasses.replace(
+        in_grace, secret_previous_until=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    async with serve(await offline_kairos(settings, store), web_settings(past_grace)) as http:
+        assert (await http.post(f"/u/{old}", data=ONE_CLICK)).status_code == 400
+    record = await store.customer("c-u")
+    assert record is not None and record.consent.marketing
+    async with serve(await offline_kairos(settings, store), web_settings(in_grace)) as http:
+        assert (await http.post(f"/u/{old}", data=ONE_CLICK)).status_code == 200
+    record = await store.customer("c-u")
+    assert record is not None and not record.consent.marketing
 
 
 async def test_an_expired_link_says_so_in_the_browsers_language(
@@ -207,3 +234,25 @@ async def test_an_unsubscribe_click_stops_the_next_marketing_email_of_a_running_
         "first_order_offer": "marketing consent withdrawn (one-click unsubscribe)",
     }
     assert result.outcome == "no_first_order"
+
+
+async def test_the_access_log_holds_no_token_and_no_query_string(
+    settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _known(store, "c-u", "en")
+    link = _link(settings)
+    app = create_app(await offline_kairos(settings, store), web_settings(settings), web_config())
+    access = logging.getLogger("uvicorn.access")  # does not propagate: listen on it directly
+    async with running(app, log_level="info") as url, httpx.AsyncClient(base_url=url) as http:
+        access.addHandler(caplog.handler)
+        try:
+            assert (await http.get(link)).status_code == 200
+            await http.post("/v1/track?api_key=key-in-the-query-0123456789", json={})
+        finally:
+            access.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(lines) == 2, lines
+    token = link.removeprefix("/u/")
+    assert not any(token in line or "key-in-the-query" in line for line in lines)
+    assert '"GET /u/[token] HTTP/1.1" 200' in lines[0]
+    assert '"POST /v1/track?[redacted] HTTP/1.1" 401' in lines[1]

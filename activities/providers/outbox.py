@@ -6,6 +6,7 @@ Layout under the outbox directory::
     sms/<UTC timestamp>-<key>.txt     To, Encoding, Segments, Key and metadata lines, then the body
     index.jsonl                       one JSON object per message, oldest first
     .keys/<sha256 of key>             one marker per message key: the key has been delivered
+    .index.lock                       held while the index is appended to or rewritten (erasure)
 
 Each ``index.jsonl`` line has ``time`` (ISO 8601 UTC), ``key``, ``channel``, ``to``, ``subject``
 (email) or ``preview`` (SMS), ``category``, ``customer_id``, ``journey``, ``step`` (from the
@@ -21,12 +22,14 @@ as small as a filesystem allows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderDefect
@@ -212,12 +215,55 @@ class _Outbox:
 
     def _append_index(self, entry: Mapping[str, str]) -> None:
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
-        # One O_APPEND write per line, so lines from several processes never interleave.
-        fd = os.open(self.root / INDEX_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            _write_all(fd, line)
-        finally:
-            os.close(fd)
+        # One O_APPEND write per line, so lines from several processes never interleave; under
+        # the index lock, so an erasure rewriting the index loses no line.
+        with _index_lock(self.root):
+            fd = os.open(self.root / INDEX_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                _write_all(fd, line)
+            finally:
+                os.close(fd)
+
+
+def erase_customer(outbox_dir: Path, customer_id: str) -> int:
+    """Delete every message of ``customer_id`` from the outbox: its file, its key marker and
+    its index line. Returns how many messages were removed (0 when there is no outbox)."""
+    index = outbox_dir / INDEX_FILE
+    if not index.exists():
+        return 0
+    with _index_lock(outbox_dir):
+        kept: list[str] = []
+        removed = 0
+        for line in index.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                kept.append(line)
+                continue
+            if entry.get("customer_id") != customer_id:
+                kept.append(line)
+                continue
+            removed += 1
+            file = outbox_dir / str(entry.get("file", ""))
+            if file.parent in (outbox_dir / "email", outbox_dir / "sms"):
+                file.unlink(missing_ok=True)
+            marker = hashlib.sha256(str(entry.get("key", "")).encode()).hexdigest()
+            (outbox_dir / _KEYS_DIR / marker).unlink(missing_ok=True)
+        if removed:
+            _write_atomically(index, "".join(kept).encode())
+    return removed
+
+
+@contextlib.contextmanager
+def _index_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the outbox index, across processes (flock on a lock file)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".index.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _summary(to: str, category: str, metadata: Mapping[str, str], **fields: str) -> dict[str, str]:

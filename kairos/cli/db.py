@@ -12,6 +12,7 @@ from rich.markup import escape
 from kairos.cli.base import app, console, quiet_logs
 from kairos.cli.base import fail_text as fail
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.crypto import KeyUnavailable
 from kairos.store import Database, StoreError, database_url
 from kairos.store.database import Migration, latest_version, migrations, redact
 from kairos.store.embedded import data_dir
@@ -116,4 +117,36 @@ def status() -> None:
     raise fail(
         f"schema version {have}, this Kairos needs {want}: run `kairos db upgrade` to apply "
         f"{_names(pending)}"
+    )
+
+
+@db.command("rotate-keys")
+def rotate_keys() -> None:
+    """Wrap every customer's data key with the current KAIROS_MASTER_KEY.
+
+    After a master key rotation (the new key in KAIROS_MASTER_KEY, the old one in
+    KAIROS_MASTER_KEY_PREVIOUS), run this once; when it reports no key left under an old master
+    key, remove KAIROS_MASTER_KEY_PREVIOUS. Payloads in Temporal are not touched: they are
+    encrypted with the data keys, which do not change.
+
+    Example: kairos db rotate-keys
+    """
+    from kairos.crypto import MasterKeys
+    from kairos.store.keys import DatabaseKeys
+
+    settings = _settings()
+    master = MasterKeys(settings.master_key, settings.master_key_previous)
+
+    async def go(database: Database) -> tuple[int, int]:
+        return await DatabaseKeys(database, master).rotate()
+
+    try:
+        rewrapped, current = _with_database(settings, go)
+    except KeyUnavailable as err:
+        raise fail(str(err)) from None
+    console.print(f"customer store: {escape(_where(settings))}", highlight=False)
+    console.print(
+        f"[green]rewrapped {rewrapped} data keys[/] with master key {master.current.id}; "
+        f"{current} already used it. KAIROS_MASTER_KEY_PREVIOUS can now be removed",
+        highlight=False,
     )

@@ -19,6 +19,7 @@ from rich.table import Table
 from kairos.cli.base import app, console, err_console, fail
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.crypto import MasterKeys
 from kairos.durations import format_duration
 from kairos.experiments import Comparison
 from kairos.plan import JourneyPlan
@@ -39,6 +40,7 @@ from kairos.report import (
     versus,
 )
 from kairos.store import Database, StoreError
+from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import runs_of
 from kairos.store.store import database_url
 from kairos.temporal import connect
@@ -122,7 +124,8 @@ async def _build(
         if journey is not None and journey not in plans:
             await _check_journey(database, plans, journey)
         try:
-            client = await connect(settings)
+            master = MasterKeys(settings.master_key, settings.master_key_previous)
+            client = await connect(settings, DatabaseKeys(database, master))
         except RuntimeError as err:
             target = settings.temporal.get("target_host", "localhost:7233")
             raise fail(f"cannot reach Temporal at {target} ({err})") from None

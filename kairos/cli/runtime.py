@@ -554,12 +554,10 @@ def forget(
         raise typer.Exit(1)
 
     async def go(kairos: Kairos) -> tuple[Forgotten, str]:
-        forgotten = await kairos.store.forget(customer_id)
-        if forgotten is None:
-            raise CustomerNotFound(f"no customer {customer_id!r} is known to Kairos")
+        forgotten = await kairos.erase(customer_id)
         try:
-            for run in forgotten.open_runs:
-                await kairos.cancel_workflow(run)
+            for run in (*forgotten.open_runs, *forgotten.ended_runs):
+                await kairos.end_forgotten_run(run)
         except (RuntimeError, RPCError) as err:
             return forgotten, _first_line(err)
         return forgotten, ""
@@ -568,9 +566,9 @@ def forget(
     print_forgotten(forgotten)
     if unreachable:
         warn(
-            f"Temporal at {_temporal_target(settings)} did not take the cancellation of "
+            f"Temporal at {_temporal_target(settings)} did not take the termination of "
             f"{customer_id}'s runs ({unreachable}): they send nothing more (the customer is "
-            "gone), but cancel the workflows above in the Temporal UI once Temporal is back"
+            "gone), but terminate the workflows above in the Temporal UI once Temporal is back"
         )
 
 
@@ -581,6 +579,13 @@ def print_forgotten(forgotten: Forgotten) -> None:
         f"profile and consent; rows per table: {removed}",
         highlight=False,
     )
+    if forgotten.removed.get("data_keys"):
+        console.print(
+            "  deleted their data key: their payloads in Temporal histories (open, closed or "
+            "archived) can no longer be decrypted by anyone",
+            highlight=False,
+        )
+    console.print(f"  deleted {forgotten.outbox_messages} outbox messages", highlight=False)
     if forgotten.suppressed:
         console.print(
             f"  kept suppressed (hashed addresses, no customer id): "
@@ -591,8 +596,10 @@ def print_forgotten(forgotten: Forgotten) -> None:
         console.print("  no suppression kept: no consent had been withdrawn", highlight=False)
     if forgotten.open_runs:
         for run in forgotten.open_runs:
-            console.print(f"  cancelled {run.journey} run {run.run_no} ({escape(run.workflow_id)})",
-                          highlight=False)  # fmt: skip
+            console.print(
+                f"  terminated {run.journey} run {run.run_no} ({escape(run.workflow_id)})",
+                highlight=False,
+            )
     else:
         console.print("  no run was going", highlight=False)
 

@@ -11,13 +11,11 @@ from typing import Annotated
 import typer
 
 from kairos.cli.base import app, console, fail
-from kairos.config import ConfigError, load_settings
+from kairos.config import DEV_SECRET, ConfigError, deployment_problems, load_settings
 from kairos.problems import ProjectError
 from kairos.store import StoreError
 from kairos.web.config import load_web_config
 from kairos.web.server import build_app, serve
-
-_DEV_SECRET = "kairos-dev-secret-change-me"
 
 
 @app.command("serve")
@@ -43,10 +41,13 @@ def serve_command(
         level=os.environ.get("KAIROS_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if settings.secret == _DEV_SECRET:
+    refused = deployment_problems(settings, bind_host=host)
+    if refused:
+        raise fail("refusing to start: " + "; ".join(refused), code=2)
+    if settings.secret == DEV_SECRET:
         console.print(
             "[yellow]warning:[/] KAIROS_SECRET is the development default; unsubscribe links "
-            "can be forged until you set your own"
+            "can be forged until you set your own (allowed only on localhost)"
         )
 
     async def go() -> None:

@@ -19,15 +19,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kairos import phone, routing
 from kairos.catalogue import AttrType, Catalogue
+from kairos.crypto import MasterKeys
 from kairos.expressions import ExpressionError
 from kairos.plan import Entry, JourneyPlan
 from kairos.routing import SET_EVENT, START_EVENT
 from kairos.runtime import Event
 from kairos.store.database import Connection
+from kairos.store.keys import create_customer_key
 from kairos.store.views import CustomerRow, jsonb, load_customer, to_json
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ class ProfileEdit:
     stage: str | None = None
     consent: dict[str, bool] = field(default_factory=dict)
     consent_source: str = ""
+    # For an identify call: when its attributes were true. An attribute an identify stated for
+    # a later time keeps its value; other edits (events, set steps) always apply.
+    stated_at: datetime | None = None
 
 
 @dataclass
@@ -76,8 +82,11 @@ class _OpenRun:
 class Ingest:
     """Accepts events for the journeys of one compiled project."""
 
-    def __init__(self, catalogue: Catalogue, plans: Mapping[str, JourneyPlan]) -> None:
+    def __init__(
+        self, catalogue: Catalogue, plans: Mapping[str, JourneyPlan], master: MasterKeys
+    ) -> None:
         self.catalogue = catalogue
+        self.master = master
         self.plans = sorted(plans.values(), key=lambda p: (-p.priority, p.name))
         self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
 
@@ -92,6 +101,8 @@ class Ingest:
                 "INSERT INTO customers (id) VALUES (%s) ON CONFLICT (id) DO NOTHING",
                 (customer_id,),
             )
+            # Their data key is born with them, so nothing of theirs reaches Temporal without it.
+            await create_customer_key(conn, customer_id, self.master)
             row = await load_customer(conn, customer_id, lock=True)
             assert row is not None
         # Routed unless this transaction decides on Temporal calls (then NULL until made).
@@ -143,6 +154,7 @@ class Ingest:
                     attributes=attributes,
                     consent=consent,
                     consent_source=str(props.get("source") or "identify"),
+                    stated_at=_stated_at(event.timestamp),
                 )
             case routing.SET_EVENT:
                 return ProfileEdit(
@@ -170,7 +182,15 @@ class Ingest:
     ) -> set[str]:
         """Apply ``edit`` to the locked row (and the store); returns the names that changed."""
         profile = dict(row.profile)
+        profile_at = dict(row.profile_at)
         for name, value in edit.attributes.items():
+            if edit.stated_at is None:
+                profile_at.pop(name, None)
+            else:
+                newer = profile_at.get(name)
+                if newer is not None and datetime.fromisoformat(newer) > edit.stated_at:
+                    continue  # an identify stated for a later time set it: keep that
+                profile_at[name] = edit.stated_at.isoformat()
             if value is None:
                 profile.pop(name, None)
             else:
@@ -192,11 +212,16 @@ class Ingest:
             changed.add("consent")
         if changed:
             await conn.execute(
-                "UPDATE customers SET profile = %s, stage = %s, phone = %s,"
+                "UPDATE customers SET profile = %s, stage = %s, phone = %s, profile_at = %s,"
                 " version = version + 1, updated_at = now() WHERE id = %s",
-                (jsonb(profile), stage, self._phone(profile), row.id),
+                (jsonb(profile), stage, self._phone(profile), jsonb(profile_at), row.id),
             )
             row.profile, row.stage, row.version = profile, stage, row.version + 1
+        elif profile_at != row.profile_at:
+            await conn.execute(
+                "UPDATE customers SET profile_at = %s WHERE id = %s", (jsonb(profile_at), row.id)
+            )
+        row.profile_at = profile_at
         return changed
 
     async def _consent(
@@ -364,3 +389,12 @@ def _author(event: Event) -> tuple[str, int] | None:
     if event.name != SET_EVENT:
         return None
     return str(event.properties.get("journey")), int(event.properties.get("run_no", 0))
+
+
+def _stated_at(moment: datetime | None) -> datetime:
+    """When an identify call says its attributes were true: its timestamp (naive is UTC), but
+    never later than now, so a caller's fast clock cannot lock attributes against later calls."""
+    now = datetime.now(UTC)
+    if moment is None:
+        return now
+    return min(moment if moment.tzinfo else moment.replace(tzinfo=UTC), now)

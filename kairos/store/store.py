@@ -17,6 +17,7 @@ from kairos import routing
 from kairos.catalogue import AttrType
 from kairos.compiler import Project
 from kairos.config import Settings
+from kairos.crypto import MasterKeys
 from kairos.pinning import file_hash
 from kairos.plan import Channel, JourneyPlan
 from kairos.policy import CapRule
@@ -24,6 +25,7 @@ from kairos.runtime import Event, ProfileChange, RunEnd, RunProblems
 from kairos.store.database import Database
 from kairos.store.embedded import embedded_url
 from kairos.store.ingest import Accepted, Ingest
+from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import RunRecord, cancel_open_run, end_run, note_problems
 from kairos.store.sends import Ledger
 from kairos.store.support import (
@@ -58,7 +60,10 @@ class Store:
         self.database = database
         self.project = project
         self.catalogue = project.catalogue
-        self.ingest = Ingest(project.catalogue, project.plans)
+        self.master = MasterKeys(settings.master_key, settings.master_key_previous)
+        # The data keys that encrypt what Temporal stores (kairos.codec uses them).
+        self.keys = DatabaseKeys(database, self.master)
+        self.ingest = Ingest(project.catalogue, project.plans, self.master)
         self.ledger = Ledger(database, project.catalogue, cap_rules(settings), settings.quiet_hours)
         self.timezone_attribute = project.catalogue.attribute_of_type(AttrType.timezone)
         self.email_attribute = project.catalogue.attribute_of_type(AttrType.email)
@@ -223,6 +228,13 @@ class Store:
         itself (so a customer who gives the number later inherits a STOP)."""
         source = f"sms {keyword or ('START' if opt_in else 'STOP')}"
         async with self.database.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO inbound_receipts (id) VALUES (%s) ON CONFLICT (id) DO NOTHING"
+                " RETURNING id",
+                (f"twilio:{message_id}",),
+            )
+            if await cursor.fetchone() is None:
+                return []  # Twilio retried a message already applied
             if opt_in:
                 await unsuppress(conn, Channel.sms, e164, scope="all")
             else:
@@ -252,12 +264,15 @@ class Store:
         return bool(row and row["known"])
 
     async def forget(self, customer_id: str) -> Forgotten | None:
-        return await forget(
+        forgotten = await forget(
             self.database,
             customer_id,
             email_attribute=self.email_attribute,
             phone_attribute=self.phone_attribute,
         )
+        # Their data key went with their row; this process must not keep using a copy.
+        self.keys.evict(customer_id)
+        return forgotten
 
     async def cancel_run(self, customer_id: str, journey: str) -> RunRecord | None:
         return await cancel_open_run(self.database, customer_id, journey)

@@ -70,8 +70,13 @@ class Forgotten:
 
     customer_id: str
     open_runs: list[RunRecord] = field(default_factory=list)
+    # Runs the store had ended whose workflow may still be closing (a cancellation not yet
+    # handled): with the key gone no worker can finish them, so they are terminated too.
+    ended_runs: list[RunRecord] = field(default_factory=list)
     removed: dict[str, int] = field(default_factory=dict)
     suppressed: list[str] = field(default_factory=list)
+    # Messages of theirs deleted from the local outbox (files, key markers, index lines).
+    outbox_messages: int = 0
 
 
 _COUNTED_TABLES = ("events", "consent_changes", "runs", "messages", "dispatches")
@@ -143,7 +148,10 @@ async def forget(
         forgotten.open_runs = await select_runs(
             conn, "customer_id = %s AND ended_at IS NULL", (customer_id,), 1000
         )
-        for table in _COUNTED_TABLES:
+        forgotten.ended_runs = await select_runs(
+            conn, "customer_id = %s AND ended_at IS NOT NULL", (customer_id,), 1000
+        )
+        for table in (*_COUNTED_TABLES, "data_keys"):
             cursor = await conn.execute(
                 f"SELECT count(*) AS n FROM {table} WHERE customer_id = %s", (customer_id,)
             )

@@ -12,7 +12,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -55,6 +55,8 @@ class CustomerRow:
     stage: str | None
     version: int
     consent: ConsentState
+    # When an identify call stated each attribute (see customers.profile_at).
+    profile_at: dict[str, str] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
         """The profile as conditions and templates see it."""
@@ -75,8 +77,9 @@ class CustomerRow:
 async def load_customer(conn: Connection, customer_id: str, *, lock: bool) -> CustomerRow | None:
     """The customer's row (``FOR UPDATE`` with ``lock``) and consent; None when unknown."""
     cursor = await conn.execute(
-        "SELECT id, profile, stage, version, (SELECT coalesce(json_agg(json_build_array("
-        "k.topic, k.granted, k.source)), '[]'::json) FROM consent k WHERE k.customer_id = c.id)"
+        "SELECT id, profile, stage, version, profile_at, (SELECT coalesce(json_agg("
+        "json_build_array(k.topic, k.granted, k.source)), '[]'::json) FROM consent k"
+        " WHERE k.customer_id = c.id)"
         " AS consent FROM customers c WHERE id = %s" + (" FOR UPDATE OF c" if lock else ""),
         (customer_id,),
     )
@@ -91,6 +94,7 @@ async def load_customer(conn: Connection, customer_id: str, *, lock: bool) -> Cu
         stage=row["stage"],
         version=int(row["version"]),
         consent=ConsentState(granted, sources),
+        profile_at=dict(row["profile_at"]),
     )
 
 

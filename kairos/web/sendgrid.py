@@ -37,6 +37,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -156,6 +157,17 @@ def _timestamp(value: object) -> datetime | None:
     return None
 
 
+# How old (and how far in the future) a signed batch may be: room for slow delivery and
+# clock skew, not for replays.
+MAX_AGE_SECONDS = 15 * 60
+MAX_CLOCK_SKEW_SECONDS = 5 * 60
+
+
+def _ago(age: float) -> str:
+    minutes = round(abs(age) / 60)
+    return f"{minutes} minutes ago" if age >= 0 else f"{minutes} minutes in the future"
+
+
 class SendGridRoutes:
     """``POST /webhooks/sendgrid/events``: built with the client and verification key."""
 
@@ -206,12 +218,23 @@ class SendGridRoutes:
             valid = bool(self.verifier.verify_signature(body.decode("utf-8"), signature, timestamp))
         except (UnicodeDecodeError, binascii.Error, ValueError):
             valid = False
-        if not valid:
+        if not valid or not timestamp.isdigit():
             raise ApiError(
                 403,
                 "invalid_signature",
                 "the signature does not match: the body was changed or not signed by SendGrid "
                 "with the key in SENDGRID_WEBHOOK_PUBLIC_KEY",
+            )
+        # A signed batch stays valid for ever: without a freshness check, anyone who saw one
+        # could replay it (an old unsubscribe undoing a later re-consent).
+        age = time.time() - int(timestamp)
+        if not -MAX_CLOCK_SKEW_SECONDS <= age <= MAX_AGE_SECONDS:
+            raise ApiError(
+                403,
+                "stale_signature",
+                f"the batch was signed {_ago(age)}: a signed batch is accepted for "
+                f"{MAX_AGE_SECONDS // 60} minutes (and {MAX_CLOCK_SKEW_SECONDS // 60} minutes "
+                "ahead, for clock skew). A replay, or check this server's clock (NTP)",
             )
 
     async def _apply(self, outcome: Outcome) -> bool:

@@ -79,5 +79,30 @@ async def running(
 
 
 def _config(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Config:
-    # Access logs name paths only (tokens carry a customer id, never an address or number).
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+    # After Config, which (re)configures uvicorn's loggers.
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactedAccessLog) for f in access.filters):
+        access.addFilter(RedactedAccessLog())
+    return config
+
+
+class RedactedAccessLog(logging.Filter):
+    """Access log lines without secrets: an unsubscribe token (a bearer capability for 60 days)
+    becomes ``/u/[token]`` and a query string (where a client may have put an API key)
+    ``?[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn's access line: client address, method, path with query, HTTP version, status.
+        if isinstance(args, tuple) and len(args) == 5:
+            record.args = (args[0], args[1], redacted_path(str(args[2])), *args[3:])
+        return True
+
+
+def redacted_path(target: str) -> str:
+    """A request target fit for a log (see :class:`RedactedAccessLog`)."""
+    path, question, _query = target.partition("?")
+    if path.startswith("/u/"):
+        path = "/u/[token]"
+    return path + ("?[redacted]" if question else "")

@@ -20,6 +20,7 @@ import binascii
 import hmac
 import json
 import logging
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar
@@ -29,7 +30,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kairos.client import InvalidCustomerId, InvalidEvent, InvalidProfile, Kairos, check_customer_id
+from kairos.client import (
+    MAX_DEPTH,
+    InvalidCustomerId,
+    InvalidEvent,
+    InvalidProfile,
+    Kairos,
+    check_customer_id,
+    value_problems,
+)
 from kairos.web.errors import ApiError, media_type, read_body
 
 log = logging.getLogger(__name__)
@@ -122,6 +131,7 @@ class TrackRoutes:
                 consent={str(k): v for k, v in (call.consent or {}).items()} or None,
                 source=call.consent_source,
                 call_id=call_id,
+                timestamp=_aware(call.timestamp),
             )
         except InvalidProfile as err:
             raise ApiError(
@@ -141,12 +151,12 @@ class TrackRoutes:
                 f"send JSON with Content-Type: application/json "
                 f"(this request is {media_type(request) or 'without a content type'})",
             )
-        try:
-            data = json.loads(body)
-        except ValueError as err:
-            raise ApiError(400, "invalid_json", f"the body is not JSON: {err}") from None
+        data = _strict_json(body)
         if not isinstance(data, dict):
             raise ApiError(400, "invalid_body", f"the body must be a JSON object (a {kind} call)")
+        depth = value_problems(data, "the values of the call")
+        if depth:
+            raise ApiError(400, "invalid_body", f"the {kind} call is not valid", depth)
         if data.get("type", kind) != kind:
             raise ApiError(
                 400, "invalid_body", f"type is {data['type']!r}, but this endpoint takes {kind}"
@@ -227,3 +237,34 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def _strict_json(body: bytes) -> Any:
+    """The body's JSON, refusing what Python's parser would let through: NaN, Infinity and
+    numbers beyond a float (1e400), and nesting too deep to parse."""
+
+    def refuse(literal: str) -> float:
+        raise _NotFinite(literal)
+
+    def finite(literal: str) -> float:
+        number = float(literal)
+        if not math.isfinite(number):
+            raise _NotFinite(literal)
+        return number
+
+    try:
+        return json.loads(body, parse_constant=refuse, parse_float=finite)
+    except _NotFinite as err:
+        raise ApiError(
+            400, "invalid_json", f"{err} is not a finite number: JSON numbers must be finite"
+        ) from None
+    except RecursionError:
+        raise ApiError(
+            400, "invalid_json", f"the body is nested too deeply (at most {MAX_DEPTH} levels)"
+        ) from None
+    except ValueError as err:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {err}") from None
+
+
+class _NotFinite(Exception):
+    pass

@@ -6,14 +6,19 @@ that number later is not texted either, and a START lifts that again.
 
 Every request must carry a valid ``X-Twilio-Signature`` (HMAC of the webhook URL and form
 fields with the account's auth token), checked with the ``twilio`` SDK's RequestValidator.
-Keywords are the carriers' and Twilio's standard ones, matched like Twilio does: the whole
-message, one word, any case. Other messages are acknowledged and ignored. The answer is empty
+Keywords are Twilio's standard ones and those of each shipped language (fi, sv, de), in any case
+and width ("ＳＴＯＰ"): an opt-out keyword as the message's first word ("Stop please"), an opt-in
+keyword only as the whole message. A message is
+applied once by its MessageSid, so a retried STOP after a START does not suppress again. Other
+messages are acknowledged and ignored. The answer is empty
 TwiML: Twilio (or the carrier) sends the legally required confirmation itself.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -35,8 +40,17 @@ log = logging.getLogger(__name__)
 
 PATH = "/webhooks/twilio/sms"
 BODY_LIMIT = 64 * 1024
-OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
-OPT_IN = frozenset({"START", "YES", "UNSTOP"})
+# Twilio's standard keywords, then those of each language Kairos ships (fi, sv, de): a customer
+# answers "STOPP" or "LOPETA" to a text in her language, and must be heard.
+OPT_OUT = frozenset({
+    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+    "LOPETA", "LOPPU", "PERUUTA",          # fi
+    "SLUTA", "STOPPA", "AVSLUTA",           # sv
+    "STOPP", "ENDE", "ABMELDEN", "ABBESTELLEN",  # de
+})  # fmt: skip
+OPT_IN = frozenset({"START", "YES", "UNSTOP", "ALOITA", "STARTA"})
+_WORD = re.compile(r"[^\W\d_]+")
+_ONLY_WORD = re.compile(r"[\W_]*([^\W\d_]+)[\W_]*")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -55,12 +69,26 @@ def keyword(body: str, opt_out_type: str = "") -> bool | None:
             return True
         case "HELP":
             return None
-    word = body.strip().upper()
-    if word in OPT_OUT:
+    # Erring towards silence: the first word stops ("Stop please"), only a message that is
+    # nothing but the keyword starts ("Yes, when is the sale?" is no opt-in).
+    if first_word(body) in OPT_OUT:
         return False
-    if word in OPT_IN:
+    if only_word(body) in OPT_IN:
         return True
     return None
+
+
+def first_word(body: str) -> str:
+    """The message's first word, upper case, width-normalised (NFKC: a full-width ＳＴＯＰ
+    is STOP); "Stop please!" -> STOP. Empty when the message starts with no letter."""
+    match = _WORD.match(unicodedata.normalize("NFKC", body).strip())
+    return match.group(0).upper() if match else ""
+
+
+def only_word(body: str) -> str:
+    """The message's one word (as :func:`first_word`), when it has no other; else empty."""
+    match = _ONLY_WORD.fullmatch(unicodedata.normalize("NFKC", body))
+    return match.group(1).upper() if match else ""
 
 
 class TwilioRoutes:
@@ -153,8 +181,8 @@ def _urls(settings: Settings, request: Request) -> list[str]:
 def _keyword_name(body: str, opt_in: bool) -> str:
     """The keyword as recorded in the consent history: the word sent, when it is one (a custom
     Advanced Opt-Out keyword too), else STOP or START. Never a whole message."""
-    word = body.strip().upper()
-    if word.isalpha() and len(word) <= 20:
+    word = first_word(body)
+    if word and len(word) <= 20:
         return word
     return "START" if opt_in else "STOP"
 

@@ -14,8 +14,10 @@ page, and creates nothing. When PostgreSQL cannot be reached the page says to tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -43,7 +45,7 @@ class UnsubscribeRoutes:
 
     def __init__(self, kairos: Kairos, settings: Settings) -> None:
         self.kairos = kairos
-        self.secret = settings.secret
+        self.settings = settings
         # The business's name (customer.yaml `brand:`), else its sender address.
         self.brand = kairos.project.catalogue.brand or settings.from_email
         self.locale_attribute = kairos.project.catalogue.attribute_of_type(AttrType.locale)
@@ -103,10 +105,15 @@ class UnsubscribeRoutes:
 
     def _claim(self, request: Request) -> UnsubscribeClaim | Response:
         """The token's claim, or the page that explains why the link cannot be used."""
+        now = int(time.time())
+        token = request.path_params["token"]
+        # After a rotation, links signed with the previous secret still work until its end date.
+        *previous, current = reversed(self.settings.unsubscribe_secrets(datetime.now(UTC)))
+        for secret in previous:
+            with contextlib.suppress(TokenError):
+                return read_token(token, secret=secret, now=now)
         try:
-            return read_token(
-                request.path_params["token"], secret=self.secret, now=int(time.time())
-            )
+            return read_token(token, secret=current, now=now)
         except TokenError as err:
             # Same page for malformed and forged links: nothing to learn by probing.
             expired = err.reason == "expired"

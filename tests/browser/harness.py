@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,9 +22,9 @@ import psycopg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from kairos.client import Kairos
+from kairos.codec import data_converter
 from kairos.config import Settings
 from kairos.store import Store
 from kairos.web.app import create_app
@@ -35,9 +36,10 @@ API_KEY = "test-api-key-0123456789abcdef"
 TWILIO_TOKEN = "test-twilio-auth-token"
 
 
-async def offline_client() -> Client:
+async def offline_client(store: Store) -> Client:
     """A client whose Temporal is unreachable: every call fails as in an outage."""
-    return await Client.connect("127.0.0.1:1", data_converter=pydantic_data_converter, lazy=True)
+    converter = data_converter(store.keys)
+    return await Client.connect("127.0.0.1:1", data_converter=converter, lazy=True)
 
 
 class SendGridKey:
@@ -50,7 +52,9 @@ class SendGridKey:
         )
         self.public = base64.b64encode(der).decode()
 
-    def headers(self, body: bytes, timestamp: str = "1767225600") -> dict[str, str]:
+    def headers(self, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+        """Signed as SendGrid signs, at ``timestamp`` (Unix seconds; now by default)."""
+        timestamp = str(int(time.time())) if timestamp is None else timestamp
         signature = self._private.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
         return {
             "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
@@ -88,7 +92,7 @@ def web_settings(settings: Settings) -> Settings:
 
 async def offline_kairos(settings: Settings, store: Store) -> Kairos:
     """A client on the test's store whose Temporal is unreachable."""
-    return make_kairos(await offline_client(), settings, store)
+    return make_kairos(await offline_client(store), settings, store)
 
 
 @asynccontextmanager

@@ -53,10 +53,26 @@ CREATE TABLE customers (
     stage       text,
     phone       text,              -- the profile's phone in E.164, for inbound SMS keywords
     version     bigint NOT NULL DEFAULT 0,   -- +1 on every profile, stage or consent change
+    -- When an identify call said each attribute's value (attribute -> ISO time): a call stated
+    -- for an earlier time (a retried identify arriving late) does not overwrite a newer value.
+    profile_at  jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX customers_phone ON customers (phone) WHERE phone IS NOT NULL;
+
+-- Data keys (AES-256) that encrypt what Temporal stores: one per customer, and one for payloads
+-- of no customer (customer_id NULL, id 'installation'). Each is wrapped (AES-GCM) by the master
+-- key named in master_key_id (KAIROS_MASTER_KEY). Every encrypted payload names its key id, so
+-- deleting a customer's key (by cascade, with the customer) makes all their histories unreadable.
+CREATE TABLE data_keys (
+    id             text PRIMARY KEY,
+    customer_id    text UNIQUE REFERENCES customers (id) ON DELETE CASCADE,
+    wrapped        bytea NOT NULL,
+    master_key_id  text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CHECK ((customer_id IS NULL) = (id = 'installation'))
+);
 
 -- Consent as it stands: no row means not granted (opt-in), except that email needs no consent
 -- for transactional messages. `source` says who or what recorded it.
@@ -188,4 +204,11 @@ CREATE TABLE suppressions (
     reason        text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (address_hash, scope)
+);
+
+-- Inbound SMS keywords applied, by Twilio's MessageSid: a retried STOP is applied once, so it
+-- cannot suppress the number again after a later START.
+CREATE TABLE inbound_receipts (
+    id           text PRIMARY KEY,   -- twilio:<MessageSid>
+    received_at  timestamptz NOT NULL DEFAULT now()
 );
