@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from activities.providers.base import (
     INVALID_RECIPIENT,
+    OUTCOME_UNKNOWN,
     PAYLOAD_REJECTED,
     PROVIDER_AUTH,
     PROVIDER_UNAVAILABLE,
@@ -77,6 +78,7 @@ def _pick(registry: dict[str, T], channel: str, name: str) -> T:
 __all__ = [
     "EMAIL_PROVIDERS",
     "INVALID_RECIPIENT",
+    "OUTCOME_UNKNOWN",
     "PAYLOAD_REJECTED",
     "PROVIDER_AUTH",
     "PROVIDER_UNAVAILABLE",
