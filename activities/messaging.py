@@ -5,6 +5,13 @@ suppression, quiet hours, frequency caps and priority, with the customer's row l
 atomic with every other message of that customer. The message renders with the stored profile
 as it is now, not as it was when the journey started.
 
+The send protocol around the provider call (docs/operations.md states what it guarantees): the
+ledger marks the call under way just before it and records its outcome after it, so a retry
+knows whether an earlier attempt called the provider and what came of it. A call whose answer
+nobody saw makes the message ``unknown``; the retries that follow wait for the provider's
+feedback (``AwaitingFeedback``, with the next look as the retry delay), then resend once or
+report it, as the channel's :class:`kairos.delivery.UnknownPolicy` says.
+
 Time is the Temporal server's (when this attempt started), so quiet hours and caps follow the
 journey's clock, including the time-skipping clock of tests and simulations.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -20,8 +28,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.customers import CustomerActivities
 from activities.providers import EmailSender, SmsSender
-from activities.providers.base import NON_RETRYABLE, RECIPIENT_OPTED_OUT
-from kairos import phone
+from activities.providers.base import NON_RETRYABLE, OUTCOME_UNKNOWN, RECIPIENT_OPTED_OUT
+from kairos import delivery, phone
 from kairos.catalogue import AttrType
 from kairos.config import Settings
 from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage, Verdict
@@ -30,14 +38,24 @@ from kairos.plan import Category, Channel
 from kairos.rendering import RenderError, TemplateStore, email_headers, message_context
 from kairos.runtime import DeliverRequest, FailedSend
 from kairos.store import Store
+from kairos.store.sends import Reservation
 from kairos.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
 TEMPLATE_ERROR = "TemplateError"
+AWAITING_FEEDBACK = "AwaitingFeedback"
+"""Retryable: an earlier call's outcome is unknown and the provider has not said yet."""
+# The last decision about an unknown outcome is made this long before the send's deadline,
+# so the journey records it rather than a timeout.
+DEADLINE_MARGIN = timedelta(minutes=2)
 
 
 class _Withdrawn(Exception):
     """The run was cancelled after the message was decided, before the provider was called."""
+
+
+class _Settled(Exception):
+    """Feedback settled the message while this attempt was getting ready to call."""
 
 
 class Messaging:
@@ -67,9 +85,10 @@ class Messaging:
     async def deliver(self, request: DeliverRequest) -> SendOutcome:
         """Decide in the store's send transaction, then render and send through the provider."""
         info = activity.info()
-        reserved = await self.store.ledger.reserve(
-            request, now=info.started_time, due=info.scheduled_time
-        )
+        now = info.started_time
+        reserved = await self.store.ledger.reserve(request, now=now, due=info.scheduled_time)
+        if reserved.unknown is not None:
+            reserved = await self._after_unknown(request, reserved)
         if reserved.done is not None:
             return reserved.done
         decision, channel = reserved.decision, reserved.channel
@@ -82,6 +101,10 @@ class Messaging:
                 key=request.key, channel=channel, status="deferred",
                 reason=decision.reason, defer_until=decision.defer_until,
             )  # fmt: skip
+        return await self._send(request, reserved)
+
+    async def _send(self, request: DeliverRequest, reserved: Reservation) -> SendOutcome:
+        channel = reserved.channel
         try:
             if channel is Channel.email:
                 receipt, subject = await self._send_email(request, reserved.profile)
@@ -91,6 +114,13 @@ class Messaging:
             return SendOutcome(
                 key=request.key, channel=channel, status="cancelled", reason="run cancelled"
             )
+        except _Settled:
+            # Feedback settled it while we got ready; the next attempt reads what it says.
+            raise ApplicationError(
+                "the provider's feedback settled this message meanwhile; reading it again",
+                type=AWAITING_FEEDBACK,
+                next_retry_delay=timedelta(seconds=1),
+            ) from None
         except RenderError as err:
             failure = ApplicationError(
                 f"template {request.template} could not be rendered: {err}",
@@ -100,12 +130,7 @@ class Messaging:
             await self.store.ledger.failed_attempt(request.key, str(failure), final=True)
             raise failure from err
         except ApplicationError as err:
-            final = err.non_retryable or err.type in NON_RETRYABLE
-            await self.store.ledger.failed_attempt(
-                request.key, f"{err.type}: {err.message}", final=final
-            )
-            if err.type == RECIPIENT_OPTED_OUT:
-                await self.customers.withdraw_sms(request.customer_id, request.key)
+            await self._failed(request, channel, err)
             raise
         await self.store.ledger.confirm(request.key, receipt)
         return SendOutcome(
@@ -117,10 +142,77 @@ class Messaging:
             subject=subject,
         )
 
+    async def _failed(
+        self, request: DeliverRequest, channel: Channel, err: ApplicationError
+    ) -> None:
+        """Record a failed provider call in the ledger, as what it means for the message."""
+        ledger = self.store.ledger
+        if err.type == OUTCOME_UNKNOWN:
+            await ledger.call_unknown(
+                request.key, f"{err.type}: {err.message}", now=activity.info().started_time
+            )
+            return
+        final = err.non_retryable or err.type in NON_RETRYABLE
+        await ledger.failed_attempt(request.key, f"{err.type}: {err.message}", final=final)
+        if err.type == RECIPIENT_OPTED_OUT:
+            await self.customers.withdraw_sms(request.customer_id, request.key)
+
+    async def _after_unknown(self, request: DeliverRequest, reserved: Reservation) -> Reservation:
+        """An earlier call's outcome is unknown and no feedback has settled it: wait for it,
+        resend once, or report it, as the channel's policy says."""
+        assert reserved.unknown is not None
+        info = activity.info()
+        channel = reserved.channel
+        deadline = (
+            info.scheduled_time + info.schedule_to_close_timeout
+            if info.schedule_to_close_timeout
+            else None
+        )
+        sender: EmailSender | SmsSender = self.email if channel is Channel.email else self.sms
+        next_step = (
+            # The provider keeps one message per key: asking again is safe, and tells.
+            delivery.Resend()
+            if sender.deduplicates
+            else delivery.after_unknown(
+                since=reserved.unknown.since,
+                now=info.started_time,
+                policy=self.settings.unknown[channel],
+                resends=reserved.unknown.resends,
+                deadline=deadline,
+                margin=DEADLINE_MARGIN,
+            )
+        )
+        match next_step:
+            case delivery.Wait(until=until):
+                raise ApplicationError(
+                    f"the outcome of an earlier {channel.value} call is unknown; waiting for "
+                    f"the provider's feedback (looking again at {until:%H:%M:%S} UTC)",
+                    {"key": request.key},
+                    type=AWAITING_FEEDBACK,
+                    next_retry_delay=max(until - info.started_time, timedelta(seconds=1)),
+                )
+            case delivery.Report(reason=reason):
+                await self.store.ledger.report_unknown(request.key, reason)
+                outcome = SendOutcome(
+                    key=request.key, channel=channel, status="unknown", reason=reason
+                )
+                return Reservation(
+                    reserved.decision, channel, done=outcome, unknown=reserved.unknown
+                )
+            case delivery.Resend():
+                resent = await self.store.ledger.resend(request, now=info.started_time)
+                if resent.unknown is not None:  # somebody else resent it meanwhile
+                    raise ApplicationError(
+                        "another attempt is resending this message", type=AWAITING_FEEDBACK,
+                        next_retry_delay=timedelta(seconds=30),
+                    )  # fmt: skip
+                return resent
+
     @activity.defn(name="record_failed_send")
     async def record_failed_send(self, failed: FailedSend) -> None:
-        """The journey gave up on a send after its retries: the ledger says failed."""
-        await self.store.ledger.failed_attempt(failed.key, failed.reason, final=True)
+        """The journey gave up on a send (its deadline passed, or the provider refused it): the
+        ledger says ``failed``, or ``unknown`` when an earlier call may have gone through."""
+        await self.store.ledger.give_up(failed.key, failed.reason)
 
     async def _templates(self, request: DeliverRequest) -> TemplateStore:
         """The templates the run's plan was compiled with; the current ones for a plan that
@@ -225,9 +317,13 @@ class Messaging:
 
     async def _still_wanted(self, request: DeliverRequest) -> None:
         """The last look before the provider: a run cancelled since the decision (in the
-        Temporal UI, say) sends nothing more."""
-        if await self.store.ledger.withdraw_if_cancelled(request):
+        Temporal UI, say) sends nothing more. The call is marked under way in the same
+        statement, so a retry knows this attempt called the provider."""
+        status = await self.store.ledger.begin_call(request, now=activity.info().started_time)
+        if status == "cancelled":
             raise _Withdrawn
+        if status != "sending":
+            raise _Settled
 
 
 def _text(value: object) -> str | None:

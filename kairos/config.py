@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kairos.delivery import DEFAULT_UNKNOWN, UnknownPolicy, parse_unknown_policy
 from kairos.durations import DurationError, parse_duration
+from kairos.plan import Channel
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -69,6 +71,8 @@ class Settings:
     max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS
     # Empty: the project's embedded PostgreSQL under .kairos/postgres (development, tests).
     database_url: str = ""
+    # What a channel does when a provider call's outcome is unknown and no feedback comes.
+    unknown: Mapping[Channel, UnknownPolicy] = field(default_factory=lambda: dict(DEFAULT_UNKNOWN))
 
     @property
     def journeys_dir(self) -> Path:
@@ -100,6 +104,16 @@ def _cap(name: str, raw: str, problems: list[str]) -> FrequencyCap | None:
             pass
     problems.append(f"{name}={raw!r}: expected COUNT/WINDOW such as 3/7d, or 'off'")
     return None
+
+
+def _unknown(name: str, raw: str, default: UnknownPolicy, problems: list[str]) -> UnknownPolicy:
+    if not raw.strip():
+        return default
+    try:
+        return parse_unknown_policy(raw)
+    except ValueError as err:
+        problems.append(f"{name}={err}")
+        return default
 
 
 def load_settings(
@@ -216,6 +230,16 @@ def load_settings(
             "postgresql://kairos:secret@db.internal:5432/kairos (or unset, for the embedded one)"
         )
 
+    unknown = {
+        channel: _unknown(
+            f"KAIROS_UNKNOWN_{channel.value.upper()}",
+            get(f"KAIROS_UNKNOWN_{channel.value.upper()}", ""),
+            DEFAULT_UNKNOWN[channel],
+            problems,
+        )
+        for channel in Channel
+    }
+
     settings = Settings(
         home=base_home,
         task_queue=task_queue,
@@ -241,6 +265,7 @@ def load_settings(
         twilio_base_url=get("TWILIO_BASE_URL", ""),
         max_cached_workflows=cache,
         database_url=database_url,
+        unknown=unknown,
     )
     if problems:
         raise ConfigError(problems)

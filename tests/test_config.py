@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from kairos.config import ConfigError, FrequencyCap, Settings, load_settings
+from kairos.delivery import UnknownPolicy
+from kairos.plan import Channel
 
 
 def _load(tmp_path: Path, **env: str) -> Settings:
@@ -64,3 +66,18 @@ def test_every_wrong_value_is_reported_at_once(tmp_path: Path) -> None:
 def test_a_workflow_cache_must_hold_at_least_one_run(tmp_path: Path, raw: str) -> None:
     with pytest.raises(ConfigError, match="KAIROS_MAX_CACHED_WORKFLOWS"):
         _load(tmp_path, KAIROS_MAX_CACHED_WORKFLOWS=raw)
+
+
+def test_what_a_channel_does_about_an_unknown_outcome_is_configurable(tmp_path: Path) -> None:
+    settings = _load(tmp_path, KAIROS_UNKNOWN_SMS="resend after 30m", KAIROS_UNKNOWN_EMAIL="")
+
+    assert settings.unknown == {
+        Channel.email: UnknownPolicy(resend=True, wait_seconds=600),
+        Channel.sms: UnknownPolicy(resend=True, wait_seconds=1800),
+    }
+    with pytest.raises(ConfigError) as raised:
+        _load(tmp_path, KAIROS_UNKNOWN_EMAIL="retry", KAIROS_UNKNOWN_SMS="report after 0s")
+    assert raised.value.problems == [
+        "KAIROS_UNKNOWN_EMAIL='retry': expected 'resend after 10m' or 'report after 10m'",
+        "KAIROS_UNKNOWN_SMS='report after 0s': the wait must be longer than 0s",
+    ]

@@ -31,13 +31,22 @@ def _sendgrid(settings: Settings) -> EmailSender:
     )
 
 
+# Where the web front door takes Twilio's status callbacks (kairos.web.twilio).
+TWILIO_STATUS_PATH = "/webhooks/twilio/status"
+
+
 def _twilio(settings: Settings) -> SmsSender:
+    callback = settings.twilio_status_callback_url
+    if callback.lower() == "off":
+        callback = ""
+    elif not callback:
+        callback = f"{settings.public_url}{TWILIO_STATUS_PATH}"
     return TwilioSender(
         settings.twilio_account_sid,
         settings.twilio_auth_token,
         from_number=settings.twilio_from_number,
         messaging_service_sid=settings.twilio_messaging_service_sid,
-        status_callback_url=settings.twilio_status_callback_url,
+        status_callback_url=callback,
         base_url=settings.twilio_base_url,
     )
 
@@ -85,6 +94,7 @@ __all__ = [
     "RATE_LIMITED",
     "RECIPIENT_OPTED_OUT",
     "SMS_PROVIDERS",
+    "TWILIO_STATUS_PATH",
     "EmailSender",
     "OutboxEmailSender",
     "OutboxSmsSender",

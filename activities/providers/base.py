@@ -53,9 +53,15 @@ _EPOCH_THRESHOLD = 1_000_000_000
 
 
 class EmailSender(Protocol):
-    """Delivers one email. ``name`` is the provider's name in receipts and settings."""
+    """Delivers one email. ``name`` is the provider's name in receipts and settings.
+
+    ``deduplicates``: the provider itself delivers one message per key, however often it is
+    asked, so after an unknown outcome sending again is safe (the outbox); SendGrid and Twilio
+    do not, and the send protocol waits for their feedback instead.
+    """
 
     name: str
+    deduplicates: bool
 
     async def send_email(self, message: EmailMessage) -> Receipt:
         """Deliver ``message`` or raise an ``ApplicationError`` typed as above."""
@@ -63,9 +69,15 @@ class EmailSender(Protocol):
 
 
 class SmsSender(Protocol):
-    """Delivers one SMS. ``name`` is the provider's name in receipts and settings."""
+    """Delivers one SMS. ``name`` is the provider's name in receipts and settings.
+
+    ``deduplicates``: the provider itself delivers one message per key, however often it is
+    asked, so after an unknown outcome sending again is safe (the outbox); SendGrid and Twilio
+    do not, and the send protocol waits for their feedback instead.
+    """
 
     name: str
+    deduplicates: bool
 
     async def send_sms(self, message: SmsMessage) -> Receipt:
         """Deliver ``message`` or raise an ``ApplicationError`` typed as above."""

@@ -54,6 +54,7 @@ class SendGridSender:
     """Sends email with SendGrid's Mail Send API."""
 
     name = PROVIDER
+    deduplicates = False
 
     def __init__(
         self,

@@ -72,6 +72,7 @@ class TwilioSender:
     """Sends SMS with Twilio's Programmable Messaging API."""
 
     name = PROVIDER
+    deduplicates = False
 
     def __init__(
         self,

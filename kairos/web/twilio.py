@@ -1,4 +1,5 @@
-"""Twilio's inbound SMS webhook: STOP and START keywords change the sender's SMS consent.
+"""Twilio's webhooks: inbound SMS (STOP and START keywords change the sender's SMS consent),
+and status callbacks (Twilio's word that it has a message, which settles an unknown outcome).
 
 A keyword reaches every customer whose profile has the sender's number (the store keeps each
 profile's number in E.164) and the number itself: a STOP suppresses it, so a customer who gives
@@ -9,11 +10,18 @@ fields with the account's auth token), checked with the ``twilio`` SDK's Request
 Keywords are the carriers' and Twilio's standard ones, matched like Twilio does: the whole
 message, one word, any case. Other messages are acknowledged and ignored. The answer is empty
 TwiML: Twilio (or the carrier) sends the legally required confirmation itself.
+
+Each SMS Kairos sends asks Twilio to post its status changes to ``/webhooks/twilio/status`` with
+the message key in the URL (``?key=``, see ``activities.providers.twilio.status_callback``). Any
+status there (queued, sent, delivered, undelivered, failed) means Twilio took the message, so the
+ledger records it as ``sent`` if an earlier call's outcome was unknown (kairos.delivery), and
+never sends it again; a second MessageSid for one key is counted as a duplicate.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -26,6 +34,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from activities.providers import TWILIO_STATUS_PATH
 from kairos import phone
 from kairos.client import Kairos
 from kairos.config import Settings
@@ -34,6 +43,7 @@ from kairos.web.errors import ApiError, media_type, read_body, with_body
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/twilio/sms"
+STATUS_PATH = TWILIO_STATUS_PATH
 BODY_LIMIT = 64 * 1024
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
@@ -64,26 +74,42 @@ def keyword(body: str, opt_out_type: str = "") -> bool | None:
 
 
 class TwilioRoutes:
-    """``POST /webhooks/twilio/sms``: built with the client and settings it needs."""
+    """``POST /webhooks/twilio/sms`` and ``/webhooks/twilio/status``: built with the client
+    and settings they need."""
 
     def __init__(self, kairos: Kairos, settings: Settings) -> None:
         self.kairos = kairos
         self.settings = settings
 
     def routes(self) -> list[BaseRoute]:
-        return [Route(PATH, self.inbound, methods=["POST"])]
+        return [
+            Route(PATH, self.inbound, methods=["POST"]),
+            Route(STATUS_PATH, self.status, methods=["POST"]),
+        ]
+
+    async def status(self, request: Request) -> Response:
+        """Verify, then record Twilio's word that it has the message the URL's key names."""
+        form = await self._form(request)
+        self._verify(request, form)
+        key = request.query_params.get("key", "")
+        sid, status = _field(form, "MessageSid"), _field(form, "MessageStatus")
+        if not key or not sid or not status:
+            raise ApiError(
+                400,
+                "invalid_body",
+                "a status callback needs ?key= in its URL (Kairos adds it to each message) and "
+                "MessageSid and MessageStatus in its body",
+            )
+        settled = await self.kairos.store.ledger.feedback(
+            key, provider="twilio", provider_id=sid, event=status, at=datetime.now(UTC)
+        )
+        if settled is None:
+            log.info("twilio status %s for a message the ledger does not know", status)
+        return Response(status_code=204)
 
     async def inbound(self, request: Request) -> Response:
         """Verify, then apply a STOP or START to the number and its customers."""
-        body = await read_body(request, BODY_LIMIT)
-        if media_type(request) != "application/x-www-form-urlencoded":
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                "Twilio webhooks are application/x-www-form-urlencoded; "
-                f"this request is {media_type(request) or 'without a content type'}",
-            )
-        form = await with_body(request, body).form()
+        form = await self._form(request)
         self._verify(request, form)
         choice = keyword(_field(form, "Body"), _field(form, "OptOutType"))
         if choice is None:
@@ -112,6 +138,17 @@ class TwilioRoutes:
         log.debug("sms keyword from %s", phone.mask(number))
         return _twiml()
 
+    async def _form(self, request: Request) -> FormData:
+        body = await read_body(request, BODY_LIMIT)
+        if media_type(request) != "application/x-www-form-urlencoded":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Twilio webhooks are application/x-www-form-urlencoded; "
+                f"this request is {media_type(request) or 'without a content type'}",
+            )
+        return await with_body(request, body).form()
+
     def _verify(self, request: Request, form: FormData) -> None:
         token = self.settings.twilio_auth_token
         if not token:
@@ -133,7 +170,8 @@ class TwilioRoutes:
                 403,
                 "invalid_signature",
                 f"{SIGNATURE_HEADER} does not match: Twilio signs the exact webhook URL, so "
-                f"configure {self.settings.public_url}{PATH} in Twilio (KAIROS_PUBLIC_URL) and "
+                f"configure {self.settings.public_url}{request.url.path} in Twilio "
+                "(KAIROS_PUBLIC_URL) and "
                 "check TWILIO_AUTH_TOKEN",
             )
 

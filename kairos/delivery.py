@@ -1,0 +1,117 @@
+"""The send protocol's decisions: pure functions of what the ledger holds and the time.
+
+A provider call whose answer nobody saw (the request timed out, the connection dropped, the
+worker died during the call) leaves its message ``unknown``: the provider may or may not have
+it. The provider's own feedback decides (SendGrid's event webhook carries the message key in
+its custom args, Twilio's status callback carries it in its URL), and the web front door
+records that feedback in the ledger, which turns the message ``sent``. While none has come the
+send activity looks again, less and less often, until the channel's wait is over; then its
+:class:`UnknownPolicy` decides: resend once (the provider never saw it, or its feedback was
+lost), or leave it ``unknown``, counted and reported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from kairos.durations import DurationError, format_duration, parse_duration
+from kairos.plan import Channel
+
+# The first look for feedback after an unknown outcome, then doubling.
+FIRST_CHECK = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class UnknownPolicy:
+    """What a channel does when a call's outcome is unknown and no feedback came in ``wait``.
+
+    ``resend``: call the provider once more (consent and suppression checked again); when
+    false the message stays ``unknown`` and the journey goes on.
+    """
+
+    resend: bool
+    wait_seconds: int
+
+    def describe(self) -> str:
+        action = "resend" if self.resend else "report"
+        return f"{action} after {format_duration(self.wait_seconds)}"
+
+
+DEFAULT_UNKNOWN = {
+    Channel.email: UnknownPolicy(resend=True, wait_seconds=600),
+    Channel.sms: UnknownPolicy(resend=False, wait_seconds=600),
+}
+_POLICY = re.compile(r"^\s*(resend|report)\s+after\s+(.+?)\s*$", re.IGNORECASE)
+
+
+def parse_unknown_policy(text: str) -> UnknownPolicy:
+    """``resend after 10m`` or ``report after 10m``.
+
+    Raises:
+        ValueError: ``text`` is neither, or its duration is not one.
+    """
+    match = _POLICY.match(text)
+    if match is None:
+        raise ValueError(f"{text!r}: expected 'resend after 10m' or 'report after 10m'")
+    try:
+        seconds = parse_duration(match.group(2))
+    except DurationError as err:
+        raise ValueError(f"{text!r}: {err}") from None
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the wait must be longer than 0s")
+    return UnknownPolicy(resend=match.group(1).lower() == "resend", wait_seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """No feedback yet: look again at ``until``."""
+
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Resend:
+    """No feedback in the channel's wait: call the provider once more."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """No feedback, and no resend: the message stays ``unknown``, for the reason given."""
+
+    reason: str
+
+
+def after_unknown(
+    *,
+    since: datetime,
+    now: datetime,
+    policy: UnknownPolicy,
+    resends: int,
+    deadline: datetime | None,
+    margin: timedelta,
+) -> Wait | Resend | Report:
+    """What to do about a message whose outcome has been unknown since ``since``.
+
+    Args:
+        since: When the call whose answer nobody saw was made (or found to have been).
+        now: This attempt's time.
+        policy: The channel's :class:`UnknownPolicy`.
+        resends: How often the message was already sent again after no feedback (at most once).
+        deadline: When the send gives up (its schedule-to-close), if it has one.
+        margin: How long before the deadline the last decision must be made, so the journey
+            records it instead of a timeout.
+    """
+    end = since + timedelta(seconds=policy.wait_seconds)
+    if deadline is not None:
+        end = min(end, deadline - margin)
+    if now < end:
+        # Feedback usually comes in seconds: look early, then less and less often.
+        return Wait(until=min(now + max(FIRST_CHECK, now - since), end))
+    waited = format_duration(max(int((now - since).total_seconds()), 0))
+    if policy.resend and resends == 0:
+        return Resend()
+    if resends:
+        return Report(f"outcome unknown: no feedback from the provider after a resend ({waited})")
+    return Report(f"outcome unknown: no feedback from the provider in {waited}; not resent")
