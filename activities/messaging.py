@@ -18,10 +18,12 @@ journey's clock, including the time-skipping clock of tests and simulations.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -48,6 +50,8 @@ AWAITING_FEEDBACK = "AwaitingFeedback"
 # The last decision about an unknown outcome is made this long before the send's deadline,
 # so the journey records it rather than a timeout.
 DEADLINE_MARGIN = timedelta(minutes=2)
+
+T = TypeVar("T")
 
 
 class _Withdrawn(Exception):
@@ -84,6 +88,9 @@ class Messaging:
     @activity.defn(name="deliver")
     async def deliver(self, request: DeliverRequest) -> SendOutcome:
         """Decide in the store's send transaction, then render and send through the provider."""
+        return await _alive(self._deliver(request))
+
+    async def _deliver(self, request: DeliverRequest) -> SendOutcome:
         info = activity.info()
         now = info.started_time
         reserved = await self.store.ledger.reserve(request, now=now, due=info.scheduled_time)
@@ -324,6 +331,29 @@ class Messaging:
             raise _Withdrawn
         if status != "sending":
             raise _Settled
+
+
+async def _alive(work: Awaitable[T]) -> T:
+    """``work``, telling Temporal this worker is alive while it takes long, so a dead worker's
+    send is retried after the heartbeat timeout, not the whole start-to-close. A send that ends
+    within half the timeout (almost all) costs no heartbeat."""
+    task = asyncio.ensure_future(work)
+    timeout = activity.info().heartbeat_timeout
+    if not timeout:
+        return await task
+    # The SDK sends a heartbeat at most every 0.8 timeouts; beating at that pace after the
+    # first means each one reaches the server (and is billed as the action it is).
+    wait = timeout.total_seconds() / 2
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=wait)
+            if done:
+                return task.result()
+            activity.heartbeat()
+            wait = timeout.total_seconds() * 0.8
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _text(value: object) -> str | None:

@@ -8,6 +8,9 @@ records that feedback in the ledger, which turns the message ``sent``. While non
 send activity looks again, less and less often, until the channel's wait is over; then its
 :class:`UnknownPolicy` decides: resend once (the provider never saw it, or its feedback was
 lost), or leave it ``unknown``, counted and reported.
+
+Also here: how long a journey's send keeps trying before it gives up (its deadline), and the
+activity timeouts that decide how soon a dead worker's send is retried.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from datetime import datetime, timedelta
 
 from kairos.durations import DurationError, format_duration, parse_duration
 from kairos.plan import Channel
+
+DEFAULT_GIVE_UP_AFTER = 24 * 3600
+"""Seconds a send keeps trying (provider outages, rate limits, waiting for feedback) before the
+journey gives up on it and goes on, unless its step or journey says ``give_up_after``."""
 
 # The first look for feedback after an unknown outcome, then doubling.
 FIRST_CHECK = timedelta(seconds=30)
@@ -115,3 +122,22 @@ def after_unknown(
     if resends:
         return Report(f"outcome unknown: no feedback from the provider after a resend ({waited})")
     return Report(f"outcome unknown: no feedback from the provider in {waited}; not resent")
+
+
+@dataclass(frozen=True)
+class SendTimeouts:
+    """The ``deliver`` activity's timeouts, which decide how soon a dead worker's send is
+    retried (docs/operations.md, *The send guarantee*, weighs the choice).
+
+    ``heartbeat_seconds``: a send that takes longer than half of this tells Temporal it is
+    alive, and Temporal retries the send elsewhere this long after its worker fell silent; a
+    send that ends sooner (almost all) costs no heartbeat.
+    """
+
+    start_to_close_seconds: int = 30
+    heartbeat_seconds: int = 10
+    first_retry_seconds: int = 1
+
+
+SEND_TIMEOUTS = SendTimeouts()
+"""Read by the journey interpreter at each send."""

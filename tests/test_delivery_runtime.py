@@ -75,3 +75,44 @@ async def test_a_sendgrid_outage_is_retried_and_the_email_goes_out_once(
     assert reminder.status == "sent"
     assert sendgrid.attempts == 5 and len(sendgrid.received) == 2
     assert timedelta(0) < result.records[-1].at - result.records[0].at
+
+
+async def test_a_reminder_that_cannot_go_out_within_two_hours_is_given_up_and_the_journey_goes_on(
+    ts_env: WorkflowEnvironment, settings: Settings, store: Store
+) -> None:
+    now = await ts_env.get_current_time()
+    with FakeSendGrid() as sendgrid:
+        sendgrid.fail_next(503, times=1000)  # SendGrid is down all day
+        email = SendGridSender(sendgrid.api_key, base_url=sendgrid.base_url, timeout=5)
+        kairos = make_kairos(ts_env.client, settings, store)
+        async with running_worker(ts_env.client, settings, store, email=email):
+            await kairos.identify("down", {"email": "d@example.com", "phone": PHONE,
+                                           "timezone": timezone_at(now, 12)},
+                                  consent={"marketing": True, "sms": True})  # fmt: skip
+            await kairos.emit("down", "cart_updated", {"cart_total": 25.0, "currency": "EUR"})
+            workflow_id = journey_workflow_id("cart_abandonment", "down", 1)
+            handle = await started(ts_env.client, workflow_id, JourneyResult)
+            result = await finish(ts_env, handle)
+            scheduled = [
+                e.activity_task_scheduled_event_attributes
+                async for e in handle.fetch_history_events()
+                if e.HasField("activity_task_scheduled_event_attributes")
+                and e.activity_task_scheduled_event_attributes.activity_type.name == "deliver"
+            ]
+        row = await store.database.fetch_one(
+            "SELECT status, attempts FROM messages WHERE key = %s", (result.messages[0].key,)
+        )
+
+    reminder, last_chance = result.messages
+    # cart_abandonment's reminder says give_up_after: 2h; the last chance goes out by SMS.
+    assert reminder.status == "failed"
+    assert reminder.reason.startswith("gave up after 2h; the last attempt: ProviderUnavailable")
+    assert row is not None and row["status"] == "failed" and row["attempts"] > 1
+    assert sendgrid.received == []
+    assert (last_chance.channel.value, last_chance.status) == ("sms", "sent")
+    options = [
+        (s.schedule_to_close_timeout.ToSeconds(), s.start_to_close_timeout.ToSeconds(),
+         s.heartbeat_timeout.ToSeconds())
+        for s in scheduled
+    ]  # fmt: skip
+    assert options == [(2 * 3600, 30, 10), (24 * 3600, 30, 10)]

@@ -71,10 +71,14 @@ def request(channel: Channel = Channel.email, key: str = "welcome:c-1:welcome:1"
 class Attempts:
     """The send activity's attempts for one message, as Temporal would start them."""
 
-    def __init__(self, messaging: Messaging, deliver: DeliverRequest) -> None:
+    def __init__(
+        self, messaging: Messaging, deliver: DeliverRequest, heartbeat: timedelta | None = None
+    ) -> None:
         self.messaging = messaging
         self.request = deliver
+        self.heartbeat_timeout = heartbeat
         self.count = 0
+        self.heartbeats = 0
 
     async def run(self, at: datetime) -> SendOutcome:
         self.count += 1
@@ -87,9 +91,14 @@ class Attempts:
             current_attempt_scheduled_time=at,
             started_time=at,
             schedule_to_close_timeout=None,
+            heartbeat_timeout=self.heartbeat_timeout,
         )
+        env.on_heartbeat = self._beat
         outcome: SendOutcome = await env.run(self.messaging.deliver, self.request)
         return outcome
+
+    def _beat(self, *details: Any) -> None:
+        self.heartbeats += 1
 
     async def fails(self, at: datetime) -> ApplicationError:
         with pytest.raises(ApplicationError) as caught:
@@ -346,3 +355,24 @@ async def test_a_provider_that_keeps_one_message_per_key_is_simply_asked_again(
     assert len(index) == 1
     row = await ledger(store)
     assert (row["status"], row["unconfirmed"], row["attempts"]) == ("sent", 1, 2)
+
+
+async def test_only_a_slow_send_heartbeats_so_a_dead_workers_send_is_retried_in_seconds(
+    settings: Settings, store: Store, sendgrid: FakeSendGrid
+) -> None:
+    sender = SendGridSender(sendgrid.api_key, base_url=sendgrid.base_url, timeout=10)
+    # The first heartbeat is due at half the timeout: 2 s for the fast send, 1 s for the slow.
+    fast = Attempts(await messaging(settings, store, email=sender), request(), timedelta(seconds=4))
+    slow = Attempts(
+        await messaging(settings, store, email=sender),
+        request(key="welcome:c-1:welcome:2"),
+        timedelta(seconds=2),
+    )
+
+    await fast.run(NOON)
+    sendgrid.delay_next(3)  # SendGrid takes 3 s to answer: longer than the heartbeat timeout
+    sent = await slow.run(NOON)
+
+    assert fast.heartbeats == 0  # a send within half the heartbeat timeout costs nothing
+    assert slow.heartbeats >= 1 and sent.status == "sent"
+    assert sendgrid.attempts == 2
