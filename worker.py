@@ -25,6 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.actions import Actions, load_action_modules
 from activities.customers import CustomerActivities
 from activities.messaging import Messaging
+from activities.metrics import DeliveryMetrics, prometheus_runtime
 from activities.providers import EmailSender, SmsSender, build_senders
 from kairos.catalogue import AttrType
 from kairos.client import Kairos
@@ -75,7 +76,9 @@ def build_worker(
     queue = task_queue or settings.task_queue
     kairos = Kairos(store, dispatcher(store, client, queue, start=start), settings)
     customers = CustomerActivities(kairos)
-    messaging = Messaging(customers, settings, store.project.templates, email, sms)
+    messaging = Messaging(
+        customers, settings, store.project.templates, email, sms, DeliveryMetrics.of(client)
+    )
     actions = Actions(settings.outbox_dir)
     return Worker(
         client,
@@ -121,7 +124,12 @@ async def run(settings: Settings) -> int:
         return 1
     try:
         try:
-            client = await connect(settings)
+            runtime = prometheus_runtime(settings.metrics) if settings.metrics else None
+        except ValueError as err:
+            print(f"kairos worker: KAIROS_METRICS={settings.metrics}: {err}", file=sys.stderr)
+            return 1
+        try:
+            client = await connect(settings, runtime=runtime)
         except RuntimeError as err:
             target = settings.temporal.get("target_host", "localhost:7233")
             print(f"kairos worker: cannot reach Temporal at {target}: {err}", file=sys.stderr)
@@ -135,6 +143,8 @@ async def run(settings: Settings) -> int:
         log.info(
             "worker on task queue %r with journeys: %s", settings.task_queue, journeys or "none"
         )
+        if settings.metrics:
+            log.info("metrics at http://%s/metrics", settings.metrics)
         sweeper = asyncio.create_task(
             dispatcher(store, client, settings.task_queue).sweep_forever(stop)
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.customers import CustomerActivities
+from activities.metrics import DeliveryMetrics
 from activities.providers import EmailSender, SmsSender
 from activities.providers.base import NON_RETRYABLE, OUTCOME_UNKNOWN, RECIPIENT_OPTED_OUT
 from kairos import delivery, phone
@@ -52,6 +53,7 @@ AWAITING_FEEDBACK = "AwaitingFeedback"
 DEADLINE_MARGIN = timedelta(minutes=2)
 
 T = TypeVar("T")
+M = TypeVar("M", EmailMessage, SmsMessage)
 
 
 class _Withdrawn(Exception):
@@ -72,6 +74,7 @@ class Messaging:
         templates: TemplateStore,
         email: EmailSender,
         sms: SmsSender,
+        metrics: DeliveryMetrics | None = None,
     ) -> None:
         self.customers = customers
         self.store: Store = customers.store
@@ -80,6 +83,7 @@ class Messaging:
         self.pinned = PinnedTemplates()
         self.email = email
         self.sms = sms
+        self.metrics = metrics or DeliveryMetrics()
         catalogue = self.store.catalogue
         self.email_attribute = catalogue.attribute_of_type(AttrType.email)
         self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
@@ -88,7 +92,21 @@ class Messaging:
     @activity.defn(name="deliver")
     async def deliver(self, request: DeliverRequest) -> SendOutcome:
         """Decide in the store's send transaction, then render and send through the provider."""
-        return await _alive(self._deliver(request))
+        info = activity.info()
+        if info.attempt == 1:
+            lag = (info.started_time - info.scheduled_time).total_seconds()
+            self.metrics.lag(request.channel, lag)
+        else:
+            self.metrics.retry(request.channel)
+        try:
+            outcome = await _alive(self._deliver(request), self.metrics.heartbeat)
+        except ApplicationError as err:
+            final = err.non_retryable or err.type in NON_RETRYABLE
+            status = "failed" if final else "retrying"
+            self.metrics.message(request.journey, request.step, request.channel, status)
+            raise
+        self.metrics.message(request.journey, request.step, outcome.channel, outcome.status)
+        return outcome
 
     async def _deliver(self, request: DeliverRequest) -> SendOutcome:
         info = activity.info()
@@ -99,6 +117,8 @@ class Messaging:
         if reserved.done is not None:
             return reserved.done
         decision, channel = reserved.decision, reserved.channel
+        if decision.verdict is not Verdict.send:
+            self.metrics.blocked(channel, decision.reason)
         if decision.verdict is Verdict.blocked:
             return SendOutcome(
                 key=request.key, channel=channel, status="blocked", reason=decision.reason
@@ -158,6 +178,7 @@ class Messaging:
             await ledger.call_unknown(
                 request.key, f"{err.type}: {err.message}", now=activity.info().started_time
             )
+            self.metrics.unknown(channel, "detected")
             return
         final = err.non_retryable or err.type in NON_RETRYABLE
         await ledger.failed_attempt(request.key, f"{err.type}: {err.message}", final=final)
@@ -170,6 +191,8 @@ class Messaging:
         assert reserved.unknown is not None
         info = activity.info()
         channel = reserved.channel
+        if reserved.unknown.found:
+            self.metrics.unknown(channel, "detected")  # by this attempt: the last one died
         deadline = (
             info.scheduled_time + info.schedule_to_close_timeout
             if info.schedule_to_close_timeout
@@ -200,6 +223,7 @@ class Messaging:
                 )
             case delivery.Report(reason=reason):
                 await self.store.ledger.report_unknown(request.key, reason)
+                self.metrics.unknown(channel, "reported")
                 outcome = SendOutcome(
                     key=request.key, channel=channel, status="unknown", reason=reason
                 )
@@ -213,13 +237,18 @@ class Messaging:
                         "another attempt is resending this message", type=AWAITING_FEEDBACK,
                         next_retry_delay=timedelta(seconds=30),
                     )  # fmt: skip
+                if resent.done is None and resent.decision.verdict is Verdict.send:
+                    self.metrics.unknown(channel, "resent")
+                elif resent.done is not None and resent.done.status == "unknown":
+                    self.metrics.unknown(channel, "reported")  # not resent: consent, say
                 return resent
 
     @activity.defn(name="record_failed_send")
     async def record_failed_send(self, failed: FailedSend) -> None:
         """The journey gave up on a send (its deadline passed, or the provider refused it): the
         ledger says ``failed``, or ``unknown`` when an earlier call may have gone through."""
-        await self.store.ledger.give_up(failed.key, failed.reason)
+        status = await self.store.ledger.give_up(failed.key, failed.reason)
+        self.metrics.given_up(status)
 
     async def _templates(self, request: DeliverRequest) -> TemplateStore:
         """The templates the run's plan was compiled with; the current ones for a plan that
@@ -291,7 +320,8 @@ class Messaging:
             category=request.category,
         )
         await self._still_wanted(request)
-        return await self.email.send_email(message), content.subject
+        receipt = await self._call(self.email.name, Channel.email, self.email.send_email, message)
+        return receipt, content.subject
 
     async def _send_sms(
         self, request: DeliverRequest, profile: dict[str, Any]
@@ -320,7 +350,21 @@ class Messaging:
             category=request.category,
         )
         await self._still_wanted(request)
-        return await self.sms.send_sms(message), content.body[:40]
+        receipt = await self._call(self.sms.name, Channel.sms, self.sms.send_sms, message)
+        return receipt, content.body[:40]
+
+    async def _call(
+        self, provider: str, channel: Channel, send: Callable[[M], Awaitable[Receipt]], message: M
+    ) -> Receipt:
+        """One provider call, timed and counted."""
+        started = time.monotonic()
+        try:
+            receipt = await send(message)
+        except ApplicationError as err:
+            self.metrics.call(provider, channel, time.monotonic() - started, err.type or "Error")
+            raise
+        self.metrics.call(provider, channel, time.monotonic() - started)
+        return receipt
 
     async def _still_wanted(self, request: DeliverRequest) -> None:
         """The last look before the provider: a run cancelled since the decision (in the
@@ -333,7 +377,7 @@ class Messaging:
             raise _Settled
 
 
-async def _alive(work: Awaitable[T]) -> T:
+async def _alive(work: Awaitable[T], beat: Callable[[], None]) -> T:
     """``work``, telling Temporal this worker is alive while it takes long, so a dead worker's
     send is retried after the heartbeat timeout, not the whole start-to-close. A send that ends
     within half the timeout (almost all) costs no heartbeat."""
@@ -350,6 +394,7 @@ async def _alive(work: Awaitable[T]) -> T:
             if done:
                 return task.result()
             activity.heartbeat()
+            beat()
             wait = timeout.total_seconds() * 0.8
     finally:
         if not task.done():

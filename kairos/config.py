@@ -73,6 +73,9 @@ class Settings:
     database_url: str = ""
     # What a channel does when a provider call's outcome is unknown and no feedback comes.
     unknown: Mapping[Channel, UnknownPolicy] = field(default_factory=lambda: dict(DEFAULT_UNKNOWN))
+    # host:port where the worker serves Prometheus metrics; empty for none (KAIROS_METRICS=off);
+    # None when not set: none, except under `make dev`.
+    metrics: str | None = None
 
     @property
     def journeys_dir(self) -> Path:
@@ -114,6 +117,19 @@ def _unknown(name: str, raw: str, default: UnknownPolicy, problems: list[str]) -
     except ValueError as err:
         problems.append(f"{name}={err}")
         return default
+
+
+def _metrics(raw: str, problems: list[str]) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if text.lower() in ("off", "none"):
+        return ""
+    host, _, port = text.rpartition(":")
+    if host and port.isdigit() and 0 < int(port) < 65536:
+        return text
+    problems.append(f"KAIROS_METRICS={raw!r}: expected host:port such as 0.0.0.0:9464, or 'off'")
+    return ""
 
 
 def load_settings(
@@ -266,6 +282,7 @@ def load_settings(
         max_cached_workflows=cache,
         database_url=database_url,
         unknown=unknown,
+        metrics=_metrics(get("KAIROS_METRICS", ""), problems),
     )
     if problems:
         raise ConfigError(problems)

@@ -21,6 +21,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from kairos.config import Settings
@@ -45,15 +46,20 @@ def quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     """A client for the configured Temporal (dev server, cluster or Cloud).
 
     ``lazy`` connects on first use, so a process can start (and accept events into the store)
-    while Temporal is still coming up or down for maintenance.
+    while Temporal is still coming up or down for maintenance. ``runtime``: the Temporal
+    runtime to run on (the worker's exports metrics); the SDK's default otherwise.
     """
     config = dict(settings.temporal)
     target = config.pop("target_host", "localhost:7233")
-    return await Client.connect(target, data_converter=pydantic_data_converter, lazy=lazy, **config)
+    return await Client.connect(
+        target, data_converter=pydantic_data_converter, lazy=lazy, runtime=runtime, **config
+    )
 
 
 async def register_search_attributes(client: Client) -> list[str]:

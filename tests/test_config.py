@@ -81,3 +81,11 @@ def test_what_a_channel_does_about_an_unknown_outcome_is_configurable(tmp_path: 
         "KAIROS_UNKNOWN_EMAIL='retry': expected 'resend after 10m' or 'report after 10m'",
         "KAIROS_UNKNOWN_SMS='report after 0s': the wait must be longer than 0s",
     ]
+
+
+def test_the_metrics_address_is_host_and_port_or_off(tmp_path: Path) -> None:
+    assert _load(tmp_path).metrics is None  # unset: none, but `make dev` picks one
+    assert _load(tmp_path, KAIROS_METRICS="off").metrics == ""
+    assert _load(tmp_path, KAIROS_METRICS="0.0.0.0:9464").metrics == "0.0.0.0:9464"
+    with pytest.raises(ConfigError, match="KAIROS_METRICS='9464': expected host:port"):
+        _load(tmp_path, KAIROS_METRICS="9464")

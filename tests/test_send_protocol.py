@@ -20,6 +20,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.customers import CustomerActivities
 from activities.messaging import AWAITING_FEEDBACK, Messaging
+from activities.metrics import DeliveryMetrics, prometheus_runtime
 from activities.providers.base import OUTCOME_UNKNOWN, PROVIDER_UNAVAILABLE
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.providers.sendgrid import SendGridSender
@@ -39,8 +40,10 @@ from tests.browser.harness import (
     twilio_signature,
     web_settings,
 )
+from tests.commands import free_port
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.fakes.twilio_server import FakeTwilio
+from tests.helpers import scrape
 
 PHONE = "+358401234567"
 NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # the customer's timezone is UTC
@@ -147,7 +150,12 @@ async def twilio() -> AsyncIterator[FakeTwilio]:
 
 
 async def messaging(
-    settings: Settings, store: Store, *, email: Any = None, sms: Any = None
+    settings: Settings,
+    store: Store,
+    *,
+    email: Any = None,
+    sms: Any = None,
+    metrics: DeliveryMetrics | None = None,
 ) -> Messaging:
     customers = CustomerActivities(await offline_kairos(settings, store))
     return Messaging(
@@ -156,6 +164,7 @@ async def messaging(
         store.project.templates,
         email or OutboxEmailSender(settings.outbox_dir),
         sms or OutboxSmsSender(settings.outbox_dir),
+        metrics,
     )
 
 
@@ -376,3 +385,46 @@ async def test_only_a_slow_send_heartbeats_so_a_dead_workers_send_is_retried_in_
     assert fast.heartbeats == 0  # a send within half the heartbeat timeout costs nothing
     assert slow.heartbeats >= 1 and sent.status == "sent"
     assert sendgrid.attempts == 2
+
+
+async def test_an_operator_reads_sends_blocks_retries_errors_and_unknowns_from_the_metrics(
+    settings: Settings, store: Store, sendgrid: FakeSendGrid
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    runtime = prometheus_runtime(address)  # serves while it is referenced
+    metrics = DeliveryMetrics(runtime.metric_meter)
+    sending = await messaging(settings, store, email=email_sender(sendgrid), metrics=metrics)
+    sent, outage, night = (
+        Attempts(sending, request(key=f"welcome:c-1:welcome:{n}")) for n in (1, 2, 3)
+    )
+
+    await sent.run(NOON)
+    sendgrid.fail_next(503)
+    await outage.fails(NOON)  # SendGrid is down
+    await outage.run(NOON + timedelta(seconds=5))  # the retry goes out
+    await night.run(NOON.replace(hour=23))  # quiet hours
+    # Transactional: the marketing cap (3 a week) would hold a fourth marketing email.
+    receipt = request(key="welcome:c-1:welcome:4").model_copy(
+        update={"category": Category.transactional}
+    )
+    unknown = Attempts(sending, receipt)
+    await unanswered(unknown, sendgrid)
+
+    scraped = scrape(f"http://{address}/metrics")
+
+    def sample(name: str, **labels: str) -> float:
+        return scraped.get((name, frozenset(labels.items())), 0.0)
+
+    email = {"channel": "email"}
+    welcome = {"journey": "welcome", "step": "welcome", **email}
+    assert sample("kairos_messages_total", status="sent", **welcome) == 2
+    assert sample("kairos_messages_total", status="retrying", **welcome) == 2
+    assert sample("kairos_messages_total", status="deferred", **welcome) == 1
+    assert sample("kairos_messages_blocked_total", reason="quiet_hours", **email) == 1
+    assert sample("kairos_send_retries_total", **email) == 1
+    assert sample("kairos_provider_errors_total", provider="sendgrid", type="ProviderUnavailable",
+                  **email) == 1  # fmt: skip
+    assert sample("kairos_provider_errors_total", provider="sendgrid", type="OutcomeUnknown",
+                  **email) == 1  # fmt: skip
+    assert sample("kairos_unknown_outcomes_total", outcome="detected", **email) == 1
+    assert sample("kairos_provider_latency_seconds_count", provider="sendgrid", **email) == 4
