@@ -15,8 +15,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -31,7 +33,9 @@ from kairos.catalogue import AttrType
 from kairos.client import Kairos
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.delivery import send_queue
 from kairos.exits import exit_process
+from kairos.plan import Channel
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
 from kairos.store.dispatch import JourneyStarter
@@ -62,8 +66,11 @@ def build_worker(
     extra_workflows: Sequence[type] = (),
     journeys: Sequence[type] = (JourneyWorkflow,),
     start: JourneyStarter = start_journey,
-) -> Worker:
+) -> Workers:
     """A worker with every Kairos workflow and activity; providers default to configuration.
+
+    It is one Temporal worker on the task queue and one per channel on that channel's send
+    queue (kairos.delivery.send_queue), whose rate ``settings.rates`` limits across all workers.
 
     ``extra_workflows`` lets simulations and tests add their own (the event schedule);
     ``journeys`` (with ``start``, which starts them) lets the benchmark run hand-written
@@ -80,7 +87,7 @@ def build_worker(
         customers, settings, store.project.templates, email, sms, DeliveryMetrics.of(client)
     )
     actions = Actions(settings.outbox_dir)
-    return Worker(
+    journeys_worker = Worker(
         client,
         task_queue=queue,
         workflows=[*journeys, *extra_workflows],
@@ -97,6 +104,50 @@ def build_worker(
         graceful_shutdown_timeout=timedelta(seconds=20),
         max_cached_workflows=settings.max_cached_workflows,
     )
+    senders = [
+        send_worker(client, queue, channel, settings.rates.get(channel), [messaging.deliver])
+        for channel in Channel
+    ]
+    return Workers([journeys_worker, *senders])
+
+
+def send_worker(
+    client: Client,
+    task_queue: str,
+    channel: Channel,
+    rate: float | None,
+    activities: Sequence[Callable[..., Any]],
+) -> Worker:
+    """The worker of one channel's send queue: ``rate`` messages a second at most, across every
+    worker polling that queue (Temporal enforces it on the server); None for no limit."""
+    return Worker(
+        client,
+        task_queue=send_queue(task_queue, channel),
+        activities=activities,
+        max_task_queue_activities_per_second=rate,
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+class Workers:
+    """Temporal workers run together as one: ``async with`` starts them all and drains them
+    all (in-flight activities finish) on the way out."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = tuple(workers)
+        self._stack: AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Workers:
+        async with AsyncExitStack() as stack:
+            for worker in self.workers:
+                await stack.enter_async_context(worker)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
 
 
 def dispatcher(

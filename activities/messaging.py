@@ -14,6 +14,11 @@ report it, as the channel's :class:`kairos.delivery.UnknownPolicy` says.
 
 Time is the Temporal server's (when this attempt started), so quiet hours and caps follow the
 journey's clock, including the time-skipping clock of tests and simulations.
+
+Sends run on their channel's task queue (``<queue>-email``, ``<queue>-sms``), whose dispatch
+rate Temporal limits across all workers (``KAIROS_RATE_EMAIL``, ``KAIROS_RATE_SMS``). When policy
+picks the fallback channel the activity answers ``rerouted`` and the journey sends it again on
+that channel's queue.
 """
 
 from __future__ import annotations
@@ -127,6 +132,12 @@ class Messaging:
             return SendOutcome(
                 key=request.key, channel=channel, status="deferred",
                 reason=decision.reason, defer_until=decision.defer_until,
+            )  # fmt: skip
+        if channel is not request.channel:
+            # Policy picked the fallback: its own task queue (and rate limit) sends it.
+            return SendOutcome(
+                key=request.key, channel=channel, status="rerouted",
+                reason=f"{request.channel.value} cannot carry it; sent by {channel.value}",
             )  # fmt: skip
         return await self._send(request, reserved)
 

@@ -20,6 +20,8 @@ from kairos.durations import DurationError, parse_duration
 from kairos.plan import Channel
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:/\s*(s|m|h))?$")
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 class ConfigError(Exception):
@@ -73,6 +75,9 @@ class Settings:
     database_url: str = ""
     # What a channel does when a provider call's outcome is unknown and no feedback comes.
     unknown: Mapping[Channel, UnknownPolicy] = field(default_factory=lambda: dict(DEFAULT_UNKNOWN))
+    # Messages per second each channel's send task queue hands out, across all workers
+    # (Temporal enforces it); a channel not here has no limit.
+    rates: Mapping[Channel, float] = field(default_factory=dict)
     # host:port where the worker serves Prometheus metrics; empty for none (KAIROS_METRICS=off);
     # None when not set: none, except under `make dev`.
     metrics: str | None = None
@@ -117,6 +122,19 @@ def _unknown(name: str, raw: str, default: UnknownPolicy, problems: list[str]) -
     except ValueError as err:
         problems.append(f"{name}={err}")
         return default
+
+
+def _rate(name: str, raw: str, problems: list[str]) -> float | None:
+    text = raw.strip().lower()
+    if text in ("", "off", "none"):
+        return None
+    match = _RATE.match(text)
+    if match and float(match.group(1)) > 0:
+        return float(match.group(1)) / _RATE_UNITS[match.group(2) or "s"]
+    problems.append(
+        f"{name}={raw!r}: expected messages per second such as 10, a rate such as 600/m, or 'off'"
+    )
+    return None
 
 
 def _metrics(raw: str, problems: list[str]) -> str | None:
@@ -256,6 +274,13 @@ def load_settings(
         for channel in Channel
     }
 
+    rates: dict[Channel, float] = {}
+    for channel in Channel:
+        name = f"KAIROS_RATE_{channel.value.upper()}"
+        rate = _rate(name, get(name, ""), problems)
+        if rate is not None:
+            rates[channel] = rate
+
     settings = Settings(
         home=base_home,
         task_queue=task_queue,
@@ -282,6 +307,7 @@ def load_settings(
         max_cached_workflows=cache,
         database_url=database_url,
         unknown=unknown,
+        rates=rates,
         metrics=_metrics(get("KAIROS_METRICS", ""), problems),
     )
     if problems:

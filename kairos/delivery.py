@@ -9,8 +9,9 @@ send activity looks again, less and less often, until the channel's wait is over
 :class:`UnknownPolicy` decides: resend once (the provider never saw it, or its feedback was
 lost), or leave it ``unknown``, counted and reported.
 
-Also here: how long a journey's send keeps trying before it gives up (its deadline), and the
-activity timeouts that decide how soon a dead worker's send is retried.
+Also here: the task queue each channel's sends run on (its rate limit), how long a journey's
+send keeps trying before it gives up (its deadline), and the activity timeouts that decide how
+soon a dead worker's send is retried.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from datetime import datetime, timedelta
 
 from kairos.durations import DurationError, format_duration, parse_duration
 from kairos.plan import Channel
+
+
+def send_queue(task_queue: str, channel: Channel) -> str:
+    """The task queue a journey on ``task_queue`` sends ``channel`` messages on: one per channel,
+    so Temporal can limit each channel's rate across all workers (``KAIROS_RATE_*``)."""
+    return f"{task_queue}-{channel.value}"
+
 
 DEFAULT_GIVE_UP_AFTER = 24 * 3600
 """Seconds a send keeps trying (provider outages, rate limits, waiting for feedback) before the

@@ -17,7 +17,6 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.providers import EmailSender, SmsSender
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
@@ -29,7 +28,7 @@ from kairos.store import Database, Store
 from kairos.store.database import with_database
 from kairos.store.embedded import temporary_server
 from kairos.temporal import register_search_attributes
-from worker import build_worker, dispatcher
+from worker import Workers, build_worker, dispatcher
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +150,7 @@ async def running_worker(
     *,
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[Workers]:
     """The real worker (every workflow and activity) on the settings' task queue."""
     worker = build_worker(
         client,

@@ -89,3 +89,12 @@ def test_the_metrics_address_is_host_and_port_or_off(tmp_path: Path) -> None:
     assert _load(tmp_path, KAIROS_METRICS="0.0.0.0:9464").metrics == "0.0.0.0:9464"
     with pytest.raises(ConfigError, match="KAIROS_METRICS='9464': expected host:port"):
         _load(tmp_path, KAIROS_METRICS="9464")
+
+
+def test_a_channels_rate_is_per_second_or_per_minute(tmp_path: Path) -> None:
+    settings = _load(tmp_path, KAIROS_RATE_SMS="1", KAIROS_RATE_EMAIL="600/m")
+
+    assert settings.rates == {Channel.email: 10.0, Channel.sms: 1.0}
+    assert _load(tmp_path, KAIROS_RATE_SMS="off").rates == {}
+    with pytest.raises(ConfigError, match="KAIROS_RATE_EMAIL='fast': expected messages per"):
+        _load(tmp_path, KAIROS_RATE_EMAIL="fast")

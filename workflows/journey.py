@@ -82,6 +82,9 @@ CHANGE_PROFILE_ACTIVITY = "change_profile"
 END_RUN_ACTIVITY = "end_run"
 NOTE_PROBLEMS_ACTIVITY = "note_problems"
 FAILED_SEND_ACTIVITY = "record_failed_send"
+# What the send activity answers when policy picked the fallback channel: the workflow sends it
+# again on that channel's task queue.
+REROUTED = "rerouted"
 CONVERTED = "converted"
 COMPLETED = "completed"
 RESTARTED = "restarted"
@@ -415,6 +418,14 @@ class JourneyWorkflow:
         return self._sent(step, blocked)
 
     async def _deliver(self, request: DeliverRequest, step: SendStep) -> SendOutcome:
+        outcome = await self._deliver_on(request, step)
+        if outcome.status == REROUTED:
+            # The fallback channel carries it: on that channel's queue, within its rate limit.
+            fallback = request.model_copy(update={"channel": outcome.channel, "fallback": None})
+            outcome = await self._deliver_on(fallback, step)
+        return outcome
+
+    async def _deliver_on(self, request: DeliverRequest, step: SendStep) -> SendOutcome:
         give_up_after = step.give_up_after_seconds or delivery.DEFAULT_GIVE_UP_AFTER
         timeouts = delivery.SEND_TIMEOUTS
         try:
@@ -428,7 +439,8 @@ class JourneyWorkflow:
                 if timeouts.heartbeat_seconds
                 else None,
                 retry_policy=SEND_RETRY,
-                summary=f"send {step.channel.value} {step.template}",
+                task_queue=delivery.send_queue(workflow.info().task_queue, request.channel),
+                summary=f"send {request.channel.value} {step.template}",
             )
             return outcome
         except ActivityError as err:
@@ -436,7 +448,7 @@ class JourneyWorkflow:
                 raise  # support cancelled the run: stop, don't record a failed send
             failed = SendOutcome(
                 key=request.key,
-                channel=step.channel,
+                channel=request.channel,
                 status="failed",
                 reason=_send_failure(err, give_up_after),
             )
