@@ -15,8 +15,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -25,12 +27,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.actions import Actions, load_action_modules
 from activities.customers import CustomerActivities
 from activities.messaging import Messaging
+from activities.metrics import DeliveryMetrics, prometheus_runtime
 from activities.providers import EmailSender, SmsSender, build_senders
 from kairos.catalogue import AttrType
 from kairos.client import Kairos
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, deployment_problems, load_settings
+from kairos.delivery import send_queue
 from kairos.exits import exit_process
+from kairos.plan import Channel
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
 from kairos.store.dispatch import JourneyStarter
@@ -61,8 +66,11 @@ def build_worker(
     extra_workflows: Sequence[type] = (),
     journeys: Sequence[type] = (JourneyWorkflow,),
     start: JourneyStarter = start_journey,
-) -> Worker:
+) -> Workers:
     """A worker with every Kairos workflow and activity; providers default to configuration.
+
+    It is one Temporal worker on the task queue and one per channel on that channel's send
+    queue (kairos.delivery.send_queue), whose rate ``settings.rates`` limits across all workers.
 
     ``extra_workflows`` lets simulations and tests add their own (the event schedule);
     ``journeys`` (with ``start``, which starts them) lets the benchmark run hand-written
@@ -75,9 +83,11 @@ def build_worker(
     queue = task_queue or settings.task_queue
     kairos = Kairos(store, dispatcher(store, client, queue, start=start), settings)
     customers = CustomerActivities(kairos)
-    messaging = Messaging(customers, settings, store.project.templates, email, sms)
+    messaging = Messaging(
+        customers, settings, store.project.templates, email, sms, DeliveryMetrics.of(client)
+    )
     actions = Actions(settings.outbox_dir)
-    return Worker(
+    journeys_worker = Worker(
         client,
         task_queue=queue,
         workflows=[*journeys, *extra_workflows],
@@ -94,6 +104,50 @@ def build_worker(
         graceful_shutdown_timeout=timedelta(seconds=20),
         max_cached_workflows=settings.max_cached_workflows,
     )
+    senders = [
+        send_worker(client, queue, channel, settings.rates.get(channel), [messaging.deliver])
+        for channel in Channel
+    ]
+    return Workers([journeys_worker, *senders])
+
+
+def send_worker(
+    client: Client,
+    task_queue: str,
+    channel: Channel,
+    rate: float | None,
+    activities: Sequence[Callable[..., Any]],
+) -> Worker:
+    """The worker of one channel's send queue: ``rate`` messages a second at most, across every
+    worker polling that queue (Temporal enforces it on the server); None for no limit."""
+    return Worker(
+        client,
+        task_queue=send_queue(task_queue, channel),
+        activities=activities,
+        max_task_queue_activities_per_second=rate,
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+class Workers:
+    """Temporal workers run together as one: ``async with`` starts them all and drains them
+    all (in-flight activities finish) on the way out."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = tuple(workers)
+        self._stack: AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Workers:
+        async with AsyncExitStack() as stack:
+            for worker in self.workers:
+                await stack.enter_async_context(worker)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
 
 
 def dispatcher(
@@ -126,7 +180,12 @@ async def run(settings: Settings) -> int:
         return 1
     try:
         try:
-            client = await connect(settings, store.keys)
+            runtime = prometheus_runtime(settings.metrics) if settings.metrics else None
+        except ValueError as err:
+            print(f"kairos worker: KAIROS_METRICS={settings.metrics}: {err}", file=sys.stderr)
+            return 1
+        try:
+            client = await connect(settings, store.keys, runtime=runtime)
         except RuntimeError as err:
             target = settings.temporal.get("target_host", "localhost:7233")
             print(f"kairos worker: cannot reach Temporal at {target}: {err}", file=sys.stderr)
@@ -140,6 +199,8 @@ async def run(settings: Settings) -> int:
         log.info(
             "worker on task queue %r with journeys: %s", settings.task_queue, journeys or "none"
         )
+        if settings.metrics:
+            log.info("metrics at http://%s/metrics", settings.metrics)
         sweeper = asyncio.create_task(
             dispatcher(store, client, settings.task_queue).sweep_forever(stop)
         )

@@ -5,23 +5,39 @@ suppression, quiet hours, frequency caps and priority, with the customer's row l
 atomic with every other message of that customer. The message renders with the stored profile
 as it is now, not as it was when the journey started.
 
+The send protocol around the provider call (docs/operations.md states what it guarantees): the
+ledger marks the call under way just before it and records its outcome after it, so a retry
+knows whether an earlier attempt called the provider and what came of it. A call whose answer
+nobody saw makes the message ``unknown``; the retries that follow wait for the provider's
+feedback (``AwaitingFeedback``, with the next look as the retry delay), then resend once or
+report it, as the channel's :class:`kairos.delivery.UnknownPolicy` says.
+
 Time is the Temporal server's (when this attempt started), so quiet hours and caps follow the
 journey's clock, including the time-skipping clock of tests and simulations.
+
+Sends run on their channel's task queue (``<queue>-email``, ``<queue>-sms``), whose dispatch
+rate Temporal limits across all workers (``KAIROS_RATE_EMAIL``, ``KAIROS_RATE_SMS``). When policy
+picks the fallback channel the activity answers ``rerouted`` and the journey sends it again on
+that channel's queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.customers import CustomerActivities
+from activities.metrics import DeliveryMetrics
 from activities.providers import EmailSender, SmsSender
-from activities.providers.base import NON_RETRYABLE, RECIPIENT_OPTED_OUT
-from kairos import phone
+from activities.providers.base import NON_RETRYABLE, OUTCOME_UNKNOWN, RECIPIENT_OPTED_OUT
+from kairos import delivery, phone
 from kairos.catalogue import AttrType
 from kairos.config import Settings
 from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage, Verdict
@@ -30,14 +46,27 @@ from kairos.plan import Category, Channel
 from kairos.rendering import RenderError, TemplateStore, email_headers, message_context
 from kairos.runtime import DeliverRequest, FailedSend
 from kairos.store import Store
+from kairos.store.sends import Reservation
 from kairos.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
 TEMPLATE_ERROR = "TemplateError"
+AWAITING_FEEDBACK = "AwaitingFeedback"
+"""Retryable: an earlier call's outcome is unknown and the provider has not said yet."""
+# The last decision about an unknown outcome is made this long before the send's deadline,
+# so the journey records it rather than a timeout.
+DEADLINE_MARGIN = timedelta(minutes=2)
+
+T = TypeVar("T")
+M = TypeVar("M", EmailMessage, SmsMessage)
 
 
 class _Withdrawn(Exception):
     """The run was cancelled after the message was decided, before the provider was called."""
+
+
+class _Settled(Exception):
+    """Feedback settled the message while this attempt was getting ready to call."""
 
 
 class Messaging:
@@ -50,6 +79,7 @@ class Messaging:
         templates: TemplateStore,
         email: EmailSender,
         sms: SmsSender,
+        metrics: DeliveryMetrics | None = None,
     ) -> None:
         self.customers = customers
         self.store: Store = customers.store
@@ -58,6 +88,7 @@ class Messaging:
         self.pinned = PinnedTemplates()
         self.email = email
         self.sms = sms
+        self.metrics = metrics or DeliveryMetrics()
         catalogue = self.store.catalogue
         self.email_attribute = catalogue.attribute_of_type(AttrType.email)
         self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
@@ -67,12 +98,32 @@ class Messaging:
     async def deliver(self, request: DeliverRequest) -> SendOutcome:
         """Decide in the store's send transaction, then render and send through the provider."""
         info = activity.info()
-        reserved = await self.store.ledger.reserve(
-            request, now=info.started_time, due=info.scheduled_time
-        )
+        if info.attempt == 1:
+            lag = (info.started_time - info.scheduled_time).total_seconds()
+            self.metrics.lag(request.channel, lag)
+        else:
+            self.metrics.retry(request.channel)
+        try:
+            outcome = await _alive(self._deliver(request), self.metrics.heartbeat)
+        except ApplicationError as err:
+            final = err.non_retryable or err.type in NON_RETRYABLE
+            status = "failed" if final else "retrying"
+            self.metrics.message(request.journey, request.step, request.channel, status)
+            raise
+        self.metrics.message(request.journey, request.step, outcome.channel, outcome.status)
+        return outcome
+
+    async def _deliver(self, request: DeliverRequest) -> SendOutcome:
+        info = activity.info()
+        now = info.started_time
+        reserved = await self.store.ledger.reserve(request, now=now, due=info.scheduled_time)
+        if reserved.unknown is not None:
+            reserved = await self._after_unknown(request, reserved)
         if reserved.done is not None:
             return reserved.done
         decision, channel = reserved.decision, reserved.channel
+        if decision.verdict is not Verdict.send:
+            self.metrics.blocked(channel, decision.reason)
         if decision.verdict is Verdict.blocked:
             return SendOutcome(
                 key=request.key, channel=channel, status="blocked", reason=decision.reason
@@ -82,6 +133,16 @@ class Messaging:
                 key=request.key, channel=channel, status="deferred",
                 reason=decision.reason, defer_until=decision.defer_until,
             )  # fmt: skip
+        if channel is not request.channel:
+            # Policy picked the fallback: its own task queue (and rate limit) sends it.
+            return SendOutcome(
+                key=request.key, channel=channel, status="rerouted",
+                reason=f"{request.channel.value} cannot carry it; sent by {channel.value}",
+            )  # fmt: skip
+        return await self._send(request, reserved)
+
+    async def _send(self, request: DeliverRequest, reserved: Reservation) -> SendOutcome:
+        channel = reserved.channel
         try:
             if channel is Channel.email:
                 receipt, subject = await self._send_email(request, reserved.profile)
@@ -91,6 +152,13 @@ class Messaging:
             return SendOutcome(
                 key=request.key, channel=channel, status="cancelled", reason="run cancelled"
             )
+        except _Settled:
+            # Feedback settled it while we got ready; the next attempt reads what it says.
+            raise ApplicationError(
+                "the provider's feedback settled this message meanwhile; reading it again",
+                type=AWAITING_FEEDBACK,
+                next_retry_delay=timedelta(seconds=1),
+            ) from None
         except RenderError as err:
             failure = ApplicationError(
                 f"template {request.template} could not be rendered: {err}",
@@ -100,12 +168,7 @@ class Messaging:
             await self.store.ledger.failed_attempt(request.key, str(failure), final=True)
             raise failure from err
         except ApplicationError as err:
-            final = err.non_retryable or err.type in NON_RETRYABLE
-            await self.store.ledger.failed_attempt(
-                request.key, f"{err.type}: {err.message}", final=final
-            )
-            if err.type == RECIPIENT_OPTED_OUT:
-                await self.customers.withdraw_sms(request.customer_id, request.key)
+            await self._failed(request, channel, err)
             raise
         await self.store.ledger.confirm(request.key, receipt)
         return SendOutcome(
@@ -117,10 +180,86 @@ class Messaging:
             subject=subject,
         )
 
+    async def _failed(
+        self, request: DeliverRequest, channel: Channel, err: ApplicationError
+    ) -> None:
+        """Record a failed provider call in the ledger, as what it means for the message."""
+        ledger = self.store.ledger
+        if err.type == OUTCOME_UNKNOWN:
+            await ledger.call_unknown(
+                request.key, f"{err.type}: {err.message}", now=activity.info().started_time
+            )
+            self.metrics.unknown(channel, "detected")
+            return
+        final = err.non_retryable or err.type in NON_RETRYABLE
+        await ledger.failed_attempt(request.key, f"{err.type}: {err.message}", final=final)
+        if err.type == RECIPIENT_OPTED_OUT:
+            await self.customers.withdraw_sms(request.customer_id, request.key)
+
+    async def _after_unknown(self, request: DeliverRequest, reserved: Reservation) -> Reservation:
+        """An earlier call's outcome is unknown and no feedback has settled it: wait for it,
+        resend once, or report it, as the channel's policy says."""
+        assert reserved.unknown is not None
+        info = activity.info()
+        channel = reserved.channel
+        if reserved.unknown.found:
+            self.metrics.unknown(channel, "detected")  # by this attempt: the last one died
+        deadline = (
+            info.scheduled_time + info.schedule_to_close_timeout
+            if info.schedule_to_close_timeout
+            else None
+        )
+        sender: EmailSender | SmsSender = self.email if channel is Channel.email else self.sms
+        next_step = (
+            # The provider keeps one message per key: asking again is safe, and tells.
+            delivery.Resend()
+            if sender.deduplicates
+            else delivery.after_unknown(
+                since=reserved.unknown.since,
+                now=info.started_time,
+                policy=self.settings.unknown[channel],
+                resends=reserved.unknown.resends,
+                deadline=deadline,
+                margin=DEADLINE_MARGIN,
+            )
+        )
+        match next_step:
+            case delivery.Wait(until=until):
+                raise ApplicationError(
+                    f"the outcome of an earlier {channel.value} call is unknown; waiting for "
+                    f"the provider's feedback (looking again at {until:%H:%M:%S} UTC)",
+                    {"key": request.key},
+                    type=AWAITING_FEEDBACK,
+                    next_retry_delay=max(until - info.started_time, timedelta(seconds=1)),
+                )
+            case delivery.Report(reason=reason):
+                await self.store.ledger.report_unknown(request.key, reason)
+                self.metrics.unknown(channel, "reported")
+                outcome = SendOutcome(
+                    key=request.key, channel=channel, status="unknown", reason=reason
+                )
+                return Reservation(
+                    reserved.decision, channel, done=outcome, unknown=reserved.unknown
+                )
+            case delivery.Resend():
+                resent = await self.store.ledger.resend(request, now=info.started_time)
+                if resent.unknown is not None:  # somebody else resent it meanwhile
+                    raise ApplicationError(
+                        "another attempt is resending this message", type=AWAITING_FEEDBACK,
+                        next_retry_delay=timedelta(seconds=30),
+                    )  # fmt: skip
+                if resent.done is None and resent.decision.verdict is Verdict.send:
+                    self.metrics.unknown(channel, "resent")
+                elif resent.done is not None and resent.done.status == "unknown":
+                    self.metrics.unknown(channel, "reported")  # not resent: consent, say
+                return resent
+
     @activity.defn(name="record_failed_send")
     async def record_failed_send(self, failed: FailedSend) -> None:
-        """The journey gave up on a send after its retries: the ledger says failed."""
-        await self.store.ledger.failed_attempt(failed.key, failed.reason, final=True)
+        """The journey gave up on a send (its deadline passed, or the provider refused it): the
+        ledger says ``failed``, or ``unknown`` when an earlier call may have gone through."""
+        status = await self.store.ledger.give_up(failed.key, failed.reason)
+        self.metrics.given_up(status)
 
     async def _templates(self, request: DeliverRequest) -> TemplateStore:
         """The templates the run's plan was compiled with; the current ones for a plan that
@@ -192,7 +331,8 @@ class Messaging:
             category=request.category,
         )
         await self._still_wanted(request)
-        return await self.email.send_email(message), content.subject
+        receipt = await self._call(self.email.name, Channel.email, self.email.send_email, message)
+        return receipt, content.subject
 
     async def _send_sms(
         self, request: DeliverRequest, profile: dict[str, Any]
@@ -221,13 +361,55 @@ class Messaging:
             category=request.category,
         )
         await self._still_wanted(request)
-        return await self.sms.send_sms(message), content.body[:40]
+        receipt = await self._call(self.sms.name, Channel.sms, self.sms.send_sms, message)
+        return receipt, content.body[:40]
+
+    async def _call(
+        self, provider: str, channel: Channel, send: Callable[[M], Awaitable[Receipt]], message: M
+    ) -> Receipt:
+        """One provider call, timed and counted."""
+        started = time.monotonic()
+        try:
+            receipt = await send(message)
+        except ApplicationError as err:
+            self.metrics.call(provider, channel, time.monotonic() - started, err.type or "Error")
+            raise
+        self.metrics.call(provider, channel, time.monotonic() - started)
+        return receipt
 
     async def _still_wanted(self, request: DeliverRequest) -> None:
         """The last look before the provider: a run cancelled since the decision (in the
-        Temporal UI, say) sends nothing more."""
-        if await self.store.ledger.withdraw_if_cancelled(request):
+        Temporal UI, say) sends nothing more. The call is marked under way in the same
+        statement, so a retry knows this attempt called the provider."""
+        status = await self.store.ledger.begin_call(request, now=activity.info().started_time)
+        if status == "cancelled":
             raise _Withdrawn
+        if status != "sending":
+            raise _Settled
+
+
+async def _alive(work: Awaitable[T], beat: Callable[[], None]) -> T:
+    """``work``, telling Temporal this worker is alive while it takes long, so a dead worker's
+    send is retried after the heartbeat timeout, not the whole start-to-close. A send that ends
+    within half the timeout (almost all) costs no heartbeat."""
+    task = asyncio.ensure_future(work)
+    timeout = activity.info().heartbeat_timeout
+    if not timeout:
+        return await task
+    # The SDK sends a heartbeat at most every 0.8 timeouts; beating at that pace after the
+    # first means each one reaches the server (and is billed as the action it is).
+    wait = timeout.total_seconds() / 2
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=wait)
+            if done:
+                return task.result()
+            activity.heartbeat()
+            beat()
+            wait = timeout.total_seconds() * 0.8
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _text(value: object) -> str | None:

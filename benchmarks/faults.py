@@ -11,8 +11,9 @@ the journeys decided to send must be in the outbox exactly once.
 It prints one JSON object: runs ended per outcome, messages by status, the message keys sent
 more than once (0 expected: the outbox is idempotent by key, and the send transaction never
 repeats a confirmed key), messages whose outcome nobody saw (``unconfirmed``, counted: a worker
-died between the provider call and its confirmation), and lost messages (decided but never
-sent: 0 expected).
+died between the provider call and its confirmation; the outbox keeps one message per key, so
+the send protocol asks it again at once), messages left ``unknown`` (0 expected with the
+outbox), and lost messages (decided but never sent: 0 expected).
 """
 
 from __future__ import annotations
@@ -194,7 +195,9 @@ async def _settle(kairos: Kairos, customers: int, timeout: float = 600) -> dict[
         "messages": {r["status"]: r["n"] for r in statuses},
         "unconfirmed": int(unconfirmed["n"]) if unconfirmed else 0,
         "dispatches_left": int(pending["n"]) if pending else 0,
-        "lost": sum(r["n"] for r in statuses if r["status"] not in ("sent", "blocked")),
+        # Unknown outcomes are counted apart: the ledger says so, nothing is silently lost.
+        "unknown": sum(r["n"] for r in statuses if r["status"] == "unknown"),
+        "lost": sum(r["n"] for r in statuses if r["status"] not in ("sent", "blocked", "unknown")),
     }
 
 

@@ -20,7 +20,6 @@ import signal
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from benchmarks.baseline import BASELINE_WORKFLOWS, start_baseline
@@ -29,7 +28,7 @@ from kairos.config import Settings, load_settings
 from kairos.store import Store
 from kairos.store.dispatch import JourneyStarter
 from kairos.temporal import connect, start_journey
-from worker import build_worker, dispatcher
+from worker import Workers, build_worker, dispatcher
 
 SIDES = ("kairos", "baseline")
 # What starts a run on each side: the interpreter, or the journey's hand-written twin.
@@ -54,7 +53,7 @@ def bench_settings(
     )
 
 
-def build_side_worker(side: str, client: Client, settings: Settings, store: Store) -> Worker:
+def build_side_worker(side: str, client: Client, settings: Settings, store: Store) -> Workers:
     """``worker.build_worker`` for one side: the same store, activities, sandbox and tuning;
     the baseline registers the hand-written journeys instead of the interpreter."""
     email = OutboxEmailSender(settings.outbox_dir)

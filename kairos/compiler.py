@@ -594,11 +594,13 @@ class _Journey:
     ) -> PlanStep:
         match spec:
             case s.SendStep():
+                give_up_after = spec.give_up_after or self.spec.give_up_after
                 return SendStep(
                     id=step_id,
                     channel=spec.send,
                     template=spec.template,
                     fallback=spec.fallback,
+                    give_up_after_seconds=parse_duration(give_up_after) if give_up_after else None,
                     next=nxt,
                 )
             case s.WaitStep():

@@ -19,9 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kairos.crypto import secret_problem
+from kairos.delivery import DEFAULT_UNKNOWN, UnknownPolicy, parse_unknown_policy
 from kairos.durations import DurationError, parse_duration
+from kairos.plan import Channel
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:/\s*(s|m|h))?$")
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 class ConfigError(Exception):
@@ -83,6 +87,14 @@ class Settings:
     max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS
     # Empty: the project's embedded PostgreSQL under .kairos/postgres (development, tests).
     database_url: str = ""
+    # What a channel does when a provider call's outcome is unknown and no feedback comes.
+    unknown: Mapping[Channel, UnknownPolicy] = field(default_factory=lambda: dict(DEFAULT_UNKNOWN))
+    # Messages per second each channel's send task queue hands out, across all workers
+    # (Temporal enforces it); a channel not here has no limit.
+    rates: Mapping[Channel, float] = field(default_factory=dict)
+    # host:port where the worker serves Prometheus metrics; empty for none (KAIROS_METRICS=off);
+    # None when not set: none, except under `make dev`.
+    metrics: str | None = None
 
     @property
     def journeys_dir(self) -> Path:
@@ -160,6 +172,42 @@ def _cap(name: str, raw: str, problems: list[str]) -> FrequencyCap | None:
             pass
     problems.append(f"{name}={raw!r}: expected COUNT/WINDOW such as 3/7d, or 'off'")
     return None
+
+
+def _unknown(name: str, raw: str, default: UnknownPolicy, problems: list[str]) -> UnknownPolicy:
+    if not raw.strip():
+        return default
+    try:
+        return parse_unknown_policy(raw)
+    except ValueError as err:
+        problems.append(f"{name}={err}")
+        return default
+
+
+def _rate(name: str, raw: str, problems: list[str]) -> float | None:
+    text = raw.strip().lower()
+    if text in ("", "off", "none"):
+        return None
+    match = _RATE.match(text)
+    if match and float(match.group(1)) > 0:
+        return float(match.group(1)) / _RATE_UNITS[match.group(2) or "s"]
+    problems.append(
+        f"{name}={raw!r}: expected messages per second such as 10, a rate such as 600/m, or 'off'"
+    )
+    return None
+
+
+def _metrics(raw: str, problems: list[str]) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if text.lower() in ("off", "none"):
+        return ""
+    host, _, port = text.rpartition(":")
+    if host and port.isdigit() and 0 < int(port) < 65536:
+        return text
+    problems.append(f"KAIROS_METRICS={raw!r}: expected host:port such as 0.0.0.0:9464, or 'off'")
+    return ""
 
 
 def load_settings(
@@ -291,6 +339,23 @@ def load_settings(
             "postgresql://kairos:secret@db.internal:5432/kairos (or unset, for the embedded one)"
         )
 
+    unknown = {
+        channel: _unknown(
+            f"KAIROS_UNKNOWN_{channel.value.upper()}",
+            get(f"KAIROS_UNKNOWN_{channel.value.upper()}", ""),
+            DEFAULT_UNKNOWN[channel],
+            problems,
+        )
+        for channel in Channel
+    }
+
+    rates: dict[Channel, float] = {}
+    for channel in Channel:
+        name = f"KAIROS_RATE_{channel.value.upper()}"
+        rate = _rate(name, get(name, ""), problems)
+        if rate is not None:
+            rates[channel] = rate
+
     settings = Settings(
         home=base_home,
         task_queue=task_queue,
@@ -319,6 +384,9 @@ def load_settings(
         twilio_base_url=get("TWILIO_BASE_URL", ""),
         max_cached_workflows=cache,
         database_url=database_url,
+        unknown=unknown,
+        rates=rates,
+        metrics=_metrics(get("KAIROS_METRICS", ""), problems),
     )
     if problems:
         raise ConfigError(problems)

@@ -116,13 +116,17 @@ async def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: f
     raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f}s")
 
 
-def _taken(ports: Ports) -> str | None:
+def _taken(ports: Ports, metrics: str | None) -> str | None:
     """Why the stack cannot start on these ports, if it cannot."""
+    metrics_port = int(metrics.rpartition(":")[2]) if metrics else None
     for port, what, variable in (
         (ports.temporal, "Temporal", "KAIROS_DEV_PORT"),
         (ports.ui, "the Temporal UI", "KAIROS_DEV_UI_PORT"),
         (ports.web, "the web front door", "KAIROS_WEB_PORT"),
+        (metrics_port, "the worker's metrics", "KAIROS_METRICS"),
     ):
+        if port is None:
+            continue
         if _port_open(port):
             return (
                 f"port {port} (for {what}) is taken; is another `make dev` running? "
@@ -139,8 +143,22 @@ async def _start_postgres(settings: Settings) -> int:
         return await db.schema_version()
 
 
+DEV_METRICS = "127.0.0.1:9464"
+
+
+def dev_metrics(settings: Settings) -> str:
+    """Where the dev worker serves its metrics: KAIROS_METRICS, else 127.0.0.1:9464."""
+    return DEV_METRICS if settings.metrics is None else settings.metrics
+
+
 def banner(settings: Settings, ports: Ports, web_url: str, schema: int) -> str:
     """What ``make dev`` prints once everything is up (the README shows it)."""
+    metrics = dev_metrics(settings)
+    metrics_line = (
+        f"  Metrics        http://{metrics}/metrics   (Prometheus; docs/operations.md)\n"
+        if metrics
+        else ""
+    )
     address = "" if ports.temporal == DEFAULT_PORT else (
         f"    export TEMPORAL_ADDRESS=localhost:{ports.temporal}\n"
     )  # fmt: skip
@@ -152,7 +170,7 @@ def banner(settings: Settings, ports: Ports, web_url: str, schema: int) -> str:
   Temporal UI    http://localhost:{ports.ui}   (search: KairosCustomerId = "c-42")
   Web            {web_url}   (unsubscribe pages, webhooks, /v1/track; see docs/web.md)
   Outbox         {settings.outbox_dir}   (.eml files open in any mail client)
-
+{metrics_line}
   Other ports: set KAIROS_DEV_PORT, KAIROS_DEV_UI_PORT and KAIROS_WEB_PORT.
 
   Try it, in another terminal:
@@ -174,7 +192,8 @@ async def run_dev(settings: Settings, web: WebConfig, ports: Ports) -> int:
     except ProjectError as err:
         print(f"kairos dev: the journeys do not compile:\n{err}", file=sys.stderr)
         return 1
-    taken = _taken(ports)
+    settings = dataclasses.replace(settings, metrics=dev_metrics(settings))
+    taken = _taken(ports, settings.metrics)
     if taken:
         print(f"kairos dev: {taken}", file=sys.stderr)
         return 1

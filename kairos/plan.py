@@ -108,11 +108,15 @@ class QuietHours(Frozen):
 
 
 class SendStep(Frozen):
+    """``give_up_after_seconds``: how long the send keeps trying before the journey goes on
+    without it; None for the interpreter's default (kairos.delivery.DEFAULT_GIVE_UP_AFTER)."""
+
     kind: Literal["send"] = "send"
     id: str
     channel: Channel
     template: str
     fallback: Channel | None = None
+    give_up_after_seconds: int | None = None
     next: str | None = None
 
 

@@ -240,7 +240,8 @@ class DeliverRequest(Model):
 
 
 class FailedSend(Model):
-    """A send the journey gave up on after its retries: recorded in the ledger as failed."""
+    """A send the journey gave up on after its retries: recorded in the ledger as failed, or as
+    unknown when a call may have reached the provider."""
 
     key: str
     customer_id: str

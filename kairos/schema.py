@@ -271,6 +271,12 @@ class SendStep(StepBase):
     fallback: Channel | None = Field(
         None, description="The other channel, used when this one is impossible for the customer."
     )
+    give_up_after: Duration | None = Field(
+        None,
+        description="How long the send keeps trying (provider outages, rate limits) before the "
+        "journey goes on without it, such as 2h for a cart reminder. Default: the journey's "
+        "give_up_after, else 24h.",
+    )
 
 
 class WaitUntil(Model):
@@ -615,6 +621,11 @@ class JourneySpec(Model):
     ) = Field(None, description='{start: "21:00", end: "08:00"}, or off.')
     sms: SmsLimitsSpec | None = Field(
         None, description="What every SMS must keep to, such as {max_segments: 1, alphabet: gsm-7}."
+    )
+    give_up_after: Duration | None = Field(
+        None,
+        description="How long each send keeps trying before the journey goes on without it "
+        "(a send step may say otherwise). Default: 24h.",
     )
     trigger: Trigger = Field(
         description="api, {event: name, when: ...} or {date: customer.x, offset: 60d}."

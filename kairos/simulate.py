@@ -258,6 +258,7 @@ class CapturingEmailSender:
     """An :class:`EmailSender` that keeps each rendered email, keyed by message key."""
 
     name = PROVIDER
+    deduplicates = True
 
     def __init__(self, store: dict[str, CapturedMessage]) -> None:
         """Keep messages in ``store`` (shared with the SMS sender)."""
@@ -283,6 +284,7 @@ class CapturingSmsSender:
     """An :class:`SmsSender` that keeps each rendered SMS, keyed by message key."""
 
     name = PROVIDER
+    deduplicates = True
 
     def __init__(self, store: dict[str, CapturedMessage]) -> None:
         """Keep messages in ``store`` (shared with the email sender)."""

@@ -20,6 +20,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from kairos.codec import KeyRing, data_converter
@@ -45,17 +46,22 @@ def quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-async def connect(settings: Settings, keys: KeyRing, *, lazy: bool = False) -> Client:
+async def connect(
+    settings: Settings, keys: KeyRing, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     """A client for the configured Temporal (dev server, cluster or Cloud), encrypting what it
     writes with the data keys of ``keys`` (the customer store's: ``store.keys``).
 
     ``lazy`` connects on first use, so a process can start (and accept events into the store)
-    while Temporal is still coming up or down for maintenance.
+    while Temporal is still coming up or down for maintenance. ``runtime``: the Temporal
+    runtime to run on (the worker's exports metrics); the SDK's default otherwise.
     """
     config = dict(settings.temporal)
     target = config.pop("target_host", "localhost:7233")
     converter = data_converter(keys)
-    return await Client.connect(target, data_converter=converter, lazy=lazy, **config)
+    return await Client.connect(
+        target, data_converter=converter, lazy=lazy, runtime=runtime, **config
+    )
 
 
 def with_keys(client: Client, keys: KeyRing) -> Client:

@@ -16,7 +16,6 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.providers import EmailSender, SmsSender
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
@@ -31,7 +30,7 @@ from kairos.store.database import with_database
 from kairos.store.embedded import temporary_server
 from kairos.store.keys import DatabaseKeys
 from kairos.temporal import register_search_attributes, with_keys
-from worker import build_worker, dispatcher
+from worker import Workers, build_worker, dispatcher
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +168,7 @@ async def running_worker(
     *,
     email: EmailSender | None = None,
     sms: SmsSender | None = None,
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[Workers]:
     """The real worker (every workflow and activity) on the settings' task queue."""
     worker = build_worker(
         client,

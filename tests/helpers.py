@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -139,3 +141,25 @@ async def run_journey(
         )
         await schedule(env.client, settings.task_queue, customer, later)
         return await finish(env, handle)
+
+
+_SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    """A Prometheus endpoint's samples: (name, labels) to value; the SDK's ``service_name``
+    label, the same on every sample, left out."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples: Samples = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = frozenset(
+            (k, v) for k, v in _LABEL.findall(match.group(2) or "") if k != "service_name"
+        )
+        samples[(match.group(1), labels)] = float(match.group(3))
+    return samples

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from kairos.config import ConfigError, FrequencyCap, Settings, deployment_problems, load_settings
+from kairos.delivery import UnknownPolicy
+from kairos.plan import Channel
 
 
 def _load(tmp_path: Path, **env: str) -> Settings:
@@ -146,3 +148,35 @@ def test_serve_and_the_worker_refuse_to_start_with_the_development_secret_in_pub
     public = _load(tmp_path, KAIROS_PUBLIC_URL="https://mail.example.com")
     assert asyncio.run(run(public)) == 2
     assert "kairos worker: refusing to start: KAIROS_SECRET" in capsys.readouterr().err
+
+
+def test_what_a_channel_does_about_an_unknown_outcome_is_configurable(tmp_path: Path) -> None:
+    settings = _load(tmp_path, KAIROS_UNKNOWN_SMS="resend after 30m", KAIROS_UNKNOWN_EMAIL="")
+
+    assert settings.unknown == {
+        Channel.email: UnknownPolicy(resend=True, wait_seconds=600),
+        Channel.sms: UnknownPolicy(resend=True, wait_seconds=1800),
+    }
+    with pytest.raises(ConfigError) as raised:
+        _load(tmp_path, KAIROS_UNKNOWN_EMAIL="retry", KAIROS_UNKNOWN_SMS="report after 0s")
+    assert raised.value.problems == [
+        "KAIROS_UNKNOWN_EMAIL='retry': expected 'resend after 10m' or 'report after 10m'",
+        "KAIROS_UNKNOWN_SMS='report after 0s': the wait must be longer than 0s",
+    ]
+
+
+def test_the_metrics_address_is_host_and_port_or_off(tmp_path: Path) -> None:
+    assert _load(tmp_path).metrics is None  # unset: none, but `make dev` picks one
+    assert _load(tmp_path, KAIROS_METRICS="off").metrics == ""
+    assert _load(tmp_path, KAIROS_METRICS="0.0.0.0:9464").metrics == "0.0.0.0:9464"
+    with pytest.raises(ConfigError, match="KAIROS_METRICS='9464': expected host:port"):
+        _load(tmp_path, KAIROS_METRICS="9464")
+
+
+def test_a_channels_rate_is_per_second_or_per_minute(tmp_path: Path) -> None:
+    settings = _load(tmp_path, KAIROS_RATE_SMS="1", KAIROS_RATE_EMAIL="600/m")
+
+    assert settings.rates == {Channel.email: 10.0, Channel.sms: 1.0}
+    assert _load(tmp_path, KAIROS_RATE_SMS="off").rates == {}
+    with pytest.raises(ConfigError, match="KAIROS_RATE_EMAIL='fast': expected messages per"):
+        _load(tmp_path, KAIROS_RATE_EMAIL="fast")

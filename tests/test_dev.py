@@ -24,7 +24,7 @@ from kairos.config import load_settings
 from kairos.dev import TRIGGER_COMMAND, Ports, banner
 from kairos.store.database import latest_version
 from tests.commands import ROOT, command_env, documented, free_port, run
-from tests.helpers import eventually
+from tests.helpers import eventually, scrape
 
 # What README.md tells a new user to type after `make dev`.
 TRIGGER = documented(
@@ -52,11 +52,17 @@ async def _lines(stream: asyncio.StreamReader, into: list[str]) -> None:
         into.append(line.decode(errors="replace").rstrip("\n"))
 
 
+SENT_WELCOME = frozenset(
+    {("journey", "welcome"), ("step", "welcome"), ("channel", "email"), ("status", "sent")}
+)
+
+
 @pytest.mark.timeout(240)
 async def test_make_dev_then_the_readme_trigger_command_delivers_the_welcome_email(
     home: Path,
 ) -> None:
     ports = Ports(temporal=free_port(), ui=free_port(), web=free_port())
+    metrics = f"127.0.0.1:{free_port()}"
     # Quiet hours off, as the README suggests for trying things out: night in Helsinki must
     # not hold the welcome email until 08:00 while CI waits.
     env = command_env(
@@ -65,6 +71,7 @@ async def test_make_dev_then_the_readme_trigger_command_delivers_the_welcome_ema
         KAIROS_DEV_UI_PORT=ports.ui,
         KAIROS_WEB_PORT=ports.web,
         KAIROS_QUIET_HOURS="off",
+        KAIROS_METRICS=metrics,
     )
     # What `make dev` runs, once .venv is installed.
     dev = await asyncio.create_subprocess_exec(
@@ -85,6 +92,7 @@ async def test_make_dev_then_the_readme_trigger_command_delivers_the_welcome_ema
         assert f"PostgreSQL     {home / '.kairos' / 'postgres'}   (embedded;" in shown
         assert f"Temporal       localhost:{ports.temporal}   " in shown
         assert f"Web            http://127.0.0.1:{ports.web}   " in shown
+        assert f"Metrics        http://{metrics}/metrics   " in shown
         assert TRIGGER in shown and TRIGGER == TRIGGER_COMMAND
 
         cli = command_env(KAIROS_HOME=home, TEMPORAL_ADDRESS=f"localhost:{ports.temporal}")
@@ -111,6 +119,10 @@ async def test_make_dev_then_the_readme_trigger_command_delivers_the_welcome_ema
         assert shown_customer.code == 0, shown_customer.output
         assert "journey:welcome:c-42:1" in shown_customer.out
         assert "source: event signed_up" in shown_customer.out
+        # The worker's metrics count the welcome email, next to the Temporal SDK's own.
+        scraped = scrape(f"http://{metrics}/metrics")
+        assert scraped[("kairos_messages_total", SENT_WELCOME)] == 1
+        assert any(name.startswith("temporal_") for name, _ in scraped)
     finally:
         if dev.returncode is None:
             dev.send_signal(signal.SIGINT)  # Ctrl-C

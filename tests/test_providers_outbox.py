@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from email import policy
 from email.message import EmailMessage as MimeMessage
@@ -285,6 +286,10 @@ def test_configured_providers_are_built_from_settings(tmp_path: Path) -> None:
     assert isinstance(email_sender, SendGridSender)
     assert isinstance(sms_sender, TwilioSender)
     assert (email_sender.name, sms_sender.name) == ("sendgrid", "twilio")
+    # Twilio reports each SMS's status to the web front door, which settles unknown outcomes.
+    assert sms_sender._status_callback_url == "http://localhost:8000/webhooks/twilio/status"
+    off = dataclasses.replace(settings, twilio_status_callback_url="off")
+    assert build_senders(off)[1]._status_callback_url == ""  # type: ignore[attr-defined]
 
 
 def test_an_unknown_provider_is_named_in_the_error(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.providers.base import (
     INVALID_RECIPIENT,
     MAX_RETRY_DELAY,
+    OUTCOME_UNKNOWN,
     PAYLOAD_REJECTED,
     PROVIDER_AUTH,
     PROVIDER_UNAVAILABLE,
@@ -185,14 +186,19 @@ async def test_the_next_attempt_after_an_outage_is_delivered(sendgrid: FakeSendG
     assert len(sendgrid.received) == 1
 
 
-async def test_a_timeout_is_retried(sendgrid: FakeSendGrid) -> None:
+async def test_an_answer_that_never_comes_is_an_unknown_outcome_not_an_outage(
+    sendgrid: FakeSendGrid,
+) -> None:
+    # SendGrid read the request and may send it: retrying blindly would duplicate the email.
     sendgrid.delay_next(10)
 
     error = await failure(sender_for(sendgrid))
 
-    assert error.type == PROVIDER_UNAVAILABLE
+    assert error.type == OUTCOME_UNKNOWN
     assert not error.non_retryable
     assert "timed out" in error.message
+    assert error.details == ({"provider": "sendgrid", "key": email().key},)
+    assert sendgrid.attempts == 1
 
 
 async def test_a_refused_connection_is_retried() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.providers.base import (
     INVALID_RECIPIENT,
+    OUTCOME_UNKNOWN,
     PAYLOAD_REJECTED,
     PROVIDER_AUTH,
     PROVIDER_UNAVAILABLE,
@@ -82,7 +84,9 @@ async def test_an_sms_reaches_twilio_from_our_number_with_the_status_callback(
         "To": PHONE,
         "From": FROM_NUMBER,
         "Body": sms().body,
-        "StatusCallback": CALLBACK,
+        # The key rides in the callback's URL: Twilio keeps no metadata of ours, and its status
+        # callbacks are how an SMS whose answer was lost is matched to its message.
+        "StatusCallback": f"{CALLBACK}?key=journey%3Acart_abandonment%3Ac-42%3Alast_chance%3A1",
     }
 
 
@@ -187,14 +191,31 @@ async def test_a_twilio_outage_is_retried(twilio: FakeTwilio, status: int) -> No
     assert f"HTTP {status}" in error.message
 
 
-async def test_a_timeout_is_retried(twilio: FakeTwilio) -> None:
+async def test_an_answer_that_never_comes_is_an_unknown_outcome_not_an_outage(
+    twilio: FakeTwilio,
+) -> None:
+    # Twilio read the request and may send the SMS: retrying blindly would duplicate it.
     twilio.delay_next(10)
 
     error = await failure(sender_for(twilio))
 
-    assert error.type == PROVIDER_UNAVAILABLE
+    assert error.type == OUTCOME_UNKNOWN
     assert not error.non_retryable
     assert "timed out" in error.message
+    assert twilio.attempts == 1
+
+
+async def test_a_refused_connection_is_an_outage_retried_as_such() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    sender = TwilioSender("AC" + "0" * 32, "token", from_number=FROM_NUMBER,
+                          base_url=f"http://127.0.0.1:{port}", timeout=0.3)  # fmt: skip
+
+    error = await failure(sender)
+
+    assert error.type == PROVIDER_UNAVAILABLE
+    assert not error.non_retryable
 
 
 async def test_a_body_over_1600_characters_is_rejected(twilio: FakeTwilio) -> None:

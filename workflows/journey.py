@@ -26,10 +26,17 @@ from typing import Any, NoReturn, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    RetryState,
+    TimeoutType,
+)
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from kairos import expressions, policy, routing
+    from kairos import delivery, expressions, policy, routing
     from kairos.durations import format_duration
     from kairos.expressions import ExpressionError
     from kairos.messages import SendOutcome
@@ -75,6 +82,9 @@ CHANGE_PROFILE_ACTIVITY = "change_profile"
 END_RUN_ACTIVITY = "end_run"
 NOTE_PROBLEMS_ACTIVITY = "note_problems"
 FAILED_SEND_ACTIVITY = "record_failed_send"
+# What the send activity answers when policy picked the fallback channel: the workflow sends it
+# again on that channel's task queue.
+REROUTED = "rerouted"
 CONVERTED = "converted"
 COMPLETED = "completed"
 RESTARTED = "restarted"
@@ -91,15 +101,34 @@ MAX_PROBLEMS = 20
 # The step records a run keeps (and carries across continue-as-new): the newest ones.
 MAX_RECORDS = 500
 
+# A send retries until its deadline (the step's give_up_after, its schedule-to-close timeout),
+# however many attempts that takes; Retry-After and the wait for feedback set their own delays.
 SEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5),
+    initial_interval=timedelta(seconds=delivery.SEND_TIMEOUTS.first_retry_seconds),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=10),
-    maximum_attempts=12,
 )
 ACTION_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5), maximum_attempts=10)
 # The store's own activities: retried until PostgreSQL answers again.
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+def _send_failure(err: ActivityError, give_up_after: int) -> str:
+    """Why a send failed for good, in words: the provider's refusal, or the deadline that
+    passed (with the last thing that went wrong)."""
+    cause = err.cause
+    if isinstance(cause, ActivityTimeout) and cause.type is TimeoutType.SCHEDULE_TO_CLOSE:
+        cause = cause.cause  # the deadline passed during an attempt: say what it was doing
+    elif err.retry_state is not RetryState.TIMEOUT:
+        return _failure(cause, err)
+    why = f"gave up after {format_duration(give_up_after)}"
+    return f"{why}; the last attempt: {_failure(cause, err)}" if cause else why
+
+
+def _failure(cause: BaseException | None, err: ActivityError) -> str:
+    reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
+    kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Error"
+    return f"{kind}: {reason}"
 
 
 def _holds(condition: str | None, context: dict[str, Any]) -> bool:
@@ -389,24 +418,39 @@ class JourneyWorkflow:
         return self._sent(step, blocked)
 
     async def _deliver(self, request: DeliverRequest, step: SendStep) -> SendOutcome:
+        outcome = await self._deliver_on(request, step)
+        if outcome.status == REROUTED:
+            # The fallback channel carries it: on that channel's queue, within its rate limit.
+            fallback = request.model_copy(update={"channel": outcome.channel, "fallback": None})
+            outcome = await self._deliver_on(fallback, step)
+        return outcome
+
+    async def _deliver_on(self, request: DeliverRequest, step: SendStep) -> SendOutcome:
+        give_up_after = step.give_up_after_seconds or delivery.DEFAULT_GIVE_UP_AFTER
+        timeouts = delivery.SEND_TIMEOUTS
         try:
             outcome: SendOutcome = await workflow.execute_activity(
                 DELIVER_ACTIVITY,
                 request,
                 result_type=SendOutcome,
-                start_to_close_timeout=timedelta(minutes=1),
+                schedule_to_close_timeout=timedelta(seconds=give_up_after),
+                start_to_close_timeout=timedelta(seconds=timeouts.start_to_close_seconds),
+                heartbeat_timeout=timedelta(seconds=timeouts.heartbeat_seconds)
+                if timeouts.heartbeat_seconds
+                else None,
                 retry_policy=SEND_RETRY,
-                summary=f"send {step.channel.value} {step.template}",
+                task_queue=delivery.send_queue(workflow.info().task_queue, request.channel),
+                summary=f"send {request.channel.value} {step.template}",
             )
             return outcome
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 raise  # support cancelled the run: stop, don't record a failed send
-            cause = err.cause
-            reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
-            kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Error"
             failed = SendOutcome(
-                key=request.key, channel=step.channel, status="failed", reason=f"{kind}: {reason}"
+                key=request.key,
+                channel=request.channel,
+                status="failed",
+                reason=_send_failure(err, give_up_after),
             )
             await workflow.execute_activity(
                 FAILED_SEND_ACTIVITY,

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from activities.providers.base import (
     INVALID_RECIPIENT,
+    OUTCOME_UNKNOWN,
     PAYLOAD_REJECTED,
     PROVIDER_AUTH,
     PROVIDER_UNAVAILABLE,
@@ -30,13 +31,22 @@ def _sendgrid(settings: Settings) -> EmailSender:
     )
 
 
+# Where the web front door takes Twilio's status callbacks (kairos.web.twilio).
+TWILIO_STATUS_PATH = "/webhooks/twilio/status"
+
+
 def _twilio(settings: Settings) -> SmsSender:
+    callback = settings.twilio_status_callback_url
+    if callback.lower() == "off":
+        callback = ""
+    elif not callback:
+        callback = f"{settings.public_url}{TWILIO_STATUS_PATH}"
     return TwilioSender(
         settings.twilio_account_sid,
         settings.twilio_auth_token,
         from_number=settings.twilio_from_number,
         messaging_service_sid=settings.twilio_messaging_service_sid,
-        status_callback_url=settings.twilio_status_callback_url,
+        status_callback_url=callback,
         base_url=settings.twilio_base_url,
     )
 
@@ -77,12 +87,14 @@ def _pick(registry: dict[str, T], channel: str, name: str) -> T:
 __all__ = [
     "EMAIL_PROVIDERS",
     "INVALID_RECIPIENT",
+    "OUTCOME_UNKNOWN",
     "PAYLOAD_REJECTED",
     "PROVIDER_AUTH",
     "PROVIDER_UNAVAILABLE",
     "RATE_LIMITED",
     "RECIPIENT_OPTED_OUT",
     "SMS_PROVIDERS",
+    "TWILIO_STATUS_PATH",
     "EmailSender",
     "OutboxEmailSender",
     "OutboxSmsSender",

@@ -4,7 +4,8 @@ A provider turns a message into a ``Receipt`` or raises a Temporal ``Application
 ``type`` is one of the constants below. The type decides whether Temporal retries the activity:
 rate limits and outages are retried (honouring the provider's Retry-After), while a bad recipient,
 an opted-out recipient, bad credentials or a rejected payload are not, because sending the same
-request again cannot succeed.
+request again cannot succeed. A request that went out and got no answer is neither: its outcome
+is unknown, and only the provider's feedback can say whether to send it again.
 
 Error messages are shown in the Temporal UI, so they name the provider, the HTTP status, the
 provider's error code and what it means, with the recipient masked.
@@ -25,7 +26,12 @@ from kairos.messages import EmailMessage, Receipt, SmsMessage
 RATE_LIMITED = "RateLimited"
 """Retryable: the provider asked us to slow down; ``next_retry_delay`` follows Retry-After."""
 PROVIDER_UNAVAILABLE = "ProviderUnavailable"
-"""Retryable: 5xx, timeouts and connection errors."""
+"""Retryable: 5xx, or the request never reached the provider (connection refused, DNS, a
+timeout while connecting): the provider does not have the message."""
+OUTCOME_UNKNOWN = "OutcomeUnknown"
+"""Retryable, carefully: the request was sent but no answer came (a timeout while waiting for
+it, a dropped connection). The provider may have the message; the send protocol waits for its
+feedback before sending again (kairos.delivery)."""
 INVALID_RECIPIENT = "InvalidRecipient"
 """Non-retryable: the address or number cannot receive this message."""
 RECIPIENT_OPTED_OUT = "RecipientOptedOut"
@@ -47,9 +53,15 @@ _EPOCH_THRESHOLD = 1_000_000_000
 
 
 class EmailSender(Protocol):
-    """Delivers one email. ``name`` is the provider's name in receipts and settings."""
+    """Delivers one email. ``name`` is the provider's name in receipts and settings.
+
+    ``deduplicates``: the provider itself delivers one message per key, however often it is
+    asked, so after an unknown outcome sending again is safe (the outbox); SendGrid and Twilio
+    do not, and the send protocol waits for their feedback instead.
+    """
 
     name: str
+    deduplicates: bool
 
     async def send_email(self, message: EmailMessage) -> Receipt:
         """Deliver ``message`` or raise an ``ApplicationError`` typed as above."""
@@ -57,9 +69,15 @@ class EmailSender(Protocol):
 
 
 class SmsSender(Protocol):
-    """Delivers one SMS. ``name`` is the provider's name in receipts and settings."""
+    """Delivers one SMS. ``name`` is the provider's name in receipts and settings.
+
+    ``deduplicates``: the provider itself delivers one message per key, however often it is
+    asked, so after an unknown outcome sending again is safe (the outbox); SendGrid and Twilio
+    do not, and the send protocol waits for their feedback instead.
+    """
 
     name: str
+    deduplicates: bool
 
     async def send_sms(self, message: SmsMessage) -> Receipt:
         """Deliver ``message`` or raise an ``ApplicationError`` typed as above."""

@@ -74,6 +74,7 @@ class OutboxEmailSender:
     """Writes each email as an ``.eml`` file under ``<outbox>/email/``."""
 
     name = PROVIDER
+    deduplicates = True
 
     def __init__(self, outbox_dir: Path | str) -> None:
         """Create a sender that writes under ``outbox_dir``.
@@ -108,6 +109,7 @@ class OutboxSmsSender:
     """Writes each SMS as a ``.txt`` file under ``<outbox>/sms/``."""
 
     name = PROVIDER
+    deduplicates = True
 
     def __init__(self, outbox_dir: Path | str) -> None:
         """Create a sender that writes under ``outbox_dir``.

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+import urllib.error
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.providers.base import (
     INVALID_RECIPIENT,
+    OUTCOME_UNKNOWN,
     PAYLOAD_REJECTED,
     PROVIDER_AUTH,
     PROVIDER_UNAVAILABLE,
@@ -52,6 +54,7 @@ class SendGridSender:
     """Sends email with SendGrid's Mail Send API."""
 
     name = PROVIDER
+    deduplicates = False
 
     def __init__(
         self,
@@ -257,8 +260,18 @@ def _retrying(delay: timedelta | None) -> str:
 
 def _unreachable(exc: BaseException, message: EmailMessage) -> ApplicationError:
     what = "timed out" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else "failed"
+    details = {"provider": PROVIDER, "key": message.key}
+    # urllib wraps what goes wrong while connecting and sending the request in URLError;
+    # anything later (waiting for the answer, reading it) means SendGrid may have the email.
+    if isinstance(exc, urllib.error.URLError):
+        return provider_error(
+            PROVIDER_UNAVAILABLE,
+            f"SendGrid could not be reached ({what}: {exc.reason}); will retry",
+            details,
+        )
     return provider_error(
-        PROVIDER_UNAVAILABLE,
-        f"SendGrid request {what} ({type(exc).__name__}: {exc}); will retry",
-        {"provider": PROVIDER, "key": message.key},
+        OUTCOME_UNKNOWN,
+        f"SendGrid took the request but its answer {what} ({type(exc).__name__}: {exc}); "
+        "waiting for its feedback before sending again",
+        details,
     )

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from temporalio.exceptions import ApplicationError
@@ -20,9 +20,11 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from activities.providers.base import (
     INVALID_RECIPIENT,
+    OUTCOME_UNKNOWN,
     PAYLOAD_REJECTED,
     PROVIDER_AUTH,
     PROVIDER_UNAVAILABLE,
@@ -70,6 +72,7 @@ class TwilioSender:
     """Sends SMS with Twilio's Programmable Messaging API."""
 
     name = PROVIDER
+    deduplicates = False
 
     def __init__(
         self,
@@ -89,7 +92,9 @@ class TwilioSender:
             auth_token: The account's auth token.
             from_number: The E.164 number to send from; or use ``messaging_service_sid``.
             messaging_service_sid: The Messaging Service (MG...) that picks the sender.
-            status_callback_url: Where Twilio posts delivery status updates; empty for none.
+            status_callback_url: Where Twilio posts status updates (the web front door's
+                ``/webhooks/twilio/status``); each message adds its key to it (``?key=``), so
+                the update settles that message. Empty for none.
             base_url: The API's address; empty for https://api.twilio.com (tests use a fake).
             timeout: Seconds to wait for Twilio to connect and to answer.
 
@@ -144,8 +149,15 @@ class TwilioSender:
         if self._messaging_service_sid:
             args["messaging_service_sid"] = self._messaging_service_sid
         if self._status_callback_url:
-            args["status_callback"] = self._status_callback_url
+            args["status_callback"] = status_callback(self._status_callback_url, message.key)
         return args
+
+
+def status_callback(base: str, key: str) -> str:
+    """The status callback URL of one message: ``base`` with the message key, the only place a
+    Twilio message can carry it (Twilio keeps no metadata of ours)."""
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}key={quote(key, safe='')}"
 
 
 class _HttpClient(TwilioHttpClient):  # type: ignore[misc]  # the twilio SDK ships no types
@@ -289,8 +301,41 @@ def _retrying(delay: timedelta | None) -> str:
 
 def _unreachable(exc: requests.RequestException, message: SmsMessage) -> ApplicationError:
     what = "timed out" if isinstance(exc, requests.Timeout) else "failed"
+    details = {"provider": PROVIDER, "key": message.key}
+    if _never_sent(exc):
+        return provider_error(
+            PROVIDER_UNAVAILABLE,
+            f"Twilio could not be reached ({what}: {type(exc).__name__}); will retry",
+            details,
+        )
     return provider_error(
-        PROVIDER_UNAVAILABLE,
-        f"Twilio request {what} ({type(exc).__name__}); will retry",
-        {"provider": PROVIDER, "key": message.key},
+        OUTCOME_UNKNOWN,
+        f"Twilio took the request but its answer {what} ({type(exc).__name__}); waiting for "
+        "its status callback before sending again",
+        details,
     )
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request failed before Twilio could have read it: no connection was made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.ReadTimeout):
+        return False
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, NewConnectionError | ConnectTimeoutError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__ or _reason(cause)
+    return False
+
+
+def _reason(exc: BaseException) -> BaseException | None:
+    # urllib3 keeps the underlying error of a failed retry in ``reason``, requests in args.
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, BaseException):
+        return reason
+    first = exc.args[0] if exc.args else None
+    return first if isinstance(first, BaseException) and first is not exc else None

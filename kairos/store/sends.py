@@ -6,10 +6,21 @@ at this moment, and records the decision in the message ledger under the message
 transaction. Everything that decides sends for one customer takes the same row lock, so two
 journeys can never both take the last slot of a cap.
 
-A key already ``sent`` (or ``blocked``, ``failed``) answers with what was recorded and the
-provider is never called again. A key found ``sending`` means an earlier attempt called the
-provider and nobody saw the answer (its worker died): the attempt is counted in
-``unconfirmed`` and the message is decided again, policy included, before it is sent again.
+The send protocol, per key (docs/operations.md states the guarantee):
+
+* ``begin_call`` marks the provider call under way (``calling_since``) in the same statement as
+  the last look at the run (a cancelled run calls nothing). A retry that finds a key
+  ``sending`` without a call under way (the worker died before calling, or the call failed
+  cleanly: 429, 5xx, connection refused) decides it again, policy included, and calls again.
+* ``confirm`` records the provider's id: a key ``sent`` (or ``blocked``, ``cancelled``,
+  ``failed``) answers every later attempt with what was recorded and the provider is never
+  called again.
+* A call whose answer nobody saw (a timeout, a dropped connection: ``unknown``; or a retry that
+  finds a call still marked under way, because its worker died) makes the key ``unknown``,
+  counted in ``unconfirmed``. Only the provider's feedback (``feedback``, from its webhooks)
+  turns it ``sent``; until then a retry reports what the ledger holds (:class:`Unknown`) and
+  :mod:`kairos.delivery` decides whether to wait, resend once (``resend``: consent and
+  suppression checked again) or leave it ``unknown``.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ from kairos.store.views import CustomerRow, address_hash, load_customer, suppres
 
 # A key in one of these statuses is decided for good: a retry answers with what was recorded.
 FINAL = ("sent", "blocked", "cancelled", "failed")
+# Statuses whose message may have reached the provider: they hold a frequency cap's slot.
+COUNTED = ("sending", "sent", "unknown")
 # Ledger statuses a decision writes, by verdict.
 _STATUS = {
     Verdict.send: "sending",
@@ -38,11 +51,21 @@ _STATUS = {
 }
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """A key whose provider call's outcome nobody saw, and no feedback has settled it."""
+
+    since: datetime
+    resends: int
+    found: bool = False  # this attempt found the call's worker dead and made it unknown
+
+
 @dataclass
 class Reservation:
     """What the send transaction decided.
 
-    ``done`` is the recorded outcome when the key was decided for good before; otherwise
+    ``done`` is the recorded outcome when the key was decided for good before; ``unknown`` is
+    set when an earlier call's outcome is unknown (nothing was decided); otherwise
     ``decision`` says what to do now, on ``channel``, rendering with ``profile``.
     """
 
@@ -50,6 +73,7 @@ class Reservation:
     channel: Channel
     profile: dict[str, Any] = field(default_factory=dict)
     done: SendOutcome | None = None
+    unknown: Unknown | None = None
 
 
 class Ledger:
@@ -79,23 +103,28 @@ class Ledger:
             if customer is None:
                 blocked = PolicyDecision(verdict=Verdict.blocked, reason="no such customer")
                 return Reservation(blocked, request.channel)
-            cursor = await conn.execute(
-                "SELECT * FROM messages WHERE key = %s FOR UPDATE", (request.key,)
-            )
-            existing = await cursor.fetchone()
+            existing = await _row(conn, request.key)
             if existing is not None and existing["status"] in FINAL:
-                return Reservation(
-                    PolicyDecision(verdict=Verdict.blocked, reason=existing["reason"]),
-                    Channel(existing["channel"]),
-                    done=_recorded(existing),
-                )
+                return _done(existing)
+            # Before anything else: a message that may have reached the provider stays on
+            # record as such, whatever happened since (a cancelled run included).
+            found = existing is not None and existing["calling_since"] is not None
+            if found:
+                # The attempt that made this call died before it saw the answer.
+                existing = await _went_unknown(conn, request.key, "the worker died during the call")
+            if existing is not None and existing["status"] == "unknown":
+                return _unknown(existing, found=found)
             if await _cancelled(conn, request):
                 cancelled = PolicyDecision(verdict=Verdict.blocked, reason="run cancelled")
                 await _record(
                     conn, request, request.channel, cancelled, now=now, due=due,
-                    unconfirmed=False, status="cancelled",
+                    status="cancelled",
                 )  # fmt: skip
                 return Reservation(cancelled, request.channel, done=_outcome(request, "cancelled"))
+            if existing is not None and existing["unknown_since"] is not None:
+                # A resend after no feedback came: the same message, its cap slot already
+                # taken, so only consent and suppression are asked again.
+                return await self._decide_resend(conn, request, customer, existing, now)
             contest = existing is not None and existing["status"] == "pending"
             if existing is not None and contest:
                 due = existing["due_at"]
@@ -114,55 +143,194 @@ class Ledger:
                 ask,
                 await self._recipient(conn, customer, request.category),
                 self.caps,
-                await self._counted(conn, customer.id, now),
+                await self._counted(conn, customer.id, now, request.key),
                 await self._claims(conn, customer.id, due) if contest else (),
                 now,
             )
             chosen = channel or request.channel
-            unconfirmed = (
-                existing is not None
-                and existing["status"] == "sending"
-                and existing["last_error"] is None
-            )
-            await _record(
-                conn, request, chosen, decision, now=now, due=due, unconfirmed=unconfirmed
-            )
+            await _record(conn, request, chosen, decision, now=now, due=due)
             return Reservation(decision, chosen, customer.view())
 
-    async def withdraw_if_cancelled(self, request: DeliverRequest) -> bool:
-        """Whether the message's run was cancelled since it was decided; if so the ledger
-        says cancelled (and no provider call was made)."""
-        async with self.database.connection() as conn:
-            if not await _cancelled(conn, request):
-                return False
+    async def resend(self, request: DeliverRequest, *, now: datetime) -> Reservation:
+        """Send an ``unknown`` message once more: no feedback came, so the provider most
+        likely never had it. Consent and suppression are asked again; a message they block now
+        stays ``unknown`` (its first call may have gone through)."""
+        async with self.database.transaction() as conn:
+            customer = await load_customer(conn, request.customer_id, lock=True)
+            existing = await _row(conn, request.key)
+            if customer is None or existing is None or existing["status"] != "unknown":
+                # Settled meanwhile (feedback came, the customer was forgotten): ask again.
+                return await self._settled(conn, request, existing)
+            if await _cancelled(conn, request):
+                await conn.execute(
+                    "UPDATE messages SET reason = 'not resent: run cancelled' WHERE key = %s",
+                    (request.key,),
+                )
+                return _done({**existing, "reason": "not resent: run cancelled"})
             await conn.execute(
-                "UPDATE messages SET status = 'cancelled', reason = 'run cancelled',"
-                " attempts = greatest(attempts - 1, 0) WHERE key = %s AND status = 'sending'",
+                "UPDATE messages SET status = 'sending', resends = resends + 1 WHERE key = %s",
                 (request.key,),
             )
-            return True
+            existing = {**existing, "status": "sending", "resends": existing["resends"] + 1}
+            return await self._decide_resend(conn, request, customer, existing, now)
 
-    async def confirm(self, key: str, receipt: Receipt) -> None:
-        """The provider accepted the message: record its id."""
-        await self.database.fetch_one(
-            "UPDATE messages SET status = 'sent', provider = %s, provider_id = %s,"
-            " last_error = NULL WHERE key = %s RETURNING key",
-            (receipt.provider, receipt.provider_id, key),
+    async def _decide_resend(
+        self,
+        conn: Connection,
+        request: DeliverRequest,
+        customer: CustomerRow,
+        existing: dict[str, Any],
+        now: datetime,
+    ) -> Reservation:
+        channel = Channel(existing["channel"])
+        ask = policy.SendAsk(
+            key=request.key,
+            channels=(channel,),
+            category=request.category,
+            priority=request.priority,
+            due_at=existing["due_at"],
         )
+        recipient = await self._recipient(conn, customer, request.category)
+        decision, _ = policy.decide(ask, recipient, (), {}, (), now)
+        if decision.verdict is not Verdict.send:
+            reason = f"not resent: {decision.reason}"
+            await conn.execute(
+                "UPDATE messages SET status = 'unknown', reason = %s WHERE key = %s",
+                (reason, request.key),
+            )
+            return _done({**existing, "status": "unknown", "reason": reason})
+        return Reservation(decision, channel, customer.view())
+
+    async def _settled(
+        self, conn: Connection, request: DeliverRequest, existing: dict[str, Any] | None
+    ) -> Reservation:
+        if existing is None:
+            blocked = PolicyDecision(verdict=Verdict.blocked, reason="no such customer")
+            return Reservation(blocked, request.channel)
+        if existing["status"] == "unknown":
+            return _unknown(existing)
+        return _done(existing)
+
+    async def begin_call(self, request: DeliverRequest, *, now: datetime) -> str:
+        """The last look before the provider: mark the call under way, unless the run was
+        cancelled since the message was decided (in the Temporal UI, say; then the ledger
+        says ``cancelled`` and no call is made).
+
+        Returns:
+            ``sending`` to call; ``cancelled``; or the status the key has now when it is no
+            longer ``sending`` (feedback settled it meanwhile).
+        """
+        row = await self.database.fetch_one(
+            "WITH run AS (SELECT coalesce(bool_or(outcome = 'cancelled'), false) AS cancelled"
+            " FROM runs WHERE customer_id = %(customer)s AND journey = %(journey)s"
+            " AND run_no = %(run_no)s)"
+            " UPDATE messages SET"
+            " status = CASE WHEN run.cancelled THEN 'cancelled' ELSE status END,"
+            " reason = CASE WHEN run.cancelled THEN 'run cancelled' ELSE reason END,"
+            " calling_since = CASE WHEN run.cancelled THEN NULL ELSE %(now)s END,"
+            " attempts = attempts + CASE WHEN run.cancelled THEN 0 ELSE 1 END"
+            " FROM run WHERE key = %(key)s AND status = 'sending' RETURNING status",
+            {
+                "customer": request.customer_id,
+                "journey": request.journey,
+                "run_no": request.run_no,
+                "now": now,
+                "key": request.key,
+            },
+        )
+        if row is not None:
+            return str(row["status"])
+        current = await self.database.fetch_one(
+            "SELECT status FROM messages WHERE key = %s", (request.key,)
+        )
+        return str(current["status"]) if current else "cancelled"
+
+    async def confirm(self, key: str, receipt: Receipt) -> bool:
+        """The provider accepted the message: record its id. Returns whether this was a
+        resend after an unknown outcome."""
+        row = await self.database.fetch_one(
+            "UPDATE messages SET status = 'sent', provider = %(provider)s,"
+            " provider_id = %(id)s, calling_since = NULL, last_error = NULL,"
+            " reason = CASE WHEN unknown_since IS NULL THEN reason"
+            " ELSE 'sent again after no feedback came' END,"
+            " provider_ids = CASE WHEN %(id)s = '' OR %(id)s = ANY(provider_ids) THEN provider_ids"
+            " ELSE provider_ids || %(id)s END WHERE key = %(key)s RETURNING resends",
+            {"provider": receipt.provider, "id": receipt.provider_id, "key": key},
+        )
+        return bool(row and row["resends"])
+
+    async def call_unknown(self, key: str, error: str, *, now: datetime) -> None:
+        """The provider call ended without an answer anyone saw: the key is ``unknown``."""
+        async with self.database.transaction() as conn:
+            await _went_unknown(conn, key, error, now=now)
 
     async def failed_attempt(self, key: str, error: str, *, final: bool) -> None:
-        """The provider call failed: ``final`` when it will not be retried."""
+        """The provider call failed cleanly (the provider did not take the message): ``final``
+        when it will not be retried."""
         if final:
             await self.database.fetch_one(
-                "UPDATE messages SET status = 'failed', reason = %s, last_error = %s"
-                " WHERE key = %s AND status <> 'sent' RETURNING key",
+                "UPDATE messages SET status = 'failed', reason = %s, last_error = %s,"
+                " calling_since = NULL WHERE key = %s AND status <> 'sent' RETURNING key",
                 (error[:500], error[:500], key),
             )
         else:
             await self.database.fetch_one(
-                "UPDATE messages SET last_error = %s WHERE key = %s RETURNING key",
+                "UPDATE messages SET last_error = %s, calling_since = NULL"
+                " WHERE key = %s RETURNING key",
                 (error[:500], key),
             )
+
+    async def give_up(self, key: str, reason: str) -> str:
+        """The journey gave up on the send (its deadline passed, or the provider refused it
+        for good). A message whose earlier call may have gone through stays ``unknown``;
+        otherwise it is ``failed``. Returns the status recorded."""
+        row = await self.database.fetch_one(
+            "UPDATE messages SET"
+            " status = CASE WHEN status = 'unknown' OR calling_since IS NOT NULL"
+            " OR unknown_since IS NOT NULL THEN 'unknown' ELSE 'failed' END,"
+            " unconfirmed = unconfirmed + (calling_since IS NOT NULL)::int,"
+            " unknown_since = coalesce(unknown_since, calling_since), calling_since = NULL,"
+            " reason = %s"
+            " WHERE key = %s AND status NOT IN ('sent', 'blocked', 'cancelled', 'failed')"
+            " RETURNING status",
+            (reason[:500], key),
+        )
+        return str(row["status"]) if row else "failed"
+
+    async def report_unknown(self, key: str, reason: str) -> None:
+        """No feedback came and the message is not sent again: say why it stays unknown."""
+        await self.database.fetch_one(
+            "UPDATE messages SET reason = %s WHERE key = %s AND status = 'unknown' RETURNING key",
+            (reason[:500], key),
+        )
+
+    async def feedback(
+        self, key: str, *, provider: str, provider_id: str, event: str, at: datetime
+    ) -> str | None:
+        """The provider's own word on a message (a webhook): it has the message, so a key
+        that was ``unknown`` (or still ``sending``) is ``sent``. A provider id the ledger had
+        not seen for the key is added to ``provider_ids``: more than one is a duplicate.
+
+        Returns:
+            The key's status now, or None when the ledger has no such key.
+        """
+        row = await self.database.fetch_one(
+            "UPDATE messages SET"
+            " status = CASE WHEN status IN ('unknown', 'sending') THEN 'sent' ELSE status END,"
+            " reason = CASE WHEN status = 'unknown'"
+            " THEN 'sent: the provider''s feedback (' || %(event)s || ') shows it had it'"
+            " ELSE reason END,"
+            " calling_since = CASE WHEN status IN ('unknown', 'sending') THEN NULL"
+            " ELSE calling_since END,"
+            " provider = coalesce(provider, %(provider)s),"
+            " provider_id = coalesce(nullif(provider_id, ''), %(id)s),"
+            " provider_ids = CASE WHEN %(id)s = '' OR %(id)s = ANY(provider_ids) THEN provider_ids"
+            " ELSE provider_ids || %(id)s END,"
+            " feedback = %(event)s, feedback_at = %(at)s"
+            " WHERE key = %(key)s RETURNING status",
+            {"key": key, "provider": provider, "id": provider_id, "event": event[:40], "at": at},
+        )
+        return str(row["status"]) if row else None
 
     async def _recipient(
         self, conn: Connection, customer: CustomerRow, category: Category
@@ -197,16 +365,17 @@ class Ledger:
         )
 
     async def _counted(
-        self, conn: Connection, customer_id: str, now: datetime
+        self, conn: Connection, customer_id: str, now: datetime, key: str
     ) -> dict[Channel, list[datetime]]:
-        """When this customer's marketing messages took a cap slot, within the longest window."""
+        """When this customer's marketing messages took a cap slot, within the longest window.
+        The message being decided is left out: a retry must not be capped by its own slot."""
         counted: dict[Channel, list[datetime]] = {}
         if not self.caps:
             return counted
         cursor = await conn.execute(
             "SELECT channel, sent_at FROM messages WHERE customer_id = %s"
-            " AND category = 'marketing' AND status IN ('sending', 'sent') AND sent_at > %s",
-            (customer_id, now - self.window),
+            " AND category = 'marketing' AND status = ANY(%s) AND sent_at > %s AND key <> %s",
+            (customer_id, list(COUNTED), now - self.window, key),
         )
         for row in await cursor.fetchall():
             counted.setdefault(Channel(row["channel"]), []).append(row["sent_at"])
@@ -235,22 +404,19 @@ async def _record(
     *,
     now: datetime,
     due: datetime,
-    unconfirmed: bool,
     status: str | None = None,
 ) -> None:
     status = status or _STATUS[decision.verdict]
     sending = status == "sending"
     await conn.execute(
         "INSERT INTO messages (key, customer_id, journey, run_no, step, channel, category,"
-        " priority, status, reason, due_at, decided_at, defer_until, sent_at, attempts)"
+        " priority, status, reason, due_at, decided_at, defer_until, sent_at)"
         " VALUES (%(key)s, %(customer)s, %(journey)s, %(run_no)s, %(step)s, %(channel)s,"
         " %(category)s, %(priority)s, %(status)s, %(reason)s, %(due)s, %(now)s, %(until)s,"
-        " %(sent_at)s, %(calls)s)"
+        " %(sent_at)s)"
         " ON CONFLICT (key) DO UPDATE SET channel = EXCLUDED.channel, status = EXCLUDED.status,"
         " reason = EXCLUDED.reason, due_at = EXCLUDED.due_at, decided_at = EXCLUDED.decided_at,"
-        " defer_until = EXCLUDED.defer_until, sent_at = EXCLUDED.sent_at,"
-        " attempts = messages.attempts + EXCLUDED.attempts,"
-        " unconfirmed = messages.unconfirmed + %(unconfirmed)s, last_error = NULL",
+        " defer_until = EXCLUDED.defer_until, sent_at = EXCLUDED.sent_at",
         {
             "key": request.key,
             "customer": request.customer_id,
@@ -266,9 +432,44 @@ async def _record(
             "now": now,
             "until": decision.defer_until,
             "sent_at": now if sending else None,
-            "calls": 1 if sending else 0,
-            "unconfirmed": 1 if unconfirmed else 0,
         },
+    )
+
+
+async def _row(conn: Connection, key: str) -> dict[str, Any] | None:
+    cursor = await conn.execute("SELECT * FROM messages WHERE key = %s FOR UPDATE", (key,))
+    row: dict[str, Any] | None = await cursor.fetchone()
+    return row
+
+
+async def _went_unknown(
+    conn: Connection, key: str, error: str, *, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """A call's outcome went unseen: ``unknown`` from when the call began, counted once."""
+    cursor = await conn.execute(
+        "UPDATE messages SET status = 'unknown', unconfirmed = unconfirmed + 1,"
+        " unknown_since = coalesce(unknown_since, calling_since, %s), calling_since = NULL,"
+        " reason = 'outcome unknown: waiting for the provider''s feedback', last_error = %s"
+        " WHERE key = %s AND status = 'sending' RETURNING *",
+        (now, error[:500], key),
+    )
+    row: dict[str, Any] | None = await cursor.fetchone()
+    return row if row is not None else await _row(conn, key)
+
+
+def _done(row: dict[str, Any]) -> Reservation:
+    return Reservation(
+        PolicyDecision(verdict=Verdict.blocked, reason=row["reason"]),
+        Channel(row["channel"]),
+        done=_recorded(row),
+    )
+
+
+def _unknown(row: dict[str, Any], *, found: bool = False) -> Reservation:
+    return Reservation(
+        PolicyDecision(verdict=Verdict.blocked, reason=row["reason"]),
+        Channel(row["channel"]),
+        unknown=Unknown(since=row["unknown_since"], resends=row["resends"], found=found),
     )
 
 

@@ -21,6 +21,11 @@ open                   -                       -                    email_opened
 click                  -                       -                    email_clicked (with url)
 =====================  ======================  ===================  =========================
 
+Every event that carries a ``kairos_key`` is also SendGrid's word that it had that message
+(processed, deferred and dropped included): the ledger records the message as ``sent`` if an
+earlier call's outcome was unknown (kairos.delivery), so it is never sent again; a second
+SendGrid message id for one key is counted as a duplicate.
+
 A ``bounce`` of type ``blocked`` is a temporary refusal, not a bad address, and is ignored, as
 are processed, deferred and group_resubscribe (an opt-in needs the customer's own request).
 
@@ -190,11 +195,30 @@ class SendGridRoutes:
             raise ApiError(400, "invalid_body", "SendGrid posts a JSON array of events")
         applied = 0
         for item in batch:
+            await self._feedback(item)
             outcome = interpret(item)
             if outcome is not None and await self._apply(outcome):
                 applied += 1
         return JSONResponse(
             {"received": len(batch), "applied": applied, "ignored": len(batch) - applied}
+        )
+
+    async def _feedback(self, item: object) -> None:
+        """Tell the ledger SendGrid had the message this event is about, if Kairos sent it."""
+        if not isinstance(item, dict):
+            return
+        key, kind, message_id = (item.get(k) for k in (KEY_ARG, "event", "sg_message_id"))
+        if not (isinstance(key, str) and key and isinstance(kind, str) and kind):
+            return
+        # sg_message_id is the X-Message-Id the send was answered with, plus a suffix per
+        # recipient and filter ("<id>.filterdrecv-..."): the ledger keeps the first part.
+        provider_id = message_id.split(".", 1)[0] if isinstance(message_id, str) else ""
+        await self.kairos.store.ledger.feedback(
+            key,
+            provider="sendgrid",
+            provider_id=provider_id,
+            event=kind,
+            at=_timestamp(item.get("timestamp")) or datetime.now(UTC),
         )
 
     def _verify(self, request: Request, body: bytes) -> None:

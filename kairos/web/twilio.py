@@ -1,4 +1,5 @@
-"""Twilio's inbound SMS webhook: STOP and START keywords change the sender's SMS consent.
+"""Twilio's webhooks: inbound SMS (STOP and START keywords change the sender's SMS consent),
+and status callbacks (Twilio's word that it has a message, which settles an unknown outcome).
 
 A keyword reaches every customer whose profile has the sender's number (the store keeps each
 profile's number in E.164) and the number itself: a STOP suppresses it, so a customer who gives
@@ -12,6 +13,12 @@ keyword only as the whole message. A message is
 applied once by its MessageSid, so a retried STOP after a START does not suppress again. Other
 messages are acknowledged and ignored. The answer is empty
 TwiML: Twilio (or the carrier) sends the legally required confirmation itself.
+
+Each SMS Kairos sends asks Twilio to post its status changes to ``/webhooks/twilio/status`` with
+the message key in the URL (``?key=``, see ``activities.providers.twilio.status_callback``). Any
+status there (queued, sent, delivered, undelivered, failed) means Twilio took the message, so the
+ledger records it as ``sent`` if an earlier call's outcome was unknown (kairos.delivery), and
+never sends it again; a second MessageSid for one key is counted as a duplicate.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from datetime import UTC, datetime
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -31,6 +39,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from activities.providers import TWILIO_STATUS_PATH
 from kairos import phone
 from kairos.client import Kairos
 from kairos.config import Settings
@@ -39,6 +48,7 @@ from kairos.web.errors import ApiError, media_type, read_body, with_body
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/twilio/sms"
+STATUS_PATH = TWILIO_STATUS_PATH
 BODY_LIMIT = 64 * 1024
 # Twilio's standard keywords, then those of each language Kairos ships (fi, sv, de): a customer
 # answers "STOPP" or "LOPETA" to a text in her language, and must be heard.
@@ -92,26 +102,42 @@ def only_word(body: str) -> str:
 
 
 class TwilioRoutes:
-    """``POST /webhooks/twilio/sms``: built with the client and settings it needs."""
+    """``POST /webhooks/twilio/sms`` and ``/webhooks/twilio/status``: built with the client
+    and settings they need."""
 
     def __init__(self, kairos: Kairos, settings: Settings) -> None:
         self.kairos = kairos
         self.settings = settings
 
     def routes(self) -> list[BaseRoute]:
-        return [Route(PATH, self.inbound, methods=["POST"])]
+        return [
+            Route(PATH, self.inbound, methods=["POST"]),
+            Route(STATUS_PATH, self.status, methods=["POST"]),
+        ]
+
+    async def status(self, request: Request) -> Response:
+        """Verify, then record Twilio's word that it has the message the URL's key names."""
+        form = await self._form(request)
+        self._verify(request, form)
+        key = request.query_params.get("key", "")
+        sid, status = _field(form, "MessageSid"), _field(form, "MessageStatus")
+        if not key or not sid or not status:
+            raise ApiError(
+                400,
+                "invalid_body",
+                "a status callback needs ?key= in its URL (Kairos adds it to each message) and "
+                "MessageSid and MessageStatus in its body",
+            )
+        settled = await self.kairos.store.ledger.feedback(
+            key, provider="twilio", provider_id=sid, event=status, at=datetime.now(UTC)
+        )
+        if settled is None:
+            log.info("twilio status %s for a message the ledger does not know", status)
+        return Response(status_code=204)
 
     async def inbound(self, request: Request) -> Response:
         """Verify, then apply a STOP or START to the number and its customers."""
-        body = await read_body(request, BODY_LIMIT)
-        if media_type(request) != "application/x-www-form-urlencoded":
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                "Twilio webhooks are application/x-www-form-urlencoded; "
-                f"this request is {media_type(request) or 'without a content type'}",
-            )
-        form = await with_body(request, body).form()
+        form = await self._form(request)
         self._verify(request, form)
         choice = keyword(_field(form, "Body"), _field(form, "OptOutType"))
         if choice is None:
@@ -140,6 +166,17 @@ class TwilioRoutes:
         log.debug("sms keyword from %s", phone.mask(number))
         return _twiml()
 
+    async def _form(self, request: Request) -> FormData:
+        body = await read_body(request, BODY_LIMIT)
+        if media_type(request) != "application/x-www-form-urlencoded":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Twilio webhooks are application/x-www-form-urlencoded; "
+                f"this request is {media_type(request) or 'without a content type'}",
+            )
+        return await with_body(request, body).form()
+
     def _verify(self, request: Request, form: FormData) -> None:
         token = self.settings.twilio_auth_token
         if not token:
@@ -161,7 +198,8 @@ class TwilioRoutes:
                 403,
                 "invalid_signature",
                 f"{SIGNATURE_HEADER} does not match: Twilio signs the exact webhook URL, so "
-                f"configure {self.settings.public_url}{PATH} in Twilio (KAIROS_PUBLIC_URL) and "
+                f"configure {self.settings.public_url}{request.url.path} in Twilio "
+                "(KAIROS_PUBLIC_URL) and "
                 "check TWILIO_AUTH_TOKEN",
             )
 

@@ -165,11 +165,13 @@ CREATE INDEX dispatches_by_customer ON dispatches (customer_id, id);
 -- The send ledger: one row per message key, decided in the send transaction.
 --   pending    holding the last slot of a frequency cap until the minute it was due is over
 --   deferred   quiet hours or a full cap; the journey asks again at defer_until
---   sending    allowed; the provider is being called (attempts counts the calls)
---   sent       the provider accepted it (provider_id)
+--   sending    allowed; calling_since is set while a provider call is under way
+--   sent       the provider accepted it (provider_id), or its feedback showed it had it
+--   unknown    a provider call's outcome was not seen (timeout, worker died during the call):
+--              waiting for the provider's feedback, which turns it into sent
 --   blocked    consent, suppression, no address, ... (reason)
 --   cancelled  its run was cancelled before the provider was called
---   failed     the provider refused it or every retry failed (reason)
+--   failed     the provider refused it, or the send gave up before any call went through
 CREATE TABLE messages (
     key          text PRIMARY KEY,
     customer_id  text NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
@@ -180,8 +182,8 @@ CREATE TABLE messages (
     category     text NOT NULL CHECK (category IN ('marketing', 'transactional')),
     priority     integer NOT NULL,
     status       text NOT NULL
-                 CHECK (status IN ('pending', 'deferred', 'sending', 'sent', 'blocked',
-                                   'cancelled', 'failed')),
+                 CHECK (status IN ('pending', 'deferred', 'sending', 'sent', 'unknown',
+                                   'blocked', 'cancelled', 'failed')),
     reason       text NOT NULL DEFAULT '',
     due_at       timestamptz NOT NULL,   -- when the journey wanted it (for the priority contest)
     decided_at   timestamptz NOT NULL,
@@ -189,10 +191,17 @@ CREATE TABLE messages (
     sent_at      timestamptz,            -- when the slot was taken; frequency caps count from it
     provider     text,
     provider_id  text,
-    attempts     integer NOT NULL DEFAULT 0,
-    unconfirmed  integer NOT NULL DEFAULT 0,  -- calls whose outcome nobody saw (worker died)
+    provider_ids text[] NOT NULL DEFAULT '{}',  -- every provider id seen: more than one is a duplicate
+    attempts     integer NOT NULL DEFAULT 0,  -- provider calls
+    unconfirmed  integer NOT NULL DEFAULT 0,  -- calls whose outcome nobody saw (timeout, worker died)
+    calling_since timestamptz,           -- a provider call began and its outcome is not recorded
+    unknown_since timestamptz,           -- when a call's outcome first went unseen
+    resends      integer NOT NULL DEFAULT 0,  -- calls made again after no feedback came
+    feedback     text,                   -- the provider's latest word on it (processed, delivered, ...)
+    feedback_at  timestamptz,
     last_error   text
 );
+CREATE INDEX messages_unknown ON messages (unknown_since) WHERE status = 'unknown';
 CREATE INDEX messages_by_customer ON messages (customer_id, decided_at);
 
 -- Addresses that must never be messaged again (scope all) or never with marketing (scope
