@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from kairos.cli.runtime import customer_json
 from kairos.config import Settings
 from kairos.messages import PolicyDecision, Verdict
 from kairos.plan import Category, Channel
@@ -167,17 +168,26 @@ async def test_a_request_signed_for_the_url_it_arrived_at_is_accepted(
     assert response.status_code == 200 and len(await _suppressed(store)) == 1
 
 
-async def test_an_ordinary_reply_is_acknowledged_and_ignored(
+async def test_an_ordinary_reply_changes_no_consent_and_is_kept_once_for_a_human(
     offline: httpx.AsyncClient, store: Store
 ) -> None:
     await _customer(store, "anna")
-    params = inbound_sms("Is the Ethiopia roast back in stock?")
-    response = await offline.post(PATH, data=params, headers=_signed(params))
-    assert response.status_code == 200
+    await _customer(store, "anna-work")  # the same phone on two profiles: both keep it
+    question = "Is the Ethiopia roast back in stock?"
+    for _ in range(2):  # Twilio retries a webhook it got no answer to
+        assert await _text(offline, question, "SM-Q") == 200
+    assert await _text(offline, "Wrong number, sorry", "SM-W", sender="+358409999999") == 200
     assert await _suppressed(store) == []
     assert [(granted, source) for granted, source, _ in await _sms_consent(store, "anna")] == [
         (True, "signup")
     ]
+    for customer_id in ("anna", "anna-work"):
+        record = await store.customer(customer_id)
+        assert record is not None and [body for _, body in record.replies] == [question]
+        assert customer_json(record)["sms_replies"][0]["body"] == question
+    # A number no customer has: nothing to attach it to, and nobody is created for it.
+    assert await store.customers_with_phone("+358409999999") == []
+    assert await customers(store) == ["anna", "anna-work"]
 
 
 @pytest.mark.parametrize(

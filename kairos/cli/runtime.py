@@ -372,6 +372,12 @@ def print_customer(record: CustomerRecord, where: Mapping[str, str]) -> None:
                          message.step, message.channel.value, message.status,
                          escape(_why(message)))  # fmt: skip
     console.print(messages)
+    if record.replies:
+        # SMS replies that were no keyword: someone should read them (docs/support.md).
+        replies = _table("sms replies (not keywords: read and answer them)", "at", "wrote")
+        for at, body in record.replies:
+            replies.add_row(_when(at), escape(body))
+        console.print(replies)
 
 
 def _shown(value: Any) -> str:
@@ -407,6 +413,7 @@ def customer_json(record: CustomerRecord) -> dict[str, Any]:
             for message in record.messages
         ],
         "events": record.events,
+        "sms_replies": [{"at": at.isoformat(), "body": body} for at, body in record.replies],
         "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
     }

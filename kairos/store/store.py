@@ -247,6 +247,11 @@ class Store:
             for customer_id in customers
         ]
 
+    async def customers_with_phone(self, e164: str) -> list[str]:
+        """The customers whose profile has this number (E.164)."""
+        async with self.database.connection() as conn:
+            return await customers_with_phone(conn, e164)
+
     async def suppress(self, channel: Channel, address: str, *, scope: str, reason: str) -> None:
         async with self.database.transaction() as conn:
             await suppress(conn, channel, address, scope=scope, reason=reason)

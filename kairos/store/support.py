@@ -62,6 +62,12 @@ class CustomerRecord:
     events: int
     created_at: datetime
     updated_at: datetime
+    # SMS replies that were no keyword, newest last: (when, what she wrote), for a human.
+    replies: list[tuple[datetime, str]] = field(default_factory=list)
+
+
+# The event an SMS reply that is no keyword becomes (kairos.web.twilio), when declared.
+SMS_REPLIED = "sms_replied"
 
 
 @dataclass
@@ -103,6 +109,12 @@ async def customer_record(
             (customer_id,),
         )
         history = [ConsentRecord(**r) for r in await cursor.fetchall()]
+        cursor = await conn.execute(
+            "SELECT occurred_at, properties ->> 'body' AS body FROM events"
+            " WHERE customer_id = %s AND name = %s ORDER BY seq DESC LIMIT 5",
+            (customer_id, SMS_REPLIED),
+        )
+        replies = [(r["occurred_at"], r["body"] or "") for r in reversed(await cursor.fetchall())]
         return CustomerRecord(
             id=row.id,
             profile=row.profile,
@@ -114,6 +126,7 @@ async def customer_record(
             events=int(meta["events"]),
             created_at=meta["created_at"],
             updated_at=meta["updated_at"],
+            replies=replies,
         )
 
 

@@ -11,7 +11,9 @@ Keywords are Twilio's standard ones and those of each shipped language (fi, sv, 
 and width ("ＳＴＯＰ"): an opt-out keyword as the message's first word ("Stop please"), an opt-in
 keyword only as the whole message. A message is
 applied once by its MessageSid, so a retried STOP after a START does not suppress again. Other
-messages are acknowledged and ignored. The answer is empty
+messages are acknowledged and kept as an ``sms_replied`` event of each customer with the number
+(when journeys/customer.yaml declares it), for a human to read in ``kairos customer``. The
+answer is empty
 TwiML: Twilio (or the carrier) sends the legally required confirmation itself.
 
 Each SMS Kairos sends asks Twilio to post its status changes to ``/webhooks/twilio/status`` with
@@ -23,6 +25,7 @@ never sends it again; a second MessageSid for one key is counted as a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import unicodedata
@@ -43,6 +46,7 @@ from activities.providers import TWILIO_STATUS_PATH
 from kairos import phone
 from kairos.client import Kairos
 from kairos.config import Settings
+from kairos.store.support import SMS_REPLIED
 from kairos.web.errors import ApiError, media_type, read_body, with_body
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 PATH = "/webhooks/twilio/sms"
 STATUS_PATH = TWILIO_STATUS_PATH
 BODY_LIMIT = 64 * 1024
+# What is kept of a reply: ten SMS segments' worth, as Twilio itself concatenates at most.
+REPLY_LIMIT = 1600
 # Twilio's standard keywords, then those of each language Kairos ships (fi, sv, de): a customer
 # answers "STOPP" or "LOPETA" to a text in her language, and must be heard.
 OPT_OUT = frozenset({
@@ -140,9 +146,13 @@ class TwilioRoutes:
         form = await self._form(request)
         self._verify(request, form)
         choice = keyword(_field(form, "Body"), _field(form, "OptOutType"))
-        if choice is None:
-            return _twiml()
         sender, message_id = _field(form, "From"), _field(form, "MessageSid")
+        if choice is None:
+            with contextlib.suppress(phone.PhoneError):
+                if message_id:
+                    number = phone.normalise(sender)
+                    await self._keep_reply(number, message_id, _field(form, "Body"))
+            return _twiml()
         if not sender or not message_id:
             raise ApiError(400, "invalid_body", "an inbound SMS needs From and MessageSid")
         try:
@@ -165,6 +175,22 @@ class TwilioRoutes:
         )  # fmt: skip
         log.debug("sms keyword from %s", phone.mask(number))
         return _twiml()
+
+    async def _keep_reply(self, number: str, message_id: str, body: str) -> None:
+        """A reply that is no keyword ("Wrong number", "When does the sale end?") becomes an
+        ``sms_replied`` event of each customer with the number, for a human to read in
+        ``kairos customer`` (and for a journey to wait for), when customer.yaml declares it.
+        Once per customer and message: its id is the event id, so Twilio's retries dedupe."""
+        if SMS_REPLIED not in self.kairos.project.catalogue.events:
+            log.debug("%s is not declared in the catalogue: the reply is not kept", SMS_REPLIED)
+            return
+        customers = await self.kairos.store.customers_with_phone(number)
+        for customer_id in customers:
+            await self.kairos.emit(
+                customer_id, SMS_REPLIED, {"body": body[:REPLY_LIMIT]},
+                event_id=f"sms:{message_id}",
+            )  # fmt: skip
+        log.info("sms reply received (message %s) for %d customers", message_id, len(customers))
 
     async def _form(self, request: Request) -> FormData:
         body = await read_body(request, BODY_LIMIT)
