@@ -67,7 +67,13 @@ async def test_an_sms_broadcast_never_exceeds_the_channels_rate_across_two_worke
     journeys = Worker(client, task_queue=queue, workflows=[Broadcast])
     # Two workers, each with its own connection, as two worker processes would have.
     target = client.service_client.config.target_host
-    connections = [await Client.connect(target, namespace=client.namespace) for _ in range(2)]
+    # Each with the same data converter: payloads are encrypted (kairos.codec).
+    connections = [
+        await Client.connect(
+            target, namespace=client.namespace, data_converter=client.data_converter
+        )
+        for _ in range(2)
+    ]
     two = [send_worker(c, queue, Channel.sms, RATE, [clock.deliver]) for c in connections]
 
     async with Workers([journeys, *two]):
