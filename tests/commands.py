@@ -30,7 +30,15 @@ from kairos.store.keys import DatabaseKeys
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KAIROS = BIN / "kairos"
-DOCS = ("README.md", "docs/integration.md", "docs/support.md", "docs/operations.md", "docs/web.md")
+DOCS = (
+    "README.md",
+    "docs/integration.md",
+    "docs/support.md",
+    "docs/operations.md",
+    "docs/web.md",
+    "docs/authoring.md",
+    "docs/language-spec.md",
+)
 # What the machine running the tests may have set that would point a command elsewhere.
 _FOREIGN = re.compile(r"^(TEMPORAL_|KAIROS_|SENDGRID_|TWILIO_)")
 _FENCE = re.compile(r"^```(\w*)\s*$")

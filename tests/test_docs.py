@@ -361,6 +361,31 @@ async def test_the_master_key_rotation_commands(settings: Settings, store: Store
     assert "rewrapped 0 data keys" in again.stdout and "1 already used it" in again.stdout
 
 
+@pytest.mark.timeout(60)
+async def test_the_authoring_guide_commands(tmp_path: Path) -> None:
+    env = command_env()
+    validated = await kairos(documented("kairos validate journeys/welcome.yaml"), env)
+    assert "valid" in validated.stdout, validated.stdout
+    graph = await kairos(documented("kairos graph cart_abandonment"), env)
+    assert graph.stdout.lstrip().startswith("flowchart"), graph.stdout
+    preview = await kairos(
+        documented(
+            "kairos preview cart_abandonment first_reminder "
+            "--customer tests/fixtures/preview/anna.yaml --event tests/fixtures/preview/cart.json "
+            "--locale fi"
+        ),
+        env,
+    )
+    assert "Subject:" in preview.stdout, preview.stdout
+    # `kairos schema` writes into the project: a copy of it, not this repository.
+    home = tmp_path / "project"
+    for part in ("journeys", "templates"):
+        shutil.copytree(ROOT / part, home / part)
+    await kairos(documented("kairos schema"), {**env, "KAIROS_HOME": str(home)}, cwd=home)
+    written = json.loads((home / "schema" / "journey.schema.json").read_text(encoding="utf-8"))
+    assert written == json.loads((ROOT / "schema" / "journey.schema.json").read_text("utf-8"))
+
+
 @pytest.mark.timeout(120)
 async def test_the_web_guide_commands(
     temporal: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
