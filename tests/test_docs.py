@@ -10,11 +10,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import re
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from kairos.cli import app
+from kairos.cli.serve import serve_command
 from kairos.config import Settings
 from kairos.store import Store
 from kairos.store.database import with_database
@@ -437,7 +440,7 @@ async def test_the_web_guide_commands(
         documented("export KAIROS_API_KEYS=$(openssl rand -hex 24)"),
     ):
         name = line.removeprefix("export ").split("=")[0]
-        ran = await run(f'{documented(line)}\nprintf %s "${name}"', docs_env)
+        ran = await run(f'{line}\nprintf %s "${name}"', docs_env)
         assert ran.code == 0 and ran.out, ran.output
         exported[name] = ran.out
     assert exported["KAIROS_PUBLIC_URL"] == "http://localhost:8000"
@@ -445,14 +448,10 @@ async def test_the_web_guide_commands(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**docs_env, **exported, "KAIROS_WEB_PORT": str(port), "KAIROS_PUBLIC_URL": url}
-    server = await asyncio.create_subprocess_exec(
-        "bash", "-c", documented(".venv/bin/kairos serve"), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    async with _serving(documented(".venv/bin/kairos serve"), env, url):
         http = {**env, "KAIROS_URL": url, "KAIROS_API_KEY": exported["KAIROS_API_KEYS"]}
-        await _answering(f"{url}/health", server)
         health = await run(documented('curl -sS "$KAIROS_URL/health"'), http)
+        assert health.code == 0, health.output
         assert json.loads(health.out) == {"status": "ok"}, health.output
         ready = await run(documented('curl -sS "$KAIROS_URL/ready"'), http)
         assert json.loads(ready.out) == {"status": "ready", "postgres": "ok", "temporal": "ok"}
@@ -489,10 +488,23 @@ async def test_the_web_guide_commands(
             ("marketing", True, "account settings page"),
             ("marketing", False, "one-click unsubscribe"),
         ]
+
+
+@asynccontextmanager
+async def _serving(command: str, env: dict[str, str], url: str) -> AsyncIterator[None]:
+    """``command``, a line that starts the front door, serving at ``url`` until the block ends;
+    it must say where it serves."""
+    server = await asyncio.create_subprocess_exec(
+        "bash", "-c", command, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await _answering(f"{url}/health", server)
+        yield
     finally:
         server.terminate()
         said, _ = await asyncio.wait_for(server.communicate(), 30)
-    assert f"Kairos front door on http://127.0.0.1:{port}" in said.decode(), said.decode()
+    assert f"Kairos front door on {url}" in said.decode(), said.decode()
 
 
 async def _answering(url: str, server: asyncio.subprocess.Process) -> None:
@@ -509,6 +521,20 @@ async def _answering(url: str, server: asyncio.subprocess.Process) -> None:
             await asyncio.sleep(0.1)
     out = await server.stdout.read() if server.stdout else b""
     raise AssertionError(f"the server did not answer on {url}: {out.decode()}")
+
+
+@pytest.mark.timeout(60)
+async def test_the_serve_help_example_serves_on_a_developer_machine(settings: Settings) -> None:
+    [example] = re.findall(r"Example: (.+)", serve_command.__doc__ or "")
+    assert example == "KAIROS_API_KEYS=$(openssl rand -hex 24) kairos serve"
+    port = free_port()
+    env = command_env(
+        KAIROS_DATABASE_URL=settings.database_url,
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",  # connected lazily: not needed to serve
+        KAIROS_WEB_PORT=port,
+    )
+    async with _serving(example, env, f"http://127.0.0.1:{port}"):
+        pass
 
 
 @pytest.mark.timeout(60)
