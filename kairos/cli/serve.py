@@ -27,7 +27,9 @@ def serve_command(
 ) -> None:
     """Serve unsubscribe pages, Twilio and SendGrid webhooks, /v1/track and /v1/identify.
 
-    Example: KAIROS_API_KEYS=$(openssl rand -hex 24) kairos serve --host 0.0.0.0 --port 8000
+    Example: KAIROS_API_KEYS=$(openssl rand -hex 24) kairos serve
+
+    In production: --host 0.0.0.0 behind a TLS proxy, with the settings docs/web.md names.
     """
     try:
         settings = load_settings()
