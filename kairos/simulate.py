@@ -909,9 +909,14 @@ class _Simulation:
             (e.offset_seconds, 0, 0, i, e) for i, e in enumerate(self.emitted)
         ]
         previous: _Run | None = None
+        ended = 0  # when the run before ended: a restart cannot be shown before that
         for run in runs:
-            for i, entry in enumerate(self._run_entries(run, previous)):
-                keyed.append((entry.offset_seconds, 1, run.run_no, i, entry))
+            mine = list(self._run_entries(run, previous))
+            for i, entry in enumerate(mine):
+                # A loaded machine can take a second or more between starting the new run and
+                # the old one recording its end: order by the story, not by that lag.
+                keyed.append((max(entry.offset_seconds, ended), 1, run.run_no, i, entry))
+            ended = max((e.offset_seconds for e in mine), default=ended)
             previous = run
         keyed.sort(key=lambda k: k[:4])
         entries = [k[4] for k in keyed]
