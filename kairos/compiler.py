@@ -81,6 +81,7 @@ from kairos.yaml_source import (
     Position,
     YamlDocument,
     YamlPath,
+    escapes,
     format_path,
     load_yaml,
     read_source,
@@ -170,7 +171,8 @@ def _check_locale_styles(home: Path, templates: TemplateStore, report: Report) -
 
 def display_path(path: Path, home: Path) -> str:
     """A file as its author knows it: relative to the project home when inside it."""
-    resolved = path.resolve()
+    # A link out of the project is shown by its own name, not by where it leads.
+    resolved = path.absolute() if escapes(path, home) else path.resolve()
     for base in (home.resolve(), Path.cwd()):
         try:
             return resolved.relative_to(base).as_posix()
@@ -214,7 +216,7 @@ def load_catalogue(home: Path, report: Report) -> Catalogue | None:
             )
         )
         return None
-    doc = _load(path, shown, report)
+    doc = _load(path, shown, report, home)
     if doc is None:
         return None
     data = {} if doc.data is None else doc.data
@@ -228,9 +230,9 @@ def load_catalogue(home: Path, report: Report) -> Catalogue | None:
     return catalogue if len(report.problems) == before else None
 
 
-def _load(path: Path, shown: str, report: Report) -> YamlDocument | None:
+def _load(path: Path, shown: str, report: Report, home: Path) -> YamlDocument | None:
     """Read and parse a YAML file, keeping its text for quoting even when it does not parse."""
-    text, problems = read_source(path, shown)
+    text, problems = read_source(path, shown, home=home)
     report.extend(problems)
     if text is None:
         return None
@@ -329,7 +331,7 @@ def compile_journey(
         report: Where problems go.
     """
     shown = display_path(path, home)
-    doc = _load(path, shown, report)
+    doc = _load(path, shown, report, home)
     if doc is None:
         return None
     spec, problems = s.validate_document(s.JourneySpec, doc)
