@@ -962,7 +962,7 @@ class _Journey:
             if first_time:
                 for problem in self.templates.problems(template, locale, channel):
                     self._template_problem(
-                        problem.file, problem.line, problem.col, problem.message, "", note
+                        problem.file, problem.line, problem.col, problem.message, problem.hint, note
                     )
             self._check_template_variables(node, template, locale, channel, note)
             if not first_time or self.catalogue is None:
@@ -986,7 +986,8 @@ class _Journey:
         shown = display_path(file, self.home)
         # When the file cannot be read the problem says so; it just has no quoted line.
         with contextlib.suppress(OSError, UnicodeDecodeError):
-            self.report.add_source(shown, file.read_text(encoding="utf-8"))
+            if not escapes(file, self.home):
+                self.report.add_source(shown, file.read_text(encoding="utf-8"))
         self.report.add(Problem(shown, max(line, 1), col, "", message, hint, severity, note))
 
     def _check_template_variables(
@@ -1129,9 +1130,19 @@ class _Journey:
         except TemplateError as exc:  # parses alone, but not inside {{ }} (a stray "}}")
             self.error(path, f"`{text}` is not a valid condition: {exc}", "remove the braces")
             return
-        if self._deterministic(path, text, template=False):
+        if self._safe(path, text, template=False) and self._deterministic(
+            path, text, template=False
+        ):
             self._check_variables(path, text, paths, events)
             self._check_optional_comparisons(path, text, compared, events)
+
+    def _safe(self, path: YamlPath, text: str, *, template: bool) -> bool:
+        """Refuse what the sandbox would stop at send time, and huge constants (errors)."""
+        found = expressions.refused(text, template=template)
+        for refused in found:
+            at = _find_in_value(self.doc, path, refused.needle, text)
+            self.error(path, refused.message, refused.hint, at=at)
+        return not found
 
     def _deterministic(self, path: YamlPath, text: str, *, template: bool) -> bool:
         """Refuse what would give another answer on a replay of the run (an error)."""
@@ -1178,7 +1189,7 @@ class _Journey:
             self.error(path, f"invalid {{{{ }}}} text: {exc}", "check the braces and quotes")
             return
         # Set and action values are rendered by the run itself: the same rule as conditions.
-        if self._deterministic(path, text, template=True):
+        if self._safe(path, text, template=True) and self._deterministic(path, text, template=True):
             self._check_variables(path, text, paths, self.events_at(node))
 
     def _check_variables(

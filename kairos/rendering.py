@@ -62,6 +62,8 @@ from kairos.messages import EmailContent, SmsContent
 from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
 from kairos.problems import Problem, did_you_mean, quote_list, suggestion
 from kairos.sms import analyse, is_gsm7
+from kairos.template_safety import GuardedSandbox, guard_filters, unsafe
+from kairos.yaml_source import OUTSIDE, OUTSIDE_HINT, escapes
 
 __all__ = [
     "PARTS",
@@ -161,6 +163,7 @@ class TemplateProblem:
     line: int
     message: str
     col: int = 1
+    hint: str = ""
 
 
 def email_headers(unsubscribe_url: str | None, *, one_click: bool = True) -> dict[str, str]:
@@ -188,7 +191,7 @@ class _Undefined(StrictUndefined):
 # -- The environment -------------------------------------------------------------------------
 
 
-class _Environment(SandboxedEnvironment):
+class _Environment(GuardedSandbox):
     """Sandboxed; on a mapping ``a.b`` is the key ``b`` and never a method.
 
     Template data is JSON-like, so ``event.items`` means the event's ``items`` property, which
@@ -215,6 +218,7 @@ def _environment(root: Path) -> SandboxedEnvironment:
         cache_size=4096,
     )
     env.filters.update(FILTERS)
+    guard_filters(env.filters)
     env.globals.update(GLOBALS)
     return env
 
@@ -677,6 +681,9 @@ class TemplateStore:
         return loaded
 
     def _read(self, name: str, path: Path) -> _Unit | TemplateProblem:
+        # root.parent is the project home; a link out of it is not read, so not quoted.
+        if escapes(path, self.root.parent):
+            return TemplateProblem(path, 1, OUTSIDE, 1, OUTSIDE_HINT)
         try:
             source = path.read_text(encoding="utf-8")
             tree = self._env.parse(source, name, str(path))
@@ -691,6 +698,11 @@ class TemplateStore:
             if node.name not in known:
                 kind = "filter" if isinstance(node, nodes.Filter) else "test"
                 return TemplateProblem(path, node.lineno, f"No {kind} named {node.name!r}.")
+        for refused in unsafe(tree):
+            lines = source.splitlines()
+            text = lines[refused.line - 1] if 0 < refused.line <= len(lines) else ""
+            col = text.find(refused.needle) + 1 if refused.needle else 0
+            return TemplateProblem(path, refused.line, refused.message, col or 1, refused.hint)
         return _Unit(name, path, source, tree)
 
     def _missing(self, unit: _Unit, kind: str, target: str, line: int) -> TemplateProblem:

@@ -166,15 +166,12 @@ def escapes(path: Path, home: Path) -> bool:
     return not path.resolve().is_relative_to(root)
 
 
+OUTSIDE = "a symbolic link to a file outside the project"
+OUTSIDE_HINT = "copy the file into the project instead of linking to it"
+
+
 def outside_problem(display: str) -> Problem:
-    return Problem(
-        display,
-        1,
-        1,
-        "",
-        "a symbolic link to a file outside the project",
-        "copy the file into the project instead of linking to it",
-    )
+    return Problem(display, 1, 1, "", OUTSIDE, OUTSIDE_HINT)
 
 
 def _too_big(display: str, size: int) -> Problem:
