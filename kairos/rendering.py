@@ -62,8 +62,15 @@ from kairos.messages import EmailContent, SmsContent
 from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
 from kairos.problems import Problem, did_you_mean, quote_list, suggestion
 from kairos.sms import analyse, is_gsm7
-from kairos.template_safety import GuardedSandbox, guard_filters, unsafe
-from kairos.yaml_source import OUTSIDE, OUTSIDE_HINT, escapes
+from kairos.template_safety import (
+    MAX_NESTING,
+    NESTING_HINT,
+    GuardedSandbox,
+    guard_filters,
+    too_deep,
+    unsafe,
+)
+from kairos.yaml_source import MAX_BYTES, OUTSIDE, OUTSIDE_HINT, escapes
 
 __all__ = [
     "PARTS",
@@ -685,7 +692,15 @@ class TemplateStore:
         if escapes(path, self.root.parent):
             return TemplateProblem(path, 1, OUTSIDE, 1, OUTSIDE_HINT)
         try:
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                message = f"the file is {size:,} bytes; the limit is {MAX_BYTES:,}"
+                return TemplateProblem(path, 1, message, 1, "split it with {% include %}")
             source = path.read_text(encoding="utf-8")
+            deep = too_deep(source)
+            if deep is not None:
+                message = f"brackets nest more than {MAX_NESTING} deep"
+                return TemplateProblem(path, deep[0], message, deep[1], NESTING_HINT)
             tree = self._env.parse(source, name, str(path))
         except TemplateSyntaxError as exc:
             return _syntax_problem(path, source, exc)

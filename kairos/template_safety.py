@@ -32,6 +32,10 @@ MAX_CONSTANT = 100_000
 MAX_DIGITS = 1_000
 """The most digits ``a ** b`` may have."""
 
+MAX_NESTING = 40
+"""The deepest brackets (``(``, ``[``, ``{``) may nest in a template or an expression."""
+NESTING_HINT = "split it into smaller expressions; nobody can read one this deep"
+
 INTERCEPTED_BINOPS = frozenset({"*", "**", "%"})
 """Operators the sandbox calls :func:`guarded_binop` for; they are never folded at compile time."""
 
@@ -66,6 +70,28 @@ _FORMATTING = frozenset({"format", "format_map"})
 _PADDING = frozenset({"center", "indent", "ljust", "rjust", "zfill", "expandtabs"})
 _WIDTH = re.compile(r"%[-+ #0]*(\d+)|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
 _INTERNALS_HINT = "a template reads only its data: customer, event, journey and message fields"
+
+
+def too_deep(source: str) -> tuple[int, int] | None:
+    """Where brackets first nest past :data:`MAX_NESTING`, as (line, col); else None.
+
+    Jinja's parser recurses about a dozen frames per bracket, so a few hundred ``(`` raise
+    RecursionError instead of a syntax error; this is checked before parsing. It counts every
+    bracket, even in text and quotes: CSS and prose nest a few levels, never forty.
+    """
+    depth = 0
+    line, col = 1, 0
+    for char in source:
+        col += 1
+        if char == "\n":
+            line, col = line + 1, 0
+        elif char in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line, col
+        elif char in ")]}":
+            depth = max(depth - 1, 0)
+    return None
 
 
 @dataclass(frozen=True)

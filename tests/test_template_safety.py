@@ -19,6 +19,7 @@ from kairos.compiler import check_project
 from kairos.expressions import ExpressionError, evaluate, refused
 from kairos.rendering import RenderError, TemplateStore
 from kairos.template_safety import MAX_CONSTANT
+from kairos.yaml_source import MAX_BYTES
 from tests.test_language_invalid import INVALID, make_project
 
 SECRET = "THE-CONTENT-OF-ANOTHER-FILE"
@@ -168,4 +169,30 @@ def test_a_template_linked_outside_the_project_is_refused_unread(tmp_path: Path)
     assert report.headlines() == [
         "templates/promo/sale.en.html.j2:1:1: a symbolic link to a file outside the project "
         "(copy the file into the project instead of linking to it)"
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_a_template_over_the_size_limit_is_refused_unparsed(tmp_path: Path) -> None:
+    home = make_project(tmp_path, INVALID / "template_syntax_error")
+    big = home / "templates" / "promo" / "sale.en.html.j2"
+    big.write_text("<p>Hi</p>\n" * (MAX_BYTES // 10 + 1))
+    _, report = check_project(home)
+    size = big.stat().st_size
+    assert report.headlines() == [
+        f"templates/promo/sale.en.html.j2:1:1: the file is {size:,} bytes; the limit is "
+        f"{MAX_BYTES:,} (split it with {{% include %}})"
+    ]
+
+
+@pytest.mark.timeout(20)
+def test_a_set_value_nested_too_deep_is_one_error_not_a_recursion_error(tmp_path: Path) -> None:
+    home = make_project(tmp_path)
+    (home / "journeys" / "deep.yaml").write_text(
+        "journey: deep\ntrigger: {event: signed_up}\nsteps:\n  - set:\n      attributes:\n"
+        '        plan: "{{ ' + "(" * 2000 + "1" + ")" * 2000 + ' }}"\n'
+    )
+    _, report = check_project(home)
+    assert [p.headline()[:60] for p in report.errors] == [
+        "journeys/deep.yaml:6:15: steps[0].set.attributes.plan: brack"
     ]
