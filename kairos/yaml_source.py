@@ -403,7 +403,7 @@ def _plain(
                 where.line,
                 where.col,
                 format_path(path),
-                f"YAML tag `{node.tag.value}` is not supported",
+                f"YAML tag `{str(node.tag.value).replace(_CORE, '!!')}` is not supported",
                 "write the plain value without a `!` tag",
             )
         )

@@ -118,6 +118,7 @@ def test_aliases_cannot_stack_depth_past_the_limit() -> None:
         ("x: !!binary aGk=\n", "!!binary"),
         ("x: !!omap [a: 1]\n", "!!omap"),
         ("x: !vault [1]\n", "!vault"),
+        ("x: !!str 5\n", "!!str"),
     ],
 )
 def test_an_unknown_tag_is_one_located_error_not_a_type_error(text: str, tag: str) -> None:
