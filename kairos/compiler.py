@@ -76,7 +76,7 @@ from kairos.problems import (
 )
 from kairos.rendering import REQUIRED_PARTS, RenderError, TemplateStore, normalise_locale
 from kairos.sms import analyse
-from kairos.template_safety import MAX_NESTING, NESTING_HINT, too_deep
+from kairos.template_safety import NESTING_HINT, too_deep
 from kairos.unsubscribe import unsubscribe_url
 from kairos.yaml_source import (
     Position,
@@ -1117,7 +1117,7 @@ class _Journey:
     def _check_condition(self, path: YamlPath, text: str | None, events: frozenset[str]) -> None:
         if text is None:
             return
-        if not self._shallow(path, text):
+        if not self._shallow(path, text, template=False):
             return
         syntax = expressions.check_syntax(text)
         if syntax is not None:
@@ -1139,12 +1139,11 @@ class _Journey:
             self._check_variables(path, text, paths, events)
             self._check_optional_comparisons(path, text, compared, events)
 
-    def _shallow(self, path: YamlPath, text: str) -> bool:
-        """Refuse brackets nested deeper than Jinja's recursive parser can take."""
-        deep = too_deep(text)
+    def _shallow(self, path: YamlPath, text: str, *, template: bool) -> bool:
+        """Refuse expressions nested deeper than Jinja's recursive parser can take."""
+        deep = too_deep(text if template else "{{ " + text + " }}")
         if deep is not None:
-            message = f"brackets nest more than {MAX_NESTING} deep"
-            self.error(path, message, NESTING_HINT)
+            self.error(path, deep[1], NESTING_HINT)
         return deep is None
 
     def _safe(self, path: YamlPath, text: str, *, template: bool) -> bool:
@@ -1194,7 +1193,7 @@ class _Journey:
                 )
 
     def _check_text(self, path: YamlPath, text: str, node: _Node) -> None:
-        if not self._shallow(path, text):
+        if not self._shallow(path, text, template=True):
             return
         try:
             paths = expressions.referenced_paths(text, template=True)

@@ -22,7 +22,7 @@ from jinja2 import ChainableUndefined, nodes
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from kairos.template_safety import MAX_NESTING, GuardedSandbox, Unsafe, too_deep, unsafe
+from kairos.template_safety import GuardedSandbox, Unsafe, too_deep, unsafe
 
 ROOTS = ("customer", "event", "journey")
 # What would make a condition answer differently each time it is evaluated (a replay of the
@@ -88,8 +88,9 @@ def _compiled(expression: str) -> Any:
 
 def check_syntax(expression: str) -> str | None:
     """Return a message if ``expression`` does not parse, else None."""
-    if too_deep(expression) is not None:
-        return f"brackets nest more than {MAX_NESTING} deep"
+    deep = too_deep("{{ " + expression + " }}")
+    if deep is not None:
+        return deep[1]
     try:
         _compiled(expression)
     except ExpressionError as exc:

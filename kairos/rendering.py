@@ -63,7 +63,6 @@ from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan
 from kairos.problems import Problem, did_you_mean, quote_list, suggestion
 from kairos.sms import analyse, is_gsm7
 from kairos.template_safety import (
-    MAX_NESTING,
     NESTING_HINT,
     GuardedSandbox,
     guard_filters,
@@ -699,8 +698,10 @@ class TemplateStore:
             source = path.read_text(encoding="utf-8")
             deep = too_deep(source)
             if deep is not None:
-                message = f"brackets nest more than {MAX_NESTING} deep"
-                return TemplateProblem(path, deep[0], message, deep[1], NESTING_HINT)
+                text = source.splitlines()[deep[0] - 1] if deep[0] else ""
+                opened = [i for i in (text.find("{{"), text.find("{%")) if i >= 0]
+                col = min(opened, default=0) + 1
+                return TemplateProblem(path, deep[0], deep[1], col, NESTING_HINT)
             tree = self._env.parse(source, name, str(path))
         except TemplateSyntaxError as exc:
             return _syntax_problem(path, source, exc)

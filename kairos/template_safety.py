@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import nodes
-from jinja2.exceptions import SecurityError
+from jinja2 import Environment, nodes
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -34,6 +34,11 @@ MAX_DIGITS = 1_000
 
 MAX_NESTING = 40
 """The deepest brackets (``(``, ``[``, ``{``) may nest in a template or an expression."""
+MAX_CHAIN = 100
+"""The most operators, filters, ``.`` and brackets one ``{{ }}`` or ``{% %}`` may hold."""
+_CHAINING = frozenset({".", "|", "+", "-", "*", "/", "//", "%", "**"})
+_CHAINING_WORDS = frozenset({"and", "or", "not", "if", "is", "in"})
+_LEXER = Environment()
 NESTING_HINT = "split it into smaller expressions; nobody can read one this deep"
 
 INTERCEPTED_BINOPS = frozenset({"*", "**", "%"})
@@ -72,25 +77,35 @@ _WIDTH = re.compile(r"%[-+ #0]*(\d+)|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
 _INTERNALS_HINT = "a template reads only its data: customer, event, journey and message fields"
 
 
-def too_deep(source: str) -> tuple[int, int] | None:
-    """Where brackets first nest past :data:`MAX_NESTING`, as (line, col); else None.
+def too_deep(source: str) -> tuple[int, str] | None:
+    """The line where an expression first gets too deep for Jinja to compile, and why.
 
-    Jinja's parser recurses about a dozen frames per bracket, so a few hundred ``(`` raise
-    RecursionError instead of a syntax error; this is checked before parsing. It counts every
-    bracket, even in text and quotes: CSS and prose nest a few levels, never forty.
+    Jinja's parser recurses about a dozen frames per bracket, and its compiler a few per
+    operator, filter or ``.`` in a chain, which Python then nests in parentheses of its own: a
+    few hundred of either raise RecursionError (or Python's "too many nested parentheses")
+    instead of a located error. This reads Jinja's lexer, which does not recurse, so it is safe
+    on anything; text outside ``{{ }}`` and ``{% %}`` is not counted.
     """
-    depth = 0
-    line, col = 1, 0
-    for char in source:
-        col += 1
-        if char == "\n":
-            line, col = line + 1, 0
-        elif char in "([{":
-            depth += 1
+    depth = chain = 0
+    try:
+        for line, kind, value in _LEXER.lex(source):
+            if kind in ("variable_begin", "block_begin"):
+                depth = chain = 0
+            elif kind == "operator" and value in "([{":
+                depth += 1
+                chain += 1
+            elif kind == "operator" and value in ")]}":
+                depth -= 1
+            elif (kind == "operator" and value in _CHAINING) or (
+                kind == "name" and value in _CHAINING_WORDS
+            ):
+                chain += 1
             if depth > MAX_NESTING:
-                return line, col
-        elif char in ")]}":
-            depth = max(depth - 1, 0)
+                return line, f"brackets nest more than {MAX_NESTING} deep"
+            if chain > MAX_CHAIN:
+                return line, f"more than {MAX_CHAIN} operators, filters and `.` in one expression"
+    except TemplateSyntaxError:
+        return None  # the parser says what is wrong, in its own words
     return None
 
 

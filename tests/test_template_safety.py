@@ -196,3 +196,36 @@ def test_a_set_value_nested_too_deep_is_one_error_not_a_recursion_error(tmp_path
     assert [p.headline()[:60] for p in report.errors] == [
         "journeys/deep.yaml:6:15: steps[0].set.attributes.plan: brack"
     ]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "customer.first_name" + " | e" * 3000,
+        " ~ ".join(["customer.first_name"] * 3) + " + 1" * 3000,
+        "customer" + ".a" * 3000,
+        "not " * 3000 + "customer.first_name",
+    ],
+    ids=["filters", "operators", "dots", "nots"],
+)
+def test_a_template_chain_too_long_to_compile_is_one_error_not_a_recursion_error(
+    expression: str, tmp_path: Path
+) -> None:
+    home = make_project(tmp_path, INVALID / "template_syntax_error")
+    page = home / "templates" / "promo" / "sale.en.html.j2"
+    page.write_text("<p>Hi</p>\n<p>{{ " + expression + " }}</p>\n")
+    _, report = check_project(home)
+    assert report.headlines() == [
+        "templates/promo/sale.en.html.j2:2:4: more than 100 operators, filters and `.` in one "
+        "expression (split it into smaller expressions; nobody can read one this deep)"
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_a_chain_of_one_hundred_still_compiles_and_renders() -> None:
+    assert evaluate(" + ".join(["1"] * 101), {}) == 101
+    nested: dict[str, Any] = {"a": "deep"}
+    for _ in range(99):
+        nested = {"a": nested}
+    assert evaluate("customer" + ".a" * 100, {"customer": nested}) == "deep"
