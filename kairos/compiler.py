@@ -76,11 +76,13 @@ from kairos.problems import (
 )
 from kairos.rendering import REQUIRED_PARTS, RenderError, TemplateStore, normalise_locale
 from kairos.sms import analyse
+from kairos.template_safety import NESTING_HINT, too_deep
 from kairos.unsubscribe import unsubscribe_url
 from kairos.yaml_source import (
     Position,
     YamlDocument,
     YamlPath,
+    escapes,
     format_path,
     load_yaml,
     read_source,
@@ -170,7 +172,8 @@ def _check_locale_styles(home: Path, templates: TemplateStore, report: Report) -
 
 def display_path(path: Path, home: Path) -> str:
     """A file as its author knows it: relative to the project home when inside it."""
-    resolved = path.resolve()
+    # A link out of the project is shown by its own name, not by where it leads.
+    resolved = path.absolute() if escapes(path, home) else path.resolve()
     for base in (home.resolve(), Path.cwd()):
         try:
             return resolved.relative_to(base).as_posix()
@@ -214,7 +217,7 @@ def load_catalogue(home: Path, report: Report) -> Catalogue | None:
             )
         )
         return None
-    doc = _load(path, shown, report)
+    doc = _load(path, shown, report, home)
     if doc is None:
         return None
     data = {} if doc.data is None else doc.data
@@ -228,9 +231,9 @@ def load_catalogue(home: Path, report: Report) -> Catalogue | None:
     return catalogue if len(report.problems) == before else None
 
 
-def _load(path: Path, shown: str, report: Report) -> YamlDocument | None:
+def _load(path: Path, shown: str, report: Report, home: Path) -> YamlDocument | None:
     """Read and parse a YAML file, keeping its text for quoting even when it does not parse."""
-    text, problems = read_source(path, shown)
+    text, problems = read_source(path, shown, home=home)
     report.extend(problems)
     if text is None:
         return None
@@ -329,7 +332,7 @@ def compile_journey(
         report: Where problems go.
     """
     shown = display_path(path, home)
-    doc = _load(path, shown, report)
+    doc = _load(path, shown, report, home)
     if doc is None:
         return None
     spec, problems = s.validate_document(s.JourneySpec, doc)
@@ -960,7 +963,7 @@ class _Journey:
             if first_time:
                 for problem in self.templates.problems(template, locale, channel):
                     self._template_problem(
-                        problem.file, problem.line, problem.col, problem.message, "", note
+                        problem.file, problem.line, problem.col, problem.message, problem.hint, note
                     )
             self._check_template_variables(node, template, locale, channel, note)
             if not first_time or self.catalogue is None:
@@ -984,7 +987,8 @@ class _Journey:
         shown = display_path(file, self.home)
         # When the file cannot be read the problem says so; it just has no quoted line.
         with contextlib.suppress(OSError, UnicodeDecodeError):
-            self.report.add_source(shown, file.read_text(encoding="utf-8"))
+            if not escapes(file, self.home):
+                self.report.add_source(shown, file.read_text(encoding="utf-8"))
         self.report.add(Problem(shown, max(line, 1), col, "", message, hint, severity, note))
 
     def _check_template_variables(
@@ -1113,6 +1117,8 @@ class _Journey:
     def _check_condition(self, path: YamlPath, text: str | None, events: frozenset[str]) -> None:
         if text is None:
             return
+        if not self._shallow(path, text, template=False):
+            return
         syntax = expressions.check_syntax(text)
         if syntax is not None:
             self.error(
@@ -1127,9 +1133,26 @@ class _Journey:
         except TemplateError as exc:  # parses alone, but not inside {{ }} (a stray "}}")
             self.error(path, f"`{text}` is not a valid condition: {exc}", "remove the braces")
             return
-        if self._deterministic(path, text, template=False):
+        if self._safe(path, text, template=False) and self._deterministic(
+            path, text, template=False
+        ):
             self._check_variables(path, text, paths, events)
             self._check_optional_comparisons(path, text, compared, events)
+
+    def _shallow(self, path: YamlPath, text: str, *, template: bool) -> bool:
+        """Refuse expressions nested deeper than Jinja's recursive parser can take."""
+        deep = too_deep(text if template else "{{ " + text + " }}")
+        if deep is not None:
+            self.error(path, deep[1], NESTING_HINT)
+        return deep is None
+
+    def _safe(self, path: YamlPath, text: str, *, template: bool) -> bool:
+        """Refuse what the sandbox would stop at send time, and huge constants (errors)."""
+        found = expressions.refused(text, template=template)
+        for refused in found:
+            at = _find_in_value(self.doc, path, refused.needle, text)
+            self.error(path, refused.message, refused.hint, at=at)
+        return not found
 
     def _deterministic(self, path: YamlPath, text: str, *, template: bool) -> bool:
         """Refuse what would give another answer on a replay of the run (an error)."""
@@ -1170,13 +1193,15 @@ class _Journey:
                 )
 
     def _check_text(self, path: YamlPath, text: str, node: _Node) -> None:
+        if not self._shallow(path, text, template=True):
+            return
         try:
             paths = expressions.referenced_paths(text, template=True)
         except TemplateError as exc:
             self.error(path, f"invalid {{{{ }}}} text: {exc}", "check the braces and quotes")
             return
         # Set and action values are rendered by the run itself: the same rule as conditions.
-        if self._deterministic(path, text, template=True):
+        if self._safe(path, text, template=True) and self._deterministic(path, text, template=True):
             self._check_variables(path, text, paths, self.events_at(node))
 
     def _check_variables(

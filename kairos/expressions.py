@@ -22,6 +22,8 @@ from jinja2 import ChainableUndefined, nodes
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from kairos.template_safety import GuardedSandbox, Unsafe, too_deep, unsafe
+
 ROOTS = ("customer", "event", "journey")
 # What would make a condition answer differently each time it is evaluated (a replay of the
 # run could then take another path).
@@ -51,7 +53,7 @@ class Missing(ChainableUndefined):
         return False
 
 
-class DataEnvironment(ImmutableSandboxedEnvironment):
+class DataEnvironment(GuardedSandbox, ImmutableSandboxedEnvironment):
     """Sandboxed; on a mapping ``a.b`` is the key ``b`` (or undefined), never a method."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -86,6 +88,9 @@ def _compiled(expression: str) -> Any:
 
 def check_syntax(expression: str) -> str | None:
     """Return a message if ``expression`` does not parse, else None."""
+    deep = too_deep("{{ " + expression + " }}")
+    if deep is not None:
+        return deep[1]
     try:
         _compiled(expression)
     except ExpressionError as exc:
@@ -123,6 +128,11 @@ def nondeterministic(source: str, *, template: bool = False) -> list[str]:
         if isinstance(call.node, nodes.Name) and call.node.name in NONDETERMINISTIC_GLOBALS:
             found.append(f"{call.node.name}()")
     return sorted(set(found))
+
+
+def refused(source: str, *, template: bool = False) -> list[Unsafe]:
+    """Sandbox-escape attempts and huge constants in a condition (or ``{{ }}`` text)."""
+    return unsafe(_ENV.parse(source if template else "{{ " + source + " }}"))
 
 
 def compared_paths(source: str) -> set[tuple[str, ...]]:

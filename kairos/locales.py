@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 
 from kairos.problems import Problem, did_you_mean
-from kairos.yaml_source import YamlDocument, load_yaml
+from kairos.yaml_source import YamlDocument, load_yaml, read_source
 
 LOCALES_FILE = "locales.yaml"
 _KEYS = ("format", "timezone")
@@ -91,10 +91,10 @@ def load_locale_styles(root: Path, shown: str) -> tuple[dict[str, LocaleStyle], 
     path = root / LOCALES_FILE
     if not path.is_file():
         return {}, []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [Problem(shown, 1, 1, "", f"cannot read the file: {exc}")]
+    # root.parent is the project home, which holds templates/.
+    text, problems = read_source(path, shown, home=root.parent)
+    if text is None:
+        return {}, problems
     return parse_locale_styles(text, shown)
 
 

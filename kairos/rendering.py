@@ -62,6 +62,14 @@ from kairos.messages import EmailContent, SmsContent
 from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
 from kairos.problems import Problem, did_you_mean, quote_list, suggestion
 from kairos.sms import analyse, is_gsm7
+from kairos.template_safety import (
+    NESTING_HINT,
+    GuardedSandbox,
+    guard_filters,
+    too_deep,
+    unsafe,
+)
+from kairos.yaml_source import MAX_BYTES, OUTSIDE, OUTSIDE_HINT, escapes
 
 __all__ = [
     "PARTS",
@@ -161,6 +169,7 @@ class TemplateProblem:
     line: int
     message: str
     col: int = 1
+    hint: str = ""
 
 
 def email_headers(unsubscribe_url: str | None, *, one_click: bool = True) -> dict[str, str]:
@@ -188,7 +197,7 @@ class _Undefined(StrictUndefined):
 # -- The environment -------------------------------------------------------------------------
 
 
-class _Environment(SandboxedEnvironment):
+class _Environment(GuardedSandbox):
     """Sandboxed; on a mapping ``a.b`` is the key ``b`` and never a method.
 
     Template data is JSON-like, so ``event.items`` means the event's ``items`` property, which
@@ -215,6 +224,7 @@ def _environment(root: Path) -> SandboxedEnvironment:
         cache_size=4096,
     )
     env.filters.update(FILTERS)
+    guard_filters(env.filters)
     env.globals.update(GLOBALS)
     return env
 
@@ -677,8 +687,21 @@ class TemplateStore:
         return loaded
 
     def _read(self, name: str, path: Path) -> _Unit | TemplateProblem:
+        # root.parent is the project home; a link out of it is not read, so not quoted.
+        if escapes(path, self.root.parent):
+            return TemplateProblem(path, 1, OUTSIDE, 1, OUTSIDE_HINT)
         try:
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                message = f"the file is {size:,} bytes; the limit is {MAX_BYTES:,}"
+                return TemplateProblem(path, 1, message, 1, "split it with {% include %}")
             source = path.read_text(encoding="utf-8")
+            deep = too_deep(source)
+            if deep is not None:
+                text = source.splitlines()[deep[0] - 1] if deep[0] else ""
+                opened = [i for i in (text.find("{{"), text.find("{%")) if i >= 0]
+                col = min(opened, default=0) + 1
+                return TemplateProblem(path, deep[0], deep[1], col, NESTING_HINT)
             tree = self._env.parse(source, name, str(path))
         except TemplateSyntaxError as exc:
             return _syntax_problem(path, source, exc)
@@ -691,6 +714,11 @@ class TemplateStore:
             if node.name not in known:
                 kind = "filter" if isinstance(node, nodes.Filter) else "test"
                 return TemplateProblem(path, node.lineno, f"No {kind} named {node.name!r}.")
+        for refused in unsafe(tree):
+            lines = source.splitlines()
+            text = lines[refused.line - 1] if 0 < refused.line <= len(lines) else ""
+            col = text.find(refused.needle) + 1 if refused.needle else 0
+            return TemplateProblem(path, refused.line, refused.message, col or 1, refused.hint)
         return _Unit(name, path, source, tree)
 
     def _missing(self, unit: _Unit, kind: str, target: str, line: int) -> TemplateProblem:

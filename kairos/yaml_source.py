@@ -7,6 +7,13 @@ copies the document into plain Python values: nothing downstream sees ruamel's t
 
 YAML 1.2 rules apply (ruamel's default): ``on``, ``off``, ``yes`` and ``no`` are text, and
 ``09:00`` is the text "09:00", not a number of minutes, which is what a marketer means.
+
+A project file may be hostile (a shared repository, a pasted snippet), so the loader refuses,
+before building anything big: files over :data:`MAX_BYTES`, nesting deeper than
+:data:`MAX_DEPTH`, more than :data:`MAX_NODES` values counted after ``*alias`` expansion (the
+"billion laughs"), and any explicit tag but the core ones (``!!python/object/apply`` and
+friends). The first pass reads the parser's event stream, which needs no recursion and holds
+one event at a time, so even a 10 000-deep document never reaches the recursive composer.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +30,30 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    Event,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
 
 from kairos.problems import Problem, Severity
 
 YamlPath = tuple[str | int, ...]
+
+MAX_BYTES = 1_000_000
+"""The largest YAML file read: a journey is a few kilobytes; a megabyte is a mistake."""
+MAX_DEPTH = 50
+"""The deepest nesting of mappings and lists (a journey rarely goes past ten)."""
+MAX_NODES = 100_000
+"""The most values (mappings, lists, scalars) a document may hold once aliases are expanded."""
+_CORE = "tag:yaml.org,2002:"
+_CORE_TAGS = frozenset(
+    f"{_CORE}{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
 
 
 @dataclass(frozen=True)
@@ -110,9 +137,20 @@ def format_path(path: YamlPath) -> str:
     return text
 
 
-def read_source(path: Path, display: str) -> tuple[str | None, list[Problem]]:
-    """The text of ``path``, or None and why it cannot be read."""
+def read_source(
+    path: Path, display: str, *, home: Path | None = None
+) -> tuple[str | None, list[Problem]]:
+    """The text of ``path``, or None and why it cannot be read.
+
+    With ``home``, a path inside it that is a symbolic link to somewhere outside it is refused
+    without being read: otherwise a problem's quoted line would show that other file.
+    """
+    if home is not None and escapes(path, home):
+        return None, [outside_problem(display)]
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            return None, [_too_big(display, size)]
         return path.read_text(encoding="utf-8"), []
     except UnicodeDecodeError as exc:
         return None, [Problem(display, 1, 1, "", f"not UTF-8 text ({exc.reason})", "save as UTF-8")]
@@ -120,9 +158,38 @@ def read_source(path: Path, display: str) -> tuple[str | None, list[Problem]]:
         return None, [Problem(display, 1, 1, "", f"cannot read the file: {exc.strerror}")]
 
 
-def load_yaml_file(path: Path, display: str) -> tuple[YamlDocument | None, list[Problem]]:
+def escapes(path: Path, home: Path) -> bool:
+    """Whether ``path``, written inside ``home``, is a symbolic link leading out of it."""
+    root = home.resolve()
+    if not path.absolute().is_relative_to(root) and not path.absolute().is_relative_to(home):
+        return False  # named on the command line from elsewhere: the author chose it
+    return not path.resolve().is_relative_to(root)
+
+
+OUTSIDE = "a symbolic link to a file outside the project"
+OUTSIDE_HINT = "copy the file into the project instead of linking to it"
+
+
+def outside_problem(display: str) -> Problem:
+    return Problem(display, 1, 1, "", OUTSIDE, OUTSIDE_HINT)
+
+
+def _too_big(display: str, size: int) -> Problem:
+    return Problem(
+        display,
+        1,
+        1,
+        "",
+        f"the file is {size:,} bytes; the limit is {MAX_BYTES:,}",
+        "split it into smaller files",
+    )
+
+
+def load_yaml_file(
+    path: Path, display: str, *, home: Path | None = None
+) -> tuple[YamlDocument | None, list[Problem]]:
     """Load ``path``; problems (and positions) are reported against ``display``."""
-    text, problems = read_source(path, display)
+    text, problems = read_source(path, display, home=home)
     if text is None:
         return None, problems
     return load_yaml(text, display)
@@ -134,12 +201,18 @@ def load_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]
     Tabs in indentation, syntax errors, duplicate keys and YAML tags are all reported with
     their line and column. An empty file is a document whose data is None.
     """
+    size = len(text.encode("utf-8"))
+    if size > MAX_BYTES:
+        return None, [_too_big(file, size)]
     tabs = _tab_problems(text, file)
     if tabs:
         return None, tabs
     yaml = YAML(typ="rt", pure=True)
     yaml.allow_duplicate_keys = False
     try:
+        refused = _refuse_hostile(yaml.parse(text), file)
+        if refused is not None:
+            return None, [refused]
         raw = yaml.load(text)
     except DuplicateKeyError as exc:
         return None, [_duplicate_key_problem(exc, text, file)]
@@ -163,12 +236,19 @@ def load_data(text: str, file: str) -> Any:
     Raises:
         ValueError: The file does not parse; said in one line, ``file:line:col: what (hint)``.
     """
+    size = len(text.encode("utf-8"))
+    if size > MAX_BYTES:
+        raise ValueError(_too_big(file, size).headline())
     if file.lower().endswith(".json"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(
                 f"{file}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}"
+            ) from None
+        except RecursionError:
+            raise ValueError(
+                f"{file}:1:1: nested too deeply (keep it to {MAX_DEPTH} levels)"
             ) from None
     document, problems = load_yaml(text, file)
     if problems:
@@ -182,8 +262,133 @@ def _root_position(raw: Any) -> Position:
     return Position(1, 1)
 
 
+@dataclass
+class _Open:
+    """A mapping or list the event stream is inside of."""
+
+    anchor: str | None
+    start: int  # values counted before it
+    level: int  # its own nesting level, 1 at the top
+    deepest: int  # the deepest level reached inside it, aliases expanded
+    mapping: bool
+    step: str | int = 0  # the key or index being read
+    on_key: bool = True  # in a mapping: the next node is a key
+
+    def advance(self) -> None:
+        """One node inside it is complete."""
+        if self.mapping:
+            self.on_key = not self.on_key
+        else:
+            self.step = int(self.step) + 1
+
+
+def _refuse_hostile(events: Iterable[Event], file: str) -> Problem | None:
+    """The first event that makes the document too deep, too big or foreign.
+
+    Counts values and depth as if every ``*alias`` were replaced by its anchor's value (which
+    is what copying the document does), from each anchor's measured size, so a billion-laughs
+    bomb is refused at the alias that crosses the limit. Stops reading there: nothing past a
+    limit is parsed or built.
+    """
+    opened: list[_Open] = []
+    measured: dict[str, tuple[int, int]] = {}  # anchor -> (values, levels)
+    total = 0
+    for event in events:
+        if isinstance(event, CollectionEndEvent):
+            done = opened.pop()
+            if done.anchor is not None:
+                measured[done.anchor] = (total - done.start, done.deepest - done.level + 1)
+            if opened:
+                opened[-1].deepest = max(opened[-1].deepest, done.deepest)
+                opened[-1].advance()
+            continue
+        if not isinstance(event, NodeEvent):
+            continue
+        parent = opened[-1] if opened else None
+        is_key = parent is not None and parent.mapping and parent.on_key
+        if is_key and isinstance(event, ScalarEvent) and parent is not None:
+            parent.step = str(event.value)
+        path: YamlPath = tuple(o.step for o in (opened[:-1] if is_key else opened))
+        problem, reach, total = _measure(event, file, path, opened, measured, total)
+        if problem is not None:
+            return problem
+        if parent is not None:
+            parent.deepest = max(parent.deepest, reach)
+            if not isinstance(event, CollectionStartEvent):
+                parent.advance()
+        hint = "split it into smaller files"
+        if reach > MAX_DEPTH:
+            path = path[:3]  # where it starts going down; fifty levels of path help no one
+            message = f"nested more than {MAX_DEPTH} levels deep"
+            hint = "flatten it: a journey needs a few levels, not this many"
+        elif total > MAX_NODES:
+            message = f"more than {MAX_NODES:,} values"
+            if isinstance(event, AliasEvent):
+                message += " once `*aliases` are expanded"
+                hint = "use fewer aliases"
+        else:
+            continue
+        return _at(event, file, path, message, hint)
+    return None
+
+
+def _measure(
+    event: NodeEvent,
+    file: str,
+    path: YamlPath,
+    opened: list[_Open],
+    measured: dict[str, tuple[int, int]],
+    total: int,
+) -> tuple[Problem | None, int, int]:
+    """(a problem, the depth reached, the values counted) once ``event`` is read."""
+    anchor = None if event.anchor is None else str(event.anchor)
+    if isinstance(event, AliasEvent):
+        if anchor is None or anchor not in measured:
+            if any(o.anchor == anchor for o in opened):
+                problem = _at(
+                    event,
+                    file,
+                    path,
+                    f"`*{anchor}` is inside the value `&{anchor}` names",
+                    "an alias cannot repeat the value that contains it",
+                )
+                return problem, 0, total
+            return None, len(opened), total  # undefined: the parser says so in its own words
+        size, height = measured[anchor]
+        return None, len(opened) + height, total + size
+    tag = getattr(event, "tag", None)
+    if tag is not None and str(tag) not in _CORE_TAGS:
+        problem = _at(
+            event,
+            file,
+            path,
+            f"YAML tag `{str(tag).replace(_CORE, '!!')}` is not supported",
+            "write the plain value without a `!` tag",
+        )
+        return problem, 0, total
+    total += 1
+    if isinstance(event, CollectionStartEvent):
+        level = len(opened) + 1
+        opened.append(
+            _Open(anchor, total - 1, level, level, mapping=isinstance(event, MappingStartEvent))
+        )
+    elif anchor is not None:
+        measured[anchor] = (1, 0)
+    return None, len(opened), total
+
+
+def _at(event: Event, file: str, path: YamlPath, message: str, hint: str) -> Problem:
+    mark = event.start_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    return Problem(file, line, col, format_path(path), message, hint)
+
+
 def _plain(
-    node: Any, path: YamlPath, positions: SourceMap, problems: list[Problem], file: str
+    node: Any,
+    path: YamlPath,
+    positions: SourceMap,
+    problems: list[Problem],
+    file: str,
 ) -> Any:
     """Copy ``node`` into plain Python values, recording positions below ``path``."""
     if isinstance(node, CommentedMap):
@@ -198,7 +403,7 @@ def _plain(
                 where.line,
                 where.col,
                 format_path(path),
-                f"YAML tag `{node.tag.value}` is not supported",
+                f"YAML tag `{str(node.tag.value).replace(_CORE, '!!')}` is not supported",
                 "write the plain value without a `!` tag",
             )
         )
@@ -207,12 +412,22 @@ def _plain(
 
 
 def _plain_map(
-    node: CommentedMap, path: YamlPath, positions: SourceMap, problems: list[Problem], file: str
+    node: CommentedMap,
+    path: YamlPath,
+    positions: SourceMap,
+    problems: list[Problem],
+    file: str,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in node.items():
         name = _key_text(key)
         child = (*path, name)
+        if key not in node.lc.data:
+            # Merged in by `<<: *anchor`: ruamel keeps no position for it here; point at the
+            # mapping that merges it.
+            positions.keys[child] = positions.values[child] = positions.value(path)
+            out[name] = _plain(value, child, positions, problems, file)
+            continue
         key_line, key_col = node.lc.key(key)
         key_at = Position(key_line + 1, key_col + 1)
         positions.keys[child] = key_at
@@ -228,7 +443,11 @@ def _plain_map(
 
 
 def _plain_seq(
-    node: CommentedSeq, path: YamlPath, positions: SourceMap, problems: list[Problem], file: str
+    node: CommentedSeq,
+    path: YamlPath,
+    positions: SourceMap,
+    problems: list[Problem],
+    file: str,
 ) -> list[Any]:
     out: list[Any] = []
     for index, item in enumerate(node):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from kairos.cli import app
@@ -109,3 +110,31 @@ def test_bad_configuration_is_reported_without_a_traceback(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert "KAIROS_QUIET_HOURS='soon'" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.timeout(60)
+def test_validate_survives_every_hostile_file_at_once_and_checks_the_rest(
+    tmp_path: Path,
+) -> None:
+    home = make_project(tmp_path, INVALID / "dangling_goto")
+    journeys = home / "journeys"
+    for case in ("yaml_alias_bomb", "yaml_python_tag", "yaml_alias_inside_itself"):
+        (journeys / f"{case}.yaml").write_text(
+            (INVALID / case / "journeys" / "broken.yaml").read_text().replace("broken", case)
+        )
+    (journeys / "deep.yaml").write_text("journey: deep\nx: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    (tmp_path / "secret.txt").write_text("root:x:0:0:SECRET\n")
+    (journeys / "link.yaml").symlink_to(tmp_path / "secret.txt")
+    code, output = _run(home, "validate")
+    assert code == 1
+    assert "Traceback" not in output and "SECRET" not in output
+    located = sorted({line.split(":")[0] for line in output.splitlines() if ".yaml:" in line})
+    assert located == [
+        "journeys/broken.yaml",  # the ordinary mistake is still found
+        "journeys/deep.yaml",
+        "journeys/link.yaml",
+        "journeys/yaml_alias_bomb.yaml",
+        "journeys/yaml_alias_inside_itself.yaml",
+        "journeys/yaml_python_tag.yaml",
+    ]
+    assert output.splitlines()[-1] == "✗ 6 errors in journeys/"
