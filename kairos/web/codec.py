@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from temporalio.api.common.v1 import Payload, Payloads
 
-from kairos.codec import KeyRing, decrypt_payload, key_id_of
+from kairos.codec import KeyRing, decrypt_payload, is_encrypted, key_id_of
 from kairos.crypto import KeyUnavailable
 from kairos.web.errors import ApiError, json_error, read_body
 
@@ -70,6 +70,10 @@ class CodecRoutes:
         except ApiError as err:
             return json_error(err.status, err.code, err.message, headers={**err.headers, **cors})
         decoded = Payloads(payloads=[await self._decode(p) for p in payloads.payloads])
+        kept = sum(is_encrypted(p) for p in decoded.payloads)
+        if kept:
+            # Counts only: what a payload holds is never logged, decrypted or not.
+            log.info("codec: %d of %d payloads stay encrypted", kept, len(decoded.payloads))
         return Response(
             json_format.MessageToJson(decoded),
             media_type="application/json",
@@ -83,9 +87,7 @@ class CodecRoutes:
         try:
             return decrypt_payload(await self.keys.key(key_id), payload)
         except KeyUnavailable:
-            # Forgotten (or altered): it stays ciphertext. The key id is no personal data.
-            log.info("codec: a payload under data key %s stays encrypted", key_id)
-            return payload
+            return payload  # its customer was forgotten (or it was altered): ciphertext stays
 
     def _authorize(self, request: Request) -> None:
         challenge = {"WWW-Authenticate": 'Bearer realm="kairos-codec"'}
