@@ -85,11 +85,13 @@ SIGNUP = {
 }  # fmt: skip
 
 
-# The page's text, and that of its frames (the UI renders a run's summary as Markdown in one).
+# The page's text, and that of its frames (the UI renders a run's summary as Markdown in one;
+# a frame still loading has no body yet).
 VISIBLE_TEXT = """
 [document.body ? document.body.innerText : '',
  ...[...document.querySelectorAll('iframe')].map(
-     f => f.contentDocument ? f.contentDocument.body.innerText : (f.srcdoc || ''))].join('\\n')
+     f => f.contentDocument && f.contentDocument.body
+          ? f.contentDocument.body.innerText : (f.srcdoc || ''))].join('\\n')
 """
 
 
