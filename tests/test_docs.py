@@ -136,12 +136,38 @@ async def _ada(temporal: WorkflowEnvironment, settings: Settings, store: Store) 
     await kairos_client.emit("c-42", "cart_updated", {"cart_total": 59.9, "currency": "EUR"})
 
 
+async def _read_with_and_without_the_codec_server(env: dict[str, str]) -> None:
+    """`temporal workflow show` of a run: ciphertext, then decrypted by the front door."""
+    bare = await run(
+        documented("temporal workflow show --detailed --workflow-id journey:welcome:c-42:1"), env
+    )
+    decoded = await run(
+        documented(
+            "temporal workflow show --detailed --workflow-id journey:welcome:c-42:1 "
+            '--codec-endpoint "$KAIROS_URL/codec"'
+        ),
+        env,
+    )
+    assert bare.code == 0 and decoded.code == 0, bare.output + decoded.output
+    # Without the codec: the input is an undecoded payload (base64 ciphertext); with it, the
+    # run's pinned plan and its customer, field by field.
+    assert "input.payloads[0].data: " in bare.out and "c-42" not in bare.out.replace(
+        "journey:welcome:c-42:1", ""
+    )
+    assert "input[0].plan.name: welcome" not in bare.out
+    assert "input.payloads[0].data: " not in decoded.out
+    assert "input[0].plan.name: welcome" in decoded.out
+    assert "input[0].customer_id: c-42" in decoded.out
+
+
 @pytest.mark.timeout(240)
 async def test_the_support_guide_commands(
     temporal: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
 ) -> None:
-    async with running_worker(temporal.client, settings, store):
+    web = create_app(make_kairos(temporal.client, settings, store), settings, WebConfig())
+    async with running_worker(temporal.client, settings, store), running(web) as url:
         await _ada(temporal, settings, store)
+        await _read_with_and_without_the_codec_server({**docs_env, "KAIROS_URL": url})
         shown = await kairos(documented("kairos customer c-42"), docs_env)
         for heading in ("consent", "consent history", "profile", "runs", "recent messages"):
             assert f"\n{heading}\n" in shown.stdout, shown.stdout
@@ -151,8 +177,8 @@ async def test_the_support_guide_commands(
         assert " wait_1h: wait 1h (since " in cart, cart
         listed = await kairos(documented("kairos runs --customer c-42"), docs_env)
         assert "journey:welcome:c-42:1" in listed.stdout
-        running = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
-        assert "journey:welcome:c-42:1" in running.stdout
+        in_welcome = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
+        assert "journey:welcome:c-42:1" in in_welcome.stdout
         everything = await kairos(documented("kairos runs --running"), docs_env)
         assert "journey:cart_abandonment:c-42:1" in everything.stdout
 
@@ -370,8 +396,8 @@ async def test_the_operations_guide_commands(
     )
     assert json.loads(timeline.stdout)["journey"] == "welcome"
     async with running_worker(temporal.client, settings, store):
-        running = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
-        assert "journey:welcome:c-42:1" in running.stdout
+        in_welcome = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
+        assert "journey:welcome:c-42:1" in in_welcome.stdout
         await kairos(documented("kairos report --since 1d"), docs_env)
     listed = (await kairos(documented("kairos --help"), docs_env)).stdout
     # README: "every command, each with an example".

@@ -1,4 +1,5 @@
-"""``kairos serve``: the HTTP front door (unsubscribe, provider webhooks, /v1/track, health)."""
+"""``kairos serve``: the HTTP front door (unsubscribe, provider webhooks, /v1/track, health, and
+the Temporal UI's codec server)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def serve_command(
         int | None, typer.Option(help="Port to listen on (default: KAIROS_WEB_PORT, else 8000).")
     ] = None,
 ) -> None:
-    """Serve unsubscribe pages, Twilio and SendGrid webhooks, /v1/track and /v1/identify.
+    """Serve unsubscribe pages, webhooks, /v1/track, /v1/identify and /codec for the Temporal UI.
 
     Example: KAIROS_API_KEYS=$(openssl rand -hex 24) kairos serve
 

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from kairos.client import Kairos
 from kairos.config import Settings
 from kairos.store import StoreUnavailable
+from kairos.web.codec import CodecRoutes
 from kairos.web.config import WebConfig, load_web_config
 from kairos.web.errors import (
     ApiError,
@@ -49,6 +50,7 @@ def create_app(
         *TwilioRoutes(kairos, settings).routes(),
         *SendGridRoutes(kairos, web.sendgrid_public_key).routes(),
         *TrackRoutes(kairos, web.api_keys).routes(),
+        *CodecRoutes(kairos.store.keys, web.codec_tokens, web.codec_origins).routes(),
     ]
 
     @asynccontextmanager

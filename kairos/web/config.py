@@ -2,7 +2,8 @@
 
 They complement :class:`kairos.config.Settings` (public URL, secret, Twilio auth token, ...):
 ``KAIROS_API_KEYS`` for ``/v1/track`` and ``/v1/identify``, ``SENDGRID_WEBHOOK_PUBLIC_KEY`` to
-verify SendGrid's signed event webhook, and ``KAIROS_WEB_PORT``.
+verify SendGrid's signed event webhook, ``KAIROS_CODEC_TOKENS`` and ``KAIROS_CODEC_ORIGINS`` for
+the Temporal UI's codec server (``/codec``), and ``KAIROS_WEB_PORT``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from kairos.config import ConfigError
 
 DEFAULT_PORT = 8000
+# Where `make dev` serves the Temporal UI (kairos.dev.DEFAULT_UI_PORT; KAIROS_DEV_UI_PORT).
+DEFAULT_UI_PORT = 8233
 MIN_API_KEY_LENGTH = 16
 _PEM_ARMOUR = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----")
+
+
+def dev_ui_origins(ui_port: int) -> tuple[str, ...]:
+    """The origins a browser gives the Temporal UI of ``make dev`` on ``ui_port``."""
+    return (f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}")
 
 
 @dataclass(frozen=True)
@@ -34,11 +42,16 @@ class WebConfig:
         sendgrid_public_key: SendGrid's signed-event-webhook verification key (base64 DER, as
             SendGrid shows it); empty means the SendGrid webhook refuses every call.
         port: Where ``kairos serve`` listens unless ``--port`` says otherwise.
+        codec_tokens: Bearer tokens accepted by the codec server; none means it answers only
+            callers on this machine (loopback), as in ``make dev``.
+        codec_origins: Browser origins (the Temporal UI's) allowed to call the codec server.
     """
 
     api_keys: tuple[str, ...] = ()
     sendgrid_public_key: str = ""
     port: int = DEFAULT_PORT
+    codec_tokens: tuple[str, ...] = ()
+    codec_origins: tuple[str, ...] = dev_ui_origins(DEFAULT_UI_PORT)
 
 
 def load_web_config(env: Mapping[str, str] | None = None, *, home: Path | None = None) -> WebConfig:
@@ -50,9 +63,11 @@ def load_web_config(env: Mapping[str, str] | None = None, *, home: Path | None =
     values = _values(env, home)
     problems: list[str] = []
     config = WebConfig(
-        api_keys=_api_keys(values.get("KAIROS_API_KEYS", ""), problems),
+        api_keys=_keys("KAIROS_API_KEYS", values.get("KAIROS_API_KEYS", ""), problems),
         sendgrid_public_key=_public_key(values.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""), problems),
         port=_port(values.get("KAIROS_WEB_PORT", ""), problems),
+        codec_tokens=_keys("KAIROS_CODEC_TOKENS", values.get("KAIROS_CODEC_TOKENS", ""), problems),
+        codec_origins=_origins(values, problems),
     )
     if problems:
         raise ConfigError(problems)
@@ -71,12 +86,12 @@ def _values(env: Mapping[str, str] | None, home: Path | None) -> dict[str, str]:
     return values
 
 
-def _api_keys(raw: str, problems: list[str]) -> tuple[str, ...]:
+def _keys(name: str, raw: str, problems: list[str]) -> tuple[str, ...]:
     keys = tuple(key.strip() for key in raw.split(",") if key.strip())
     for number, key in enumerate(keys, start=1):
         if len(key) < MIN_API_KEY_LENGTH or any(c.isspace() for c in key):
             problems.append(
-                f"KAIROS_API_KEYS: key {number} is not usable: keys are at least "
+                f"{name}: key {number} is not usable: keys are at least "
                 f"{MIN_API_KEY_LENGTH} characters without spaces (generate one with "
                 "`openssl rand -hex 24`); separate several keys with commas"
             )
@@ -109,3 +124,19 @@ def _port(raw: str, problems: list[str]) -> int:
         return int(text)
     problems.append(f"KAIROS_WEB_PORT={raw!r}: expected a port number such as {DEFAULT_PORT}")
     return DEFAULT_PORT
+
+
+def _origins(values: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
+    raw = values.get("KAIROS_CODEC_ORIGINS", "").strip()
+    if not raw:
+        ui_port = values.get("KAIROS_DEV_UI_PORT", "").strip()
+        return dev_ui_origins(int(ui_port) if ui_port.isdigit() else DEFAULT_UI_PORT)
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            problems.append(
+                f"KAIROS_CODEC_ORIGINS: {origin!r} is not an origin: give the Temporal UI's "
+                "scheme, host and port, such as https://temporal.example.com"
+            )
+    return origins
