@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ class FakeProviderServer(ABC):
     def __init__(self) -> None:
         self.received: list[ReceivedRequest] = []
         self.attempts = 0  # every request, accepted or not
+        # Requests that came before a 429's Retry-After had passed: a client that honours
+        # the provider's rate limit makes none.
+        self.calls_while_paused = 0
+        self._paused_until = 0.0
         self._lock = threading.Lock()
         self._failures: deque[Failure] = deque()
         self._delays: deque[float] = deque()
@@ -197,8 +202,14 @@ class FakeProviderServer(ABC):
     ) -> Answer | None:
         with self._lock:
             self.attempts += 1
+            now = time.monotonic()
+            if now < self._paused_until:
+                self.calls_while_paused += 1
             delay = self._delays.popleft() if self._delays else 0.0
             failure = self._failures.popleft() if self._failures else None
+            wait = failure.retry_after if failure is not None and failure.status == 429 else None
+            if wait and wait.isdigit():
+                self._paused_until = max(self._paused_until, now + int(wait))
         if delay and self._stopping.wait(delay):
             return None
         if failure is not None:
