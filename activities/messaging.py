@@ -18,7 +18,9 @@ journey's clock, including the time-skipping clock of tests and simulations.
 Sends run on their channel's task queue (``<queue>-email``, ``<queue>-sms``), whose dispatch
 rate Temporal limits across all workers (``KAIROS_RATE_EMAIL``, ``KAIROS_RATE_SMS``). When policy
 picks the fallback channel the activity answers ``rerouted`` and the journey sends it again on
-that channel's queue.
+that channel's queue. A provider that answers 429 is paused for every worker until its
+Retry-After has passed (``provider_pauses`` in the store): sends sit the pause out instead of
+calling it, and spend no attempt on it.
 """
 
 from __future__ import annotations
