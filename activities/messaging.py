@@ -397,7 +397,7 @@ class Messaging:
         patience = _patience()
         started = time.monotonic()
         for _ in range(MAX_CALLS_PER_ATTEMPT):
-            wait = await self._still_wanted(request, provider)
+            wait = await self._still_wanted(request, provider, time.monotonic() - started)
             if wait > 0:
                 self.metrics.paused(provider, channel)
                 if time.monotonic() - started + wait > patience:
@@ -416,8 +416,9 @@ class Messaging:
                 if err.type != RATE_LIMITED:
                     raise
                 pause = err.next_retry_delay or DEFAULT_PAUSE
+                now = activity.info().started_time + timedelta(seconds=time.monotonic() - started)
                 await self.store.ledger.pause_provider(
-                    provider, pause.total_seconds(), f"{err.type}: {err.message}"
+                    provider, now + pause, f"{err.type}: {err.message}"
                 )
                 await self.store.ledger.failed_attempt(
                     request.key, f"{err.type}: {err.message}", final=False
@@ -442,7 +443,7 @@ class Messaging:
         self.metrics.call(provider, channel, time.monotonic() - started)
         return receipt
 
-    async def _still_wanted(self, request: DeliverRequest, provider: str) -> float:
+    async def _still_wanted(self, request: DeliverRequest, provider: str, spent: float) -> float:
         """The last look before the provider: a run cancelled since the decision (in the
         Temporal UI, say) sends nothing more. The call is marked under way in the same
         statement, so a retry knows this attempt called the provider.
@@ -451,9 +452,9 @@ class Messaging:
             0 when the call is marked under way; else the seconds ``provider`` stays paused
             (nothing is marked).
         """
-        call = await self.store.ledger.begin_call(
-            request, now=activity.info().started_time, provider=provider
-        )
+        # Temporal's time (of the attempt's start, plus what it spent sitting out pauses).
+        now = activity.info().started_time + timedelta(seconds=spent)
+        call = await self.store.ledger.begin_call(request, now=now, provider=provider)
         if call.status == "cancelled":
             raise _Withdrawn
         if call.status != "sending":

@@ -481,7 +481,7 @@ async def test_a_long_pause_ends_the_attempt_with_a_retry_at_its_end_and_calls_n
 
     assert limited.type == waiting.type == "RateLimited"
     assert waiting.next_retry_delay is not None
-    assert timedelta(seconds=100) < waiting.next_retry_delay <= timedelta(seconds=120)
+    assert timedelta(seconds=100) < waiting.next_retry_delay <= timedelta(seconds=121)
     assert sendgrid.attempts == 1 and sendgrid.calls_while_paused == 0
     rows = await store.database.fetch_all("SELECT status, attempts FROM messages ORDER BY key")
     assert [(r["status"], r["attempts"]) for r in rows] == [("sending", 1), ("sending", 0)]

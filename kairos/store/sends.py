@@ -238,7 +238,7 @@ class Ledger:
             " FROM runs WHERE customer_id = %(customer)s AND journey = %(journey)s"
             " AND run_no = %(run_no)s),"
             " pause AS (SELECT count(*) > 0 AS paused FROM provider_pauses"
-            " WHERE provider = %(provider)s AND until > now())"
+            " WHERE provider = %(provider)s AND until > %(now)s)"
             " UPDATE messages SET"
             " status = CASE WHEN run.cancelled THEN 'cancelled' ELSE status END,"
             " reason = CASE WHEN run.cancelled THEN 'run cancelled' ELSE reason END,"
@@ -259,9 +259,9 @@ class Ledger:
             return Call(str(row["status"]))
         # Rare: the provider is paused, or the key was settled meanwhile.
         current = await self.database.fetch_one(
-            "SELECT status, (SELECT greatest(extract(epoch FROM until - now()), 0)::float8"
+            "SELECT status, (SELECT greatest(extract(epoch FROM until - %s), 0)::float8"
             " FROM provider_pauses WHERE provider = %s) AS wait FROM messages WHERE key = %s",
-            (provider, request.key),
+            (now, provider, request.key),
         )
         if current is None:
             return Call("cancelled")
@@ -306,17 +306,16 @@ class Ledger:
                 (error[:500], key),
             )
 
-    async def pause_provider(self, provider: str, seconds: float, reason: str) -> None:
-        """``provider`` answered 429: no worker calls it for ``seconds`` (its Retry-After),
-        counted from the database's clock so every worker reads the same pause. A pause
-        only ever grows."""
+    async def pause_provider(self, provider: str, until: datetime, reason: str) -> None:
+        """``provider`` answered 429: no worker calls it before ``until`` (its Retry-After,
+        on Temporal's clock like every decision of the send). A pause only ever grows."""
         await self.database.fetch_one(
             "INSERT INTO provider_pauses AS p (provider, until, reason)"
-            " VALUES (%(provider)s, now() + make_interval(secs => %(secs)s), %(reason)s)"
+            " VALUES (%(provider)s, %(until)s, %(reason)s)"
             " ON CONFLICT (provider) DO UPDATE SET"
             " until = greatest(p.until, excluded.until), reason = excluded.reason,"
             " pauses = p.pauses + 1 RETURNING provider",
-            {"provider": provider, "secs": seconds, "reason": reason[:500]},
+            {"provider": provider, "until": until, "reason": reason[:500]},
         )
 
     async def give_up(self, key: str, reason: str) -> str:
