@@ -18,7 +18,9 @@ journey's clock, including the time-skipping clock of tests and simulations.
 Sends run on their channel's task queue (``<queue>-email``, ``<queue>-sms``), whose dispatch
 rate Temporal limits across all workers (``KAIROS_RATE_EMAIL``, ``KAIROS_RATE_SMS``). When policy
 picks the fallback channel the activity answers ``rerouted`` and the journey sends it again on
-that channel's queue.
+that channel's queue. A provider that answers 429 is paused for every worker until its
+Retry-After has passed (``provider_pauses`` in the store): sends sit the pause out instead of
+calling it, and spend no attempt on it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from temporalio.exceptions import ApplicationError
 from activities.customers import CustomerActivities
 from activities.metrics import DeliveryMetrics
 from activities.providers import EmailSender, SmsSender
-from activities.providers.base import NON_RETRYABLE, OUTCOME_UNKNOWN, RECIPIENT_OPTED_OUT
+from activities.providers.base import (
+    NON_RETRYABLE,
+    OUTCOME_UNKNOWN,
+    RATE_LIMITED,
+    RECIPIENT_OPTED_OUT,
+    provider_error,
+)
 from kairos import delivery, phone
 from kairos.catalogue import AttrType
 from kairos.config import Settings
@@ -56,6 +64,10 @@ AWAITING_FEEDBACK = "AwaitingFeedback"
 # The last decision about an unknown outcome is made this long before the send's deadline,
 # so the journey records it rather than a timeout.
 DEADLINE_MARGIN = timedelta(minutes=2)
+# A 429 without Retry-After pauses its provider this long.
+DEFAULT_PAUSE = timedelta(seconds=1)
+# Provider calls one attempt makes at most while 429s keep coming.
+MAX_CALLS_PER_ATTEMPT = 4
 
 T = TypeVar("T")
 M = TypeVar("M", EmailMessage, SmsMessage)
@@ -330,8 +342,9 @@ class Messaging:
             metadata=self._metadata(request),
             category=request.category,
         )
-        await self._still_wanted(request)
-        receipt = await self._call(self.email.name, Channel.email, self.email.send_email, message)
+        receipt = await self._call_when_allowed(
+            request, self.email.name, Channel.email, self.email.send_email, message
+        )
         return receipt, content.subject
 
     async def _send_sms(
@@ -360,9 +373,62 @@ class Messaging:
             metadata=self._metadata(request),
             category=request.category,
         )
-        await self._still_wanted(request)
-        receipt = await self._call(self.sms.name, Channel.sms, self.sms.send_sms, message)
+        receipt = await self._call_when_allowed(
+            request, self.sms.name, Channel.sms, self.sms.send_sms, message
+        )
         return receipt, content.body[:40]
+
+    async def _call_when_allowed(
+        self,
+        request: DeliverRequest,
+        provider: str,
+        channel: Channel,
+        send: Callable[[M], Awaitable[Receipt]],
+        message: M,
+    ) -> Receipt:
+        """The provider call, made only while the provider is not paused by a 429.
+
+        A 429 pauses the provider for every worker (its Retry-After, in the store), so the
+        channel slows down instead of each message finding out for itself. A pause that ends
+        within this attempt's waiting budget is sat out here, and the call made again in the
+        same attempt: the message's attempts are not spent on the provider's rate limit. A
+        longer one ends the attempt with a retry at the pause's end, calling nobody.
+        """
+        patience = _patience()
+        started = time.monotonic()
+        for _ in range(MAX_CALLS_PER_ATTEMPT):
+            wait = await self._still_wanted(request, provider, time.monotonic() - started)
+            if wait > 0:
+                self.metrics.paused(provider, channel)
+                if time.monotonic() - started + wait > patience:
+                    raise provider_error(
+                        RATE_LIMITED,
+                        f"{provider} asked us to slow down: its sends are paused for "
+                        f"{wait:.0f}s more; trying again then",
+                        {"provider": provider, "key": request.key},
+                        retry_after=timedelta(seconds=max(wait, 1.0)),
+                    )
+                await asyncio.sleep(wait)
+                continue
+            try:
+                return await self._call(provider, channel, send, message)
+            except ApplicationError as err:
+                if err.type != RATE_LIMITED:
+                    raise
+                pause = err.next_retry_delay or DEFAULT_PAUSE
+                now = activity.info().started_time + timedelta(seconds=time.monotonic() - started)
+                await self.store.ledger.pause_provider(
+                    provider, now + pause, f"{err.type}: {err.message}"
+                )
+                await self.store.ledger.failed_attempt(
+                    request.key, f"{err.type}: {err.message}", final=False
+                )
+        raise provider_error(
+            RATE_LIMITED,
+            f"{provider} kept answering 429 ({MAX_CALLS_PER_ATTEMPT} calls); trying again later",
+            {"provider": provider, "key": request.key},
+            retry_after=DEFAULT_PAUSE,
+        )
 
     async def _call(
         self, provider: str, channel: Channel, send: Callable[[M], Awaitable[Receipt]], message: M
@@ -377,15 +443,23 @@ class Messaging:
         self.metrics.call(provider, channel, time.monotonic() - started)
         return receipt
 
-    async def _still_wanted(self, request: DeliverRequest) -> None:
+    async def _still_wanted(self, request: DeliverRequest, provider: str, spent: float) -> float:
         """The last look before the provider: a run cancelled since the decision (in the
         Temporal UI, say) sends nothing more. The call is marked under way in the same
-        statement, so a retry knows this attempt called the provider."""
-        status = await self.store.ledger.begin_call(request, now=activity.info().started_time)
-        if status == "cancelled":
+        statement, so a retry knows this attempt called the provider.
+
+        Returns:
+            0 when the call is marked under way; else the seconds ``provider`` stays paused
+            (nothing is marked).
+        """
+        # Temporal's time (of the attempt's start, plus what it spent sitting out pauses).
+        now = activity.info().started_time + timedelta(seconds=spent)
+        call = await self.store.ledger.begin_call(request, now=now, provider=provider)
+        if call.status == "cancelled":
             raise _Withdrawn
-        if status != "sending":
+        if call.status != "sending":
             raise _Settled
+        return call.wait
 
 
 async def _alive(work: Awaitable[T], beat: Callable[[], None]) -> T:
@@ -410,6 +484,14 @@ async def _alive(work: Awaitable[T], beat: Callable[[], None]) -> T:
     finally:
         if not task.done():
             task.cancel()
+
+
+def _patience() -> float:
+    """Seconds of this attempt that may be spent sitting out a provider's pause: half of its
+    start-to-close, so the call and its confirmation still fit."""
+    timeout = activity.info().start_to_close_timeout
+    seconds = timeout.total_seconds() if timeout else delivery.SEND_TIMEOUTS.start_to_close_seconds
+    return seconds / 2
 
 
 def _text(value: object) -> str | None:

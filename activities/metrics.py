@@ -83,6 +83,10 @@ class DeliveryMetrics:
             "Sends the journey gave up on (refused for good, or past their deadline), by the "
             "status the ledger recorded: failed, or unknown when a call may have gone through",
         )
+        self._paused = meter.create_counter(
+            "kairos_send_paused_total",
+            "Sends that found their provider paused by a 429 and waited instead of calling it",
+        )
         self._heartbeats = meter.create_counter(
             "kairos_send_heartbeats_total", "Heartbeats sent while a send took long"
         )
@@ -117,6 +121,9 @@ class DeliveryMetrics:
 
     def given_up(self, status: str) -> None:
         self._given_up.add(1, {"status": status})
+
+    def paused(self, provider: str, channel: Channel) -> None:
+        self._paused.add(1, {"provider": provider, "channel": channel.value})
 
     def heartbeat(self) -> None:
         self._heartbeats.add(1)

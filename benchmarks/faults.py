@@ -111,29 +111,36 @@ class Stack:
                     process.kill()
 
 
+async def environment(root: Path, pg: str, port: int) -> dict[str, str]:
+    """A fresh database on ``pg`` with the schema, the benchmark project under ``root``, and
+    the environment that points Kairos processes at them and at Temporal on ``port`` (no
+    quiet hours, no caps: every message the journeys decide is sent)."""
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE faults")
+    url = with_database(pg, "faults")
+    async with await Database.open(url, check_schema=False) as database:
+        await database.upgrade()
+    home = make_home(root / "home")
+    return {
+        **os.environ,
+        "KAIROS_HOME": str(home),
+        "KAIROS_DATABASE_URL": url,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "KAIROS_QUIET_HOURS": "off",
+        "KAIROS_CAP_EMAIL": "off",
+        "KAIROS_CAP_SMS": "off",
+        "KAIROS_TASK_QUEUE": "faults",
+        "KAIROS_LOG_LEVEL": "WARNING",
+    }
+
+
 async def run(customers: int, kills: int, seconds: float) -> dict[str, Any]:
     random.seed(7)
     with tempfile.TemporaryDirectory() as tmp, temporary_server(Path(tempfile.gettempdir())) as pg:
         root = Path(tmp)
-        with psycopg.connect(pg, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE faults")
-        url = with_database(pg, "faults")
-        async with await Database.open(url, check_schema=False) as database:
-            await database.upgrade()
-        home = make_home(root / "home")
         port = free_port()
-        env = {
-            **os.environ,
-            "KAIROS_HOME": str(home),
-            "KAIROS_DATABASE_URL": url,
-            "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-            "KAIROS_OUTBOX": str(root / "outbox"),
-            "KAIROS_QUIET_HOURS": "off",
-            "KAIROS_CAP_EMAIL": "off",
-            "KAIROS_CAP_SMS": "off",
-            "KAIROS_TASK_QUEUE": "faults",
-            "KAIROS_LOG_LEVEL": "WARNING",
-        }
+        env = await environment(root, pg, port)
+        env["KAIROS_OUTBOX"] = str(root / "outbox")
         stack = Stack(root, env, port)
         stack.start_server()
         stack.start_worker()
@@ -171,19 +178,26 @@ async def _chaos(stack: Stack, kills: int, seconds: float) -> None:
         stack.start_worker()
 
 
-async def _settle(kairos: Kairos, customers: int, timeout: float = 600) -> dict[str, Any]:
-    """Wait until every run has ended (or time is up), then count."""
-    database = kairos.store.database
+async def ended_runs(database: Database, runs: int, timeout: float = 600) -> dict[str, int]:
+    """Wait until ``runs`` runs have started and every run has ended (or time is up); the runs
+    by outcome (``open`` for those still running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = await database.fetch_one(
             "SELECT count(*) FILTER (WHERE ended_at IS NULL) AS open, count(*) AS runs FROM runs"
         )
         assert row is not None
-        if row["runs"] >= 2 * customers and row["open"] == 0:
+        if row["runs"] >= runs and row["open"] == 0:
             break
-        await asyncio.sleep(2)
+        await asyncio.sleep(1)
     outcomes = await database.fetch_all("SELECT outcome, count(*) AS n FROM runs GROUP BY 1")
+    return {r["outcome"] or "open": r["n"] for r in outcomes}
+
+
+async def _settle(kairos: Kairos, customers: int) -> dict[str, Any]:
+    """Wait until every run has ended (or time is up), then count."""
+    database = kairos.store.database
+    runs = await ended_runs(database, 2 * customers)
     statuses = await database.fetch_all("SELECT status, count(*) AS n FROM messages GROUP BY 1")
     unconfirmed = await database.fetch_one(
         "SELECT coalesce(sum(unconfirmed), 0) AS n FROM messages"
@@ -191,7 +205,7 @@ async def _settle(kairos: Kairos, customers: int, timeout: float = 600) -> dict[
     pending = await database.fetch_one("SELECT count(*) AS n FROM dispatches")
     return {
         "customers": customers,
-        "runs": {r["outcome"] or "open": r["n"] for r in outcomes},
+        "runs": runs,
         "messages": {r["status"]: r["n"] for r in statuses},
         "unconfirmed": int(unconfirmed["n"]) if unconfirmed else 0,
         "dispatches_left": int(pending["n"]) if pending else 0,

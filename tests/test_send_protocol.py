@@ -26,6 +26,7 @@ from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
 from kairos.config import Settings
+from kairos.delivery import SEND_TIMEOUTS
 from kairos.messages import EmailMessage, Receipt, SendOutcome
 from kairos.plan import Category, Channel
 from kairos.runtime import DeliverRequest
@@ -94,6 +95,7 @@ class Attempts:
             current_attempt_scheduled_time=at,
             started_time=at,
             schedule_to_close_timeout=None,
+            start_to_close_timeout=timedelta(seconds=SEND_TIMEOUTS.start_to_close_seconds),
             heartbeat_timeout=self.heartbeat_timeout,
         )
         env.on_heartbeat = self._beat
@@ -316,7 +318,7 @@ async def test_a_send_whose_worker_died_during_the_call_is_counted_and_not_blind
     deliver = request(Channel.sms)
     # An attempt decided the message and marked its call under way, then its worker died.
     await store.ledger.reserve(deliver, now=NOON, due=NOON)
-    assert await store.ledger.begin_call(deliver, now=NOON) == "sending"
+    assert (await store.ledger.begin_call(deliver, now=NOON)).status == "sending"
     attempts = Attempts(await messaging(settings, store, sms=sms_sender(twilio)), deliver)
     attempts.count = 1
 
@@ -428,3 +430,58 @@ async def test_an_operator_reads_sends_blocks_retries_errors_and_unknowns_from_t
                   **email) == 1  # fmt: skip
     assert sample("kairos_unknown_outcomes_total", outcome="detected", **email) == 1
     assert sample("kairos_provider_latency_seconds_count", provider="sendgrid", **email) == 4
+
+
+async def two_customers(
+    settings: Settings, store: Store, sendgrid: FakeSendGrid, *, retry_after: int
+) -> tuple[Attempts, Attempts]:
+    """One welcome email each for two customers; SendGrid answers the first call with 429."""
+    await store.identify(
+        "c-2",
+        {"email": "grace@example.com", "timezone": "UTC"},
+        consent={"marketing": True},
+        source="test",
+    )
+    send = await messaging(settings, store, email=email_sender(sendgrid))
+    other = request().model_copy(update={"customer_id": "c-2", "key": "welcome:c-2:welcome:1"})
+    sendgrid.fail_next(429, retry_after=retry_after)
+    return Attempts(send, request()), Attempts(send, other)
+
+
+async def test_a_429_pauses_the_provider_for_every_send_without_spending_their_attempts(
+    settings: Settings, store: Store, sendgrid: FakeSendGrid
+) -> None:
+    first, second = await two_customers(settings, store, sendgrid, retry_after=1)
+
+    sending = asyncio.create_task(first.run(NOON))
+    for _ in range(100):  # the 429 has been answered and the pause recorded
+        if await store.database.fetch_one("SELECT 1 FROM provider_pauses"):
+            break
+        await asyncio.sleep(0.02)
+    # A send that comes during the pause waits for its end instead of calling.
+    later = await second.run(NOON)
+    sent = await sending
+
+    assert sent.status == later.status == "sent"
+    assert sendgrid.calls_while_paused == 0
+    assert sendgrid.attempts == 3  # the 429, then each message once
+    assert (first.count, second.count) == (1, 1)  # no activity attempt spent on the 429
+    assert (await ledger(store))["attempts"] == 2  # provider calls: the 429 and the send
+    pause = await store.database.fetch_one("SELECT provider, pauses FROM provider_pauses")
+    assert pause is not None and (pause["provider"], pause["pauses"]) == ("sendgrid", 1)
+
+
+async def test_a_long_pause_ends_the_attempt_with_a_retry_at_its_end_and_calls_nobody(
+    settings: Settings, store: Store, sendgrid: FakeSendGrid
+) -> None:
+    first, second = await two_customers(settings, store, sendgrid, retry_after=120)
+
+    limited = await first.fails(NOON)
+    waiting = await second.fails(NOON)
+
+    assert limited.type == waiting.type == "RateLimited"
+    assert waiting.next_retry_delay is not None
+    assert timedelta(seconds=100) < waiting.next_retry_delay <= timedelta(seconds=121)
+    assert sendgrid.attempts == 1 and sendgrid.calls_while_paused == 0
+    rows = await store.database.fetch_all("SELECT status, attempts FROM messages ORDER BY key")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("sending", 1), ("sending", 0)]

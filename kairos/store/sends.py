@@ -60,6 +60,15 @@ class Unknown:
     found: bool = False  # this attempt found the call's worker dead and made it unknown
 
 
+@dataclass(frozen=True)
+class Call:
+    """What the last look before a provider call found: the key's ``status`` (``sending``:
+    go on), and ``wait``, the seconds its provider is still paused by a 429 (0: call now)."""
+
+    status: str
+    wait: float = 0.0
+
+
 @dataclass
 class Reservation:
     """What the send transaction decided.
@@ -211,39 +220,56 @@ class Ledger:
             return _unknown(existing)
         return _done(existing)
 
-    async def begin_call(self, request: DeliverRequest, *, now: datetime) -> str:
+    async def begin_call(
+        self, request: DeliverRequest, *, now: datetime, provider: str = ""
+    ) -> Call:
         """The last look before the provider: mark the call under way, unless the run was
         cancelled since the message was decided (in the Temporal UI, say; then the ledger
-        says ``cancelled`` and no call is made).
+        says ``cancelled`` and no call is made), or ``provider`` is paused by a 429 (then
+        nothing is marked, and the answer says how long the pause lasts).
 
         Returns:
-            ``sending`` to call; ``cancelled``; or the status the key has now when it is no
-            longer ``sending`` (feedback settled it meanwhile).
+            ``sending`` to call; ``cancelled``; ``sending`` with a ``wait`` when the provider
+            is paused; or the status the key has now when it is no longer ``sending``
+            (feedback settled it meanwhile).
         """
         row = await self.database.fetch_one(
             "WITH run AS (SELECT coalesce(bool_or(outcome = 'cancelled'), false) AS cancelled"
             " FROM runs WHERE customer_id = %(customer)s AND journey = %(journey)s"
-            " AND run_no = %(run_no)s)"
+            " AND run_no = %(run_no)s),"
+            " pause AS (SELECT count(*) > 0 AS paused FROM provider_pauses"
+            " WHERE provider = %(provider)s AND until > %(now)s)"
             " UPDATE messages SET"
             " status = CASE WHEN run.cancelled THEN 'cancelled' ELSE status END,"
             " reason = CASE WHEN run.cancelled THEN 'run cancelled' ELSE reason END,"
             " calling_since = CASE WHEN run.cancelled THEN NULL ELSE %(now)s END,"
             " attempts = attempts + CASE WHEN run.cancelled THEN 0 ELSE 1 END"
-            " FROM run WHERE key = %(key)s AND status = 'sending' RETURNING status",
+            " FROM run, pause WHERE key = %(key)s AND status = 'sending'"
+            " AND (run.cancelled OR NOT pause.paused) RETURNING status",
             {
                 "customer": request.customer_id,
                 "journey": request.journey,
                 "run_no": request.run_no,
+                "provider": provider,
                 "now": now,
                 "key": request.key,
             },
         )
         if row is not None:
-            return str(row["status"])
+            return Call(str(row["status"]))
+        # Rare: the provider is paused, or the key was settled meanwhile.
         current = await self.database.fetch_one(
-            "SELECT status FROM messages WHERE key = %s", (request.key,)
+            "SELECT status, (SELECT greatest(extract(epoch FROM until - %s), 0)::float8"
+            " FROM provider_pauses WHERE provider = %s) AS wait FROM messages WHERE key = %s",
+            (now, provider, request.key),
         )
-        return str(current["status"]) if current else "cancelled"
+        if current is None:
+            return Call("cancelled")
+        status = str(current["status"])
+        if status != "sending":
+            return Call(status)
+        # Still sending and nothing marked: it was paused (if only just), so look again.
+        return Call(status, max(float(current["wait"] or 0.0), 0.01))
 
     async def confirm(self, key: str, receipt: Receipt) -> bool:
         """The provider accepted the message: record its id. Returns whether this was a
@@ -279,6 +305,18 @@ class Ledger:
                 " WHERE key = %s RETURNING key",
                 (error[:500], key),
             )
+
+    async def pause_provider(self, provider: str, until: datetime, reason: str) -> None:
+        """``provider`` answered 429: no worker calls it before ``until`` (its Retry-After,
+        on Temporal's clock like every decision of the send). A pause only ever grows."""
+        await self.database.fetch_one(
+            "INSERT INTO provider_pauses AS p (provider, until, reason)"
+            " VALUES (%(provider)s, %(until)s, %(reason)s)"
+            " ON CONFLICT (provider) DO UPDATE SET"
+            " until = greatest(p.until, excluded.until), reason = excluded.reason,"
+            " pauses = p.pauses + 1 RETURNING provider",
+            {"provider": provider, "until": until, "reason": reason[:500]},
+        )
 
     async def give_up(self, key: str, reason: str) -> str:
         """The journey gave up on the send (its deadline passed, or the provider refused it

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -46,6 +48,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: dict[str, Any]
+    provider_id: str = ""  # the id the fake answered with (SendGrid's X-Message-Id, Twilio's sid)
 
 
 class FakeProviderServer(ABC):
@@ -65,10 +68,16 @@ class FakeProviderServer(ABC):
     def __init__(self) -> None:
         self.received: list[ReceivedRequest] = []
         self.attempts = 0  # every request, accepted or not
+        # Requests that came before a 429's Retry-After had passed: a client that honours
+        # the provider's rate limit makes none.
+        self.calls_while_paused = 0
+        self._paused_until = 0.0
         self._lock = threading.Lock()
         self._failures: deque[Failure] = deque()
         self._delays: deque[float] = deque()
         self._recipient_failures: dict[str, Failure] = {}
+        self._chaos: Callable[[], Failure | float | None] | None = None
+        self._port = 0  # kept across a restart, so clients find it again
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -78,8 +87,9 @@ class FakeProviderServer(ABC):
     def start(self) -> Self:
         """Start serving in a background thread."""
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", self._port), _Handler)
         self._server.fake = self
+        self._port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -157,6 +167,13 @@ class FakeProviderServer(ABC):
         with self._lock:
             self._delays.append(seconds)
 
+    def chaos(self, pick: Callable[[], Failure | float | None] | None) -> None:
+        """Ask ``pick`` about every request no ``fail_next`` or ``delay_next`` caught: a
+        ``Failure`` to answer with, seconds to hold the request (then take and answer it), or
+        None for the normal answer."""
+        with self._lock:
+            self._chaos = pick
+
     def fail_for(
         self,
         recipient: str,
@@ -187,18 +204,37 @@ class FakeProviderServer(ABC):
         with self._lock:
             return self._recipient_failures.get(recipient.lower())
 
-    def record(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> None:
+    def record(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        provider_id: str = "",
+    ) -> None:
         """Remember an accepted request in ``received``."""
         with self._lock:
-            self.received.append(ReceivedRequest(method, path, headers, body))
+            self.received.append(ReceivedRequest(method, path, headers, body, provider_id))
 
     def _dispatch(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> Answer | None:
         with self._lock:
             self.attempts += 1
+            now = time.monotonic()
+            if now < self._paused_until:
+                self.calls_while_paused += 1
             delay = self._delays.popleft() if self._delays else 0.0
             failure = self._failures.popleft() if self._failures else None
+            if not delay and failure is None and self._chaos is not None:
+                picked = self._chaos()
+                if isinstance(picked, Failure):
+                    failure = picked
+                elif picked:
+                    delay = picked
+            wait = failure.retry_after if failure is not None and failure.status == 429 else None
+            if wait and wait.isdigit():
+                self._paused_until = max(self._paused_until, now + int(wait))
         if delay and self._stopping.wait(delay):
             return None
         if failure is not None:

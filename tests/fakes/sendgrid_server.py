@@ -79,10 +79,11 @@ class FakeSendGrid(FakeProviderServer):
             failure = self.recipient_failure(recipient)
             if failure is not None:
                 return self.error(failure)
-        self.record(method, path, headers, payload)
         if payload.get("mail_settings", {}).get("sandbox_mode", {}).get("enable") is True:
+            self.record(method, path, headers, payload)
             return Answer(200)  # validated, not sent: SendGrid assigns no message id
         message_id = secrets.token_urlsafe(16)[:22]
+        self.record(method, path, headers, payload, message_id)
         self.message_ids.append(message_id)
         return Answer(202, {"X-Message-Id": message_id})
 

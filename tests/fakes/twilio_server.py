@@ -83,8 +83,8 @@ class FakeTwilio(FakeProviderServer):
         failure = self.recipient_failure(form["To"])
         if failure is not None:
             return self.error(failure)
-        self.record(method, path, headers, form)
         resource = _message_resource(self.account_sid, form)
+        self.record(method, path, headers, form, resource["sid"])
         self.messages.append(resource)
         return Answer(201, {"Content-Type": "application/json"}, json.dumps(resource).encode())
 

@@ -221,3 +221,12 @@ CREATE TABLE inbound_receipts (
     id           text PRIMARY KEY,   -- twilio:<MessageSid>
     received_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- A provider (per account) that asked us to slow down (429 with Retry-After): no worker calls
+-- it before `until`. Every send looks here just before its provider call.
+CREATE TABLE provider_pauses (
+    provider    text PRIMARY KEY,
+    until       timestamptz NOT NULL,
+    reason      text NOT NULL,
+    pauses      integer NOT NULL DEFAULT 1   -- 429s that set or lengthened the pause, ever
+);
