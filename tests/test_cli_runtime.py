@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from kairos.store import Store
 from kairos.store.database import redact, with_database
 from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
+    ROOT,
     Ran,
     command_env,
     free_port,
@@ -395,6 +397,43 @@ async def test_the_help_examples_work_as_written(
     ran = await run(example, cli)
     assert ran.code == 1
     assert ran.err.startswith("kairos worker: cannot reach Temporal at temporal.internal:7233: ")
+
+
+def _help_examples(*names: str) -> list[str]:
+    """Every command a --help shows in bold (``[bold]kairos ...[/]``), for these commands."""
+    found = []
+    for info in app.registered_commands:
+        if info.name in names:
+            text = f"{info.callback.__doc__ if info.callback else ''}\n{info.epilog or ''}"
+            found += re.findall(r"\[bold\](kairos [^\[]+?)\[/\]", text)
+    return found
+
+
+@pytest.mark.timeout(240)
+async def test_the_language_report_and_outbox_help_examples_work_as_written(
+    settings: Settings, store: Store, cli: dict[str, str], tmp_path: Path
+) -> None:
+    # (enroll's and preview's examples are the documents' own, run by tests/test_docs.py)
+    examples = sorted(_help_examples("validate", "schema", "graph", "report", "outbox"))
+    assert examples == sorted([
+        "kairos validate", "kairos validate journeys/welcome.yaml", "kairos schema",
+        "kairos graph cart_abandonment > cart.mmd",
+        "kairos report cart_abandonment --since 7d --html report.html",
+        "kairos outbox --channel email --customer c-42 --limit 5",
+    ])  # fmt: skip
+    project = tmp_path / "project"
+    for part in ("journeys", "templates"):
+        shutil.copytree(ROOT / part, project / part)
+    here = {"kairos schema": project, "kairos graph": tmp_path, "kairos report": tmp_path}
+    for example in examples:
+        cwd = next((d for start, d in here.items() if example.startswith(start)), ROOT)
+        env = {**cli, "KAIROS_HOME": str(project if cwd == project else ROOT)}
+        ran = await run(example, env, cwd=cwd)
+        assert ran.code == 0 and not ran.err, (example, ran.output)
+    for name in ("journey.schema.json", "customer.schema.json"):
+        assert (project / "schema" / name).read_text() == (ROOT / "schema" / name).read_text()
+    assert (tmp_path / "cart.mmd").read_text().startswith("flowchart")
+    assert "<td class=l>cart_abandonment</td>" in (tmp_path / "report.html").read_text()
 
 
 def test_each_command_starts_with_only_its_own_module_loaded() -> None:

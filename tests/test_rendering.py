@@ -645,3 +645,17 @@ def test_cli_broken_customer_and_event_files_are_one_line_each(cli: Any, tmp_pat
     )  # fmt: skip
     event = invoke(cli, "cart_abandonment", "first_reminder", "-c", "ada.yaml", "-e", "broken.json")
     assert event.output == "error: --event broken.json:2:1: not valid JSON: Expecting value\n"
+
+
+async def test_cli_preview_without_the_event_a_message_reads_says_to_give_it() -> None:
+    from tests.commands import command_env, run
+
+    args = ["preview", "cart_abandonment", "first_reminder",
+            "--customer", "tests/fixtures/preview/anna.yaml", "--locale", "fi"]  # fmt: skip
+    ran = await run(args, command_env())
+    assert (ran.code, ran.out) == (1, ""), ran.output
+    assert len(ran.err.strip().splitlines()) == 1, ran.err
+    said = ran.err.strip()
+    assert said.startswith("error: templates/cart_abandonment/reminder.fi.preheader.j2:1: ")
+    assert "this journey starts on `cart_updated`: give that event's properties" in said
+    assert "with --event FILE" in said

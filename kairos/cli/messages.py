@@ -79,7 +79,14 @@ def preview(
     try:
         content = render_preview(project.templates, plan, step_id, profile, event_data, wanted, url)
     except RenderError as exc:
-        raise fail(escape(str(exc))) from None
+        said = str(exc)
+        if not event_data and isinstance(plan.trigger, EventTrigger):
+            # Most messages read the event that started the run (a cart's total, an order).
+            said += (
+                f" — this journey starts on `{plan.trigger.event}`: give that event's properties"
+                " with --event FILE (JSON or YAML), as its trigger would"
+            )
+        raise fail(escape(said)) from None
     console.print(
         f"[bold]{escape(plan.name)}[/] / [bold]{escape(step_id)}[/] "
         f"({plan.category.value}, locale {escape(content.locale)}"
