@@ -437,7 +437,20 @@ class _Journey:
             steps=self.steps,
             source=self.doc.file,
             named_steps=frozenset(n.id for n in self.nodes if n.spec.id is not None),
+            goal_window=self._conversion_window(),
         )
+
+    def _conversion_window(self) -> int | None:
+        window = self.spec.conversion_window
+        if window is None:
+            return None
+        if not self.spec.exit_on:
+            self.error(
+                ("conversion_window",),
+                "conversion_window without a goal: nothing can convert",
+                "name the goal events in exit_on, or remove conversion_window",
+            )
+        return parse_duration(window)
 
     def _check_name(self) -> None:
         name = self.spec.journey

@@ -268,6 +268,10 @@ class JourneyPlan(Frozen):
     # ``set_lead_score_7``). What reports show a marketer; never serialised, so never part of
     # a run's input or of the version.
     named_steps: frozenset[str] = Field(default=frozenset(), exclude=True)
+    # How long after entering a goal counts as a conversion in the report (conversion_window,
+    # seconds); None: whenever the run reaches it. Not part of a run's input or version: it
+    # changes what the report counts, not what a run does.
+    goal_window: int | None = Field(default=None, exclude=True)
 
     def with_version(self) -> JourneyPlan:
         """Return a copy whose ``version`` is the content hash of the rest of the plan."""

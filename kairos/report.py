@@ -1,28 +1,32 @@
 """Customer-lifecycle analysis: journeys, steps, variants and stages.
 
-``kairos report`` reads the customer store for what it records about every run: which runs of
-which journey started when, how each ended, and every message the send ledger decided. From
-Temporal it reads only what the store does not keep, each run's step records: the completion
-result of a finished run (its close event; no worker needed), the ``state`` query of a running,
-cancelled or failed one (answered by a worker).
+``kairos report`` is a handful of SQL queries over the customer store, however many customers
+went through the journeys: which runs of which journey started when and how each ended (a run
+writes its step records, its split variant and the step it ended at to the store with its end),
+every message the send ledger decided and the provider feedback about it, the goal events'
+worth, and every stage change. From Temporal it asks one thing only the server knows, which
+step the running entries are at now: one visibility List query (no billable action); without
+Temporal the report says it could not tell, and everything else stands.
 
 What is counted:
 
 * an *entry* is one customer going through the journey once. A restart (``entry: restart``)
   ends the running run as ``restarted`` and starts the next run; the runs a restart chains
   together are one entry, and each restart is counted apart;
-* per journey: entries, active, each outcome, converted (the goal in ``exit_on`` was reached)
-  and the conversion rate: converted of the *ended* entries the journey messaged (a holdout
-  is kept apart and compared, see ``kairos.experiments``), messages by status: sent,
-  blocked and failed as the send ledger decided them, held out (a holdout group's sends,
-  which never reach the ledger) and deferred (each time quiet hours or a frequency cap put a
-  send off) from the runs' records; and of the sent emails, how many SendGrid's event webhook
-  said were delivered, opened and clicked (each message once, however often it was opened);
+* per journey: entries, active, each outcome, converted (the goal in ``exit_on`` was reached
+  within the journey's conversion window, ``goal: {within: 7d}``; a goal reached later is
+  counted apart as *late*) and the conversion rate: converted of the *ended* entries the
+  journey messaged (a holdout is kept apart and compared, see ``kairos.experiments``),
+  messages by status: sent, blocked and failed as the send ledger decided them, held out (a
+  holdout group's sends, which never reach the ledger) and deferred (each time quiet hours or a
+  frequency cap put a send off) from the runs' step records; and of the sent emails, how many
+  SendGrid's event webhook said were delivered, opened and clicked (each message once, however
+  often it was opened);
 * per step (a generated step, ``branch_1`` or ``set_lead_score_7``, only when something
   happened there: the journey file's own ``id:`` names are what a marketer reads): entries
-  that reached it, entries waiting there now, messages sent / delivered /
-  opened / clicked / blocked / failed / deferred / held out there, and entries that ended
-  there, by outcome;
+  that reached it (ended entries by their records, running ones where they are now), entries
+  there now, messages sent / delivered / opened / clicked / blocked / failed / deferred / held
+  out there, and entries that ended there, by outcome;
 * per journey, of its messaged entries that converted: the median and 90th-percentile time from
   entering to the goal; and entries by the ISO week they began (cohorts), with their rate;
 * per journey, the messaged entries' conversion by the customer's locale (their profile's,
@@ -32,55 +36,38 @@ What is counted:
   messaged entries and the holdout, so the two can be compared;
 * per split: customers, ended, conversions and rate per variant, each against the holdout
   with the difference, its 95% interval and a verdict in words;
-* customers per lifecycle stage, now, from the store.
+* the lifecycle: customers per stage now, how long they have been there, and the stage changes
+  in the window (from, to, and the journey that made each).
 
-The window (``--since``) selects entries by the time their first run started.
+The window (``--since``) selects entries by the time their first run started, and stage changes
+by when they happened.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import (
-    Client,
-    WorkflowHistoryEventFilterType,
-    WorkflowQueryFailedError,
-    WorkflowQueryRejectedError,
-)
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from kairos.durations import DurationError, parse_duration
 from kairos.experiments import Comparison, Group, compare
-from kairos.messages import SendOutcome
 from kairos.plan import JourneyPlan, SplitStep, Stage
-from kairos.runtime import (
-    QUERY_STATE,
-    JourneyResult,
-    JourneyStatus,
-    StepRecord,
-    journey_workflow_id,
-)
+from kairos.runtime import SA_JOURNEY, SA_STEP
 from kairos.store import Database
+from kairos.store.database import Connection
 
 DEFAULT_SINCE = "30d"
-DEFAULT_MAX_RUNS = 10_000
 CONVERTED = "converted"
-RESTARTED = "restarted"
 HOLDOUT = "holdout"
 NO_STAGE = "(none)"
 UNKNOWN_LOCALE = "(unknown)"
 END = "(end)"
-# Reading runs: how many at once, and how long a query may wait for a worker.
-_PARALLEL_READS = 16
-_QUERY_TIMEOUT = timedelta(seconds=10)
 MESSAGE_COUNTS = (
     "sent", "delivered", "opened", "clicked", "blocked", "failed", "deferred", "held_out",
 )  # fmt: skip
@@ -91,14 +78,8 @@ ENGAGEMENT = {"email_delivered": "delivered", "email_opened": "opened", "email_c
 # withdrawn because support cancelled its run (``cancelled``) is not a message but the run's
 # outcome, which is counted.
 _LEDGER_STATUSES = ("sent", "blocked", "failed")
-# How a run that the store still thinks open ended, when Temporal says it closed without
-# telling the store (terminated from the Temporal UI, failed, timed out).
-_CLOSED_OUTCOMES = {
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: "cancelled",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "terminated",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "failed",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "timed_out",
-}
+# The time-to-convert percentiles the report gives.
+_SHARES = (0.5, 0.9)
 
 
 class ReportError(Exception):
@@ -127,263 +108,139 @@ def parse_since(text: str, now: datetime) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-# --- what the store and one run recorded ------------------------------------------------------
+# --- the queries ---------------------------------------------------------------------------------
+#
+# Two temporary tables (dropped with the report's transaction) hold the window's runs and
+# entries; every figure is then one GROUP BY over them. The number of queries does not depend
+# on how many customers, runs or journeys there are.
 
-
-@dataclass
-class RunFacts:
-    """One run of a journey: what the store knows of it, and what it recorded (when read)."""
-
-    journey: str
-    customer_id: str
-    run_no: int
-    entry_no: int
-    started: datetime
-    ended: datetime | None
-    outcome: str | None
-    # The send ledger's decisions about this run's messages: (step, status), and the same
-    # as (channel, status).
-    sends: list[tuple[str, str]] = field(default_factory=list)
-    channels: list[tuple[str, str]] = field(default_factory=list)
-    locale: str = ""  # the customer's locale (their profile's, now)
-    step: str | None = None
-    records: list[StepRecord] = field(default_factory=list)
-    messages: list[SendOutcome] = field(default_factory=list)
-    readable: bool = True
-    # The converting event's ``total`` and ``currency`` (an order's), when it had them.
-    revenue: tuple[str, Decimal] | None = None
-
-    @property
-    def workflow_id(self) -> str:
-        return journey_workflow_id(self.journey, self.customer_id, self.run_no)
-
-    @property
-    def open(self) -> bool:
-        return self.ended is None
-
-    @property
-    def restarted(self) -> bool:
-        return self.outcome == RESTARTED
-
-
-# Every run, numbered into entries: a run starts a new entry unless the run before it (of the
-# same customer and journey) ended restarted. Entries are selected by when their first run
-# started, newest first.
+# Every run of the window's entries, numbered into entries: a run starts a new entry unless the
+# run before it (of the same customer and journey) ended restarted.
 _RUNS_SQL = """
+CREATE TEMP TABLE report_runs ON COMMIT DROP AS
 WITH chained AS (
-    SELECT customer_id, journey, run_no, started_at, ended_at, outcome,
+    SELECT customer_id, journey, run_no, started_at, ended_at, outcome, goal_event, last_step,
+           held_out, steps_recorded,
            lag(outcome) OVER w IS DISTINCT FROM 'restarted' AS first_of_entry
     FROM runs WHERE (%(journey)s::text IS NULL OR journey = %(journey)s)
-    WINDOW w AS (PARTITION BY customer_id, journey ORDER BY run_no)
+    WINDOW w AS (PARTITION BY journey, customer_id ORDER BY run_no)
 ), numbered AS (
     SELECT *, sum(first_of_entry::int) OVER w AS entry_no
-    FROM chained WINDOW w AS (PARTITION BY customer_id, journey ORDER BY run_no)
-), entered AS (
-    SELECT *, min(started_at) OVER (PARTITION BY customer_id, journey, entry_no) AS entered_at
-    FROM numbered
+    FROM chained WINDOW w AS (PARTITION BY journey, customer_id ORDER BY run_no)
+), entries AS (
+    SELECT *, min(started_at) OVER e AS entered_at, max(run_no) OVER e AS last_run,
+           bool_or(held_out) OVER e AS entry_held_out,
+           count(*) FILTER (WHERE outcome = 'restarted') OVER e AS restarts,
+           bool_and(steps_recorded OR ended_at IS NULL) OVER e AS recorded
+    FROM numbered WINDOW e AS (PARTITION BY journey, customer_id, entry_no)
 )
-SELECT customer_id, journey, run_no, entry_no, started_at, ended_at, outcome FROM entered
-WHERE (%(since)s::timestamptz IS NULL OR entered_at > %(since)s)
-ORDER BY entered_at DESC, customer_id, journey, run_no
-LIMIT %(limit)s
+SELECT * FROM entries WHERE %(since)s::timestamptz IS NULL OR entered_at > %(since)s
 """
-_SENDS_SQL = """
-SELECT m.customer_id, m.journey, m.run_no, m.step, m.status, m.channel FROM messages m
-JOIN unnest(%s::text[], %s::text[], %s::int[]) AS r (customer_id, journey, run_no)
-  ON m.customer_id = r.customer_id AND m.journey = r.journey AND m.run_no = r.run_no
-WHERE m.status = ANY(%s)
-"""
-_LOCALES_SQL = """
-SELECT id, coalesce(profile ->> 'locale', '') AS locale FROM customers WHERE id = ANY(%s)
-"""
-# What each converted run's goal event was worth: its numeric ``total`` in its ``currency``.
-_REVENUE_SQL = """
-SELECT r.customer_id, r.journey, r.run_no, e.properties ->> 'total' AS total,
+# One row per entry: its last run's end, whether it converted within the journey's window
+# (``late``: after it), what the goal event was worth, and the customer's locale.
+_ENTRIES_SQL = """
+CREATE TEMP TABLE report_entries ON COMMIT DROP AS
+SELECT r.journey, r.customer_id, r.entry_no, r.entered_at, r.ended_at, r.outcome, r.last_step,
+       r.entry_held_out AS held_out, r.restarts, r.recorded,
+       date_trunc('week', r.entered_at AT TIME ZONE 'UTC')::date AS week,
+       coalesce(c.profile ->> 'locale', '') AS locale,
+       r.outcome = 'converted' AND (w.within IS NULL
+           OR r.ended_at - r.entered_at <= w.within * interval '1 second') AS converted,
+       r.outcome = 'converted' AND w.within IS NOT NULL
+           AND r.ended_at - r.entered_at > w.within * interval '1 second' AS late,
+       CASE WHEN jsonb_typeof(e.properties -> 'total') = 'number'
+            THEN (e.properties ->> 'total')::numeric END AS total,
        coalesce(e.properties ->> 'currency', '') AS currency
-FROM runs r
-JOIN unnest(%s::text[], %s::text[], %s::int[]) AS w (customer_id, journey, run_no)
-  ON r.customer_id = w.customer_id AND r.journey = w.journey AND r.run_no = w.run_no
-JOIN events e ON e.customer_id = r.customer_id AND e.id = r.goal_event
-WHERE r.outcome = 'converted' AND jsonb_typeof(e.properties -> 'total') = 'number'
+FROM report_runs r
+JOIN customers c ON c.id = r.customer_id
+LEFT JOIN unnest(%(journeys)s::text[], %(windows)s::bigint[]) AS w (journey, within)
+  ON w.journey = r.journey
+LEFT JOIN events e ON r.outcome = 'converted' AND e.customer_id = r.customer_id
+  AND e.id = r.goal_event
+WHERE r.run_no = r.last_run
 """
-# The distinct messages of the runs that SendGrid said were delivered, opened or clicked: the
-# feedback events carry the message key the send gave SendGrid (``kairos_key``).
-_ENGAGEMENT_SQL = """
-SELECT DISTINCT m.customer_id, m.journey, m.run_no, m.step, m.key, e.name FROM events e
-JOIN messages m ON m.customer_id = e.customer_id AND m.key = e.properties ->> 'key'
-JOIN unnest(%s::text[], %s::text[], %s::int[]) AS r (customer_id, journey, run_no)
-  ON m.customer_id = r.customer_id AND m.journey = r.journey AND m.run_no = r.run_no
-WHERE e.customer_id = ANY(%s) AND e.name = ANY(%s)
+# Entries by journey and everything a journey's summary splits them by.
+_SUMMARY_SQL = """
+SELECT journey, held_out, ended_at IS NULL AS active, outcome, locale, converted, late,
+       coalesce(last_step, '') AS last_step, count(*) AS entries, sum(restarts) AS restarts,
+       count(*) FILTER (WHERE NOT recorded) AS unrecorded
+FROM report_entries GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
 """
-
-
-async def read_runs(
-    database: Database,
-    client: Client,
-    *,
-    journey: str | None,
-    since: datetime | None,
-    max_runs: int = DEFAULT_MAX_RUNS,
-) -> tuple[list[RunFacts], bool]:
-    """Every run of the entries in the window with its sends, from the store, and its records
-    from Temporal (read in parallel); and whether ``max_runs`` cut the list short."""
-    rows = await database.fetch_all(
-        _RUNS_SQL, {"journey": journey, "since": since, "limit": max_runs + 1}
-    )
-    runs = [
-        RunFacts(
-            journey=r["journey"], customer_id=r["customer_id"], run_no=r["run_no"],
-            entry_no=int(r["entry_no"]), started=r["started_at"], ended=r["ended_at"],
-            outcome=r["outcome"],
-        )
-        for r in rows[:max_runs]
-    ]  # fmt: skip
-    await _add_sends(database, runs)
-    gate = asyncio.Semaphore(_PARALLEL_READS)
-
-    async def read(run: RunFacts) -> None:
-        async with gate:
-            await read_run(client, run)
-
-    await asyncio.gather(*(read(run) for run in runs))
-    return runs, len(rows) > max_runs
-
-
-async def _add_sends(database: Database, runs: list[RunFacts]) -> None:
-    by_run = {(r.customer_id, r.journey, r.run_no): r for r in runs}
-    if not by_run:
-        return
-    customers, journeys, numbers = (list(column) for column in zip(*by_run, strict=True))
-    rows = await database.fetch_all(
-        _SENDS_SQL, (customers, journeys, numbers, list(_LEDGER_STATUSES))
-    )
-    for row in rows:
-        run = by_run[(row["customer_id"], row["journey"], row["run_no"])]
-        run.sends.append((row["step"], row["status"]))
-        run.channels.append((row["channel"], row["status"]))
-    for row in await database.fetch_all(_REVENUE_SQL, (customers, journeys, numbers)):
-        run = by_run[(row["customer_id"], row["journey"], row["run_no"])]
-        run.revenue = (row["currency"], Decimal(row["total"]))
-    rows = await database.fetch_all(
-        _ENGAGEMENT_SQL,
-        (customers, journeys, numbers, sorted(set(customers)), list(ENGAGEMENT)),
-    )
-    for row in rows:
-        run = by_run[(row["customer_id"], row["journey"], row["run_no"])]
-        run.sends.append((row["step"], ENGAGEMENT[row["name"]]))
-        run.channels.append(("email", ENGAGEMENT[row["name"]]))
-    rows = await database.fetch_all(_LOCALES_SQL, (sorted(set(customers)),))
-    locales = {row["id"]: row["locale"] for row in rows}
-    for run in runs:
-        run.locale = locales.get(run.customer_id, "")
-
-
-async def read_run(client: Client, run: RunFacts) -> None:
-    """Add what one run recorded: from its result when it completed, else from its ``state``
-    query. A run Temporal no longer has, or that no worker answers for, is unreadable."""
-    try:
-        await _fill(client, run)
-    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-        run.readable = False
-
-
-async def _fill(client: Client, run: RunFacts) -> None:
-    handle = client.get_workflow_handle(run.workflow_id)
-    # The close event only, without waiting: none while the run is still going.
-    events = handle.fetch_history_events(
-        event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, rpc_timeout=_QUERY_TIMEOUT
-    )
-    async for event in events:
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-            payloads = event.workflow_execution_completed_event_attributes.result.payloads
-            decoded = await client.data_converter.decode(payloads, [JourneyResult])
-            result: JourneyResult = decoded[0]
-            run.records, run.messages = result.records, result.messages
-            return
-        if run.open and event.event_type in _CLOSED_OUTCOMES:
-            # Closed without telling the store (terminated in the Temporal UI, ...).
-            run.ended, run.outcome = (
-                event.event_time.ToDatetime(UTC),
-                _CLOSED_OUTCOMES[event.event_type],
-            )
-    state = await handle.query(QUERY_STATE, result_type=JourneyStatus, rpc_timeout=_QUERY_TIMEOUT)
-    run.step, run.records, run.messages = state.step, state.records, state.messages
-
-
-# --- from runs to entries ----------------------------------------------------------------------
-
-
-@dataclass
-class Entry:
-    """One customer's pass through a journey: the runs a restart chained, oldest first."""
-
-    runs: list[RunFacts]
-
-    @property
-    def last(self) -> RunFacts:
-        return self.runs[-1]
-
-    @property
-    def active(self) -> bool:
-        return self.last.open
-
-    @property
-    def readable(self) -> bool:
-        return all(run.readable for run in self.runs)
-
-    @property
-    def restarts(self) -> int:
-        return sum(run.restarted for run in self.runs)
-
-    @property
-    def converted(self) -> bool:
-        return self.last.outcome == CONVERTED
-
-    @property
-    def entered(self) -> datetime:
-        return self.runs[0].started
-
-    @property
-    def revenue(self) -> tuple[str, Decimal] | None:
-        return self.last.revenue if self.converted else None
-
-    @property
-    def time_to_convert(self) -> timedelta | None:
-        """From entering (the first run's start) to the goal; None unless converted."""
-        ended = self.last.ended
-        return ended - self.entered if self.converted and ended is not None else None
-
-    @property
-    def held_out(self) -> bool:
-        """The entry went the holdout way of a split: the journey's control group."""
-        return any(
-            r.kind == "split" and r.outcome.removeprefix("variant ") == HOLDOUT
-            for r in self.records()
-        )
-
-    def records(self) -> list[StepRecord]:
-        """Every step record of the chain, oldest first."""
-        return [record for run in self.runs for record in run.records]
-
-    def messages(self) -> list[tuple[str, str]]:
-        """Every message of the chain as (step, status): the ledger's decisions, and the sends
-        a holdout group skipped (which never reach the ledger)."""
-        found = [send for run in self.runs for send in run.sends]
-        found += [
-            (_message_step(m.key), m.status)
-            for run in self.runs
-            for m in run.messages
-            if m.status == "held_out"
-        ]
-        return found
-
-
-def entries(runs: Iterable[RunFacts]) -> list[Entry]:
-    """Runs grouped into entries, each entry's runs in order."""
-    grouped: dict[tuple[str, str, int], list[RunFacts]] = defaultdict(list)
-    for run in runs:
-        grouped[(run.customer_id, run.journey, run.entry_no)].append(run)
-    return [Entry(sorted(chain, key=lambda r: r.run_no)) for chain in grouped.values()]
+_COHORTS_SQL = """
+SELECT journey, week, count(*) AS entered, count(*) FILTER (WHERE ended_at IS NULL) AS active,
+       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out) AS ended,
+       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out AND converted) AS converted
+FROM report_entries GROUP BY journey, week ORDER BY journey, week
+"""
+_REVENUE_SQL = """
+SELECT journey, held_out, currency, sum(total) AS total FROM report_entries
+WHERE converted AND total IS NOT NULL GROUP BY journey, held_out, currency
+"""
+_TO_CONVERT_SQL = """
+SELECT journey, percentile_disc(%(shares)s::float8[]) WITHIN GROUP
+       (ORDER BY ended_at - entered_at) AS times
+FROM report_entries WHERE converted AND NOT held_out GROUP BY journey
+"""
+# The send ledger's decisions, and the distinct messages SendGrid said were delivered, opened
+# or clicked (its feedback events carry the message key the send gave it, ``kairos_key``).
+_MESSAGES_SQL = """
+SELECT m.journey, m.step, m.channel, m.status, count(*) AS messages
+FROM report_runs r
+JOIN messages m ON m.journey = r.journey AND m.customer_id = r.customer_id
+  AND m.run_no = r.run_no
+WHERE m.status = ANY(%(statuses)s) GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT m.journey, m.step, m.channel, f.name, count(DISTINCT m.key)
+FROM report_runs r
+JOIN messages m ON m.journey = r.journey AND m.customer_id = r.customer_id
+  AND m.run_no = r.run_no AND m.status = 'sent'
+JOIN events f ON f.customer_id = m.customer_id AND f.properties ->> 'key' = m.key
+  AND f.name IN ('email_delivered', 'email_opened', 'email_clicked')
+GROUP BY 1, 2, 3, 4
+"""
+# What the ended entries' runs recorded of their steps: entries that reached each, deferrals,
+# held-out sends; and per split, the entries that took each variant. (A running entry's steps
+# are recorded when it ends; until then it is counted where Temporal says it is now.)
+_STEPS_SQL = """
+SELECT s.journey, s.step, max(s.kind) AS kind,
+       count(DISTINCT (r.customer_id, r.entry_no)) AS reached,
+       sum(s.deferred) AS deferred, sum(s.held_out) AS held_out
+FROM report_runs r
+JOIN run_steps s ON s.journey = r.journey AND s.customer_id = r.customer_id
+  AND s.run_no = r.run_no
+JOIN report_entries e ON e.journey = r.journey AND e.customer_id = r.customer_id
+  AND e.entry_no = r.entry_no AND e.ended_at IS NOT NULL
+GROUP BY s.journey, s.step
+"""
+_VARIANTS_SQL = """
+SELECT e.journey, s.step AS split, regexp_replace(s.outcome, '^variant ', '') AS variant,
+       count(DISTINCT e.customer_id || ':' || e.entry_no) AS ended,
+       count(DISTINCT e.customer_id || ':' || e.entry_no) FILTER (WHERE e.converted) AS converted
+FROM report_runs r
+JOIN run_steps s ON s.journey = r.journey AND s.customer_id = r.customer_id
+  AND s.run_no = r.run_no AND s.kind = 'split'
+JOIN report_entries e ON e.journey = r.journey AND e.customer_id = r.customer_id
+  AND e.entry_no = r.entry_no AND e.ended_at IS NOT NULL
+GROUP BY 1, 2, 3
+"""
+# Customers per stage now, and since when they have been in it (their last stage change).
+_STAGES_SQL = """
+SELECT c.stage, count(*) AS customers,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY now() - coalesce(s.at, c.created_at))
+           AS median_in_stage,
+       count(*) FILTER (WHERE coalesce(s.at, c.created_at)
+           < now() - %(stall)s * interval '1 second') AS stalled
+FROM customers c
+LEFT JOIN LATERAL (SELECT max(at) AS at FROM stage_changes WHERE customer_id = c.id) s ON true
+GROUP BY c.stage
+"""
+# Stage changes in the window: from where to where, and which journey made them.
+_FLOW_SQL = """
+SELECT coalesce(from_stage, '') AS from_stage, to_stage, coalesce(journey, '') AS journey,
+       count(*) AS customers
+FROM stage_changes WHERE %(since)s::timestamptz IS NULL OR at > %(since)s
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
 
 
 # --- the numbers ---------------------------------------------------------------------------------
@@ -429,75 +286,6 @@ class VariantStats:
 
 
 @dataclass
-class JourneyReport:
-    """Everything the report says about one journey."""
-
-    journey: str
-    stage: Stage | None = None  # the lifecycle stage the journey says it serves
-    entered: int = 0
-    active: int = 0
-    converted: int = 0
-    restarts: int = 0
-    unreadable: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    messages: Counter[str] = field(default_factory=Counter)
-    steps: list[StepStats] = field(default_factory=list)
-    variants: list[VariantStats] = field(default_factory=list)
-    # Ended entries outside and inside the holdout, and their conversions.
-    treated: Group = field(default_factory=lambda: Group(0, 0))
-    holdout: Group | None = None  # None: the journey has no holdout
-    # Entry to goal, of the converted entries the journey messaged, sorted.
-    times_to_convert: list[timedelta] = field(default_factory=list)
-    cohorts: list[Cohort] = field(default_factory=list)
-    # What the goal events were worth, by currency: of the messaged entries, of the holdout's.
-    revenue: dict[str, Decimal] = field(default_factory=dict)
-    holdout_revenue: dict[str, Decimal] = field(default_factory=dict)
-    # Ended messaged entries by the customer's locale; messages by channel and status.
-    by_locale: dict[str, Group] = field(default_factory=dict)
-    by_channel: dict[str, Counter[str]] = field(default_factory=dict)
-
-    def time_to_convert(self, share: float) -> timedelta | None:
-        """The time within which ``share`` of converted entries converted (0.5: the median)."""
-        times = self.times_to_convert
-        if not times:
-            return None
-        return times[min(len(times) - 1, max(0, math.ceil(share * len(times)) - 1))]
-
-    @property
-    def rate(self) -> float | None:
-        """The journey's conversion rate: converted of the ended entries it messaged (the
-        holdout, which it did not message, is compared with it, not mixed in)."""
-        return self.treated.rate
-
-    @property
-    def versus_holdout(self) -> Comparison | None:
-        """The headline of a journey with a holdout: how it does against doing nothing."""
-        return compare(self.treated, self.holdout) if self.holdout is not None else None
-
-
-def _grouped(found: Iterable[Entry], key: Callable[[Entry], str]) -> dict[str, list[Entry]]:
-    groups: dict[str, list[Entry]] = defaultdict(list)
-    for entry in found:
-        groups[key(entry)].append(entry)
-    return groups
-
-
-def _revenue(found: Iterable[Entry]) -> dict[str, Decimal]:
-    total: dict[str, Decimal] = defaultdict(Decimal)
-    for entry in found:
-        if (worth := entry.revenue) is not None:
-            total[worth[0]] += worth[1]
-    return dict(sorted(total.items()))
-
-
-def per_entry(revenue: Mapping[str, Decimal], group: Group) -> dict[str, Decimal]:
-    """Revenue per ended entry, by currency: comparable between a journey and its holdout."""
-    if not group.ended:
-        return {}
-    return {currency: amount / group.ended for currency, amount in revenue.items()}
-
-
-@dataclass
 class Cohort:
     """Entries that began in one ISO week (Monday 00:00 UTC), messaged or not."""
 
@@ -512,25 +300,65 @@ class Cohort:
         return f"{year}-W{week:02d}"
 
 
-def cohorts(found: Sequence[Entry]) -> list[Cohort]:
-    """Entries by the week they began, oldest first: is the journey doing better lately?"""
-    weeks: dict[date, list[Entry]] = defaultdict(list)
-    for entry in found:
-        day = entry.entered.astimezone(UTC).date()
-        weeks[day - timedelta(days=day.weekday())].append(entry)
-    result = []
-    for week in sorted(weeks):
-        group = weeks[week]
-        ended = [e for e in group if not e.active and not e.held_out]
-        result.append(
-            Cohort(
-                week=week,
-                entered=len(group),
-                active=sum(e.active for e in group),
-                treated=Group(len(ended), sum(e.converted for e in ended)),
-            )
-        )
-    return result
+@dataclass
+class JourneyReport:
+    """Everything the report says about one journey."""
+
+    journey: str
+    stage: Stage | None = None  # the lifecycle stage the journey says it serves
+    window: int | None = None  # its conversion window in seconds; None: while the run lasts
+    entered: int = 0
+    active: int = 0
+    converted: int = 0  # within the conversion window
+    late: int = 0  # reached the goal after the window: not a conversion
+    restarts: int = 0
+    unrecorded: int = 0  # ended entries whose runs left no step records (before migration 3)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    messages: Counter[str] = field(default_factory=Counter)
+    steps: list[StepStats] = field(default_factory=list)
+    variants: list[VariantStats] = field(default_factory=list)
+    # Ended entries outside and inside the holdout, and their conversions.
+    treated: Group = field(default_factory=lambda: Group(0, 0))
+    holdout: Group | None = None  # None: the journey has no holdout
+    # Entry to goal, of the converted entries the journey messaged: share -> time.
+    to_convert: dict[float, timedelta] = field(default_factory=dict)
+    cohorts: list[Cohort] = field(default_factory=list)
+    # What the goal events were worth, by currency: of the messaged entries, of the holdout's.
+    revenue: dict[str, Decimal] = field(default_factory=dict)
+    holdout_revenue: dict[str, Decimal] = field(default_factory=dict)
+    # Ended messaged entries by the customer's locale; messages by channel and status.
+    by_locale: dict[str, Group] = field(default_factory=dict)
+    by_channel: dict[str, Counter[str]] = field(default_factory=dict)
+    # Running in Temporal now (None: Temporal could not be asked).
+    running: int | None = None
+
+    def time_to_convert(self, share: float) -> timedelta | None:
+        """The time within which ``share`` of converted entries converted (0.5: the median)."""
+        return self.to_convert.get(share)
+
+    @property
+    def rate(self) -> float | None:
+        """The journey's conversion rate: converted of the ended entries it messaged (the
+        holdout, which it did not message, is compared with it, not mixed in)."""
+        return self.treated.rate
+
+    @property
+    def versus_holdout(self) -> Comparison | None:
+        """The headline of a journey with a holdout: how it does against doing nothing."""
+        return compare(self.treated, self.holdout) if self.holdout is not None else None
+
+    @property
+    def stale(self) -> int:
+        """Entries the store thinks running that Temporal does not run (terminated from its
+        UI, or lost): 0 when Temporal could not be asked."""
+        return max(0, self.active - self.running) if self.running is not None else 0
+
+
+def per_entry(revenue: Mapping[str, Decimal], group: Group) -> dict[str, Decimal]:
+    """Revenue per ended entry, by currency: comparable between a journey and its holdout."""
+    if not group.ended:
+        return {}
+    return {currency: amount / group.ended for currency, amount in revenue.items()}
 
 
 def versus(variant: VariantStats, holdout: VariantStats | None) -> Comparison | None:
@@ -540,147 +368,100 @@ def versus(variant: VariantStats, holdout: VariantStats | None) -> Comparison | 
     return compare(variant.group, holdout.group)
 
 
-def analyse(journey: str, found: Sequence[Entry], plan: JourneyPlan | None) -> JourneyReport:
-    """The journey's numbers from its entries; ``plan`` orders the steps and names the splits."""
-    report = JourneyReport(journey=journey, stage=plan.stage if plan else None, entered=len(found))
-    has_holdout = plan is not None and any(
-        isinstance(step, SplitStep) and step.holdout_percent for step in plan.steps.values()
-    )
-    steps = _StepTable(plan)
-    variants = _VariantTable(plan)
-    for entry in found:
-        _count_entry(report, entry)
-        steps.add(entry)
-        variants.add(entry)
-    report.messages = sum((s.messages for s in steps.rows.values()), Counter())
-    report.steps = steps.ordered()
-    if plan is not None and plan.named_steps:
-        for row in report.steps:
-            row.named = row.step in plan.named_steps
-    report.variants = variants.ordered()
-    ended = [entry for entry in found if not entry.active]
-    treated = [entry for entry in ended if not entry.held_out]
-    held = [entry for entry in ended if entry.held_out]
-    report.treated = Group(len(treated), sum(entry.converted for entry in treated))
-    report.by_locale = {
-        locale or UNKNOWN_LOCALE: Group(len(group), sum(e.converted for e in group))
-        for locale, group in sorted(_grouped(treated, lambda e: e.last.locale).items())
-    }
-    channels: dict[str, Counter[str]] = defaultdict(Counter)
-    for entry in found:
-        for run in entry.runs:
-            for channel, status in run.channels:
-                channels[channel][status] += 1
-    report.by_channel = dict(sorted(channels.items()))
-    report.revenue = _revenue(treated)
-    report.holdout_revenue = _revenue(held)
-    report.times_to_convert = sorted(
-        t for entry in treated if (t := entry.time_to_convert) is not None
-    )
-    report.cohorts = cohorts(found)
-    if has_holdout or held:
-        report.holdout = Group(len(held), sum(entry.converted for entry in held))
-    return report
+class _Journey:
+    """One journey's report while the query results are added to it."""
 
-
-def _count_entry(report: JourneyReport, entry: Entry) -> None:
-    report.restarts += entry.restarts
-    report.unreadable += not entry.readable
-    if entry.active:
-        report.active += 1
-        return
-    report.outcomes[entry.last.outcome or "unknown"] += 1
-    report.converted += entry.converted
-
-
-class _StepTable:
-    """Per-step counters, in plan order, with any step the plan no longer has at the end."""
-
-    def __init__(self, plan: JourneyPlan | None) -> None:
-        self.rows: dict[str, StepStats] = {}
+    def __init__(self, name: str, plan: JourneyPlan | None) -> None:
+        self.report = JourneyReport(
+            journey=name,
+            stage=plan.stage if plan else None,
+            window=plan.goal_window if plan else None,
+        )
+        self.plan = plan
+        self.steps: dict[str, StepStats] = {}
+        self.variants: dict[tuple[str, str], VariantStats] = {}
+        self.has_holdout = False
+        self.treated = [0, 0]
+        self.held = [0, 0]
+        self.locales: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for step in plan.steps.values() if plan else ():
-            self.rows[step.id] = StepStats(step.id, step.kind)
-
-    def row(self, step: str, kind: str = "") -> StepStats:
-        if step not in self.rows:
-            self.rows[step] = StepStats(step, kind)
-        return self.rows[step]
-
-    def add(self, entry: Entry) -> None:
-        records = entry.records()
-        for step in dict.fromkeys(r.step for r in records):
-            kind = next(r.kind for r in records if r.step == step)
-            self.row(step, kind).reached += 1
-        for record in records:
-            if record.kind == "send" and record.outcome.startswith("deferred"):
-                self.row(record.step, "send").messages["deferred"] += 1
-        for step, status in entry.messages():
-            self.row(step, "send").messages[status] += 1
-        if entry.active:
-            here = entry.last.step
-            if here:
-                self.row(here).active += 1
-                # Waits record when they end: someone waiting there has reached it all the same.
-                self.row(here).reached += here not in {r.step for r in records}
-            return
-        where = entry.last.step or (records[-1].step if records else END)
-        self.row(where).exits[entry.last.outcome or "unknown"] += 1
-
-    def ordered(self) -> list[StepStats]:
-        return list(self.rows.values())
-
-
-class _VariantTable:
-    """Customers and conversions per split variant, from the split steps' records."""
-
-    def __init__(self, plan: JourneyPlan | None) -> None:
-        self.rows: dict[tuple[str, str], VariantStats] = {}
-        for step in plan.steps.values() if plan else ():
+            self.steps[step.id] = StepStats(step.id, step.kind)
             if isinstance(step, SplitStep):
-                for variant in step.variants:
-                    self._row(step.id, variant.name)
+                for each in step.variants:
+                    self.variant(step.id, each.name)
                 if step.holdout_percent:
-                    self._row(step.id, HOLDOUT)
+                    self.has_holdout = True
+                    self.variant(step.id, HOLDOUT)
 
-    def _row(self, split: str, variant: str) -> VariantStats:
-        key = (split, variant)
-        if key not in self.rows:
-            self.rows[key] = VariantStats(split, variant)
-        return self.rows[key]
+    def step(self, step: str, kind: str = "") -> StepStats:
+        if step not in self.steps:
+            self.steps[step] = StepStats(step, kind)
+        return self.steps[step]
 
-    def add(self, entry: Entry) -> None:
-        chosen: dict[str, str] = {}
-        for record in entry.records():
-            if record.kind == "split":
-                chosen[record.step] = record.outcome.removeprefix("variant ")
-        for split, variant in chosen.items():
-            row = self._row(split, variant)
-            row.customers += 1
-            row.ended += not entry.active
-            row.converted += entry.converted
+    def variant(self, split: str, name: str) -> VariantStats:
+        if (split, name) not in self.variants:
+            self.variants[(split, name)] = VariantStats(split, name)
+        return self.variants[(split, name)]
 
-    def ordered(self) -> list[VariantStats]:
-        return list(self.rows.values())
+    def add_entries(self, row: Mapping[str, Any]) -> None:
+        """A summary row: entries of one kind (held out or not, active or ended, ...)."""
+        report, count = self.report, int(row["entries"])
+        report.entered += count
+        report.restarts += int(row["restarts"])
+        if row["active"]:
+            report.active += count
+            return
+        report.unrecorded += int(row["unrecorded"])
+        report.outcomes[row["outcome"] or "unknown"] += count
+        report.converted += count if row["converted"] else 0
+        report.late += count if row["late"] else 0
+        self.step(row["last_step"] or END).exits[row["outcome"] or "unknown"] += count
+        group = self.held if row["held_out"] else self.treated
+        group[0] += count
+        group[1] += count if row["converted"] else 0
+        if not row["held_out"]:
+            locale = self.locales[row["locale"] or UNKNOWN_LOCALE]
+            locale[0] += count
+            locale[1] += count if row["converted"] else 0
+
+    def finish(self) -> JourneyReport:
+        report = self.report
+        report.treated = Group(*self.treated)
+        if self.has_holdout or self.held[0]:
+            report.holdout = Group(*self.held)
+        report.by_locale = {k: Group(*v) for k, v in sorted(self.locales.items())}
+        report.steps = list(self.steps.values())
+        named = self.plan.named_steps if self.plan is not None else None
+        if named:
+            for row in report.steps:
+                row.named = row.step in named
+        report.messages = sum((s.messages for s in report.steps), Counter())
+        report.by_channel = dict(sorted(report.by_channel.items()))
+        report.variants = list(self.variants.values())
+        return report
 
 
-def _message_step(key: str) -> str:
-    """The step id in a message key ``journey:customer:run:step:visit``."""
-    parts = key.rsplit(":", 2)
-    return parts[1] if len(parts) == 3 else key
+# --- the lifecycle -------------------------------------------------------------------------------
 
 
-# --- stages ------------------------------------------------------------------------------------
+@dataclass
+class StageNow:
+    """Customers in one stage now, and how long they have been there."""
+
+    stage: str
+    customers: int = 0
+    median_in_stage: timedelta | None = None
+    stalled: int = 0  # in it longer than the report's window: they are not moving
 
 
-async def stage_counts(database: Database) -> dict[str, int]:
-    """Customers per lifecycle stage now, every stage listed, from the store."""
-    rows = await database.fetch_all(
-        "SELECT stage, count(*) AS customers FROM customers GROUP BY stage"
-    )
-    found = {row["stage"]: int(row["customers"]) for row in rows}
-    counts = {stage.value: found.pop(stage.value, 0) for stage in Stage}
-    counts[NO_STAGE] = sum(found.values())
-    return counts
+@dataclass
+class StageMove:
+    """Customers a stage change moved from one stage to another in the window."""
+
+    from_stage: str  # "" for a customer's first stage
+    to_stage: str
+    journey: str  # "" when no journey made it
+    customers: int
 
 
 # --- the whole report ----------------------------------------------------------------------------
@@ -688,14 +469,17 @@ async def stage_counts(database: Database) -> dict[str, int]:
 
 @dataclass
 class Report:
-    """Journeys (with their steps and variants) and stages, for one window."""
+    """Journeys (with their steps and variants) and the lifecycle, for one window."""
 
     generated: datetime
     since: datetime | None
     task_queue: str
     journeys: list[JourneyReport]
     stages: dict[str, int]
-    truncated: bool = False
+    stages_now: list[StageNow] = field(default_factory=list)
+    moves: list[StageMove] = field(default_factory=list)
+    # Why Temporal could not say where running entries are (None: it did).
+    temporal_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``kairos report --json``)."""
@@ -703,41 +487,199 @@ class Report:
             "generated": self.generated.isoformat(timespec="seconds"),
             "since": self.since.isoformat(timespec="seconds") if self.since else None,
             "task_queue": self.task_queue,
-            "truncated": self.truncated,
+            "temporal_error": self.temporal_error,
             "journeys": [_journey_json(j) for j in self.journeys],
             "stages": self.stages,
+            "lifecycle": {
+                "now": [
+                    {
+                        "stage": s.stage,
+                        "customers": s.customers,
+                        "median_seconds_in_stage": _seconds(s.median_in_stage),
+                        "stalled": s.stalled,
+                    }
+                    for s in self.stages_now
+                ],
+                "moves": [
+                    {
+                        "from": m.from_stage or None,
+                        "to": m.to_stage,
+                        "journey": m.journey or None,
+                        "customers": m.customers,
+                    }
+                    for m in self.moves
+                ],
+            },
         }
+
+
+# A stage without a change for this long, when the report's window is "all".
+_STALL_DEFAULT = timedelta(days=30)
 
 
 async def build_report(
     database: Database,
-    client: Client,
+    client: Client | None,
     task_queue: str,
     plans: Mapping[str, JourneyPlan],
     *,
     journey: str | None = None,
     since: datetime | None = None,
-    max_runs: int = DEFAULT_MAX_RUNS,
+    now: datetime | None = None,
 ) -> Report:
-    """Read every run in the window and count; journeys with no runs are listed with zeros."""
-    runs, truncated = await read_runs(
-        database, client, journey=journey, since=since, max_runs=max_runs
-    )
-    by_journey: dict[str, list[Entry]] = defaultdict(list)
-    for entry in entries(runs):
-        by_journey[entry.last.journey].append(entry)
-    names = [journey] if journey else sorted({*plans, *by_journey})
-    journeys = in_lifecycle_order(
-        analyse(name, by_journey.get(name, []), plans.get(name)) for name in names
-    )
+    """Count the window's entries in the store; journeys with none are listed with zeros.
+
+    ``client`` (None: Temporal is not reachable) is asked one visibility query for where the
+    running entries are now.
+    """
+    generated = now or datetime.now(UTC)
+    names = [journey] if journey else sorted(plans)
+    async with database.transaction() as conn:
+        found = await _journeys(conn, plans, journey, since)
+        stages_now, moves = await _lifecycle(conn, since, generated)
+    for name in found:
+        if name not in names and journey is None:
+            names.append(name)
+    built = {name: found.get(name) or _Journey(name, plans.get(name)) for name in names}
+    temporal_error = None
+    if client is None:
+        temporal_error = "Temporal is not reachable"
+    else:
+        try:
+            await _here_now(client, task_queue, built)
+        except RPCError as err:
+            temporal_error = f"Temporal did not answer: {err.message}"
+    stages = {stage.value: 0 for stage in Stage}
+    stages[NO_STAGE] = 0
+    for row in stages_now:
+        key = row.stage if row.stage in stages else NO_STAGE
+        stages[key] += row.customers
     return Report(
-        generated=datetime.now(UTC),
+        generated=generated,
         since=since,
         task_queue=task_queue,
-        journeys=journeys,
-        stages=await stage_counts(database),
-        truncated=truncated,
+        journeys=in_lifecycle_order(j.finish() for j in built.values()),
+        stages=stages,
+        stages_now=stages_now,
+        moves=moves,
+        temporal_error=temporal_error,
     )
+
+
+async def _rows(conn: Connection, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    cursor = await conn.execute(query, params)
+    return list(await cursor.fetchall())
+
+
+async def _journeys(
+    conn: Connection,
+    plans: Mapping[str, JourneyPlan],
+    journey: str | None,
+    since: datetime | None,
+) -> dict[str, _Journey]:
+    windows = {name: plan.goal_window for name, plan in plans.items() if plan.goal_window}
+    params: dict[str, Any] = {
+        "journey": journey,
+        "since": since,
+        "journeys": list(windows),
+        "windows": list(windows.values()),
+        "shares": list(_SHARES),
+        "statuses": list(_LEDGER_STATUSES),
+    }
+    await conn.execute(_RUNS_SQL, params)
+    await conn.execute(_ENTRIES_SQL, params)
+    found: dict[str, _Journey] = {}
+
+    def of(name: str) -> _Journey:
+        if name not in found:
+            found[name] = _Journey(name, plans.get(name))
+        return found[name]
+
+    for row in await _rows(conn, _SUMMARY_SQL, params):
+        of(row["journey"]).add_entries(row)
+    for row in await _rows(conn, _COHORTS_SQL, params):
+        of(row["journey"]).report.cohorts.append(
+            Cohort(
+                week=row["week"],
+                entered=int(row["entered"]),
+                active=int(row["active"]),
+                treated=Group(int(row["ended"]), int(row["converted"])),
+            )
+        )
+    for row in await _rows(conn, _REVENUE_SQL, params):
+        report = of(row["journey"]).report
+        into = report.holdout_revenue if row["held_out"] else report.revenue
+        into[row["currency"]] = Decimal(row["total"])
+    for row in await _rows(conn, _TO_CONVERT_SQL, params):
+        of(row["journey"]).report.to_convert = dict(zip(_SHARES, row["times"], strict=True))
+    for row in await _rows(conn, _MESSAGES_SQL, params):
+        status = ENGAGEMENT.get(row["status"], row["status"])
+        counted = of(row["journey"])
+        counted.step(row["step"], "send").messages[status] += int(row["messages"])
+        channels = counted.report.by_channel.setdefault(row["channel"], Counter())
+        channels[status] += int(row["messages"])
+    for row in await _rows(conn, _STEPS_SQL, params):
+        step = of(row["journey"]).step(row["step"], row["kind"])
+        step.reached += int(row["reached"])
+        for status in ("deferred", "held_out"):
+            if row[status]:
+                step.messages[status] += int(row[status])
+    for row in await _rows(conn, _VARIANTS_SQL, params):
+        stats = of(row["journey"]).variant(row["split"], row["variant"])
+        stats.customers = stats.ended = int(row["ended"])
+        stats.converted = int(row["converted"])
+    return found
+
+
+async def _lifecycle(
+    conn: Connection, since: datetime | None, now: datetime
+) -> tuple[list[StageNow], list[StageMove]]:
+    stall = (now - since) if since is not None else _STALL_DEFAULT
+    order = [stage.value for stage in Stage]
+    stages = sorted(
+        (
+            StageNow(
+                stage=row["stage"] or NO_STAGE,
+                customers=int(row["customers"]),
+                median_in_stage=row["median_in_stage"],
+                stalled=int(row["stalled"]),
+            )
+            for row in await _rows(conn, _STAGES_SQL, {"stall": stall.total_seconds()})
+        ),
+        key=lambda s: (order.index(s.stage) if s.stage in order else len(order), s.stage),
+    )
+    moves = [
+        StageMove(
+            from_stage=row["from_stage"],
+            to_stage=row["to_stage"],
+            journey=row["journey"],
+            customers=int(row["customers"]),
+        )
+        for row in await _rows(conn, _FLOW_SQL, {"since": since})
+    ]
+    return stages, moves
+
+
+async def _here_now(client: Client, task_queue: str, journeys: Mapping[str, _Journey]) -> None:
+    """Where the running entries are: one visibility List query over the running journey
+    workflows of this task queue (free, unlike a query to each run)."""
+    query = f"ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"
+    if len(journeys) == 1:
+        query += f" AND {SA_JOURNEY.name} = '{next(iter(journeys))}'"
+    for counted in journeys.values():
+        counted.report.running = 0
+    async for execution in client.list_workflows(query, page_size=1000):
+        attributes = execution.typed_search_attributes
+        name = attributes.get(SA_JOURNEY)
+        if name is None or name not in journeys:
+            continue
+        counted = journeys[name]
+        counted.report.running = (counted.report.running or 0) + 1
+        here = attributes.get(SA_STEP)
+        if here:
+            step = counted.step(here)
+            step.active += 1
+            step.reached += 1
 
 
 def in_lifecycle_order(journeys: Iterable[JourneyReport]) -> list[JourneyReport]:
@@ -749,6 +691,49 @@ def in_lifecycle_order(journeys: Iterable[JourneyReport]) -> list[JourneyReport]
     )
 
 
+# What names an item of a list in the CSV rows (a step by its id, a cohort by its week, ...).
+_ITEM_KEYS = ("step", "week", "stage")
+
+
+def csv_rows(report: Report) -> list[tuple[str, str, str]]:
+    """Every figure of the JSON report as (journey, figure, value) rows: ``journey`` is empty
+    for the lifecycle's figures, ``figure`` is a dotted path (``steps.first_reminder.reached``,
+    ``variants.offer_split.a.conversion_rate``)."""
+    data = report.to_json()
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(journey: str, path: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(journey, f"{path}.{key}" if path else str(key), inner)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(journey, f"{path}.{_item_name(item, index)}", item)
+        elif value is not None:
+            rows.append(
+                (journey, path, str(value).lower() if isinstance(value, bool) else str(value))
+            )
+
+    for journey in data["journeys"]:
+        name = journey["journey"]
+        walk(name, "", {k: v for k, v in journey.items() if k != "journey"})
+    walk("", "stages", data["stages"])
+    walk("", "lifecycle", data["lifecycle"])
+    return rows
+
+
+def _item_name(item: Any, index: int) -> str:
+    if isinstance(item, dict):
+        if "split" in item and "variant" in item:
+            return f"{item['split']}.{item['variant']}"
+        if "from" in item and "to" in item:
+            return f"{item['from'] or '(new)'}>{item['to']}>{item['journey'] or '-'}"
+        for key in _ITEM_KEYS:
+            if key in item:
+                return str(item[key])
+    return str(index)
+
+
 def _journey_json(report: JourneyReport) -> dict[str, Any]:
     holdouts = {v.split: v for v in report.variants if v.variant == HOLDOUT}
     return {
@@ -756,7 +741,11 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
         "stage": report.stage.value if report.stage else None,
         "entered": report.entered,
         "active": report.active,
+        "running": report.running,
+        "stale": report.stale,
         "converted": report.converted,
+        "late": report.late,
+        "conversion_window_seconds": report.window,
         "conversion_rate": report.rate,
         "messaged": _group_json(report.treated),
         "holdout": _group_json(report.holdout) if report.holdout else None,
@@ -784,7 +773,7 @@ def _journey_json(report: JourneyReport) -> dict[str, Any]:
             for c in report.cohorts
         ],
         "restarts": report.restarts,
-        "unreadable": report.unreadable,
+        "unrecorded": report.unrecorded,
         "outcomes": dict(report.outcomes),
         "messages": {s: report.messages[s] for s in MESSAGE_COUNTS},
         "steps": [

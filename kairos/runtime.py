@@ -137,6 +137,12 @@ class RunEnd(Model):
     outcome: str
     problems: list[str] = Field(default_factory=list)
     goal_event: str | None = None  # the id of the event that converted it
+    # What the report counts (kept in the store with the end): the run's step records (its
+    # latest, when it looped for long), the split variant it took and whether that was the
+    # holdout. A run recorded before these were sent has none.
+    records: list[StepRecord] = Field(default_factory=list)
+    variant: str | None = None
+    held_out: bool = False
 
 
 class RunProblems(Model):

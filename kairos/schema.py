@@ -637,6 +637,11 @@ class JourneySpec(Model):
     exit_on: Events | None = Field(
         None, description="Goal events: the run ends as converted when one arrives."
     )
+    conversion_window: Duration | None = Field(
+        None,
+        description="How long after entering a goal (exit_on) counts as a conversion in "
+        "kairos report, such as 7d. Default: whenever the run reaches it.",
+    )
     steps: StepList = Field(description="What happens, in order.")
 
 

@@ -268,14 +268,14 @@ async def test_commands_refuse_a_database_without_the_schema_until_db_upgrade(
         refused = await run(command, env)
         assert refused.code == 1, refused.output
         assert refused.err.strip().endswith(
-            "has schema version 0, this Kairos needs 2: run `kairos db upgrade`"
+            "has schema version 0, this Kairos needs 3: run `kairos db upgrade`"
         ), refused.err
         assert len(refused.err.strip().splitlines()) == 1
     status = await run(["db", "status"], env)
     assert status.code == 1
     assert status.err.strip() == (
-        "error: schema version 0, this Kairos needs 2: run `kairos db upgrade` to apply "
-        "0001_customer_store, 0002_provider_pauses"
+        "error: schema version 0, this Kairos needs 3: run `kairos db upgrade` to apply "
+        "0001_customer_store, 0002_provider_pauses, 0003_report_in_the_store"
     )
 
     upgraded = await run(["db", "upgrade"], env)
@@ -284,12 +284,13 @@ async def test_commands_refuse_a_database_without_the_schema_until_db_upgrade(
         f"customer store: {redact(empty_database)}",
         "applied 0001_customer_store",
         "applied 0002_provider_pauses",
-        "now at schema version 2",
+        "applied 0003_report_in_the_store",
+        "now at schema version 3",
     ]
     again = await run(["db", "upgrade"], env)
-    assert again.out.splitlines()[1:] == ["already at version 2: nothing to apply"]
+    assert again.out.splitlines()[1:] == ["already at version 3: nothing to apply"]
     status = await run(["db", "status"], env)
-    assert (status.code, status.out.splitlines()[1:]) == (0, ["schema version 2: up to date"])
+    assert (status.code, status.out.splitlines()[1:]) == (0, ["schema version 3: up to date"])
     known = await run(["customer", "c-42"], env)
     assert known.err.strip() == "error: no customer 'c-42' is known to Kairos"
 

@@ -343,7 +343,7 @@ async def test_the_operations_guide_commands(
     fresh = {**docs_env, "KAIROS_DATABASE_URL": empty_database}
     refused = await run(documented("kairos worker"), fresh)
     assert refused.code == 1
-    assert refused.err.strip().endswith("this Kairos needs 2: run `kairos db upgrade`")
+    assert refused.err.strip().endswith("this Kairos needs 3: run `kairos db upgrade`")
     assert (await run(documented("kairos db status"), fresh)).code == 1
     upgraded = await run(documented("kairos db upgrade"), fresh)
     assert upgraded.code == 0 and "applied 0001_customer_store" in upgraded.out

@@ -343,6 +343,9 @@ class JourneyWorkflow:
                     if self.outcome == CONVERTED and self.exit_event is not None
                     else None
                 ),
+                records=self.state.records,
+                variant=self.state.variant,
+                held_out=self.state.held_out,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=STORE_RETRY,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import html
+import io
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -15,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+from temporalio.client import Client
 
 from kairos.cli.base import app, console, err_console, fail
 from kairos.compiler import load_project
@@ -25,7 +28,6 @@ from kairos.experiments import Comparison
 from kairos.plan import JourneyPlan
 from kairos.problems import ProjectError
 from kairos.report import (
-    DEFAULT_MAX_RUNS,
     DEFAULT_SINCE,
     HOLDOUT,
     MESSAGE_COUNTS,
@@ -35,6 +37,7 @@ from kairos.report import (
     StepStats,
     VariantStats,
     build_report,
+    csv_rows,
     parse_since,
     per_entry,
     versus,
@@ -45,10 +48,7 @@ from kairos.store.runs import runs_of
 from kairos.store.store import database_url
 from kairos.temporal import connect
 
-_EPILOG = (
-    "Example: [bold]kairos report cart_abandonment --since 7d --html report.html[/]  "
-    "(needs a running worker to read runs still in progress)"
-)
+_EPILOG = "Example: [bold]kairos report cart_abandonment --since 7d --html report.html[/]"
 
 
 @app.command("report", epilog=_EPILOG)
@@ -63,9 +63,10 @@ def report_command(
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML page here.")
     ] = None,
-    max_runs: Annotated[
-        int, typer.Option(min=1, help="Read at most this many runs.")
-    ] = DEFAULT_MAX_RUNS,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write every figure as CSV rows here, for BI tools."),
+    ] = None,
 ) -> None:
     """Lifecycle analysis: journeys, their steps, split variants, stages.
 
@@ -75,24 +76,27 @@ def report_command(
     Per step: reached, waiting there now, messages sent, blocked, failed,
     deferred and held out, and where entries ended. Split variants each
     against the holdout, and how many customers are in each lifecycle stage
-    now. Read from the customer store
-    (runs, outcomes, the send ledger, stages) and the runs' own step records
-    in Temporal.
+    now and how they moved between stages. Counted with SQL in the customer
+    store; Temporal is asked once where running entries are now (the report
+    says so when it cannot be).
     """
     settings, plans = _load()
     try:
         window = parse_since(since, datetime.now(UTC))
     except ReportError as err:
         raise fail(str(err), code=2) from None
-    report = asyncio.run(_build(settings, plans, journey, window, max_runs))
+    report = asyncio.run(_build(settings, plans, journey, window))
     if html_file is not None:
         html_file.write_text(render_html(report), encoding="utf-8")
+    if csv_file is not None:
+        csv_file.write_text(render_csv(report), encoding="utf-8")
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
         return
     print_report(report)
-    if html_file is not None:
-        console.print(f"[green]wrote[/] {escape(str(html_file))}")
+    for written in (html_file, csv_file):
+        if written is not None:
+            console.print(f"[green]wrote[/] {escape(str(written))}")
 
 
 def _load() -> tuple[Settings, dict[str, JourneyPlan]]:
@@ -114,7 +118,6 @@ async def _build(
     plans: dict[str, JourneyPlan],
     journey: str | None,
     since: datetime | None,
-    max_runs: int,
 ) -> Report:
     try:
         database = await Database.open(await database_url(settings))
@@ -123,21 +126,15 @@ async def _build(
     async with database:
         if journey is not None and journey not in plans:
             await _check_journey(database, plans, journey)
+        client: Client | None
         try:
             master = MasterKeys(settings.master_key, settings.master_key_previous)
             client = await connect(settings, DatabaseKeys(database, master))
-        except RuntimeError as err:
-            target = settings.temporal.get("target_host", "localhost:7233")
-            raise fail(f"cannot reach Temporal at {target} ({err})") from None
+        except RuntimeError:
+            client = None  # the report says Temporal could not tell where runs are now
         try:
             return await build_report(
-                database,
-                client,
-                settings.task_queue,
-                plans,
-                journey=journey,
-                since=since,
-                max_runs=max_runs,
+                database, client, settings.task_queue, plans, journey=journey, since=since
             )
         except StoreError as err:
             raise fail(str(err)) from None
@@ -202,8 +199,11 @@ def print_report(report: Report) -> None:
         f"[bold]Kairos report[/]: entries since {window}, task queue {escape(report.task_queue)}",
         highlight=False,
     )
-    if report.truncated:
-        console.print("[yellow]only the newest runs were read (raise --max-runs)[/]")
+    if report.temporal_error:
+        console.print(
+            f"[yellow]{escape(report.temporal_error)}: where running entries are now is not "
+            "shown; everything else is from the store[/]"
+        )
     console.print(_journeys_table(report.journeys))
     if any(j.holdout is not None for j in report.journeys):
         console.print(_holdouts_table(report.journeys))
@@ -214,10 +214,16 @@ def print_report(report: Report) -> None:
             console.print(_steps_table(journey))
             if journey.variants:
                 console.print(_variants_table(journey))
-        if journey.unreadable:
+        if journey.unrecorded:
             console.print(
-                f"[yellow]{journey.unreadable} {escape(journey.journey)} entries could not be "
-                "read (is a worker running?); their steps are not counted[/]"
+                f"[yellow]{journey.unrecorded} {escape(journey.journey)} entries ended without "
+                "step records (before schema version 3, or terminated in the Temporal UI); "
+                "their steps are not counted[/]"
+            )
+        if journey.stale:
+            console.print(
+                f"[yellow]{journey.stale} {escape(journey.journey)} entries are open in the store "
+                "but not running in Temporal (terminated from its UI?)[/]"
             )
     console.print(_stages_table(report.stages))
 
@@ -411,6 +417,15 @@ def _bar(value: float, total: float, css: str = "") -> str:
     width = 0.0 if total <= 0 else max(0.0, min(100.0, 100.0 * value / total))
     klass = f' class="{css}"' if css else ""
     return f'<div class="bar"><span{klass} style="width:{width:.1f}%"></span></div>'
+
+
+def render_csv(report: Report) -> str:
+    """``--csv``: one row per figure (journey, figure, value), with a header."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("journey", "figure", "value"))
+    writer.writerows(csv_rows(report))
+    return out.getvalue()
 
 
 def render_html(report: Report) -> str:

@@ -116,6 +116,8 @@ class Ingest:
             return Accepted(event.id, row, duplicate=True)
         before = row.view()
         changed = await self._apply(conn, row, self._edit(event), event.id)
+        if "stage" in changed:
+            await _stage_changed(conn, row.id, before["stage"], row.stage, event)
         after = row.view()
         accepted = Accepted(event.id, row)
         open_runs = await self._open_runs(conn, customer_id)
@@ -381,6 +383,19 @@ async def _dispatch(
         "INSERT INTO dispatches (customer_id, event_id, kind, journey, run_no, payload)"
         " VALUES (%s, %s, %s, %s, %s, %s)",
         (customer_id, event_id, kind, journey, run_no, jsonb(payload)),
+    )
+
+
+async def _stage_changed(
+    conn: Connection, customer_id: str, before: str | None, after: str | None, event: Event
+) -> None:
+    """Keep the stage's history where it changes, with the run whose ``set`` step moved it:
+    the report's lifecycle flow reads it."""
+    journey, run_no = _author(event) or (None, None)
+    await conn.execute(
+        "INSERT INTO stage_changes (customer_id, from_stage, to_stage, journey, run_no, at)"
+        " VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))",
+        (customer_id, before, after, journey, run_no, event.timestamp),
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kairos.runtime import journey_workflow_id
+from kairos.runtime import StepRecord, journey_workflow_id
 from kairos.store.database import Connection, Database
 
 
@@ -136,3 +136,49 @@ async def note_problems(
         " WHERE customer_id = %s AND journey = %s AND run_no = %s",
         (problems, customer_id, journey, run_no),
     )
+
+
+async def record_steps(
+    conn: Connection,
+    customer_id: str,
+    journey: str,
+    run_no: int,
+    records: list[StepRecord],
+    *,
+    variant: str | None,
+    held_out: bool,
+) -> None:
+    """Keep what a run recorded of its steps with its end, where the report counts it: one row
+    per step it reached (visits, deferred sends, sends a holdout skipped, the last outcome),
+    the step it ended at, and its split variant. Written once: a retried ``end_run`` adds
+    nothing."""
+    cursor = await conn.execute(
+        "UPDATE runs SET last_step = %s, variant = %s, held_out = %s, steps_recorded = true"
+        " WHERE customer_id = %s AND journey = %s AND run_no = %s AND NOT steps_recorded"
+        " RETURNING run_no",
+        (records[-1].step if records else None, variant, held_out, customer_id, journey, run_no),
+    )
+    if await cursor.fetchone() is None or not records:
+        return
+    steps: dict[str, dict[str, Any]] = {}
+    for record in records:
+        row = steps.setdefault(
+            record.step,
+            {"kind": record.kind, "visits": 0, "deferred": 0, "held_out": 0, "at": record.at},
+        )
+        deferred = record.kind == "send" and record.outcome.startswith("deferred")
+        row["visits"] += not deferred
+        row["deferred"] += deferred
+        row["held_out"] += record.kind == "send" and " held_out" in record.outcome
+        row["outcome"] = record.outcome
+        if record.kind != "exit":
+            row["kind"] = record.kind
+    await conn.cursor().executemany(
+        "INSERT INTO run_steps (customer_id, journey, run_no, step, kind, visits, deferred,"
+        " held_out, outcome, first_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            (customer_id, journey, run_no, step, row["kind"], max(row["visits"], 1),
+             row["deferred"], row["held_out"], row["outcome"], row["at"])
+            for step, row in steps.items()
+        ],
+    )  # fmt: skip

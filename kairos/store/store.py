@@ -26,7 +26,13 @@ from kairos.store.database import Database
 from kairos.store.embedded import embedded_url
 from kairos.store.ingest import Accepted, Ingest
 from kairos.store.keys import DatabaseKeys
-from kairos.store.runs import RunRecord, cancel_open_run, end_run, note_problems
+from kairos.store.runs import (
+    RunRecord,
+    cancel_open_run,
+    end_run,
+    note_problems,
+    record_steps,
+)
 from kairos.store.sends import Ledger
 from kairos.store.support import (
     CustomerRecord,
@@ -213,6 +219,10 @@ class Store:
             )  # fmt: skip
             if end.problems:
                 await note_problems(conn, end.customer_id, end.journey, end.run_no, end.problems)
+            await record_steps(
+                conn, end.customer_id, end.journey, end.run_no, end.records,
+                variant=end.variant, held_out=end.held_out,
+            )  # fmt: skip
 
     async def note_problems(self, report: RunProblems) -> None:
         """A run could not evaluate a condition or render a value: keep it on its record."""

@@ -111,6 +111,9 @@ CREATE TABLE events (
     PRIMARY KEY (customer_id, id)
 );
 CREATE INDEX events_by_customer ON events (customer_id, seq);
+-- SendGrid's feedback names the message it is about by its key (kairos report joins on it).
+CREATE INDEX events_feedback ON events (customer_id, (properties ->> 'key'))
+    WHERE name IN ('email_delivered', 'email_opened', 'email_clicked');
 
 -- One row per customer and journey they ever entered. The entry rules are this table's
 -- primary key and one conditional upsert each: `once` inserts or does nothing; `after_exit`
@@ -138,12 +141,51 @@ CREATE TABLE runs (
     outcome        text,
     goal_event     text,            -- the event that converted it (revenue is read from it)
     problems       text[] NOT NULL DEFAULT '{}',   -- what the run could not evaluate or render
+    -- Told by the run with its end (kairos report reads them): the step it ended at, its split
+    -- variant (holdout: the control group), and whether its step records are in run_steps.
+    last_step      text,
+    variant        text,
+    held_out       boolean NOT NULL DEFAULT false,
+    steps_recorded boolean NOT NULL DEFAULT false,
     PRIMARY KEY (customer_id, journey, run_no),
     FOREIGN KEY (customer_id, journey) REFERENCES journey_entries ON DELETE CASCADE,
     FOREIGN KEY (journey, plan_version) REFERENCES plans (journey, version),
     CHECK ((ended_at IS NULL) = (outcome IS NULL))
 );
 CREATE UNIQUE INDEX runs_one_open ON runs (customer_id, journey) WHERE ended_at IS NULL;
+CREATE INDEX runs_by_journey ON runs (journey, customer_id, run_no) INCLUDE (started_at);
+
+-- What a run recorded about its steps, written with its end: one row per step it reached, with
+-- how often it was there, the sends quiet hours or a cap put off, the sends a holdout skipped
+-- (which never reach the send ledger), and the last thing that happened there.
+CREATE TABLE run_steps (
+    customer_id  text NOT NULL,
+    journey      text NOT NULL,
+    run_no       integer NOT NULL,
+    step         text NOT NULL,
+    kind         text NOT NULL,
+    visits       integer NOT NULL DEFAULT 1,
+    deferred     integer NOT NULL DEFAULT 0,
+    held_out     integer NOT NULL DEFAULT 0,
+    outcome      text NOT NULL DEFAULT '',
+    first_at     timestamptz NOT NULL,
+    PRIMARY KEY (journey, customer_id, run_no, step),
+    FOREIGN KEY (customer_id, journey, run_no) REFERENCES runs ON DELETE CASCADE
+);
+
+-- Every change of a customer's lifecycle stage, where it is applied (a journey's `set` step
+-- with `stage:`), with the journey and run that made it.
+CREATE TABLE stage_changes (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id  text NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    from_stage   text,
+    to_stage     text NOT NULL,
+    journey      text,
+    run_no       integer,
+    at           timestamptz NOT NULL
+);
+CREATE INDEX stage_changes_by_time ON stage_changes (at);
+CREATE INDEX stage_changes_by_customer ON stage_changes (customer_id, at);
 
 -- Temporal calls decided in a customer's transaction and not yet made (a transactional outbox).
 -- The process that decided them makes them at once; if it dies first, a worker makes them. Per
@@ -203,6 +245,7 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_unknown ON messages (unknown_since) WHERE status = 'unknown';
 CREATE INDEX messages_by_customer ON messages (customer_id, decided_at);
+CREATE INDEX messages_by_run ON messages (journey, customer_id, run_no);
 
 -- Addresses that must never be messaged again (scope all) or never with marketing (scope
 -- marketing): HMAC-SHA256 of the normalised address under kairos_meta's suppression key.
