@@ -9,6 +9,7 @@ description of the machine to ``benchmarks/results/``.
     python -m benchmarks --scale full         # N = 100, 1,000, 5,000; 5,000 with 1 and 2 workers
     python -m benchmarks --customers 1000 --workers 2
     python -m benchmarks --customers 1000 --profile   # py-spy on the workers of the largest run
+    python -m benchmarks --only report        # kairos report over 1,000,000 synthetic entries
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import engine, micro, profiles, report
+from benchmarks import analytics, engine, micro, profiles, report
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
 from kairos.store.embedded import temporary_server
@@ -32,7 +33,9 @@ SCALES: dict[str, list[tuple[int, int]]] = {
     "quick": [(100, 1), (1000, 1)],
     "full": [(100, 1), (1000, 1), (5000, 1), (5000, 2)],
 }
-PARTS = ("engine", "render", "compile")
+PARTS = ("engine", "render", "compile", "report")
+# What runs without --only: the report part is asked for by name (it generates 1M entries).
+DEFAULT_PARTS = ("engine", "render", "compile")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +73,17 @@ def _parser() -> argparse.ArgumentParser:
         help="where to write the results (default: benchmarks/results/)",
     )
     parser.add_argument(
-        "--only", choices=PARTS, action="append", help="run only these parts (default: all)"
+        "--only",
+        choices=PARTS,
+        action="append",
+        help="run only these parts (default: engine, render, compile)",
+    )
+    parser.add_argument(
+        "--report-entries",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="synthetic journey entries the report part reports on (default 1,000,000)",
     )
     parser.add_argument(
         "--timeout",
@@ -128,7 +141,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     args = _parser().parse_args(argv)
-    parts = set(args.only or PARTS)
+    parts = set(args.only or DEFAULT_PARTS)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     results_dir = BENCH_DIR / "results"
     results_dir.mkdir(exist_ok=True)
@@ -144,6 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     if "compile" in parts:
         print("compiling 100 journeys ...", flush=True)
         result["compile"] = micro.compiling()
+    if "report" in parts:
+        print(f"kairos report over {args.report_entries:,} synthetic entries ...", flush=True)
+        with temporary_server(Path(tempfile.gettempdir())) as postgres:
+            result["report"] = asyncio.run(analytics.measure(postgres, args.report_entries))
     if "engine" in parts:
         print("engine runs (each on a fresh dev server):", flush=True)
         profile_dir = results_dir / f"profile-{stamp}" if args.profile else None

@@ -145,6 +145,13 @@ def table(result: dict[str, Any]) -> str:
             f"compile: kairos validate of {c['journeys']} journeys {command} "
             f"({c['in_process_seconds']} s in process, {c['ms_per_journey']} ms per journey)"
         )
+    if "report" in result:
+        r = result["report"]
+        lines.append(
+            f"kairos report: {r['entries']:,} entries in {r['report_seconds']} s, "
+            f"{r['report_queries']} SQL queries, {r['temporal_actions']} Temporal actions "
+            f"(rows generated in {r['generate_seconds']} s)"
+        )
     return "\n".join(lines)
 
 

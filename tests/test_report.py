@@ -10,6 +10,7 @@ owner).
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import json
 from collections import Counter
@@ -261,8 +262,9 @@ async def test_a_journey_report_counts_entries_steps_variants_and_stages(
         "lapsed": 0, "(none)": 1,
     }  # fmt: skip
 
-    assert "<script" not in html and "http" not in html.split("</style>")[1]
-    assert f"<h2>{JOURNEY}</h2>" in html and 'class="bar"' in html
+    # Self-contained: plotly.js is inline, nothing is loaded from anywhere.
+    assert 'src="http' not in html and "<link" not in html
+    assert f"<h2>{JOURNEY}</h2>" in html and f'data-chart="{JOURNEY}-variants"' in html
 
 
 async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path) -> str:
@@ -275,7 +277,9 @@ async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path)
         "KAIROS_TASK_QUEUE": settings.task_queue,
         "KAIROS_DATABASE_URL": settings.database_url,
     }
+    table = tmp_path / "report.csv"
     command = ["report", JOURNEY, "--since", "1h", "--json", "--html", str(page)]
+    command += ["--csv", str(table)]
     result = await asyncio.to_thread(CliRunner().invoke, app, command, env=env)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output[result.output.index("{") :])
@@ -286,6 +290,10 @@ async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path)
     assert shown["versus_holdout"]["verdict"] == "too early"
     assert sum(Decimal(v) for v in shown["revenue"].values()) % 20 == 0
     assert {v["variant"] for v in shown["variants"] if v["versus_holdout"]} == {"a", "b"}
+    rows = list(csv.reader(table.read_text(encoding="utf-8").splitlines()))
+    assert rows[0] == ["journey", "figure", "value"]
+    assert [JOURNEY, "entered", "10"] in rows and [JOURNEY, "steps.wait.active", "5"] in rows
+    assert ["", "stages.retention", "9"] in rows
     wide = {**env, "COLUMNS": "200"}
     printed = await asyncio.to_thread(CliRunner().invoke, app, command[:4], env=wide)
     assert printed.exit_code == 0, printed.output
@@ -303,7 +311,7 @@ def test_the_window_reads_like_the_rest_of_kairos() -> None:
 
 
 def test_an_outcome_has_one_colour_in_every_journeys_chart() -> None:
-    from kairos.cli.report import outcome_colour
+    from kairos.report_charts import outcome_colour
 
     assert outcome_colour("converted") != outcome_colour("cancelled")
     assert outcome_colour("lapsed") == outcome_colour("lapsed")

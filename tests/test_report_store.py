@@ -14,12 +14,14 @@ import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import pytest_asyncio
 
+from kairos.cli.report import render_html
 from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.plan import (
@@ -39,6 +41,8 @@ from kairos.plan import (
 from kairos.report import Report, build_report
 from kairos.runtime import Event, ProfileChange, RunEnd, StepRecord
 from kairos.store import Store
+from tests.browser.cdp import chromium
+from tests.test_web_browser import CHROMIUM, needs_chromium
 
 JOURNEY = "offer"
 SPLIT = "offer_split"
@@ -295,3 +299,42 @@ async def test_a_report_is_a_fixed_number_of_queries_however_many_customers(
         counts.append(len(executed))
         assert report.journeys[0].converted == customers.made
     assert counts == [11, 11], executed
+
+
+@needs_chromium
+async def test_the_html_report_draws_its_charts_in_a_real_browser(
+    offer_store: Store, tmp_path: Path
+) -> None:
+    assert CHROMIUM is not None
+    customers = Customers(offer_store)
+    await drive(customers)
+    for customer in ("c0001", "c0002"):
+        change = ProfileChange(key=f"{customer}:nurtured", customer_id=customer, journey=JOURNEY,
+                               run_no=1, stage=Stage.consideration.value)  # fmt: skip
+        await offer_store.change_profile(change, at=datetime.now(UTC))
+    report = await build_report(offer_store.database, None, "q", {JOURNEY: offer()}, since=None)
+    page_file = tmp_path / "report.html"
+    page_file.write_text(render_html(report), encoding="utf-8")
+    async with chromium(CHROMIUM, tmp_path / "profile") as page:
+        await page.call("Runtime.enable")
+        await page.call("Log.enable")
+        await page.goto(page_file.as_uri())
+        drawn = await page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('.chart')].map(c => "
+            "[c.dataset.chart, c.querySelectorAll('svg.main-svg').length]))"
+        )
+        bars = await page.evaluate("document.querySelectorAll('.chart .bars path').length")
+        links = await page.evaluate("document.querySelectorAll('.chart .sankey-link').length")
+        requests = await page.evaluate("performance.getEntriesByType('resource').map(r => r.name)")
+        errors = [
+            *page.seen("Runtime.exceptionThrown"),
+            *(e for e in page.seen("Runtime.consoleAPICalled") if e["params"]["type"] == "error"),
+            *(e for e in page.seen("Log.entryAdded") if e["params"]["entry"]["level"] == "error"),
+        ]
+    expected = {"journeys", "stages", "flow", *(f"{JOURNEY}-{part}" for part in
+                ("outcomes", "steps", "cohorts", "variants"))}  # fmt: skip
+    assert set(drawn) == expected
+    assert all(count >= 1 for count in drawn.values()), drawn
+    # Bars: two per journey row, one per outcome, step, week and variant; one Sankey link.
+    assert bars >= 2 + 3 + 5 + 2 + 3 and links == 1
+    assert requests == [] and errors == []

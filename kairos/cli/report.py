@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import hashlib
 import html
 import io
 import json
@@ -41,6 +40,13 @@ from kairos.report import (
     parse_since,
     per_entry,
     versus,
+)
+from kairos.report_charts import (
+    journey_charts,
+    journeys_chart,
+    lifecycle_chart,
+    outcome_colour,
+    script,
 )
 from kairos.store import Database, StoreError
 from kairos.store.keys import DatabaseKeys
@@ -387,26 +393,10 @@ td.l,th.l{text-align:left;white-space:nowrap}.bar{background:#edf0f5;width:220px
 .bar>span.good{background:#2e9d5b}.bar>span.hold{background:#9aa3b2}
 .stack{display:flex;width:320px;height:14px;border-radius:3px;overflow:hidden;background:#edf0f5}
 .stack>span{height:14px}.legend span{display:inline-block;margin-right:1rem}
+.warn{color:#8a5300}.chart{max-width:960px}
 .sw{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;
 vertical-align:-1px}
 """
-# One colour per outcome in every journey's chart: green is always converted, red always
-# cancelled. An exit step's own outcome (``lapsed``, ``not_eligible``...) takes a colour from
-# the rest by its name, so it too is the same wherever it appears.
-_OUTCOME_COLOURS = {
-    "active": "#3d6fd9", "converted": "#2e9d5b", "completed": "#9aa3b2",
-    "restarted": "#4bacc6", "cancelled": "#c0504d", "terminated": "#7f2a28",
-    "failed": "#7f2a28", "timed_out": "#7f2a28",
-}  # fmt: skip
-_OTHER_COLOURS = ("#e0a030", "#8064a2", "#b8860b", "#d2691e", "#6b8e23", "#9370db")
-
-
-def outcome_colour(outcome: str) -> str:
-    """The chart colour of ``outcome``, the same in every journey and every report."""
-    if outcome in _OUTCOME_COLOURS:
-        return _OUTCOME_COLOURS[outcome]
-    digest = hashlib.sha256(outcome.encode()).digest()
-    return _OTHER_COLOURS[digest[0] % len(_OTHER_COLOURS)]
 
 
 def _e(value: object) -> str:
@@ -429,19 +419,22 @@ def render_csv(report: Report) -> str:
 
 
 def render_html(report: Report) -> str:
-    """One self-contained page (inline CSS bar charts, no scripts, nothing fetched)."""
+    """One self-contained page: plotly charts (plotly.js inline) over the tables, nothing
+    fetched."""
     window = report.since.strftime("%Y-%m-%d %H:%M UTC") if report.since else "the beginning"
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Kairos report</title><style>{_CSS}</style></head><body>",
+        f"<title>Kairos report</title><style>{_CSS}</style>{script()}</head><body>",
         "<h1>Kairos: customer lifecycle report</h1>",
         f'<p class="muted">Entries since {_e(window)} on task queue {_e(report.task_queue)}; '
         f"generated {_e(report.generated.strftime('%Y-%m-%d %H:%M UTC'))}.</p>",
+        _html_temporal(report),
+        journeys_chart(report.journeys),
         _html_journeys(report.journeys),
         *(_html_journey(j) for j in report.journeys if j.entered),
-        _html_stages(report.stages),
+        _html_lifecycle(report),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -472,6 +465,8 @@ def _html_journey(journey: JourneyReport) -> str:
     return "".join(
         [
             f"<h2>{_e(journey.journey)}</h2>",
+            _html_window(journey),
+            journey_charts(journey),
             _html_outcomes(journey),
             _html_cohorts(journey) if journey.cohorts else "",
             _html_breakdown(journey),
@@ -574,11 +569,47 @@ def _html_variant(variant: VariantStats, holdout: VariantStats | None, best: flo
     )
 
 
-def _html_stages(stages: dict[str, int]) -> str:
-    top = max(stages.values(), default=0)
-    rows = ["<h2>Customers by lifecycle stage (now)</h2><table>"]
-    rows.extend(
-        f"<tr><td>{_e(stage)}</td><td>{count}</td><td>{_bar(count, top)}</td></tr>"
-        for stage, count in stages.items()
+def _html_temporal(report: Report) -> str:
+    if report.temporal_error is None:
+        return ""
+    return (
+        f'<p class="warn">{_e(report.temporal_error)}: where running entries are now is not '
+        "shown; everything else is from the store.</p>"
     )
-    return "".join(rows) + "</table>"
+
+
+def _html_window(journey: JourneyReport) -> str:
+    if journey.window is None:
+        return ""
+    late = f"; {journey.late} reached it later and are not counted" if journey.late else ""
+    return (
+        f'<p class="muted">A conversion is the goal within '
+        f"{_e(format_duration(journey.window))} of entering{late}.</p>"
+    )
+
+
+def _html_lifecycle(report: Report) -> str:
+    rows = [
+        "<h2>The lifecycle</h2>",
+        lifecycle_chart(report),
+        "<table><tr><th>stage</th><th>customers now</th><th>median time in stage</th>"
+        "<th>stalled</th></tr>",
+    ]
+    rows.extend(
+        f"<tr><td>{_e(s.stage)}</td><td>{s.customers}</td><td>{_e(_roughly(s.median_in_stage))}"
+        f"</td><td>{s.stalled}</td></tr>"
+        for s in report.stages_now
+    )
+    rows.append("</table>")
+    if report.moves:
+        rows.append(
+            "<h3>Stage changes in the window</h3><table><tr><th>from</th><th>to</th>"
+            "<th class=l>journey</th><th>customers</th></tr>"
+        )
+        rows.extend(
+            f"<tr><td>{_e(m.from_stage or '(new)')}</td><td>{_e(m.to_stage)}</td>"
+            f"<td class=l>{_e(m.journey or '-')}</td><td>{m.customers}</td></tr>"
+            for m in report.moves
+        )
+        rows.append("</table>")
+    return "".join(rows)

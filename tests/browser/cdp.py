@@ -79,6 +79,10 @@ class Page:
         await self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
         await self.wait_for("Page.loadEventFired")
 
+    def seen(self, event: str) -> list[dict[str, Any]]:
+        """The ``event`` messages that arrived so far and were not waited for."""
+        return [m for m in self._events if m.get("method") == event]
+
     def _drop(self, event: str) -> None:
         self._events = [m for m in self._events if m.get("method") != event]
 

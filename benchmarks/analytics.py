@@ -1,0 +1,136 @@
+"""``python -m benchmarks --only report``: how long ``kairos report`` takes over many entries.
+
+Synthetic rows, written by PostgreSQL itself (``generate_series``) into a fresh database of the
+embedded server: customers with a locale and a stage, two journeys each entered by every
+customer once (so ``entries`` runs), a split (a, b, 10% holdout), the step records each ended
+run writes with its end, a sent message per messaged run with SendGrid's delivered (and every
+third opened) feedback, an order for every fifth run that converted it, 5% still running, a
+stage change per customer. Then the report is built as ``kairos report --since all`` builds it
+(no Temporal: nothing is asked of it), timed, and its queries counted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from benchmarks import infra
+from kairos.plan import Stage
+from kairos.report import build_report
+from kairos.store import Database
+
+JOURNEYS = ("bench_a", "bench_b")
+
+_ROWS = """
+INSERT INTO customers (id, profile, stage, created_at)
+SELECT 'c' || i, jsonb_build_object('locale', (ARRAY['en', 'fi', 'de', 'hu'])[1 + i %% 4]),
+       (ARRAY['awareness', 'consideration', 'purchase', 'retention'])[1 + i %% 4],
+       now() - (i %% 90) * interval '1 day'
+FROM generate_series(1, %(customers)s) AS i;
+
+INSERT INTO plans (journey, version, plan, listens, reads)
+SELECT j, 'v1', '{}'::jsonb, '{order_placed}', '{}' FROM unnest(%(journeys)s::text[]) AS j;
+
+CREATE TEMP TABLE bench_runs AS
+SELECT 'c' || i AS customer_id, j AS journey, i, n,
+       now() - ((i + n * 3) %% 28) * interval '1 day' - (i %% 24) * interval '1 hour' AS started_at,
+       i %% 20 = 0 AS open, i %% 5 = 1 AS converted,
+       CASE WHEN i %% 10 = 3 THEN 'holdout' WHEN i %% 2 = 0 THEN 'a' ELSE 'b' END AS variant
+FROM generate_series(1, %(customers)s) AS i,
+     unnest(%(journeys)s::text[]) WITH ORDINALITY AS t (j, n);
+
+INSERT INTO journey_entries (customer_id, journey, entries, open_run, first_at, last_at)
+SELECT customer_id, journey, 1, CASE WHEN open THEN 1 END, started_at, started_at FROM bench_runs;
+
+INSERT INTO runs (customer_id, journey, run_no, plan_version, started_at, ended_at, outcome,
+                  goal_event, last_step, variant, held_out, steps_recorded)
+SELECT customer_id, journey, 1, 'v1', started_at,
+       CASE WHEN NOT open THEN started_at + (1 + i %% 72) * interval '1 hour' END,
+       CASE WHEN open THEN NULL WHEN converted THEN 'converted' ELSE 'no_order' END,
+       CASE WHEN converted AND NOT open THEN 'order-' || i || '-' || n END,
+       CASE WHEN NOT open THEN 'wait' END, CASE WHEN NOT open THEN variant END,
+       NOT open AND variant = 'holdout', NOT open
+FROM bench_runs;
+
+INSERT INTO run_steps (customer_id, journey, run_no, step, kind, held_out, outcome, first_at)
+SELECT customer_id, journey, 1, step, kind, held, outcome, started_at
+FROM bench_runs, LATERAL (VALUES
+    ('offer_split', 'split', 0, 'variant ' || variant),
+    (CASE WHEN variant = 'holdout' THEN 'wait' ELSE 'send_' || variant END, 'send',
+     (variant = 'holdout')::int, 'email sent'),
+    ('wait_end', 'exit', 0, CASE WHEN converted THEN 'goal order_placed' ELSE 'no_order' END)
+) AS s (step, kind, held, outcome)
+WHERE NOT open;
+
+INSERT INTO messages (key, customer_id, journey, run_no, step, channel, category, priority,
+                      status, due_at, decided_at, sent_at)
+SELECT journey || ':' || customer_id || ':1:send_' || variant || ':1', customer_id, journey, 1,
+       'send_' || variant, 'email', 'marketing', 50, 'sent', started_at, started_at, started_at
+FROM bench_runs WHERE variant <> 'holdout';
+
+INSERT INTO events (customer_id, id, name, properties, occurred_at)
+SELECT customer_id, 'order-' || i || '-' || n, 'order_placed',
+       jsonb_build_object('total', 10 + i %% 50, 'currency', 'EUR'), started_at
+FROM bench_runs WHERE converted AND NOT open;
+
+INSERT INTO events (customer_id, id, name, properties, occurred_at)
+SELECT m.customer_id, f.name || ':' || m.key, f.name, jsonb_build_object('key', m.key),
+       m.sent_at
+FROM messages m, unnest(ARRAY['email_delivered', 'email_opened']) AS f (name)
+WHERE f.name = 'email_delivered' OR hashtext(m.key) %% 3 = 0;
+
+INSERT INTO stage_changes (customer_id, from_stage, to_stage, journey, run_no, at)
+SELECT id, NULL, stage, 'bench_a', 1, created_at FROM customers;
+
+DROP TABLE bench_runs;
+ANALYZE
+"""
+
+
+async def measure(admin_url: str, entries: int) -> dict[str, Any]:
+    """Generate ``entries`` synthetic entries in a fresh database; time one report over them."""
+    customers = max(1, entries // len(JOURNEYS))
+    async with infra.database(admin_url, f"bench_report_{entries}") as url:
+        started = time.perf_counter()
+        with psycopg.connect(url, autocommit=True) as conn:
+            params = {"customers": customers, "journeys": list(JOURNEYS)}
+            for statement in _ROWS.split(";\n\n"):
+                conn.execute(statement, params)
+            sizes = {
+                table: _count(conn, table)
+                for table in ("runs", "run_steps", "messages", "events", "customers")
+            }
+        generated = time.perf_counter() - started
+        queries: list[str] = []
+        async with await Database.open(url) as database:
+            original = psycopg.AsyncCursor.execute
+
+            async def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                queries.append(str(query))
+                return await original(self, query, *args, **kwargs)
+
+            psycopg.AsyncCursor.execute = counted  # type: ignore[method-assign]
+            try:
+                started = time.perf_counter()
+                report = await build_report(database, None, "bench", {}, since=None)
+                seconds = time.perf_counter() - started
+            finally:
+                psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
+    entered = sum(j.entered for j in report.journeys)
+    return {
+        "entries": entered,
+        "rows": sizes,
+        "generate_seconds": round(generated, 1),
+        "report_seconds": round(seconds, 2),
+        "report_queries": len(queries),
+        "temporal_actions": 0,
+        "converted": sum(j.converted for j in report.journeys),
+        "stages": {s.value: report.stages[s.value] for s in Stage if report.stages[s.value]},
+    }
+
+
+def _count(conn: psycopg.Connection[Any], table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
