@@ -103,13 +103,17 @@ async def measure(admin_url: str, entries: int) -> dict[str, Any]:
                 for table in ("runs", "run_steps", "messages", "events", "customers")
             }
         generated = time.perf_counter() - started
-        queries: list[str] = []
+        queries: list[tuple[str, float]] = []
         async with await Database.open(url) as database:
             original = psycopg.AsyncCursor.execute
 
             async def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-                queries.append(str(query))
-                return await original(self, query, *args, **kwargs)
+                began = time.perf_counter()
+                try:
+                    return await original(self, query, *args, **kwargs)
+                finally:
+                    took = round(time.perf_counter() - began, 2)
+                    queries.append((" ".join(str(query).split())[:60], took))
 
             psycopg.AsyncCursor.execute = counted  # type: ignore[method-assign]
             try:
@@ -125,6 +129,7 @@ async def measure(admin_url: str, entries: int) -> dict[str, Any]:
         "generate_seconds": round(generated, 1),
         "report_seconds": round(seconds, 2),
         "report_queries": len(queries),
+        "query_seconds": queries,
         "temporal_actions": 0,
         "converted": sum(j.converted for j in report.journeys),
         "stages": {s.value: report.stages[s.value] for s in Stage if report.stages[s.value]},

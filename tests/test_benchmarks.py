@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks import engine, micro, profiles
+from benchmarks import __main__ as bench_main
+from benchmarks import analytics, engine, micro, profiles
 from benchmarks.baseline import BASELINE_WORKFLOWS
 from benchmarks.project import BENCH_JOURNEYS, make_home
 from benchmarks.report import markdown, ratios, table
@@ -141,3 +142,18 @@ def test_a_profile_is_summarised_by_area_with_waiting_threads_set_apart(tmp_path
     assert busy["pydantic"] == 75.0
     assert busy["deliver activity (activities/messaging.py)"] == 25.0
     assert summary["top_busy_self_percent"]["validate (pydantic/main.py)"] == 75.0
+
+
+async def test_the_report_benchmark_counts_its_synthetic_entries_in_a_fixed_number_of_queries(
+    postgres: str,
+) -> None:
+    """``python -m benchmarks --only report`` at a size a test affords: the same rows, the
+    same report, figures that follow from how the rows were generated."""
+    measured = await analytics.measure(postgres, 2000)
+    assert measured["entries"] == 2000
+    # Every fifth customer's runs converted; every twentieth is still running.
+    assert measured["converted"] == 2000 // 5
+    assert measured["rows"]["run_steps"] == 3 * (2000 - 2000 // 20)
+    assert measured["report_queries"] == 12 and measured["temporal_actions"] == 0
+    assert sum(measured["stages"].values()) == 1000
+    assert "report" in bench_main._parser().parse_args(["--only", "report"]).only

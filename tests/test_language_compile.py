@@ -193,3 +193,14 @@ def test_the_repository_journeys_compile() -> None:
     project, report = check_project(ROOT)
     assert project is not None, report.format()
     assert not report.has_errors
+
+
+def test_a_conversion_window_changes_what_the_report_counts_not_the_run() -> None:
+    project, report = check_project(ROOT)
+    assert project is not None, report.format()
+    win_back = project.plans["win_back"]
+    assert win_back.goal_window == 14 * 86400
+    assert project.plans["welcome"].goal_window is None  # a goal counts whenever it comes
+    # Not part of what a run is started with, nor of its version: runs in flight are unchanged.
+    assert "goal_window" not in win_back.model_dump()
+    assert win_back.with_version().version == win_back.version
