@@ -65,6 +65,8 @@ NOT_RUN_HERE = frozenset(
         ".venv/bin/python -m benchmarks --customers 1000 --workers 1 --workers 2",
         ".venv/bin/python -m benchmarks --customers 1000 --profile",
         ".venv/bin/python -m benchmarks --only render --only compile",
+        # A million entries take minutes: test_benchmarks runs the same at 2,000.
+        ".venv/bin/python -m benchmarks --only report",
         ".venv/bin/python -m benchmarks --json /tmp/run.json",
         '.venv/bin/python -m benchmarks.profiles "$(ls -d benchmarks/results/profile-* | tail -1)"',
     }
@@ -399,6 +401,16 @@ async def test_the_operations_guide_commands(
         in_welcome = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
         assert "journey:welcome:c-42:1" in in_welcome.stdout
         await kairos(documented("kairos report --since 1d"), docs_env)
+        # docs/authoring.md: the page and the BI rows, written where the command runs.
+        await kairos(
+            documented("kairos report --since 30d --html report.html --csv report.csv"),
+            docs_env,
+            cwd=tmp_path,
+        )
+        page = (tmp_path / "report.html").read_text(encoding="utf-8")
+        assert 'data-chart="journeys"' in page and 'data-chart="stages"' in page
+        rows = (tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()
+        assert rows[0] == "journey,figure,value" and "welcome,entered,1" in rows
     listed = (await kairos(documented("kairos --help"), docs_env)).stdout
     # README: "every command, each with an example".
     names = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]

@@ -21,7 +21,8 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from kairos.cli.report import render_html
+from kairos.cli.base import console
+from kairos.cli.report import print_report, render_html
 from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.plan import (
@@ -42,6 +43,7 @@ from kairos.report import Report, build_report
 from kairos.runtime import Event, ProfileChange, RunEnd, StepRecord
 from kairos.store import Store
 from tests.browser.cdp import chromium
+from tests.conftest import ROOT
 from tests.test_web_browser import CHROMIUM, needs_chromium
 
 JOURNEY = "offer"
@@ -144,6 +146,13 @@ class Customers:
         )  # fmt: skip
         await self._clock("UPDATE runs SET ended_at = %s", at, customer, run_no, open=False)
 
+    async def move(self, customer: str, run_no: int | None, stage: Stage, at: datetime) -> None:
+        """A ``set`` step (of this journey's run, or of none) puts the customer in ``stage``."""
+        change = ProfileChange(key=f"{customer}:{stage.value}", customer_id=customer,
+                               journey=JOURNEY if run_no else "", run_no=run_no or 0,
+                               stage=stage.value)  # fmt: skip
+        await self.store.change_profile(change, at=at)
+
     async def _clock(
         self, update: str, at: datetime, customer: str, run_no: int, *, open: bool = True
     ) -> None:
@@ -168,15 +177,18 @@ async def drive(customers: Customers) -> None:
         for n in range(ended):
             entered = (WEEK_1 if n % 2 else WEEK_2) + timedelta(hours=n % 5)
             customer, run_no = await customers.enter(entered)
-            if n < converted:  # ordered a day in: converted
+            if n < converted:  # ordered a day in: converted, and the journey says a customer
                 await customers.end(customer, run_no, variant=variant, outcome="converted",
                                     at=entered + timedelta(days=1), order=ORDER)  # fmt: skip
+                await customers.move(customer, run_no, Stage.retention, entered)
             elif n < converted + late:  # ordered three days in: after the window
                 await customers.end(customer, run_no, variant=variant, outcome="converted",
                                     at=entered + timedelta(days=3), order=ORDER)  # fmt: skip
             else:
                 await customers.end(customer, run_no, variant=variant, outcome="no_order",
                                     at=entered + WINDOW)  # fmt: skip
+                if variant == "holdout" and n % 4 == 0:  # a set step elsewhere: lapsed
+                    await customers.move(customer, None, Stage.lapsed, entered)
     # One looked twice (a restart), then ordered within two days of entering: one entry.
     customer, first = await customers.enter(WEEK_2)
     await customers.end(customer, first, variant="a", outcome="restarted",
@@ -308,10 +320,6 @@ async def test_the_html_report_draws_its_charts_in_a_real_browser(
     assert CHROMIUM is not None
     customers = Customers(offer_store)
     await drive(customers)
-    for customer in ("c0001", "c0002"):
-        change = ProfileChange(key=f"{customer}:nurtured", customer_id=customer, journey=JOURNEY,
-                               run_no=1, stage=Stage.consideration.value)  # fmt: skip
-        await offer_store.change_profile(change, at=datetime.now(UTC))
     report = await build_report(offer_store.database, None, "q", {JOURNEY: offer()}, since=None)
     page_file = tmp_path / "report.html"
     page_file.write_text(render_html(report), encoding="utf-8")
@@ -335,6 +343,23 @@ async def test_the_html_report_draws_its_charts_in_a_real_browser(
                 ("outcomes", "steps", "cohorts", "variants"))}  # fmt: skip
     assert set(drawn) == expected
     assert all(count >= 1 for count in drawn.values()), drawn
-    # Bars: two per journey row, one per outcome, step, week and variant; one Sankey link.
-    assert bars >= 2 + 3 + 5 + 2 + 3 and links == 1
+    # Bars: two per journey row, one per outcome, step, week and variant; two Sankey links.
+    assert bars >= 2 + 3 + 5 + 2 + 3 and links == 2
     assert requests == [] and errors == []
+
+
+async def test_the_report_in_the_docs_is_one_kairos_printed(
+    offer_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/authoring.md shows an excerpt of the report of this file's customers: each line of
+    it is a line the terminal report prints for them."""
+    await drive(Customers(offer_store))
+    report = await build_report(offer_store.database, None, "q", {JOURNEY: offer()}, since=None)
+    monkeypatch.setattr(console, "width", 150)
+    with console.capture() as captured:
+        print_report(report)
+    printed = [line.rstrip() for line in captured.get().splitlines()]
+    print("\n".join(printed))
+    docs = (ROOT / "docs" / "authoring.md").read_text(encoding="utf-8")
+    excerpt = docs.split("<!-- report excerpt -->")[1].split("```")[1].splitlines()[1:]
+    assert excerpt and all(line.rstrip() in printed for line in excerpt), excerpt

@@ -231,13 +231,15 @@ def print_report(report: Report) -> None:
                 f"[yellow]{journey.stale} {escape(journey.journey)} entries are open in the store "
                 "but not running in Temporal (terminated from its UI?)[/]"
             )
-    console.print(_stages_table(report.stages))
+    console.print(_stages_table(report))
+    if report.moves:
+        console.print(_moves_table(report))
 
 
 def _journeys_table(journeys: list[JourneyReport]) -> Table:
     table = Table(title="journeys", title_justify="left", header_style="bold")
     table.add_column("stage")
-    for name in ("journey", "entered", "active", "converted", "rate (ended)", "restarts"):
+    for name in ("journey", "entered", "active", "converted", "late", "rate (ended)", "restarts"):
         table.add_column(name, justify="left" if name == "journey" else "right")
     table.add_column("to goal (median / 90%)", justify="right")
     table.add_column("revenue", justify="right")
@@ -246,7 +248,8 @@ def _journeys_table(journeys: list[JourneyReport]) -> Table:
     for j in journeys:
         table.add_row(
             j.stage.value if j.stage else "", escape(j.journey), str(j.entered), str(j.active),
-            str(j.converted), _percent(j.rate), str(j.restarts), _to_goal(j),
+            str(j.converted), str(j.late) if j.window else "-", _percent(j.rate), str(j.restarts),
+            _to_goal(j),
             escape(_money(j.revenue) or "-"), escape(_counts(j.outcomes.most_common())),
             _counts((s, j.messages[s]) for s in MESSAGE_COUNTS),
         )  # fmt: skip
@@ -370,12 +373,29 @@ def _variants_table(journey: JourneyReport) -> Table:
     return table
 
 
-def _stages_table(stages: dict[str, int]) -> Table:
-    table = Table(title="stages (now)", title_justify="left")
+def _stages_table(report: Report) -> Table:
+    table = Table(title="lifecycle stages (now)", title_justify="left", header_style="bold")
     table.add_column("stage")
     table.add_column("customers", justify="right")
-    for stage, count in stages.items():
-        table.add_row(escape(stage), str(count))
+    table.add_column("median time in stage", justify="right")
+    table.add_column("stalled", justify="right")
+    for stage in report.stages_now:
+        table.add_row(
+            escape(stage.stage), str(stage.customers), _roughly(stage.median_in_stage),
+            str(stage.stalled),
+        )  # fmt: skip
+    return table
+
+
+def _moves_table(report: Report) -> Table:
+    table = Table(title="stage changes in the window", title_justify="left", header_style="bold")
+    for name in ("from", "to", "journey", "customers"):
+        table.add_column(name, justify="right" if name == "customers" else "left")
+    for move in report.moves:
+        table.add_row(
+            escape(move.from_stage or "(new)"), escape(move.to_stage),
+            escape(move.journey or "-"), str(move.customers),
+        )  # fmt: skip
     return table
 
 

@@ -392,6 +392,8 @@ async def _stage_changed(
     """Keep the stage's history where it changes, with the run whose ``set`` step moved it:
     the report's lifecycle flow reads it."""
     journey, run_no = _author(event) or (None, None)
+    if not journey:
+        journey, run_no = None, None
     await conn.execute(
         "INSERT INTO stage_changes (customer_id, from_stage, to_stage, journey, run_no, at)"
         " VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))",
