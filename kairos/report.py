@@ -21,7 +21,7 @@ What is counted:
   holdout group's sends, which never reach the ledger) and deferred (each time quiet hours or a
   frequency cap put a send off) from the runs' step records; and of the sent emails, how many
   SendGrid's event webhook said were delivered, opened and clicked (each message once, however
-  often it was opened);
+  often it was opened: the ledger keeps when SendGrid first said so);
 * per step (a generated step, ``branch_1`` or ``set_lead_score_7``, only when something
   happened there: the journey file's own ``id:`` names are what a marketer reads): entries
   that reached it (ended entries by their records, running ones where they are now), entries
@@ -72,7 +72,7 @@ MESSAGE_COUNTS = (
     "sent", "delivered", "opened", "clicked", "blocked", "failed", "deferred", "held_out",
 )  # fmt: skip
 # SendGrid's feedback (kairos serve's event webhook), counted once per message.
-ENGAGEMENT = {"email_delivered": "delivered", "email_opened": "opened", "email_clicked": "clicked"}
+_ENGAGED = (("delivered", "delivered"), ("opened", "opened"), ("clicked", "clicked"))
 # The send ledger's statuses the report counts. A message still being sent, or waiting for
 # quiet hours or a cap, is counted once decided (its deferrals come from the run's records); one
 # withdrawn because support cancelled its run (``cancelled``) is not a message but the run's
@@ -110,55 +110,61 @@ def parse_since(text: str, now: datetime) -> datetime | None:
 
 # --- the queries ---------------------------------------------------------------------------------
 #
-# Two temporary tables (dropped with the report's transaction) hold the window's runs and
-# entries; every figure is then one GROUP BY over them. The number of queries does not depend
-# on how many customers, runs or journeys there are.
+# One temporary table (dropped with the report's transaction) holds the window's entries; every
+# figure is then one GROUP BY over it, or over it joined to the messages and step records of its
+# runs. The number of queries does not depend on how many customers, runs or journeys there are.
 
-# Every run of the window's entries, numbered into entries: a run starts a new entry unless the
-# run before it (of the same customer and journey) ended restarted.
-_RUNS_SQL = """
-CREATE TEMP TABLE report_runs ON COMMIT DROP AS
+# One row per entry. A run starts a new entry unless the run before it (of the same customer
+# and journey) ended restarted, so the runs a restart chained are one entry, and its last run
+# (the one not restarted, or the newest) says how it ended. Then: whether it converted within
+# the journey's window (``late``: after it), what the goal event was worth, the customer's
+# locale.
+_ENTRIES_SQL = """
+CREATE TEMP TABLE report_entries ON COMMIT DROP AS
 WITH chained AS (
     SELECT customer_id, journey, run_no, started_at, ended_at, outcome, goal_event, last_step,
-           held_out, steps_recorded,
-           lag(outcome) OVER w IS DISTINCT FROM 'restarted' AS first_of_entry
+           variant, held_out, steps_recorded,
+           lag(outcome) OVER w IS DISTINCT FROM 'restarted' AS first_of_entry,
+           outcome IS DISTINCT FROM 'restarted' OR lead(run_no) OVER w IS NULL AS last_of_entry
     FROM runs WHERE (%(journey)s::text IS NULL OR journey = %(journey)s)
     WINDOW w AS (PARTITION BY journey, customer_id ORDER BY run_no)
 ), numbered AS (
     SELECT *, sum(first_of_entry::int) OVER w AS entry_no
     FROM chained WINDOW w AS (PARTITION BY journey, customer_id ORDER BY run_no)
 ), entries AS (
-    SELECT *, min(started_at) OVER e AS entered_at, max(run_no) OVER e AS last_run,
-           bool_or(held_out) OVER e AS entry_held_out,
-           count(*) FILTER (WHERE outcome = 'restarted') OVER e AS restarts,
-           bool_and(steps_recorded OR ended_at IS NULL) OVER e AS recorded,
-           bool_and(ended_at IS NOT NULL) OVER e AS entry_ended
-    FROM numbered WINDOW e AS (PARTITION BY journey, customer_id, entry_no)
+    SELECT journey, customer_id, entry_no, min(run_no) AS first_run, max(run_no) AS last_run,
+           min(started_at) AS entered_at,
+           bool_or(last_of_entry AND ended_at IS NULL) AS open,
+           max(ended_at) FILTER (WHERE last_of_entry) AS ended_at,
+           max(outcome) FILTER (WHERE last_of_entry) AS outcome,
+           max(goal_event) FILTER (WHERE last_of_entry) AS goal_event,
+           max(last_step) FILTER (WHERE last_of_entry) AS last_step,
+           max(variant) FILTER (WHERE last_of_entry) AS variant,
+           bool_or(held_out) AS held_out,
+           count(*) FILTER (WHERE outcome = 'restarted') AS restarts,
+           bool_and(steps_recorded OR ended_at IS NULL) AS recorded
+    FROM numbered GROUP BY journey, customer_id, entry_no
 )
-SELECT * FROM entries WHERE %(since)s::timestamptz IS NULL OR entered_at > %(since)s
-"""
-# One row per entry: its last run's end, whether it converted within the journey's window
-# (``late``: after it), what the goal event was worth, and the customer's locale.
-_ENTRIES_SQL = """
-CREATE TEMP TABLE report_entries ON COMMIT DROP AS
-SELECT r.journey, r.customer_id, r.entry_no, r.entered_at, r.ended_at, r.outcome, r.last_step,
-       r.entry_held_out AS held_out, r.restarts, r.recorded,
+SELECT r.journey, r.customer_id, r.entry_no, r.first_run, r.last_run, r.entered_at,
+       CASE WHEN NOT r.open THEN r.ended_at END AS ended_at,
+       CASE WHEN NOT r.open THEN r.outcome END AS outcome,
+       r.last_step, r.variant, r.held_out, r.restarts, r.recorded,
        date_trunc('week', r.entered_at AT TIME ZONE 'UTC')::date AS week,
        coalesce(c.profile ->> 'locale', '') AS locale,
-       r.outcome = 'converted' AND (w.within IS NULL
+       NOT r.open AND r.outcome = 'converted' AND (w.within IS NULL
            OR r.ended_at - r.entered_at <= w.within * interval '1 second') AS converted,
-       r.outcome = 'converted' AND w.within IS NOT NULL
+       NOT r.open AND r.outcome = 'converted' AND w.within IS NOT NULL
            AND r.ended_at - r.entered_at > w.within * interval '1 second' AS late,
        CASE WHEN jsonb_typeof(e.properties -> 'total') = 'number'
             THEN (e.properties ->> 'total')::numeric END AS total,
        coalesce(e.properties ->> 'currency', '') AS currency
-FROM report_runs r
+FROM entries r
 JOIN customers c ON c.id = r.customer_id
 LEFT JOIN unnest(%(journeys)s::text[], %(windows)s::bigint[]) AS w (journey, within)
   ON w.journey = r.journey
-LEFT JOIN events e ON r.outcome = 'converted' AND e.customer_id = r.customer_id
+LEFT JOIN events e ON NOT r.open AND r.outcome = 'converted' AND e.customer_id = r.customer_id
   AND e.id = r.goal_event
-WHERE r.run_no = r.last_run
+WHERE %(since)s::timestamptz IS NULL OR r.entered_at > %(since)s
 """
 # Entries by journey and everything a journey's summary splits them by.
 _SUMMARY_SQL = """
@@ -182,22 +188,16 @@ SELECT journey, percentile_disc(%(shares)s::float8[]) WITHIN GROUP
        (ORDER BY ended_at - entered_at) AS times
 FROM report_entries WHERE converted AND NOT held_out GROUP BY journey
 """
-# The send ledger's decisions, and the distinct messages SendGrid said were delivered, opened
-# or clicked (its feedback events carry the message key the send gave it, ``kairos_key``).
+# The send ledger's decisions, and of them how many SendGrid said were delivered, opened or
+# clicked (each message once: the ledger keeps when the provider first said so).
 _MESSAGES_SQL = """
-SELECT m.journey, m.step, m.channel, m.status, count(*) AS messages
-FROM report_runs r
-JOIN messages m ON m.journey = r.journey AND m.customer_id = r.customer_id
-  AND m.run_no = r.run_no
+SELECT m.journey, m.step, m.channel, m.status, count(*) AS messages,
+       count(m.delivered_at) AS delivered, count(m.opened_at) AS opened,
+       count(m.clicked_at) AS clicked
+FROM report_entries e
+JOIN messages m ON m.journey = e.journey AND m.customer_id = e.customer_id
+  AND m.run_no BETWEEN e.first_run AND e.last_run
 WHERE m.status = ANY(%(statuses)s) GROUP BY 1, 2, 3, 4
-UNION ALL
-SELECT m.journey, m.step, m.channel, f.name, count(DISTINCT m.key)
-FROM report_runs r
-JOIN messages m ON m.journey = r.journey AND m.customer_id = r.customer_id
-  AND m.run_no = r.run_no AND m.status = 'sent'
-JOIN events f ON f.customer_id = m.customer_id AND f.properties ->> 'key' = m.key
-  AND f.name IN ('email_delivered', 'email_opened', 'email_clicked')
-GROUP BY 1, 2, 3, 4
 """
 # What the ended entries' runs recorded of their steps: entries that reached each, deferrals,
 # held-out sends; and per split, the entries that took each variant. (A running entry's steps
@@ -206,29 +206,20 @@ GROUP BY 1, 2, 3, 4
 # distinct, which spares sorting every row.
 _STEPS_SQL = """
 SELECT s.journey, s.step, max(s.kind) AS kind,
-       count(*) FILTER (WHERE r.restarts = 0)
-           + count(DISTINCT (r.customer_id, r.entry_no)) FILTER (WHERE r.restarts > 0) AS reached,
+       count(*) FILTER (WHERE e.restarts = 0)
+           + count(DISTINCT (e.customer_id, e.entry_no)) FILTER (WHERE e.restarts > 0) AS reached,
        sum(s.deferred) AS deferred, sum(s.held_out) AS held_out
-FROM report_runs r
-JOIN run_steps s ON s.journey = r.journey AND s.customer_id = r.customer_id
-  AND s.run_no = r.run_no
-WHERE r.entry_ended
+FROM report_entries e
+JOIN run_steps s ON s.journey = e.journey AND s.customer_id = e.customer_id
+  AND s.run_no BETWEEN e.first_run AND e.last_run
+WHERE e.ended_at IS NOT NULL
 GROUP BY s.journey, s.step
 """
+# The split variant each ended entry took (its last run's), as the run told it with its end.
 _VARIANTS_SQL = """
-SELECT e.journey, s.step AS split, regexp_replace(s.outcome, '^variant ', '') AS variant,
-       count(*) FILTER (WHERE e.restarts = 0)
-           + count(DISTINCT (e.customer_id, e.entry_no)) FILTER (WHERE e.restarts > 0) AS ended,
-       count(*) FILTER (WHERE e.restarts = 0 AND e.converted)
-           + count(DISTINCT (e.customer_id, e.entry_no))
-               FILTER (WHERE e.restarts > 0 AND e.converted) AS converted
-FROM report_runs r
-JOIN run_steps s ON s.journey = r.journey AND s.customer_id = r.customer_id
-  AND s.run_no = r.run_no AND s.kind = 'split'
-JOIN report_entries e ON e.journey = r.journey AND e.customer_id = r.customer_id
-  AND e.entry_no = r.entry_no
-WHERE r.entry_ended
-GROUP BY 1, 2, 3
+SELECT journey, variant, count(*) AS ended, count(*) FILTER (WHERE converted) AS converted
+FROM report_entries WHERE ended_at IS NOT NULL AND variant IS NOT NULL
+GROUP BY journey, variant
 """
 # Customers per stage now, and since when they have been in it (their last stage change).
 _STAGES_SQL = """
@@ -399,6 +390,13 @@ class _Journey:
                 if step.holdout_percent:
                     self.has_holdout = True
                     self.variant(step.id, HOLDOUT)
+
+    def split_of(self, variant: str) -> str:
+        """The split step that has ``variant`` (a run tells the variant it took, not where)."""
+        for split, name in self.variants:
+            if name == variant:
+                return split
+        return "(split)"
 
     def step(self, step: str, kind: str = "") -> StepStats:
         if step not in self.steps:
@@ -595,7 +593,6 @@ async def _journeys(
     }
     # Sorting and hashing a million entries in memory, not on disk: for this transaction only.
     await conn.execute("SET LOCAL work_mem = '256MB'")
-    await conn.execute(_RUNS_SQL, params)
     await conn.execute(_ENTRIES_SQL, params)
     found: dict[str, _Journey] = {}
 
@@ -622,11 +619,13 @@ async def _journeys(
     for row in await _rows(conn, _TO_CONVERT_SQL, params):
         of(row["journey"]).report.to_convert = dict(zip(_SHARES, row["times"], strict=True))
     for row in await _rows(conn, _MESSAGES_SQL, params):
-        status = ENGAGEMENT.get(row["status"], row["status"])
         counted = of(row["journey"])
-        counted.step(row["step"], "send").messages[status] += int(row["messages"])
+        step = counted.step(row["step"], "send")
         channels = counted.report.by_channel.setdefault(row["channel"], Counter())
-        channels[status] += int(row["messages"])
+        for status, column in ((row["status"], "messages"), *_ENGAGED):
+            if row[column]:
+                step.messages[status] += int(row[column])
+                channels[status] += int(row[column])
     for row in await _rows(conn, _STEPS_SQL, params):
         step = of(row["journey"]).step(row["step"], row["kind"])
         step.reached += int(row["reached"])
@@ -634,7 +633,8 @@ async def _journeys(
             if row[status]:
                 step.messages[status] += int(row[status])
     for row in await _rows(conn, _VARIANTS_SQL, params):
-        stats = of(row["journey"]).variant(row["split"], row["variant"])
+        counted = of(row["journey"])
+        stats = counted.variant(counted.split_of(row["variant"]), row["variant"])
         stats.customers = stats.ended = int(row["ended"])
         stats.converted = int(row["converted"])
     return found

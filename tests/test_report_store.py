@@ -310,7 +310,7 @@ async def test_a_report_is_a_fixed_number_of_queries_however_many_customers(
             )
         counts.append(len(executed))
         assert report.journeys[0].converted == customers.made
-    assert counts == [12, 12], executed
+    assert counts == [11, 11], executed
 
 
 @needs_chromium

@@ -346,7 +346,8 @@ class Ledger:
         self, key: str, *, provider: str, provider_id: str, event: str, at: datetime
     ) -> str | None:
         """The provider's own word on a message (a webhook): it has the message, so a key
-        that was ``unknown`` (or still ``sending``) is ``sent``. A provider id the ledger had
+        that was ``unknown`` (or still ``sending``) is ``sent``; when it was first delivered,
+        opened or clicked is kept for the report. A provider id the ledger had
         not seen for the key is added to ``provider_ids``: more than one is a duplicate.
 
         Returns:
@@ -364,7 +365,13 @@ class Ledger:
             " provider_id = coalesce(nullif(provider_id, ''), %(id)s),"
             " provider_ids = CASE WHEN %(id)s = '' OR %(id)s = ANY(provider_ids) THEN provider_ids"
             " ELSE provider_ids || %(id)s END,"
-            " feedback = %(event)s, feedback_at = %(at)s"
+            " feedback = %(event)s, feedback_at = %(at)s,"
+            " delivered_at = CASE WHEN %(event)s = 'delivered'"
+            " THEN least(delivered_at, %(at)s) ELSE delivered_at END,"
+            " opened_at = CASE WHEN %(event)s = 'open'"
+            " THEN least(opened_at, %(at)s) ELSE opened_at END,"
+            " clicked_at = CASE WHEN %(event)s = 'click'"
+            " THEN least(clicked_at, %(at)s) ELSE clicked_at END"
             " WHERE key = %(key)s RETURNING status",
             {"key": key, "provider": provider, "id": provider_id, "event": event[:40], "at": at},
         )

@@ -111,9 +111,6 @@ CREATE TABLE events (
     PRIMARY KEY (customer_id, id)
 );
 CREATE INDEX events_by_customer ON events (customer_id, seq);
--- SendGrid's feedback names the message it is about by its key (kairos report joins on it).
-CREATE INDEX events_feedback ON events (customer_id, (properties ->> 'key'))
-    WHERE name IN ('email_delivered', 'email_opened', 'email_clicked');
 
 -- One row per customer and journey they ever entered. The entry rules are this table's
 -- primary key and one conditional upsert each: `once` inserts or does nothing; `after_exit`
@@ -241,7 +238,11 @@ CREATE TABLE messages (
     resends      integer NOT NULL DEFAULT 0,  -- calls made again after no feedback came
     feedback     text,                   -- the provider's latest word on it (processed, delivered, ...)
     feedback_at  timestamptz,
-    last_error   text
+    last_error   text,
+    -- When the provider first said it was delivered, opened, clicked (kairos report counts them)
+    delivered_at timestamptz,
+    opened_at    timestamptz,
+    clicked_at   timestamptz
 );
 CREATE INDEX messages_unknown ON messages (unknown_since) WHERE status = 'unknown';
 CREATE INDEX messages_by_customer ON messages (customer_id, decided_at);

@@ -43,9 +43,24 @@ CREATE TABLE stage_changes (
 CREATE INDEX stage_changes_by_time ON stage_changes (at);
 CREATE INDEX stage_changes_by_customer ON stage_changes (customer_id, at);
 
--- The report's reads: a journey's runs in order, a run's messages, the provider feedback that
--- names a message by its key.
+-- When the provider first said a message was delivered, opened, clicked (SendGrid's event
+-- webhook), kept on the message where the feedback is applied; filled in from the feedback
+-- events already accepted.
+ALTER TABLE messages
+    ADD COLUMN delivered_at timestamptz,
+    ADD COLUMN opened_at timestamptz,
+    ADD COLUMN clicked_at timestamptz;
+UPDATE messages m SET delivered_at = f.delivered, opened_at = f.opened, clicked_at = f.clicked
+FROM (
+    SELECT customer_id, properties ->> 'key' AS key,
+           min(occurred_at) FILTER (WHERE name = 'email_delivered') AS delivered,
+           min(occurred_at) FILTER (WHERE name = 'email_opened') AS opened,
+           min(occurred_at) FILTER (WHERE name = 'email_clicked') AS clicked
+    FROM events WHERE name IN ('email_delivered', 'email_opened', 'email_clicked')
+    GROUP BY 1, 2
+) f
+WHERE m.customer_id = f.customer_id AND m.key = f.key;
+
+-- The report's reads: a journey's runs in order, a run's messages.
 CREATE INDEX runs_by_journey ON runs (journey, customer_id, run_no) INCLUDE (started_at);
 CREATE INDEX messages_by_run ON messages (journey, customer_id, run_no);
-CREATE INDEX events_feedback ON events (customer_id, (properties ->> 'key'))
-    WHERE name IN ('email_delivered', 'email_opened', 'email_clicked');
