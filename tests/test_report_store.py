@@ -10,7 +10,9 @@ report says it could not ask where running entries are, and everything else stan
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,7 +22,9 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
+from typer.testing import CliRunner
 
+from kairos.cli import app
 from kairos.cli.base import console
 from kairos.cli.report import print_report, render_html
 from kairos.compiler import Project
@@ -43,6 +47,7 @@ from kairos.report import Report, build_report
 from kairos.runtime import Event, ProfileChange, RunEnd, StepRecord
 from kairos.store import Store
 from tests.browser.cdp import chromium
+from tests.commands import free_port
 from tests.conftest import ROOT
 from tests.test_web_browser import CHROMIUM, needs_chromium
 
@@ -363,3 +368,24 @@ async def test_the_report_in_the_docs_is_one_kairos_printed(
     docs = (ROOT / "docs" / "authoring.md").read_text(encoding="utf-8")
     excerpt = docs.split("<!-- report excerpt -->")[1].split("```")[1].splitlines()[1:]
     assert excerpt and all(line.rstrip() in printed for line in excerpt), excerpt
+
+
+async def test_without_temporal_the_command_reports_the_store_and_says_what_it_lacks(
+    settings: Settings, store: Store
+) -> None:
+    await store.identify("ada", {"email": "ada@example.com"}, source="test")
+    await store.accept("ada", Event(id="signup-ada", name="signed_up"))
+    env = {
+        "KAIROS_HOME": str(ROOT),
+        "NO_COLOR": "1",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # nothing listens there
+        "KAIROS_DATABASE_URL": settings.database_url,
+    }
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["report", "welcome", "--since", "all", "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{") :])
+    assert data["temporal_error"] == "Temporal is not reachable"
+    (welcome,) = data["journeys"]
+    assert (welcome["entered"], welcome["active"], welcome["running"]) == (1, 1, None)
