@@ -38,7 +38,8 @@ _CONFIG = {"displaylogo": False, "responsive": True}
 _LAYOUT = {
     "template": "plotly_white",
     "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 13},
-    "margin": {"l": 40, "r": 20, "t": 40, "b": 40},
+    "margin": {"l": 40, "r": 20, "t": 60, "b": 40},
+    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
 }
 
 

@@ -323,7 +323,7 @@ def test_an_outcome_has_one_colour_in_every_journeys_chart() -> None:
             stages={},
         )
     )  # fmt: skip
-    green = f"background:{outcome_colour('converted')}"
+    green = f'"color":"{outcome_colour("converted")}"'
     sections = won.split("<h2>")[2:4]
     assert [section.split("<")[0] for section in sections] == ["welcome", "win_back"]
     assert all(green in section for section in sections)

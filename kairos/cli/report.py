@@ -45,7 +45,6 @@ from kairos.report_charts import (
     journey_charts,
     journeys_chart,
     lifecycle_chart,
-    outcome_colour,
     script,
 )
 from kairos.store import Database, StoreError
@@ -487,28 +486,11 @@ def _html_journey(journey: JourneyReport) -> str:
             f"<h2>{_e(journey.journey)}</h2>",
             _html_window(journey),
             journey_charts(journey),
-            _html_outcomes(journey),
             _html_cohorts(journey) if journey.cohorts else "",
             _html_breakdown(journey),
             _html_funnel(journey),
             _html_variants(journey) if journey.variants else "",
         ]
-    )
-
-
-def _html_outcomes(journey: JourneyReport) -> str:
-    slices = [("active", journey.active), *journey.outcomes.most_common()]
-    total = sum(count for _, count in slices) or 1
-    spans, legend = [], []
-    for name, count in slices:
-        colour = outcome_colour(name)
-        spans.append(f'<span style="width:{100 * count / total:.1f}%;background:{colour}"></span>')
-        legend.append(
-            f'<span><i class="sw" style="background:{colour}"></i>{_e(name)} {count}</span>'
-        )
-    return (
-        f'<h3>Where entries are</h3><div class="stack">{"".join(spans)}</div>'
-        f'<p class="legend">{"".join(legend)}</p>'
     )
 
 
