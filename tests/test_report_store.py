@@ -283,8 +283,8 @@ async def test_stage_changes_show_who_moved_where_and_which_journey_moved_them(
     moves = {(m.from_stage, m.to_stage, m.journey): m.customers for m in report.moves}
     assert moves == {("", "consideration", JOURNEY): 3, ("consideration", "purchase", JOURNEY): 2}
     now = {s.stage: (s.customers, s.stalled) for s in report.stages_now}
-    # In their stage since the set step (weeks ago, in the test's story): longer than 30 days
-    # counts as stalled only when it is; these moved within the window of `all` (30 days).
+    # How many are stalled depends on today's date (the story is set in November 2026): only
+    # the customers per stage are asserted here.
     assert now["consideration"][0] == 1 and now["purchase"][0] == 2
     assert now["(none)"] == (1, 0)  # the bystander, created just now
     assert report.stages["purchase"] == 2 and report.stages["(none)"] == 1
