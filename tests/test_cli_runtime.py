@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from kairos.cli import app
 from kairos.config import Settings
 from kairos.store import Store
-from kairos.store.database import redact, with_database
+from kairos.store.database import latest_version, migrations, redact, with_database
 from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
     ROOT,
@@ -37,6 +37,8 @@ from tests.commands import (
 )
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, outbox, timezone_at
+
+WANT = latest_version()
 
 SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
 
@@ -268,28 +270,28 @@ async def test_commands_refuse_a_database_without_the_schema_until_db_upgrade(
         refused = await run(command, env)
         assert refused.code == 1, refused.output
         assert refused.err.strip().endswith(
-            "has schema version 0, this Kairos needs 2: run `kairos db upgrade`"
+            f"has schema version 0, this Kairos needs {WANT}: run `kairos db upgrade`"
         ), refused.err
         assert len(refused.err.strip().splitlines()) == 1
     status = await run(["db", "status"], env)
     assert status.code == 1
+    names = [f"{m.version:04d}_{m.name}" for m in migrations()]
     assert status.err.strip() == (
-        "error: schema version 0, this Kairos needs 2: run `kairos db upgrade` to apply "
-        "0001_customer_store, 0002_provider_pauses"
+        f"error: schema version 0, this Kairos needs {WANT}: run `kairos db upgrade` to apply "
+        + ", ".join(names)
     )
 
     upgraded = await run(["db", "upgrade"], env)
     assert upgraded.code == 0, upgraded.output
     assert upgraded.out.splitlines() == [
         f"customer store: {redact(empty_database)}",
-        "applied 0001_customer_store",
-        "applied 0002_provider_pauses",
-        "now at schema version 2",
+        *(f"applied {name}" for name in names),
+        f"now at schema version {WANT}",
     ]
     again = await run(["db", "upgrade"], env)
-    assert again.out.splitlines()[1:] == ["already at version 2: nothing to apply"]
+    assert again.out.splitlines()[1:] == [f"already at version {WANT}: nothing to apply"]
     status = await run(["db", "status"], env)
-    assert (status.code, status.out.splitlines()[1:]) == (0, ["schema version 2: up to date"])
+    assert (status.code, status.out.splitlines()[1:]) == (0, [f"schema version {WANT}: up to date"])
     known = await run(["customer", "c-42"], env)
     assert known.err.strip() == "error: no customer 'c-42' is known to Kairos"
 

@@ -31,7 +31,7 @@ from kairos.cli import app
 from kairos.cli.serve import serve_command
 from kairos.config import Settings
 from kairos.store import Store
-from kairos.store.database import with_database
+from kairos.store.database import latest_version, with_database
 from kairos.unsubscribe import unsubscribe_url
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig
@@ -343,7 +343,9 @@ async def test_the_operations_guide_commands(
     fresh = {**docs_env, "KAIROS_DATABASE_URL": empty_database}
     refused = await run(documented("kairos worker"), fresh)
     assert refused.code == 1
-    assert refused.err.strip().endswith("this Kairos needs 2: run `kairos db upgrade`")
+    assert refused.err.strip().endswith(
+        f"this Kairos needs {latest_version()}: run `kairos db upgrade`"
+    )
     assert (await run(documented("kairos db status"), fresh)).code == 1
     upgraded = await run(documented("kairos db upgrade"), fresh)
     assert upgraded.code == 0 and "applied 0001_customer_store" in upgraded.out
