@@ -391,7 +391,7 @@ async def test_the_operations_guide_commands(
     assert created.code == 0, created.output
 
     validated = await kairos(documented("kairos validate"), docs_env)
-    assert "journeys valid" in validated.stdout
+    assert validated.stdout.startswith("✓ ") and " valid" in validated.stdout
     timeline = await kairos(
         documented("kairos simulate welcome --customer tests/fixtures/simulate/ada.yaml --json"),
         docs_env,

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "kairos.cli.messages": ("preview",),
     "kairos.cli.simulate": ("simulate",),
     "kairos.cli.enroll": ("enroll",),
+    "kairos.cli.segment": ("segment",),
     "kairos.cli.report": ("report",),
     "kairos.cli.serve": ("serve",),
 }  # fmt: skip

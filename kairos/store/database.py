@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -173,12 +174,12 @@ class Database:
         async with self.connection() as conn, conn.transaction():
             yield conn
 
-    async def fetch_one(self, query: str, params: Any = None) -> DictRow | None:
+    async def fetch_one(self, query: str | sql.Composed, params: Any = None) -> DictRow | None:
         async with self.connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchone()
 
-    async def fetch_all(self, query: str, params: Any = None) -> list[DictRow]:
+    async def fetch_all(self, query: str | sql.Composed, params: Any = None) -> list[DictRow]:
         async with self.connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall()
