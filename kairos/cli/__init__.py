@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "kairos.cli.simulate": ("simulate",),
     "kairos.cli.enroll": ("enroll",),
     "kairos.cli.segment": ("segment",),
+    "kairos.cli.broadcast": ("broadcast",),
     "kairos.cli.report": ("report",),
     "kairos.cli.serve": ("serve",),
 }  # fmt: skip

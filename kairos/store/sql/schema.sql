@@ -147,14 +147,14 @@ CREATE TABLE broadcast_members (
     broadcast    text NOT NULL REFERENCES broadcasts (id) ON DELETE CASCADE,
     customer_id  text NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
     status       text NOT NULL DEFAULT 'pending'
-                 CHECK (status IN ('pending', 'enrolled', 'refused', 'failed')),
+                 CHECK (status IN ('pending', 'enrolled', 'refused')),
     reason       text NOT NULL DEFAULT '',
     run_no       integer,
     done_at      timestamptz,
     PRIMARY KEY (broadcast, customer_id)
 );
 CREATE INDEX broadcast_members_pending ON broadcast_members (broadcast, customer_id)
-    WHERE status <> 'enrolled' AND status <> 'refused';
+    WHERE status = 'pending';
 
 -- Every run: the plan it is pinned to and how it ended. At most one open run per customer and
 -- journey (runs_one_open); its Temporal workflow id is journey:<journey>:<customer>:<run_no>.
