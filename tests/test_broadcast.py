@@ -19,7 +19,7 @@ from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.crypto import MasterKeys
 from kairos.store import Store
-from kairos.store.broadcasts import BroadcastStore, MemberStatus, event_id
+from kairos.store.broadcasts import BroadcastStore, MemberStatus, event_id, reach
 from tests.commands import command_env, documented, run, temporal_fixture  # noqa: F401
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import eventually
@@ -77,7 +77,7 @@ async def scalar(store: Store, query: str, *params: object) -> int:
     return int(next(iter(row.values())))
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 async def test_ten_thousand_members_enter_once_across_a_broadcast_stopped_halfway(
     dev_env: WorkflowEnvironment, settings: Settings, store: Store, project: Project
 ) -> None:
@@ -164,6 +164,29 @@ async def test_a_start_the_crash_left_in_the_outbox_is_made_by_the_next_run(
     assert await scalar(store, "SELECT count(*) FROM dispatches") == 0
     handle = dev_env.client.get_workflow_handle("journey:flash_sale:o-000002:1")
     assert (await handle.describe()).task_queue == settings.task_queue
+
+    # What `kairos report` shows of it: one text sent, one blocked, one converted.
+    async with store.database.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO messages (key, customer_id, journey, run_no, step, channel, category,"
+            " priority, status, reason, due_at, decided_at, sent_at) VALUES"
+            " ('k1', 'o-000001', 'flash_sale', 1, 'flash_sale', 'sms', 'marketing', 0, 'sent',"
+            "  '', now(), now(), now()),"
+            " ('k2', 'o-000002', 'flash_sale', 1, 'flash_sale', 'sms', 'marketing', 0,"
+            "  'blocked', 'sms consent withdrawn', now(), now(), NULL)"
+        )
+        await conn.execute(
+            "UPDATE runs SET ended_at = now(), outcome = 'converted' WHERE customer_id = 'o-000003'"
+        )
+    [found] = await reach(store.database, "flash_sale", None)
+    assert (found.broadcast, found.targeted, found.entered, found.kept_out) == (
+        "friday-sale",
+        3,
+        3,
+        0,
+    )
+    assert (found.sent, found.blocked, found.converted) == (1, {"sms consent withdrawn": 1}, 1)
+    assert await reach(store.database, "win_back", None) == []
 
 
 async def test_an_id_names_one_journey_and_segment(

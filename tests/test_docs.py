@@ -67,6 +67,8 @@ NOT_RUN_HERE = frozenset(
         ".venv/bin/python -m benchmarks --only render --only compile",
         ".venv/bin/python -m benchmarks --json /tmp/run.json",
         '.venv/bin/python -m benchmarks.profiles "$(ls -d benchmarks/results/profile-* | tail -1)"',
+        # A million customers take minutes to write; test_segment_benchmark.py runs 210.
+        ".venv/bin/python -m benchmarks.segments",
     }
 )
 API_KEY = "docs-api-key-0123456789abcdef"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kairos.broadcast import DEFAULT_CONCURRENCY, DEFAULT_RATE, BroadcastError, BroadcastRun
@@ -16,10 +17,11 @@ from kairos.cli.base import fail_text as fail
 from kairos.cli.runtime import load
 from kairos.cli.segment import find_segment
 from kairos.client import Kairos
+from kairos.config import Settings
 from kairos.enroll import EnrollError, ensure_worker
 from kairos.problems import suggestion
-from kairos.store import StoreError
-from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus
+from kairos.store import Database, StoreError, database_url
+from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus, Reach, reach
 
 _EPILOG = (
     "Example: [bold]kairos broadcast flash_sale --segment sms_subscribers_retention[/]  "
@@ -123,4 +125,59 @@ def _report(
     table.add_row("kept out by the entry rule", str(counts[MemberStatus.refused]))
     if counts[MemberStatus.pending]:
         table.add_row("left (run the same command again)", str(counts[MemberStatus.pending]))
+    console.print(table)
+
+
+# --- reach, for `kairos report` ------------------------------------------------------------
+
+
+def broadcast_reach(settings: Settings, journey: str | None, since: datetime | None) -> list[Reach]:
+    """Every broadcast's reach (of ``journey``, begun since ``since``) from the store."""
+
+    async def go() -> list[Reach]:
+        async with await Database.open(await database_url(settings)) as database:
+            return await reach(database, journey, since)
+
+    try:
+        return asyncio.run(go())
+    except StoreError as err:
+        raise fail(str(err)) from None
+
+
+def reach_json(found: list[Reach]) -> list[dict[str, object]]:
+    return [
+        {
+            "broadcast": r.broadcast,
+            "journey": r.journey,
+            "segment": r.segment,
+            "began": r.created_at.isoformat(),
+            "targeted": r.targeted,
+            "entered": r.entered,
+            "kept_out": r.kept_out,
+            "sent": r.sent,
+            "blocked": r.blocked,
+            "converted": r.converted,
+        }
+        for r in found
+    ]
+
+
+def print_reach(found: list[Reach]) -> None:
+    """Broadcast reach: targeted, entered, sent, blocked by reason, converted."""
+    if not found:
+        return
+    table = Table(title="broadcasts", title_justify="left")
+    for column in ("broadcast", "segment", "targeted", "entered", "sent", "blocked", "converted"):
+        table.add_column(column, justify="left" if column in ("broadcast", "segment") else "right")
+    for r in found:
+        blocked = ", ".join(f"{n} {reason}" for reason, n in r.blocked.items()) or "0"
+        table.add_row(
+            escape(r.broadcast),
+            escape(r.segment),
+            str(r.targeted),
+            str(r.entered),
+            str(r.sent),
+            escape(blocked),
+            str(r.converted),
+        )
     console.print(table)

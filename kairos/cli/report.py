@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kairos.cli.base import app, console, err_console, fail
+from kairos.cli.broadcast import broadcast_reach, print_reach, reach_json
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.crypto import MasterKeys
@@ -75,7 +76,8 @@ def report_command(
     Per step: reached, waiting there now, messages sent, blocked, failed,
     deferred and held out, and where entries ended. Split variants each
     against the holdout, and how many customers are in each lifecycle stage
-    now. Read from the customer store
+    now; per broadcast: targeted, entered, sent, blocked by reason, converted.
+    Read from the customer store
     (runs, outcomes, the send ledger, stages) and the runs' own step records
     in Temporal.
     """
@@ -85,12 +87,15 @@ def report_command(
     except ReportError as err:
         raise fail(str(err), code=2) from None
     report = asyncio.run(_build(settings, plans, journey, window, max_runs))
+    broadcasts = broadcast_reach(settings, journey, window)
     if html_file is not None:
         html_file.write_text(render_html(report), encoding="utf-8")
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        body = {**report.to_json(), "broadcasts": reach_json(broadcasts)}
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
     print_report(report)
+    print_reach(broadcasts)
     if html_file is not None:
         console.print(f"[green]wrote[/] {escape(str(html_file))}")
 

@@ -21,7 +21,7 @@ from kairos.plan import Entry, JourneyPlan
 from kairos.routing import START_EVENT
 from kairos.runtime import Event
 from kairos.segments import Segment
-from kairos.store.database import Connection, StoreError
+from kairos.store.database import Connection, Database, StoreError
 from kairos.store.ingest import Accepted
 from kairos.store.store import Store
 
@@ -203,3 +203,64 @@ async def _still_running(conn: Connection, plan: JourneyPlan, customer_id: str) 
     if row is None or row["open_run"] is None:
         return ""
     return f"{plan.name} is running for them (a broadcast restarts nobody)"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What one broadcast came to: members, messages and conversions of the runs it began."""
+
+    broadcast: str
+    journey: str
+    segment: str
+    created_at: datetime
+    targeted: int
+    entered: int
+    kept_out: int
+    sent: int
+    blocked: dict[str, int]  # reason -> messages
+    converted: int
+
+
+async def reach(database: Database, journey: str | None, since: datetime | None) -> list[Reach]:
+    """The reach of every broadcast (of ``journey``) begun since ``since``, newest first."""
+    rows = await database.fetch_all(
+        "SELECT b.id, b.journey, b.segment, b.created_at, b.targeted,"
+        " count(*) FILTER (WHERE m.status = 'enrolled') AS entered,"
+        " count(*) FILTER (WHERE m.status = 'refused') AS kept_out,"
+        " count(*) FILTER (WHERE r.outcome = 'converted') AS converted"
+        " FROM broadcasts b"
+        " LEFT JOIN broadcast_members m ON m.broadcast = b.id"
+        " LEFT JOIN runs r ON r.customer_id = m.customer_id AND r.journey = b.journey"
+        "  AND r.run_no = m.run_no"
+        " WHERE (%(journey)s::text IS NULL OR b.journey = %(journey)s)"
+        " AND (%(since)s::timestamptz IS NULL OR b.created_at >= %(since)s)"
+        " GROUP BY b.id ORDER BY b.created_at DESC",
+        {"journey": journey, "since": since},
+    )
+    found = []
+    for row in rows:
+        messages = await database.fetch_all(
+            "SELECT s.status, s.reason, count(*) AS n FROM broadcast_members m"
+            " JOIN messages s ON s.customer_id = m.customer_id AND s.journey = %s"
+            "  AND s.run_no = m.run_no"
+            " WHERE m.broadcast = %s AND s.status IN ('sent', 'blocked')"
+            " GROUP BY s.status, s.reason",
+            (row["journey"], row["id"]),
+        )
+        blocked = {m["reason"]: int(m["n"]) for m in messages if m["status"] == "blocked"}
+        sent = sum(int(m["n"]) for m in messages if m["status"] == "sent")
+        found.append(
+            Reach(
+                broadcast=row["id"],
+                journey=row["journey"],
+                segment=row["segment"],
+                created_at=row["created_at"],
+                targeted=row["targeted"],
+                entered=row["entered"],
+                kept_out=row["kept_out"],
+                sent=sent,
+                blocked=dict(sorted(blocked.items(), key=lambda item: -item[1])),
+                converted=row["converted"],
+            )
+        )
+    return found
