@@ -216,6 +216,9 @@ class _Value:
     what: str  # how the author wrote it, for messages
     # For counts: the SQL that lists the customers whose count passes ``HAVING count(*) <op> n``.
     grouped: Callable[[sql.Composable], sql.Composable] | None = None
+    # False for expressions that are never NULL (EXISTS): used as they are, so that PostgreSQL
+    # can turn them into joins.
+    nullable: bool = True
 
 
 _TEXT_TYPES = (
@@ -283,10 +286,14 @@ class _Compiler:
     def truth(self, value: _Value) -> sql.Composable:
         """A value used alone (``customer.phone``): Jinja's truth, never NULL."""
         match value.kind:
+            case Kind.boolean if not value.nullable:
+                return value.expr
             case Kind.boolean:
                 return sql.SQL("coalesce({}, false)").format(value.expr)
-            case Kind.text | Kind.datetime:
+            case Kind.text:
                 return sql.SQL("coalesce({} <> '', false)").format(value.expr)
+            case Kind.datetime:  # recorded only as ISO dates: present is true
+                return sql.SQL("({} IS NOT NULL)").format(value.expr)
             case Kind.number:
                 return sql.SQL("coalesce({} <> 0, false)").format(value.expr)
             case Kind.list:
@@ -333,8 +340,10 @@ class _Compiler:
         literal = self.literal(value, constant, op)
         symbol = sql.SQL(_SQL_OPS[op])
         # != is true for a missing attribute (as in journeys); every other comparison false.
-        fallback = sql.SQL("true" if op == "ne" else "false")
-        return sql.SQL("coalesce({} {} {}, {})").format(value.expr, symbol, literal, fallback)
+        # Written without coalesce, so that an index on the attribute (stage) can serve it.
+        if op == "ne":
+            return sql.SQL("({0} IS NULL OR {0} {1} {2})").format(value.expr, symbol, literal)
+        return sql.SQL("({0} IS NOT NULL AND {0} {1} {2})").format(value.expr, symbol, literal)
 
     def literal(self, value: _Value, constant: Any, op: str) -> sql.Composable:
         """``constant`` as SQL of ``value``'s kind, or why they cannot be compared."""
@@ -376,7 +385,7 @@ class _Compiler:
                     'such as customer.stage in ["retention", "advocacy"]',
                 )
             literals = [self.literal(value, item, "eq") for item in items]
-            return sql.SQL("coalesce({} IN ({}), false)").format(
+            return sql.SQL("({0} IS NOT NULL AND {0} IN ({1}))").format(
                 value.expr, sql.SQL(", ").join(literals)
             )
         if _constant(left) and not isinstance(left, nodes.List | nodes.Tuple):
@@ -423,7 +432,7 @@ class _Compiler:
         if name in ("id", "stage") and len(path) == 2:
             return _Value(sql.SQL("c.{}").format(sql.Identifier(name)), Kind.text, shown)
         if name == "consent" and len(path) == 3 and path[2] in CONSENT_KEYS:
-            return _Value(_consent(path[2]), Kind.boolean, shown)
+            return _Value(_consent(path[2]), Kind.boolean, shown, nullable=False)
         if name == "consent":
             topics = ", ".join(f"customer.consent.{k}" for k in CONSENT_KEYS)
             raise SegmentSyntaxError(f"`{shown}` is no consent topic", f"use one of {topics}")
@@ -539,8 +548,12 @@ class _Compiler:
         assert value.grouped is not None
         having = sql.SQL("count(*) {} {}").format(sql.SQL(_SQL_OPS[op]), sql.Literal(number))
         if _PY_OPS[op](0, number):
+            # NOT EXISTS over the grouped rows, not NOT IN: PostgreSQL turns it into an anti
+            # join; NOT IN is run per customer when the rows do not fit in work_mem.
             failing = value.grouped(sql.SQL("NOT ({})").format(having))
-            return sql.SQL("(c.id NOT IN ({}))").format(failing)
+            return sql.SQL(
+                "(NOT EXISTS (SELECT 1 FROM ({}) failing WHERE failing.customer_id = c.id))"
+            ).format(failing)
         return sql.SQL("(c.id IN ({}))").format(value.grouped(having))
 
 

@@ -7,6 +7,7 @@ evaluates it in Python for one customer; history (events, messages, dates) is co
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,6 +72,8 @@ SAME_IN_BOTH = [
     "customer.consent.transactional",
     "customer.id == 'ann'",
     "customer.last_order_at < '2026-10-01'",
+    "customer.last_order_at",
+    "not customer.last_order_at",
     "true",
     "not (customer.consent.sms or customer.lead_score < 20)",
 ]
@@ -217,3 +220,25 @@ async def test_segment_count_and_sample_on_the_command_line(
         "error: no segment `sms_subscriber` in segments/ (did you mean "
         "`sms_subscribers_retention`?)"
     )
+
+
+def test_validate_checks_segments_alone_or_with_the_journeys(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kairos.cli import app
+    from tests.test_language_invalid import INVALID, make_project
+
+    home = make_project(tmp_path, INVALID / "segment_type_mismatch")
+    (home / "segments" / "buyers.yaml").write_text(
+        'segment: buyers\nwhen: events("order_placed") >= 2\n', encoding="utf-8"
+    )
+    env = {"KAIROS_HOME": str(home), "NO_COLOR": "1"}
+    everything = CliRunner().invoke(app, ["validate"], env=env)
+    assert everything.exit_code == 1
+    assert everything.output.splitlines()[0] == (
+        "segments/warm.yaml:2:7: when: customer.lead_score is a number, compared with 'high' "
+        "(compare it with a number such as 50)"
+    )
+    assert everything.output.splitlines()[-1] == "✗ 1 error in journeys/ and segments/"
+    one = CliRunner().invoke(app, ["validate", str(home / "segments" / "buyers.yaml")], env=env)
+    assert (one.exit_code, one.output) == (0, "✓ 1 segment valid\n")

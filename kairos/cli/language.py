@@ -62,7 +62,8 @@ def validate(
         raise typer.Exit(1)
     plans = len(project.plans) if project else 0
     segments = len(project.segments) if project else 0
-    checked = plural(plans, "journey") + (f" and {plural(segments, 'segment')}" if segments else "")
+    kinds = [plural(plans, "journey")] if plans or not segments else []
+    checked = " and ".join([*kinds, *([plural(segments, "segment")] if segments else [])])
     warnings = f" ({report.summary()})" if report.problems else ""
     console.print(Text(f"✓ {checked} valid{warnings}", style="bold green"))
 
