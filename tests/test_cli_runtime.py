@@ -140,8 +140,8 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         unknown = await run(["runs", "--journey", "welcom"], cli)
         assert unknown.code == 1
         assert unknown.err.strip() == (
-            "error: no journey named 'welcom' (journeys: cart_abandonment, nurture, "
-            "referral_reward, welcome, win_back)"
+            "error: no journey named 'welcom' (journeys: cart_abandonment, flash_sale, "
+            "nurture, referral_reward, welcome, win_back)"
         )
     # No worker answers the run's query: its search attribute still names the step.
     data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
@@ -469,7 +469,8 @@ async def test_unknown_names_are_refused_not_quietly_accepted(
          "error: no customer 'nobody-here' is known to Kairos (to create them, give --data with "
          "a profile)"),
         (["report", "nope"], "error: no journey named 'nope' has runs (journeys: "
-                             "cart_abandonment, nurture, referral_reward, welcome, win_back)"),
+                             "cart_abandonment, flash_sale, nurture, referral_reward, welcome, "
+                             "win_back)"),
     ):  # fmt: skip
         refused = await run(args, env)
         assert (refused.code, refused.err.strip(), refused.out) == (1, expected, ""), args
