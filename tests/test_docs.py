@@ -313,7 +313,7 @@ async def test_the_integration_guide_commands_and_examples(
         docs_env,
     )
     assert "cart_abandonment: outcome: completed" in every.stdout, every.stdout
-    assert "not entered: nurture, referral_reward, win_back" in every.stdout
+    assert "not entered: flash_sale, nurture, referral_reward, win_back" in every.stdout
     assert "frequency cap: 3 marketing email per 1w reached" in every.stdout
     helped = await kairos("kairos simulate --help", docs_env)
     assert (
