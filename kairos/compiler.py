@@ -75,6 +75,7 @@ from kairos.problems import (
     suggestion,
 )
 from kairos.rendering import REQUIRED_PARTS, RenderError, TemplateStore, normalise_locale
+from kairos.segments import SEGMENTS_DIR, Segment, load_segments, segment_files
 from kairos.sms import analyse
 from kairos.template_safety import NESTING_HINT, too_deep
 from kairos.unsubscribe import unsubscribe_url
@@ -110,6 +111,8 @@ class Project:
     warnings: Report
     # The template files each plan is pinned to: tree id -> name -> source (kairos.pinning).
     trees: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The audiences of segments/*.yaml, by name (kairos.segments).
+    segments: dict[str, Segment] = field(default_factory=dict)
 
 
 def load_project(home: Path) -> Project:
@@ -136,7 +139,9 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
     catalogue = load_catalogue(home, report)
     _check_locale_styles(home, templates, report)
     plans: dict[str, JourneyPlan] = {}
-    for file in journey_files(home, paths, report):
+    journeys, segment_paths = _split_segments(home, paths)
+    segments = load_segments(home, catalogue, report, segment_paths)
+    for file in journey_files(home, journeys, report):
         plan = compile_journey(
             file, home=home, catalogue=catalogue, templates=templates, report=report
         )
@@ -157,7 +162,28 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
     if report.has_errors or catalogue is None:
         return None, report
     trees = {p.templates: template_tree(p, templates) for p in plans.values() if p.templates}
-    return Project(catalogue, plans, templates, report.only("warning"), trees), report
+    project = Project(catalogue, plans, templates, report.only("warning"), trees, segments)
+    return project, report
+
+
+def _split_segments(
+    home: Path, paths: Sequence[Path] | None
+) -> tuple[Sequence[Path] | None, list[Path] | None]:
+    """``paths`` as journey paths and segment files (None: all of each kind)."""
+    if paths is None:
+        return None, None
+    folder = (home / SEGMENTS_DIR).resolve()
+    journeys: list[Path] = []
+    segments: list[Path] = []
+    for path in paths:
+        resolved = path.resolve()
+        if resolved == folder:
+            segments.extend(segment_files(home))
+        elif resolved.parent == folder and path.suffix in (".yaml", ".yml"):
+            segments.append(path)
+        else:
+            journeys.append(path)
+    return journeys, segments
 
 
 def _check_locale_styles(home: Path, templates: TemplateStore, report: Report) -> None:

@@ -30,12 +30,12 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -47,6 +47,7 @@ from kairos.client import JourneyAlreadyRunning, Kairos, KairosError
 from kairos.plan import Entry, JourneyPlan
 from kairos.store import RunRecord, StoreError
 
+T = TypeVar("T")
 ID_COLUMNS = ("id", "customer_id")
 STATE_DIR = Path(".kairos") / "enroll"
 DEFAULT_RATE = 20.0
@@ -303,7 +304,7 @@ def _load_done(path: Path) -> dict[int, RowResult]:
 # --- enrolling ---------------------------------------------------------------------------------
 
 
-class _Pacer:
+class Pacer:
     """At most ``rate`` starts per second, however many run concurrently."""
 
     def __init__(self, rate: float) -> None:
@@ -316,6 +317,29 @@ class _Pacer:
         self.next = slot + self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
+
+
+async def in_parallel(
+    items: Iterable[T], concurrency: int, handle: Callable[[T], Awaitable[None]]
+) -> None:
+    """``handle`` every item, ``concurrency`` at a time. Cancelling (Ctrl-C) stops them all
+    where they are; an error in one stops the rest and is raised."""
+    queue: asyncio.Queue[T] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+
+    async def drain() -> None:
+        while not queue.empty():
+            await handle(queue.get_nowait())
+
+    workers = [asyncio.create_task(drain()) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*workers, return_exceptions=True)
 
 
 OnResult = Callable[[RowResult], None]
@@ -340,7 +364,7 @@ class Enrollment:
         self.kairos = kairos
         self.plan = plan
         self.state = state
-        self.pacer = _Pacer(rate)
+        self.pacer = Pacer(rate)
         self.concurrency = concurrency
         self.on_result = on_result or (lambda result: None)
 
@@ -349,28 +373,8 @@ class Enrollment:
         return [row for row in rows if row.line not in self.state.done]
 
     async def ensure_worker(self) -> None:
-        """Refuse to start when no worker polls the task queue: the customers would be
-        entered in the store, but no run would make a step (most likely the wrong queue).
-
-        Raises:
-            EnrollError: No worker is polling, or Temporal cannot be asked.
-        """
-        client = self.kairos.client
-        request = DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=self.kairos.task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-        try:
-            described = await client.workflow_service.describe_task_queue(request)
-        except (RPCError, RuntimeError) as err:
-            target = self.kairos.settings.temporal.get("target_host", "localhost:7233")
-            raise EnrollError(f"cannot reach Temporal at {target} ({err})") from None
-        if not described.pollers:
-            raise EnrollError(
-                f"no worker is polling task queue {self.kairos.task_queue!r}: start one "
-                "(`kairos worker`, or `make dev` locally) and run the same command again"
-            )
+        """Refuse to start when no worker polls the task queue (see :func:`ensure_worker`)."""
+        await ensure_worker(self.kairos)
 
     async def run(self, rows: list[Row]) -> None:
         """Enroll ``rows`` (call :meth:`pending` first to skip finished ones).
@@ -378,26 +382,16 @@ class Enrollment:
         Progress is saved as rows finish and once more on the way out, also when cancelled
         (Ctrl-C), so the same command resumes where this one stopped.
         """
-        queue: asyncio.Queue[Row] = asyncio.Queue()
-        for row in rows:
-            queue.put_nowait(row)
-        workers = [asyncio.create_task(self._drain(queue)) for _ in range(self.concurrency)]
         try:
-            await asyncio.gather(*workers)
+            await in_parallel(rows, self.concurrency, self._handle)
         finally:
-            for task in workers:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*workers, return_exceptions=True)
             self.state.save()
 
-    async def _drain(self, queue: asyncio.Queue[Row]) -> None:
-        while not queue.empty():
-            row = queue.get_nowait()
-            await self.pacer.wait()
-            result = await self.enroll(row)
-            self.state.record(result)
-            self.on_result(result)
+    async def _handle(self, row: Row) -> None:
+        await self.pacer.wait()
+        result = await self.enroll(row)
+        self.state.record(result)
+        self.on_result(result)
 
     async def enroll(self, row: Row) -> RowResult:
         """Enroll one customer, unless the journey's entry rule refuses them (or, for a
@@ -425,6 +419,31 @@ class Enrollment:
         """The customer's newest run of the journey, from the store (None when none)."""
         runs = await self.kairos.runs(customer_id, self.plan.name, running=running, limit=1)
         return runs[0] if runs else None
+
+
+async def ensure_worker(kairos: Kairos) -> None:
+    """Refuse to start journeys when no worker polls the task queue: the customers would be
+    entered in the store, but no run would make a step (most likely the wrong queue).
+
+    Raises:
+        EnrollError: No worker is polling, or Temporal cannot be asked.
+    """
+    client = kairos.client
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=kairos.task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    try:
+        described = await client.workflow_service.describe_task_queue(request)
+    except (RPCError, RuntimeError) as err:
+        target = kairos.settings.temporal.get("target_host", "localhost:7233")
+        raise EnrollError(f"cannot reach Temporal at {target} ({err})") from None
+    if not described.pollers:
+        raise EnrollError(
+            f"no worker is polling task queue {kairos.task_queue!r}: start one "
+            "(`kairos worker`, or `make dev` locally) and run the same command again"
+        )
 
 
 def _running(run: RunRecord) -> tuple[Status, str]:

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from kairos.cli import app
 from kairos.config import Settings
 from kairos.store import Store
-from kairos.store.database import redact, with_database
+from kairos.store.database import latest_version, migrations, redact, with_database
 from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
     ROOT,
@@ -37,6 +37,8 @@ from tests.commands import (
 )
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, outbox, timezone_at
+
+WANT = latest_version()
 
 SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
 
@@ -138,8 +140,8 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         unknown = await run(["runs", "--journey", "welcom"], cli)
         assert unknown.code == 1
         assert unknown.err.strip() == (
-            "error: no journey named 'welcom' (journeys: cart_abandonment, nurture, "
-            "referral_reward, welcome, win_back)"
+            "error: no journey named 'welcom' (journeys: cart_abandonment, flash_sale, "
+            "nurture, referral_reward, welcome, win_back)"
         )
     # No worker answers the run's query: its search attribute still names the step.
     data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
@@ -268,29 +270,28 @@ async def test_commands_refuse_a_database_without_the_schema_until_db_upgrade(
         refused = await run(command, env)
         assert refused.code == 1, refused.output
         assert refused.err.strip().endswith(
-            "has schema version 0, this Kairos needs 3: run `kairos db upgrade`"
+            f"has schema version 0, this Kairos needs {WANT}: run `kairos db upgrade`"
         ), refused.err
         assert len(refused.err.strip().splitlines()) == 1
     status = await run(["db", "status"], env)
     assert status.code == 1
+    names = [f"{m.version:04d}_{m.name}" for m in migrations()]
     assert status.err.strip() == (
-        "error: schema version 0, this Kairos needs 3: run `kairos db upgrade` to apply "
-        "0001_customer_store, 0002_provider_pauses, 0003_report_in_the_store"
+        f"error: schema version 0, this Kairos needs {WANT}: run `kairos db upgrade` to apply "
+        + ", ".join(names)
     )
 
     upgraded = await run(["db", "upgrade"], env)
     assert upgraded.code == 0, upgraded.output
     assert upgraded.out.splitlines() == [
         f"customer store: {redact(empty_database)}",
-        "applied 0001_customer_store",
-        "applied 0002_provider_pauses",
-        "applied 0003_report_in_the_store",
-        "now at schema version 3",
+        *(f"applied {name}" for name in names),
+        f"now at schema version {WANT}",
     ]
     again = await run(["db", "upgrade"], env)
-    assert again.out.splitlines()[1:] == ["already at version 3: nothing to apply"]
+    assert again.out.splitlines()[1:] == [f"already at version {WANT}: nothing to apply"]
     status = await run(["db", "status"], env)
-    assert (status.code, status.out.splitlines()[1:]) == (0, ["schema version 3: up to date"])
+    assert (status.code, status.out.splitlines()[1:]) == (0, [f"schema version {WANT}: up to date"])
     known = await run(["customer", "c-42"], env)
     assert known.err.strip() == "error: no customer 'c-42' is known to Kairos"
 
@@ -468,7 +469,8 @@ async def test_unknown_names_are_refused_not_quietly_accepted(
          "error: no customer 'nobody-here' is known to Kairos (to create them, give --data with "
          "a profile)"),
         (["report", "nope"], "error: no journey named 'nope' has runs (journeys: "
-                             "cart_abandonment, nurture, referral_reward, welcome, win_back)"),
+                             "cart_abandonment, flash_sale, nurture, referral_reward, welcome, "
+                             "win_back)"),
     ):  # fmt: skip
         refused = await run(args, env)
         assert (refused.code, refused.err.strip(), refused.out) == (1, expected, ""), args

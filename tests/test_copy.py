@@ -194,7 +194,7 @@ def test_every_sms_says_how_to_stop_them(rendered: list[tuple[Message, Any]]) ->
     # The referral thank-you is transactional, but it goes out on the SMS opt-in and rewards
     # a promotion: it carries the line too.
     sms = [(m, c) for m, c in rendered if m.channel == Channel.sms]
-    assert {m.journey for m, _ in sms} == {"cart_abandonment", "referral_reward"}
+    assert {m.journey for m, _ in sms} == {"cart_abandonment", "flash_sale", "referral_reward"}
     for message, content in sms:
         assert content.body.endswith(SMS_OPT_OUT[message.locale]), message
         assert content.body.count("STOP") == 1, message

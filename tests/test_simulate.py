@@ -170,7 +170,12 @@ async def test_the_whole_project_shares_the_cap_between_welcome_and_a_cart_remin
     )
 
     assert [t.journey for t in whole.entered] == ["cart_abandonment", "welcome"]
-    assert whole.to_json()["not_entered"] == ["nurture", "referral_reward", "win_back"]
+    assert whole.to_json()["not_entered"] == [
+        "flash_sale",
+        "nurture",
+        "referral_reward",
+        "win_back",
+    ]
     cart, welcome = whole.entered
     assert [e.what for e in welcome.entries if e.kind == "event"] == [
         "event signed_up",

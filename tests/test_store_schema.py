@@ -7,6 +7,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ import pytest_asyncio
 
 from kairos.config import Settings
 from kairos.store import Database, SchemaMismatch
+from kairos.store import database as database_module
 from kairos.store.database import SQL_DIR, latest_version, migrations, with_database
 from kairos.store.embedded import pg_binary
 
@@ -49,18 +51,40 @@ async def test_the_migrations_build_exactly_schema_sql(
     assert dump(database_url) == dump(empty_database)
 
 
-def test_migrations_are_numbered_without_gaps() -> None:
-    assert [m.version for m in migrations()] == list(range(1, latest_version() + 1))
+def test_migrations_have_distinct_numbers_in_order() -> None:
+    versions = [m.version for m in migrations()]
+    assert versions == sorted(set(versions)) and versions[-1] == latest_version()
+
+
+async def test_a_migration_merged_after_a_newer_one_was_applied_is_applied_on_upgrade(
+    empty_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two branches add migrations 2 and 3; the one with 3 merges (and is deployed) first.
+    (tmp_path / "migrations").mkdir()
+    first = sorted((SQL_DIR / "migrations").glob("0001_*.sql"))[0]
+    (tmp_path / "migrations" / first.name).write_text(first.read_text())
+    (tmp_path / "migrations" / "0003_third.sql").write_text("CREATE TABLE third (x int);")
+    monkeypatch.setattr(database_module, "SQL_DIR", tmp_path)
+    async with await Database.open(empty_database, check_schema=False) as database:
+        assert [m.version for m in await database.upgrade()] == [1, 3]
+        await database.check_schema()
+        (tmp_path / "migrations" / "0002_second.sql").write_text("CREATE TABLE second (x int);")
+        with pytest.raises(SchemaMismatch, match=r"lacks migration 2 .*run `kairos db upgrade`"):
+            await database.check_schema()
+        assert [m.version for m in await database.upgrade()] == [2]
+        await database.check_schema()
+        assert await database.applied_versions() == {1, 2, 3}
 
 
 async def test_a_database_without_the_schema_is_refused_with_the_command_to_run(
     empty_database: str,
 ) -> None:
-    with pytest.raises(SchemaMismatch, match=r"has schema version 0, this Kairos needs 3: run "
-                       r"`kairos db upgrade`"):  # fmt: skip
+    want = latest_version()
+    with pytest.raises(SchemaMismatch, match=rf"has schema version 0, this Kairos needs {want}: "
+                       r"run `kairos db upgrade`"):  # fmt: skip
         await Database.open(empty_database)
     async with await Database.open(empty_database, check_schema=False) as database:
-        assert [m.version for m in await database.upgrade()] == [1, 2, 3]
+        assert [m.version for m in await database.upgrade()] == [m.version for m in migrations()]
         assert await database.upgrade() == []  # applying again changes nothing
         await database.check_schema()
 

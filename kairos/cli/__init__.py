@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "kairos.cli.messages": ("preview",),
     "kairos.cli.simulate": ("simulate",),
     "kairos.cli.enroll": ("enroll",),
+    "kairos.cli.segment": ("segment",),
+    "kairos.cli.broadcast": ("broadcast",),
     "kairos.cli.report": ("report",),
     "kairos.cli.serve": ("serve",),
 }  # fmt: skip

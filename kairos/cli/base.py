@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperOption
 
 app = typer.Typer(
@@ -71,3 +74,19 @@ def quiet_logs() -> None:
     logging.basicConfig(level=logging.ERROR, format="kairos: %(message)s")
     # The pool logs each failed attempt; StoreUnavailable says it once, with what to do.
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on a terminal (nothing when output is piped); yields ``advance()``."""
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not err_console.is_terminal,
+    )
+    task = progress.add_task(label, total=total)
+    with progress:
+        yield lambda: progress.advance(task)

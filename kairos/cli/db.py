@@ -103,9 +103,12 @@ def status() -> None:
     """
     settings = _settings()
     want = latest_version()
-    have = _with_database(settings, lambda database: database.schema_version())
+    applied = _with_database(settings, lambda database: database.applied_versions())
+    have = max(applied, default=0)
     console.print(f"customer store: {escape(_where(settings))}", highlight=False)
-    if have == want:
+    # Not applied: newer ones, and any merged after a newer one was applied.
+    pending = [m for m in migrations() if m.version not in applied]
+    if have == want and not pending:
         console.print(f"schema version {have}: up to date", highlight=False)
         return
     if have > want:
@@ -113,7 +116,6 @@ def status() -> None:
             f"schema version {have}, newer than this Kairos knows ({want}): upgrade Kairos "
             "before running it against this database"
         )
-    pending = [m for m in migrations() if m.version > have]
     raise fail(
         f"schema version {have}, this Kairos needs {want}: run `kairos db upgrade` to apply "
         f"{_names(pending)}"

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from kairos.cli.base import app, console, err_console, fail
+from kairos.cli.base import app, console, err_console, fail, progress_bar
 from kairos.client import Kairos
 from kairos.compiler import Project, load_project
 from kairos.config import ConfigError, Settings, load_settings
@@ -148,7 +145,7 @@ def _enroll(job: _Job, results: list[RowResult], *, rate: float, concurrency: in
             if not pending:
                 return
             await enrollment.ensure_worker()
-            with _progress(len(pending)) as advance:
+            with progress_bar("enrolling", len(pending)) as advance:
 
                 def heard(result: RowResult) -> None:
                     results.append(result)
@@ -167,22 +164,6 @@ def _enroll(job: _Job, results: list[RowResult], *, rate: float, concurrency: in
             "Run the same command again to resume.",
             code=130,
         ) from None
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[], None]]:
-    """A progress bar on a terminal (nothing when output is piped); yields ``advance()``."""
-    progress = Progress(
-        TextColumn("enrolling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=not err_console.is_terminal,
-    )
-    task = progress.add_task("enroll", total=total)
-    with progress:
-        yield lambda: progress.advance(task)
 
 
 def _report(job: _Job, results: list[RowResult], earlier: int, *, as_json: bool) -> None:

@@ -16,6 +16,7 @@ from kairos.config import ConfigError, load_settings
 from kairos.graph import to_mermaid
 from kairos.problems import Problem, Report, plural, suggestion
 from kairos.schema import customer_json_schema, journey_json_schema
+from kairos.segments import SEGMENTS_DIR
 
 _VALIDATE_EPILOG = (
     "Examples: [bold]kairos validate[/] (every journey) · "
@@ -45,11 +46,13 @@ def validate(
     paths: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Journey files or folders to check (default: journeys/).", show_default=False
+            help="Journey or segment files, or folders, to check (default: journeys/ and "
+            "segments/).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Check journeys, templates and customer.yaml; report every problem at once."""
+    """Check journeys, segments, templates and customer.yaml; report every problem at once."""
     home = _home()
     project, report = check_project(home, paths or None)
     _print_report(report)
@@ -58,13 +61,19 @@ def validate(
         console.print(Text(f"✗ {report.summary()} in {files}", style="bold red"))
         raise typer.Exit(1)
     plans = len(project.plans) if project else 0
+    segments = len(project.segments) if project else 0
+    kinds = [plural(plans, "journey")] if plans or not segments else []
+    checked = " and ".join([*kinds, *([plural(segments, "segment")] if segments else [])])
     warnings = f" ({report.summary()})" if report.problems else ""
-    console.print(Text(f"✓ {plural(plans, 'journey')} valid{warnings}", style="bold green"))
+    console.print(Text(f"✓ {checked} valid{warnings}", style="bold green"))
 
 
 def _checked_files(home: Path, paths: list[Path] | None) -> str:
     if not paths:
-        return f"{display_path(home / 'journeys', home)}/"
+        journeys = f"{display_path(home / 'journeys', home)}/"
+        if (home / SEGMENTS_DIR).is_dir():
+            return f"{journeys} and {SEGMENTS_DIR}/"
+        return journeys
     return ", ".join(display_path(p, home) for p in paths)
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from temporalio.client import Client
 
 from kairos.cli.base import app, console, err_console, fail
+from kairos.cli.broadcast import broadcast_reach, print_reach, reach_json
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.crypto import MasterKeys
@@ -81,7 +82,8 @@ def report_command(
     Per step: reached, waiting there now, messages sent, blocked, failed,
     deferred and held out, and where entries ended. Split variants each
     against the holdout, and how many customers are in each lifecycle stage
-    now and how they moved between stages. Counted with SQL in the customer
+    now and how they moved between stages; per broadcast: targeted, entered,
+    sent, blocked by reason, converted. Counted with SQL in the customer
     store; Temporal is asked once where running entries are now (the report
     says so when it cannot be).
     """
@@ -91,14 +93,17 @@ def report_command(
     except ReportError as err:
         raise fail(str(err), code=2) from None
     report = asyncio.run(_build(settings, plans, journey, window))
+    broadcasts = broadcast_reach(settings, journey, window)
     if html_file is not None:
         html_file.write_text(render_html(report), encoding="utf-8")
     if csv_file is not None:
         csv_file.write_text(render_csv(report), encoding="utf-8")
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        body = {**report.to_json(), "broadcasts": reach_json(broadcasts)}
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
     print_report(report)
+    print_reach(broadcasts)
     for written in (html_file, csv_file):
         if written is not None:
             console.print(f"[green]wrote[/] {escape(str(written))}")

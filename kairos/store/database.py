@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -65,13 +66,14 @@ def migrations() -> list[Migration]:
             raise StoreError(f"{path}: migrations are named NNNN_words.sql")
         found.append(Migration(int(match.group(1)), match.group(2), path))
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise StoreError(f"migrations must be numbered 1, 2, 3, ... without gaps: {versions}")
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"two migrations share a number: {versions}")
     return found
 
 
 def latest_version() -> int:
-    return len(migrations())
+    """The newest migration's number (0 when none)."""
+    return max((m.version for m in migrations()), default=0)
 
 
 def redact(url: str) -> str:
@@ -172,12 +174,12 @@ class Database:
         async with self.connection() as conn, conn.transaction():
             yield conn
 
-    async def fetch_one(self, query: str, params: Any = None) -> DictRow | None:
+    async def fetch_one(self, query: str | sql.Composed, params: Any = None) -> DictRow | None:
         async with self.connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchone()
 
-    async def fetch_all(self, query: str, params: Any = None) -> list[DictRow]:
+    async def fetch_all(self, query: str | sql.Composed, params: Any = None) -> list[DictRow]:
         async with self.connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall()
@@ -192,15 +194,35 @@ class Database:
         row = await self.fetch_one("SELECT coalesce(max(version), 0) AS v FROM kairos_migrations")
         return int(row["v"]) if row else 0
 
+    async def applied_versions(self) -> set[int]:
+        """Every migration number applied to the database (empty for an empty database)."""
+        if await self.schema_version() == 0:
+            return set()
+        rows = await self.fetch_all("SELECT version FROM kairos_migrations")
+        return {int(row["version"]) for row in rows}
+
     async def check_schema(self) -> None:
-        """Raise SchemaMismatch unless the database is at exactly this Kairos's schema."""
+        """Raise SchemaMismatch unless the database has exactly this Kairos's migrations.
+
+        Compared as sets, not by the newest number: branches developed side by side may ship
+        migrations 3 and 4 in either order, and a database that got 4 before 3 existed still
+        lacks 3 (``kairos db upgrade`` applies it).
+        """
         have, want = await self.schema_version(), latest_version()
-        if have == want:
+        applied = await self.applied_versions()
+        shipped = {m.version for m in migrations()}
+        if applied == shipped:
             return
-        if have < want:
+        if applied <= shipped and have < want:
             raise SchemaMismatch(
                 f"the database at {redact(self.url)} has schema version {have}, this Kairos "
                 f"needs {want}: run `kairos db upgrade`"
+            )
+        if applied <= shipped:
+            lacking = ", ".join(str(v) for v in sorted(shipped - applied))
+            raise SchemaMismatch(
+                f"the database at {redact(self.url)} lacks migration {lacking} (merged after "
+                "a newer one was applied): run `kairos db upgrade`"
             )
         raise SchemaMismatch(
             f"the database at {redact(self.url)} has schema version {have}, newer than this "

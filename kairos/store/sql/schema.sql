@@ -60,6 +60,7 @@ CREATE TABLE customers (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX customers_phone ON customers (phone) WHERE phone IS NOT NULL;
+CREATE INDEX customers_by_stage ON customers (stage);
 
 -- Data keys (AES-256) that encrypt what Temporal stores: one per customer, and one for payloads
 -- of no customer (customer_id NULL, id 'installation'). Each is wrapped (AES-GCM) by the master
@@ -111,6 +112,8 @@ CREATE TABLE events (
     PRIMARY KEY (customer_id, id)
 );
 CREATE INDEX events_by_customer ON events (customer_id, seq);
+-- Segment conditions count events by name, in a time window (kairos.segments).
+CREATE INDEX events_by_name ON events (name, occurred_at, customer_id);
 
 -- One row per customer and journey they ever entered. The entry rules are this table's
 -- primary key and one conditional upsert each: `once` inserts or does nothing; `after_exit`
@@ -124,6 +127,34 @@ CREATE TABLE journey_entries (
     last_at      timestamptz NOT NULL,
     PRIMARY KEY (customer_id, journey)
 );
+
+-- One row per broadcast: a journey started for every member of a segment, as the segment was
+-- when the broadcast began (its members are copied into broadcast_members at once).
+CREATE TABLE broadcasts (
+    id           text PRIMARY KEY,
+    journey      text NOT NULL,
+    segment      text NOT NULL,
+    condition    text NOT NULL,        -- the segment's `when`, as it was
+    targeted     integer NOT NULL,     -- members when it began
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
+
+-- Each member of a broadcast and what became of them. The journey start is recorded in the
+-- store under the event id broadcast:<id>, so a member is entered at most once whatever
+-- happens to this row (a crash between the start and the status update).
+CREATE TABLE broadcast_members (
+    broadcast    text NOT NULL REFERENCES broadcasts (id) ON DELETE CASCADE,
+    customer_id  text NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    status       text NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'enrolled', 'refused')),
+    reason       text NOT NULL DEFAULT '',
+    run_no       integer,
+    done_at      timestamptz,
+    PRIMARY KEY (broadcast, customer_id)
+);
+CREATE INDEX broadcast_members_pending ON broadcast_members (broadcast, customer_id)
+    WHERE status = 'pending';
 
 -- Every run: the plan it is pinned to and how it ended. At most one open run per customer and
 -- journey (runs_one_open); its Temporal workflow id is journey:<journey>:<customer>:<run_no>.
@@ -247,6 +278,8 @@ CREATE TABLE messages (
 CREATE INDEX messages_unknown ON messages (unknown_since) WHERE status = 'unknown';
 CREATE INDEX messages_by_customer ON messages (customer_id, decided_at);
 CREATE INDEX messages_by_run ON messages (journey, customer_id, run_no);
+CREATE INDEX messages_sent_by_channel ON messages (channel, sent_at, customer_id)
+    WHERE status = 'sent';
 
 -- Addresses that must never be messaged again (scope all) or never with marketing (scope
 -- marketing): HMAC-SHA256 of the normalised address under kairos_meta's suppression key.
