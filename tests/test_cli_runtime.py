@@ -353,6 +353,31 @@ def test_a_mistake_is_one_line_before_anything_is_connected_to(
     assert "PostgreSQL" not in result.output
 
 
+def test_a_data_file_too_large_or_not_text_is_refused_without_reading_it_all(
+    tmp_path: Path,
+) -> None:
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as handle:  # 1 GB, sparse: reading it whole would take the memory
+        handle.truncate(1 << 30)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b'{"email": "\xff"}')
+    env = command_env(
+        KAIROS_DATABASE_URL=f"postgresql://kairos@127.0.0.1:{free_port()}/kairos",
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        KAIROS_OUTBOX=tmp_path,
+    )
+    expected = {
+        huge: f"error: --data: {huge} is larger than 256 KB; one event's data holds at most 32 KB",
+        binary: f"error: --data: {binary} is not UTF-8 text (byte 11)",
+    }
+    for path, message in expected.items():
+        args = ["emit", "c-42", "signed_up", "--data", f"@{path}"]
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(message), result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
 def test_bad_configuration_exits_2() -> None:
     env = command_env(KAIROS_DATABASE_URL="mysql://kairos@db/kairos")
     result = CliRunner().invoke(app, ["customer", "c-42"], env=env)

@@ -13,6 +13,7 @@ from activities.providers.outbox import INDEX_FILE
 from kairos.config import Settings
 from kairos.runtime import JourneyResult, journey_workflow_id
 from kairos.store import Store
+from kairos.store.runs import runs_of
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, finish, outbox, started, timezone_at
 
@@ -68,6 +69,13 @@ async def test_unsubscribe_forget_and_sign_up_again_stays_opted_out(
             ts_env.client, journey_workflow_id("cart_abandonment", "c-ann", 1), JourneyResult
         )
         await finish(ts_env, cart)
+        # Her new welcome is a run of its own: her erased first run keeps its workflow id in
+        # Temporal, so the numbering carries on past it instead of colliding with it.
+        again = await started(ts_env.client, journey_workflow_id("welcome", "c-ann", 2))
+        assert (await again.describe()).status is not WorkflowExecutionStatus.TERMINATED
+        assert [
+            r.run_no for r in await runs_of(store.database, customer_id="c-ann", journey="welcome")
+        ] == [2]
 
     record = await store.customer("c-ann")
     assert record is not None and record.consent.marketing  # her new sign-up's consent
@@ -79,10 +87,13 @@ async def test_unsubscribe_forget_and_sign_up_again_stays_opted_out(
         assert decided and all(status == "blocked" for _, status in decided)
         assert all("suppressed" in m.reason for m in record.messages)
     else:
-        assert sent and all(journey == "cart_abandonment" for journey, _ in decided)
+        # Welcomed again (a new person to the store under the same id) and reminded of the cart.
+        assert {journey for journey, _ in decided} == {"welcome", "cart_abandonment"}
         assert all(status == "sent" for _, status in decided)
     rows = await store.database.fetch_all("SELECT channel, scope, reason FROM suppressions")
     assert [(r["channel"], r["scope"]) for r in rows] == (
         [("email", "marketing")] if opted_out else []
     )
     assert "c-ann" not in json.dumps([dict(r) for r in rows])
+    retired = await store.database.fetch_all("SELECT journey, last_run FROM retired_runs")
+    assert [(r["journey"], r["last_run"]) for r in retired] == [("welcome", 1)]

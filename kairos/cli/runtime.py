@@ -25,6 +25,7 @@ from kairos.cli.base import app, console, quiet_logs, warn
 from kairos.cli.base import fail_text as fail
 from kairos.client import (
     CONSENT_TOPICS,
+    MAX_PROPERTIES_BYTES,
     CustomerNotFound,
     Kairos,
     KairosError,
@@ -84,6 +85,10 @@ def with_client(
         raise fail(str(err)) from None
 
 
+# The largest --data @file read: the properties limit with room for indentation and whitespace.
+_MAX_JSON_FILE = 8 * MAX_PROPERTIES_BYTES
+
+
 def _json_arg(raw: str | None, what: str) -> dict[str, Any]:
     if not raw:
         return {}
@@ -92,7 +97,19 @@ def _json_arg(raw: str | None, what: str) -> dict[str, Any]:
         path = Path(raw[1:])
         if not path.is_file():
             raise fail(f"{what}: no file {path}")
-        text = path.read_text(encoding="utf-8")
+        # Read no more than could ever be accepted: an event holds at most 32 KB of properties,
+        # so a file far larger is a mistake, not something to load into memory.
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_JSON_FILE + 1)
+        if len(data) > _MAX_JSON_FILE:
+            raise fail(
+                f"{what}: {path} is larger than {_MAX_JSON_FILE // 1024} KB; one event's data "
+                f"holds at most {MAX_PROPERTIES_BYTES // 1024} KB of JSON"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise fail(f"{what}: {path} is not UTF-8 text (byte {err.start})") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:

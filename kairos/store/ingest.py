@@ -31,7 +31,14 @@ from kairos.routing import SET_EVENT, START_EVENT
 from kairos.runtime import Event
 from kairos.store.database import Connection
 from kairos.store.keys import create_customer_key
-from kairos.store.views import CustomerRow, jsonb, load_customer, to_json
+from kairos.store.views import (
+    CustomerRow,
+    customer_id_hash,
+    jsonb,
+    load_customer,
+    suppression_key,
+    to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,7 @@ class Ingest:
         self.master = master
         self.plans = sorted(plans.values(), key=lambda p: (-p.priority, p.name))
         self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
+        self._id_key: bytes | None = None
 
     async def accept(self, conn: Connection, customer_id: str, event: Event) -> Accepted:
         """Record ``event`` for the customer, apply it and decide its dispatches.
@@ -317,21 +325,28 @@ class Ingest:
     ) -> tuple[int | None, int | None, str]:
         """Apply the plan's entry rule: (new run number or None, run it replaced, refusal)."""
         values = (customer_id, plan.name)
+        # A first entry continues the numbering of the runs an erased customer with this id had.
         insert = (
-            "INSERT INTO journey_entries (customer_id, journey, entries, open_run, first_at,"
-            " last_at) VALUES (%s, %s, 1, 1, now(), now()) ON CONFLICT (customer_id, journey)"
+            "INSERT INTO journey_entries (customer_id, journey, entries, open_run, run_base,"
+            " first_at, last_at) SELECT %s, %s, 1, base + 1, base, now(), now() FROM"
+            " (SELECT coalesce(max(last_run), 0) AS base FROM retired_runs"
+            "  WHERE id_hash = %s AND journey = %s) AS retired"
+            " ON CONFLICT (customer_id, journey)"
         )
         take = (
             " DO UPDATE SET entries = journey_entries.entries + 1,"
-            " open_run = journey_entries.entries + 1, last_at = EXCLUDED.last_at"
+            " open_run = journey_entries.run_base + journey_entries.entries + 1,"
+            " last_at = EXCLUDED.last_at"
         )
+        returning = " RETURNING run_base + entries AS run_no"
+        retired = (await self._id_hash(conn, customer_id), plan.name)
         previous: int | None = None
         match plan.entry:
             case Entry.once:
-                query = insert + " DO NOTHING RETURNING entries"
+                query = insert + " DO NOTHING" + returning
                 refusal = f"{customer_id} has been through {plan.name} before (entry: once)"
             case Entry.after_exit:
-                query = insert + take + " WHERE journey_entries.open_run IS NULL RETURNING entries"
+                query = insert + take + " WHERE journey_entries.open_run IS NULL" + returning
                 refusal = f"{plan.name} is already running for {customer_id} (entry: after_exit)"
             case Entry.restart:
                 cursor = await conn.execute(
@@ -347,13 +362,19 @@ class Ingest:
                         " WHERE customer_id = %s AND journey = %s AND run_no = %s",
                         (*values, previous),
                     )
-                query = insert + take + " RETURNING entries"
+                query = insert + take + returning
                 refusal = ""
-        cursor = await conn.execute(query, values)
+        cursor = await conn.execute(query, (*values, *retired))
         entered = await cursor.fetchone()
         if entered is None:
             return None, None, refusal
-        return int(entered["entries"]), previous, ""
+        return int(entered["run_no"]), previous, ""
+
+    async def _id_hash(self, conn: Connection, customer_id: str) -> bytes:
+        """The keyed hash erased customer ids are retired under (the key read once)."""
+        if self._id_key is None:
+            self._id_key = await suppression_key(conn)
+        return customer_id_hash(self._id_key, customer_id)
 
     async def _open_runs(self, conn: Connection, customer_id: str) -> list[_OpenRun]:
         cursor = await conn.execute(

@@ -15,7 +15,7 @@ from kairos.plan import Channel
 from kairos.runtime import Consent
 from kairos.store.database import Connection, Database
 from kairos.store.runs import RunRecord, select_runs
-from kairos.store.views import address_hash, load_customer, suppression_key
+from kairos.store.views import address_hash, customer_id_hash, load_customer, suppression_key
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,15 @@ async def forget(
                  "consent withdrawn before erasure"),
             )  # fmt: skip
             forgotten.suppressed.append(f"{channel.value} ({scope})")
+        # Temporal keeps the erased runs' workflow ids: a later customer with this id numbers
+        # its runs after them (kairos/store/ingest.py) instead of colliding with them.
+        await conn.execute(
+            "INSERT INTO retired_runs (id_hash, journey, last_run)"
+            " SELECT %s, journey, run_base + entries FROM journey_entries WHERE customer_id = %s"
+            " ON CONFLICT (id_hash, journey)"
+            " DO UPDATE SET last_run = greatest(retired_runs.last_run, EXCLUDED.last_run)",
+            (customer_id_hash(key, customer_id), customer_id),
+        )
         await conn.execute("DELETE FROM customers WHERE id = %s", (customer_id,))
         return forgotten
 

@@ -130,6 +130,11 @@ async def suppression_key(conn: Connection) -> bytes:
     return bytes.fromhex(row["value"])
 
 
+def customer_id_hash(key: bytes, customer_id: str) -> bytes:
+    """The keyed hash an erased customer id's run numbers are kept under (retired_runs)."""
+    return hmac.new(key, f"customer:{customer_id}".encode(), hashlib.sha256).digest()
+
+
 def address_hash(key: bytes, channel: Channel, address: str) -> bytes:
     """The keyed hash of a normalised address: emails compare case-insensitively, phone
     numbers in E.164."""

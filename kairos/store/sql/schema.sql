@@ -122,10 +122,15 @@ CREATE TABLE journey_entries (
     customer_id  text NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
     journey      text NOT NULL,
     entries      integer NOT NULL CHECK (entries >= 1),
-    open_run     integer CHECK (open_run BETWEEN 1 AND entries),
+    open_run     integer,
     first_at     timestamptz NOT NULL,
     last_at      timestamptz NOT NULL,
-    PRIMARY KEY (customer_id, journey)
+    -- Runs numbered before this customer id was erased (retired_runs): this entry's runs are
+    -- run_base + 1 ... run_base + entries, so no workflow id of an erased run is used again.
+    run_base     integer NOT NULL DEFAULT 0 CHECK (run_base >= 0),
+    PRIMARY KEY (customer_id, journey),
+    CONSTRAINT journey_entries_open_run_check
+        CHECK (open_run BETWEEN run_base + 1 AND run_base + entries)
 );
 
 -- One row per broadcast: a journey started for every member of a segment, as the segment was
@@ -290,6 +295,17 @@ CREATE TABLE suppressions (
     reason        text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (address_hash, scope)
+);
+
+-- The last run number each journey reached for a customer id that was erased, under the
+-- HMAC-SHA256 of the id with kairos_meta's suppression key (no customer id). Temporal keeps an
+-- erased run's workflow id (journey:<journey>:<customer>:<run_no>) and refuses to start it
+-- again, so a customer signing up again under the same id continues the numbering from here.
+CREATE TABLE retired_runs (
+    id_hash   bytea NOT NULL,
+    journey   text NOT NULL,
+    last_run  integer NOT NULL CHECK (last_run >= 1),
+    PRIMARY KEY (id_hash, journey)
 );
 
 -- Inbound SMS keywords applied, by Twilio's MessageSid: a retried STOP is applied once, so it
