@@ -30,6 +30,13 @@ SA_STEP = SearchAttributeKey.for_keyword("KairosStep")
 SA_STAGE = SearchAttributeKey.for_keyword("KairosStage")
 SA_OUTCOME = SearchAttributeKey.for_keyword("KairosOutcome")
 SEARCH_ATTRIBUTES = (SA_CUSTOMER, SA_JOURNEY, SA_VERSION, SA_STEP, SA_STAGE, SA_OUTCOME)
+# A wait at least this long shows its step in KairosStep (one billable upsert), so support can
+# find who waits there; a shorter one shows it in the run's current details only, which are
+# free and which the Temporal UI and `kairos customer` show.
+SEARCHABLE_WAIT_SECONDS = 3600
+# What the send activity may answer that does not settle the message for good: deferred, sent
+# by another channel, or the run cancelled. A send carrying the run's end records it otherwise.
+UNSETTLED_SENDS = frozenset({"rerouted", "deferred", "cancelled"})
 
 
 def journey_workflow_id(journey: str, customer_id: str, run_no: int) -> str:
@@ -99,6 +106,17 @@ class RunSignal(Model):
     restart: bool = False
 
 
+class RunEnd(Model):
+    """How a run ended, recorded in the store (which then lets ``after_exit`` enter again)."""
+
+    customer_id: str
+    journey: str
+    run_no: int
+    outcome: str
+    problems: list[str] = Field(default_factory=list)
+    goal_event: str | None = None  # the id of the event that converted it
+
+
 class ActionRequest(Model):
     """Input of the action activity: a registered action or a webhook, arguments rendered."""
 
@@ -126,17 +144,8 @@ class ProfileChange(Model):
     increment: dict[str, float] = Field(default_factory=dict)
     stage: str | None = None
     reads: list[str] = Field(default_factory=list)
-
-
-class RunEnd(Model):
-    """How a run ended, recorded in the store (which then lets ``after_exit`` enter again)."""
-
-    customer_id: str
-    journey: str
-    run_no: int
-    outcome: str
-    problems: list[str] = Field(default_factory=list)
-    goal_event: str | None = None  # the id of the event that converted it
+    # The run ends right after this step: the activity records the end too (one action less).
+    end: RunEnd | None = None
 
 
 class RunProblems(Model):
@@ -237,6 +246,9 @@ class DeliverRequest(Model):
     ignore_quiet_hours: bool = False
     default_locale: str = "en"
     context: dict[str, Any] = Field(default_factory=dict)
+    # The run ends right after this send: the activity records the end too once the message
+    # is settled (sent, blocked, failed for good), not when it is deferred or rerouted.
+    end: RunEnd | None = None
 
 
 class FailedSend(Model):

@@ -59,7 +59,9 @@ with workflow.unsafe.imports_passed_through():
         QUERY_STATE,
         SA_OUTCOME,
         SA_STEP,
+        SEARCHABLE_WAIT_SECONDS,
         SIGNAL_EVENT,
+        UNSETTLED_SENDS,
         ActionRequest,
         DeliverRequest,
         Event,
@@ -98,6 +100,12 @@ SEEN_EVENTS = 200
 INBOX_EVENTS = 100
 # A run that keeps failing the same way says so once per distinct problem, up to this many.
 MAX_PROBLEMS = 20
+# Patches (workflow.patched): runs recorded before them replay as they ran.
+# Short waits show their step in the current details only, not in KairosStep.
+STEP_IN_DETAILS = "step-in-details"
+# The outcome is recorded in the store only (no KairosOutcome upsert), and by the run's last
+# send or set step when nothing but gotos and exits follows it (no end_run activity).
+END_IN_STORE = "end-in-store"
 # The step records a run keeps (and carries across continue-as-new): the newest ones.
 MAX_RECORDS = 500
 
@@ -170,6 +178,8 @@ class JourneyWorkflow:
         self.restarted = False
         self.waiting = ""
         self.outcome = COMPLETED
+        # The outcome the run's last activity recorded as the run's end, if it did.
+        self.ended_as: str | None = None
 
     @workflow.run
     async def run(self, input: JourneyInput) -> JourneyResult:
@@ -325,11 +335,19 @@ class JourneyWorkflow:
             self.profile_version = snapshot.version
 
     async def _end(self) -> None:
-        """Tell the store how the run ended, and show it in the Temporal UI."""
-        workflow.upsert_search_attributes(
-            [SA_STEP.value_unset(), SA_OUTCOME.value_set(self.outcome)]
-        )
+        """Tell the store how the run ended (unless its last activity did), and show it in the
+        Temporal UI."""
+        if workflow.patched(END_IN_STORE):
+            if workflow.info().typed_search_attributes.get(SA_STEP):
+                workflow.upsert_search_attributes([SA_STEP.value_unset()])
+        else:
+            workflow.upsert_search_attributes(
+                [SA_STEP.value_unset(), SA_OUTCOME.value_set(self.outcome)]
+            )
         workflow.set_current_details(f"ended: {self.outcome}")
+        problems = self.state.problems[self.state.problems_reported :]
+        if self.ended_as == self.outcome and not problems:
+            return
         await workflow.execute_activity(
             END_RUN_ACTIVITY,
             RunEnd(
@@ -337,7 +355,7 @@ class JourneyWorkflow:
                 journey=self.plan.name,
                 run_no=self.run_no,
                 outcome=self.outcome,
-                problems=self.state.problems[self.state.problems_reported :],
+                problems=problems,
                 goal_event=(
                     self.exit_event.id
                     if self.outcome == CONVERTED and self.exit_event is not None
@@ -348,6 +366,32 @@ class JourneyWorkflow:
             retry_policy=STORE_RETRY,
             summary=f"record the end: {self.outcome}",
         )
+
+    def _end_after(self, step: SendStep | SetStep) -> RunEnd | None:
+        """The run's end for ``step``'s activity to record, when only gotos and exits follow
+        it (so nothing else can happen in between but a goal, a restart or a cancellation,
+        after which the run records its own end)."""
+        outcome, target, seen = COMPLETED, step.next, set()
+        while target is not None:
+            if target in seen:
+                return None
+            seen.add(target)
+            following = self.plan.step(target)
+            if isinstance(following, GotoStep):
+                target = following.target
+            elif isinstance(following, ExitStep):
+                outcome, target = following.outcome, None
+            else:
+                return None
+        unsettled = self.exit_event is not None or self.restarted
+        if unsettled or self.state.problems[self.state.problems_reported :]:
+            return None
+        if not workflow.patched(END_IN_STORE):
+            return None
+        return RunEnd(
+            customer_id=self.customer_id, journey=self.plan.name, run_no=self.run_no,
+            outcome=outcome,
+        )  # fmt: skip
 
     async def _run_step(self, step: PlanStep) -> str | None:
         match step:
@@ -405,6 +449,7 @@ class JourneyWorkflow:
             # The activity renders with the stored profile as it is at send time, so the
             # run's copy would only add bytes (and personal data) to every send's history.
             context=self._context(customer=False),
+            end=self._end_after(step),
         )
         for _ in range(MAX_DEFERRALS + 1):
             outcome = await self._deliver(request, step)
@@ -442,6 +487,8 @@ class JourneyWorkflow:
                 task_queue=delivery.send_queue(workflow.info().task_queue, request.channel),
                 summary=f"send {request.channel.value} {step.template}",
             )
+            if request.end is not None and outcome.status not in UNSETTLED_SENDS:
+                self.ended_as = request.end.outcome
             return outcome
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
@@ -559,6 +606,7 @@ class JourneyWorkflow:
             increment=step.increment,
             stage=step.stage.value if step.stage else None,
             reads=sorted(self._reads()),
+            end=self._end_after(step),
         )
         # Written to the store and read back: a condition after this step sees the stored
         # result (an increment added to the current score, not to this run's copy).
@@ -571,6 +619,8 @@ class JourneyWorkflow:
             summary=f"set {', '.join(sorted([*change.attributes, *step.increment])) or 'stage'}",
         )
         self._take_profile(stored)
+        if change.end is not None:
+            self.ended_as = change.end.outcome
         names = sorted([*change.attributes, *step.increment])
         self._record(step.id, "set", ", ".join(names) or "stage")
         return step.next
@@ -643,7 +693,7 @@ class JourneyWorkflow:
         since = workflow.now().strftime("%Y-%m-%d %H:%M UTC")
         self.waiting = f"{label} (since {since})"
         workflow.set_current_details(f"step {step_id}: {self.waiting}")
-        self._show_step(step_id)
+        self._show_step(step_id, remaining)
 
         def woken() -> bool:
             return (
@@ -675,13 +725,21 @@ class JourneyWorkflow:
             or info.get_current_history_length() > self.max_history
         )
 
-    def _show_step(self, step_id: str) -> None:
-        """Put the current step in the KairosStep search attribute (one billable action).
+    def _show_step(self, step_id: str, remaining: timedelta) -> None:
+        """Put the current step in the KairosStep search attribute (one billable action) when
+        the wait is long enough for support to look for who waits there.
 
-        A loop back to the same wait (nurture listens again after each engagement) or a
-        quiet-hours deferral of a send leaves the attribute as it is, so it costs nothing.
+        A shorter wait shows its step in the current details only (free), and clears a step
+        shown by an earlier long wait. A loop back to the same wait (nurture listens again
+        after each engagement) or a quiet-hours deferral of a send leaves the attribute as it
+        is, so it costs nothing.
         """
         shown = workflow.info().typed_search_attributes.get(SA_STEP)
+        short = remaining < timedelta(seconds=SEARCHABLE_WAIT_SECONDS)
+        if short and workflow.patched(STEP_IN_DETAILS):
+            if shown and shown != step_id:
+                workflow.upsert_search_attributes([SA_STEP.value_unset()])
+            return
         if shown == step_id:
             return
         workflow.upsert_search_attributes([SA_STEP.value_set(step_id)])
