@@ -31,6 +31,9 @@ class CustomerActivities:
         """Apply a ``set`` step once per key; answer the attributes the run reads, as stored."""
         accepted = await self.store.change_profile(change, at=activity.info().started_time)
         await self._dispatch(accepted)
+        if change.end is not None:
+            # The run's last step: its end is recorded here rather than by another activity.
+            await self.store.end_run(change.end)
         return accepted.customer.snapshot(change.reads)
 
     @activity.defn(name="end_run")

@@ -52,7 +52,7 @@ from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage, Verd
 from kairos.pinning import PinnedTemplates
 from kairos.plan import Category, Channel
 from kairos.rendering import RenderError, TemplateStore, email_headers, message_context
-from kairos.runtime import DeliverRequest, FailedSend
+from kairos.runtime import UNSETTLED_SENDS, DeliverRequest, FailedSend, send_record
 from kairos.store import Store
 from kairos.store.sends import Reservation
 from kairos.unsubscribe import unsubscribe_url
@@ -123,6 +123,11 @@ class Messaging:
             self.metrics.message(request.journey, request.step, request.channel, status)
             raise
         self.metrics.message(request.journey, request.step, outcome.channel, outcome.status)
+        if request.end is not None and outcome.status not in UNSETTLED_SENDS:
+            # The run's last step: its end is recorded here rather than by another activity,
+            # with this send's record as the run will keep it.
+            sent = send_record(request.step, outcome, activity.info().started_time)
+            await self.store.end_run(request.end.after(sent))
         return outcome
 
     async def _deliver(self, request: DeliverRequest) -> SendOutcome:

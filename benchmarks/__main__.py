@@ -36,6 +36,7 @@ SCALES: dict[str, list[tuple[int, int]]] = {
 PARTS = ("engine", "render", "compile", "report")
 # What runs without --only: the report part is asked for by name (it generates 1M entries).
 DEFAULT_PARTS = ("engine", "render", "compile")
+SIDES = ("kairos", "baseline", "plain")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,12 +108,13 @@ def plan(args: argparse.Namespace) -> list[tuple[int, int]]:
 async def engine_runs(
     runs: list[tuple[int, int]], *, profile_dir: Path | None, timeout: float, postgres: str
 ) -> list[dict[str, Any]]:
-    """Each run on both sides, on the PostgreSQL server at ``postgres`` (its admin URL); the
-    order of the sides alternates from one run to the next."""
+    """Each run on every side, on the PostgreSQL server at ``postgres`` (its admin URL); the
+    order of the sides rotates from one run to the next."""
     results = []
     largest = max(runs) if runs else None
     for index, (customers, workers) in enumerate(runs):
-        sides = ("kairos", "baseline") if index % 2 == 0 else ("baseline", "kairos")
+        shift = index % len(SIDES)
+        sides = SIDES[shift:] + SIDES[:shift]
         pair: dict[str, Any] = {"customers": customers, "workers": workers}
         for side in sides:
             profile = None
@@ -129,6 +131,7 @@ async def engine_runs(
             print(f" {figures['wall_seconds']}s", flush=True)
             pair[side] = figures
         pair["ratio"] = report.ratios(pair["kairos"], pair["baseline"])
+        pair["ratio_plain"] = report.ratios(pair["kairos"], pair["plain"])
         results.append(pair)
     return results
 
@@ -177,8 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(report.table(result))
     print(f"\nwritten to {path}")
-    if any(not pair[side]["complete"] for pair in result.get("engine", []) for side in
-           ("kairos", "baseline")):  # fmt: skip
+    if any(not pair[side]["complete"] for pair in result.get("engine", []) for side in SIDES):
         print("some runs did not complete in time: see 'complete' in the JSON", file=sys.stderr)
         raise SystemExit(1)
 

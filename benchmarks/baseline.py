@@ -8,7 +8,8 @@ the store how it ended with the same ``end_run`` activity. Events reach them the
 store records each event, decides which runs to start or signal, and the same dispatcher makes
 the calls (:func:`start_baseline` is its starter here, so only the workflow type differs). They
 answer the same ``event`` signal, keep the same workflow ids (one per run) and give support the
-same search attributes (customer, journey, current step while waiting, outcome).
+same search attributes (customer, journey, outcome; the current step in the current details,
+and in ``KairosStep`` while waiting an hour or more).
 
 What they do not do is interpret a plan: conditions are Python, the step order is code. The
 difference in cost between the two is therefore the cost of interpreting YAML.
@@ -39,11 +40,12 @@ with workflow.unsafe.imports_passed_through():
     from kairos.runtime import (
         SA_CUSTOMER,
         SA_JOURNEY,
-        SA_OUTCOME,
         SA_STAGE,
         SA_STEP,
         SA_VERSION,
+        SEARCHABLE_WAIT_SECONDS,
         SIGNAL_EVENT,
+        UNSETTLED_SENDS,
         ActionRequest,
         DeliverRequest,
         Event,
@@ -100,6 +102,8 @@ class BaselineJourney:
         self.restarted = False
         self.messages: list[SendOutcome] = []
         self.held_out = False
+        # The outcome the run's last activity recorded as the run's end, if it did.
+        self.ended_as: str | None = None
 
     @workflow.signal(name=SIGNAL_EVENT)
     def event(self, signal: RunSignal) -> None:
@@ -117,29 +121,37 @@ class BaselineJourney:
 
     async def execute(self, steps: Callable[[], Awaitable[str]]) -> JourneyResult:
         """Run ``steps`` (which return the outcome), ending early on a goal or a restart;
-        then tell the store how the run ended."""
+        then tell the store how the run ended, unless the last step's activity did."""
         try:
             outcome = await steps()
         except _Interrupted:
             outcome = CONVERTED if self.goal is not None else RESTARTED
-        workflow.upsert_search_attributes([SA_STEP.value_unset(), SA_OUTCOME.value_set(outcome)])
-        await workflow.execute_activity(
-            "end_run",
-            RunEnd(
-                customer_id=self.customer_id, journey=self.NAME, run_no=self.run_no,
-                outcome=outcome,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=STORE_RETRY,
-            summary=f"record the end: {outcome}",
-        )  # fmt: skip
+        if workflow.info().typed_search_attributes.get(SA_STEP):
+            workflow.upsert_search_attributes([SA_STEP.value_unset()])
+        workflow.set_current_details(f"ended: {outcome}")
+        if self.ended_as != outcome:
+            goal = self.goal.id if outcome == CONVERTED and self.goal is not None else None
+            await workflow.execute_activity(
+                "end_run",
+                RunEnd(
+                    customer_id=self.customer_id, journey=self.NAME, run_no=self.run_no,
+                    outcome=outcome, goal_event=goal,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=STORE_RETRY,
+                summary=f"record the end: {outcome}",
+            )  # fmt: skip
         return JourneyResult(
             outcome=outcome, converted=outcome == CONVERTED, messages=self.messages
         )
 
     # --- one helper per kind of step ------------------------------------------------------
 
-    async def send(self, step: str, channel: Channel, template: str) -> SendOutcome:
+    async def send(
+        self, step: str, channel: Channel, template: str, *, ends: str | None = None
+    ) -> SendOutcome:
+        """Deliver a message; ``ends``: the run's outcome when this is its last step (the
+        activity then records the end too)."""
         key = self._key(step)
         if self.held_out:
             outcome = SendOutcome(key=key, channel=channel, status="held_out", reason="holdout")
@@ -158,12 +170,15 @@ class BaselineJourney:
                     category=self.CATEGORY,
                     priority=self.PRIORITY,
                     context=self._context(),
+                    end=self._end(ends),
                 ),
                 result_type=SendOutcome,
                 start_to_close_timeout=timedelta(minutes=1),
                 retry_policy=SEND_RETRY,
                 summary=f"send {channel.value} {template}",
             )
+            if ends is not None and outcome.status not in UNSETTLED_SENDS:
+                self.ended_as = ends
         self.messages.append(outcome)
         self._check_goal()
         return outcome
@@ -194,8 +209,10 @@ class BaselineJourney:
         *,
         stage: str | None = None,
         increment: dict[str, float] | None = None,
+        ends: str | None = None,
     ) -> None:
-        """Write a change to the store and read back what the journey reads, as stored."""
+        """Write a change to the store and read back what the journey reads, as stored;
+        ``ends``: the run's outcome when this is its last step (recorded with the change)."""
         change = ProfileChange(
             key=self._key(step),
             customer_id=self.customer_id,
@@ -204,6 +221,7 @@ class BaselineJourney:
             increment=increment or {},
             stage=stage,
             reads=list(self.READS),
+            end=self._end(ends),
         )
         stored: ProfileSnapshot = await workflow.execute_activity(
             "change_profile",
@@ -214,6 +232,7 @@ class BaselineJourney:
             summary=f"set {step}",
         )
         self._take(stored)
+        self.ended_as = ends
 
     async def action(self, step: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await workflow.execute_activity(
@@ -244,7 +263,15 @@ class BaselineJourney:
     async def _pause(self, step: str, until: datetime, done: Callable[[], bool]) -> None:
         remaining = until - workflow.now()
         if remaining > timedelta(0):
-            workflow.upsert_search_attributes([SA_STEP.value_set(step)])
+            # The step in the current details (free); in KairosStep only when the wait is long
+            # enough for support to look for who waits there.
+            workflow.set_current_details(f"step {step}")
+            shown = workflow.info().typed_search_attributes.get(SA_STEP)
+            if remaining >= timedelta(seconds=SEARCHABLE_WAIT_SECONDS):
+                if shown != step:
+                    workflow.upsert_search_attributes([SA_STEP.value_set(step)])
+            elif shown:
+                workflow.upsert_search_attributes([SA_STEP.value_unset()])
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(
                     lambda: self.goal is not None or self.restarted or done(),
@@ -252,6 +279,13 @@ class BaselineJourney:
                     timeout_summary=step,
                 )
         self._check_goal()
+
+    def _end(self, outcome: str | None) -> RunEnd | None:
+        if outcome is None or self.goal is not None or self.restarted:
+            return None
+        return RunEnd(
+            customer_id=self.customer_id, journey=self.NAME, run_no=self.run_no, outcome=outcome
+        )
 
     def _check_goal(self) -> None:
         if self.goal is not None or self.restarted:
@@ -330,9 +364,13 @@ class CartAbandonment(BaselineJourney):
             return "cart_emptied"
         consent = self.profile.get("consent") or {}
         if self.profile.get("phone") and consent.get("sms"):
-            await self.send("last_chance_sms", Channel.sms, "cart_abandonment/last_chance")
+            await self.send(
+                "last_chance_sms", Channel.sms, "cart_abandonment/last_chance", ends="completed"
+            )
         else:
-            await self.send("last_chance_email", Channel.email, "cart_abandonment/last_chance")
+            await self.send(
+                "last_chance_email", Channel.email, "cart_abandonment/last_chance", ends="completed"
+            )
         return "completed"
 
 
@@ -382,7 +420,7 @@ class Nurture(BaselineJourney):
             f"lead score {self.profile.get('lead_score')}."
         )
         self.vars["sales"] = await self.action("hand_to_sales", "notify_sales", {"note": note})
-        await self.set_profile("into_purchase", stage="purchase")
+        await self.set_profile("into_purchase", stage="purchase", ends="sales_ready")
         return "sales_ready"
 
 
@@ -407,7 +445,9 @@ class ReferralReward(BaselineJourney):
         await self.sleep("wait_2s", 2)
         await self.sleep("wait_1s", 1)
         if (self.profile.get("consent") or {}).get("marketing"):
-            await self.send("share_again", Channel.email, "referral_reward/share_again")
+            await self.send(
+                "share_again", Channel.email, "referral_reward/share_again", ends="completed"
+            )
         return "completed"
 
 
@@ -441,7 +481,7 @@ class WinBack(BaselineJourney):
         await self.sleep("wait_2s", 2)
         await self.send("win_back_reminder", Channel.email, "win_back/reminder")
         await self.sleep("wait_2s_2", 2)
-        await self.set_profile("into_lapsed", stage="lapsed")
+        await self.set_profile("into_lapsed", stage="lapsed", ends="lapsed")
         return "lapsed"
 
 
@@ -493,3 +533,105 @@ async def start_baseline(
         static_summary=f"{plan.name} (hand-written) run {run_no} for customer {customer_id}, {why}",
         rpc_timeout=rpc_timeout,
     )
+
+
+# --- the plain anchor -----------------------------------------------------------------------
+
+PLAIN_WORKFLOW = "PlainTwoSends"
+PLAIN_VERSION = "plain"
+PLAIN_PAUSE_SECONDS = 1
+# What the plain anchor sends, whatever the journey: a personalised email with the layout
+# (the welcome, which reads the customer only, so it renders for every trigger).
+PLAIN_TEMPLATE = "welcome/welcome"
+
+
+class PlainInput(BaseModel):
+    """Whom to write to, which run it is, and what (twice)."""
+
+    customer_id: str
+    journey: str
+    run_no: int
+    channel: Channel
+    template: str
+    category: Category
+    trigger: Event | None = None
+
+
+@workflow.defn(name=PLAIN_WORKFLOW)
+class PlainTwoSends:
+    """The least a Temporal workflow that sends can be: deliver, a 1 s timer, deliver.
+
+    The same ``deliver`` activity (the store's send transaction, the render, the outbox) as
+    both other sides, and nothing else: no profile, no conditions, no search attribute, no
+    bookkeeping of its end. The store's signals (a goal) are accepted and ignored.
+    """
+
+    @workflow.signal(name=SIGNAL_EVENT)
+    def event(self, signal: RunSignal) -> None:
+        del signal
+
+    @workflow.run
+    async def run(self, input: PlainInput) -> JourneyResult:
+        trigger = input.trigger
+        event: dict[str, Any] = {}
+        if trigger is not None:
+            stamp = trigger.timestamp.isoformat() if trigger.timestamp else None
+            event = {**trigger.properties, "name": trigger.name, "id": trigger.id}
+            event["timestamp"] = stamp
+        context = {"event": event, "journey": {"name": input.journey}}
+        messages = []
+        for index in (1, 2):
+            if index == 2:
+                await workflow.sleep(PLAIN_PAUSE_SECONDS, summary="pause")
+            step = f"plain_{index}"
+            messages.append(
+                await workflow.execute_activity(
+                    "deliver",
+                    DeliverRequest(
+                        key=f"{input.journey}:{input.customer_id}:{input.run_no}:{step}:1",
+                        customer_id=input.customer_id,
+                        journey=input.journey,
+                        journey_version=PLAIN_VERSION,
+                        run_no=input.run_no,
+                        step=step,
+                        channel=input.channel,
+                        template=input.template,
+                        category=input.category,
+                        context=context,
+                    ),
+                    result_type=SendOutcome,
+                    start_to_close_timeout=timedelta(minutes=1),
+                    retry_policy=SEND_RETRY,
+                )
+            )
+        return JourneyResult(outcome="completed", converted=False, messages=messages)
+
+
+async def start_plain(
+    client: Client,
+    task_queue: str,
+    plan: JourneyPlan,
+    customer_id: str,
+    run_no: int,
+    *,
+    profile: ProfileSnapshot,
+    trigger: Event | None,
+    timezone_attribute: str | None,
+    rpc_timeout: timedelta | None = None,
+) -> object:
+    """The dispatcher's starter on the plain side: whatever the journey, the same email twice
+    with a second between them, under the journey's name and category (the profile and
+    timezone are not read)."""
+    del profile, timezone_attribute
+    return await client.start_workflow(
+        PLAIN_WORKFLOW,
+        PlainInput(
+            customer_id=customer_id, journey=plan.name, run_no=run_no, channel=Channel.email,
+            template=PLAIN_TEMPLATE, category=plan.category, trigger=trigger,
+        ),
+        id=journey_workflow_id(plan.name, customer_id, run_no),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        rpc_timeout=rpc_timeout,
+    )  # fmt: skip

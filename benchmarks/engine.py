@@ -1,8 +1,8 @@
-"""One engine measurement: a side (Kairos or the hand-written baseline), N customers, W worker
-processes, on a fresh dev server and a fresh database of the shared PostgreSQL server. Drives
-the workload through the client (``Kairos.emit``), waits until every journey has ended, then
-reads throughput, latency, CPU and memory, billable actions from real histories and the
-transactions PostgreSQL committed."""
+"""One engine measurement: a side (Kairos, the hand-written baseline or the plain anchor),
+N customers, W worker processes, on a fresh dev server and a fresh database of the shared
+PostgreSQL server. Drives the workload through the client (``Kairos.emit``), waits until every
+journey has ended, then reads throughput, latency, CPU and memory, billable actions from real
+histories and the transactions PostgreSQL committed."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any
 from temporalio.client import Client
 
 from benchmarks import infra
-from benchmarks.baseline import BASELINE_WORKFLOWS
+from benchmarks.baseline import BASELINE_WORKFLOWS, PLAIN_WORKFLOW
 from benchmarks.project import make_home
 from benchmarks.worker import STARTERS, bench_settings
 from benchmarks.workload import IMMEDIATE, Customer, customers, order, utcnow
@@ -29,7 +29,7 @@ from kairos.client import Kairos
 from kairos.compiler import Project, load_project
 from kairos.config import Settings
 from kairos.costs import HistoryCount, count_histories
-from kairos.runtime import SA_OUTCOME
+from kairos.runtime import journey_workflow_id
 from kairos.store import Store
 from kairos.temporal import with_keys
 from worker import dispatcher
@@ -41,6 +41,7 @@ HISTORY_SAMPLE = 500
 JOURNEY_TYPES = {
     "kairos": ("Journey",),
     "baseline": tuple(workflow_type for workflow_type, _ in BASELINE_WORKFLOWS.values()),
+    "plain": (PLAIN_WORKFLOW,),
 }
 
 
@@ -157,11 +158,12 @@ async def _drive(
     try:
         await _emit_all(kairos, people, progress)
         complete = await _until_done(client, phase.side, progress, expected, converters, timeout)
+        outcomes = await _outcomes(store)
     finally:
         watch.cancel()
         await store.close()
     _read_outbox(outbox, progress)
-    runs = await _runs(client, phase.side)
+    runs = await _runs(client, phase.side, outcomes)
     ended = max((r["closed"] for r in runs if r["closed"]), default=time.time())
     return Drive(people, progress, started, ended, complete, runs)
 
@@ -250,7 +252,19 @@ async def _until_done(
     return False
 
 
-async def _runs(client: Client, side: str) -> list[dict[str, Any]]:
+async def _outcomes(store: Store) -> dict[str, str]:
+    """How each run ended, as its workflow id and the outcome the store recorded (runs tell
+    the store, not a search attribute; the plain anchor tells no one)."""
+    rows = await store.database.fetch_all(
+        "SELECT journey, customer_id, run_no, outcome FROM runs WHERE ended_at IS NOT NULL"
+    )
+    return {
+        journey_workflow_id(r["journey"], r["customer_id"], r["run_no"]): r["outcome"] or ""
+        for r in rows
+    }
+
+
+async def _runs(client: Client, side: str, outcomes: dict[str, str]) -> list[dict[str, Any]]:
     kinds = ", ".join(f"'{t}'" for t in JOURNEY_TYPES[side])
     runs = []
     async for execution in client.list_workflows(f"WorkflowType IN ({kinds})"):
@@ -258,7 +272,7 @@ async def _runs(client: Client, side: str) -> list[dict[str, Any]]:
             {
                 "id": execution.id,
                 "status": execution.status.name if execution.status else "",
-                "outcome": execution.typed_search_attributes.get(SA_OUTCOME) or "",
+                "outcome": outcomes.get(execution.id, ""),
                 "started": execution.start_time.timestamp(),
                 "closed": execution.close_time.timestamp() if execution.close_time else None,
             }

@@ -116,16 +116,21 @@ def table(result: dict[str, Any]) -> str:
     """The results as plain text: one block per engine run, then rendering and compiling."""
     lines: list[str] = []
     for pair in result.get("engine", []):
-        k, b = pair["kairos"], pair["baseline"]
+        k, b, p = pair["kairos"], pair["baseline"], pair.get("plain")
         lines.append(
             f"N={pair['customers']} customers, {pair['workers']} worker(s): "
             f"{k['journeys']} journeys, {k['messages']} / {b['messages']} messages "
             f"(Kairos / hand-written), {k['wall_seconds']} s / {b['wall_seconds']} s"
+            + (f"; plain anchor {p['messages']} messages, {p['wall_seconds']} s" if p else "")
         )
-        lines.append(f"  {'':20}{'Kairos':>12}{'hand-written':>14}{'ratio':>9}")
+        head = f"  {'':20}{'Kairos':>12}{'hand-written':>14}{'ratio':>9}"
+        lines.append(head + (f"{'plain':>10}{'K/plain':>9}" if p else ""))
         for label, get, ratio in _ROWS:
             r = pair["ratio"].get(ratio)
-            lines.append(f"  {label:20}{_cell(get(k)):>12}{_cell(get(b)):>14}{_cell(r):>9}")
+            line = f"  {label:20}{_cell(get(k)):>12}{_cell(get(b)):>14}{_cell(r):>9}"
+            if p:
+                line += f"{_cell(get(p)):>10}{_cell(pair['ratio_plain'].get(ratio)):>9}"
+            lines.append(line)
         lines.append("")
     if "rendering" in result:
         email, sms = result["rendering"]["email"], result["rendering"]["sms"]
@@ -190,21 +195,29 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for pair in result.get("engine", []):
         n, w = f"{pair['customers']:,}", str(pair["workers"])
-        for side, name in (("kairos", "Kairos"), ("baseline", "hand-written")):
+        sides = [("kairos", "Kairos"), ("baseline", "hand-written")]
+        if "plain" in pair:
+            sides.append(("plain", "plain anchor"))
+        for side, name in sides:
             cells = [n, w, name, *(str(get(pair[side])) for _, get, _ in _MD_COLUMNS)]
             lines.append("| " + " | ".join(cells) + " |")
             n = w = ""
-        ratio = pair["ratio"]
-        cells = ["", "", "**ratio**"]
-        for _, _, key in _MD_COLUMNS:
-            if key == "latency":
-                p50, p99 = ratio.get("first_message_p50"), ratio.get("first_message_p99")
-                cells.append(f"{_cell(p50)} / {_cell(p99)}")
-                continue
-            value = ratio.get(key)
-            cells.append("-" if value is None else f"**{value}**")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_ratio_row("**Kairos / hand-written**", pair["ratio"]))
+        if "ratio_plain" in pair:
+            lines.append(_ratio_row("**Kairos / plain**", pair["ratio_plain"]))
     return "\n".join(lines)
+
+
+def _ratio_row(name: str, ratio: dict[str, Any]) -> str:
+    cells = ["", "", name]
+    for _, _, key in _MD_COLUMNS:
+        if key == "latency":
+            p50, p99 = ratio.get("first_message_p50"), ratio.get("first_message_p99")
+            cells.append(f"{_cell(p50)} / {_cell(p99)}")
+            continue
+        value = ratio.get(key) if key else None
+        cells.append("-" if value is None else f"**{value}**")
+    return "| " + " | ".join(cells) + " |"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,11 @@
-"""A benchmark worker process: ``python -m benchmarks.worker --side kairos|baseline ...``.
+"""A benchmark worker process: ``python -m benchmarks.worker --side kairos|baseline|plain``.
 
 The harness starts one or two of these against the same dev server and the same PostgreSQL
 store. ``kairos`` is the real worker (``worker.build_worker``: the journey interpreter and the
 store's activities); ``baseline`` is the same worker with the hand-written journeys in place of
-the interpreter, started by the same dispatcher through :func:`benchmarks.baseline.start_baseline`.
-Both deliver to a local outbox, with quiet hours and frequency caps off so that every message
+the interpreter, started by the same dispatcher through :func:`benchmarks.baseline.start_baseline`;
+``plain`` runs the plain anchor (:class:`benchmarks.baseline.PlainTwoSends`) the same way.
+All deliver to a local outbox, with quiet hours and frequency caps off so that every message
 goes out when the journey sends it, and both sweep the store for Temporal calls left behind, as
 a production worker does.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
-from benchmarks.baseline import BASELINE_WORKFLOWS, start_baseline
+from benchmarks.baseline import BASELINE_WORKFLOWS, PlainTwoSends, start_baseline, start_plain
 from kairos.compiler import load_project
 from kairos.config import Settings, load_settings
 from kairos.store import Store
@@ -30,9 +31,13 @@ from kairos.store.dispatch import JourneyStarter
 from kairos.temporal import connect, start_journey
 from worker import Workers, build_worker, dispatcher
 
-SIDES = ("kairos", "baseline")
+SIDES = ("kairos", "baseline", "plain")
 # What starts a run on each side: the interpreter, or the journey's hand-written twin.
-STARTERS: dict[str, JourneyStarter] = {"kairos": start_journey, "baseline": start_baseline}
+STARTERS: dict[str, JourneyStarter] = {
+    "kairos": start_journey,
+    "baseline": start_baseline,
+    "plain": start_plain,
+}
 
 
 def bench_settings(
@@ -60,14 +65,12 @@ def build_side_worker(side: str, client: Client, settings: Settings, store: Stor
     sms = OutboxSmsSender(settings.outbox_dir)
     if side == "kairos":
         return build_worker(client, settings, store, email=email, sms=sms)
+    if side == "plain":
+        journeys: list[type] = [PlainTwoSends]
+    else:
+        journeys = [cls for _, cls in BASELINE_WORKFLOWS.values()]
     return build_worker(
-        client,
-        settings,
-        store,
-        email=email,
-        sms=sms,
-        journeys=[cls for _, cls in BASELINE_WORKFLOWS.values()],
-        start=start_baseline,
+        client, settings, store, email=email, sms=sms, journeys=journeys, start=STARTERS[side]
     )
 
 

@@ -9,7 +9,10 @@ customer uses the installation's key. Each encrypted payload names its key id in
 so decoding needs no context: whoever has the key reads it, and once ``kairos forget`` has
 deleted a customer's key, nobody does.
 
-Payloads that are not encrypted (histories recorded before encryption) decode as they are.
+Payloads of more than :data:`COMPRESS_ABOVE` bytes are compressed (zlib) before they are
+encrypted, which the metadata says: a run's input carries its compiled plan, mostly repeated
+keys and defaults, and histories are what Temporal stores and ships. Payloads that are not
+encrypted (histories recorded before encryption) decode as they are.
 
     client = await Client.connect(target, data_converter=data_converter(keys))
 """
@@ -17,6 +20,7 @@ Payloads that are not encrypted (histories recorded before encryption) decode as
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -37,6 +41,10 @@ ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 CIPHER = "encryption-cipher"
 AES_GCM = b"AES256-GCM"
+COMPRESSION = "compression"
+ZLIB = b"zlib"
+# Smaller payloads (a send's outcome, a signal) gain little and would cost the time anyway.
+COMPRESS_ABOVE = 512
 _JOURNEY_PREFIX = "journey:"
 
 
@@ -84,15 +92,28 @@ def key_id_of(payload: Payload) -> str | None:
 
 
 def encrypt_payload(key_id: str, key: bytes, payload: Payload) -> Payload:
-    return Payload(
-        metadata={"encoding": ENCODING, KEY_ID: key_id.encode(), CIPHER: AES_GCM},
-        data=crypto.encrypt(key, key_id, payload.SerializeToString()),
-    )
+    plain = payload.SerializeToString()
+    metadata = {"encoding": ENCODING, KEY_ID: key_id.encode(), CIPHER: AES_GCM}
+    if len(plain) > COMPRESS_ABOVE:
+        packed = zlib.compress(plain, 6)
+        if len(packed) < len(plain):
+            plain = packed
+            metadata[COMPRESSION] = ZLIB
+    compressed = COMPRESSION in metadata
+    return Payload(metadata=metadata, data=crypto.encrypt(key, _bound(key_id, compressed), plain))
 
 
 def decrypt_payload(key: bytes, payload: Payload) -> Payload:
     key_id = key_id_of(payload) or ""
-    return Payload.FromString(crypto.decrypt(key, key_id, payload.data))
+    compressed = payload.metadata.get(COMPRESSION) == ZLIB
+    plain = crypto.decrypt(key, _bound(key_id, compressed), payload.data)
+    return Payload.FromString(zlib.decompress(plain) if compressed else plain)
+
+
+def _bound(key_id: str, compressed: bool) -> str:
+    """What the ciphertext is bound to: its key id, and whether it is compressed (so metadata
+    altered to say otherwise does not decrypt)."""
+    return f"{key_id}+zlib" if compressed else key_id
 
 
 class CustomerCodec(PayloadCodec, WithSerializationContext):

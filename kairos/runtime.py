@@ -30,6 +30,13 @@ SA_STEP = SearchAttributeKey.for_keyword("KairosStep")
 SA_STAGE = SearchAttributeKey.for_keyword("KairosStage")
 SA_OUTCOME = SearchAttributeKey.for_keyword("KairosOutcome")
 SEARCH_ATTRIBUTES = (SA_CUSTOMER, SA_JOURNEY, SA_VERSION, SA_STEP, SA_STAGE, SA_OUTCOME)
+# A wait at least this long shows its step in KairosStep (one billable upsert), so support can
+# find who waits there; a shorter one shows it in the run's current details only, which are
+# free and which the Temporal UI and `kairos customer` show.
+SEARCHABLE_WAIT_SECONDS = 3600
+# What the send activity may answer that does not settle the message for good: deferred, sent
+# by another channel, or the run cancelled. A send carrying the run's end records it otherwise.
+UNSETTLED_SENDS = frozenset({"rerouted", "deferred", "cancelled"})
 
 
 def journey_workflow_id(journey: str, customer_id: str, run_no: int) -> str:
@@ -99,6 +106,36 @@ class RunSignal(Model):
     restart: bool = False
 
 
+class RunEnd(Model):
+    """How a run ended, recorded in the store (which then lets ``after_exit`` enter again)."""
+
+    customer_id: str
+    journey: str
+    run_no: int
+    outcome: str
+    problems: list[str] = Field(default_factory=list)
+    goal_event: str | None = None  # the id of the event that converted it
+    # What the report counts (kept in the store with the end): the run's step records (its
+    # latest, when it looped for long), the split variant it took and whether that was the
+    # holdout. A run recorded before these were sent has none.
+    records: list[StepRecord] = Field(default_factory=list)
+    variant: str | None = None
+    held_out: bool = False
+    # When a send's activity records the end: the records of the gotos and exit that follow
+    # it, which go after the send's own record (known only once it is sent).
+    tail: list[StepRecord] = Field(default_factory=list)
+
+    def after(self, last: StepRecord) -> RunEnd:
+        """This end with ``last``, the record of the step whose activity records it, in place."""
+        return self.model_copy(update={"records": [*self.records, last, *self.tail], "tail": []})
+
+
+def send_record(step: str, outcome: SendOutcome, at: datetime) -> StepRecord:
+    """What a run records of a send step: the channel and what came of it."""
+    detail = outcome.status if not outcome.reason else f"{outcome.status}: {outcome.reason}"
+    return StepRecord(step=step, kind="send", at=at, outcome=f"{outcome.channel.value} {detail}")
+
+
 class ActionRequest(Model):
     """Input of the action activity: a registered action or a webhook, arguments rendered."""
 
@@ -126,23 +163,8 @@ class ProfileChange(Model):
     increment: dict[str, float] = Field(default_factory=dict)
     stage: str | None = None
     reads: list[str] = Field(default_factory=list)
-
-
-class RunEnd(Model):
-    """How a run ended, recorded in the store (which then lets ``after_exit`` enter again)."""
-
-    customer_id: str
-    journey: str
-    run_no: int
-    outcome: str
-    problems: list[str] = Field(default_factory=list)
-    goal_event: str | None = None  # the id of the event that converted it
-    # What the report counts (kept in the store with the end): the run's step records (its
-    # latest, when it looped for long), the split variant it took and whether that was the
-    # holdout. A run recorded before these were sent has none.
-    records: list[StepRecord] = Field(default_factory=list)
-    variant: str | None = None
-    held_out: bool = False
+    # The run ends right after this step: the activity records the end too (one action less).
+    end: RunEnd | None = None
 
 
 class RunProblems(Model):
@@ -243,6 +265,9 @@ class DeliverRequest(Model):
     ignore_quiet_hours: bool = False
     default_locale: str = "en"
     context: dict[str, Any] = Field(default_factory=dict)
+    # The run ends right after this send: the activity records the end too once the message
+    # is settled (sent, blocked, failed for good), not when it is deferred or rerouted.
+    end: RunEnd | None = None
 
 
 class FailedSend(Model):

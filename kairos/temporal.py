@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from kairos.codec import KeyRing, data_converter
 from kairos.config import Settings
-from kairos.plan import JourneyPlan
+from kairos.plan import JourneyPlan, WaitForStep, WaitStep
 from kairos.runtime import (
     JOURNEY_WORKFLOW,
     SA_CUSTOMER,
@@ -34,6 +34,7 @@ from kairos.runtime import (
     SA_STEP,
     SA_VERSION,
     SEARCH_ATTRIBUTES,
+    SEARCHABLE_WAIT_SECONDS,
     Event,
     JourneyInput,
     ProfileSnapshot,
@@ -100,6 +101,18 @@ async def register_search_attributes(client: Client) -> list[str]:
     return sorted(missing)
 
 
+def _waits_long(plan: JourneyPlan, step_id: str | None) -> bool:
+    """Whether ``step_id`` is a wait of a fixed length that shows its step in KairosStep."""
+    step = plan.steps.get(step_id) if step_id else None
+    if isinstance(step, WaitStep):
+        seconds = step.duration_seconds
+    elif isinstance(step, WaitForStep):
+        seconds = step.timeout_seconds
+    else:
+        return False
+    return seconds is not None and seconds >= SEARCHABLE_WAIT_SECONDS
+
+
 async def start_journey(
     client: Client,
     task_queue: str,
@@ -122,7 +135,8 @@ async def start_journey(
         SearchAttributePair(SA_JOURNEY, plan.name),
         SearchAttributePair(SA_VERSION, plan.version),
     ]
-    if plan.start:
+    if plan.start and _waits_long(plan, plan.start):
+        # The run starts by waiting long enough to be looked for: shown from the start, free.
         attributes.append(SearchAttributePair(SA_STEP, plan.start))
     if plan.stage:
         attributes.append(SearchAttributePair(SA_STAGE, plan.stage.value))

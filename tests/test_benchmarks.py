@@ -24,6 +24,13 @@ from benchmarks.workload import JOURNEY_CYCLE, customers
 from kairos import routing
 from kairos.compiler import load_project
 
+# Billable actions per message Kairos may need on this ten-customer miniature (4.46 before the
+# step moved to the current details and the run's end into its last activity, 5.3 before
+# that). The benchmark's target is 3.5 from N = 100 on; ten customers have more waits per
+# message (1.4 timers against 1.15), so the same code needs 3.75-3.85 here, moving by a timer
+# or a signal with timing (a date already past, an order arriving after the run ended).
+ACTIONS_BUDGET = 4.0
+
 
 def test_the_workload_is_the_same_for_every_run_and_covers_every_journey() -> None:
     first, again = customers(20), customers(20)
@@ -57,16 +64,17 @@ def pair(postgres: str) -> dict[str, Any]:
     """Ten customers (two per journey, one of them buying from the cart) through each side."""
     import asyncio
 
-    async def both() -> dict[str, Any]:
+    async def every_side() -> dict[str, Any]:
         # Side by side (each has its own dev server, workers and database): the counts compared
-        # below do not depend on timing, and the suite waits for the slower side only.
-        kairos, baseline = await asyncio.gather(
+        # below do not depend on timing, and the suite waits for the slowest side only.
+        kairos, baseline, plain = await asyncio.gather(
             engine.measure(engine.Phase("kairos", 10, 1), 240, postgres),
             engine.measure(engine.Phase("baseline", 10, 1), 240, postgres),
+            engine.measure(engine.Phase("plain", 10, 1), 240, postgres),
         )
-        return {"kairos": kairos, "baseline": baseline}
+        return {"kairos": kairos, "baseline": baseline, "plain": plain}
 
-    return asyncio.run(both())
+    return asyncio.run(every_side())
 
 
 def test_both_sides_complete_the_same_journeys_with_the_same_messages(
@@ -93,6 +101,10 @@ def test_kairos_costs_no_more_billable_actions_than_hand_written_code(
     assert kairos["sampled_customers"] == baseline["sampled_customers"] == 10
     assert kairos["sampled_runs"] == baseline["sampled_runs"] == 11
     assert kairos["actions_per_message"] <= baseline["actions_per_message"]
+    assert kairos["actions_per_message"] <= ACTIONS_BUDGET
+    # Every wait of the benchmark journeys is seconds long: the step is shown in the current
+    # details (free), and the outcome is the store's, so no search attribute is upserted.
+    assert "search_attributes" not in kairos["actions_by_kind_per_message"]
     # Starts, the store's signals, and activities (sends, actions, set steps, each run's end)
     # are the same work on both sides; nothing is left of the customer entity's updates,
     # workflow-to-workflow signals and routing markers.
@@ -101,6 +113,23 @@ def test_kairos_costs_no_more_billable_actions_than_hand_written_code(
         assert by_kind[0].get(kind) == by_kind[1].get(kind), kind
     for kind in ("update", "signal_external", "local_activity"):
         assert kind not in by_kind[0] and kind not in by_kind[1], kind
+
+
+def test_the_plain_anchor_sends_twice_per_run_for_two_actions_a_message(
+    pair: dict[str, Any],
+) -> None:
+    plain = pair["plain"]
+
+    assert plain["complete"]
+    # The same entries as the other sides (win-back included), each run two messages.
+    assert plain["journeys"] == pair["kairos"]["journeys"] == 11
+    assert plain["journeys_not_completed"] == {}
+    assert plain["messages"] == 2 * plain["journeys"]
+    # A start, two deliver activities and a timer per run: 4 actions for 2 messages, and the
+    # goal signal the store sends the cart run if the order finds it still running.
+    by_kind = plain["history"]["actions_by_kind_per_message"]
+    assert (by_kind["activity"], by_kind["timer"], by_kind["workflow_started"]) == (1.0, 0.5, 0.5)
+    assert set(by_kind) <= {"activity", "timer", "workflow_started", "signal"}
 
 
 def test_both_sides_commit_their_work_to_the_same_store(pair: dict[str, Any]) -> None:
@@ -114,12 +143,17 @@ def test_both_sides_commit_their_work_to_the_same_store(pair: dict[str, Any]) ->
 def test_the_report_shows_the_pair_with_its_ratios(pair: dict[str, Any]) -> None:
     figures = {"customers": 10, "workers": 1, **pair}
     figures["ratio"] = ratios(pair["kairos"], pair["baseline"])
+    figures["ratio_plain"] = ratios(pair["kairos"], pair["plain"])
     printed = table({"engine": [figures]})
 
-    assert "Kairos" in printed and "hand-written" in printed
+    assert "Kairos" in printed and "hand-written" in printed and "K/plain" in printed
     assert figures["ratio"]["actions_per_message"] <= 1.0
+    assert figures["ratio_plain"]["actions_per_message"] > 1.0
     rows = markdown({"engine": [figures]}).splitlines()
-    assert [row.split(" | ")[2] for row in rows[2:]] == ["Kairos", "hand-written", "**ratio**"]
+    assert [row.split(" | ")[2] for row in rows[2:]] == [
+        "Kairos", "hand-written", "plain anchor",
+        "**Kairos / hand-written**", "**Kairos / plain**",
+    ]  # fmt: skip
     assert all(row.count("|") == rows[0].count("|") for row in rows)
 
 

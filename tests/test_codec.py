@@ -10,7 +10,15 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.codec import ENCODING, KEY_ID, CustomerCodec, StaticKeys, customer_of
+from kairos.codec import (
+    COMPRESSION,
+    ENCODING,
+    KEY_ID,
+    ZLIB,
+    CustomerCodec,
+    StaticKeys,
+    customer_of,
+)
 from kairos.config import Settings
 from kairos.crypto import KeyUnavailable, MasterKeys
 from kairos.runtime import JourneyResult, journey_workflow_id
@@ -29,12 +37,15 @@ def _plain(text: str) -> Payload:
 
 
 def _payloads(message: Message) -> Iterator[Payload]:
-    """Every payload anywhere in a history event, but search attributes (plain by design)."""
+    """Every payload anywhere in a history event, but search attributes (plain by design) and
+    the markers of ``workflow.patched`` (the SDK writes a patch id there, nothing else)."""
     if isinstance(message, Payload):
         yield message
         return
     for field, value in message.ListFields():
         if field.message_type is None or field.name == "search_attributes":
+            continue
+        if field.name == "marker_recorded_event_attributes" and value.marker_name == "core_patch":
             continue
         if field.message_type.GetOptions().map_entry:
             values = list(value.values())
@@ -95,6 +106,22 @@ async def test_a_payload_that_was_altered_or_whose_key_was_deleted_is_refused() 
     keys.keys.clear()
     with pytest.raises(KeyUnavailable, match="is not known"):
         await ada.decode([sealed])
+
+
+async def test_a_large_payload_is_compressed_before_it_is_encrypted() -> None:
+    ada = CustomerCodec(StaticKeys()).with_context(_workflow("journey:welcome:ada:1"))
+    plan = ('{"steps": [' + ", ".join(['{"kind": "wait", "next": null}'] * 100) + "]}").encode()
+    [sealed] = await ada.encode([Payload(metadata={"encoding": b"json/plain"}, data=plan)])
+    [small] = await ada.encode([_plain('"short"')])
+
+    assert sealed.metadata[COMPRESSION] == ZLIB and COMPRESSION not in small.metadata
+    assert len(sealed.data) < len(plan) / 5
+    assert (await ada.decode([sealed]))[0].data == plan
+    # Metadata altered to hide the compression (or claim it) does not decrypt.
+    stripped = Payload(metadata={k: v for k, v in sealed.metadata.items() if k != COMPRESSION})
+    stripped.data = sealed.data
+    with pytest.raises(KeyUnavailable, match="does not decrypt"):
+        await ada.decode([stripped])
 
 
 async def test_a_master_key_rotation_rewraps_every_data_key(

@@ -11,10 +11,12 @@ Where the actions of a run come from:
 * ``workflow_started``: the store's dispatcher starts the run (1).
 * ``activity``: one ``deliver`` per send (the store's send transaction decides policy inside
   it), one ``run_action`` per action step, one ``change_profile`` per ``set`` step, and one
-  ``end_run`` per run (the run tells the store how it ended, which frees ``after_exit``).
+  ``end_run`` per run that does not end right after a send or ``set`` (the run tells the store
+  how it ended, which frees ``after_exit``; a last send or ``set`` step records it itself).
 * ``timer``: one per wait or wait_for entered whose moment has not passed.
-* ``search_attributes``: ``KairosStep`` when a wait shows a step other than the one shown (the
-  start already shows the first step), and one at the end (step unset, ``KairosOutcome`` set).
+* ``search_attributes``: ``KairosStep`` when a wait of an hour or more shows a step other than
+  the one shown (the start shows a first step that is such a wait), and one at the end that
+  clears it. The outcome is the store's (``end_run``), not a search attribute.
 * ``signal``: one per event the store routes into the running run (a goal, an event a
   ``wait_for`` listens to, a newer copy of a profile attribute the run reads).
 """
@@ -66,12 +68,12 @@ def paths(now: datetime) -> list[Path]:
             phone,
             budget={
                 "workflow_started": 1,
-                # deliver: reminder, last-chance SMS; end_run
-                "activity": 3,
+                # deliver: reminder, last-chance SMS (which also records the run's end)
+                "activity": 2,
                 # wait 1h; wait_for order_placed 23h
                 "timer": 2,
                 # the wait_for's step (the 1h wait is the first step, shown at the start);
-                # the end
+                # the end clears it
                 "search_attributes": 2,
             },
             delivered=2,
@@ -88,7 +90,7 @@ def paths(now: datetime) -> list[Path]:
                 "activity": 2,
                 # wait 1h; wait_for order_placed (the order ends it early)
                 "timer": 2,
-                # the wait_for's step; the end
+                # the wait_for's step; the end clears it
                 "search_attributes": 2,
                 # order_placed, the goal
                 "signal": 1,
@@ -108,7 +110,7 @@ def paths(now: datetime) -> list[Path]:
                 "activity": 6,
                 # wait_for setup 2d; until 10:00; until signed_up_at + 7d; until 10:00; 14d
                 "timer": 5,
-                # each of those five waits shows its step; the end
+                # each of those five waits shows its step; the end clears it
                 "search_attributes": 6,
             },
             delivered=3,
@@ -124,12 +126,12 @@ def paths(now: datetime) -> list[Path]:
             base,
             budget={
                 "workflow_started": 1,
-                # change_profile: score 10, webinar +25, pricing +15, stage purchase;
-                # deliver: lesson 1; run_action: notify sales; end_run
-                "activity": 7,
+                # change_profile: score 10, webinar +25, pricing +15, stage purchase (which
+                # also records the run's end); deliver: lesson 1; run_action: notify sales
+                "activity": 6,
                 # listen_1 entered twice (after the webinar it listens again)
                 "timer": 2,
-                # listen_1 shown once (listening again leaves it shown); the end
+                # listen_1 shown once (listening again leaves it shown); the end clears it
                 "search_attributes": 2,
                 # webinar_attended, pricing_viewed
                 "signal": 2,
@@ -145,11 +147,11 @@ def paths(now: datetime) -> list[Path]:
             budget={
                 "workflow_started": 1,
                 # run_action: coupon; deliver: we miss you, reminder;
-                # change_profile: stage lapsed; end_run
-                "activity": 5,
+                # change_profile: stage lapsed (which also records the run's end)
+                "activity": 4,
                 # until last_order_at + 60d; until 10:00; 7d; 7d
                 "timer": 4,
-                # each of those four waits shows its step; the end
+                # each of those four waits shows its step; the end clears it
                 "search_attributes": 5,
             },
             delivered=2,
@@ -163,11 +165,12 @@ def paths(now: datetime) -> list[Path]:
             budget={
                 "workflow_started": 1,
                 # change_profile: stage advocacy; run_action: reward;
-                # deliver: thanks email, thanks SMS, share again; end_run
-                "activity": 6,
+                # deliver: thanks email, thanks SMS, share again (which also records the
+                # run's end)
+                "activity": 5,
                 # 3d; until 10:00
                 "timer": 2,
-                # each wait shows its step; the end
+                # each wait shows its step; the end clears it
                 "search_attributes": 3,
             },
             delivered=3,

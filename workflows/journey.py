@@ -59,7 +59,9 @@ with workflow.unsafe.imports_passed_through():
         QUERY_STATE,
         SA_OUTCOME,
         SA_STEP,
+        SEARCHABLE_WAIT_SECONDS,
         SIGNAL_EVENT,
+        UNSETTLED_SENDS,
         ActionRequest,
         DeliverRequest,
         Event,
@@ -74,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         RunProblems,
         RunSignal,
         StepRecord,
+        send_record,
     )
 
 DELIVER_ACTIVITY = "deliver"
@@ -98,6 +101,12 @@ SEEN_EVENTS = 200
 INBOX_EVENTS = 100
 # A run that keeps failing the same way says so once per distinct problem, up to this many.
 MAX_PROBLEMS = 20
+# Patches (workflow.patched): runs recorded before them replay as they ran.
+# Short waits show their step in the current details only, not in KairosStep.
+STEP_IN_DETAILS = "step-in-details"
+# The outcome is recorded in the store only (no KairosOutcome upsert), and by the run's last
+# send or set step when nothing but gotos and exits follows it (no end_run activity).
+END_IN_STORE = "end-in-store"
 # The step records a run keeps (and carries across continue-as-new): the newest ones.
 MAX_RECORDS = 500
 
@@ -170,6 +179,8 @@ class JourneyWorkflow:
         self.restarted = False
         self.waiting = ""
         self.outcome = COMPLETED
+        # The outcome the run's last activity recorded as the run's end, if it did.
+        self.ended_as: str | None = None
 
     @workflow.run
     async def run(self, input: JourneyInput) -> JourneyResult:
@@ -325,11 +336,19 @@ class JourneyWorkflow:
             self.profile_version = snapshot.version
 
     async def _end(self) -> None:
-        """Tell the store how the run ended, and show it in the Temporal UI."""
-        workflow.upsert_search_attributes(
-            [SA_STEP.value_unset(), SA_OUTCOME.value_set(self.outcome)]
-        )
+        """Tell the store how the run ended (unless its last activity did), and show it in the
+        Temporal UI."""
+        if workflow.patched(END_IN_STORE):
+            if workflow.info().typed_search_attributes.get(SA_STEP):
+                workflow.upsert_search_attributes([SA_STEP.value_unset()])
+        else:
+            workflow.upsert_search_attributes(
+                [SA_STEP.value_unset(), SA_OUTCOME.value_set(self.outcome)]
+            )
         workflow.set_current_details(f"ended: {self.outcome}")
+        problems = self.state.problems[self.state.problems_reported :]
+        if self.ended_as == self.outcome and not problems:
+            return
         await workflow.execute_activity(
             END_RUN_ACTIVITY,
             RunEnd(
@@ -337,7 +356,7 @@ class JourneyWorkflow:
                 journey=self.plan.name,
                 run_no=self.run_no,
                 outcome=self.outcome,
-                problems=self.state.problems[self.state.problems_reported :],
+                problems=problems,
                 goal_event=(
                     self.exit_event.id
                     if self.outcome == CONVERTED and self.exit_event is not None
@@ -351,6 +370,36 @@ class JourneyWorkflow:
             retry_policy=STORE_RETRY,
             summary=f"record the end: {self.outcome}",
         )
+
+    def _end_after(self, step: SendStep | SetStep) -> RunEnd | None:
+        """The run's end for ``step``'s activity to record, when only gotos and exits follow
+        it (so nothing else can happen in between but a goal, a restart or a cancellation,
+        after which the run records its own end)."""
+        outcome, target, seen = COMPLETED, step.next, set()
+        tail: list[StepRecord] = []
+        while target is not None:
+            if target in seen:
+                return None
+            seen.add(target)
+            following = self.plan.step(target)
+            if isinstance(following, GotoStep):
+                tail.append(self._record_of(following.id, "goto", f"to {following.target}"))
+                target = following.target
+            elif isinstance(following, ExitStep):
+                tail.append(self._record_of(following.id, "exit", following.outcome))
+                outcome, target = following.outcome, None
+            else:
+                return None
+        unsettled = self.exit_event is not None or self.restarted
+        if unsettled or self.state.problems[self.state.problems_reported :]:
+            return None
+        if not workflow.patched(END_IN_STORE):
+            return None
+        return RunEnd(
+            customer_id=self.customer_id, journey=self.plan.name, run_no=self.run_no,
+            outcome=outcome, records=self.state.records, variant=self.state.variant,
+            held_out=self.state.held_out, tail=tail,
+        )  # fmt: skip
 
     async def _run_step(self, step: PlanStep) -> str | None:
         match step:
@@ -408,6 +457,7 @@ class JourneyWorkflow:
             # The activity renders with the stored profile as it is at send time, so the
             # run's copy would only add bytes (and personal data) to every send's history.
             context=self._context(customer=False),
+            end=self._end_after(step),
         )
         for _ in range(MAX_DEFERRALS + 1):
             outcome = await self._deliver(request, step)
@@ -417,6 +467,8 @@ class JourneyWorkflow:
             await self._pause(step.id, outcome.defer_until, f"deferred: {outcome.reason}")
             if self.exit_event is not None or self.restarted:
                 return step.next
+            # The end a later attempt records carries the deferral's record too.
+            request = request.model_copy(update={"end": self._end_after(step)})
         blocked = outcome.model_copy(update={"status": "blocked", "reason": "deferred too often"})
         return self._sent(step, blocked)
 
@@ -445,6 +497,8 @@ class JourneyWorkflow:
                 task_queue=delivery.send_queue(workflow.info().task_queue, request.channel),
                 summary=f"send {request.channel.value} {step.template}",
             )
+            if request.end is not None and outcome.status not in UNSETTLED_SENDS:
+                self.ended_as = request.end.outcome
             return outcome
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
@@ -466,8 +520,7 @@ class JourneyWorkflow:
 
     def _sent(self, step: SendStep, outcome: SendOutcome) -> str | None:
         self.state.messages.append(outcome)
-        detail = outcome.status if not outcome.reason else f"{outcome.status}: {outcome.reason}"
-        self._record(step.id, "send", f"{outcome.channel.value} {detail}")
+        self._keep(send_record(step.id, outcome, workflow.now()))
         return step.next
 
     async def _wait(self, step: WaitStep) -> str | None:
@@ -563,6 +616,10 @@ class JourneyWorkflow:
             stage=step.stage.value if step.stage else None,
             reads=sorted(self._reads()),
         )
+        names = sorted([*change.attributes, *step.increment])
+        record = self._record_of(step.id, "set", ", ".join(names) or "stage")
+        end = self._end_after(step)
+        change.end = end.after(record) if end is not None else None
         # Written to the store and read back: a condition after this step sees the stored
         # result (an increment added to the current score, not to this run's copy).
         stored: ProfileSnapshot = await workflow.execute_activity(
@@ -574,8 +631,9 @@ class JourneyWorkflow:
             summary=f"set {', '.join(sorted([*change.attributes, *step.increment])) or 'stage'}",
         )
         self._take_profile(stored)
-        names = sorted([*change.attributes, *step.increment])
-        self._record(step.id, "set", ", ".join(names) or "stage")
+        if change.end is not None:
+            self.ended_as = change.end.outcome
+        self._keep(record)
         return step.next
 
     def _reads(self) -> frozenset[str]:
@@ -646,7 +704,7 @@ class JourneyWorkflow:
         since = workflow.now().strftime("%Y-%m-%d %H:%M UTC")
         self.waiting = f"{label} (since {since})"
         workflow.set_current_details(f"step {step_id}: {self.waiting}")
-        self._show_step(step_id)
+        self._show_step(step_id, remaining)
 
         def woken() -> bool:
             return (
@@ -678,13 +736,21 @@ class JourneyWorkflow:
             or info.get_current_history_length() > self.max_history
         )
 
-    def _show_step(self, step_id: str) -> None:
-        """Put the current step in the KairosStep search attribute (one billable action).
+    def _show_step(self, step_id: str, remaining: timedelta) -> None:
+        """Put the current step in the KairosStep search attribute (one billable action) when
+        the wait is long enough for support to look for who waits there.
 
-        A loop back to the same wait (nurture listens again after each engagement) or a
-        quiet-hours deferral of a send leaves the attribute as it is, so it costs nothing.
+        A shorter wait shows its step in the current details only (free), and clears a step
+        shown by an earlier long wait. A loop back to the same wait (nurture listens again
+        after each engagement) or a quiet-hours deferral of a send leaves the attribute as it
+        is, so it costs nothing.
         """
         shown = workflow.info().typed_search_attributes.get(SA_STEP)
+        short = remaining < timedelta(seconds=SEARCHABLE_WAIT_SECONDS)
+        if short and workflow.patched(STEP_IN_DETAILS):
+            if shown and shown != step_id:
+                workflow.upsert_search_attributes([SA_STEP.value_unset()])
+            return
         if shown == step_id:
             return
         workflow.upsert_search_attributes([SA_STEP.value_set(step_id)])
@@ -728,9 +794,13 @@ class JourneyWorkflow:
         return f"{self.plan.name}:{self.customer_id}:{self.run_no}:{step_id}:{visit}"
 
     def _record(self, step_id: str, kind: str, outcome: str) -> None:
-        self.state.records.append(
-            StepRecord(step=step_id, kind=kind, at=workflow.now(), outcome=outcome)
-        )
+        self._keep(self._record_of(step_id, kind, outcome))
+
+    def _record_of(self, step_id: str, kind: str, outcome: str) -> StepRecord:
+        return StepRecord(step=step_id, kind=kind, at=workflow.now(), outcome=outcome)
+
+    def _keep(self, record: StepRecord) -> None:
+        self.state.records.append(record)
         # A run that loops for months keeps its latest steps, not an ever-growing input.
         del self.state.records[:-MAX_RECORDS]
 
