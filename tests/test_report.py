@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from kairos import expressions, policy
 from kairos.cli import app
+from kairos.cli.base import console
 from kairos.cli.report import render_html
 from kairos.client import Kairos
 from kairos.compiler import Project
@@ -292,8 +293,12 @@ async def _cli(dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path)
     assert rows[0] == ["journey", "figure", "value"]
     assert [JOURNEY, "entered", "10"] in rows and [JOURNEY, "steps.wait.active", "5"] in rows
     assert ["", "stages.retention", "9"] in rows
-    wide = {**env, "COLUMNS": "200"}
-    printed = await asyncio.to_thread(CliRunner().invoke, app, command[:4], env=wide)
+    # The console is made once per process, so COLUMNS is read only if no test printed before.
+    narrow, console.width = console.width, 200
+    try:
+        printed = await asyncio.to_thread(CliRunner().invoke, app, command[:4], env=env)
+    finally:
+        console.width = narrow
     assert printed.exit_code == 0, printed.output
     assert "against the holdout" in printed.output and "too early" in printed.output
     return page.read_text(encoding="utf-8")
