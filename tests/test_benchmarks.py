@@ -23,6 +23,8 @@ from benchmarks.workload import JOURNEY_CYCLE, customers
 from kairos import routing
 from kairos.compiler import load_project
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server
+
 
 def test_the_workload_is_the_same_for_every_run_and_covers_every_journey() -> None:
     first, again = customers(20), customers(20)

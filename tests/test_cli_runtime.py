@@ -38,6 +38,8 @@ from tests.commands import (
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, outbox, timezone_at
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server
+
 SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
 
 

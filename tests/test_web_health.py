@@ -33,7 +33,7 @@ from tests.browser.harness import (
     web_config,
     web_settings,
 )
-from tests.conftest import make_kairos
+from tests.conftest import ROOT, make_kairos
 
 OFFLINE_TEMPORAL = {"target_host": "127.0.0.1:1", "namespace": "default"}
 
@@ -150,11 +150,14 @@ def test_serve_refuses_bad_web_settings_with_every_problem(monkeypatch: pytest.M
     assert "KAIROS_API_KEYS" in result.output and "KAIROS_WEB_PORT" in result.output
 
 
+@pytest.mark.slow
 def test_serve_says_in_one_line_when_postgresql_cannot_be_reached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from kairos.cli import app as cli
 
+    # The project's home, whatever the shell running the suite has set.
+    monkeypatch.setenv("KAIROS_HOME", str(ROOT))
     monkeypatch.setenv("KAIROS_DATABASE_URL", "postgresql://kairos@127.0.0.1:1/kairos")
     monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
     monkeypatch.setenv("KAIROS_SECRET", "a-secret-that-is-not-the-development-default")
