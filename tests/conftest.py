@@ -8,7 +8,7 @@ import dataclasses
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -50,6 +50,28 @@ def pytest_configure(config: pytest.Config) -> None:
     # The command line's consoles take their width when kairos.cli is first imported, by
     # whichever test that is: the same width in every worker, whatever ran first.
     os.environ["COLUMNS"] = "200"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Report a failure even when CPython 3.11 cannot parse the test's source to show it.
+
+    Its ast module keeps one interpreter-wide recursion counter; when the Temporal SDK's
+    threads run Python meanwhile, pytest's ``ast.parse`` of the failing test's source can raise
+    SystemError ("AST constructor recursion depth mismatch"), which took the whole xdist worker
+    down and hid the failure. The native traceback needs no parse.
+    """
+    try:
+        return (yield)
+    except SystemError:
+        style = item.config.option.tbstyle
+        item.config.option.tbstyle = "native"
+        try:
+            return pytest.TestReport.from_item_and_call(item, call)
+        finally:
+            item.config.option.tbstyle = style
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
