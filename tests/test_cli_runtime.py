@@ -38,7 +38,8 @@ from tests.commands import (
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, outbox, timezone_at
 
-pytestmark = pytest.mark.slow  # every test here starts a process or a server
+# Every test here starts processes or servers; each `kairos` command is a Python start-up.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
 
