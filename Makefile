@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Test processes (pytest-xdist). The tests mostly wait on servers and subprocesses, so three
+# workers keep two cores busy; each worker starts its own PostgreSQL and Temporal dev server.
+TEST_WORKERS ?= 3
 STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint typecheck pytest bench clean install
@@ -27,7 +30,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	sh tests/browser/ensure_chromium.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test: lint typecheck pytest
 

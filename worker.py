@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -172,7 +171,7 @@ async def run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    load_action_modules(os.environ.get("KAIROS_ACTIONS", ""))
+    load_action_modules(settings.actions)
     try:
         store = await Store.open(settings, project)
     except StoreError as err:
@@ -214,15 +213,14 @@ async def run(settings: Settings) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("KAIROS_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         settings = load_settings()
     except ConfigError as err:
         print(f"kairos worker: {err}", file=sys.stderr)
         exit_process(2)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     exit_process(asyncio.run(run(settings)))
 
 

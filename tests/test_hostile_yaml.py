@@ -198,6 +198,7 @@ def test_a_link_that_stays_inside_the_project_is_followed(tmp_path: Path) -> Non
     assert report.errors == [] and project is not None and "welcome" in project.plans
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(
     ("name", "text", "message"),

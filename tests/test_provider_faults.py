@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.provider_faults import Faults, run
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 async def test_twenty_journeys_through_failing_providers_lose_and_duplicate_nothing() -> None:

@@ -647,6 +647,7 @@ def test_cli_broken_customer_and_event_files_are_one_line_each(cli: Any, tmp_pat
     assert event.output == "error: --event broken.json:2:1: not valid JSON: Expecting value\n"
 
 
+@pytest.mark.slow
 async def test_cli_preview_without_the_event_a_message_reads_says_to_give_it() -> None:
     from tests.commands import command_env, run
 

@@ -303,6 +303,7 @@ def test_start_times_and_relative_dates_follow_the_simulated_clock(project: Proj
     assert resolved == {"last_order_at": "2030-01-03T06:30:00+00:00", "first_name": "now"}
 
 
+@pytest.mark.slow
 def test_the_cli_prints_json_for_ci(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
@@ -321,6 +322,7 @@ def test_the_cli_prints_json_for_ci(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir()), "a simulation never writes to the real outbox"
 
 
+@pytest.mark.slow
 def test_the_cli_explains_mistakes_without_a_traceback() -> None:
     env = {"KAIROS_HOME": str(ROOT), "NO_COLOR": "1"}
     ada = str(FIXTURES / "ada.yaml")
@@ -334,6 +336,7 @@ def test_the_cli_explains_mistakes_without_a_traceback() -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_a_failing_private_temporal_server_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     # What the SDK raised after 30 s when the test server died under a simulation.
     async def broken(*args: object, **kwargs: object) -> Timeline:

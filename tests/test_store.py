@@ -301,6 +301,7 @@ async def _rows_read(store: Store, customer: str, event: Event) -> int:
     return int(row["n"]) if row and row["n"] is not None else 0
 
 
+@pytest.mark.timeout(300)  # a minute alone; longer next to three other test workers
 async def test_ten_thousand_events_to_one_customer_keep_working_at_steady_cost(
     store: Store,
 ) -> None:

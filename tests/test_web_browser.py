@@ -27,6 +27,8 @@ from tests.commands import free_port
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import started
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server
+
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,

@@ -20,6 +20,7 @@ from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
 from kairos.config import Settings
+from kairos.webhooks import TWILIO_STATUS_PATH
 
 
 def _sendgrid(settings: Settings) -> EmailSender:
@@ -29,10 +30,6 @@ def _sendgrid(settings: Settings) -> EmailSender:
         asm_group_id=settings.sendgrid_asm_group_id,
         sandbox=settings.sendgrid_sandbox,
     )
-
-
-# Where the web front door takes Twilio's status callbacks (kairos.web.twilio).
-TWILIO_STATUS_PATH = "/webhooks/twilio/status"
 
 
 def _twilio(settings: Settings) -> SmsSender:

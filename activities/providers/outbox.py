@@ -1,6 +1,6 @@
 """The local outbox: messages become files a person can open instead of being sent.
 
-Layout under the outbox directory::
+Layout under the outbox directory (its shared parts, and erasure, are kairos.outbox_files)::
 
     email/<UTC timestamp>-<key>.eml   an RFC 5322 message (text and HTML alternatives)
     sms/<UTC timestamp>-<key>.txt     To, Encoding, Segments, Key and metadata lines, then the body
@@ -22,14 +22,12 @@ as small as a filesystem allows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderDefect
@@ -48,13 +46,12 @@ from activities.providers.base import (
     provider_error,
 )
 from kairos.messages import EmailMessage, Receipt, SmsMessage
+from kairos.outbox_files import INDEX_FILE, KEYS_DIR, index_lock, write_all, write_atomically
 from kairos.plan import Channel
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "outbox"
-INDEX_FILE = "index.jsonl"
-_KEYS_DIR = ".keys"
 _PREVIEW_CHARS = 60
 _KEY_CHARS = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -181,7 +178,7 @@ class _Outbox:
                 duplicate=True,
             )
         try:
-            _write_atomically(self.root / relative, content)
+            write_atomically(self.root / relative, content)
         except OSError:
             # Nothing was delivered (a full disk, say): let the activity's retry claim it again.
             marker.unlink(missing_ok=True)
@@ -201,7 +198,7 @@ class _Outbox:
 
     def _claim(self, key: str, relative: str) -> Path | None:
         """Create the key's marker; None when another send (any process) created it first."""
-        keys = self.root / _KEYS_DIR
+        keys = self.root / KEYS_DIR
         keys.mkdir(parents=True, exist_ok=True)
         marker = keys / hashlib.sha256(key.encode()).hexdigest()
         try:
@@ -210,7 +207,7 @@ class _Outbox:
             return None
         try:
             # For a person looking into .keys/; duplicates never need to read it.
-            _write_all(fd, f"{key}\n{relative}\n".encode())
+            write_all(fd, f"{key}\n{relative}\n".encode())
         finally:
             os.close(fd)
         return marker
@@ -219,53 +216,12 @@ class _Outbox:
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
         # One O_APPEND write per line, so lines from several processes never interleave; under
         # the index lock, so an erasure rewriting the index loses no line.
-        with _index_lock(self.root):
+        with index_lock(self.root):
             fd = os.open(self.root / INDEX_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                _write_all(fd, line)
+                write_all(fd, line)
             finally:
                 os.close(fd)
-
-
-def erase_customer(outbox_dir: Path, customer_id: str) -> int:
-    """Delete every message of ``customer_id`` from the outbox: its file, its key marker and
-    its index line. Returns how many messages were removed (0 when there is no outbox)."""
-    index = outbox_dir / INDEX_FILE
-    if not index.exists():
-        return 0
-    with _index_lock(outbox_dir):
-        kept: list[str] = []
-        removed = 0
-        for line in index.read_text(encoding="utf-8").splitlines(keepends=True):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                kept.append(line)
-                continue
-            if entry.get("customer_id") != customer_id:
-                kept.append(line)
-                continue
-            removed += 1
-            file = outbox_dir / str(entry.get("file", ""))
-            if file.parent in (outbox_dir / "email", outbox_dir / "sms"):
-                file.unlink(missing_ok=True)
-            marker = hashlib.sha256(str(entry.get("key", "")).encode()).hexdigest()
-            (outbox_dir / _KEYS_DIR / marker).unlink(missing_ok=True)
-        if removed:
-            _write_atomically(index, "".join(kept).encode())
-    return removed
-
-
-@contextlib.contextmanager
-def _index_lock(root: Path) -> Iterator[None]:
-    """An exclusive lock on the outbox index, across processes (flock on a lock file)."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".index.lock", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _summary(to: str, category: str, metadata: Mapping[str, str], **fields: str) -> dict[str, str]:
@@ -364,20 +320,6 @@ def _safe_key(key: str) -> str:
         return safe
     # Two keys that only differ in replaced characters must not share a file name.
     return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Write via a temporary file and a rename, so no one ever opens a half-written message."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _rejected(kind: str, key: str, what: str) -> ApplicationError:

@@ -37,13 +37,13 @@ from activities.providers.base import (
 )
 from kairos.messages import EmailMessage, Receipt
 from kairos.plan import Category, Channel
+from kairos.webhooks import SENDGRID_KEY_ARG
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "sendgrid"
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
-KEY_ARG = "kairos_key"
-"""The custom_arg carrying the message key, so event webhooks can be matched to the send."""
+KEY_ARG = SENDGRID_KEY_ARG
 
 # SendGrid names the offending field in each error; these are the recipient's address.
 _RECIPIENT_FIELD = re.compile(r"personalizations\.\d+\.(to|cc|bcc)(\..*)?|email")

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from kairos.cli.base import app, console, err_console
 from kairos.config import ConfigError, load_settings
+from kairos.outbox_files import INDEX_FILE
 from kairos.plan import Channel
 
-INDEX_FILE = "index.jsonl"
 _EPILOG = (
     "Example: [bold]kairos outbox --channel email --customer c-42 --limit 5[/]  "
     "(then open the .eml file in a mail client)"

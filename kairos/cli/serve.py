@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from typing import Annotated
 
@@ -41,7 +40,7 @@ def serve_command(
     how = "pass a free --port" if port is not None else "set KAIROS_WEB_PORT to a free port"
     _check_free(host, bind_port, how)
     logging.basicConfig(
-        level=os.environ.get("KAIROS_LOG_LEVEL", "INFO"),
+        level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     refused = deployment_problems(settings, bind_host=host)

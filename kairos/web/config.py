@@ -18,11 +18,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from kairos.config import ConfigError
+from kairos.config import DEFAULT_DEV_UI_PORT, ConfigError
 
 DEFAULT_PORT = 8000
-# Where `make dev` serves the Temporal UI (kairos.dev.DEFAULT_UI_PORT; KAIROS_DEV_UI_PORT).
-DEFAULT_UI_PORT = 8233
 MIN_API_KEY_LENGTH = 16
 _PEM_ARMOUR = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----")
 
@@ -51,7 +49,7 @@ class WebConfig:
     sendgrid_public_key: str = ""
     port: int = DEFAULT_PORT
     codec_tokens: tuple[str, ...] = ()
-    codec_origins: tuple[str, ...] = dev_ui_origins(DEFAULT_UI_PORT)
+    codec_origins: tuple[str, ...] = dev_ui_origins(DEFAULT_DEV_UI_PORT)
 
 
 def load_web_config(env: Mapping[str, str] | None = None, *, home: Path | None = None) -> WebConfig:
@@ -130,7 +128,7 @@ def _origins(values: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
     raw = values.get("KAIROS_CODEC_ORIGINS", "").strip()
     if not raw:
         ui_port = values.get("KAIROS_DEV_UI_PORT", "").strip()
-        return dev_ui_origins(int(ui_port) if ui_port.isdigit() else DEFAULT_UI_PORT)
+        return dev_ui_origins(int(ui_port) if ui_port.isdigit() else DEFAULT_DEV_UI_PORT)
     origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
     for origin in origins:
         scheme, sep, rest = origin.partition("://")

@@ -53,11 +53,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from activities.providers.sendgrid import KEY_ARG
 from kairos.client import CustomerNotFound, InvalidEvent, Kairos
 from kairos.plan import Channel
 from kairos.web.errors import ApiError, read_body
 from kairos.web.track import is_customer_id
+from kairos.webhooks import SENDGRID_KEY_ARG
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,11 @@ def _classify(kind: str, item: dict[str, Any]) -> tuple[str, str | None] | None:
 def _properties(item: dict[str, Any]) -> dict[str, Any]:
     # Only the run's coordinates and the clicked link: never the address or SMTP reason,
     # which can contain it.
-    fields = {"journey": item.get("journey"), "step": item.get("step"), "key": item.get(KEY_ARG)}
+    fields = {
+        "journey": item.get("journey"),
+        "step": item.get("step"),
+        "key": item.get(SENDGRID_KEY_ARG),
+    }
     if item.get("event") == "click":
         fields["url"] = item.get("url")
     return {k: v for k, v in fields.items() if isinstance(v, str) and v}
@@ -207,7 +211,7 @@ class SendGridRoutes:
         """Tell the ledger SendGrid had the message this event is about, if Kairos sent it."""
         if not isinstance(item, dict):
             return
-        key, kind, message_id = (item.get(k) for k in (KEY_ARG, "event", "sg_message_id"))
+        key, kind, message_id = (item.get(k) for k in (SENDGRID_KEY_ARG, "event", "sg_message_id"))
         if not (isinstance(key, str) and key and isinstance(kind, str) and kind):
             return
         # sg_message_id is the X-Message-Id the send was answered with, plus a suffix per

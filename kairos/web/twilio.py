@@ -42,12 +42,12 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from activities.providers import TWILIO_STATUS_PATH
 from kairos import phone
 from kairos.client import Kairos
 from kairos.config import Settings
 from kairos.store.support import SMS_REPLIED
 from kairos.web.errors import ApiError, media_type, read_body, with_body
+from kairos.webhooks import TWILIO_STATUS_PATH
 
 log = logging.getLogger(__name__)
 
