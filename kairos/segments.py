@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
@@ -48,9 +48,6 @@ from kairos.expressions import _ENV, _dotted, check_syntax, refused
 from kairos.problems import Problem, Report, suggestion
 from kairos.schema import validate_document
 from kairos.yaml_source import YamlDocument, load_yaml, read_source
-
-if TYPE_CHECKING:
-    from kairos.store.database import Database
 
 SEGMENTS_DIR = "segments"
 FUNCTIONS = ("events", "messages", "days_since")
@@ -663,17 +660,3 @@ def sample_query(segment: Segment, now: datetime, limit: int) -> sql.Composed:
     return sql.SQL("SELECT c.id, c.stage FROM customers c WHERE {} ORDER BY c.id LIMIT {}").format(
         segment.condition(now), sql.Literal(limit)
     )
-
-
-async def count_members(database: Database, segment: Segment, now: datetime) -> int:
-    """How many customers are in ``segment`` at ``now``, counted by PostgreSQL."""
-    row = await database.fetch_one(count_query(segment, now))
-    return int(row["members"]) if row else 0
-
-
-async def sample_members(
-    database: Database, segment: Segment, now: datetime, limit: int
-) -> list[tuple[str, str | None]]:
-    """Up to ``limit`` members (id and stage), lowest ids first."""
-    rows = await database.fetch_all(sample_query(segment, now, limit))
-    return [(row["id"], row["stage"]) for row in rows]

@@ -26,11 +26,12 @@ _LANGUAGE = {
     "kairos", "kairos.actions_catalogue", "kairos.catalogue", "kairos.compiler", "kairos.durations",
     "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.locales", "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
-    "kairos.sms", "kairos.template_safety", "kairos.unsubscribe", "kairos.yaml_source",
+    "kairos.segments", "kairos.sms", "kairos.template_safety", "kairos.unsubscribe",
+    "kairos.yaml_source",
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.
 _TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulate", "kairos.report",
-          "kairos.enroll", "benchmarks")  # fmt: skip
+          "kairos.report_charts", "kairos.enroll", "kairos.broadcast", "benchmarks")  # fmt: skip
 # The web front door answers HTTP in a process that runs no activity: it reaches journeys
 # through the client and the store, never through a provider's or a workflow's code.
 _FRONT_DOOR = "kairos.web"

@@ -15,14 +15,9 @@ from psycopg.types.json import Jsonb
 
 from kairos.compiler import Project
 from kairos.expressions import holds
-from kairos.segments import (
-    Segment,
-    SegmentSyntaxError,
-    count_members,
-    sample_members,
-    to_sql,
-)
+from kairos.segments import Segment, SegmentSyntaxError, to_sql
 from kairos.store import Store
+from kairos.store.segments import count_members, sample_members
 from tests.commands import command_env, documented, run
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

@@ -16,7 +16,8 @@ from kairos.cli.runtime import load, with_client
 from kairos.client import Kairos
 from kairos.compiler import Project
 from kairos.problems import suggestion
-from kairos.segments import Segment, count_members, sample_members
+from kairos.segments import Segment
+from kairos.store.segments import count_members, sample_members
 
 segment = typer.Typer(
     help="Segments (segments/*.yaml): count and sample their members in the customer store.",
