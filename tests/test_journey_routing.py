@@ -23,6 +23,7 @@ from kairos.delivery import send_queue
 from kairos.messages import SendOutcome
 from kairos.plan import Channel
 from kairos.runtime import (
+    UNSETTLED_SENDS,
     DeliverRequest,
     Event,
     FailedSend,
@@ -32,6 +33,7 @@ from kairos.runtime import (
     RunEnd,
     RunProblems,
     journey_workflow_id,
+    send_record,
 )
 from workflows.journey import (
     DELIVER_ACTIVITY,
@@ -65,7 +67,11 @@ class Stubs:
         now = activity.info().current_attempt_scheduled_time
         self.sends.append((request.step, request.channel))
         self.send_times.append(now)
-        return self.answer(request, now)
+        outcome = self.answer(request, now)
+        if request.end is not None and outcome.status not in UNSETTLED_SENDS:
+            # Like the real activity: the run's last send records its end, with its own record.
+            self.ends.append(request.end.after(send_record(request.step, outcome, now)))
+        return outcome
 
     @activity.defn(name=END_RUN_ACTIVITY)
     async def end_run(self, end: RunEnd) -> None:
@@ -134,6 +140,10 @@ async def test_a_shopper_with_sms_consent_gets_the_reminder_then_the_last_chance
     assert stubs.sends == [("first_reminder", Channel.email), ("last_chance_sms", Channel.sms)]
     assert [m.status for m in result.messages] == ["sent", "sent"]
     assert [end.outcome for end in stubs.ends] == [result.outcome]
+    # The end its last send recorded carries every step the run recorded, in the same order.
+    assert [(r.step, r.kind) for r in stubs.ends[0].records] == [
+        (r.step, r.kind) for r in result.records
+    ]
     assert stubs.failed == [] and stubs.problems == []
 
 
