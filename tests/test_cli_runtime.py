@@ -196,8 +196,10 @@ async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs
         async def settled() -> bool:
             # Run 2 has scored the lead and sent its first lesson: it now waits for days, so
             # nothing is added to the store between counting and forgetting.
+            # Sent, not only reserved: its outbox file is written before the ledger says sent.
             row = await store.database.fetch_one(
                 "SELECT count(*) AS n FROM messages WHERE key LIKE 'nurture:sue:2:%%'"
+                " AND status = 'sent'"
             )
             return row is not None and row["n"] == 1
 
