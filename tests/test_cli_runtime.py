@@ -333,6 +333,8 @@ MISTAKES = [
     (["start", "welcom", "c-42"], "error: no journey named 'welcom' (journeys: cart_abandonment,"),
     (["cancel", "welcom", "c-42"], "error: no journey named 'welcom'"),
     (["runs", "--journey", "welcom"], "error: no journey named 'welcom'"),
+    (["broadcast", "welcom", "--segment", "sms_subscribers_retention"],
+     "error: no journey named 'welcom' (journeys: cart_abandonment,"),
     (["unsubscribe", "c-42", "--topic", "newsletter"],
      "error: --topic 'newsletter': use one of email, sms, marketing, all"),
     (["customer", "a\tb"], "error: customer ids are at most 200 characters, without quotes"),

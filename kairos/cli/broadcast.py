@@ -16,10 +16,9 @@ from kairos.cli.base import app, console, err_console, progress_bar, quiet_logs
 from kairos.cli.base import fail_text as fail
 from kairos.cli.runtime import load
 from kairos.cli.segment import find_segment
-from kairos.client import Kairos
+from kairos.client import Kairos, KairosError, check_journey
 from kairos.config import Settings
 from kairos.enroll import EnrollError, ensure_worker
-from kairos.problems import suggestion
 from kairos.store import Database, StoreError, database_url
 from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus, Reach, reach
 
@@ -59,9 +58,10 @@ def broadcast_command(
     the same command goes on with the members left; nobody is entered twice.
     """
     settings, project = load()
-    plan = project.plans.get(journey)
-    if plan is None:
-        raise fail(f"no journey `{journey}` ({suggestion(journey, list(project.plans))})")
+    try:
+        plan = check_journey(project, journey)
+    except KairosError as err:
+        raise fail(str(err)) from None
     chosen = find_segment(project, segment)
     quiet_logs()
     handled: list[MemberStatus] = []
