@@ -17,10 +17,9 @@ from kairos.cli.base import fail_text as fail
 from kairos.cli.runtime import load
 from kairos.cli.segment import find_segment
 from kairos.client import Kairos, KairosError, check_journey
-from kairos.config import Settings
 from kairos.enroll import EnrollError, ensure_worker
-from kairos.store import Database, StoreError, database_url
-from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus, Reach, reach
+from kairos.store import StoreError
+from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus, Reach
 
 _EPILOG = (
     "Example: [bold]kairos broadcast flash_sale --segment sms_subscribers_retention[/]  "
@@ -129,19 +128,6 @@ def _report(
 
 
 # --- reach, for `kairos report` ------------------------------------------------------------
-
-
-def broadcast_reach(settings: Settings, journey: str | None, since: datetime | None) -> list[Reach]:
-    """Every broadcast's reach (of ``journey``, begun since ``since``) from the store."""
-
-    async def go() -> list[Reach]:
-        async with await Database.open(await database_url(settings)) as database:
-            return await reach(database, journey, since)
-
-    try:
-        return asyncio.run(go())
-    except StoreError as err:
-        raise fail(str(err)) from None
 
 
 def reach_json(found: list[Reach]) -> list[dict[str, object]]:

@@ -19,7 +19,7 @@ from rich.table import Table
 from temporalio.client import Client
 
 from kairos.cli.base import app, console, err_console, fail
-from kairos.cli.broadcast import broadcast_reach, print_reach, reach_json
+from kairos.cli.broadcast import print_reach, reach_json
 from kairos.compiler import load_project
 from kairos.config import ConfigError, Settings, load_settings
 from kairos.crypto import MasterKeys
@@ -49,6 +49,7 @@ from kairos.report_charts import (
     script,
 )
 from kairos.store import Database, StoreError
+from kairos.store.broadcasts import Reach, reach
 from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import runs_of
 from kairos.store.store import database_url
@@ -92,8 +93,7 @@ def report_command(
         window = parse_since(since, datetime.now(UTC))
     except ReportError as err:
         raise fail(str(err), code=2) from None
-    report = asyncio.run(_build(settings, plans, journey, window))
-    broadcasts = broadcast_reach(settings, journey, window)
+    report, broadcasts = asyncio.run(_build(settings, plans, journey, window))
     if html_file is not None:
         html_file.write_text(render_html(report), encoding="utf-8")
     if csv_file is not None:
@@ -128,7 +128,8 @@ async def _build(
     plans: dict[str, JourneyPlan],
     journey: str | None,
     since: datetime | None,
-) -> Report:
+) -> tuple[Report, list[Reach]]:
+    """The report and the reach of its broadcasts, from one connection to the store."""
     try:
         database = await Database.open(await database_url(settings))
     except StoreError as err:
@@ -143,9 +144,10 @@ async def _build(
         except RuntimeError:
             client = None  # the report says Temporal could not tell where runs are now
         try:
-            return await build_report(
+            built = await build_report(
                 database, client, settings.task_queue, plans, journey=journey, since=since
             )
+            return built, await reach(database, journey, since)
         except StoreError as err:
             raise fail(str(err)) from None
 
