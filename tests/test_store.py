@@ -36,7 +36,7 @@ from kairos.plan import (
 )
 from kairos.runtime import Event, JourneyResult, ProfileChange, journey_workflow_id
 from kairos.store import Store
-from kairos.store.dispatch import DONE_SQL
+from kairos.store.dispatch import DONE_SQL, Dispatcher
 from kairos.store.ingest import Ingest
 from kairos.temporal import start_journey
 from tests.conftest import ROOT, make_kairos, project_store, running_worker
@@ -128,6 +128,62 @@ async def test_a_start_made_again_after_a_crash_finds_the_run_it_started(
             dev_env.client, settings.task_queue, plan, "again", 1,
             profile=profile, trigger=None, timezone_attribute="timezone",
         )  # fmt: skip
+
+
+async def test_a_dispatch_cancelled_midway_leaves_no_lock_behind(
+    dev_env: WorkflowEnvironment, settings: Settings, store: Store
+) -> None:
+    await store.accept("halt", Event(id="c1", name="cart_updated", properties=CART))
+    made: list[str] = []
+
+    async def start(*args: Any, **kwargs: Any) -> None:
+        made.append(args[3])  # the customer id
+
+    def waiting(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%DELETE FROM dispatches%' AND pid <> pg_backend_pid()"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    with (
+        psycopg.connect(settings.database_url) as other,
+        psycopg.connect(settings.database_url, autocommit=True) as watcher,
+    ):
+        # Another session holds the dispatch row, so the call stops inside a statement, and
+        # the caller gives up there (a web request whose client went away).
+        other.execute("SELECT id FROM dispatches FOR UPDATE")
+        stuck = Dispatcher(store.database, dev_env.client, settings.task_queue, None, start=start)
+        call = asyncio.create_task(stuck.run(["halt"]))
+        for _ in range(600):
+            if waiting(watcher):
+                break
+            await asyncio.sleep(0.05)
+        assert made == ["halt"] and waiting(watcher) == 1
+        # It gives up again and again, while the call tidies up too.
+        while not call.done():
+            call.cancel()
+            await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        other.rollback()
+
+        def locks() -> int:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        # The call's connection was closed, not lent on: its session ends (once PostgreSQL
+        # notices, after the blocked statement) and the customer's lock with it.
+        for _ in range(600):
+            if not locks():
+                break
+            await asyncio.sleep(0.05)
+        assert locks() == 0
+    sweeper = Dispatcher(store.database, dev_env.client, settings.task_queue, None, start=start)
+    assert await sweeper.run(["halt"], wait=False) == 1
+    assert await pending(store) == 0
 
 
 # --- entry rules --------------------------------------------------------------------------------

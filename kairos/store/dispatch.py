@@ -158,27 +158,38 @@ class Dispatcher:
                 await asyncio.wait_for(stop.wait(), timeout=SWEEP_EVERY_SECONDS)
 
     async def _run_customer(self, customer_id: str, *, wait: bool) -> int:
-        made = 0
         async with self.database.connection() as conn:
-            if not await _lock(conn, customer_id, LOCK_WAIT_SECONDS if wait else 0):
-                # Another process is making them (and will make ours: it works until none
-                # are left); failing that, the sweeper will.
-                return 0
             try:
-                while True:
-                    cursor = await conn.execute(
-                        "SELECT id, event_id, kind, journey, run_no, payload FROM dispatches"
-                        " WHERE customer_id = %s ORDER BY id LIMIT 50",
-                        (customer_id,),
-                    )
-                    rows = await cursor.fetchall()
-                    if not rows:
-                        return made
-                    for row in rows:
-                        await self._make(conn, customer_id, row)
-                        made += 1
-            finally:
-                await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_SQL})", (customer_id,))
+                if not await _lock(conn, customer_id, LOCK_WAIT_SECONDS if wait else 0):
+                    # Another process is making them (and will make ours: it works until none
+                    # are left); failing that, the sweeper will.
+                    return 0
+                made = await self._make_pending(conn, customer_id)
+            except BaseException:
+                # Given up midway (cancelled, perhaps inside a statement) or failed: the lock
+                # may be held by a connection that cannot run another statement. Closing it
+                # ends the session and the lock with it, and the pool replaces the connection
+                # instead of lending the lock to its next user (who would wait it out).
+                await conn.close()
+                raise
+            await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_SQL})", (customer_id,))
+            return made
+
+    async def _make_pending(self, conn: Connection, customer_id: str) -> int:
+        """Make the customer's dispatches oldest first, until none are left (under the lock)."""
+        made = 0
+        while True:
+            cursor = await conn.execute(
+                "SELECT id, event_id, kind, journey, run_no, payload FROM dispatches"
+                " WHERE customer_id = %s ORDER BY id LIMIT 50",
+                (customer_id,),
+            )
+            rows = await cursor.fetchall()
+            if not rows:
+                return made
+            for row in rows:
+                await self._make(conn, customer_id, row)
+                made += 1
 
     async def _make(self, conn: Connection, customer_id: str, row: dict[str, Any]) -> None:
         journey, run_no = row["journey"], row["run_no"]
