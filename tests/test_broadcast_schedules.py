@@ -3,6 +3,7 @@ customer's own time" is one schedule per timezone, each entering its members onc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, date, datetime, time, timedelta
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleRange
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from typer.testing import CliRunner
 
+from activities.broadcasts import Broadcasts
 from kairos.broadcast import (
     BroadcastError,
     cancel_scheduled,
@@ -25,11 +27,18 @@ from kairos.cli import app
 from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.report_charts import broadcasts_section
-from kairos.schedules import GroupResult, broadcast_of, fire_time, first_day, schedule_id
+from kairos.schedules import (
+    BroadcastGroup,
+    GroupResult,
+    broadcast_of,
+    fire_time,
+    first_day,
+    schedule_id,
+)
 from kairos.store import Store
 from kairos.store.broadcasts import BroadcastStore, MemberStatus, Reach, event_id
 from tests.commands import command_env, documented, run
-from tests.conftest import running_worker
+from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually
 from tests.test_broadcast import SEGMENT, add_regulars, scalar
 
@@ -314,3 +323,30 @@ def test_the_report_page_shows_each_broadcasts_reach_with_its_blocked_reasons() 
         "4 sms consent withdrawn, 2 &lt;quiet&gt; &amp; caps", "17",
     ]  # fmt: skip
     assert broadcasts_section([]) == ""
+
+
+async def test_a_group_stopped_mid_way_goes_on_at_its_retry_and_enters_nobody_twice(
+    dev_env: WorkflowEnvironment, settings: Settings, store: Store, project: Project
+) -> None:
+    members = 40
+    await add_regulars(store, settings, members)
+    broadcasts = Broadcasts(make_kairos(dev_env.client, settings, store))
+    group = BroadcastGroup(broadcast="killed", journey="flash_sale", segment=SEGMENT, rest=True)
+
+    # The first attempt's worker dies after its first heartbeat (a chunk of members in).
+    first = ActivityEnvironment()
+    beats: list[Any] = []
+    first.on_heartbeat = lambda *details: (beats.append(details), first.cancel())
+    with pytest.raises(asyncio.CancelledError):
+        await first.run(broadcasts.broadcast_group, group)
+    counts = await BroadcastStore(store).counts("killed")
+    done = counts[MemberStatus.enrolled]
+    assert beats and 0 < done < members and counts[MemberStatus.pending] == members - done
+
+    retried = await ActivityEnvironment().run(broadcasts.broadcast_group, group)
+    assert (retried.added, retried.enrolled, retried.refused) == (0, members - done, 0)
+    assert await scalar(store, "SELECT count(*) FROM events WHERE id = %s", event_id("killed")) == (
+        members
+    )
+    assert await scalar(store, "SELECT count(*) FROM runs WHERE journey = 'flash_sale'") == members
+    assert await scalar(store, "SELECT count(*) FROM dispatches") == 0
