@@ -336,7 +336,12 @@ async def test_a_group_stopped_mid_way_goes_on_at_its_retry_and_enters_nobody_tw
     # The first attempt's worker dies after its first heartbeat (a chunk of members in).
     first = ActivityEnvironment()
     beats: list[Any] = []
-    first.on_heartbeat = lambda *details: (beats.append(details), first.cancel())
+
+    def killed(*details: Any) -> None:
+        beats.append(details)
+        first.cancel()
+
+    first.on_heartbeat = killed
     with pytest.raises(asyncio.CancelledError):
         await first.run(broadcasts.broadcast_group, group)
     counts = await BroadcastStore(store).counts("killed")
