@@ -7,6 +7,10 @@ transaction each: the member's row is locked, the journey start is recorded as t
 together. A crash or Ctrl-C anywhere leaves every member either entered and marked, or neither;
 the next run takes the members still pending, and makes any Temporal start the crash left in
 the dispatch outbox.
+
+A scheduled broadcast (:mod:`kairos.schedules`) adds its members group by group instead: each
+timezone's group adds the segment's members of that zone when its schedule fires, to the one
+broadcast every group shares, so ``targeted`` grows as the groups fire.
 """
 
 from __future__ import annotations
