@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.actions import Actions, load_action_modules
+from activities.broadcasts import Broadcasts
 from activities.customers import CustomerActivities
 from activities.messaging import Messaging
 from activities.metrics import DeliveryMetrics, prometheus_runtime
@@ -39,6 +40,7 @@ from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
 from kairos.store.dispatch import JourneyStarter
 from kairos.temporal import connect, start_journey
+from workflows.broadcast import BroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")
@@ -89,7 +91,7 @@ def build_worker(
     journeys_worker = Worker(
         client,
         task_queue=queue,
-        workflows=[*journeys, *extra_workflows],
+        workflows=[*journeys, BroadcastWorkflow, *extra_workflows],
         workflow_runner=workflow_runner(),
         activities=[
             messaging.deliver,
@@ -99,6 +101,7 @@ def build_worker(
             customers.note_problems,
             customers.accept_event,
             actions.run_action,
+            Broadcasts(kairos).broadcast_group,
         ],
         graceful_shutdown_timeout=timedelta(seconds=20),
         max_cached_workflows=settings.max_cached_workflows,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from html import escape
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
@@ -17,6 +18,7 @@ from plotly.offline import get_plotlyjs
 from kairos.experiments import wilson
 from kairos.plan import Stage
 from kairos.report import HOLDOUT, NO_STAGE, JourneyReport, Report, StageMove
+from kairos.store.broadcasts import Reach
 
 # One colour per outcome in every journey's chart: green is always converted, red always
 # cancelled. An exit step's own outcome (``lapsed``, ``not_eligible``...) takes a colour from
@@ -205,3 +207,39 @@ def _variants(journey: JourneyReport) -> go.Figure:
         title="Split variants: conversion rate with its 95% interval", yaxis_tickformat=".0%"
     )
     return figure
+
+
+def broadcasts_section(found: Sequence[Reach]) -> str:
+    """Broadcast reach: each broadcast's members targeted, entered, messages sent, blocked
+    (by reason) and runs converted, as a chart over a table (nothing when there are none)."""
+    if not found:
+        return ""
+    names = [r.broadcast for r in found]
+    figure = go.Figure()
+    for label, values, colour in (
+        ("targeted", [r.targeted for r in found], HOLDOUT_COLOUR),
+        ("entered", [r.entered for r in found], outcome_colour("active")),
+        ("sent", [r.sent for r in found], outcome_colour("restarted")),
+        ("blocked", [sum(r.blocked.values()) for r in found], outcome_colour("cancelled")),
+        ("converted", [r.converted for r in found], outcome_colour("converted")),
+    ):
+        figure.add_bar(name=label, y=names, x=values, orientation="h", marker_color=colour)
+    figure.update_layout(title="Broadcast reach", barmode="group", yaxis_autorange="reversed")
+    rows = "".join(_reach_row(r) for r in found)
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("broadcast", "segment", "began", "targeted", "entered", "sent", "blocked",
+                  "converted")
+    )  # fmt: skip
+    return (
+        '<section data-section="broadcasts"><h2>Broadcasts</h2>'
+        + _html(figure, "broadcasts", 120 + 90 * len(found))
+        + f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></section>"
+    )
+
+
+def _reach_row(r: Reach) -> str:
+    blocked = ", ".join(f"{n} {reason}" for reason, n in r.blocked.items()) or "0"
+    began = r.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    cells = (r.broadcast, r.segment, began, r.targeted, r.entered, r.sent, blocked, r.converted)
+    return "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in cells) + "</tr>"

@@ -7,7 +7,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -43,6 +43,7 @@ from kairos.report import (
     versus,
 )
 from kairos.report_charts import (
+    broadcasts_section,
     journey_charts,
     journeys_chart,
     lifecycle_chart,
@@ -95,7 +96,7 @@ def report_command(
         raise fail(str(err), code=2) from None
     report, broadcasts = asyncio.run(_build(settings, plans, journey, window))
     if html_file is not None:
-        html_file.write_text(render_html(report), encoding="utf-8")
+        html_file.write_text(render_html(report, broadcasts), encoding="utf-8")
     if csv_file is not None:
         csv_file.write_text(render_csv(report), encoding="utf-8")
     if as_json:
@@ -444,9 +445,9 @@ def render_csv(report: Report) -> str:
     return out.getvalue()
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, broadcasts: Sequence[Reach] = ()) -> str:
     """One self-contained page: plotly charts (plotly.js inline) over the tables, nothing
-    fetched."""
+    fetched; the reach of ``broadcasts`` last."""
     window = report.since.strftime("%Y-%m-%d %H:%M UTC") if report.since else "the beginning"
     parts = [
         "<!doctype html>",
@@ -461,6 +462,7 @@ def render_html(report: Report) -> str:
         _html_journeys(report.journeys),
         *(_html_journey(j) for j in report.journeys if j.entered),
         _html_lifecycle(report),
+        broadcasts_section(broadcasts),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -7,6 +7,10 @@ transaction each: the member's row is locked, the journey start is recorded as t
 together. A crash or Ctrl-C anywhere leaves every member either entered and marked, or neither;
 the next run takes the members still pending, and makes any Temporal start the crash left in
 the dispatch outbox.
+
+A scheduled broadcast (:mod:`kairos.schedules`) adds its members group by group instead: each
+timezone's group adds the segment's members of that zone when its schedule fires, to the one
+broadcast every group shares, so ``targeted`` grows as the groups fire.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from psycopg import sql
 from kairos.plan import Entry, JourneyPlan
 from kairos.routing import START_EVENT
 from kairos.runtime import Event
+from kairos.schedules import BroadcastGroup
 from kairos.segments import Segment
 from kairos.store.database import Connection, Database, StoreError
 from kairos.store.ingest import Accepted
@@ -75,10 +80,18 @@ class BroadcastStore:
         return Broadcast(**row) if row else None
 
     async def begin(
-        self, broadcast_id: str, plan: JourneyPlan, segment: Segment, now: datetime
+        self,
+        broadcast_id: str,
+        plan: JourneyPlan,
+        segment: Segment,
+        now: datetime,
+        group: BroadcastGroup | None = None,
     ) -> Broadcast:
         """Create the broadcast with the segment's members at ``now``; an existing one is
         returned as it is (its members are those of when it began).
+
+        A scheduled ``group`` adds its zones' members at ``now`` to the broadcast, created by
+        whichever group fires first; a member some other group added is not added again.
 
         Raises:
             StoreError: ``broadcast_id`` names a broadcast of another journey or segment.
@@ -89,16 +102,22 @@ class BroadcastStore:
                 " VALUES (%s, %s, %s, %s, 0) ON CONFLICT (id) DO NOTHING RETURNING id",
                 (broadcast_id, plan.name, segment.name, segment.when),
             )
-            if await cursor.fetchone() is not None:
+            created = await cursor.fetchone() is not None
+            if created or group is not None:
+                within = sql.SQL("true") if group is None else self._in_group(group)
                 members = sql.SQL(
                     "INSERT INTO broadcast_members (broadcast, customer_id)"
-                    " SELECT {}, c.id FROM customers c WHERE {}"
-                ).format(sql.Literal(broadcast_id), segment.condition(now))
+                    " SELECT {}, c.id FROM customers c WHERE {} AND {}"
+                    " ON CONFLICT DO NOTHING"
+                ).format(sql.Literal(broadcast_id), segment.condition(now), within)
                 cursor = await conn.execute(members)
-                await conn.execute(
-                    "UPDATE broadcasts SET targeted = %s WHERE id = %s",
-                    (cursor.rowcount, broadcast_id),
-                )
+                if cursor.rowcount > 0 or created:
+                    # A group that adds members opens the broadcast again until they are in.
+                    await conn.execute(
+                        "UPDATE broadcasts SET finished_at = NULL, targeted = (SELECT count(*)"
+                        " FROM broadcast_members WHERE broadcast = %s) WHERE id = %s",
+                        (broadcast_id, broadcast_id),
+                    )
         found = await self.find(broadcast_id)
         assert found is not None
         if (found.journey, found.segment) != (plan.name, segment.name):
@@ -107,6 +126,29 @@ class BroadcastStore:
                 f"{plan.name} to {segment.name}: choose another --id"
             )
         return found
+
+    def _zone(self) -> sql.Composable:
+        """A customer's timezone as written in their profile ('' when none)."""
+        attribute = self.store.timezone_attribute
+        if attribute is None:
+            return sql.Literal("")
+        return sql.SQL("coalesce(c.profile ->> {}, '')").format(sql.Literal(attribute))
+
+    def _in_group(self, group: BroadcastGroup) -> sql.Composable:
+        zone = self._zone()
+        mine = sql.SQL("{} = ANY({}::text[])").format(zone, sql.Literal(group.zones))
+        if not group.rest:
+            return mine
+        others = sql.SQL("NOT {} = ANY({}::text[])").format(zone, sql.Literal(group.scheduled))
+        return sql.SQL("({} OR {})").format(mine, others)
+
+    async def zones(self, segment: Segment, now: datetime) -> dict[str, int]:
+        """How many of the segment's members at ``now`` have each timezone ('' for none)."""
+        query = sql.SQL(
+            "SELECT {} AS zone, count(*) AS n FROM customers c WHERE {} GROUP BY 1"
+        ).format(self._zone(), segment.condition(now))
+        rows = await self.database.fetch_all(query)
+        return {row["zone"]: int(row["n"]) for row in rows}
 
     async def pending(self, broadcast_id: str, after: str, limit: int) -> list[str]:
         """Members not yet entered, in id order after ``after``."""
