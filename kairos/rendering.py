@@ -57,6 +57,7 @@ from kairos.formatting import (
     plural_categories,
     zone,
 )
+from kairos.inlining import INLINER, Recording, ShapeCache, faithful_tree, finalize, recording
 from kairos.locales import LOCALES_FILE, LocaleStyle, load_locale_styles, normalise_locale
 from kairos.messages import EmailContent, SmsContent
 from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
@@ -133,10 +134,6 @@ _LINE_BREAKS = re.compile(r"[ \t\r\n\f\v]+")
 _UNDEFINED_NAME = re.compile(r"^'(?P<name>.*)' is undefined$")
 _URL = re.compile(r"https?://[^\s<>\"']+")
 
-# Inline every rule but keep @media and friends in <style>: clients that honour them (most
-# mobile ones) need them there, and they cannot be inlined anyway. Rendering never fetches.
-_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
-
 
 class RenderError(Exception):
     """A message that cannot be rendered. The message names the file and, if any, the variable.
@@ -205,6 +202,11 @@ class _Environment(GuardedSandbox):
     ``items`` it is undefined, so ``event.items | default([], true)`` gives the empty list.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Compiled file -> (its output can carry markers, the files it names).
+        self.faithful: dict[str, tuple[bool, tuple[str, ...]]] = {}
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping):
             if attribute in obj:
@@ -212,8 +214,21 @@ class _Environment(GuardedSandbox):
             return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        # Jinja's hook for every compile: note, from the very tree compiled, whether the
+        # file's output can carry the markers of kairos.inlining, and which files it names.
+        if name is not None:
+            self.faithful[name] = faithful_tree(source)
+        return super()._generate(source, name, filename, defer_init)
 
-def _environment(root: Path) -> SandboxedEnvironment:
+
+def _environment(root: Path) -> _Environment:
     env = _Environment(
         loader=FileSystemLoader(str(root)),
         undefined=_Undefined,
@@ -222,6 +237,7 @@ def _environment(root: Path) -> SandboxedEnvironment:
         lstrip_blocks=True,
         auto_reload=False,  # a store lives as long as its project: templates are read once
         cache_size=4096,
+        finalize=finalize,
     )
     env.filters.update(FILTERS)
     guard_filters(env.filters)
@@ -301,6 +317,8 @@ class TemplateStore:
     Args:
         root: The ``templates/`` directory.
         clock: Current time for relative dates (``timeago``); defaults to the system clock.
+        reuse_shapes: Inline an email's CSS once per shape (:mod:`kairos.inlining`); False
+            inlines every email whole, which gives the same bytes, slower (the tests compare).
     """
 
     def __init__(
@@ -309,6 +327,7 @@ class TemplateStore:
         *,
         clock: Callable[[], datetime] | None = None,
         display_root: str | None = None,
+        reuse_shapes: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         # What messages call the directory: a pinned copy still reads as templates/....
@@ -321,6 +340,20 @@ class TemplateStore:
         self._loaded: dict[str, tuple[tuple[int, int], _Unit | TemplateProblem]] = {}
         # templates/locales.yaml, with the (mtime, size) it was read at.
         self._styles: tuple[tuple[int, int], dict[str, LocaleStyle], list[Problem]] | None = None
+        # What rendering looks up once per store, as the compiled templates: the parts a
+        # message has in the locale a wish resolves to, each locale's Babel locale and
+        # default timezone, whether an HTML part's files can carry markers, and the styled
+        # shapes of kairos.inlining. A render touches no file once these are filled.
+        self._chosen: dict[tuple[str, Channel, str | None, str], tuple[str, dict[str, str]]] = {}
+        self._scopes: dict[str, tuple[Any, str]] = {}
+        self._markable: dict[str, bool] = {}
+        self._shapes = ShapeCache()
+        self._reuse_shapes = reuse_shapes
+
+    @property
+    def shapes_reused(self) -> int:
+        """How many emails took their inlined CSS from a shape already proven."""
+        return self._shapes.reused
 
     @property
     def environment(self) -> SandboxedEnvironment:
@@ -449,21 +482,28 @@ class TemplateStore:
             RenderError: A missing part, an undefined variable, a template error, or a
                 marketing email without ``unsubscribe_url`` in the context.
         """
-        chosen = self.choose_locale(template, Channel.email, locale, default_locale)
-        parts = self._require(template, chosen, Channel.email)
+        chosen, parts = self._parts(template, Channel.email, locale, default_locale)
         ctx = self._context(context, chosen)
         url = _unsubscribe_url(ctx, template, marketing)
         subject = _one_line(self._render(parts["subject"], ctx))
         if not subject:
             raise RenderError(f"{self._display(parts['subject'])}: the subject renders empty")
         preheader = _one_line(self._render(parts["preheader"], ctx)) if "preheader" in parts else ""
-        html = self._render(parts["html"], ctx)
+        skeleton, values = self._render_html(parts["html"], ctx)
+        html = values.real(skeleton) if values else skeleton
         if url and not _mentions(html, url):
             html = _with_html_footer(html, url, chosen)
+            if values:
+                skeleton = _with_html_footer(skeleton, values.mark(url), chosen)
         text = _tidy(self._render(parts["text"], ctx)) if "text" in parts else html_to_text(html)
         if url and url not in text:
             text = _with_text_footer(text, url, chosen)
-        html = _with_preheader(self._inline_css(html, parts["html"]), preheader)
+
+        def inline(document: str) -> str:
+            return self._inline_css(document, parts["html"])
+
+        inlined = self._shapes.styled(skeleton, values, inline) if values else inline(html)
+        html = _with_preheader(inlined, preheader)
         return EmailContent(
             subject=subject, preheader=preheader, html=html, text=text, locale=chosen
         )
@@ -483,8 +523,7 @@ class TemplateStore:
             RenderError: A missing part, an undefined variable, a template error or an
                 empty body.
         """
-        chosen = self.choose_locale(template, Channel.sms, locale, default_locale)
-        parts = self._require(template, chosen, Channel.sms)
+        chosen, parts = self._parts(template, Channel.sms, locale, default_locale)
         body = normalise_sms(self._render(parts["sms"], self._context(context, chosen)))
         if not body:
             raise RenderError(f"{self._display(parts['sms'])}: the SMS renders empty")
@@ -507,7 +546,8 @@ class TemplateStore:
         path = self.files(template, locale, Channel.email).get(part)
         if path is None:
             return None
-        return _one_line(self._render(path, self._context(context, normalise_locale(locale))))
+        ctx = self._context(context, normalise_locale(locale))
+        return _one_line(self._render(self._name(path), ctx))
 
     # Internals -----------------------------------------------------------------------------
 
@@ -557,12 +597,15 @@ class TemplateStore:
         ctx.setdefault("unsubscribe_url", None)
         ctx.setdefault("message", {})
         ctx["locale"] = locale
-        style = self.style(locale)
+        scope = self._scopes.get(locale)
+        if scope is None:
+            style = self.style(locale)
+            scope = self._scopes[locale] = (babel_locale(style.format), style.timezone or "UTC")
         customer = ctx.get("customer")
         zone_name = customer.get("timezone") if isinstance(customer, Mapping) else None
         if not (isinstance(zone_name, str) and zone_name):
-            zone_name = style.timezone or "UTC"
-        ctx[SCOPE_KEY] = Scope(babel_locale(style.format), zone(zone_name), self.clock())
+            zone_name = scope[1]
+        ctx[SCOPE_KEY] = Scope(scope[0], zone(zone_name), self.clock())
         return ctx
 
     def _locale_styles(self) -> tuple[dict[str, LocaleStyle], list[Problem]]:
@@ -580,25 +623,72 @@ class TemplateStore:
             self._styles = (version, styles, problems)
         return self._styles[1], self._styles[2]
 
-    def _render(self, path: Path, ctx: Mapping[str, Any]) -> str:
+    def _parts(
+        self, template: str, channel: Channel, wanted: str | None, default: str
+    ) -> tuple[str, dict[str, str]]:
+        """The locale a message renders in and its parts (part -> file name), looked up once
+        per store for each wish."""
+        key = (template, channel, wanted, default)
+        found = self._chosen.get(key)
+        if found is None:
+            chosen = self.choose_locale(template, channel, wanted, default)
+            paths = self._require(template, chosen, channel)
+            found = (chosen, {part: self._name(path) for part, path in paths.items()})
+            self._chosen[key] = found
+        return found
+
+    def _render_html(self, name: str, ctx: Mapping[str, Any]) -> tuple[str, Recording | None]:
+        """The HTML part with its personal values as markers (kairos.inlining) and those
+        values; the ordinary HTML and None where markers cannot stand for them."""
+        if not (self._reuse_shapes and self._can_mark(name)):
+            return self._render(name, ctx), None
+        values = Recording()
+        token = recording.set(values)
         try:
-            return self._env.get_template(self._name(path)).render(ctx)
+            skeleton = self._render(name, ctx)
+        finally:
+            recording.reset(token)
+        if not values.faithful:
+            return self._render(name, ctx), None
+        return skeleton, values
+
+    def _can_mark(self, name: str) -> bool:
+        """Whether every file the HTML part ``name`` can read lets markers through."""
+        known = self._markable.get(name)
+        if known is None:
+            known = True
+            queue, seen = [name], {name}
+            while queue and known:
+                current = queue.pop()
+                self._env.get_template(current)  # compiled, so its tree was looked at
+                faithful, targets = self._env.faithful.get(current, (False, ()))
+                known = faithful
+                for target in targets:
+                    if target not in seen:
+                        seen.add(target)
+                        queue.append(target)
+            self._markable[name] = known
+        return known
+
+    def _render(self, name: str, ctx: Mapping[str, Any]) -> str:
+        try:
+            return self._env.get_template(name).render(ctx)
         except UndefinedError as exc:
-            raise self._undefined(exc, path) from exc
+            raise self._undefined(exc, self.root / name) from exc
         except TemplateSyntaxError as exc:
-            file = Path(exc.filename) if exc.filename else path
+            file = Path(exc.filename) if exc.filename else self.root / name
             raise RenderError(
                 f"{self._display(file)}:{exc.lineno}: {exc.message}", file=file, line=exc.lineno
             ) from exc
         except TemplateNotFound as exc:
-            file, line = self._origin(exc.__traceback__, path)
+            file, line = self._origin(exc.__traceback__, self.root / name)
             raise RenderError(
                 f"{self._where(file, line)}: template {exc.name!r} does not exist",
                 file=file,
                 line=line,
             ) from exc
         except Exception as exc:  # anything a template does wrong is the template's problem
-            file, line = self._origin(exc.__traceback__, path)
+            file, line = self._origin(exc.__traceback__, self.root / name)
             raise RenderError(f"{self._where(file, line)}: {exc}", file=file, line=line) from exc
 
     def _undefined(self, exc: UndefinedError, path: Path) -> RenderError:
@@ -642,12 +732,12 @@ class TemplateStore:
                 best = path
         return ".".join(best) or None
 
-    def _inline_css(self, html: str, path: Path) -> str:
+    def _inline_css(self, html: str, name: str) -> str:
         try:
-            return _INLINER.inline(html)
+            return INLINER.inline(html)
         except (css_inline.InlineError, ValueError) as exc:
             raise RenderError(
-                f"{self._display(path)}: cannot inline CSS: {exc}", file=path
+                f"{self._display(name)}: cannot inline CSS: {exc}", file=self.root / name
             ) from exc
 
     def _walk(self, template: str, locale: str, channel: Channel) -> _Walk:
