@@ -82,19 +82,24 @@ class Recording:
     """The personal values of one render, in the order the markers number them."""
 
     texts: list[str] = field(default_factory=list)
-    escaped: list[str] = field(default_factory=list)
     faithful: bool = True
 
-    def mark(self, text: str) -> str:
+    def mark(self, text: str) -> Markup:
         """A marker for ``text``, which the HTML would contain escaped."""
         self.texts.append(text)
-        self.escaped.append(str(escape(text)))
-        return f"{_OPEN}{len(self.texts) - 1}{_CLOSE}"
+        number = len(self.texts) - 1
+        return _MARKERS[number] if number < len(_MARKERS) else _marker(number)
 
     def real(self, skeleton: str) -> str:
         """The HTML exactly as an ordinary render writes it."""
-        return _MARK.sub(lambda match: self.escaped[int(match[1])], skeleton)
+        return _MARK.sub(lambda match: escape(self.texts[int(match[1])]), skeleton)
 
+
+def _marker(number: int) -> Markup:
+    return Markup(f"{_OPEN}{number}{_CLOSE}")
+
+
+_MARKERS = [_marker(number) for number in range(512)]  # made once: Markup() is slow
 
 recording: ContextVar[Recording | None] = ContextVar("kairos_html_recording", default=None)
 
@@ -105,16 +110,22 @@ def finalize(eval_ctx: EvalContext, value: Any) -> Any:
     current = recording.get()
     if current is None:
         return value
-    if not eval_ctx.autoescape or hasattr(value, "__html__"):
+    if type(value) is str:  # most values, and never markup (a subclass)
+        text = value
+    elif not hasattr(value, "__html__"):
+        text = str(value)  # StrictUndefined raises here, where Jinja's own str() would
+    else:
         current.faithful = False
         return value
-    text = str(value)  # StrictUndefined raises here, where Jinja's own str() would
+    if not eval_ctx.autoescape:
+        current.faithful = False
+        return value
     if not text.strip(_HTML_SPACE):
         return escape(text)
     if _REWRITTEN.search(text):
         current.faithful = False
         return escape(text)
-    return Markup(current.mark(text))
+    return current.mark(text)
 
 
 def faithful_tree(tree: nodes.Template) -> tuple[bool, tuple[str, ...]]:
