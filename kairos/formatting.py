@@ -198,7 +198,13 @@ def _date(context: Context, value: Any, format: str = "medium") -> str:
     scope = _scope(context)
     moment = _as_moment(value)
     day = moment.astimezone(scope.zone).date() if isinstance(moment, datetime) else moment
-    return format_date(day, format=format, locale=scope.locale)
+    return _formatted_date(day, format, scope.locale)
+
+
+@lru_cache(maxsize=8192)
+def _formatted_date(day: date, format: str, locale: Locale) -> str:
+    """A day as ``locale`` writes it (Babel parses the pattern on every call; days repeat)."""
+    return format_date(day, format=format, locale=locale)
 
 
 @pass_context

@@ -509,19 +509,29 @@ class TemplateStore:
             raise RenderError(f"{self._display(parts['subject'])}: the subject renders empty")
         preheader = _one_line(self._render(parts["preheader"], ctx)) if "preheader" in parts else ""
         skeleton, values = self._render_html(parts["html"], ctx)
-        html = values.real(skeleton) if values else skeleton
-        if url and not _mentions(html, url):
-            html = _with_html_footer(html, url, chosen)
-            if values:
-                skeleton = _with_html_footer(skeleton, values.mark(url), chosen)
-        text = _tidy(self._render(parts["text"], ctx)) if "text" in parts else html_to_text(html)
+        # The HTML as written, built from the skeleton only when something reads it: when a
+        # value is the link itself, the HTML shows it (escaped) and nothing does.
+        html = skeleton if values is None else None
+        if url and not (values and url in values.texts):
+            html = html if html is not None else _real(skeleton, values)
+            if not _mentions(html, url):
+                html = _with_html_footer(html, url, chosen)
+                if values:
+                    skeleton = _with_html_footer(skeleton, values.mark(url), chosen)
+        if "text" in parts:
+            text = _tidy(self._render(parts["text"], ctx))
+        else:
+            text = html_to_text(html if html is not None else _real(skeleton, values))
         if url and url not in text:
             text = _with_text_footer(text, url, chosen)
 
         def inline(document: str) -> str:
             return self._inline_css(document, parts["html"])
 
-        inlined = self._shapes.styled(skeleton, values, inline) if values else inline(html)
+        if values:
+            inlined = self._shapes.styled(skeleton, values, inline)
+        else:
+            inlined = inline(skeleton if html is None else html)
         html = _with_preheader(inlined, preheader)
         return EmailContent(
             subject=subject, preheader=preheader, html=html, text=text, locale=chosen
@@ -937,6 +947,10 @@ def _unsubscribe_url(ctx: Mapping[str, Any], template: str, marketing: bool) -> 
             "unsubscribe_url"
         )
     return url
+
+
+def _real(skeleton: str, values: Recording | None) -> str:
+    return values.real(skeleton) if values else skeleton
 
 
 def _mentions(html: str, url: str) -> bool:
