@@ -358,6 +358,7 @@ class TemplateStore:
         self._loaded: dict[str, tuple[tuple[int, int], _Unit | TemplateProblem]] = {}
         # templates/locales.yaml, with the (mtime, size) it was read at.
         self._styles: tuple[tuple[int, int], dict[str, LocaleStyle], list[Problem]] | None = None
+        self._styles_text: tuple[tuple[int, int], str] | None = None  # its text, for pinning
         # What rendering looks up once per store, as the compiled templates: the parts a
         # message has in the locale a wish resolves to, each locale's Babel locale and
         # default timezone, whether an HTML part's files can carry markers, and the styled
@@ -366,6 +367,10 @@ class TemplateStore:
         self._scopes: dict[str, tuple[Any, str]] = {}
         self._markable: dict[str, bool] = {}
         self._compiled: dict[str, Template] = {}
+        # Walks by (template, locale, channel), with the (path, version) of each file seen.
+        self._walks: dict[
+            tuple[str, str, Channel], tuple[tuple[tuple[Path, tuple[int, int]], ...], _Walk]
+        ] = {}
         self._shapes = ShapeCache()
         self._reuse_shapes = reuse_shapes
 
@@ -480,8 +485,11 @@ class TemplateStore:
             for unit in self._walk(template, locale, channel).units:
                 files[unit.name] = unit.source
         styles = self.root / LOCALES_FILE
-        if styles.is_file():  # how dates and money read is part of what renders
-            files[LOCALES_FILE] = styles.read_text(encoding="utf-8")
+        version = _version(styles)
+        if version != (0, -1) and styles.is_file():  # how dates and money read is rendered
+            if self._styles_text is None or self._styles_text[0] != version:
+                self._styles_text = (version, styles.read_text(encoding="utf-8"))
+            files[LOCALES_FILE] = self._styles_text[1]
         return files
 
     # Rendering -----------------------------------------------------------------------------
@@ -773,9 +781,25 @@ class TemplateStore:
             ) from exc
 
     def _walk(self, template: str, locale: str, channel: Channel) -> _Walk:
-        """Every file a message reads, starting from its parts and following references."""
+        """Every file a message reads, starting from its parts and following references.
+
+        Journeys share templates and a check asks about each several times (its problems,
+        variables, links, the files a run is pinned to): a walk is remembered with the
+        version of every file it looked at, and made again once one of them changes.
+        """
+        key = (template, locale, channel)
+        remembered = self._walks.get(key)
+        if remembered is not None and all(_version(path) == v for path, v in remembered[0]):
+            return remembered[1]
+        walk, seen = self._walk_files(template, locale, channel)
+        self._walks[key] = (tuple((path, _version(path)) for path in seen), walk)
+        return walk
+
+    def _walk_files(self, template: str, locale: str, channel: Channel) -> tuple[_Walk, list[Path]]:
+        looked_at: list[Path] = []
         walk = _Walk()
         queue = [self._name(path) for path in self.files(template, locale, channel).values()]
+        looked_at.extend(self.root / name for name in queue)
         seen = set(queue)
         while queue:
             unit = self._load(queue.pop(0), walk)
@@ -783,21 +807,18 @@ class TemplateStore:
                 continue
             walk.units.append(unit)
             for kind, target, line, optional in unit.references:
+                looked_at.append(self.root / target)
                 if not (self.root / target).is_file():
                     if not optional:
                         walk.problems.append(self._missing(unit, kind, target, line))
                 elif target not in seen:
                     seen.add(target)
                     queue.append(target)
-        return walk
+        return walk, looked_at
 
     def _load(self, name: str, walk: _Walk) -> _Unit | None:
         path = self.root / name
-        try:
-            stat = path.stat()
-            version = (stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            version = (0, -1)
+        version = _version(path)
         cached = self._loaded.get(name)
         if cached is None or cached[0] != version:
             cached = (version, self._read(name, path))
@@ -849,6 +870,15 @@ class TemplateStore:
         hint = f" (did you mean `{close}`?)" if close else ""
         message = f'{{% {kind} "{target}" %}}: {self._display(target)} does not exist{hint}'
         return TemplateProblem(unit.path, line, message)
+
+
+def _version(path: Path) -> tuple[int, int]:
+    """(mtime, size) of a file, or (0, -1) when there is none."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, -1)
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 # -- Template trees --------------------------------------------------------------------------
