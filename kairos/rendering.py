@@ -196,6 +196,7 @@ class _Undefined(StrictUndefined):
 # -- The environment -------------------------------------------------------------------------
 
 
+_MAX_WISHES = 4096  # (template, channel, locale asked for, default) lookups kept per store
 _PLAIN_DATA = frozenset({dict, list, tuple, str, int, float, bool})
 
 
@@ -671,7 +672,8 @@ class TemplateStore:
             chosen = self.choose_locale(template, channel, wanted, default)
             paths = self._require(template, chosen, channel)
             found = (chosen, {part: self._name(path) for part, path in paths.items()})
-            self._chosen[key] = found
+            if len(self._chosen) < _MAX_WISHES:  # wishes come from customer data: bounded
+                self._chosen[key] = found
         return found
 
     def _render_html(self, name: str, ctx: Mapping[str, Any]) -> tuple[str, Recording | None]:
