@@ -17,10 +17,10 @@ whole, wherever a value could change what the inliner does:
 - a marker that lands anywhere but text or a quoted attribute other than ``class``, ``id``,
   ``style`` or one a selector tests (so never in ``<style>``, a comment or a tag's name).
 
-A value that is empty or only whitespace is kept in the skeleton as it is (where it is text
-the parser would treat differently), and each new shape is checked against the inliner twice
-before it is kept: with the customer's own values and with a probe of quotes, ampersands,
-spaces and other awkward characters (:meth:`ShapeCache.styled`).
+A value that is empty or only whitespace is kept in the skeleton as it is (the HTML parser
+treats such text differently from other text, in a table for one), and each new shape is
+checked against the inliner twice before it is kept: with the customer's own values and
+with a probe of quotes, ampersands, spaces and other awkward characters (:func:`_prove`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=Fals
 
 # Private-use characters: no template or value the skeleton path accepts contains them.
 _OPEN, _CLOSE = "\ue000", "\ue001"
-MARK_CHARS = (_OPEN, _CLOSE)
 _MARK = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 _HTML_SPACE = " \t\n\f\r"
 # What html5ever would rewrite in a value, so that a marker could not stand for it.
@@ -73,8 +72,9 @@ _STYLE_BLOCKS = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.DOTALL | re.IGN
 # characters of an escaped entity, spaces around text, controls, a non-breaking space.
 _PROBE = " a\"b'c&amp;d<e>f=g\xa0h\x01\x7f\x85\u2028 "
 # Enough shapes for every message of a project in every locale with and without optional
-# parts; past it, a shape is inlined as a whole email (correct, as fast as before).
-MAX_SHAPES = 2048
+# parts (a shape is two copies of an email's HTML); past it, an email of a new shape is
+# inlined whole (the same bytes, as fast as before shapes).
+MAX_SHAPES = 512
 
 
 @dataclass
