@@ -142,3 +142,20 @@ def test_a_capturing_template_is_never_reused(tmp_path: Path) -> None:
     for value in ("Ada", "Bo", "Cy"):
         _html(fast, value)
     assert fast.shapes_reused == 0
+
+
+def test_a_second_email_of_a_template_touches_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything that does not depend on the customer is looked up once per store."""
+    fast, _ = _store(tmp_path, AWKWARD_PLACES["text and link"])
+    first = _html(fast, "Ada")
+
+    def no_file(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a render touched the file system")
+
+    monkeypatch.setattr(Path, "stat", no_file)
+    monkeypatch.setattr(Path, "read_text", no_file)
+    monkeypatch.setattr("builtins.open", no_file)
+    assert _html(fast, "Ada") == first
+    assert _html(fast, "Bo") == first.replace("Ada", "Bo")
