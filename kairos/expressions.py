@@ -118,9 +118,16 @@ def holds(expression: str | None, context: dict[str, Any]) -> bool:
     return bool(value)
 
 
+@lru_cache(maxsize=4096)
+def _tree(source: str, template: bool) -> nodes.Template:
+    """The parsed condition (or ``{{ }}`` text), once per text: journeys repeat conditions and
+    a check reads each several times. Only read, never changed."""
+    return _ENV.parse(source if template else "{{ " + source + " }}")
+
+
 def nondeterministic(source: str, *, template: bool = False) -> list[str]:
     """The filters and globals in ``source`` that make it answer differently each time."""
-    tree = _ENV.parse(source if template else "{{ " + source + " }}")
+    tree = _tree(source, template)
     found = [
         f"| {n.name}" for n in tree.find_all(nodes.Filter) if n.name in NONDETERMINISTIC_FILTERS
     ]
@@ -132,12 +139,12 @@ def nondeterministic(source: str, *, template: bool = False) -> list[str]:
 
 def refused(source: str, *, template: bool = False) -> list[Unsafe]:
     """Sandbox-escape attempts and huge constants in a condition (or ``{{ }}`` text)."""
-    return unsafe(_ENV.parse(source if template else "{{ " + source + " }}"))
+    return unsafe(_tree(source, template))
 
 
 def compared_paths(source: str) -> set[tuple[str, ...]]:
     """Dotted paths compared with ``<``, ``<=``, ``>`` or ``>=`` directly in a condition."""
-    tree = _ENV.parse("{{ " + source + " }}")
+    tree = _tree(source, False)
     found: set[tuple[str, ...]] = set()
     for compare in tree.find_all(nodes.Compare):
         if not any(op.op in ("lt", "lteq", "gt", "gteq") for op in compare.ops):
@@ -172,7 +179,7 @@ def referenced_paths(source: str, *, template: bool = False) -> set[tuple[str, .
     attribute chain of each name is reported; names bound inside the template (loop variables,
     ``set``) are left out.
     """
-    return paths_in(_ENV.parse(source if template else "{{ " + source + " }}"))
+    return paths_in(_tree(source, template))
 
 
 def paths_in(tree: nodes.Template) -> set[tuple[str, ...]]:

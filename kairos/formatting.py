@@ -117,26 +117,58 @@ def _money(
 ) -> str:
     """``€1,234.50``; with ``whole=true`` a whole amount drops its cents (``€10``, not
     ``€10.00``) while ``€10.50`` keeps them."""
-    locale = _scope(context).locale
     number = _as_number(amount)
-    if whole and format is None and number == int(number):
-        pattern = copy.copy(locale.currency_formats["standard"])
-        pattern.frac_prec = (0, 0)
-        text: str = pattern.apply(
-            int(number), locale, currency=currency.upper(), currency_digits=False
-        )
-        return text
-    return format_currency(number, currency.upper(), format=format, locale=locale)
+    return _formatted_money(
+        number, type(number).__name__, currency.upper(), format, whole, _locale(context)
+    )
 
 
 @pass_context
 def _number(context: Context, value: Any, format: str | None = None) -> str:
-    return format_decimal(_as_number(value), format=format, locale=_scope(context).locale)
+    number = _as_number(value)
+    return _formatted(format_decimal, number, type(number).__name__, format, _locale(context))
 
 
 @pass_context
 def _percent(context: Context, value: Any, format: str | None = None) -> str:
-    return format_percent(_as_number(value), format=format, locale=_scope(context).locale)
+    number = _as_number(value)
+    return _formatted(format_percent, number, type(number).__name__, format, _locale(context))
+
+
+def _locale(context: Context) -> Locale:
+    return _scope(context).locale
+
+
+# Babel takes ~30 us to format an amount (it looks up the currency's names on every call);
+# amounts repeat (prices, rewards, coupon percentages), and the result depends on nothing
+# else, so each is formatted once per process. The number's type is part of the key: 1 and
+# 1.0 are equal but need not format alike.
+@lru_cache(maxsize=8192)
+def _formatted_money(
+    number: int | float | Decimal,
+    kind: str,
+    currency: str,
+    format: str | None,
+    whole: bool,
+    locale: Locale,
+) -> str:
+    if whole and format is None and number == int(number):
+        pattern = copy.copy(locale.currency_formats["standard"])
+        pattern.frac_prec = (0, 0)
+        text: str = pattern.apply(int(number), locale, currency=currency, currency_digits=False)
+        return text
+    return format_currency(number, currency, format=format, locale=locale)
+
+
+@lru_cache(maxsize=8192)
+def _formatted(
+    function: Callable[..., str],
+    number: int | float | Decimal,
+    kind: str,
+    format: str | None,
+    locale: Locale,
+) -> str:
+    return function(number, format=format, locale=locale)
 
 
 @pass_context
@@ -166,7 +198,13 @@ def _date(context: Context, value: Any, format: str = "medium") -> str:
     scope = _scope(context)
     moment = _as_moment(value)
     day = moment.astimezone(scope.zone).date() if isinstance(moment, datetime) else moment
-    return format_date(day, format=format, locale=scope.locale)
+    return _formatted_date(day, format, scope.locale)
+
+
+@lru_cache(maxsize=8192)
+def _formatted_date(day: date, format: str, locale: Locale) -> str:
+    """A day as ``locale`` writes it (Babel parses the pattern on every call; days repeat)."""
+    return format_date(day, format=format, locale=locale)
 
 
 @pass_context

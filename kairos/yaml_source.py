@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from ruamel.yaml.events import (
     NodeEvent,
     ScalarEvent,
 )
+from ruamel.yaml.parser import RoundTripParser
+from ruamel.yaml.scanner import Scanner
 
 from kairos.problems import Problem, Severity
 
@@ -209,11 +211,15 @@ def load_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]
         return None, tabs
     yaml = YAML(typ="rt", pure=True)
     yaml.allow_duplicate_keys = False
+    yaml.Parser = _guarded_parser(file)
+    # The round-trip loader for its positions (every node's line and column, which the
+    # errors need), with the plain scanner: nothing reads the comments the round-trip
+    # scanner gathers (a quarter of the loading), and no journey is written back.
+    yaml.Scanner = Scanner
     try:
-        refused = _refuse_hostile(yaml.parse(text), file)
-        if refused is not None:
-            return None, [refused]
         raw = yaml.load(text)
+    except _Refused as refused:
+        return None, [refused.problem]
     except DuplicateKeyError as exc:
         return None, [_duplicate_key_problem(exc, text, file)]
     except MarkedYAMLError as exc:
@@ -282,34 +288,46 @@ class _Open:
             self.step = int(self.step) + 1
 
 
-def _refuse_hostile(events: Iterable[Event], file: str) -> Problem | None:
-    """The first event that makes the document too deep, too big or foreign.
+class _Guard:
+    """Watches a document's events for the first one that makes it too deep, too big or
+    foreign.
 
     Counts values and depth as if every ``*alias`` were replaced by its anchor's value (which
     is what copying the document does), from each anchor's measured size, so a billion-laughs
-    bomb is refused at the alias that crosses the limit. Stops reading there: nothing past a
+    bomb is refused at the alias that crosses the limit. The loader stops there: nothing past a
     limit is parsed or built.
     """
-    opened: list[_Open] = []
-    measured: dict[str, tuple[int, int]] = {}  # anchor -> (values, levels)
-    total = 0
-    for event in events:
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.opened: list[_Open] = []
+        self.measured: dict[str, tuple[int, int]] = {}  # anchor -> (values, levels)
+        self.total = 0
+
+    def see(self, event: Event) -> Problem | None:
+        """The problem ``event`` makes, if any."""
+        opened = self.opened
         if isinstance(event, CollectionEndEvent):
             done = opened.pop()
             if done.anchor is not None:
-                measured[done.anchor] = (total - done.start, done.deepest - done.level + 1)
+                self.measured[done.anchor] = (
+                    self.total - done.start,
+                    done.deepest - done.level + 1,
+                )
             if opened:
                 opened[-1].deepest = max(opened[-1].deepest, done.deepest)
                 opened[-1].advance()
-            continue
+            return None
         if not isinstance(event, NodeEvent):
-            continue
+            return None
         parent = opened[-1] if opened else None
         is_key = parent is not None and parent.mapping and parent.on_key
         if is_key and isinstance(event, ScalarEvent) and parent is not None:
             parent.step = str(event.value)
         path: YamlPath = tuple(o.step for o in (opened[:-1] if is_key else opened))
-        problem, reach, total = _measure(event, file, path, opened, measured, total)
+        problem, reach, self.total = _measure(
+            event, self.file, path, opened, self.measured, self.total
+        )
         if problem is not None:
             return problem
         if parent is not None:
@@ -321,15 +339,36 @@ def _refuse_hostile(events: Iterable[Event], file: str) -> Problem | None:
             path = path[:3]  # where it starts going down; fifty levels of path help no one
             message = f"nested more than {MAX_DEPTH} levels deep"
             hint = "flatten it: a journey needs a few levels, not this many"
-        elif total > MAX_NODES:
+        elif self.total > MAX_NODES:
             message = f"more than {MAX_NODES:,} values"
             if isinstance(event, AliasEvent):
                 message += " once `*aliases` are expanded"
                 hint = "use fewer aliases"
         else:
-            continue
-        return _at(event, file, path, message, hint)
-    return None
+            return None
+        return _at(event, self.file, path, message, hint)
+
+
+class _Refused(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _guarded_parser(file: str) -> type[RoundTripParser]:
+    """A round-trip parser that shows every event to a :class:`_Guard` as the loader reads
+    it, so the document is parsed once, not once to check and once to load."""
+    guard = _Guard(file)
+
+    class GuardedParser(RoundTripParser):
+        def get_event(self) -> Any:
+            event = super().get_event()
+            problem = guard.see(event)
+            if problem is not None:
+                raise _Refused(problem)
+            return event
+
+    return GuardedParser
 
 
 def _measure(

@@ -24,7 +24,8 @@ NAMES = {
 # other module of the library (kairos.*) is the runtime contract unless named below.
 _LANGUAGE = {
     "kairos", "kairos.actions_catalogue", "kairos.catalogue", "kairos.compiler", "kairos.durations",
-    "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.locales", "kairos.messages",
+    "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.inlining", "kairos.locales",
+    "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
     "kairos.segments", "kairos.sms", "kairos.template_safety", "kairos.unsubscribe",
     "kairos.yaml_source",
