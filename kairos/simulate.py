@@ -49,7 +49,7 @@ from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.dev import temporal_binary
 from kairos.durations import DurationError, format_duration, parse_duration
-from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage
+from kairos.messages import EmailMessage, Receipt, SendOutcome, SendStatus, SmsMessage
 from kairos.plan import (
     ActionStep,
     ApiTrigger,
@@ -60,6 +60,7 @@ from kairos.plan import (
     PlanStep,
     SendStep,
     SetStep,
+    StepKind,
     WaitForStep,
 )
 from kairos.runtime import (
@@ -969,11 +970,11 @@ class _Simulation:
         outcomes = iter(run.messages)
         for record in run.records:
             step = self.plan.steps.get(record.step)
-            if record.kind == "send" and isinstance(step, SendStep):
+            if record.kind == StepKind.send and isinstance(step, SendStep):
                 deferred = record.outcome.startswith("deferred")
                 outcome = None if deferred else next(outcomes, None)
                 yield self._send_entry(record, step, outcome)
-            elif record.kind == "exit" and record.outcome.startswith("restarted"):
+            elif record.kind == StepKind.exit and record.outcome.startswith("restarted"):
                 what = f"run {run.run_no} ended: {record.outcome}"
                 yield self._entry(record.at, "end", record.step, what)
             else:
@@ -987,15 +988,15 @@ class _Simulation:
             what = f"{step.channel.value} {record.outcome}"
             return self._entry(record.at, "deferred", step.id, what)
         channel = outcome.channel.value
-        kind = {"sent": "send", "held_out": "held_out"}.get(outcome.status, outcome.status)
-        if outcome.status == "blocked" and outcome.reason.startswith("frequency cap"):
+        kind = {SendStatus.sent: "send"}.get(outcome.status, outcome.status.value)
+        if outcome.status == SendStatus.blocked and outcome.reason.startswith("frequency cap"):
             kind = "cap"
         detail = {
-            "sent": "sent",
-            "held_out": "not sent: holdout group",
+            SendStatus.sent: "sent",
+            SendStatus.held_out: "not sent: holdout group",
         }.get(outcome.status, f"{outcome.status}: {outcome.reason}")
         what = f"{channel} {detail}"
-        message = self.captured.get(outcome.key) if outcome.status == "sent" else None
+        message = self.captured.get(outcome.key) if outcome.status == SendStatus.sent else None
         return self._entry(record.at, kind, step.id, what, message)
 
     def _last_entry(self, horizon: datetime, runs: list[_Run]) -> TimelineEntry:

@@ -36,6 +36,7 @@ from kairos.client import (
 )
 from kairos.compiler import Project, load_project
 from kairos.config import ConfigError, Settings, load_settings
+from kairos.messages import LedgerStatus
 from kairos.problems import ProjectError
 from kairos.runtime import journey_workflow_id
 from kairos.store import (
@@ -407,7 +408,7 @@ def _shown(value: Any) -> str:
 def _why(message: MessageRecord) -> str:
     if message.reason:
         return message.reason
-    if message.status == "sent" and message.provider_id:
+    if message.status == LedgerStatus.sent and message.provider_id:
         return f"provider id {message.provider_id}"
     if message.defer_until:
         return f"until {_when(message.defer_until)}"
