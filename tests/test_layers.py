@@ -30,7 +30,7 @@ _LANGUAGE = {
     "kairos.yaml_source",
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.
-_TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulate", "kairos.report",
+_TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulation", "kairos.report",
           "kairos.report_charts", "kairos.enroll", "kairos.broadcast", "benchmarks")  # fmt: skip
 # The web front door answers HTTP in a process that runs no activity: it reaches journeys
 # through the client and the store, never through a provider's or a workflow's code.

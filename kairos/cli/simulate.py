@@ -19,7 +19,7 @@ from kairos.cli.base import fail_text as fail
 from kairos.compiler import load_project
 from kairos.config import ConfigError, load_settings
 from kairos.problems import ProjectError
-from kairos.simulate import (
+from kairos.simulation import (
     DEFAULT_DAYS,
     DEFAULT_START,
     ProjectTimeline,
