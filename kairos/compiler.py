@@ -75,6 +75,7 @@ from kairos.problems import (
     suggestion,
 )
 from kairos.rendering import REQUIRED_PARTS, RenderError, TemplateStore, normalise_locale
+from kairos.schema_errors import validate_document
 from kairos.segments import SEGMENTS_DIR, Segment, load_segments, segment_files
 from kairos.sms import analyse
 from kairos.template_safety import NESTING_HINT, too_deep
@@ -248,7 +249,7 @@ def load_catalogue(home: Path, report: Report) -> Catalogue | None:
         return None
     data = {} if doc.data is None else doc.data
     located = YamlDocument(doc.file, doc.text, data, doc.positions)
-    catalogue, problems = s.validate_document(Catalogue, located)
+    catalogue, problems = validate_document(Catalogue, located)
     report.extend(problems)
     if catalogue is None:
         return None
@@ -361,7 +362,7 @@ def compile_journey(
     doc = _load(path, shown, report, home)
     if doc is None:
         return None
-    spec, problems = s.validate_document(s.JourneySpec, doc)
+    spec, problems = validate_document(s.JourneySpec, doc)
     report.extend(problems)
     if spec is None:
         return None

@@ -46,7 +46,7 @@ from kairos.catalogue import CONSENT_KEYS, Attribute, AttrType, Catalogue, type_
 from kairos.durations import DurationError, parse_duration
 from kairos.expressions import _ENV, _dotted, check_syntax, refused
 from kairos.problems import Problem, Report, suggestion
-from kairos.schema import validate_document
+from kairos.schema_errors import validate_document
 from kairos.yaml_source import YamlDocument, load_yaml, read_source
 
 SEGMENTS_DIR = "segments"

@@ -26,8 +26,8 @@ _LANGUAGE = {
     "kairos", "kairos.actions_catalogue", "kairos.catalogue", "kairos.compiler", "kairos.durations",
     "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.locales", "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
-    "kairos.segments", "kairos.sms", "kairos.template_safety", "kairos.unsubscribe",
-    "kairos.yaml_source",
+    "kairos.schema_errors", "kairos.schema_export", "kairos.segments", "kairos.sms",
+    "kairos.template_safety", "kairos.unsubscribe", "kairos.yaml_source",
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.
 _TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulation", "kairos.report",

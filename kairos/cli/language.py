@@ -15,7 +15,7 @@ from kairos.compiler import CATALOGUE_FILE, check_project, display_path
 from kairos.config import ConfigError, load_settings
 from kairos.graph import to_mermaid
 from kairos.problems import Problem, Report, plural, suggestion
-from kairos.schema import customer_json_schema, journey_json_schema
+from kairos.schema_export import customer_json_schema, journey_json_schema
 from kairos.segments import SEGMENTS_DIR
 
 _VALIDATE_EPILOG = (
