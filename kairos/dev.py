@@ -174,7 +174,7 @@ def banner(settings: Settings, ports: Ports, web_url: str, schema: int) -> str:
 
 
 async def run_dev(settings: Settings, web: WebConfig, ports: Ports) -> int:
-    import worker as worker_module
+    from kairos import worker as worker_module
     from kairos.compiler import load_project
     from kairos.web.server import build_app, running
 

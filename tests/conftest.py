@@ -31,8 +31,8 @@ from kairos.store.database import with_database
 from kairos.store.embedded import temporary_server
 from kairos.store.keys import DatabaseKeys
 from kairos.temporal import register_search_attributes, with_keys
+from kairos.worker import Workers, build_worker, dispatcher
 from tests.commands import FOREIGN_SETTINGS
-from worker import Workers, build_worker, dispatcher
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -639,6 +639,6 @@ def worker() -> None:
 
     Example: TEMPORAL_ADDRESS=temporal.internal:7233 kairos worker
     """
-    import worker as worker_module
+    from kairos import worker as worker_module
 
     worker_module.main()

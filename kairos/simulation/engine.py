@@ -93,7 +93,7 @@ from kairos.store.embedded import temporary_server
 from kairos.store.runs import runs_of
 from kairos.store.support import customer_record
 from kairos.temporal import register_search_attributes, with_keys
-from worker import build_worker, dispatcher
+from kairos.worker import build_worker, dispatcher
 from workflows import schedule
 from workflows.schedule import EventScheduleWorkflow
 
