@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from kairos.crypto import secret_problem
 from kairos.delivery import DEFAULT_UNKNOWN, UnknownPolicy, parse_unknown_policy
 from kairos.durations import DurationError, parse_duration
+from kairos.environment import environment
 from kairos.plan import Channel
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -232,12 +233,7 @@ def load_settings(
         home
         or Path(os.environ.get("KAIROS_HOME", ".") if env is None else env.get("KAIROS_HOME", "."))
     ).resolve()
-    values: dict[str, str] = {}
-    if dotenv and (base_home / ".env").is_file():
-        from dotenv import dotenv_values
-
-        values.update({k: v for k, v in dotenv_values(base_home / ".env").items() if v is not None})
-    values.update(os.environ if env is None else env)
+    values = environment(env, home=base_home, dotenv=dotenv)
     get = values.get
     problems: list[str] = []
 
