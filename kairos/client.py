@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowQueryFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from kairos.catalogue import AttrType, Catalogue
 from kairos.compiler import Project, load_project
@@ -44,7 +44,7 @@ from kairos.store import (
     TemporalUnreachable,
 )
 from kairos.store.runs import runs_of
-from kairos.temporal import connect
+from kairos.temporal import connect, reached, unless_gone
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -457,14 +457,11 @@ class Kairos:
             raise NoRunningJourney(f"{customer_id} has no run of {journey}")
         run = found[0]
         handle = self.client.get_workflow_handle(run.workflow_id)
-        try:
-            status: JourneyStatus = await handle.query(QUERY_STATE, result_type=JourneyStatus)
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise NoRunningJourney(
-                    f"{run.workflow_id} is no longer in Temporal (it {run.status})"
-                ) from err
-            raise
+        status: JourneyStatus | None = await unless_gone(
+            handle.query(QUERY_STATE, result_type=JourneyStatus)
+        )
+        if status is None:
+            raise NoRunningJourney(f"{run.workflow_id} is no longer in Temporal (it {run.status})")
         return status
 
     async def whereabouts(self, runs: list[RunRecord]) -> dict[str, str]:
@@ -538,13 +535,8 @@ class Kairos:
             RuntimeError: Temporal cannot be reached (the SDK's connection error).
             RPCError: Temporal refused the call.
         """
-        try:
-            await self.client.get_workflow_handle(run.workflow_id).terminate(
-                reason="customer forgotten"
-            )
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
+        handle = self.client.get_workflow_handle(run.workflow_id)
+        await reached(handle.terminate(reason="customer forgotten"))
 
     async def cancel_workflow(self, run: RunRecord) -> None:
         """Cancel a run's workflow (gone already is fine); the store is the caller's business.
@@ -553,11 +545,7 @@ class Kairos:
             RuntimeError: Temporal cannot be reached (the SDK's connection error).
             RPCError: Temporal refused the call.
         """
-        try:
-            await self.client.get_workflow_handle(run.workflow_id).cancel()
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
+        await reached(self.client.get_workflow_handle(run.workflow_id).cancel())
 
     def _plan(self, journey: str) -> None:
         check_journey(self.project, journey)

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.base import EmailSender, SmsSender
@@ -92,7 +91,7 @@ from kairos.store.database import ensure_database
 from kairos.store.embedded import temporary_server
 from kairos.store.runs import runs_of
 from kairos.store.support import customer_record
-from kairos.temporal import register_search_attributes, with_keys
+from kairos.temporal import register_search_attributes, unless_gone, with_keys
 from kairos.worker import build_worker, dispatcher
 from workflows import schedule
 from workflows.schedule import EventScheduleWorkflow
@@ -506,13 +505,8 @@ class _Simulation:
         for run in await self._store_runs():
             handle = self.client.get_workflow_handle(run.workflow_id)
             for _ in range(_SETTLE_POLLS):
-                try:
-                    described = await handle.describe()
-                except RPCError as err:
-                    if err.status is not RPCStatusCode.NOT_FOUND:
-                        raise
-                    break
-                if not described.raw_description.pending_activities:
+                described = await unless_gone(handle.describe())
+                if described is None or not described.raw_description.pending_activities:
                     break
                 await asyncio.sleep(_POLL_SECONDS)
 
@@ -533,12 +527,9 @@ class _Simulation:
 
     async def _run(self, record: RunRecord) -> _Run | None:
         handle = self.client.get_workflow_handle(record.workflow_id)
-        try:
-            described = await handle.describe()
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                return None  # decided in the store, never started in Temporal
-            raise
+        described = await unless_gone(handle.describe())
+        if described is None:
+            return None  # decided in the store, never started in Temporal
         latest = self.client.get_workflow_handle(
             record.workflow_id, run_id=described.run_id, result_type=JourneyResult
         )
