@@ -20,7 +20,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kairos.crypto import secret_problem
-from kairos.delivery import DEFAULT_UNKNOWN, UnknownPolicy, parse_unknown_policy
+from kairos.delivery import (
+    DEFAULT_UNKNOWN,
+    EmailProvider,
+    SmsProvider,
+    UnknownPolicy,
+    parse_unknown_policy,
+    provider_choices,
+)
 from kairos.durations import DurationError, parse_duration
 from kairos.environment import environment
 from kairos.plan import Channel
@@ -273,12 +280,12 @@ def load_settings(
         email_provider = "sendgrid" if sendgrid_key else "outbox"
     if sms_provider == "auto":
         sms_provider = "twilio" if twilio_sid and twilio_token else "outbox"
-    if email_provider not in ("outbox", "sendgrid"):
-        problems.append(
-            f"KAIROS_EMAIL_PROVIDER={email_provider!r}: expected auto, outbox or sendgrid"
-        )
-    if sms_provider not in ("outbox", "twilio"):
-        problems.append(f"KAIROS_SMS_PROVIDER={sms_provider!r}: expected auto, outbox or twilio")
+    if email_provider not in list(EmailProvider):
+        choices = provider_choices(EmailProvider)
+        problems.append(f"KAIROS_EMAIL_PROVIDER={email_provider!r}: expected {choices}")
+    if sms_provider not in list(SmsProvider):
+        choices = provider_choices(SmsProvider)
+        problems.append(f"KAIROS_SMS_PROVIDER={sms_provider!r}: expected {choices}")
     if email_provider == "sendgrid" and not sendgrid_key:
         problems.append("KAIROS_EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY")
     if sms_provider == "twilio":
