@@ -257,7 +257,7 @@ class Kairos:
             SchemaMismatch: The database needs `kairos db upgrade`.
         """
         settings = settings or load_settings()
-        project = project or load_project(settings.home)
+        project = project or load_project(settings.home, actions=settings.actions)
         store = await Store.open(settings, project)
         client = await connect(settings, store.keys, lazy=True)
         dispatcher = Dispatcher(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from jinja2.exceptions import TemplateError
 
 from kairos import expressions
 from kairos import schema as s
-from kairos.actions_catalogue import ACTIONS, action_sample
+from kairos.actions_catalogue import ACTIONS, action_sample, load_action_modules
 from kairos.catalogue import (
     BUILTIN_EVENT,
     BUILTIN_PROFILE,
@@ -116,13 +116,16 @@ class Project:
     segments: dict[str, Segment] = field(default_factory=dict)
 
 
-def load_project(home: Path) -> Project:
-    """Load and compile every journey under ``home``.
+def load_project(home: Path, *, actions: Iterable[str] = ()) -> Project:
+    """Load and compile every journey under ``home``; ``actions``: the modules KAIROS_ACTIONS
+    names (``Settings.actions``), imported first so journeys may call the actions they add.
 
     Raises:
         ProjectError: Any error in the catalogue, a journey or a template; its report lists
             them all (warnings too).
+        ActionModuleError: A module of ``actions`` cannot be imported.
     """
+    load_action_modules(actions)
     project, report = check_project(home)
     if project is None:
         raise ProjectError(report)

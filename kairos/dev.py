@@ -179,7 +179,7 @@ async def run_dev(settings: Settings, web: WebConfig, ports: Ports) -> int:
     from kairos.web.server import build_app, running
 
     try:
-        load_project(settings.home)
+        load_project(settings.home, actions=settings.actions)
     except ProjectError as err:
         print(f"kairos dev: the journeys do not compile:\n{err}", file=sys.stderr)
         return 1

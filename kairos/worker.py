@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.actions import Actions, load_action_modules
+from activities.actions import Actions
 from activities.customers import CustomerActivities
 from activities.messaging import Messaging
 from activities.metrics import DeliveryMetrics, prometheus_runtime
@@ -166,14 +166,13 @@ async def run(settings: Settings) -> int:
         print(f"kairos worker: refusing to start: {'; '.join(refused)}", file=sys.stderr)
         return 2
     try:
-        project = load_project(settings.home)
+        project = load_project(settings.home, actions=settings.actions)
     except ProjectError as err:
         print(
             f"kairos worker: the journeys do not compile, refusing to start:\n{err}",
             file=sys.stderr,
         )
         return 1
-    load_action_modules(settings.actions)
     try:
         store = await Store.open(settings, project)
     except StoreError as err:

@@ -115,7 +115,7 @@ def _load() -> tuple[Settings, dict[str, JourneyPlan]]:
     except ConfigError as err:
         raise fail(str(err), code=2) from None
     try:
-        plans = load_project(settings.home).plans
+        plans = load_project(settings.home, actions=settings.actions).plans
     except ProjectError:
         # Runs still report without their plans; steps then appear in the order first seen.
         err_console.print("note: the journeys do not compile; steps are shown as recorded")

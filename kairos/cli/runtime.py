@@ -65,7 +65,7 @@ def load() -> tuple[Settings, Project]:
     except ConfigError as err:
         raise fail(str(err), code=2) from None
     try:
-        return settings, load_project(settings.home)
+        return settings, load_project(settings.home, actions=settings.actions)
     except ProjectError as err:
         raise fail(f"the journeys do not compile:\n{err}") from None
 

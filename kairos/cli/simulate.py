@@ -114,7 +114,7 @@ def simulate_command(
     """
     try:
         settings = load_settings()
-        project = load_project(settings.home)
+        project = load_project(settings.home, actions=settings.actions)
         person = load_customer(customer)
         scheduled = tuple(parse_event_spec(spec) for spec in event or [])
     except ConfigError as err:
