@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # A test that asks for one of these starts a real server (or shares the session's): it is
 # ``slow``, whoever wrote it and whether or not they marked it.
 SERVER_FIXTURES = frozenset(
-    {"postgres", "dev_server", "ts_env", "bare_ts_env", "fresh_ts_env", "temporal"}
+    {"postgres", "dev_server", "shared_time_skipping", "ts_env", "bare_ts_env", "temporal"}
 )
 
 
@@ -212,14 +212,6 @@ async def bare_ts_env(
 ) -> AsyncIterator[WorkflowEnvironment]:
     """The worker's time-skipping server for a test with no customer store (keys in memory)."""
     async with lend(shared_time_skipping, StaticKeys()) as env:
-        yield env
-
-
-@pytest_asyncio.fixture
-async def fresh_ts_env(keys: DatabaseKeys) -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of the test's own, for a test that needs its clock to start at
-    the real now (a fresh server costs about half a second)."""
-    async with time_skipping(keys) as env:
         yield env
 
 
