@@ -4,15 +4,9 @@ provider, plugged in where SendGrid, Twilio or the outbox would be."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from kairos.messages import EmailMessage, Receipt, SmsMessage
-from kairos.plan import (
-    Channel,
-)
-
-if TYPE_CHECKING:
-    pass
+from kairos.plan import Channel
 
 PROVIDER = "simulation"
 
@@ -42,18 +36,11 @@ class CapturingEmailSender:
 
     async def send_email(self, message: EmailMessage) -> Receipt:
         """Keep ``message``; nothing leaves the process."""
-        self.store[message.key] = CapturedMessage(
-            key=message.key,
-            channel=Channel.email,
-            to=message.to,
-            subject=message.subject,
-            preheader=message.preheader,
-            text=message.text,
-        )
-        return Receipt(
-            provider=PROVIDER, provider_id=f"sim-{len(self.store)}", key=message.key,
-            channel=Channel.email, duplicate=False,
+        kept = CapturedMessage(
+            message.key, Channel.email, message.to, message.subject, message.preheader,
+            message.text,
         )  # fmt: skip
+        return _keep(self.store, kept)
 
 
 class CapturingSmsSender:
@@ -68,14 +55,15 @@ class CapturingSmsSender:
 
     async def send_sms(self, message: SmsMessage) -> Receipt:
         """Keep ``message``; nothing leaves the process."""
-        self.store[message.key] = CapturedMessage(
-            key=message.key,
-            channel=Channel.sms,
-            to=message.to,
-            text=message.body,
-            segments=message.segments,
+        kept = CapturedMessage(
+            message.key, Channel.sms, message.to, text=message.body, segments=message.segments
         )
-        return Receipt(
-            provider=PROVIDER, provider_id=f"sim-{len(self.store)}", key=message.key,
-            channel=Channel.sms, duplicate=False,
-        )  # fmt: skip
+        return _keep(self.store, kept)
+
+
+def _keep(store: dict[str, CapturedMessage], message: CapturedMessage) -> Receipt:
+    store[message.key] = message
+    return Receipt(
+        provider=PROVIDER, provider_id=f"sim-{len(store)}", key=message.key,
+        channel=message.channel, duplicate=False,
+    )  # fmt: skip
