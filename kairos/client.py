@@ -9,6 +9,9 @@ succeeds (the event is accepted) and a worker makes them as soon as it can.
 
     async with await Kairos.connect() as kairos:
         await kairos.emit("c-42", "cart_updated", {"cart_total": 59.9, "currency": "EUR"})
+
+Why over 600 lines: it is one API in two forms (async and sync) whose every call checks its
+input at the door the same way; split, a call's validation and its transaction would live apart.
 """
 
 from __future__ import annotations
