@@ -4,7 +4,8 @@ Built-in actions cover the journeys Kairos ships (coupons, referral rewards, a s
 They are deliberately self-contained: codes are derived from the message key, so a retried
 activity issues the same coupon, and each action is appended to ``<outbox>/actions.jsonl`` where
 a developer can see it. A shop plugs in its own by registering a function under the same name
-(``register``) in a module named by ``KAIROS_ACTIONS`` (comma-separated import paths).
+(``register``) in a module named by ``KAIROS_ACTIONS`` (comma-separated import paths), or a
+new one under a new name, declared to the compiler by the same call.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import importlib
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from kairos.actions_catalogue import coupon_expiry
+from kairos.actions_catalogue import ACTIONS, ActionSpec, coupon_expiry, declare
 from kairos.runtime import ActionRequest
 
 
@@ -43,21 +43,27 @@ ActionFn = Callable[[ActionContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 _REGISTRY: dict[str, ActionFn] = {}
 
 
-def register(name: str) -> Callable[[ActionFn], ActionFn]:
-    """Register ``fn`` as the action ``name`` (replacing a built-in of that name)."""
+def register(name: str, *, spec: ActionSpec | None = None) -> Callable[[ActionFn], ActionFn]:
+    """Implement the action ``name`` with the decorated function (replacing a built-in of that
+    name), and declare it to the compiler (:data:`kairos.actions_catalogue.ACTIONS`).
+
+    Args:
+        name: What journeys write after ``action:``.
+        spec: Its ``with:`` arguments and the result it saves, which the compiler checks
+            journeys and templates against; a new action without one takes no arguments.
+    """
+    if spec is not None and spec.name != name:
+        raise ValueError(f"register({name!r}): its spec is named {spec.name!r}")
 
     def decorate(fn: ActionFn) -> ActionFn:
+        if spec is not None:
+            declare(spec)
+        elif name not in ACTIONS:
+            declare(ActionSpec(name=name, description=fn.__doc__ or ""))
         _REGISTRY[name] = fn
         return fn
 
     return decorate
-
-
-def load_action_modules(modules: Iterable[str]) -> None:
-    """Import the modules KAIROS_ACTIONS names (``Settings.actions``) so their ``register``
-    calls run."""
-    for module in modules:
-        importlib.import_module(module)
 
 
 def registered() -> dict[str, ActionFn]:

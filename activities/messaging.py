@@ -48,7 +48,15 @@ from activities.providers.base import (
 from kairos import delivery, phone
 from kairos.catalogue import AttrType
 from kairos.config import Settings
-from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage, Verdict
+from kairos.messages import (
+    EmailMessage,
+    LedgerStatus,
+    Receipt,
+    SendOutcome,
+    SendStatus,
+    SmsMessage,
+    Verdict,
+)
 from kairos.pinning import PinnedTemplates
 from kairos.plan import Category, Channel
 from kairos.rendering import RenderError, TemplateStore, email_headers, message_context
@@ -119,7 +127,7 @@ class Messaging:
             outcome = await _alive(self._deliver(request), self.metrics.heartbeat)
         except ApplicationError as err:
             final = err.non_retryable or err.type in NON_RETRYABLE
-            status = "failed" if final else "retrying"
+            status = SendStatus.failed.value if final else "retrying"  # a metric label
             self.metrics.message(request.journey, request.step, request.channel, status)
             raise
         self.metrics.message(request.journey, request.step, outcome.channel, outcome.status)
@@ -143,17 +151,17 @@ class Messaging:
             self.metrics.blocked(channel, decision.reason)
         if decision.verdict is Verdict.blocked:
             return SendOutcome(
-                key=request.key, channel=channel, status="blocked", reason=decision.reason
+                key=request.key, channel=channel, status=SendStatus.blocked, reason=decision.reason
             )
         if decision.verdict in (Verdict.defer, Verdict.hold):
             return SendOutcome(
-                key=request.key, channel=channel, status="deferred",
+                key=request.key, channel=channel, status=SendStatus.deferred,
                 reason=decision.reason, defer_until=decision.defer_until,
             )  # fmt: skip
         if channel is not request.channel:
             # Policy picked the fallback: its own task queue (and rate limit) sends it.
             return SendOutcome(
-                key=request.key, channel=channel, status="rerouted",
+                key=request.key, channel=channel, status=SendStatus.rerouted,
                 reason=f"{request.channel.value} cannot carry it; sent by {channel.value}",
             )  # fmt: skip
         return await self._send(request, reserved)
@@ -167,7 +175,10 @@ class Messaging:
                 receipt, subject = await self._send_sms(request, reserved.profile)
         except _Withdrawn:
             return SendOutcome(
-                key=request.key, channel=channel, status="cancelled", reason="run cancelled"
+                key=request.key,
+                channel=channel,
+                status=SendStatus.cancelled,
+                reason="run cancelled",
             )
         except _Settled:
             # Feedback settled it while we got ready; the next attempt reads what it says.
@@ -191,7 +202,7 @@ class Messaging:
         return SendOutcome(
             key=request.key,
             channel=channel,
-            status="sent",
+            status=SendStatus.sent,
             provider=receipt.provider,
             provider_id=receipt.provider_id,
             subject=subject,
@@ -253,7 +264,7 @@ class Messaging:
                 await self.store.ledger.report_unknown(request.key, reason)
                 self.metrics.unknown(channel, "reported")
                 outcome = SendOutcome(
-                    key=request.key, channel=channel, status="unknown", reason=reason
+                    key=request.key, channel=channel, status=SendStatus.unknown, reason=reason
                 )
                 return Reservation(
                     reserved.decision, channel, done=outcome, unknown=reserved.unknown
@@ -267,7 +278,7 @@ class Messaging:
                     )  # fmt: skip
                 if resent.done is None and resent.decision.verdict is Verdict.send:
                     self.metrics.unknown(channel, "resent")
-                elif resent.done is not None and resent.done.status == "unknown":
+                elif resent.done is not None and resent.done.status == SendStatus.unknown:
                     self.metrics.unknown(channel, "reported")  # not resent: consent, say
                 return resent
 
@@ -460,9 +471,9 @@ class Messaging:
         # Temporal's time (of the attempt's start, plus what it spent sitting out pauses).
         now = activity.info().started_time + timedelta(seconds=spent)
         call = await self.store.ledger.begin_call(request, now=now, provider=provider)
-        if call.status == "cancelled":
+        if call.status == LedgerStatus.cancelled:
             raise _Withdrawn
-        if call.status != "sending":
+        if call.status != LedgerStatus.sending:
             raise _Settled
         return call.wait
 

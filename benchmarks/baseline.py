@@ -35,7 +35,7 @@ from temporalio.common import (
 
 with workflow.unsafe.imports_passed_through():
     from kairos import policy
-    from kairos.messages import SendOutcome
+    from kairos.messages import SendOutcome, SendStatus
     from kairos.plan import Category, Channel, JourneyPlan, SplitVariant
     from kairos.runtime import (
         SA_CUSTOMER,
@@ -154,7 +154,9 @@ class BaselineJourney:
         activity then records the end too)."""
         key = self._key(step)
         if self.held_out:
-            outcome = SendOutcome(key=key, channel=channel, status="held_out", reason="holdout")
+            outcome = SendOutcome(
+                key=key, channel=channel, status=SendStatus.held_out, reason="holdout"
+            )
         else:
             outcome = await workflow.execute_activity(
                 "deliver",

@@ -32,7 +32,7 @@ from kairos.costs import HistoryCount, count_histories
 from kairos.runtime import journey_workflow_id
 from kairos.store import Store
 from kairos.temporal import with_keys
-from worker import dispatcher
+from kairos.worker import dispatcher
 
 # Events in flight at once from the load generator (product code calling emit).
 EMIT_CONCURRENCY = 32

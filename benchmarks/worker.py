@@ -29,7 +29,7 @@ from kairos.config import Settings, load_settings
 from kairos.store import Store
 from kairos.store.dispatch import JourneyStarter
 from kairos.temporal import connect, start_journey
-from worker import Workers, build_worker, dispatcher
+from kairos.worker import Workers, build_worker, dispatcher
 
 SIDES = ("kairos", "baseline", "plain")
 # What starts a run on each side: the interpreter, or the journey's hand-written twin.

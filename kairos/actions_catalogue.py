@@ -4,16 +4,23 @@ The compiler checks a journey's ``action`` names and ``with`` arguments against 
 ``activities/actions.py`` implements exactly these names. Each action also names the fields of
 the result it saves under ``journey.<save_as>``, with a sample value, so templates that show a
 coupon code can be checked (and sampled) before any coupon exists.
+
+A shop's own actions join the table when the modules ``KAIROS_ACTIONS`` names are imported
+(:func:`load_action_modules`): their ``activities.actions.register(spec)`` calls declare them
+here, so the compiler accepts a journey calling one exactly where a worker can run it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from kairos.catalogue import AttrType
+from kairos.problems import ProjectError, Report
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ def _coupon(args: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     return {"expires_at": coupon_expiry(now, days)} if isinstance(days, int) else {}
 
 
-ACTIONS: Mapping[str, ActionSpec] = {
+_DECLARED: dict[str, ActionSpec] = {
     spec.name: spec
     for spec in (
         ActionSpec(
@@ -78,6 +85,44 @@ ACTIONS: Mapping[str, ActionSpec] = {
         ),
     )
 }
+
+# Every action a journey may name: the built-in ones and those plugged in (read-only here;
+# :func:`declare` adds to it).
+ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(_DECLARED)
+
+
+def declare(spec: ActionSpec) -> None:
+    """Add an action to :data:`ACTIONS` (or replace a built-in's arguments and result)."""
+    _DECLARED[spec.name] = spec
+
+
+def load_action_modules(modules: Iterable[str]) -> None:
+    """Import the modules KAIROS_ACTIONS names (``Settings.actions``): their ``register``
+    calls declare and implement the shop's own actions.
+
+    Raises:
+        ActionModuleError: A module cannot be imported (it says which, and why).
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as err:
+            raise ActionModuleError(
+                f"KAIROS_ACTIONS: cannot import {module!r}: {type(err).__name__}: {err} "
+                "(name a module on the Python path that registers actions)"
+            ) from None
+
+
+class ActionModuleError(ProjectError):
+    """A module KAIROS_ACTIONS names cannot be imported: the journeys cannot be compiled
+    against the actions it would add, so it stops a project loading like a journey error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Report())
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def action_sample(name: str | None, args: Mapping[str, Any], now: datetime) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from jinja2.exceptions import TemplateError
 
 from kairos import expressions
 from kairos import schema as s
-from kairos.actions_catalogue import ACTIONS, action_sample
+from kairos.actions_catalogue import ACTIONS, action_sample, load_action_modules
 from kairos.catalogue import (
     BUILTIN_EVENT,
     BUILTIN_PROFILE,
@@ -75,6 +75,7 @@ from kairos.problems import (
     suggestion,
 )
 from kairos.rendering import REQUIRED_PARTS, RenderError, TemplateStore, normalise_locale
+from kairos.schema_errors import validate_document
 from kairos.segments import SEGMENTS_DIR, Segment, load_segments, segment_files
 from kairos.sms import analyse
 from kairos.template_safety import NESTING_HINT, too_deep
@@ -115,13 +116,16 @@ class Project:
     segments: dict[str, Segment] = field(default_factory=dict)
 
 
-def load_project(home: Path) -> Project:
-    """Load and compile every journey under ``home``.
+def load_project(home: Path, *, actions: Iterable[str] = ()) -> Project:
+    """Load and compile every journey under ``home``; ``actions``: the modules KAIROS_ACTIONS
+    names (``Settings.actions``), imported first so journeys may call the actions they add.
 
     Raises:
         ProjectError: Any error in the catalogue, a journey or a template; its report lists
             them all (warnings too).
+        ActionModuleError: A module of ``actions`` cannot be imported.
     """
+    load_action_modules(actions)
     project, report = check_project(home)
     if project is None:
         raise ProjectError(report)
@@ -248,7 +252,7 @@ def load_catalogue(home: Path, report: Report) -> Catalogue | None:
         return None
     data = {} if doc.data is None else doc.data
     located = YamlDocument(doc.file, doc.text, data, doc.positions)
-    catalogue, problems = s.validate_document(Catalogue, located)
+    catalogue, problems = validate_document(Catalogue, located)
     report.extend(problems)
     if catalogue is None:
         return None
@@ -361,7 +365,7 @@ def compile_journey(
     doc = _load(path, shown, report, home)
     if doc is None:
         return None
-    spec, problems = s.validate_document(s.JourneySpec, doc)
+    spec, problems = validate_document(s.JourneySpec, doc)
     report.extend(problems)
     if spec is None:
         return None

@@ -20,8 +20,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kairos.crypto import secret_problem
-from kairos.delivery import DEFAULT_UNKNOWN, UnknownPolicy, parse_unknown_policy
+from kairos.delivery import (
+    DEFAULT_UNKNOWN,
+    EmailProvider,
+    SmsProvider,
+    UnknownPolicy,
+    parse_unknown_policy,
+    provider_choices,
+)
 from kairos.durations import DurationError, parse_duration
+from kairos.environment import environment
 from kairos.plan import Channel
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -232,12 +240,7 @@ def load_settings(
         home
         or Path(os.environ.get("KAIROS_HOME", ".") if env is None else env.get("KAIROS_HOME", "."))
     ).resolve()
-    values: dict[str, str] = {}
-    if dotenv and (base_home / ".env").is_file():
-        from dotenv import dotenv_values
-
-        values.update({k: v for k, v in dotenv_values(base_home / ".env").items() if v is not None})
-    values.update(os.environ if env is None else env)
+    values = environment(env, home=base_home, dotenv=dotenv)
     get = values.get
     problems: list[str] = []
 
@@ -277,12 +280,12 @@ def load_settings(
         email_provider = "sendgrid" if sendgrid_key else "outbox"
     if sms_provider == "auto":
         sms_provider = "twilio" if twilio_sid and twilio_token else "outbox"
-    if email_provider not in ("outbox", "sendgrid"):
-        problems.append(
-            f"KAIROS_EMAIL_PROVIDER={email_provider!r}: expected auto, outbox or sendgrid"
-        )
-    if sms_provider not in ("outbox", "twilio"):
-        problems.append(f"KAIROS_SMS_PROVIDER={sms_provider!r}: expected auto, outbox or twilio")
+    if email_provider not in list(EmailProvider):
+        choices = provider_choices(EmailProvider)
+        problems.append(f"KAIROS_EMAIL_PROVIDER={email_provider!r}: expected {choices}")
+    if sms_provider not in list(SmsProvider):
+        choices = provider_choices(SmsProvider)
+        problems.append(f"KAIROS_SMS_PROVIDER={sms_provider!r}: expected {choices}")
     if email_provider == "sendgrid" and not sendgrid_key:
         problems.append("KAIROS_EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY")
     if sms_provider == "twilio":

@@ -17,11 +17,35 @@ soon a dead worker's send is retried.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from kairos.durations import DurationError, format_duration, parse_duration
 from kairos.plan import Channel
+
+
+class EmailProvider(StrEnum):
+    """The email providers ``KAIROS_EMAIL_PROVIDER`` may name; each has a sender in
+    ``activities.providers.EMAIL_PROVIDERS``."""
+
+    outbox = "outbox"
+    sendgrid = "sendgrid"
+
+
+class SmsProvider(StrEnum):
+    """The SMS providers ``KAIROS_SMS_PROVIDER`` may name; each has a sender in
+    ``activities.providers.SMS_PROVIDERS``."""
+
+    outbox = "outbox"
+    twilio = "twilio"
+
+
+def provider_choices(providers: Iterable[StrEnum]) -> str:
+    """``auto, outbox or sendgrid``: what a provider setting may say, for error messages."""
+    *first, last = ["auto", *(p.value for p in providers)]
+    return f"{', '.join(first)} or {last}"
 
 
 def send_queue(task_queue: str, channel: Channel) -> str:

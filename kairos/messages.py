@@ -94,12 +94,38 @@ class PolicyDecision(Model):
     defer_until: datetime | None = None
 
 
+class SendStatus(StrEnum):
+    """What the send activity (or the run, for a holdout) answers for one send step."""
+
+    sent = "sent"
+    blocked = "blocked"
+    deferred = "deferred"  # quiet hours or a cap: the run waits and asks again
+    failed = "failed"
+    held_out = "held_out"  # the customer is in the split's holdout group: nothing sent
+    rerouted = "rerouted"  # the channel fell back: the run sends it on the other channel
+    cancelled = "cancelled"  # the run was cancelled before the provider was called
+    unknown = "unknown"  # the provider call's outcome was never seen
+
+
+class LedgerStatus(StrEnum):
+    """A message's status in the store's ledger (the ``messages`` table's CHECK)."""
+
+    pending = "pending"  # held for a cap's last slot until its minute is over
+    deferred = "deferred"
+    sending = "sending"  # reserved: the provider is (about to be) called
+    sent = "sent"
+    unknown = "unknown"
+    blocked = "blocked"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
 class SendOutcome(Model):
     """What became of one send step's message: the result of the send activity."""
 
     key: str
     channel: Channel
-    status: str  # "sent", "blocked", "deferred", "failed", "held_out"
+    status: SendStatus
     reason: str = ""
     defer_until: datetime | None = None
     provider: str = ""

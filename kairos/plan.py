@@ -62,6 +62,21 @@ class Entry(StrEnum):
     restart = "restart"
 
 
+class StepKind(StrEnum):
+    """What a plan step is (its ``kind``), and what a run's step record is of."""
+
+    send = "send"
+    wait = "wait"
+    wait_for = "wait_for"
+    branch = "branch"
+    split = "split"  # type: ignore[assignment]  # shadows str.split on members only
+    set = "set"
+    action = "action"
+    goto = "goto"
+    exit = "exit"
+    problem = "problem"  # a record only: the run met a problem at this step
+
+
 class EventMatch(Frozen):
     """An event name with an optional condition over ``event``, ``customer`` and ``journey``."""
 
@@ -111,7 +126,7 @@ class SendStep(Frozen):
     """``give_up_after_seconds``: how long the send keeps trying before the journey goes on
     without it; None for the interpreter's default (kairos.delivery.DEFAULT_GIVE_UP_AFTER)."""
 
-    kind: Literal["send"] = "send"
+    kind: Literal[StepKind.send] = StepKind.send
     id: str
     channel: Channel
     template: str
@@ -123,7 +138,7 @@ class SendStep(Frozen):
 class WaitStep(Frozen):
     """Exactly one of: a duration; a local time of day; a date held in a profile attribute."""
 
-    kind: Literal["wait"] = "wait"
+    kind: Literal[StepKind.wait] = StepKind.wait
     id: str
     duration_seconds: int | None = None
     time_of_day: str | None = None
@@ -141,7 +156,7 @@ class WaitForOutcome(Frozen):
 
 
 class WaitForStep(Frozen):
-    kind: Literal["wait_for"] = "wait_for"
+    kind: Literal[StepKind.wait_for] = StepKind.wait_for
     id: str
     events: tuple[WaitForOutcome, ...]
     timeout_seconds: int
@@ -156,7 +171,7 @@ class BranchCase(Frozen):
 class BranchStep(Frozen):
     """If / elif / else: the first case whose condition holds wins; otherwise ``otherwise``."""
 
-    kind: Literal["branch"] = "branch"
+    kind: Literal[StepKind.branch] = StepKind.branch
     id: str
     cases: tuple[BranchCase, ...]
     otherwise: str | None = None
@@ -176,7 +191,7 @@ class SplitStep(Frozen):
     goal can be compared between variants and the holdout to measure lift.
     """
 
-    kind: Literal["split"] = "split"
+    kind: Literal[StepKind.split] = StepKind.split
     id: str
     variants: tuple[SplitVariant, ...]
     holdout_percent: int = 0
@@ -186,7 +201,7 @@ class SplitStep(Frozen):
 class SetStep(Frozen):
     """Update the customer's profile. String values containing ``{{`` are rendered first."""
 
-    kind: Literal["set"] = "set"
+    kind: Literal[StepKind.set] = StepKind.set
     id: str
     attributes: dict[str, Any] = Field(default_factory=dict)
     increment: dict[str, float] = Field(default_factory=dict)
@@ -207,7 +222,7 @@ class ActionStep(Frozen):
     The result (a JSON object) is saved under ``journey.<save_as>`` for later steps/templates.
     """
 
-    kind: Literal["action"] = "action"
+    kind: Literal[StepKind.action] = StepKind.action
     id: str
     action: str | None = None
     webhook: Webhook | None = None
@@ -217,13 +232,13 @@ class ActionStep(Frozen):
 
 
 class GotoStep(Frozen):
-    kind: Literal["goto"] = "goto"
+    kind: Literal[StepKind.goto] = StepKind.goto
     id: str
     target: str
 
 
 class ExitStep(Frozen):
-    kind: Literal["exit"] = "exit"
+    kind: Literal[StepKind.exit] = StepKind.exit
     id: str
     outcome: str
 

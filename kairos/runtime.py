@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.common import SearchAttributeKey
 
-from kairos.messages import SendOutcome
-from kairos.plan import Category, Channel, JourneyPlan, Webhook
+from kairos.messages import SendOutcome, SendStatus
+from kairos.plan import Category, Channel, JourneyPlan, StepKind, Webhook
 
 JOURNEY_WORKFLOW = "Journey"
 
@@ -36,7 +36,7 @@ SEARCH_ATTRIBUTES = (SA_CUSTOMER, SA_JOURNEY, SA_VERSION, SA_STEP, SA_STAGE, SA_
 SEARCHABLE_WAIT_SECONDS = 3600
 # What the send activity may answer that does not settle the message for good: deferred, sent
 # by another channel, or the run cancelled. A send carrying the run's end records it otherwise.
-UNSETTLED_SENDS = frozenset({"rerouted", "deferred", "cancelled"})
+UNSETTLED_SENDS = frozenset({SendStatus.rerouted, SendStatus.deferred, SendStatus.cancelled})
 
 
 def journey_workflow_id(journey: str, customer_id: str, run_no: int) -> str:
@@ -81,7 +81,7 @@ class StepRecord(Model):
     """One step a run took: when, and what came of it."""
 
     step: str
-    kind: str
+    kind: StepKind
     at: datetime
     outcome: str = ""
 
@@ -133,7 +133,9 @@ class RunEnd(Model):
 def send_record(step: str, outcome: SendOutcome, at: datetime) -> StepRecord:
     """What a run records of a send step: the channel and what came of it."""
     detail = outcome.status if not outcome.reason else f"{outcome.status}: {outcome.reason}"
-    return StepRecord(step=step, kind="send", at=at, outcome=f"{outcome.channel.value} {detail}")
+    return StepRecord(
+        step=step, kind=StepKind.send, at=at, outcome=f"{outcome.channel.value} {detail}"
+    )
 
 
 class ActionRequest(Model):

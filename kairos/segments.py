@@ -25,6 +25,9 @@ The meaning is the journeys': a missing attribute is falsy and every ordering co
 it is false (``customer.lead_score > 50`` is false without a score, ``not (...)`` true), and
 ``!=`` is true for it. Each part compiles to a SQL boolean that is never NULL, so ``not``
 keeps that meaning.
+
+Why over 600 lines: loading, compiling to SQL and asking the store are the three stages of one
+small language, and the compiler (one case per construct, each with its error) is most of it.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from kairos.catalogue import CONSENT_KEYS, Attribute, AttrType, Catalogue, type_
 from kairos.durations import DurationError, parse_duration
 from kairos.expressions import _ENV, _dotted, check_syntax, refused
 from kairos.problems import Problem, Report, suggestion
-from kairos.schema import validate_document
+from kairos.schema_errors import validate_document
 from kairos.yaml_source import YamlDocument, load_yaml, read_source
 
 SEGMENTS_DIR = "segments"

@@ -6,7 +6,9 @@ whichever door the trigger came through.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -40,6 +42,29 @@ from kairos.runtime import (
     ProfileSnapshot,
     journey_workflow_id,
 )
+
+T = TypeVar("T")
+
+
+async def unless_gone(call: Awaitable[T]) -> T | None:
+    """``call``'s answer, or None when Temporal has no such workflow (it ended and its history
+    was deleted, or it was never started): the one place NOT_FOUND means "gone"."""
+    try:
+        return await call
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def reached(call: Awaitable[object]) -> bool:
+    """Whether ``call`` (a signal, a cancel, a terminate) found its workflow; False when gone."""
+    return await unless_gone(_done(call)) is not None
+
+
+async def _done(call: Awaitable[object]) -> bool:
+    await call
+    return True
 
 
 def quote(value: str) -> str:

@@ -14,6 +14,9 @@ before building anything big: files over :data:`MAX_BYTES`, nesting deeper than
 "billion laughs"), and any explicit tag but the core ones (``!!python/object/apply`` and
 friends). The first pass reads the parser's event stream, which needs no recursion and holds
 one event at a time, so even a 10 000-deep document never reaches the recursive composer.
+
+Why over 600 lines: the limits, the walk of the parser's events and the source map are one pass
+over one document; apart, each would have to repeat the others' bookkeeping.
 """
 
 from __future__ import annotations

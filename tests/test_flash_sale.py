@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.simulate import SimCustomer, load_customer, parse_event_spec, simulate
+from kairos.simulation import SimCustomer, load_customer, parse_event_spec, simulate
 from tests.test_simulate import NO_DST, kinds, on, sent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "simulate"

@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 
 from kairos import yaml_source
 from kairos.compiler import check_project
-from kairos.simulate import SimulationError, load_customer
+from kairos.simulation import SimulationError, load_customer
 from kairos.yaml_source import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_data, load_yaml
 from tests.test_language_invalid import INVALID, make_project
 

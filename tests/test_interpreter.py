@@ -21,7 +21,7 @@ from kairos import expressions
 from kairos.client import Kairos
 from kairos.compiler import Project
 from kairos.config import Settings
-from kairos.messages import EmailMessage, Receipt
+from kairos.messages import EmailMessage, Receipt, SendStatus
 from kairos.plan import BranchStep, JourneyPlan
 from kairos.rendering import TemplateStore
 from kairos.runtime import JourneyInput, JourneyResult, journey_workflow_id
@@ -212,7 +212,7 @@ async def test_a_long_wait_that_signals_reach_continues_as_new_and_keeps_its_dea
     waited = next(r for r in result.records if r.step == "wait_for_setup")
     # The two-day wait ended two days after it began, not two days after the handover.
     assert timedelta(days=2) <= waited.at - welcome_sent < timedelta(days=2, minutes=1)
-    assert [m.status for m in result.messages].count("sent") >= 2
+    assert [m.status for m in result.messages].count(SendStatus.sent) >= 2
 
 
 async def test_a_run_cancelled_after_its_message_was_decided_sends_nothing(

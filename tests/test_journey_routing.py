@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 
 from kairos.compiler import Project
 from kairos.delivery import send_queue
-from kairos.messages import SendOutcome
+from kairos.messages import SendOutcome, SendStatus
 from kairos.plan import Channel
 from kairos.runtime import (
     UNSETTLED_SENDS,
@@ -172,7 +172,7 @@ async def test_a_rerouted_send_goes_again_on_the_channel_policy_picked(
 ) -> None:
     def sms_cannot(request: DeliverRequest, now: datetime) -> SendOutcome:
         if request.channel is Channel.sms:
-            return SendOutcome(key=request.key, channel=Channel.email, status="rerouted")
+            return SendOutcome(key=request.key, channel=Channel.email, status=SendStatus.rerouted)
         return sent(request, now)
 
     stubs = Stubs(sms_cannot)

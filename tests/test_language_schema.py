@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 
-from kairos.schema import (
-    STEP_KINDS,
-    JourneySpec,
-    customer_json_schema,
-    journey_json_schema,
-    validate_document,
-)
+from kairos.schema import STEP_KINDS, JourneySpec
+from kairos.schema_errors import validate_document
+from kairos.schema_export import customer_json_schema, journey_json_schema
 from kairos.yaml_source import load_yaml
 
 

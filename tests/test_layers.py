@@ -27,15 +27,19 @@ _LANGUAGE = {
     "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.inlining", "kairos.locales",
     "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
-    "kairos.segments", "kairos.sms", "kairos.template_safety", "kairos.unsubscribe",
-    "kairos.yaml_source",
+    "kairos.schema_errors", "kairos.schema_export", "kairos.segments", "kairos.sms",
+    "kairos.template_safety", "kairos.unsubscribe", "kairos.yaml_source",
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.
-_TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulate", "kairos.report",
+_TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulation", "kairos.report",
           "kairos.report_charts", "kairos.enroll", "kairos.broadcast", "benchmarks")  # fmt: skip
 # The web front door answers HTTP in a process that runs no activity: it reaches journeys
 # through the client and the store, never through a provider's or a workflow's code.
 _FRONT_DOOR = "kairos.web"
+# The worker is built in the library; the top-level worker.py is only the process's entry point,
+# which nothing imports.
+_WORKER = ("kairos.worker", "worker")
+_ENTRY_POINT = "worker"
 SOURCES = ("kairos", "activities", "workflows", "worker.py", "benchmarks")
 
 
@@ -49,12 +53,12 @@ def layer(module: str) -> int | None:
         return LANGUAGE
     if any(_within(module, tool) for tool in _TOOLS):
         return TOOLS
+    if module in _WORKER:
+        return WORKER
     if _within(module, "kairos"):
         return CONTRACT
     if _within(module, "workflows") or _within(module, "activities"):
         return ENGINE
-    if module == "worker":
-        return WORKER
     return None
 
 
@@ -94,6 +98,8 @@ def violations(edges: Iterable[tuple[str, str]]) -> list[str]:
             wrong.append(f"{importer} ({NAMES[source]}) imports {imported} ({NAMES[target]})")
         elif _within(importer, _FRONT_DOOR) and target in (ENGINE, WORKER):
             wrong.append(f"{importer} (a front door) imports {imported} ({NAMES[target]})")
+        elif imported == _ENTRY_POINT:
+            wrong.append(f"{importer} imports the entry point worker.py (use kairos.worker)")
     return wrong
 
 
@@ -145,6 +151,12 @@ def test_workflows_are_defined_only_in_workflows() -> None:
         ("kairos.compiler", "from kairos.store import Store"),
         ("workflows.journey", "def f():\n    from worker import build_worker\n"),
         ("worker", "from kairos.cli import app"),
+        ("kairos.worker", "from kairos.simulation import simulate"),
+        # The library builds workers through kairos.worker, never the entry point.
+        ("kairos.dev", "def f():\n    import worker as worker_module\n"),
+        ("kairos.simulation.engine", "from worker import build_worker"),
+        ("kairos.cli.runtime", "from worker import main"),
+        ("kairos.web.server", "from kairos.worker import build_worker"),
     ],
 )
 def test_an_import_up_the_layers_is_refused(importer: str, source: str) -> None:

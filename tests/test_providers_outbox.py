@@ -17,6 +17,8 @@ from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner, Result
 
 from activities.providers import (
+    EMAIL_PROVIDERS,
+    SMS_PROVIDERS,
     OutboxEmailSender,
     OutboxSmsSender,
     SendGridSender,
@@ -24,7 +26,8 @@ from activities.providers import (
     build_senders,
 )
 from activities.providers.base import INVALID_RECIPIENT
-from kairos.config import Settings
+from kairos.config import ConfigError, Settings, load_settings
+from kairos.delivery import EmailProvider, SmsProvider
 from kairos.messages import EmailMessage, SmsMessage
 from kairos.plan import Channel
 from kairos.rendering import email_headers
@@ -261,6 +264,19 @@ async def test_different_keys_are_all_written(tmp_path: Path) -> None:
 
 
 # -- choosing providers from settings ------------------------------------------------------------
+
+
+def test_every_provider_the_settings_accept_has_a_sender_and_no_other() -> None:
+    assert sorted(EMAIL_PROVIDERS) == sorted(EmailProvider) == ["outbox", "sendgrid"]
+    assert sorted(SMS_PROVIDERS) == sorted(SmsProvider) == ["outbox", "twilio"]
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            {"KAIROS_EMAIL_PROVIDER": "mailgun", "KAIROS_SMS_PROVIDER": "vonage"}, dotenv=False
+        )
+    assert refused.value.problems == [
+        "KAIROS_EMAIL_PROVIDER='mailgun': expected auto, outbox or sendgrid",
+        "KAIROS_SMS_PROVIDER='vonage': expected auto, outbox or twilio",
+    ]
 
 
 def test_without_credentials_both_channels_go_to_the_outbox(tmp_path: Path) -> None:

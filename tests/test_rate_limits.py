@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 from kairos.delivery import send_queue
 from kairos.plan import Channel
-from worker import Workers, send_worker
+from kairos.worker import Workers, send_worker
 
 RATE = 2.0  # SMS a second, as KAIROS_RATE_SMS=2 sets it
 SENDS = 12

@@ -581,7 +581,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         plans={PLAN.name: PLAN}, catalogue=catalogue, templates=TemplateStore(FIXTURES)
     )
     compiler = types.ModuleType("kairos.compiler")
-    compiler.load_project = lambda home: project  # type: ignore[attr-defined]
+    compiler.load_project = lambda home, actions=(): project  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "kairos.compiler", compiler)
     monkeypatch.setenv("KAIROS_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)

@@ -16,7 +16,7 @@ from kairos.cli import app
 from kairos.compiler import Project
 from kairos.config import FrequencyCap, Settings
 from kairos.plan import Webhook
-from kairos.simulate import (
+from kairos.simulation import (
     ScheduledEvent,
     SimCustomer,
     SimulationError,

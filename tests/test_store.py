@@ -39,9 +39,9 @@ from kairos.store import Store
 from kairos.store.dispatch import DONE_SQL, Dispatcher
 from kairos.store.ingest import Ingest
 from kairos.temporal import start_journey
+from kairos.worker import dispatcher
 from tests.conftest import ROOT, make_kairos, project_store, running_worker
 from tests.helpers import finish, schedule, started, timezone_at
-from worker import dispatcher
 
 CART = {"cart_total": 20.0, "currency": "EUR"}
 

@@ -104,7 +104,7 @@ async def test_the_worker_refuses_to_start_on_an_unknown_schema(
 ) -> None:
     import dataclasses
 
-    import worker
+    from kairos import worker
 
     code = await worker.run(dataclasses.replace(settings, database_url=empty_database))
     assert code == 1

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from kairos import delivery, expressions, policy, routing
     from kairos.durations import format_duration
     from kairos.expressions import ExpressionError
-    from kairos.messages import SendOutcome
+    from kairos.messages import SendOutcome, SendStatus
     from kairos.plan import (
         ActionStep,
         BranchStep,
@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         SendStep,
         SetStep,
         SplitStep,
+        StepKind,
         WaitForStep,
         WaitStep,
     )
@@ -85,9 +86,6 @@ CHANGE_PROFILE_ACTIVITY = "change_profile"
 END_RUN_ACTIVITY = "end_run"
 NOTE_PROBLEMS_ACTIVITY = "note_problems"
 FAILED_SEND_ACTIVITY = "record_failed_send"
-# What the send activity answers when policy picked the fallback channel: the workflow sends it
-# again on that channel's task queue.
-REROUTED = "rerouted"
 CONVERTED = "converted"
 COMPLETED = "completed"
 RESTARTED = "restarted"
@@ -196,7 +194,7 @@ class JourneyWorkflow:
                 raise
             # Support cancelled the run: say so in the store, then end as cancelled.
             self.outcome = CANCELLED
-            self._record(self.state.step or "end", "exit", "cancelled")
+            self._record(self.state.step or "end", StepKind.exit, "cancelled")
             await self._end()
             raise
         await self._end()
@@ -269,12 +267,14 @@ class JourneyWorkflow:
         if self.exit_event is not None:
             if self.outcome != CONVERTED:
                 self.outcome = CONVERTED
-                self._record(self.state.step or "end", "exit", f"goal {self.exit_event.name}")
+                self._record(
+                    self.state.step or "end", StepKind.exit, f"goal {self.exit_event.name}"
+                )
             return True
         if self.restarted:
             if self.outcome != RESTARTED:
                 self.outcome = RESTARTED
-                self._record(self.state.step or "end", "exit", "restarted by a new trigger")
+                self._record(self.state.step or "end", StepKind.exit, "restarted by a new trigger")
             return True
         return False
 
@@ -308,7 +308,7 @@ class JourneyWorkflow:
         if problem in self.state.problems or len(self.state.problems) >= MAX_PROBLEMS:
             return
         self.state.problems.append(problem)
-        self._record(step_id, "problem", text)
+        self._record(step_id, StepKind.problem, text)
         workflow.set_current_details(f"problem at {problem}")
 
     async def _report_problems(self) -> None:
@@ -383,10 +383,10 @@ class JourneyWorkflow:
             seen.add(target)
             following = self.plan.step(target)
             if isinstance(following, GotoStep):
-                tail.append(self._record_of(following.id, "goto", f"to {following.target}"))
+                tail.append(self._record_of(following.id, StepKind.goto, f"to {following.target}"))
                 target = following.target
             elif isinstance(following, ExitStep):
-                tail.append(self._record_of(following.id, "exit", following.outcome))
+                tail.append(self._record_of(following.id, StepKind.exit, following.outcome))
                 outcome, target = following.outcome, None
             else:
                 return None
@@ -418,10 +418,10 @@ class JourneyWorkflow:
             case ActionStep():
                 return await self._action(step)
             case GotoStep():
-                self._record(step.id, "goto", f"to {step.target}")
+                self._record(step.id, StepKind.goto, f"to {step.target}")
                 return step.target
             case ExitStep():
-                self._record(step.id, "exit", step.outcome)
+                self._record(step.id, StepKind.exit, step.outcome)
                 self.outcome = step.outcome
                 return None
             case _:
@@ -433,7 +433,7 @@ class JourneyWorkflow:
         key = self._message_key(step.id)
         if self.state.held_out:
             outcome = SendOutcome(
-                key=key, channel=step.channel, status="held_out", reason="holdout"
+                key=key, channel=step.channel, status=SendStatus.held_out, reason="holdout"
             )
             return self._sent(step, outcome)
         request = DeliverRequest(
@@ -461,20 +461,22 @@ class JourneyWorkflow:
         )
         for _ in range(MAX_DEFERRALS + 1):
             outcome = await self._deliver(request, step)
-            if outcome.status != "deferred" or outcome.defer_until is None:
+            if outcome.status != SendStatus.deferred or outcome.defer_until is None:
                 return self._sent(step, outcome)
-            self._record(step.id, "send", f"deferred: {outcome.reason}")
+            self._record(step.id, StepKind.send, f"deferred: {outcome.reason}")
             await self._pause(step.id, outcome.defer_until, f"deferred: {outcome.reason}")
             if self.exit_event is not None or self.restarted:
                 return step.next
             # The end a later attempt records carries the deferral's record too.
             request = request.model_copy(update={"end": self._end_after(step)})
-        blocked = outcome.model_copy(update={"status": "blocked", "reason": "deferred too often"})
+        blocked = outcome.model_copy(
+            update={"status": SendStatus.blocked, "reason": "deferred too often"}
+        )
         return self._sent(step, blocked)
 
     async def _deliver(self, request: DeliverRequest, step: SendStep) -> SendOutcome:
         outcome = await self._deliver_on(request, step)
-        if outcome.status == REROUTED:
+        if outcome.status == SendStatus.rerouted:
             # The fallback channel carries it: on that channel's queue, within its rate limit.
             fallback = request.model_copy(update={"channel": outcome.channel, "fallback": None})
             outcome = await self._deliver_on(fallback, step)
@@ -506,7 +508,7 @@ class JourneyWorkflow:
             failed = SendOutcome(
                 key=request.key,
                 channel=request.channel,
-                status="failed",
+                status=SendStatus.failed,
                 reason=_send_failure(err, give_up_after),
             )
             await workflow.execute_activity(
@@ -537,7 +539,7 @@ class JourneyWorkflow:
             attribute = step.until_attribute or ""
             base = policy.parse_datetime(self.profile.get(attribute))
             if base is None:
-                self._record(step.id, "wait", f"skipped: customer.{attribute} is not set")
+                self._record(step.id, StepKind.wait, f"skipped: customer.{attribute} is not set")
                 return step.next
             until = base + timedelta(seconds=step.offset_seconds)
             label = f"wait until customer.{attribute}"
@@ -546,7 +548,7 @@ class JourneyWorkflow:
                 label += format_duration(abs(step.offset_seconds))
         await self._pause(step.id, until, label)
         interrupted = self.exit_event is not None or self.restarted
-        self._record(step.id, "wait", f"{label} (interrupted)" if interrupted else label)
+        self._record(step.id, StepKind.wait, f"{label} (interrupted)" if interrupted else label)
         return step.next
 
     async def _wait_for(self, step: WaitForStep) -> str | None:
@@ -572,21 +574,21 @@ class JourneyWorkflow:
         if matched:
             event, target = matched[0]
             self.state.event = event
-            self._record(step.id, "wait_for", f"{event.name} arrived")
+            self._record(step.id, StepKind.wait_for, f"{event.name} arrived")
             return target
         if self.exit_event is None and not self.restarted:
-            self._record(step.id, "wait_for", "timed out")
+            self._record(step.id, StepKind.wait_for, "timed out")
         else:
-            self._record(step.id, "wait_for", "interrupted")
+            self._record(step.id, StepKind.wait_for, "interrupted")
         return step.on_timeout
 
     def _branch(self, step: BranchStep) -> str | None:
         context = self._context()
         for index, case in enumerate(step.cases):
             if self._holds(case.when, context, step.id):
-                self._record(step.id, "branch", f"case {index + 1}: {case.when}")
+                self._record(step.id, StepKind.branch, f"case {index + 1}: {case.when}")
                 return case.next
-        self._record(step.id, "branch", "else")
+        self._record(step.id, StepKind.branch, "else")
         return step.otherwise
 
     def _split(self, step: SplitStep) -> str | None:
@@ -596,10 +598,10 @@ class JourneyWorkflow:
         if variant is None:
             self.state.held_out = True
             self.state.variant = "holdout"
-            self._record(step.id, "split", "holdout")
+            self._record(step.id, StepKind.split, "holdout")
             return step.holdout_next
         self.state.variant = variant.name
-        self._record(step.id, "split", f"variant {variant.name}")
+        self._record(step.id, StepKind.split, f"variant {variant.name}")
         return variant.next
 
     async def _set(self, step: SetStep) -> str | None:
@@ -617,7 +619,7 @@ class JourneyWorkflow:
             reads=sorted(self._reads()),
         )
         names = sorted([*change.attributes, *step.increment])
-        record = self._record_of(step.id, "set", ", ".join(names) or "stage")
+        record = self._record_of(step.id, StepKind.set, ", ".join(names) or "stage")
         end = self._end_after(step)
         change.end = end.after(record) if end is not None else None
         # Written to the store and read back: a condition after this step sees the stored
@@ -652,7 +654,9 @@ class JourneyWorkflow:
             step.webhook.headers if step.webhook else {}, context, step.id
         )
         if not (args_ok and body_ok and headers_ok):
-            self._record(step.id, "action", f"{name} not called: its values could not be rendered")
+            self._record(
+                step.id, StepKind.action, f"{name} not called: its values could not be rendered"
+            )
             return step.next
         request = ActionRequest(
             key=self._message_key(step.id),
@@ -677,11 +681,11 @@ class JourneyWorkflow:
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 raise
-            self._record(step.id, "action", f"{name} failed: {err.cause or err}")
+            self._record(step.id, StepKind.action, f"{name} failed: {err.cause or err}")
             return step.next
         if step.save_as:
             self.state.vars[step.save_as] = result
-        self._record(step.id, "action", f"{name} done")
+        self._record(step.id, StepKind.action, f"{name} done")
         return step.next
 
     # --- helpers ----------------------------------------------------------------------------
@@ -764,7 +768,7 @@ class JourneyWorkflow:
             f"wait until customer.{trigger.attribute} + {format_duration(trigger.offset_seconds)}"
         )
         await self._pause("trigger", until, label)
-        self._record("trigger", "wait", label)
+        self._record("trigger", StepKind.wait, label)
 
     def _context(self, event: Event | None = None, *, customer: bool = True) -> dict[str, Any]:
         current = event or self.state.event
@@ -793,10 +797,10 @@ class JourneyWorkflow:
         visit = self.state.visits.get(step_id, 1)
         return f"{self.plan.name}:{self.customer_id}:{self.run_no}:{step_id}:{visit}"
 
-    def _record(self, step_id: str, kind: str, outcome: str) -> None:
+    def _record(self, step_id: str, kind: StepKind, outcome: str) -> None:
         self._keep(self._record_of(step_id, kind, outcome))
 
-    def _record_of(self, step_id: str, kind: str, outcome: str) -> StepRecord:
+    def _record_of(self, step_id: str, kind: StepKind, outcome: str) -> StepRecord:
         return StepRecord(step=step_id, kind=kind, at=workflow.now(), outcome=outcome)
 
     def _keep(self, record: StepRecord) -> None:

@@ -20,6 +20,7 @@ from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
 from kairos.config import Settings
+from kairos.delivery import EmailProvider, SmsProvider
 from kairos.webhooks import TWILIO_STATUS_PATH
 
 
@@ -48,13 +49,14 @@ def _twilio(settings: Settings) -> SmsSender:
     )
 
 
+# One sender for every provider the settings accept (kairos.delivery names them).
 EMAIL_PROVIDERS: dict[str, Callable[[Settings], EmailSender]] = {
-    "outbox": lambda settings: OutboxEmailSender(settings.outbox_dir),
-    "sendgrid": _sendgrid,
+    EmailProvider.outbox: lambda settings: OutboxEmailSender(settings.outbox_dir),
+    EmailProvider.sendgrid: _sendgrid,
 }
 SMS_PROVIDERS: dict[str, Callable[[Settings], SmsSender]] = {
-    "outbox": lambda settings: OutboxSmsSender(settings.outbox_dir),
-    "twilio": _twilio,
+    SmsProvider.outbox: lambda settings: OutboxSmsSender(settings.outbox_dir),
+    SmsProvider.twilio: _twilio,
 }
 
 

@@ -114,7 +114,7 @@ class _Job:
 def _prepare(journey: str, source: Path, *, jsonl: bool, fresh: bool) -> _Job:
     try:
         settings = load_settings()
-        project = load_project(settings.home)
+        project = load_project(settings.home, actions=settings.actions)
     except ConfigError as err:
         raise fail(str(err), code=2) from None
     except ProjectError as err:

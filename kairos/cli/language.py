@@ -10,12 +10,13 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
+from kairos.actions_catalogue import ActionModuleError, load_action_modules
 from kairos.cli.base import app, console, err_console, fail
 from kairos.compiler import CATALOGUE_FILE, check_project, display_path
 from kairos.config import ConfigError, load_settings
 from kairos.graph import to_mermaid
 from kairos.problems import Problem, Report, plural, suggestion
-from kairos.schema import customer_json_schema, journey_json_schema
+from kairos.schema_export import customer_json_schema, journey_json_schema
 from kairos.segments import SEGMENTS_DIR
 
 _VALIDATE_EPILOG = (
@@ -34,11 +35,16 @@ _GRAPH_EPILOG = (
 
 
 def _home() -> Path:
+    """The project home, with the actions KAIROS_ACTIONS adds declared (as a worker has them)."""
     try:
-        return load_settings().home
+        settings = load_settings()
+        load_action_modules(settings.actions)
     except ConfigError as err:
         lines = "\n".join(f"  - {p}" for p in err.problems)
         raise fail(escape(f"invalid configuration:\n{lines}"), 2) from None
+    except ActionModuleError as err:
+        raise fail(escape(str(err))) from None
+    return settings.home
 
 
 @app.command("validate", epilog=_VALIDATE_EPILOG)

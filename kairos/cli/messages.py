@@ -61,7 +61,7 @@ def preview(
 
     try:
         settings = load_settings()
-        project = load_project(settings.home)
+        project = load_project(settings.home, actions=settings.actions)
     except (ConfigError, ProjectError) as exc:
         raise fail(escape(str(exc))) from None
     plan = _plan(project.plans, journey)

@@ -19,7 +19,7 @@ from kairos.cli.base import fail_text as fail
 from kairos.compiler import load_project
 from kairos.config import ConfigError, load_settings
 from kairos.problems import ProjectError
-from kairos.simulate import (
+from kairos.simulation import (
     DEFAULT_DAYS,
     DEFAULT_START,
     ProjectTimeline,
@@ -114,7 +114,7 @@ def simulate_command(
     """
     try:
         settings = load_settings()
-        project = load_project(settings.home)
+        project = load_project(settings.home, actions=settings.actions)
         person = load_customer(customer)
         scheduled = tuple(parse_event_spec(spec) for spec in event or [])
     except ConfigError as err:

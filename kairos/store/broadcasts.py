@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from psycopg import sql
 
+from kairos.messages import LedgerStatus
 from kairos.plan import Entry, JourneyPlan
 from kairos.routing import START_EVENT
 from kairos.runtime import Event
@@ -289,8 +290,10 @@ async def reach(database: Database, journey: str | None, since: datetime | None)
             " GROUP BY s.status, s.reason",
             (row["journey"], row["id"]),
         )
-        blocked = {m["reason"]: int(m["n"]) for m in messages if m["status"] == "blocked"}
-        sent = sum(int(m["n"]) for m in messages if m["status"] == "sent")
+        blocked = {
+            m["reason"]: int(m["n"]) for m in messages if m["status"] == LedgerStatus.blocked
+        }
+        sent = sum(int(m["n"]) for m in messages if m["status"] == LedgerStatus.sent)
         found.append(
             Reach(
                 broadcast=row["id"],

@@ -38,7 +38,7 @@ from kairos.runtime import (
 from kairos.store.database import Connection, Database, StoreUnavailable
 from kairos.store.runs import end_run
 from kairos.store.views import load_customer
-from kairos.temporal import start_journey
+from kairos.temporal import reached, start_journey
 
 log = logging.getLogger(__name__)
 
@@ -246,11 +246,7 @@ class Dispatcher:
             restart=bool(payload.get("restart")),
         )
         handle = self.client.get_workflow_handle(journey_workflow_id(journey, customer_id, run_no))
-        try:
-            await handle.signal(SIGNAL_EVENT, signal, rpc_timeout=RPC_TIMEOUT)
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
+        if not await reached(handle.signal(SIGNAL_EVENT, signal, rpc_timeout=RPC_TIMEOUT)):
             # The run is over (it may have ended without telling the store: terminated from
             # the Temporal UI). Nothing to signal; make sure the store knows it has ended.
             await end_run(conn, customer_id, journey, run_no, "gone", final=False)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kairos.plan import StepKind
 from kairos.runtime import StepRecord, journey_workflow_id
 from kairos.store.database import Connection, Database
 
@@ -166,12 +167,12 @@ async def record_steps(
             record.step,
             {"kind": record.kind, "visits": 0, "deferred": 0, "held_out": 0, "at": record.at},
         )
-        deferred = record.kind == "send" and record.outcome.startswith("deferred")
+        deferred = record.kind == StepKind.send and record.outcome.startswith("deferred")
         row["visits"] += not deferred
         row["deferred"] += deferred
-        row["held_out"] += record.kind == "send" and " held_out" in record.outcome
+        row["held_out"] += record.kind == StepKind.send and " held_out" in record.outcome
         row["outcome"] = record.outcome
-        if record.kind != "exit":
+        if record.kind != StepKind.exit:
             row["kind"] = record.kind
     await conn.cursor().executemany(
         "INSERT INTO run_steps (customer_id, journey, run_no, step, kind, visits, deferred,"

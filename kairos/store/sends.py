@@ -32,22 +32,22 @@ from typing import Any
 
 from kairos import policy
 from kairos.catalogue import AttrType, Catalogue
-from kairos.messages import PolicyDecision, Receipt, SendOutcome, Verdict
+from kairos.messages import LedgerStatus, PolicyDecision, Receipt, SendOutcome, SendStatus, Verdict
 from kairos.plan import Category, Channel
 from kairos.runtime import DeliverRequest
 from kairos.store.database import Connection, Database
 from kairos.store.views import CustomerRow, address_hash, load_customer, suppression_key
 
 # A key in one of these statuses is decided for good: a retry answers with what was recorded.
-FINAL = ("sent", "blocked", "cancelled", "failed")
+FINAL = (LedgerStatus.sent, LedgerStatus.blocked, LedgerStatus.cancelled, LedgerStatus.failed)
 # Statuses whose message may have reached the provider: they hold a frequency cap's slot.
-COUNTED = ("sending", "sent", "unknown")
+COUNTED = (LedgerStatus.sending, LedgerStatus.sent, LedgerStatus.unknown)
 # Ledger statuses a decision writes, by verdict.
 _STATUS = {
-    Verdict.send: "sending",
-    Verdict.defer: "deferred",
-    Verdict.hold: "pending",
-    Verdict.blocked: "blocked",
+    Verdict.send: LedgerStatus.sending,
+    Verdict.defer: LedgerStatus.deferred,
+    Verdict.hold: LedgerStatus.pending,
+    Verdict.blocked: LedgerStatus.blocked,
 }
 
 
@@ -65,7 +65,7 @@ class Call:
     """What the last look before a provider call found: the key's ``status`` (``sending``:
     go on), and ``wait``, the seconds its provider is still paused by a 429 (0: call now)."""
 
-    status: str
+    status: LedgerStatus
     wait: float = 0.0
 
 
@@ -121,20 +121,22 @@ class Ledger:
             if found:
                 # The attempt that made this call died before it saw the answer.
                 existing = await _went_unknown(conn, request.key, "the worker died during the call")
-            if existing is not None and existing["status"] == "unknown":
+            if existing is not None and existing["status"] == LedgerStatus.unknown:
                 return _unknown(existing, found=found)
             if await _cancelled(conn, request):
                 cancelled = PolicyDecision(verdict=Verdict.blocked, reason="run cancelled")
                 await _record(
                     conn, request, request.channel, cancelled, now=now, due=due,
-                    status="cancelled",
+                    status=LedgerStatus.cancelled,
                 )  # fmt: skip
-                return Reservation(cancelled, request.channel, done=_outcome(request, "cancelled"))
+                return Reservation(
+                    cancelled, request.channel, done=_outcome(request, SendStatus.cancelled)
+                )
             if existing is not None and existing["unknown_since"] is not None:
                 # A resend after no feedback came: the same message, its cap slot already
                 # taken, so only consent and suppression are asked again.
                 return await self._decide_resend(conn, request, customer, existing, now)
-            contest = existing is not None and existing["status"] == "pending"
+            contest = existing is not None and existing["status"] == LedgerStatus.pending
             if existing is not None and contest:
                 due = existing["due_at"]
             ask = policy.SendAsk(
@@ -167,7 +169,7 @@ class Ledger:
         async with self.database.transaction() as conn:
             customer = await load_customer(conn, request.customer_id, lock=True)
             existing = await _row(conn, request.key)
-            if customer is None or existing is None or existing["status"] != "unknown":
+            if customer is None or existing is None or existing["status"] != LedgerStatus.unknown:
                 # Settled meanwhile (feedback came, the customer was forgotten): ask again.
                 return await self._settled(conn, request, existing)
             if await _cancelled(conn, request):
@@ -207,7 +209,7 @@ class Ledger:
                 "UPDATE messages SET status = 'unknown', reason = %s WHERE key = %s",
                 (reason, request.key),
             )
-            return _done({**existing, "status": "unknown", "reason": reason})
+            return _done({**existing, "status": LedgerStatus.unknown, "reason": reason})
         return Reservation(decision, channel, customer.view())
 
     async def _settled(
@@ -216,7 +218,7 @@ class Ledger:
         if existing is None:
             blocked = PolicyDecision(verdict=Verdict.blocked, reason="no such customer")
             return Reservation(blocked, request.channel)
-        if existing["status"] == "unknown":
+        if existing["status"] == LedgerStatus.unknown:
             return _unknown(existing)
         return _done(existing)
 
@@ -256,7 +258,7 @@ class Ledger:
             },
         )
         if row is not None:
-            return Call(str(row["status"]))
+            return Call(LedgerStatus(row["status"]))
         # Rare: the provider is paused, or the key was settled meanwhile.
         current = await self.database.fetch_one(
             "SELECT status, (SELECT greatest(extract(epoch FROM until - %s), 0)::float8"
@@ -264,9 +266,9 @@ class Ledger:
             (now, provider, request.key),
         )
         if current is None:
-            return Call("cancelled")
-        status = str(current["status"])
-        if status != "sending":
+            return Call(LedgerStatus.cancelled)
+        status = LedgerStatus(current["status"])
+        if status != LedgerStatus.sending:
             return Call(status)
         # Still sending and nothing marked: it was paused (if only just), so look again.
         return Call(status, max(float(current["wait"] or 0.0), 0.01))
@@ -318,7 +320,7 @@ class Ledger:
             {"provider": provider, "until": until, "reason": reason[:500]},
         )
 
-    async def give_up(self, key: str, reason: str) -> str:
+    async def give_up(self, key: str, reason: str) -> LedgerStatus:
         """The journey gave up on the send (its deadline passed, or the provider refused it
         for good). A message whose earlier call may have gone through stays ``unknown``;
         otherwise it is ``failed``. Returns the status recorded."""
@@ -333,7 +335,7 @@ class Ledger:
             " RETURNING status",
             (reason[:500], key),
         )
-        return str(row["status"]) if row else "failed"
+        return LedgerStatus(row["status"]) if row else LedgerStatus.failed
 
     async def report_unknown(self, key: str, reason: str) -> None:
         """No feedback came and the message is not sent again: say why it stays unknown."""
@@ -449,10 +451,10 @@ async def _record(
     *,
     now: datetime,
     due: datetime,
-    status: str | None = None,
+    status: LedgerStatus | None = None,
 ) -> None:
     status = status or _STATUS[decision.verdict]
-    sending = status == "sending"
+    sending = status == LedgerStatus.sending
     await conn.execute(
         "INSERT INTO messages (key, customer_id, journey, run_no, step, channel, category,"
         " priority, status, reason, due_at, decided_at, defer_until, sent_at)"
@@ -522,7 +524,7 @@ def _recorded(row: dict[str, Any]) -> SendOutcome:
     return SendOutcome(
         key=row["key"],
         channel=Channel(row["channel"]),
-        status=row["status"],
+        status=SendStatus(row["status"]),
         reason=row["reason"],
         provider=row["provider"] or "",
         provider_id=row["provider_id"] or "",
@@ -539,7 +541,7 @@ async def _cancelled(conn: Connection, request: DeliverRequest) -> bool:
     return row is not None and row["outcome"] == "cancelled"
 
 
-def _outcome(request: DeliverRequest, status: str) -> SendOutcome:
+def _outcome(request: DeliverRequest, status: SendStatus) -> SendOutcome:
     return SendOutcome(
         key=request.key, channel=request.channel, status=status, reason="run cancelled"
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kairos.messages import LedgerStatus
 from kairos.plan import Channel
 from kairos.runtime import Consent
 from kairos.store.database import Connection, Database
@@ -38,7 +39,7 @@ class MessageRecord:
     step: str
     channel: Channel
     category: str
-    status: str
+    status: LedgerStatus
     reason: str
     decided_at: datetime
     sent_at: datetime | None

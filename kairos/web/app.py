@@ -12,7 +12,7 @@ from kairos.client import Kairos
 from kairos.config import Settings
 from kairos.store import StoreUnavailable
 from kairos.web.codec import CodecRoutes
-from kairos.web.config import WebConfig, load_web_config
+from kairos.web.config import WebConfig
 from kairos.web.errors import (
     ApiError,
     api_error_handler,
@@ -29,7 +29,7 @@ from kairos.web.unsubscribe import UnsubscribeRoutes
 def create_app(
     kairos: Kairos,
     settings: Settings,
-    web: WebConfig | None = None,
+    web: WebConfig,
     *,
     close_client: bool = False,
 ) -> Starlette:
@@ -39,11 +39,11 @@ def create_app(
         kairos: A client on the customer store; its Temporal client may be connected lazily,
             so the app starts and accepts events while Temporal is down (``/ready`` says so).
         settings: Public URL, secret, Twilio auth token, sender name.
-        web: API keys, SendGrid verification key, port; read from the environment when None.
+        web: API keys, SendGrid verification key, codec tokens: read once, where the
+            process starts (``kairos serve``, ``kairos dev``).
         close_client: Close ``kairos`` (and the store it opened) when the app stops, through
             the ASGI lifespan; for an app that owns its client (:func:`server.build_app`).
     """
-    web = web or load_web_config(home=settings.home)
     routes = [
         *HealthRoutes(kairos.store.database, kairos.client).routes(),
         *UnsubscribeRoutes(kairos, settings).routes(),

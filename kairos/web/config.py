@@ -8,7 +8,6 @@ the Temporal UI's codec server (``/codec``), and ``KAIROS_WEB_PORT``.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from kairos.config import DEFAULT_DEV_UI_PORT, ConfigError
+from kairos.environment import environment
 
 DEFAULT_PORT = 8000
 MIN_API_KEY_LENGTH = 16
@@ -58,7 +58,7 @@ def load_web_config(env: Mapping[str, str] | None = None, *, home: Path | None =
     Like :func:`kairos.config.load_settings`, ``env`` defaults to the process environment
     merged over an optional ``.env`` file in the project home (the environment wins).
     """
-    values = _values(env, home)
+    values = environment(env, home=home)
     problems: list[str] = []
     config = WebConfig(
         api_keys=_keys("KAIROS_API_KEYS", values.get("KAIROS_API_KEYS", ""), problems),
@@ -70,18 +70,6 @@ def load_web_config(env: Mapping[str, str] | None = None, *, home: Path | None =
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def _values(env: Mapping[str, str] | None, home: Path | None) -> dict[str, str]:
-    source = os.environ if env is None else env
-    base = (home or Path(source.get("KAIROS_HOME", "."))).resolve()
-    values: dict[str, str] = {}
-    if (base / ".env").is_file():
-        from dotenv import dotenv_values
-
-        values.update({k: v for k, v in dotenv_values(base / ".env").items() if v is not None})
-    values.update(source)
-    return values
 
 
 def _keys(name: str, raw: str, problems: list[str]) -> tuple[str, ...]:

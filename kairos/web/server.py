@@ -35,7 +35,7 @@ async def build_app(settings: Settings, web: WebConfig) -> Starlette:
         StoreUnavailable: PostgreSQL cannot be reached.
         SchemaMismatch: The database needs `kairos db upgrade`.
     """
-    project = load_project(settings.home)
+    project = load_project(settings.home, actions=settings.actions)
     kairos = await Kairos.connect(settings, project=project)
     return create_app(kairos, settings, web, close_client=True)
 

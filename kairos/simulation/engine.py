@@ -19,6 +19,10 @@ Only the simulated journey is registered in the simulation's store, so other jou
 start nor count against frequency caps. ``simulate_project`` registers every journey instead:
 the customer's events start whatever they trigger, and caps and priorities apply between the
 journeys as in production.
+
+Why this module is ~700 lines: most of it is ``_Simulation``, one simulation's life from
+server to timeline (seed, fire, skip time, settle, read back); its steps share the server, the
+store and the clock, and splitting them would pass that state around instead of holding it.
 """
 
 from __future__ import annotations
@@ -27,40 +31,34 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import re
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.base import EmailSender, SmsSender
-from kairos import policy
-from kairos.catalogue import Attribute, AttrType, Catalogue
+from kairos.catalogue import Catalogue
 from kairos.client import Kairos, KairosError
 from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.dev import temporal_binary
-from kairos.durations import DurationError, format_duration, parse_duration
-from kairos.messages import EmailMessage, Receipt, SendOutcome, SmsMessage
+from kairos.durations import format_duration
+from kairos.messages import SendOutcome, SendStatus
 from kairos.plan import (
     ActionStep,
     ApiTrigger,
-    Channel,
     DateTrigger,
     EventTrigger,
     JourneyPlan,
-    PlanStep,
     SendStep,
-    SetStep,
-    WaitForStep,
+    StepKind,
 )
 from kairos.runtime import (
     QUERY_STATE,
@@ -70,14 +68,31 @@ from kairos.runtime import (
     ProfileChange,
     StepRecord,
 )
-from kairos.store import CustomerRecord, Database, MessageRecord, RunRecord, Store
+from kairos.simulation.capture import CapturedMessage, CapturingEmailSender, CapturingSmsSender
+from kairos.simulation.customers import (
+    DATE_TYPES,
+    DEFAULT_START,
+    ScheduledEvent,
+    SimCustomer,
+    SimulationError,
+    customer_timezone,
+    resolve_relative,
+    resolve_start,
+)
+from kairos.simulation.timeline import (
+    ProjectTimeline,
+    Timeline,
+    TimelineEntry,
+    describe_record,
+    format_offset,
+)
+from kairos.store import CustomerRecord, Database, RunRecord, Store
 from kairos.store.database import ensure_database
 from kairos.store.embedded import temporary_server
 from kairos.store.runs import runs_of
 from kairos.store.support import customer_record
-from kairos.temporal import register_search_attributes, with_keys
-from kairos.yaml_source import load_data
-from worker import build_worker, dispatcher
+from kairos.temporal import register_search_attributes, unless_gone, with_keys
+from kairos.worker import build_worker, dispatcher
 from workflows import schedule
 from workflows.schedule import EventScheduleWorkflow
 
@@ -85,344 +100,9 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 DEFAULT_DAYS = 30
-DEFAULT_START = "09:00"
-PROVIDER = "simulation"
-_RELATIVE = re.compile(r"^now\s*(?:([+-])\s*(.+))?$", re.IGNORECASE)
-_EVENT_SPEC = re.compile(r"^\s*([A-Za-z_$][\w$]*)\s*(?:@\s*\+?\s*(.+?))?\s*$")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_DATES = (AttrType.datetime, AttrType.date)
-_CONSENT_TOPICS = ("email", "sms", "marketing")
 # How long (in real time) a send that began at the horizon may take to finish.
 _SETTLE_POLLS = 100
 _POLL_SECONDS = 0.05
-
-
-class SimulationError(Exception):
-    """The simulation cannot run as asked: a bad customer file, event or start time."""
-
-
-# --- the customer file -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScheduledEvent:
-    """An event the simulation sends ``offset_seconds`` after the start.
-
-    ``properties`` override the properties given for this event in the customer file.
-    """
-
-    name: str
-    offset_seconds: int
-    properties: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SimCustomer:
-    """Who the simulation is about, as read from a customer file."""
-
-    id: str
-    profile: Mapping[str, Any]
-    consent: Mapping[str, bool] = field(default_factory=dict)
-    stage: str | None = None
-    events: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    schedule: tuple[ScheduledEvent, ...] = ()
-    source: str = "customer file"
-
-
-def parse_event_spec(text: str) -> ScheduledEvent:
-    """``order_placed@+3h`` (or ``order_placed@3h``, or ``order_placed`` for +0) as an event.
-
-    Raises:
-        SimulationError: The text is not ``NAME@OFFSET`` with a duration such as 3h or 2d 4h.
-    """
-    match = _EVENT_SPEC.match(text)
-    if not match:
-        raise SimulationError(f"--event {text!r}: expected NAME@OFFSET such as order_placed@+3h")
-    name, offset = match.group(1), match.group(2)
-    try:
-        seconds = parse_duration(offset) if offset else 0
-    except DurationError as err:
-        raise SimulationError(f"--event {text!r}: {err}") from None
-    if seconds < 0:
-        raise SimulationError(f"--event {text!r}: the offset must not be negative")
-    return ScheduledEvent(name=name, offset_seconds=seconds)
-
-
-def load_customer(path: Path) -> SimCustomer:
-    """Read a customer file (YAML or JSON).
-
-    The file holds ``id`` (default: the file name), ``profile``, optional ``consent``
-    (``{sms: false}``), ``stage``, ``events`` (properties per event name, used whenever the
-    simulation sends that event) and ``schedule`` (``order_placed@+3h`` strings, or mappings
-    with ``event``, ``at`` and ``properties``).
-
-    Raises:
-        SimulationError: The file is missing, does not parse, or has the wrong shape.
-    """
-    shown = str(path)
-    try:
-        data = load_data(path.read_text(encoding="utf-8"), shown)
-    except OSError as err:
-        raise SimulationError(f"{shown}: cannot read the customer file ({err.strerror})") from None
-    except ValueError as err:
-        raise SimulationError(str(err)) from None
-    if not isinstance(data, dict):
-        raise SimulationError(f"{shown}: expected a mapping with profile, events and schedule")
-    unknown = sorted(set(data) - {"id", "profile", "consent", "stage", "events", "schedule"})
-    if unknown:
-        raise SimulationError(
-            f"{shown}: unknown keys {', '.join(unknown)} "
-            "(expected id, profile, consent, stage, events, schedule)"
-        )
-    return SimCustomer(
-        id=str(data.get("id") or path.stem),
-        profile=_mapping(data.get("profile"), f"{shown}: profile"),
-        consent=_consent(data.get("consent"), shown),
-        stage=str(data["stage"]) if data.get("stage") else None,
-        events={
-            str(name): _mapping(props, f"{shown}: events.{name}")
-            for name, props in _mapping(data.get("events"), f"{shown}: events").items()
-        },
-        schedule=tuple(_scheduled(item, shown) for item in _list(data.get("schedule"), shown)),
-        source=shown,
-    )
-
-
-def _plain(value: Any) -> Any:
-    """YAML dates and timestamps as ISO strings, so the profile is plain JSON."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SimulationError(f"{where}: expected a mapping")
-    plain: dict[str, Any] = _plain(value)
-    return plain
-
-
-def _list(value: Any, shown: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise SimulationError(f"{shown}: schedule: expected a list such as [order_placed@+3h]")
-    return value
-
-
-def _consent(value: Any, shown: str) -> dict[str, bool]:
-    consent = _mapping(value, f"{shown}: consent")
-    for topic, granted in consent.items():
-        if topic not in _CONSENT_TOPICS or not isinstance(granted, bool):
-            raise SimulationError(
-                f"{shown}: consent.{topic}: expected email, sms or marketing set to true or false"
-            )
-    return consent
-
-
-def _scheduled(item: Any, shown: str) -> ScheduledEvent:
-    if isinstance(item, str):
-        return parse_event_spec(item)
-    if not isinstance(item, dict) or "event" not in item:
-        raise SimulationError(
-            f"{shown}: schedule: each entry is NAME@OFFSET or {{event: NAME, at: +3h}}"
-        )
-    spec = parse_event_spec(f"{item['event']}@{item.get('at') or 0}")
-    properties = _mapping(item.get("properties"), f"{shown}: schedule: {item['event']}")
-    return dataclasses.replace(spec, properties=properties)
-
-
-# --- capturing senders -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CapturedMessage:
-    """A rendered message the simulation kept instead of delivering."""
-
-    key: str
-    channel: Channel
-    to: str
-    subject: str = ""
-    preheader: str = ""
-    text: str = ""
-    segments: int = 0
-
-
-class CapturingEmailSender:
-    """An :class:`EmailSender` that keeps each rendered email, keyed by message key."""
-
-    name = PROVIDER
-    deduplicates = True
-
-    def __init__(self, store: dict[str, CapturedMessage]) -> None:
-        """Keep messages in ``store`` (shared with the SMS sender)."""
-        self.store = store
-
-    async def send_email(self, message: EmailMessage) -> Receipt:
-        """Keep ``message``; nothing leaves the process."""
-        self.store[message.key] = CapturedMessage(
-            key=message.key,
-            channel=Channel.email,
-            to=message.to,
-            subject=message.subject,
-            preheader=message.preheader,
-            text=message.text,
-        )
-        return Receipt(
-            provider=PROVIDER, provider_id=f"sim-{len(self.store)}", key=message.key,
-            channel=Channel.email, duplicate=False,
-        )  # fmt: skip
-
-
-class CapturingSmsSender:
-    """An :class:`SmsSender` that keeps each rendered SMS, keyed by message key."""
-
-    name = PROVIDER
-    deduplicates = True
-
-    def __init__(self, store: dict[str, CapturedMessage]) -> None:
-        """Keep messages in ``store`` (shared with the email sender)."""
-        self.store = store
-
-    async def send_sms(self, message: SmsMessage) -> Receipt:
-        """Keep ``message``; nothing leaves the process."""
-        self.store[message.key] = CapturedMessage(
-            key=message.key,
-            channel=Channel.sms,
-            to=message.to,
-            text=message.body,
-            segments=message.segments,
-        )
-        return Receipt(
-            provider=PROVIDER, provider_id=f"sim-{len(self.store)}", key=message.key,
-            channel=Channel.sms, duplicate=False,
-        )  # fmt: skip
-
-
-# --- the timeline ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    """One thing that happened, ``offset_seconds`` after the simulation started.
-
-    ``kind`` is one of: event, start, restart, branch, split, wait, wait_for, send, deferred,
-    blocked, cap, failed, held_out, set, action, goto, goal, exit, end, horizon, not_entered.
-    """
-
-    at: datetime
-    offset_seconds: int
-    kind: str
-    step: str
-    what: str
-    message: CapturedMessage | None = None
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """What one customer experienced in one journey, in order."""
-
-    journey: str
-    version: str
-    customer_id: str
-    timezone: str
-    start: datetime
-    horizon: datetime
-    entries: tuple[TimelineEntry, ...]
-    outcome: str | None
-    converted: bool
-    stage: str | None
-    ledger: tuple[MessageRecord, ...]
-    runs: int = 0
-
-    def local(self, at: datetime) -> datetime:
-        """``at`` in the customer's timezone."""
-        return at.astimezone(policy.zone(self.timezone))
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict for tooling (``kairos simulate --json``)."""
-        return {
-            "journey": self.journey,
-            "version": self.version,
-            "customer_id": self.customer_id,
-            "timezone": self.timezone,
-            "start": _iso(self.local(self.start)),
-            "horizon": _iso(self.local(self.horizon)),
-            "outcome": self.outcome,
-            "converted": self.converted,
-            "stage": self.stage,
-            "timeline": [self._entry_json(e) for e in self.entries],
-            "runs": self.runs,
-            "ledger": [_message_json(m) for m in self.ledger],
-        }
-
-    def _entry_json(self, entry: TimelineEntry) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "after": format_offset(entry.offset_seconds),
-            "offset_minutes": round(entry.offset_seconds / 60),
-            "local_time": _iso(self.local(entry.at)),
-            "kind": entry.kind,
-            "step": entry.step,
-            "what": entry.what,
-        }
-        if entry.message is not None:
-            data["message"] = dataclasses.asdict(entry.message) | {
-                "channel": entry.message.channel.value
-            }
-        return data
-
-
-@dataclass(frozen=True)
-class ProjectTimeline:
-    """What one customer experienced from every journey of the project, run together."""
-
-    customer_id: str
-    timezone: str
-    start: datetime
-    horizon: datetime
-    journeys: tuple[Timeline, ...]
-
-    @property
-    def entered(self) -> tuple[Timeline, ...]:
-        """The journeys the customer entered, in name order."""
-        return tuple(t for t in self.journeys if t.runs)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: each entered journey's timeline, and the names of the others."""
-        zone = policy.zone(self.timezone)
-        return {
-            "customer_id": self.customer_id,
-            "timezone": self.timezone,
-            "start": _iso(self.start.astimezone(zone)),
-            "horizon": _iso(self.horizon.astimezone(zone)),
-            "journeys": [t.to_json() for t in self.entered],
-            "not_entered": [t.journey for t in self.journeys if not t.runs],
-        }
-
-
-def _message_json(message: MessageRecord) -> dict[str, Any]:
-    data = dataclasses.asdict(message) | {"channel": message.channel.value}
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
-
-
-def format_offset(seconds: int) -> str:
-    """Time since the start as ``+2d 03:15`` (to the minute)."""
-    minutes = round(seconds / 60)
-    days, rest = divmod(minutes, 24 * 60)
-    return f"+{days}d {rest // 60:02d}:{rest % 60:02d}"
-
-
-def _iso(at: datetime) -> str:
-    return at.replace(second=0, microsecond=0).isoformat()
-
-
-# --- the engine ------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
@@ -600,13 +280,6 @@ def _schedule(
         names = ", ".join(f"{e.name}@{format_offset(e.offset_seconds)}" for e in late)
         raise SimulationError(f"{names}: after the end of the simulation (--days {days})")
     return tuple(sorted(events, key=lambda e: e.offset_seconds))
-
-
-def customer_timezone(catalogue: Catalogue, customer: SimCustomer) -> str:
-    """The customer's IANA timezone from their profile; UTC when they have none."""
-    attribute = catalogue.attribute_of_type(AttrType.timezone)
-    value = customer.profile.get(attribute) if attribute else None
-    return value if isinstance(value, str) and value else "UTC"
 
 
 async def sleep_until(env: WorkflowEnvironment, at: datetime) -> None:
@@ -812,7 +485,7 @@ class _Simulation:
             if name in given:
                 continue
             target = attr.profile_attribute(name)
-            if attr.type in _DATES:
+            if attr.type in DATE_TYPES:
                 properties[name] = "now"
             elif target is not None and profile.get(target) is not None:
                 properties[name] = profile[target]
@@ -832,13 +505,8 @@ class _Simulation:
         for run in await self._store_runs():
             handle = self.client.get_workflow_handle(run.workflow_id)
             for _ in range(_SETTLE_POLLS):
-                try:
-                    described = await handle.describe()
-                except RPCError as err:
-                    if err.status is not RPCStatusCode.NOT_FOUND:
-                        raise
-                    break
-                if not described.raw_description.pending_activities:
+                described = await unless_gone(handle.describe())
+                if described is None or not described.raw_description.pending_activities:
                     break
                 await asyncio.sleep(_POLL_SECONDS)
 
@@ -859,12 +527,9 @@ class _Simulation:
 
     async def _run(self, record: RunRecord) -> _Run | None:
         handle = self.client.get_workflow_handle(record.workflow_id)
-        try:
-            described = await handle.describe()
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                return None  # decided in the store, never started in Temporal
-            raise
+        described = await unless_gone(handle.describe())
+        if described is None:
+            return None  # decided in the store, never started in Temporal
         latest = self.client.get_workflow_handle(
             record.workflow_id, run_id=described.run_id, result_type=JourneyResult
         )
@@ -969,11 +634,11 @@ class _Simulation:
         outcomes = iter(run.messages)
         for record in run.records:
             step = self.plan.steps.get(record.step)
-            if record.kind == "send" and isinstance(step, SendStep):
+            if record.kind == StepKind.send and isinstance(step, SendStep):
                 deferred = record.outcome.startswith("deferred")
                 outcome = None if deferred else next(outcomes, None)
                 yield self._send_entry(record, step, outcome)
-            elif record.kind == "exit" and record.outcome.startswith("restarted"):
+            elif record.kind == StepKind.exit and record.outcome.startswith("restarted"):
                 what = f"run {run.run_no} ended: {record.outcome}"
                 yield self._entry(record.at, "end", record.step, what)
             else:
@@ -987,15 +652,15 @@ class _Simulation:
             what = f"{step.channel.value} {record.outcome}"
             return self._entry(record.at, "deferred", step.id, what)
         channel = outcome.channel.value
-        kind = {"sent": "send", "held_out": "held_out"}.get(outcome.status, outcome.status)
-        if outcome.status == "blocked" and outcome.reason.startswith("frequency cap"):
+        kind = {SendStatus.sent: "send"}.get(outcome.status, outcome.status.value)
+        if outcome.status == SendStatus.blocked and outcome.reason.startswith("frequency cap"):
             kind = "cap"
         detail = {
-            "sent": "sent",
-            "held_out": "not sent: holdout group",
+            SendStatus.sent: "sent",
+            SendStatus.held_out: "not sent: holdout group",
         }.get(outcome.status, f"{outcome.status}: {outcome.reason}")
         what = f"{channel} {detail}"
-        message = self.captured.get(outcome.key) if outcome.status == "sent" else None
+        message = self.captured.get(outcome.key) if outcome.status == SendStatus.sent else None
         return self._entry(record.at, kind, step.id, what, message)
 
     def _last_entry(self, horizon: datetime, runs: list[_Run]) -> TimelineEntry:
@@ -1026,94 +691,3 @@ def _started(started: datetime | None, records: list[StepRecord]) -> datetime:
     """When a run began: its first execution's start (a long run continues as new)."""
     times = [t for t in (started, records[0].at if records else None) if t is not None]
     return min(times)
-
-
-def describe_record(record: StepRecord, step: PlanStep | None) -> tuple[str, str]:
-    """The timeline kind and a sentence for one step record (sends aside)."""
-    match record.kind:
-        case "wait":
-            return "wait", f"waited: {record.outcome}"
-        case "wait_for" if isinstance(step, WaitForStep):
-            names = " or ".join(o.event for o in step.events)
-            return "wait_for", f"wait {format_duration(step.timeout_seconds)} for {names}: " + (
-                record.outcome
-            )
-        case "set" if isinstance(step, SetStep):
-            return "set", set_text(step)
-        case "action" if isinstance(step, ActionStep):
-            return "action", f"action {record.outcome}"
-        case "exit" if record.outcome.startswith("goal "):
-            return "goal", f"goal reached: {record.outcome.removeprefix('goal ')} (converted)"
-        case "exit":
-            return "exit", f"exit: {record.outcome}"
-        case "goto":
-            return "goto", f"goto {record.outcome.removeprefix('to ')}"
-        case kind:
-            return kind, f"{kind}: {record.outcome}"
-
-
-def set_text(step: SetStep) -> str:
-    """``set stage → retention, onboarded = True, lead_score +10``."""
-    parts = [f"stage → {step.stage.value}"] if step.stage else []
-    parts += [f"{name} = {value}" for name, value in step.attributes.items()]
-    parts += [f"{name} {amount:+g}" for name, amount in step.increment.items()]
-    return "set " + ", ".join(parts)
-
-
-def resolve_start(spec: str, now: datetime, timezone: str) -> datetime:
-    """When the simulation starts, in UTC.
-
-    Args:
-        spec: ``now``; ``HH:MM`` for the next such time on the customer's clock; or a local
-            date (``2030-03-04``, taken at 09:00) or date-time (``2030-03-04T09:00``) to come.
-        now: The test server's current time.
-        timezone: The customer's IANA timezone.
-
-    Raises:
-        SimulationError: The spec does not parse, or names a moment already past.
-    """
-    text = spec.strip()
-    if text.lower() == "now":
-        return now
-    if _HHMM.match(text):
-        return policy.next_time_of_day(now, text, timezone)
-    try:
-        parsed = datetime.fromisoformat(text if "T" in text else f"{text}T{DEFAULT_START}")
-    except ValueError:
-        raise SimulationError(
-            f"--start {spec!r}: expected now, HH:MM (such as 09:00) or a local date-time "
-            "such as 2030-03-04T09:00"
-        ) from None
-    at = parsed if parsed.tzinfo else parsed.replace(tzinfo=policy.zone(timezone))
-    if at <= now:
-        raise SimulationError(
-            f"--start {spec!r} is in the past: the simulator's clock starts at the real now "
-            "and only runs forward (use HH:MM, or a date to come)"
-        )
-    return at
-
-
-def resolve_relative(
-    values: Mapping[str, Any], spec: Mapping[str, Attribute], base: datetime
-) -> dict[str, Any]:
-    """Replace ``now``, ``now-60d``, ``now+2h`` in date attributes by ISO times from ``base``.
-
-    Raises:
-        SimulationError: A relative value has an unreadable duration.
-    """
-    resolved = dict(values)
-    for name, value in values.items():
-        attr = spec.get(name)
-        if attr is None or attr.type not in _DATES or not isinstance(value, str):
-            continue
-        match = _RELATIVE.match(value.strip())
-        if not match:
-            continue
-        sign, amount = match.group(1), match.group(2)
-        try:
-            seconds = parse_duration(amount) if amount else 0
-        except DurationError as err:
-            raise SimulationError(f"{name}: {value!r}: {err}") from None
-        at = base + timedelta(seconds=-seconds if sign == "-" else seconds)
-        resolved[name] = at.date().isoformat() if attr.type is AttrType.date else at.isoformat()
-    return resolved
