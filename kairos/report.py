@@ -123,7 +123,7 @@ def parse_since(text: str, now: datetime) -> datetime | None:
 # One row per entry. A run starts a new entry unless the run before it (of the same customer
 # and journey) ended restarted, so the runs a restart chained are one entry, and its last run
 # (the one not restarted, or the newest) says how it ended. Only the customers a restart chained
-# runs of (``chains``, found by the partial index of migration 8) need the window functions that
+# runs of (``chains``, found by the partial index ``runs_restarted``) need the window functions that
 # number entries; every other run is an entry by itself, which spares sorting a million runs.
 # Then: whether it converted within the journey's window (``late``: after it), what the goal
 # event was worth, the customer's locale. ``first_run`` identifies an entry (with its customer).
