@@ -186,22 +186,22 @@ WHERE %(since)s::timestamptz IS NULL OR r.entered_at > %(since)s
 """
 # The planner's statistics of the entries, so that the joins below hash the smaller side.
 _ANALYZE_SQL = "ANALYZE report_entries"
-# Entries by journey and everything a journey's summary splits them by.
+# Entries by journey and everything a journey's summary splits them by, with what the goal
+# events of the converted ones were worth (by currency); and, in the same pass over the
+# entries, by journey and the week they began (a cohort row: ``cohort`` is true, the summary's
+# columns are null).
 _SUMMARY_SQL = """
 SELECT journey, held_out, ended_at IS NULL AS active, outcome, locale, converted, late,
-       coalesce(last_step, '') AS last_step, count(*) AS entries, sum(restarts) AS restarts,
-       count(*) FILTER (WHERE NOT recorded) AS unrecorded
-FROM report_entries GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-"""
-_COHORTS_SQL = """
-SELECT journey, week, count(*) AS entered, count(*) FILTER (WHERE ended_at IS NULL) AS active,
-       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out) AS ended,
-       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out AND converted) AS converted
-FROM report_entries GROUP BY journey, week ORDER BY journey, week
-"""
-_REVENUE_SQL = """
-SELECT journey, held_out, currency, sum(total) AS total FROM report_entries
-WHERE converted AND total IS NOT NULL GROUP BY journey, held_out, currency
+       coalesce(last_step, '') AS last_step, currency, week, GROUPING(week) = 0 AS cohort,
+       count(*) AS entries, sum(restarts) AS restarts,
+       count(*) FILTER (WHERE NOT recorded) AS unrecorded,
+       sum(total) FILTER (WHERE converted) AS total,
+       count(*) FILTER (WHERE ended_at IS NULL) AS open,
+       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out) AS treated,
+       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out AND converted) AS won
+FROM report_entries
+GROUP BY GROUPING SETS ((journey, held_out, ended_at IS NULL, outcome, locale, converted, late,
+                         coalesce(last_step, ''), currency), (journey, week))
 """
 _TO_CONVERT_SQL = """
 SELECT journey, percentile_disc(%(shares)s::float8[]) WITHIN GROUP
@@ -627,20 +627,22 @@ async def _journeys(
         return found[name]
 
     for row in await _rows(conn, _SUMMARY_SQL, params):
-        of(row["journey"]).add_entries(row)
-    for row in await _rows(conn, _COHORTS_SQL, params):
-        of(row["journey"]).report.cohorts.append(
-            Cohort(
-                week=row["week"],
-                entered=int(row["entered"]),
-                active=int(row["active"]),
-                treated=Group(int(row["ended"]), int(row["converted"])),
+        counted = of(row["journey"])
+        if row["cohort"]:
+            counted.report.cohorts.append(
+                Cohort(
+                    week=row["week"],
+                    entered=int(row["entries"]),
+                    active=int(row["open"]),
+                    treated=Group(int(row["treated"]), int(row["won"])),
+                )
             )
-        )
-    for row in await _rows(conn, _REVENUE_SQL, params):
-        report = of(row["journey"]).report
-        into = report.holdout_revenue if row["held_out"] else report.revenue
-        into[row["currency"]] = Decimal(row["total"])
+            continue
+        counted.add_entries(row)
+        if row["total"] is not None:
+            report = counted.report
+            into = report.holdout_revenue if row["held_out"] else report.revenue
+            into[row["currency"]] = into.get(row["currency"], Decimal(0)) + Decimal(row["total"])
     for row in await _rows(conn, _TO_CONVERT_SQL, params):
         of(row["journey"]).report.to_convert = dict(zip(_SHARES, row["times"], strict=True))
     for row in await _rows(conn, _MESSAGES_SQL, params):
@@ -663,6 +665,8 @@ async def _journeys(
             stats.customers += int(row["reached"])
             stats.ended += int(row["reached"])
             stats.converted += int(row["converted"])
+    for counted in found.values():
+        counted.report.cohorts.sort(key=lambda cohort: cohort.week)
     return found
 
 
