@@ -122,9 +122,10 @@ def parse_since(text: str, now: datetime) -> datetime | None:
 
 # One row per entry. A run starts a new entry unless the run before it (of the same customer
 # and journey) ended restarted, so the runs a restart chained are one entry, and its last run
-# (the one not restarted, or the newest) says how it ended. Only the customers a restart chained
-# runs of (``chains``, found by the partial index ``runs_restarted``) need the window functions that
-# number entries; every other run is an entry by itself, which spares sorting a million runs.
+# (the one not restarted, or the newest) says how it ended. Only the customers a restart
+# chained runs of (``chains``, found by the partial index ``runs_restarted``) need the window
+# functions that number entries; every other run is an entry by itself, which spares sorting a
+# million runs.
 # Then: whether it converted within the journey's window (``late``: after it), what the goal
 # event was worth, the customer's locale. ``first_run`` identifies an entry (with its customer).
 _ENTRIES_SQL = """
@@ -722,21 +723,24 @@ async def _here_now(
     query = running
     if len(busy) == 1:
         query += f" AND {SA_JOURNEY.name} = '{next(iter(busy))}'"
-    listed = 0
+    seen = placed = 0
     async for execution in client.list_workflows(query, limit=limit, page_size=1000):
-        listed += 1
+        seen += 1
         attributes = execution.typed_search_attributes
         journey = attributes.get(SA_JOURNEY)
+        if journey not in busy:
+            continue
+        placed += 1
         here = attributes.get(SA_STEP)
-        if journey in busy and here:
+        if here:
             _place(busy[journey], here, 1)
     total = sum(counted.report.running or 0 for counted in busy.values())
-    if listed >= total:
+    if seen < limit or placed >= total:
         return None
     return (
         f"{total:,} entries are running: the steps they are at now count the first "
-        f"{listed:,} Temporal listed (the report lists at most {limit:,}; Temporal's "
-        "visibility here cannot count them by step)"
+        f"{placed:,} Temporal listed (the report lists at most {limit:,} running workflows; "
+        "this server's visibility cannot count them by step)"
     )
 
 
