@@ -11,6 +11,7 @@ stage change per customer. Then the report is built as ``kairos report --since a
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -112,9 +113,14 @@ async def measure(admin_url: str, entries: int) -> dict[str, Any]:
 
             psycopg.AsyncCursor.execute = counted  # type: ignore[method-assign]
             try:
-                started = time.perf_counter()
-                report = await build_report(database, None, "bench", {}, since=None)
-                seconds = time.perf_counter() - started
+                load = os.getloadavg()[0]
+                sampler = infra.Sampler({"postgres": [infra.postmaster_pid(admin_url)]})
+                with sampler:
+                    started = time.perf_counter()
+                    report = await build_report(database, None, "bench", {}, since=None)
+                    seconds = time.perf_counter() - started
+                    cpu = sampler.usage()["postgres"].cpu_seconds
+                load = max(load, os.getloadavg()[0])
             finally:
                 psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
     entered = sum(j.entered for j in report.journeys)
@@ -123,6 +129,12 @@ async def measure(admin_url: str, entries: int) -> dict[str, Any]:
         "rows": sizes,
         "generate_seconds": round(generated, 1),
         "report_seconds": round(seconds, 2),
+        # The machine's 1-minute load average, the higher of before and after: on 2 cores
+        # shared with other work the time says as much about the load as about the report.
+        "load_average": round(load, 1),
+        # What PostgreSQL spent on it: the load does not move this one. Its queries run on one
+        # core each, so on an idle machine the report takes about this long.
+        "postgres_cpu_seconds": cpu,
         "report_queries": len(queries),
         "query_seconds": queries,
         "temporal_actions": 0,

@@ -157,6 +157,10 @@ def table(result: dict[str, Any]) -> str:
             f"{r['report_queries']} SQL queries, {r['temporal_actions']} Temporal actions "
             f"(rows generated in {r['generate_seconds']} s)"
         )
+        if "postgres_cpu_seconds" in r:
+            lines.append(
+                f"  PostgreSQL CPU {r['postgres_cpu_seconds']} s, load average {r['load_average']}"
+            )
     return "\n".join(lines)
 
 

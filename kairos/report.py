@@ -4,9 +4,10 @@
 went through the journeys: which runs of which journey started when and how each ended (a run
 writes its step records, its split variant and the step it ended at to the store with its end),
 every message the send ledger decided and the provider feedback about it, the goal events'
-worth, and every stage change. From Temporal it asks one thing only the server knows, which
-step the running entries are at now: one visibility List query (no billable action); without
-Temporal the report says it could not tell, and everything else stands.
+worth, and every stage change. From Temporal it asks one thing only the server knows, how many
+entries are running and at which step: visibility queries, one Count per journey and, where the
+server cannot count by step, one List of at most ``HERE_NOW_LIMIT`` workflows (no billable
+action); without Temporal the report says it could not tell, and everything else stands.
 
 What is counted:
 
@@ -34,8 +35,9 @@ What is counted:
 * revenue: the numeric ``total`` (in its ``currency``) of each goal event that converted an
   entry (``order_placed`` carries both), summed per currency, and per ended entry for the
   messaged entries and the holdout, so the two can be compared;
-* per split: customers, ended, conversions and rate per variant, each against the holdout
-  with the difference, its 95% interval and a verdict in words;
+* per split step (a journey may have several, with the same variant names): customers, ended,
+  conversions and rate per variant, each against that split's holdout with the difference, its
+  95% interval and a verdict in words;
 * the lifecycle: customers per stage now, how long they have been there, and the stage changes
   in the window (from, to, and the journey that made each).
 
@@ -81,6 +83,10 @@ _LEDGER_STATUSES = ("sent", "blocked", "failed")
 # The time-to-convert percentiles the report gives.
 _SHARES = (0.5, 0.9)
 
+# Running journey workflows listed to place them at their steps, when the server cannot count
+# them by step itself; beyond it the report says its step counts of running entries are partial.
+HERE_NOW_LIMIT = 10_000
+
 
 class ReportError(Exception):
     """The report cannot be made as asked (an unreadable ``--since``)."""
@@ -116,39 +122,52 @@ def parse_since(text: str, now: datetime) -> datetime | None:
 
 # One row per entry. A run starts a new entry unless the run before it (of the same customer
 # and journey) ended restarted, so the runs a restart chained are one entry, and its last run
-# (the one not restarted, or the newest) says how it ended. Then: whether it converted within
-# the journey's window (``late``: after it), what the goal event was worth, the customer's
-# locale.
+# (the one not restarted, or the newest) says how it ended. Only the customers a restart
+# chained runs of (``chains``, found by the partial index ``runs_restarted``) need the window
+# functions that number entries; every other run is an entry by itself, which spares sorting a
+# million runs.
+# Then: whether it converted within the journey's window (``late``: after it), what the goal
+# event was worth, the customer's locale. ``first_run`` identifies an entry (with its customer).
 _ENTRIES_SQL = """
 CREATE TEMP TABLE report_entries ON COMMIT DROP AS
-WITH chained AS (
+WITH chains AS (
+    SELECT DISTINCT customer_id, journey FROM runs
+    WHERE outcome = 'restarted' AND (%(journey)s::text IS NULL OR journey = %(journey)s)
+), chained AS (
     SELECT customer_id, journey, run_no, started_at, ended_at, outcome, goal_event, last_step,
-           variant, held_out, steps_recorded,
+           held_out, steps_recorded,
            lag(outcome) OVER w IS DISTINCT FROM 'restarted' AS first_of_entry,
            outcome IS DISTINCT FROM 'restarted' OR lead(run_no) OVER w IS NULL AS last_of_entry
-    FROM runs WHERE (%(journey)s::text IS NULL OR journey = %(journey)s)
+    FROM runs JOIN chains USING (customer_id, journey)
     WINDOW w AS (PARTITION BY journey, customer_id ORDER BY run_no)
 ), numbered AS (
     SELECT *, sum(first_of_entry::int) OVER w AS entry_no
     FROM chained WINDOW w AS (PARTITION BY journey, customer_id ORDER BY run_no)
 ), entries AS (
-    SELECT journey, customer_id, entry_no, min(run_no) AS first_run, max(run_no) AS last_run,
+    SELECT journey, customer_id, min(run_no) AS first_run, max(run_no) AS last_run,
            min(started_at) AS entered_at,
            bool_or(last_of_entry AND ended_at IS NULL) AS open,
            max(ended_at) FILTER (WHERE last_of_entry) AS ended_at,
            max(outcome) FILTER (WHERE last_of_entry) AS outcome,
            max(goal_event) FILTER (WHERE last_of_entry) AS goal_event,
            max(last_step) FILTER (WHERE last_of_entry) AS last_step,
-           max(variant) FILTER (WHERE last_of_entry) AS variant,
            bool_or(held_out) AS held_out,
            count(*) FILTER (WHERE outcome = 'restarted') AS restarts,
            bool_and(steps_recorded OR ended_at IS NULL) AS recorded
     FROM numbered GROUP BY journey, customer_id, entry_no
+    UNION ALL
+    SELECT journey, customer_id, run_no, run_no, started_at, ended_at IS NULL, ended_at,
+           outcome, goal_event, last_step, held_out, 0, steps_recorded OR ended_at IS NULL
+    FROM runs r
+    WHERE (%(journey)s::text IS NULL OR journey = %(journey)s)
+      AND (%(since)s::timestamptz IS NULL OR started_at > %(since)s)
+      AND NOT EXISTS (
+          SELECT FROM chains c WHERE c.customer_id = r.customer_id AND c.journey = r.journey)
 )
-SELECT r.journey, r.customer_id, r.entry_no, r.first_run, r.last_run, r.entered_at,
+SELECT r.journey, r.customer_id, r.first_run, r.last_run, r.entered_at,
        CASE WHEN NOT r.open THEN r.ended_at END AS ended_at,
        CASE WHEN NOT r.open THEN r.outcome END AS outcome,
-       r.last_step, r.variant, r.held_out, r.restarts, r.recorded,
+       r.last_step, r.held_out, r.restarts, r.recorded,
        date_trunc('week', r.entered_at AT TIME ZONE 'UTC')::date AS week,
        coalesce(c.profile ->> 'locale', '') AS locale,
        NOT r.open AND r.outcome = 'converted' AND (w.within IS NULL
@@ -166,22 +185,24 @@ LEFT JOIN events e ON NOT r.open AND r.outcome = 'converted' AND e.customer_id =
   AND e.id = r.goal_event
 WHERE %(since)s::timestamptz IS NULL OR r.entered_at > %(since)s
 """
-# Entries by journey and everything a journey's summary splits them by.
+# The planner's statistics of the entries, so that the joins below hash the smaller side.
+_ANALYZE_SQL = "ANALYZE report_entries"
+# Entries by journey and everything a journey's summary splits them by, with what the goal
+# events of the converted ones were worth (by currency); and, in the same pass over the
+# entries, by journey and the week they began (a cohort row: ``cohort`` is true, the summary's
+# columns are null).
 _SUMMARY_SQL = """
 SELECT journey, held_out, ended_at IS NULL AS active, outcome, locale, converted, late,
-       coalesce(last_step, '') AS last_step, count(*) AS entries, sum(restarts) AS restarts,
-       count(*) FILTER (WHERE NOT recorded) AS unrecorded
-FROM report_entries GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-"""
-_COHORTS_SQL = """
-SELECT journey, week, count(*) AS entered, count(*) FILTER (WHERE ended_at IS NULL) AS active,
-       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out) AS ended,
-       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out AND converted) AS converted
-FROM report_entries GROUP BY journey, week ORDER BY journey, week
-"""
-_REVENUE_SQL = """
-SELECT journey, held_out, currency, sum(total) AS total FROM report_entries
-WHERE converted AND total IS NOT NULL GROUP BY journey, held_out, currency
+       coalesce(last_step, '') AS last_step, currency, week, GROUPING(week) = 0 AS cohort,
+       count(*) AS entries, sum(restarts) AS restarts,
+       count(*) FILTER (WHERE NOT recorded) AS unrecorded,
+       sum(total) FILTER (WHERE converted) AS total,
+       count(*) FILTER (WHERE ended_at IS NULL) AS open,
+       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out) AS treated,
+       count(*) FILTER (WHERE ended_at IS NOT NULL AND NOT held_out AND converted) AS won
+FROM report_entries
+GROUP BY GROUPING SETS ((journey, held_out, ended_at IS NULL, outcome, locale, converted, late,
+                         coalesce(last_step, ''), currency), (journey, week))
 """
 _TO_CONVERT_SQL = """
 SELECT journey, percentile_disc(%(shares)s::float8[]) WITHIN GROUP
@@ -200,26 +221,31 @@ JOIN messages m ON m.journey = e.journey AND m.customer_id = e.customer_id
 WHERE m.status = ANY(%(statuses)s) GROUP BY 1, 2, 3, 4
 """
 # What the ended entries' runs recorded of their steps: entries that reached each, deferrals,
-# held-out sends; and per split, the entries that took each variant. (A running entry's steps
-# are recorded when it ends; until then it is counted where Temporal says it is now.) Only an
-# entry a restart chained from several runs can reach a step twice: only those are made
-# distinct, which spares sorting every row.
+# held-out sends; and at each split step, the entries that took each variant (or the holdout)
+# and how many of them converted: a journey may have several splits with the same variant
+# names, told apart by the split step. (A running entry's steps are recorded when it ends;
+# until then it is counted where Temporal says it is now.) Only an entry a restart chained from
+# several runs can reach a step twice: the inner GROUP BY keeps those apart entry by entry (and
+# every other entry in one group per step), so each entry counts once without sorting every row.
 _STEPS_SQL = """
-SELECT s.journey, s.step, max(s.kind) AS kind,
-       count(*) FILTER (WHERE e.restarts = 0)
-           + count(DISTINCT (e.customer_id, e.entry_no)) FILTER (WHERE e.restarts > 0) AS reached,
-       sum(s.deferred) AS deferred, sum(s.held_out) AS held_out
-FROM report_entries e
-JOIN run_steps s ON s.journey = e.journey AND s.customer_id = e.customer_id
-  AND s.run_no BETWEEN e.first_run AND e.last_run
-WHERE e.ended_at IS NOT NULL
-GROUP BY s.journey, s.step
-"""
-# The split variant each ended entry took (its last run's), as the run told it with its end.
-_VARIANTS_SQL = """
-SELECT journey, variant, count(*) AS ended, count(*) FILTER (WHERE converted) AS converted
-FROM report_entries WHERE ended_at IS NOT NULL AND variant IS NOT NULL
-GROUP BY journey, variant
+SELECT journey, step, max(kind) AS kind, took,
+       sum(CASE WHEN customer_id IS NULL THEN reached ELSE 1 END) AS reached,
+       sum(CASE WHEN customer_id IS NULL THEN converted ELSE sign(converted) END) AS converted,
+       sum(deferred) AS deferred, sum(held_out) AS held_out
+FROM (
+    SELECT s.journey, s.step, max(s.kind) AS kind,
+           CASE WHEN s.kind = 'split' THEN s.outcome END AS took,
+           CASE WHEN e.restarts > 0 THEN e.customer_id END AS customer_id,
+           CASE WHEN e.restarts > 0 THEN e.first_run END AS entry,
+           count(*) AS reached, count(*) FILTER (WHERE e.converted) AS converted,
+           sum(s.deferred) AS deferred, sum(s.held_out) AS held_out
+    FROM report_entries e
+    JOIN run_steps s ON s.journey = e.journey AND s.customer_id = e.customer_id
+      AND s.run_no BETWEEN e.first_run AND e.last_run
+    WHERE e.ended_at IS NOT NULL
+    GROUP BY s.journey, s.step, 4, 5, 6
+) per_entry
+GROUP BY journey, step, took
 """
 # Customers per stage now, and since when they have been in it (their last stage change).
 _STAGES_SQL = """
@@ -229,7 +255,8 @@ SELECT c.stage, count(*) AS customers,
        count(*) FILTER (WHERE coalesce(s.at, c.created_at)
            < now() - %(stall)s * interval '1 second') AS stalled
 FROM customers c
-LEFT JOIN LATERAL (SELECT max(at) AS at FROM stage_changes WHERE customer_id = c.id) s ON true
+LEFT JOIN (SELECT customer_id, max(at) AS at FROM stage_changes GROUP BY customer_id) s
+  ON s.customer_id = c.id
 GROUP BY c.stage
 """
 # Stage changes in the window: from where to where, and which journey made them.
@@ -391,13 +418,6 @@ class _Journey:
                     self.has_holdout = True
                     self.variant(step.id, HOLDOUT)
 
-    def split_of(self, variant: str) -> str:
-        """The split step that has ``variant`` (a run tells the variant it took, not where)."""
-        for split, name in self.variants:
-            if name == variant:
-                return split
-        return "(split)"
-
     def step(self, step: str, kind: str = "") -> StepStats:
         if step not in self.steps:
             self.steps[step] = StepStats(step, kind)
@@ -485,6 +505,8 @@ class Report:
     moves: list[StageMove] = field(default_factory=list)
     # Why Temporal could not say where running entries are (None: it did).
     temporal_error: str | None = None
+    # Why the steps' counts of running entries are partial (None: they are not).
+    here_now_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``kairos report --json``)."""
@@ -493,6 +515,7 @@ class Report:
             "since": self.since.isoformat(timespec="seconds") if self.since else None,
             "task_queue": self.task_queue,
             "temporal_error": self.temporal_error,
+            "here_now_note": self.here_now_note,
             "journeys": [_journey_json(j) for j in self.journeys],
             "stages": self.stages,
             "lifecycle": {
@@ -531,11 +554,12 @@ async def build_report(
     journey: str | None = None,
     since: datetime | None = None,
     now: datetime | None = None,
+    here_now_limit: int = HERE_NOW_LIMIT,
 ) -> Report:
     """Count the window's entries in the store; journeys with none are listed with zeros.
 
-    ``client`` (None: Temporal is not reachable) is asked one visibility query for where the
-    running entries are now.
+    ``client`` (None: Temporal is not reachable) is asked how many entries are running and
+    where (see :func:`_here_now`; at most ``here_now_limit`` workflows are listed).
     """
     generated = now or datetime.now(UTC)
     names = [journey] if journey else sorted(plans)
@@ -546,12 +570,12 @@ async def build_report(
         if name not in names and journey is None:
             names.append(name)
     built = {name: found.get(name) or _Journey(name, plans.get(name)) for name in names}
-    temporal_error = None
+    temporal_error = here_now_note = None
     if client is None:
         temporal_error = "Temporal is not reachable"
     else:
         try:
-            await _here_now(client, task_queue, built)
+            here_now_note = await _here_now(client, task_queue, built, here_now_limit)
         except RPCError as err:
             temporal_error = f"Temporal did not answer: {err.message}"
     stages = {stage.value: 0 for stage in Stage}
@@ -568,6 +592,7 @@ async def build_report(
         stages_now=stages_now,
         moves=moves,
         temporal_error=temporal_error,
+        here_now_note=here_now_note,
     )
 
 
@@ -594,6 +619,7 @@ async def _journeys(
     # Sorting and hashing a million entries in memory, not on disk: for this transaction only.
     await conn.execute("SET LOCAL work_mem = '256MB'")
     await conn.execute(_ENTRIES_SQL, params)
+    await conn.execute(_ANALYZE_SQL)
     found: dict[str, _Journey] = {}
 
     def of(name: str) -> _Journey:
@@ -602,20 +628,22 @@ async def _journeys(
         return found[name]
 
     for row in await _rows(conn, _SUMMARY_SQL, params):
-        of(row["journey"]).add_entries(row)
-    for row in await _rows(conn, _COHORTS_SQL, params):
-        of(row["journey"]).report.cohorts.append(
-            Cohort(
-                week=row["week"],
-                entered=int(row["entered"]),
-                active=int(row["active"]),
-                treated=Group(int(row["ended"]), int(row["converted"])),
+        counted = of(row["journey"])
+        if row["cohort"]:
+            counted.report.cohorts.append(
+                Cohort(
+                    week=row["week"],
+                    entered=int(row["entries"]),
+                    active=int(row["open"]),
+                    treated=Group(int(row["treated"]), int(row["won"])),
+                )
             )
-        )
-    for row in await _rows(conn, _REVENUE_SQL, params):
-        report = of(row["journey"]).report
-        into = report.holdout_revenue if row["held_out"] else report.revenue
-        into[row["currency"]] = Decimal(row["total"])
+            continue
+        counted.add_entries(row)
+        if row["total"] is not None:
+            report = counted.report
+            into = report.holdout_revenue if row["held_out"] else report.revenue
+            into[row["currency"]] = into.get(row["currency"], Decimal(0)) + Decimal(row["total"])
     for row in await _rows(conn, _TO_CONVERT_SQL, params):
         of(row["journey"]).report.to_convert = dict(zip(_SHARES, row["times"], strict=True))
     for row in await _rows(conn, _MESSAGES_SQL, params):
@@ -627,17 +655,25 @@ async def _journeys(
                 step.messages[status] += int(row[column])
                 channels[status] += int(row[column])
     for row in await _rows(conn, _STEPS_SQL, params):
-        step = of(row["journey"]).step(row["step"], row["kind"])
+        counted = of(row["journey"])
+        step = counted.step(row["step"], row["kind"])
         step.reached += int(row["reached"])
         for status in ("deferred", "held_out"):
             if row[status]:
                 step.messages[status] += int(row[status])
-    for row in await _rows(conn, _VARIANTS_SQL, params):
-        counted = of(row["journey"])
-        stats = counted.variant(counted.split_of(row["variant"]), row["variant"])
-        stats.customers = stats.ended = int(row["ended"])
-        stats.converted = int(row["converted"])
+        if row["took"] is not None:
+            stats = counted.variant(row["step"], _variant_taken(row["took"]))
+            stats.customers += int(row["reached"])
+            stats.ended += int(row["reached"])
+            stats.converted += int(row["converted"])
+    for counted in found.values():
+        counted.report.cohorts.sort(key=lambda cohort: cohort.week)
     return found
+
+
+def _variant_taken(outcome: str) -> str:
+    """The variant a split step's record says the run took: ``variant a``, or ``holdout``."""
+    return outcome.removeprefix("variant ") if outcome.startswith("variant ") else HOLDOUT
 
 
 async def _lifecycle(
@@ -669,26 +705,67 @@ async def _lifecycle(
     return stages, moves
 
 
-async def _here_now(client: Client, task_queue: str, journeys: Mapping[str, _Journey]) -> None:
-    """Where the running entries are: one visibility List query over the running journey
-    workflows of this task queue (free, unlike a query to each run)."""
-    query = f"ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"
-    if len(journeys) == 1:
-        query += f" AND {SA_JOURNEY.name} = '{next(iter(journeys))}'"
-    for counted in journeys.values():
-        counted.report.running = 0
-    async for execution in client.list_workflows(query, page_size=1000):
+async def _here_now(
+    client: Client, task_queue: str, journeys: Mapping[str, _Journey], limit: int
+) -> str | None:
+    """Where the running entries are, from Temporal's visibility (free, unlike a query to each
+    run): how many run, one Count per journey; at which step, one Count grouped by the step
+    where the server's visibility store can group by a search attribute (Elasticsearch), else
+    one List of at most ``limit`` running workflows (SQL visibility, as the dev server's, groups
+    by ExecutionStatus only). Returns what the report must say when that List was cut short."""
+    running = f"ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"
+    for name, counted in journeys.items():
+        query = f"{running} AND {SA_JOURNEY.name} = '{name}'"
+        counted.report.running = (await client.count_workflows(query)).count
+    busy = {name: counted for name, counted in journeys.items() if counted.report.running}
+    if not busy or await _count_by_step(client, running, busy):
+        return None
+    query = running
+    if len(busy) == 1:
+        query += f" AND {SA_JOURNEY.name} = '{next(iter(busy))}'"
+    seen = placed = 0
+    async for execution in client.list_workflows(query, limit=limit, page_size=1000):
+        seen += 1
         attributes = execution.typed_search_attributes
-        name = attributes.get(SA_JOURNEY)
-        if name is None or name not in journeys:
+        journey = attributes.get(SA_JOURNEY)
+        if journey not in busy:
             continue
-        counted = journeys[name]
-        counted.report.running = (counted.report.running or 0) + 1
+        placed += 1
         here = attributes.get(SA_STEP)
         if here:
-            step = counted.step(here)
-            step.active += 1
-            step.reached += 1
+            _place(busy[journey], here, 1)
+    total = sum(counted.report.running or 0 for counted in busy.values())
+    if seen < limit or placed >= total:
+        return None
+    return (
+        f"{total:,} entries are running: the steps they are at now count the first "
+        f"{placed:,} Temporal listed (the report lists at most {limit:,} running workflows; "
+        "this server's visibility cannot count them by step)"
+    )
+
+
+async def _count_by_step(client: Client, running: str, busy: Mapping[str, _Journey]) -> bool:
+    """Count each busy journey's running workflows by step on the server; False when its
+    visibility store does not group by a search attribute."""
+    for name, counted in busy.items():
+        query = f"{running} AND {SA_JOURNEY.name} = '{name}' GROUP BY {SA_STEP.name}"
+        try:
+            found = await client.count_workflows(query)
+        except RPCError as err:
+            if "not supported" in err.message:
+                return False
+            raise
+        for group in found.groups:
+            here = group.group_values[0] if group.group_values else None
+            if isinstance(here, str) and here:
+                _place(counted, here, group.count)
+    return True
+
+
+def _place(counted: _Journey, here: str, entries: int) -> None:
+    step = counted.step(here)
+    step.active += entries
+    step.reached += entries
 
 
 def in_lifecycle_order(journeys: Iterable[JourneyReport]) -> list[JourneyReport]:

@@ -91,8 +91,8 @@ def report_command(
     against the holdout, and how many customers are in each lifecycle stage
     now and how they moved between stages; per broadcast: targeted, entered,
     sent, blocked by reason, converted. Counted with SQL in the customer
-    store; Temporal is asked once where running entries are now (the report
-    says so when it cannot be).
+    store; Temporal's visibility is asked how many entries are running and at
+    which step (the report says so when it cannot tell).
     """
     settings, plans = _load()
     try:
@@ -222,6 +222,8 @@ def print_report(report: Report) -> None:
             f"[yellow]{escape(report.temporal_error)}: where running entries are now is not "
             "shown; everything else is from the store[/]"
         )
+    if report.here_now_note:
+        console.print(f"[yellow]{escape(report.here_now_note)}[/]")
     console.print(_journeys_table(report.journeys))
     if any(j.holdout is not None for j in report.journeys):
         console.print(_holdouts_table(report.journeys))
@@ -587,7 +589,7 @@ def _html_variant(variant: VariantStats, holdout: VariantStats | None, best: flo
 
 def _html_temporal(report: Report) -> str:
     if report.temporal_error is None:
-        return ""
+        return f'<p class="warn">{_e(report.here_now_note)}</p>' if report.here_now_note else ""
     return (
         f'<p class="warn">{_e(report.temporal_error)}: where running entries are now is not '
         "shown; everything else is from the store.</p>"

@@ -187,6 +187,8 @@ CREATE TABLE runs (
 );
 CREATE UNIQUE INDEX runs_one_open ON runs (customer_id, journey) WHERE ended_at IS NULL;
 CREATE INDEX runs_by_journey ON runs (journey, customer_id, run_no) INCLUDE (started_at);
+-- The runs a restart ended: the report numbers only these customers' runs into entries.
+CREATE INDEX runs_restarted ON runs (journey, customer_id) WHERE outcome = 'restarted';
 
 -- What a run recorded about its steps, written with its end: one row per step it reached, with
 -- how often it was there, the sends quiet hours or a cap put off, the sends a holdout skipped
