@@ -4,8 +4,9 @@ register the journey workflow and its activities, run.
 One process per host; scale out by running more of them against the same Temporal and
 PostgreSQL. It refuses to start when a journey does not compile or the database schema is not
 the one it knows, and says why. Next to the Temporal worker it sweeps the store for Temporal
-calls that an accepting process could not make (it died, or Temporal was down).
-SIGINT/SIGTERM drain gracefully.
+calls that an accepting process could not make (it died, or Temporal was down), and once a
+minute brings the segments that trigger journeys up to date with the clock (conditions such as
+"no order for 60 days" become true with time alone). SIGINT/SIGTERM drain gracefully.
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ from kairos.exits import exit_process
 from kairos.plan import Channel
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
-from kairos.store.dispatch import JourneyStarter
+from kairos.store.dispatch import JourneyStarter, repeat
 from kairos.temporal import connect, start_journey
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")
+
+# How often the worker sweeps the trigger segments for what changed with time alone.
+SEGMENT_SWEEP_SECONDS = 60.0
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -157,6 +161,21 @@ def dispatcher(
     return Dispatcher(store.database, client, task_queue, timezone, start=start)
 
 
+async def sweep_segments_forever(
+    store: Store, sweeper: Dispatcher, stop: asyncio.Event, every: float = SEGMENT_SWEEP_SECONDS
+) -> None:
+    """Sweep the trigger segments every ``every`` seconds until ``stop`` is set, and make the
+    starts the entries decided."""
+
+    async def sweep() -> None:
+        swept = await store.sweep_segments()
+        if swept.entered or swept.left:
+            log.info("segment sweep: %d entered, %d left", swept.entered, swept.left)
+        await sweeper.run(swept.customers, wait=False)
+
+    await repeat(sweep, stop, every, "segment sweep")
+
+
 async def run(settings: Settings) -> int:
     refused = deployment_problems(settings)
     if refused:
@@ -200,13 +219,14 @@ async def run(settings: Settings) -> int:
         )
         if settings.metrics:
             log.info("metrics at http://%s/metrics", settings.metrics)
-        sweeper = asyncio.create_task(
-            dispatcher(store, client, settings.task_queue).sweep_forever(stop)
-        )
+        calls = dispatcher(store, client, settings.task_queue)
+        sweepers = [asyncio.create_task(calls.sweep_forever(stop))]
+        if store.ingest.membership.segments:
+            sweepers.append(asyncio.create_task(sweep_segments_forever(store, calls, stop)))
         async with worker:
             await stop.wait()
             log.info("shutting down: finishing activities in flight")
-        await sweeper
+        await asyncio.gather(*sweepers)
     finally:
         await store.close()
     return 0

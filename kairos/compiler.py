@@ -54,6 +54,7 @@ from kairos.plan import (
     JourneyPlan,
     PlanStep,
     QuietHours,
+    SegmentTrigger,
     SendStep,
     SetStep,
     SplitStep,
@@ -143,7 +144,12 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
     segments = load_segments(home, catalogue, report, segment_paths)
     for file in journey_files(home, journeys, report):
         plan = compile_journey(
-            file, home=home, catalogue=catalogue, templates=templates, report=report
+            file,
+            home=home,
+            catalogue=catalogue,
+            templates=templates,
+            report=report,
+            segments=segments,
         )
         if plan is None:
             continue
@@ -346,6 +352,7 @@ def compile_journey(
     catalogue: Catalogue | None,
     templates: TemplateStore,
     report: Report,
+    segments: Mapping[str, Segment] | None = None,
 ) -> JourneyPlan | None:
     """Compile one journey file. Problems go to ``report``; None when it has errors.
 
@@ -356,6 +363,8 @@ def compile_journey(
             skipped so that one mistake is not reported many times).
         templates: The project's templates.
         report: Where problems go.
+        segments: The project's segments that compiled, for segment triggers (None: not
+            checked).
     """
     shown = display_path(path, home)
     doc = _load(path, shown, report, home)
@@ -366,7 +375,7 @@ def compile_journey(
     if spec is None:
         return None
     errors_before = sum(1 for p in report.problems if p.severity == "error")
-    journey = _Journey(doc, spec, catalogue, templates, report, home, path.stem)
+    journey = _Journey(doc, spec, catalogue, templates, report, home, path.stem, segments)
     plan = journey.compile()
     errors_after = sum(1 for p in report.problems if p.severity == "error")
     if errors_after != errors_before:
@@ -407,8 +416,10 @@ class _Journey:
         report: Report,
         home: Path,
         stem: str,
+        segments: Mapping[str, Segment] | None = None,
     ) -> None:
         self.doc = doc
+        self.segments = segments
         self.spec = spec
         self.catalogue = catalogue
         self.templates = templates
@@ -530,6 +541,9 @@ class _Journey:
                 self._check_condition(("trigger", "when"), trigger.when, frozenset())
                 offset = parse_duration(trigger.offset) if trigger.offset else 0
                 return DateTrigger(attribute=attribute, offset_seconds=offset, when=trigger.when)
+            case s.SegmentTriggerSpec():
+                self._check_segment(("trigger", "segment"), trigger.segment)
+                return SegmentTrigger(segment=trigger.segment)
             case _:
                 assert_never(trigger)
 
@@ -554,6 +568,26 @@ class _Journey:
             hint = f"declare it under `events:` in journeys/customer.yaml; {hint}"
         self.error(path, f"unknown event `{event}`", hint)
         return False
+
+    def _check_segment(self, path: YamlPath, name: str) -> None:
+        """A segment trigger names a segment that compiled and that a customer can enter."""
+        if self.segments is None:
+            return
+        segment = self.segments.get(name)
+        if segment is None:
+            if (self.home / SEGMENTS_DIR / f"{name}.yaml").is_file():
+                return  # the segment's own problems are reported with its file
+            names = [p.stem for p in segment_files(self.home)]
+            hint = suggestion(name, names, kind="segments")
+            if not hint.startswith("did you mean"):
+                hint = f"create {SEGMENTS_DIR}/{name}.yaml; {hint}"
+            self.error(path, f"no segment `{name}`", hint)
+        elif segment.constant:
+            self.error(
+                path,
+                f"segment `{name}` is `{segment.when}` for every customer: nobody ever enters it",
+                "a trigger segment reads the customer: customer.lead_score >= 50, events(...)",
+            )
 
     def _date_attribute(self, path: YamlPath, written: str) -> str:
         """The profile attribute named by ``customer.x``, checked to hold a date."""

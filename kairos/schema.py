@@ -568,21 +568,32 @@ class DateTriggerSpec(Model):
     when: Condition | None = Field(None, description="Start only when this holds.")
 
 
+class SegmentTriggerSpec(Model):
+    noun: ClassVar[str] = "segment trigger"
+
+    segment: Name = Field(
+        description="A segment of segments/*.yaml: the journey starts when a customer enters it."
+    )
+
+
+_TRIGGER_KEYS = ("event", "date", "segment")
+
+
 def _trigger_tag(value: Any) -> str | None:
     if value == "api":
         return "api"
     if isinstance(value, dict):
-        if "event" in value and "date" not in value:
-            return "event"
-        if "date" in value and "event" not in value:
-            return "date"
+        present = [key for key in _TRIGGER_KEYS if key in value]
+        if len(present) == 1:
+            return present[0]
     return None
 
 
 Trigger = Annotated[
     Annotated[Literal["api"], Tag("api")]
     | Annotated[EventTriggerSpec, Tag("event")]
-    | Annotated[DateTriggerSpec, Tag("date")],
+    | Annotated[DateTriggerSpec, Tag("date")]
+    | Annotated[SegmentTriggerSpec, Tag("segment")],
     Discriminator(_trigger_tag, custom_error_type="trigger_value", custom_error_message="trigger"),
 ]
 
@@ -628,7 +639,8 @@ class JourneySpec(Model):
         "(a send step may say otherwise). Default: 24h.",
     )
     trigger: Trigger = Field(
-        description="api, {event: name, when: ...} or {date: customer.x, offset: 60d}."
+        description="api, {event: name, when: ...}, {date: customer.x, offset: 60d} or "
+        "{segment: name}."
     )
     entry: Entry = Field(
         Entry.after_exit,
@@ -1059,17 +1071,21 @@ def _branch_case(value: Any) -> Explained:
 
 
 def _trigger(value: Any) -> Explained:
-    hint = "use `trigger: api`, `trigger: {event: <name>}` or `trigger: {date: customer.<x>}`"
+    hint = (
+        "use `trigger: api`, `trigger: {event: <name>}`, `trigger: {date: customer.<x>}` or "
+        "`trigger: {segment: <name>}`"
+    )
     if isinstance(value, str):
         return (
             f"`trigger: {value}` is not a trigger",
             (f"to start on an event write `trigger: {{event: {value}}}`; otherwise `trigger: api`"),
             None,
         )
-    if isinstance(value, dict) and "event" in value and "date" in value:
-        return "a trigger has either `event` or `date`, not both", hint, None
+    present = [key for key in _TRIGGER_KEYS if isinstance(value, dict) and key in value]
+    if len(present) > 1:
+        return f"a trigger has one of {quote_list(present, conj='or')}, not both", hint, None
     if isinstance(value, dict):
-        return "a trigger needs `event` or `date`", hint, None
+        return "a trigger needs `event`, `date` or `segment`", hint, None
     return f"expected a trigger, got {describe(value)}", hint, None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from kairos.store.runs import (
     note_problems,
     record_steps,
 )
+from kairos.store.segment_entry import Swept, sweep_segment
 from kairos.store.sends import Ledger
 from kairos.store.support import (
     CustomerRecord,
@@ -46,6 +48,17 @@ from kairos.store.support import (
 from kairos.store.views import jsonb
 
 CONSENT_TOPICS = ("email", "sms", "marketing")
+
+
+@dataclass
+class SegmentSweep:
+    """What one sweep of the trigger segments did: per segment what it found, how many
+    customers entered and left, and the customers with Temporal calls to make."""
+
+    segments: list[Swept] = field(default_factory=list)
+    entered: int = 0
+    left: int = 0
+    customers: list[str] = field(default_factory=list)
 
 
 async def database_url(settings: Settings) -> str:
@@ -69,7 +82,7 @@ class Store:
         self.master = MasterKeys(settings.master_key, settings.master_key_previous)
         # The data keys that encrypt what Temporal stores (kairos.codec uses them).
         self.keys = DatabaseKeys(database, self.master)
-        self.ingest = Ingest(project.catalogue, project.plans, self.master)
+        self.ingest = Ingest(project.catalogue, project.plans, self.master, project.segments)
         self.ledger = Ledger(database, project.catalogue, cap_rules(settings), settings.quiet_hours)
         self.timezone_attribute = project.catalogue.attribute_of_type(AttrType.timezone)
         self.email_attribute = project.catalogue.attribute_of_type(AttrType.email)
@@ -265,6 +278,28 @@ class Store:
     async def suppress(self, channel: Channel, address: str, *, scope: str, reason: str) -> None:
         async with self.database.transaction() as conn:
             await suppress(conn, channel, address, scope=scope, reason=reason)
+
+    # --- what changes with time alone ----------------------------------------------------------
+
+    async def sweep_segments(self, now: datetime | None = None) -> SegmentSweep:
+        """Bring every trigger segment's membership up to date with the clock: customers who
+        entered start their journeys (each in their own transaction, exactly as when an event
+        moves them), those who left are recorded. The worker runs it every minute."""
+        moment = now or self.ingest.clock()
+        result = SegmentSweep()
+        for segment in self.ingest.membership.segments.values():
+            async with self.database.transaction() as conn:
+                swept = await sweep_segment(conn, segment, moment)
+            result.segments.append(swept)
+            for customer_id in swept.stale:
+                async with self.database.transaction() as conn:
+                    accepted = await self.ingest.reevaluate(conn, customer_id, moment)
+                if accepted is not None and accepted.dispatches:
+                    result.customers.append(customer_id)
+                if accepted is not None:
+                    result.entered += len(accepted.segments.entered)
+                    result.left += len(accepted.segments.left)
+        return result
 
     # --- support ------------------------------------------------------------------------------
 
