@@ -5,8 +5,9 @@ One process per host; scale out by running more of them against the same Tempora
 PostgreSQL. It refuses to start when a journey does not compile or the database schema is not
 the one it knows, and says why. Next to the Temporal worker it sweeps the store for Temporal
 calls that an accepting process could not make (it died, or Temporal was down), and once a
-minute brings the segments that trigger journeys up to date with the clock (conditions such as
-"no order for 60 days" become true with time alone). SIGINT/SIGTERM drain gracefully.
+minute brings what changes with the clock up to date: scores lose their expired points, and
+segments that trigger journeys gain and lose members ("no order for 60 days").
+SIGINT/SIGTERM drain gracefully.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")
 
-# How often the worker sweeps the trigger segments for what changed with time alone.
+# How often the worker sweeps scores and trigger segments for what changed with time alone.
 SEGMENT_SWEEP_SECONDS = 60.0
 
 
@@ -161,19 +162,24 @@ def dispatcher(
     return Dispatcher(store.database, client, task_queue, timezone, start=start)
 
 
-async def sweep_segments_forever(
+async def sweep_time_forever(
     store: Store, sweeper: Dispatcher, stop: asyncio.Event, every: float = SEGMENT_SWEEP_SECONDS
 ) -> None:
-    """Sweep the trigger segments every ``every`` seconds until ``stop`` is set, and make the
-    starts the entries decided."""
+    """Every ``every`` seconds until ``stop`` is set: take expired points off the scores, then
+    bring the trigger segments up to date (a score that fell may take a customer out of one)
+    and make the starts their entries decided."""
 
     async def sweep() -> None:
+        expired = await store.expire_points()
         swept = await store.sweep_segments()
-        if swept.entered or swept.left:
-            log.info("segment sweep: %d entered, %d left", swept.entered, swept.left)
+        if expired or swept.entered or swept.left:
+            log.info(
+                "time sweep: %d scores lost expired points; %d entered and %d left segments",
+                expired, swept.entered, swept.left,
+            )  # fmt: skip
         await sweeper.run(swept.customers, wait=False)
 
-    await repeat(sweep, stop, every, "segment sweep")
+    await repeat(sweep, stop, every, "time sweep")
 
 
 async def run(settings: Settings) -> int:
@@ -221,8 +227,8 @@ async def run(settings: Settings) -> int:
             log.info("metrics at http://%s/metrics", settings.metrics)
         calls = dispatcher(store, client, settings.task_queue)
         sweepers = [asyncio.create_task(calls.sweep_forever(stop))]
-        if store.ingest.membership.segments:
-            sweepers.append(asyncio.create_task(sweep_segments_forever(store, calls, stop)))
+        if store.changes_with_time:
+            sweepers.append(asyncio.create_task(sweep_time_forever(store, calls, stop)))
         async with worker:
             await stop.wait()
             log.info("shutting down: finishing activities in flight")

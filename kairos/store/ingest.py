@@ -32,6 +32,7 @@ from kairos.runtime import Event
 from kairos.segments import Segment
 from kairos.store.database import Connection
 from kairos.store.keys import create_customer_key
+from kairos.store.scores import earned, increments, record_points
 from kairos.store.segment_entry import Changes, Membership, trigger_segments
 from kairos.store.views import (
     CustomerRow,
@@ -138,11 +139,18 @@ class Ingest:
         if await cursor.fetchone() is None:
             return Accepted(event.id, row, duplicate=True)
         before = row.view()
-        changed = await self._apply(conn, row, self._edit(event), event.id)
+        edit = self._edit(event)
+        now = self.clock()
+        at = event.timestamp or now
+        points, problems = earned(self.catalogue, event, before, at)
+        for score, amount in increments(points, now).items():
+            edit.increment[score] = edit.increment.get(score, 0) + amount
+        changed = await self._apply(conn, row, edit, event.id)
+        await record_points(conn, customer_id, event.id, at, points, now)
         if "stage" in changed:
             await _stage_changed(conn, row.id, before["stage"], row.stage, event)
         after = row.view()
-        accepted = Accepted(event.id, row)
+        accepted = Accepted(event.id, row, problems=problems)
         open_runs = await self._open_runs(conn, customer_id)
         restarted = await self._enter_journeys(conn, customer_id, event, before, after, accepted)
         restarted |= await self._enter_segments(conn, customer_id, event.id, accepted, self.clock())

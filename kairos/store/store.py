@@ -34,6 +34,7 @@ from kairos.store.runs import (
     note_problems,
     record_steps,
 )
+from kairos.store.scores import expire_points
 from kairos.store.segment_entry import Swept, sweep_segment
 from kairos.store.sends import Ledger
 from kairos.store.support import (
@@ -280,6 +281,19 @@ class Store:
             await suppress(conn, channel, address, scope=scope, reason=reason)
 
     # --- what changes with time alone ----------------------------------------------------------
+
+    @property
+    def changes_with_time(self) -> bool:
+        """Whether anything here changes with time alone: segments that trigger journeys, or
+        scores whose points expire (the worker sweeps them every minute)."""
+        expiring = any(s.expire_after for s in self.catalogue.scoring.values())
+        return expiring or bool(self.ingest.membership.segments)
+
+    async def expire_points(self, now: datetime | None = None) -> int:
+        """Take expired points off the scores (``scoring:`` in customer.yaml), set-based;
+        returns how many customers' scores changed."""
+        async with self.database.transaction() as conn:
+            return await expire_points(conn, self.catalogue, now or self.ingest.clock())
 
     async def sweep_segments(self, now: datetime | None = None) -> SegmentSweep:
         """Bring every trigger segment's membership up to date with the clock: customers who
