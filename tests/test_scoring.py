@@ -109,7 +109,6 @@ async def test_a_score_crossing_a_segment_line_starts_its_journey_and_expiry_tak
     triggered = with_trigger(scored(project, expire_after="30d"), "customer.lead_score >= 50")
     async with project_store(settings, triggered) as store:
         store.ingest.clock = lambda: NOW
-        await store.sweep_segments(NOW)
         for n in range(4):
             accepted = await store.accept("cid", viewed(n))
         assert accepted.started == {}

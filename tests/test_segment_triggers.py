@@ -66,8 +66,8 @@ async def test_entering_the_segment_starts_the_journey_once(
     settings: Settings, project: Project
 ) -> None:
     async with project_store(settings, with_trigger(project, "customer.lead_score >= 50")) as store:
-        swept = await store.sweep_segments(NOW)
-        assert [(s.segment, s.baseline, s.members) for s in swept.segments] == [("warm", True, 0)]
+        tracked = await store.database.fetch_all("SELECT segment FROM segment_tracking")
+        assert sorted(r["segment"] for r in tracked) == ["sales_ready", "warm"]
 
         assert await score(store, "ann", 30, "s1") == {}
         assert await score(store, "ann", 60, "s2") == {"handover": 1}
@@ -86,7 +86,6 @@ async def test_leaving_is_recorded_and_entering_again_starts_again_after_the_run
     settings: Settings, project: Project
 ) -> None:
     async with project_store(settings, with_trigger(project, "customer.lead_score >= 50")) as store:
-        await store.sweep_segments(NOW)
         assert await score(store, "ben", 55, "s1") == {"handover": 1}
         accepted = await store.identify("ben", {"lead_score": 10}, call_id="s2")
         assert accepted.segments.left == ["warm"]
@@ -105,7 +104,6 @@ async def test_a_journey_entered_once_is_not_entered_again_on_reentry(
 ) -> None:
     plan = with_trigger(project, "customer.lead_score >= 50", Entry.once)
     async with project_store(settings, plan) as store:
-        await store.sweep_segments(NOW)
         assert await score(store, "cid", 55, "s1") == {"handover": 1}
         await store.end_run(RunEnd(customer_id="cid", journey="handover", run_no=1, outcome="done"))
         await score(store, "cid", 1, "s2")
@@ -118,7 +116,6 @@ async def test_consent_changes_move_customers_in_and_out(
 ) -> None:
     trigger = with_trigger(project, "customer.consent.sms and customer.lead_score > 20")
     async with project_store(settings, trigger) as store:
-        await store.sweep_segments(NOW)
         await score(store, "dee", 30, "s1")
         granted = await store.change_consent("dee", {"sms": True}, source="test", change_id="c1")
         assert granted.started.get("handover") == 1
@@ -134,14 +131,20 @@ async def test_a_new_trigger_starts_nobody_already_in_the_segment(
         await before.identify("old", {"lead_score": 75}, call_id="s0")
         await before.identify("new", {"lead_score": 5}, call_id="s0")
     async with project_store(settings, with_trigger(project, "customer.lead_score >= 50")) as store:
-        # Until the first sweep the segment is not tracked: changes enter nobody.
+        # Opening the store with the trigger recorded who was in the segment: not entrants.
+        assert await membership(store, "old") == {"entries": 1, "left_at": None}
         assert await score(store, "old", 80, "s1") == {}
         swept = await store.sweep_segments(NOW)
-        assert [(s.baseline, s.members) for s in swept.segments] == [(True, 1)]
-        assert swept.customers == []
-        assert await score(store, "old", 85, "s2") == {}
+        assert [
+            (s.segment, s.baseline, s.stale) for s in swept.segments if s.segment == "warm"
+        ] == [("warm", False, ())]
         assert await score(store, "new", 50, "s2") == {"handover": 1}
         assert await runs(store, "old") == []
+    # The condition edited: opening the store records the members anew, again starting nobody.
+    async with project_store(settings, with_trigger(project, "customer.lead_score >= 5")) as store:
+        assert await membership(store, "new") == {"entries": 1, "left_at": None}
+        assert await score(store, "old", 90, "s3") == {}
+        assert [r["run_no"] for r in await runs(store, "new")] == [1]
 
 
 async def test_the_sweep_enters_customers_whom_time_alone_moved(
@@ -150,7 +153,6 @@ async def test_the_sweep_enters_customers_whom_time_alone_moved(
     quiet = "days_since(customer.last_order_at) > 60"
     async with project_store(settings, with_trigger(project, quiet)) as store:
         store.ingest.clock = lambda: NOW
-        await store.sweep_segments(NOW)
         ordered = (NOW - timedelta(days=50)).isoformat()
         for who in ("eve", "fay"):
             await store.identify(who, {"last_order_at": ordered}, call_id="o1")
@@ -170,7 +172,6 @@ async def test_events_and_concurrent_sweeps_start_each_entrant_exactly_once(
     settings: Settings, project: Project
 ) -> None:
     async with project_store(settings, with_trigger(project, "customer.lead_score >= 50")) as store:
-        await store.sweep_segments(NOW)
         people = [f"p{n}" for n in range(20)]
         for who in people:
             await store.identify(who, {"lead_score": 1}, call_id="s0")
@@ -203,7 +204,6 @@ async def test_an_entry_starts_the_run_in_temporal(
     dev_env: WorkflowEnvironment, settings: Settings, project: Project
 ) -> None:
     async with project_store(settings, with_trigger(project, "customer.lead_score >= 50")) as store:
-        await store.sweep_segments(NOW)
         kairos = make_kairos(dev_env.client, settings, store)
         await kairos.identify("gus", {"lead_score": 64})
         handle = dev_env.client.get_workflow_handle(journey_workflow_id("handover", "gus", 1))

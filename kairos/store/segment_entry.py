@@ -13,9 +13,9 @@ on (``segment_members``) and changes it in two places:
   the same per-customer transaction as an event.
 
 Entering is one statement (an upsert that only changes a row that is absent or has left), so
-whichever transaction makes it alone starts the journeys. The first sweep of a segment (or of
-a segment whose condition was edited) records who is in it without starting anyone: a new
-trigger is not a broadcast to everyone already there (``kairos broadcast`` is).
+whichever transaction makes it alone starts the journeys. The first process to open the store
+with a trigger segment (or with an edited condition) records who is in it without starting
+anyone: a new trigger is not a broadcast to everyone already there (``kairos broadcast`` is).
 """
 
 from __future__ import annotations
@@ -131,14 +131,17 @@ class Swept:
     skipped: bool = False  # another process is sweeping it
 
 
-async def sweep_segment(conn: Connection, segment: Segment, now: datetime) -> Swept:
+async def sweep_segment(
+    conn: Connection, segment: Segment, now: datetime, *, baseline_only: bool = False
+) -> Swept:
     """One sweep of ``segment`` inside the caller's transaction.
 
     A segment not yet tracked (or tracked for another condition) gets its membership recorded
     set-based, in one INSERT ... SELECT, and starts nobody. A tracked one is compared with its
     condition in one query; the customers it returns (at most SWEEP_LIMIT) are to be
     re-evaluated one by one, each in its own transaction (:meth:`Ingest.reevaluate`), which
-    enters or leaves them exactly as an event would.
+    enters or leaves them exactly as an event would. With ``baseline_only`` a tracked
+    segment is left as it is.
     """
     cursor = await conn.execute(
         f"SELECT pg_try_advisory_xact_lock({_LOCK_SQL}) AS locked", (segment.name,)
@@ -154,6 +157,8 @@ async def sweep_segment(conn: Connection, segment: Segment, now: datetime) -> Sw
     name, at = sql.Literal(segment.name), sql.Literal(now.isoformat())
     if tracking is None or tracking["condition"] != segment.when:
         return await _baseline(conn, segment, condition, now)
+    if baseline_only:
+        return Swept(segment.name)
     cursor = await conn.execute(
         sql.SQL(
             "(SELECT c.id FROM customers c WHERE {cond} AND NOT EXISTS (SELECT 1 FROM"

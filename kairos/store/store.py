@@ -102,6 +102,7 @@ class Store:
         try:
             await store.register_trees(project.trees)
             await store.register_plans(project.plans.values())
+            await store.track_segments()
         except BaseException:
             await database.close()
             raise
@@ -294,6 +295,14 @@ class Store:
         returns how many customers' scores changed."""
         async with self.database.transaction() as conn:
             return await expire_points(conn, self.catalogue, now or self.ingest.clock())
+
+    async def track_segments(self) -> None:
+        """Start keeping the membership of trigger segments not yet kept (or whose condition
+        was edited): who is in them now is recorded, nobody is started."""
+        now = self.ingest.clock()
+        for segment in self.ingest.membership.segments.values():
+            async with self.database.transaction() as conn:
+                await sweep_segment(conn, segment, now, baseline_only=True)
 
     async def sweep_segments(self, now: datetime | None = None) -> SegmentSweep:
         """Bring every trigger segment's membership up to date with the clock: customers who
