@@ -30,6 +30,8 @@ from kairos.segments import Segment
 from kairos.store.database import Connection
 
 _LOCK_SQL = "hashtextextended('kairos.segment:' || %s, 0)"
+# The column that lists a customer's segments (no segment name can be it: names are [a-z_0-9]).
+_MEMBER_OF = "$member_of"
 # How many customers one sweep of a segment moves at most; the rest wait for the next sweep.
 SWEEP_LIMIT = 2000
 
@@ -74,20 +76,19 @@ class Membership:
         columns = sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(s.condition(now), sql.Identifier(s.name)) for s in segments
         )
-        # Literals only: a condition's literals may hold a `%`.
+        # One statement: each condition, and the segments they are recorded in. Literals
+        # only: a condition's literals may hold a `%`.
         cursor = await conn.execute(
-            sql.SQL("SELECT {} FROM customers c WHERE c.id = {}").format(
-                columns, sql.Literal(customer_id)
-            )
+            sql.SQL(
+                "SELECT {}, ARRAY(SELECT m.segment FROM segment_members m"
+                " WHERE m.customer_id = c.id AND m.left_at IS NULL) AS {}"
+                " FROM customers c WHERE c.id = {}"
+            ).format(columns, sql.Identifier(_MEMBER_OF), sql.Literal(customer_id))
         )
         holds = await cursor.fetchone()
         if holds is None:
             return changes
-        cursor = await conn.execute(
-            "SELECT segment FROM segment_members WHERE customer_id = %s AND left_at IS NULL",
-            (customer_id,),
-        )
-        member = {row["segment"] for row in await cursor.fetchall()}
+        member = set(holds[_MEMBER_OF])
         for segment in segments:
             name = segment.name
             if holds[name] and name not in member and await enter(conn, name, customer_id, now):
