@@ -74,6 +74,31 @@ class EventSpec(BaseModel):
     properties: dict[str, Attribute] = Field(default_factory=dict)
 
 
+class ScoreRule(BaseModel):
+    """``event`` earns ``points`` (negative ones take off) when ``when`` holds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event: str
+    points: int | float
+    when: str | None = None
+
+
+class ScoreSpec(BaseModel):
+    """A score kept for every customer: the profile attribute of the same name gains each
+    rule's points when its event arrives, and loses them again ``expire_after`` later."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str = ""
+    rules: list[ScoreRule] = Field(min_length=1)
+    expire_after: str | None = None
+
+    def earned(self, event: str) -> list[tuple[int, ScoreRule]]:
+        """The rules ``event`` may earn points under, with their positions."""
+        return [(n, rule) for n, rule in enumerate(self.rules) if rule.event == event]
+
+
 class Catalogue(BaseModel):
     """The business, its customers' profile attributes and its events, as declared in
     ``journeys/customer.yaml``."""
@@ -85,6 +110,8 @@ class Catalogue(BaseModel):
     brand: str = ""
     profile: dict[str, Attribute] = Field(default_factory=dict)
     events: dict[str, EventSpec] = Field(default_factory=dict)
+    # Lead scores and the like: profile attribute -> its rules (kairos.store.scores keeps them).
+    scoring: dict[str, ScoreSpec] = Field(default_factory=dict)
 
     def attribute_of_type(self, kind: AttrType) -> str | None:
         """The profile attribute that holds the email, phone, locale or timezone, if any."""

@@ -34,9 +34,10 @@ from kairos.catalogue import (
     Attribute,
     AttrType,
     Catalogue,
+    ScoreRule,
     type_problem,
 )
-from kairos.durations import parse_duration
+from kairos.durations import DurationError, parse_duration
 from kairos.locales import LOCALES_FILE
 from kairos.pinning import pin, template_tree
 from kairos.plan import (
@@ -54,6 +55,7 @@ from kairos.plan import (
     JourneyPlan,
     PlanStep,
     QuietHours,
+    SegmentTrigger,
     SendStep,
     SetStep,
     SplitStep,
@@ -147,7 +149,12 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
     segments = load_segments(home, catalogue, report, segment_paths)
     for file in journey_files(home, journeys, report):
         plan = compile_journey(
-            file, home=home, catalogue=catalogue, templates=templates, report=report
+            file,
+            home=home,
+            catalogue=catalogue,
+            templates=templates,
+            report=report,
+            segments=segments,
         )
         if plan is None:
             continue
@@ -258,6 +265,7 @@ def load_catalogue(home: Path, report: Report) -> Catalogue | None:
         return None
     before = len(report.problems)
     _check_catalogue(catalogue, located, report)
+    _check_scoring(catalogue, located, report)
     return catalogue if len(report.problems) == before else None
 
 
@@ -302,6 +310,93 @@ def _check_catalogue(catalogue: Catalogue, doc: YamlDocument, report: Report) ->
 
 
 _NAME_HINT = "use letters, digits and _, starting with a letter, such as first_name"
+
+
+def _check_scoring(catalogue: Catalogue, doc: YamlDocument, report: Report) -> None:
+    """``scoring:``: each score is a number attribute, each rule a declared event with points
+    and a condition over that event and the customer."""
+    numbers = [n for n, a in catalogue.profile.items() if a.type in _NUMERIC]
+    for name, score in catalogue.scoring.items():
+        path: YamlPath = ("scoring", name)
+        attr = catalogue.profile.get(name)
+        if attr is None:
+            hint = suggestion(name, numbers, kind="number attributes")
+            if not hint.startswith("did you mean"):
+                hint = f"declare `{name}: {{type: number}}` under `profile:`"
+            report.add(doc.problem(path, f"no profile attribute `{name}` holds this score", hint))
+        elif attr.type not in _NUMERIC:
+            report.add(
+                doc.problem(
+                    path, f"`{name}` is a {attr.type.value}, a score is a number",
+                    f"make `{name}` `type: number` under `profile:`",
+                )
+            )  # fmt: skip
+        if score.expire_after is not None:
+            try:
+                lasting = parse_duration(score.expire_after)
+            except DurationError as err:
+                report.add(
+                    doc.problem((*path, "expire_after"), str(err), "write `expire_after: 90d`")
+                )
+            else:
+                if lasting <= 0:
+                    report.add(doc.problem((*path, "expire_after"), "points must last", "90d"))
+        for n, rule in enumerate(score.rules):
+            _check_score_rule(catalogue, doc, report, (*path, "rules", n), rule, attr)
+
+
+def _check_score_rule(
+    catalogue: Catalogue,
+    doc: YamlDocument,
+    report: Report,
+    path: YamlPath,
+    rule: ScoreRule,
+    attr: Attribute | None,
+) -> None:
+    spec = catalogue.events.get(rule.event)
+    if spec is None:
+        hint = suggestion(rule.event, catalogue.events, kind="declared events")
+        report.add(doc.problem((*path, "event"), f"unknown event `{rule.event}`", hint))
+    if rule.points == 0:
+        report.add(
+            doc.problem(
+                (*path, "points"), "0 points change nothing", "give it points, or remove it"
+            )
+        )
+    elif attr is not None and attr.type is AttrType.integer and not isinstance(rule.points, int):
+        report.add(doc.problem((*path, "points"), "the score is an integer", "whole points"))
+    if rule.when is None or spec is None:
+        return
+    where = (*path, "when")
+    problem = expressions.check_syntax(rule.when) or next(
+        (u.message for u in expressions.refused(rule.when)), None
+    )
+    if problem is None:
+        for dotted in sorted(expressions.referenced_paths(rule.when)):
+            problem = _score_name_problem(catalogue, rule.event, dotted)
+            if problem is not None:
+                break
+    if problem is not None:
+        report.add(
+            doc.problem(
+                where,
+                f"`{rule.when}`: {problem}",
+                f"a rule's condition reads `event.*` of {rule.event} and `customer.*`",
+            )
+        )
+
+
+def _score_name_problem(catalogue: Catalogue, event: str, dotted: tuple[str, ...]) -> str | None:
+    root, rest = dotted[0], dotted[1:]
+    if root == "event" and rest:
+        known = catalogue.events[event].properties
+        return None if rest[0] in known or rest[0] in BUILTIN_EVENT else (
+            f"{event} has no property `{rest[0]}`"
+        )  # fmt: skip
+    if root == "customer" and rest:
+        known_attr = rest[0] in catalogue.profile or rest[0] in BUILTIN_PROFILE
+        return None if known_attr else f"`customer.{rest[0]}` is not a profile attribute"
+    return f"unknown variable `{'.'.join(dotted)}`"
 
 
 def _check_property(
@@ -350,6 +445,7 @@ def compile_journey(
     catalogue: Catalogue | None,
     templates: TemplateStore,
     report: Report,
+    segments: Mapping[str, Segment] | None = None,
 ) -> JourneyPlan | None:
     """Compile one journey file. Problems go to ``report``; None when it has errors.
 
@@ -360,6 +456,8 @@ def compile_journey(
             skipped so that one mistake is not reported many times).
         templates: The project's templates.
         report: Where problems go.
+        segments: The project's segments that compiled, for segment triggers (None: not
+            checked).
     """
     shown = display_path(path, home)
     doc = _load(path, shown, report, home)
@@ -370,7 +468,7 @@ def compile_journey(
     if spec is None:
         return None
     errors_before = sum(1 for p in report.problems if p.severity == "error")
-    journey = _Journey(doc, spec, catalogue, templates, report, home, path.stem)
+    journey = _Journey(doc, spec, catalogue, templates, report, home, path.stem, segments)
     plan = journey.compile()
     errors_after = sum(1 for p in report.problems if p.severity == "error")
     if errors_after != errors_before:
@@ -411,8 +509,10 @@ class _Journey:
         report: Report,
         home: Path,
         stem: str,
+        segments: Mapping[str, Segment] | None = None,
     ) -> None:
         self.doc = doc
+        self.segments = segments
         self.spec = spec
         self.catalogue = catalogue
         self.templates = templates
@@ -534,6 +634,9 @@ class _Journey:
                 self._check_condition(("trigger", "when"), trigger.when, frozenset())
                 offset = parse_duration(trigger.offset) if trigger.offset else 0
                 return DateTrigger(attribute=attribute, offset_seconds=offset, when=trigger.when)
+            case s.SegmentTriggerSpec():
+                self._check_segment(("trigger", "segment"), trigger.segment)
+                return SegmentTrigger(segment=trigger.segment)
             case _:
                 assert_never(trigger)
 
@@ -558,6 +661,26 @@ class _Journey:
             hint = f"declare it under `events:` in journeys/customer.yaml; {hint}"
         self.error(path, f"unknown event `{event}`", hint)
         return False
+
+    def _check_segment(self, path: YamlPath, name: str) -> None:
+        """A segment trigger names a segment that compiled and that a customer can enter."""
+        if self.segments is None:
+            return
+        segment = self.segments.get(name)
+        if segment is None:
+            if (self.home / SEGMENTS_DIR / f"{name}.yaml").is_file():
+                return  # the segment's own problems are reported with its file
+            names = [p.stem for p in segment_files(self.home)]
+            hint = suggestion(name, names, kind="segments")
+            if not hint.startswith("did you mean"):
+                hint = f"create {SEGMENTS_DIR}/{name}.yaml; {hint}"
+            self.error(path, f"no segment `{name}`", hint)
+        elif segment.constant:
+            self.error(
+                path,
+                f"segment `{name}` is `{segment.when}` for every customer: nobody ever enters it",
+                "a trigger segment reads the customer: customer.lead_score >= 50, events(...)",
+            )
 
     def _date_attribute(self, path: YamlPath, written: str) -> str:
         """The profile attribute named by ``customer.x``, checked to hold a date."""

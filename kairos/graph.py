@@ -21,6 +21,7 @@ from kairos.plan import (
     GotoStep,
     JourneyPlan,
     PlanStep,
+    SegmentTrigger,
     SendStep,
     SetStep,
     SplitStep,
@@ -81,6 +82,8 @@ def _trigger_text(plan: JourneyPlan) -> str:
             offset = f" + {_span(trigger.offset_seconds)}" if trigger.offset_seconds else ""
             when = f" if {trigger.when}" if trigger.when else ""
             return f"customer.{trigger.attribute}{offset}{when}"
+        case SegmentTrigger():
+            return f"on entering segment {trigger.segment}"
         case _:
             assert_never(trigger)
 

@@ -109,7 +109,18 @@ class DateTrigger(Frozen):
     when: str | None = None
 
 
-Trigger = Annotated[EventTrigger | ApiTrigger | DateTrigger, Field(discriminator="kind")]
+class SegmentTrigger(Frozen):
+    """Fires when a customer enters a segment (``segments/<segment>.yaml``): they were not a
+    member and now are. The store keeps membership and decides entry (kairos.store.segment_entry);
+    the run starts with no trigger event."""
+
+    kind: Literal["segment"] = "segment"
+    segment: str
+
+
+Trigger = Annotated[
+    EventTrigger | ApiTrigger | DateTrigger | SegmentTrigger, Field(discriminator="kind")
+]
 
 
 class QuietHours(Frozen):

@@ -21,6 +21,7 @@ from kairos.plan import (
     DateTrigger,
     EventTrigger,
     JourneyPlan,
+    SegmentTrigger,
     SetStep,
     WaitForStep,
     WaitStep,
@@ -110,7 +111,8 @@ def triggers(
     to ``after`` with it (profiles as conditions see them, with ``consent`` and ``stage``).
 
     Event triggers fire on their event when ``when`` holds. Date triggers fire when the dated
-    attribute changes to a value. API-triggered journeys are started only by name.
+    attribute changes to a value. API-triggered journeys are started only by name, segment
+    triggers by the store when the customer enters the segment (kairos.store.segment_entry).
     """
     context = {"customer": dict(after), "event": event_view(event), "journey": {"name": plan.name}}
     trigger = plan.trigger
@@ -121,5 +123,5 @@ def triggers(
             value = after.get(trigger.attribute)
             changed = value is not None and value != before.get(trigger.attribute)
             return changed and expressions.holds(trigger.when, context)
-        case ApiTrigger():
+        case ApiTrigger() | SegmentTrigger():
             return False

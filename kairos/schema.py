@@ -559,21 +559,32 @@ class DateTriggerSpec(Model):
     when: Condition | None = Field(None, description="Start only when this holds.")
 
 
+class SegmentTriggerSpec(Model):
+    noun: ClassVar[str] = "segment trigger"
+
+    segment: Name = Field(
+        description="A segment of segments/*.yaml: the journey starts when a customer enters it."
+    )
+
+
+TRIGGER_KEYS = ("event", "date", "segment")
+
+
 def _trigger_tag(value: Any) -> str | None:
     if value == "api":
         return "api"
     if isinstance(value, dict):
-        if "event" in value and "date" not in value:
-            return "event"
-        if "date" in value and "event" not in value:
-            return "date"
+        present = [key for key in TRIGGER_KEYS if key in value]
+        if len(present) == 1:
+            return present[0]
     return None
 
 
 Trigger = Annotated[
     Annotated[Literal["api"], Tag("api")]
     | Annotated[EventTriggerSpec, Tag("event")]
-    | Annotated[DateTriggerSpec, Tag("date")],
+    | Annotated[DateTriggerSpec, Tag("date")]
+    | Annotated[SegmentTriggerSpec, Tag("segment")],
     Discriminator(_trigger_tag, custom_error_type="trigger_value", custom_error_message="trigger"),
 ]
 
@@ -619,7 +630,8 @@ class JourneySpec(Model):
         "(a send step may say otherwise). Default: 24h.",
     )
     trigger: Trigger = Field(
-        description="api, {event: name, when: ...} or {date: customer.x, offset: 60d}."
+        description="api, {event: name, when: ...}, {date: customer.x, offset: 60d} or "
+        "{segment: name}."
     )
     entry: Entry = Field(
         Entry.after_exit,

@@ -30,7 +30,15 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from kairos.problems import Problem, did_you_mean, quote_list, suggestion
-from kairos.schema import CASE_KEYS, PATTERN_WORDS, STEP_KINDS, STEP_MODELS, JourneySpec, describe
+from kairos.schema import (
+    CASE_KEYS,
+    PATTERN_WORDS,
+    STEP_KINDS,
+    STEP_MODELS,
+    TRIGGER_KEYS,
+    JourneySpec,
+    describe,
+)
 from kairos.yaml_source import Position, YamlDocument, YamlPath, format_path
 
 M = TypeVar("M", bound=BaseModel)
@@ -397,17 +405,21 @@ def _branch_case(value: Any) -> Explained:
 
 
 def _trigger(value: Any) -> Explained:
-    hint = "use `trigger: api`, `trigger: {event: <name>}` or `trigger: {date: customer.<x>}`"
+    hint = (
+        "use `trigger: api`, `trigger: {event: <name>}`, `trigger: {date: customer.<x>}` or "
+        "`trigger: {segment: <name>}`"
+    )
     if isinstance(value, str):
         return (
             f"`trigger: {value}` is not a trigger",
             (f"to start on an event write `trigger: {{event: {value}}}`; otherwise `trigger: api`"),
             None,
         )
-    if isinstance(value, dict) and "event" in value and "date" in value:
-        return "a trigger has either `event` or `date`, not both", hint, None
+    present = [key for key in TRIGGER_KEYS if isinstance(value, dict) and key in value]
+    if len(present) > 1:
+        return f"a trigger has one of {quote_list(present, conj='or')}, not both", hint, None
     if isinstance(value, dict):
-        return "a trigger needs `event` or `date`", hint, None
+        return "a trigger needs `event`, `date` or `segment`", hint, None
     return f"expected a trigger, got {describe(value)}", hint, None
 
 

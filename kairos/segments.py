@@ -86,6 +86,13 @@ class Segment:
         count back from it, so tests choose the moment). It holds no placeholders."""
         return to_sql(self.when, self.catalogue, now)
 
+    @property
+    def constant(self) -> bool:
+        """Whether the condition reads nothing of the customer (``true``, ``1 > 2``): the
+        same for everyone, so nobody can enter or leave the segment."""
+        tree = _ENV.parse("{{ " + self.when + " }}")
+        return not any(True for _ in tree.find_all((nodes.Name, nodes.Call)))
+
 
 class SegmentSyntaxError(ValueError):
     """A part of a condition that cannot be compiled to SQL: what, and what would be right."""

@@ -6,7 +6,9 @@ and ``kairos worker`` both run :func:`main`; tools that run a worker in their ow
 One process per host; scale out by running more of them against the same Temporal and
 PostgreSQL. It refuses to start when a journey does not compile or the database schema is not
 the one it knows, and says why. Next to the Temporal worker it sweeps the store for Temporal
-calls that an accepting process could not make (it died, or Temporal was down).
+calls that an accepting process could not make (it died, or Temporal was down), and once a
+minute brings what changes with the clock up to date: scores lose their expired points, and
+segments that trigger journeys gain and lose members ("no order for 60 days").
 SIGINT/SIGTERM drain gracefully.
 """
 
@@ -40,12 +42,15 @@ from kairos.exits import exit_process
 from kairos.plan import Channel
 from kairos.problems import ProjectError
 from kairos.store import Dispatcher, Store, StoreError
-from kairos.store.dispatch import JourneyStarter
+from kairos.store.dispatch import JourneyStarter, repeat
 from kairos.temporal import connect, start_journey
 from workflows.broadcast import BroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger("kairos.worker")
+
+# How often the worker sweeps scores and trigger segments for what changed with time alone.
+SEGMENT_SWEEP_SECONDS = 60.0
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -162,6 +167,26 @@ def dispatcher(
     return Dispatcher(store.database, client, task_queue, timezone, start=start)
 
 
+async def sweep_time_forever(
+    store: Store, sweeper: Dispatcher, stop: asyncio.Event, every: float = SEGMENT_SWEEP_SECONDS
+) -> None:
+    """Every ``every`` seconds until ``stop`` is set: take expired points off the scores, then
+    bring the trigger segments up to date (a score that fell may take a customer out of one)
+    and make the starts their entries decided."""
+
+    async def sweep() -> None:
+        expired = await store.expire_points()
+        swept = await store.sweep_segments()
+        if expired or swept.entered or swept.left:
+            log.info(
+                "time sweep: %d scores lost expired points; %d entered and %d left segments",
+                expired, swept.entered, swept.left,
+            )  # fmt: skip
+        await sweeper.run(swept.customers, wait=False)
+
+    await repeat(sweep, stop, every, "time sweep")
+
+
 async def run(settings: Settings) -> int:
     refused = deployment_problems(settings)
     if refused:
@@ -204,13 +229,14 @@ async def run(settings: Settings) -> int:
         )
         if settings.metrics:
             log.info("metrics at http://%s/metrics", settings.metrics)
-        sweeper = asyncio.create_task(
-            dispatcher(store, client, settings.task_queue).sweep_forever(stop)
-        )
+        calls = dispatcher(store, client, settings.task_queue)
+        sweepers = [asyncio.create_task(calls.sweep_forever(stop))]
+        if store.changes_with_time:
+            sweepers.append(asyncio.create_task(sweep_time_forever(store, calls, stop)))
         async with worker:
             await stop.wait()
             log.info("shutting down: finishing activities in flight")
-        await sweeper
+        await asyncio.gather(*sweepers)
     finally:
         await store.close()
     return 0

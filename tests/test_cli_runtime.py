@@ -99,7 +99,8 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "  consent: sms granted (source: support call, ticket 4711)",
         ]
 
-        scored = await run(["identify", "sue", "--data", '{"lead_score": 50.0}'], cli)
+        # (Below 50: at 50 a lead in consideration is sales-ready, and sales_handover moves on.)
+        scored = await run(["identify", "sue", "--data", '{"lead_score": 40.0}'], cli)
         assert scored.code == 0, scored.output
         # As a run records a condition it could not evaluate (and went on without).
         async with store.database.transaction() as conn:
@@ -115,7 +116,7 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
             "\n  problem in welcome run 1: step x: cannot evaluate `y`\n",
         ):
             assert expected in shown.out, (expected, shown.out)
-        assert re.search(r"\n lead_score +50 *\n", shown.out), shown.out  # not 50.0
+        assert re.search(r"\n lead_score +40 *\n", shown.out), shown.out  # not 40.0
         assert re.search(r"\n email +yes +default: email needs no consent", shown.out)
         assert re.search(r"\n sms +yes +since .* UTC, source: support call, ticket 4711", shown.out)
         assert re.search(r"welcome +welcome +email +sent +provider id outbox-", shown.out)
@@ -143,7 +144,7 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         assert unknown.code == 1
         assert unknown.err.strip() == (
             "error: no journey named 'welcom' (journeys: cart_abandonment, flash_sale, "
-            "nurture, referral_reward, welcome, win_back)"
+            "nurture, referral_reward, sales_handover, welcome, win_back)"
         )
     # No worker answers the run's query: its search attribute still names the step.
     data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
@@ -455,7 +456,7 @@ async def test_the_language_report_and_outbox_help_examples_work_as_written(
         "kairos outbox --channel email --customer c-42 --limit 5",
     ])  # fmt: skip
     project = tmp_path / "project"
-    for part in ("journeys", "templates"):
+    for part in ("journeys", "templates", "segments"):
         shutil.copytree(ROOT / part, project / part)
     here = {"kairos schema": project, "kairos graph": tmp_path, "kairos report": tmp_path}
     for example in examples:
@@ -500,8 +501,8 @@ async def test_unknown_names_are_refused_not_quietly_accepted(
          "error: no customer 'nobody-here' is known to Kairos (to create them, give --data with "
          "a profile)"),
         (["report", "nope"], "error: no journey named 'nope' has runs (journeys: "
-                             "cart_abandonment, flash_sale, nurture, referral_reward, welcome, "
-                             "win_back)"),
+                             "cart_abandonment, flash_sale, nurture, referral_reward, "
+                             "sales_handover, welcome, win_back)"),
     ):  # fmt: skip
         refused = await run(args, env)
         assert (refused.code, refused.err.strip(), refused.out) == (1, expected, ""), args

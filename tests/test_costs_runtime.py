@@ -126,14 +126,14 @@ def paths(now: datetime) -> list[Path]:
             base,
             budget={
                 "workflow_started": 1,
-                # change_profile: score 10, webinar +25, pricing +15, stage purchase (which
-                # also records the run's end); deliver: lesson 1; run_action: notify sales
-                "activity": 6,
-                # listen_1 entered twice (after the webinar it listens again)
-                "timer": 2,
-                # listen_1 shown once (listening again leaves it shown); the end clears it
+                # change_profile: stage consideration; deliver: lesson 1; the end at lesson 2
+                # (handed to sales: the store scores, sales_handover's own run notifies sales)
+                "activity": 3,
+                # the 4d after lesson 1
+                "timer": 1,
+                # the wait shown; the end clears it
                 "search_attributes": 2,
-                # webinar_attended, pricing_viewed
+                # the score the run reads changed twice: webinar +25, pricing +15
                 "signal": 2,
             },
             delivered=1,

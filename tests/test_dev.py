@@ -44,7 +44,7 @@ def home() -> Iterator[Path]:
     user (``pgserver``) when tests run as root, and every pytest session that starts makes
     ``/tmp/pytest-of-root`` private again, which would lock that user out of its data."""
     home = Path(tempfile.mkdtemp(prefix="kairos-dev-test-"))
-    for part in ("journeys", "templates"):
+    for part in ("journeys", "templates", "segments"):
         shutil.copytree(ROOT / part, home / part)
     yield home
     shutil.rmtree(home, ignore_errors=True)

@@ -284,7 +284,7 @@ async def test_the_integration_guide_commands_and_examples(
         await kairos(documented("kairos customer c-42"), docs_env)
         # A copy of the project: enroll keeps its progress under the project's .kairos/.
         home = tmp_path / "project"
-        for part in ("journeys", "templates"):
+        for part in ("journeys", "templates", "segments"):
             shutil.copytree(ROOT / part, home / part)
         (home / "leads.csv").write_text(
             "id,email,interest\nlead-1,lead1@example.com,office\n", encoding="utf-8"
@@ -315,7 +315,10 @@ async def test_the_integration_guide_commands_and_examples(
         docs_env,
     )
     assert "cart_abandonment: outcome: completed" in every.stdout, every.stdout
-    assert "not entered: flash_sale, nurture, referral_reward, win_back" in every.stdout
+    assert (
+        "not entered: flash_sale, nurture, referral_reward, sales_handover, win_back"
+        in every.stdout
+    )
     assert "frequency cap: 3 marketing email per 1w reached" in every.stdout
     helped = await kairos("kairos simulate --help", docs_env)
     assert (
@@ -464,7 +467,7 @@ async def test_the_authoring_guide_commands(tmp_path: Path) -> None:
     assert "Subject:" in preview.stdout, preview.stdout
     # `kairos schema` writes into the project: a copy of it, not this repository.
     home = tmp_path / "project"
-    for part in ("journeys", "templates"):
+    for part in ("journeys", "templates", "segments"):
         shutil.copytree(ROOT / part, home / part)
     await kairos(documented("kairos schema"), {**env, "KAIROS_HOME": str(home)}, cwd=home)
     written = json.loads((home / "schema" / "journey.schema.json").read_text(encoding="utf-8"))

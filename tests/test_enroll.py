@@ -188,7 +188,7 @@ async def test_the_cli_reports_enrolled_and_rejected_rows(
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    for part in ("journeys", "templates"):
+    for part in ("journeys", "templates", "segments"):
         # Copied: a project refuses files that link out of it (kairos.yaml_source.escapes).
         shutil.copytree(ROOT / part, home / part)
     source = write(tmp_path, "leads.csv", LEADS.replace("c-", "cli-"))

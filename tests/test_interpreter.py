@@ -164,15 +164,19 @@ async def test_engagement_events_that_arrive_back_to_back_all_count(
             ts_env.client, journey_workflow_id("nurture", "keen", 1), JourneyResult
         )
         # Pricing (+15) then, a moment later, a webinar (+25): with the lead's first 10 that
-        # makes 50, sales-ready. The webinar arrives while the run scores the pricing view.
+        # makes 50, sales-ready. The webinar arrives while the store hands the lead to sales.
         await schedule(ts_env.client, settings.task_queue, "keen", [
             (timedelta(hours=5), "pricing_viewed", {"plan": "home"}),
             (timedelta(hours=5), "webinar_attended", {"webinar_id": "w1"}),
         ])  # fmt: skip
         result: JourneyResult = await finish(ts_env, handle)
         record = await kairos.customer("keen")
-    assert result.outcome == "sales_ready"
+    assert result.outcome == "handed_to_sales"
     assert record.profile["lead_score"] == 50
+    handovers = await store.database.fetch_all(
+        "SELECT run_no FROM runs WHERE customer_id = 'keen' AND journey = 'sales_handover'"
+    )
+    assert handovers == [{"run_no": 1}]
 
 
 async def test_a_long_wait_that_signals_reach_continues_as_new_and_keeps_its_deadline(

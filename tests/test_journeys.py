@@ -52,13 +52,21 @@ async def test_a_lead_who_engages_is_handed_to_sales(
         handle = await started(
             ts_env.client, journey_workflow_id("nurture", "lea", 1), JourneyResult
         )
+        # The form +10, a live tasting +25, the prices +15: 50, sales-ready on day two.
         await schedule(ts_env.client, settings.task_queue, "lea", [
             (timedelta(hours=5), "webinar_attended", {"webinar_id": "w1"}),
             (timedelta(hours=30), "pricing_viewed", {"plan": "home"}),
         ])  # fmt: skip
         result = await finish(ts_env, handle)
+        handover = await finish(
+            ts_env,
+            await started(
+                ts_env.client, journey_workflow_id("sales_handover", "lea", 1), JourneyResult
+            ),
+        )
         view = await kairos.customer("lea")
-    assert result.outcome == "sales_ready"
+    # Sales had them from day two; the series noticed at its next lesson and sent no more.
+    assert (handover.outcome, result.outcome) == ("sales_ready", "handed_to_sales")
     assert sent_steps(settings) == ["send_email_nurture_espresso_1"]
     assert view.stage == "purchase" and view.profile["lead_score"] == 50
     assert [(c.topic, c.granted, c.source) for c in view.consent_history] == [

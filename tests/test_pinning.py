@@ -20,7 +20,7 @@ CART = {"cart_total": 20.0, "currency": "EUR"}
 
 
 def copy_project(target: Path) -> Path:
-    for part in ("journeys", "templates"):
+    for part in ("journeys", "templates", "segments"):
         shutil.copytree(ROOT / part, target / part)
     return target
 

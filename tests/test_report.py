@@ -357,6 +357,6 @@ def test_journeys_are_listed_in_lifecycle_order(project: Project) -> None:
     ]
     found.append(JourneyReport(journey="adhoc"))  # built in code, no stage: last
     assert [j.journey for j in in_lifecycle_order(found)] == [
-        "nurture", "welcome", "cart_abandonment", "flash_sale", "win_back", "referral_reward",
-        "adhoc",
+        "nurture", "sales_handover", "welcome", "cart_abandonment", "flash_sale", "win_back",
+        "referral_reward", "adhoc",
     ]  # fmt: skip

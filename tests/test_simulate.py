@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from kairos.simulation import (
     simulate,
     simulate_project,
 )
+from tests.commands import documented
 from tests.conftest import ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures" / "simulate"
@@ -174,6 +176,7 @@ async def test_the_whole_project_shares_the_cap_between_welcome_and_a_cart_remin
         "flash_sale",
         "nurture",
         "referral_reward",
+        "sales_handover",
         "win_back",
     ]
     cart, welcome = whole.entered
@@ -352,3 +355,27 @@ def test_a_failing_private_temporal_server_is_one_line(monkeypatch: pytest.Monke
         "error: the simulation's private Temporal server failed: h2 protocol error: error "
         "reading a body from connection; run it again"
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_lead_who_warms_up_is_handed_to_sales_and_the_lessons_stop(tmp_path: Path) -> None:
+    # The form +10, a live tasting +25 the first afternoon, the prices +15 the next day.
+    command = documented(
+        "kairos simulate --customer tests/fixtures/simulate/lea.yaml --event lead_captured "
+        "--days 14"
+    )
+    result = CliRunner().invoke(
+        app,
+        shlex.split(command)[1:],
+        env={"KAIROS_HOME": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    summary = [line.split()[:3] for line in result.output.splitlines() if ": outcome:" in line]
+    assert summary == [
+        ["nurture:", "outcome:", "handed_to_sales"],
+        ["sales_handover:", "outcome:", "sales_ready"],
+    ]
+    assert "nurture: outcome: handed_to_sales  converted: no  messages: 1 sent" in result.output
+    handed = [line for line in result.output.splitlines() if "notify_sales" in line]
+    assert len(handed) == 1 and "+1d 06:00" in handed[0], handed

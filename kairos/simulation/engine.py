@@ -57,6 +57,7 @@ from kairos.plan import (
     DateTrigger,
     EventTrigger,
     JourneyPlan,
+    SegmentTrigger,
     SendStep,
     StepKind,
 )
@@ -392,8 +393,10 @@ class _Simulation:
                     await self._emit(kairos, ScheduledEvent(trigger.event, 0))
                 case ApiTrigger():
                     await kairos.enter(self.plan.name, self.customer.id)
-                case DateTrigger():
-                    pass  # identifying the customer (in _seed) set the date: that started it
+                case DateTrigger() | SegmentTrigger():
+                    # Identifying the customer (in _seed) set the date, or put them in the
+                    # segment: that started it (and their events may, later).
+                    pass
         except KairosError as err:
             raise SimulationError(f"{self.customer.source}: {err}") from None
 
@@ -629,6 +632,8 @@ class _Simulation:
             case DateTrigger():
                 offset = format_duration(trigger.offset_seconds)
                 return f"{self.plan.name}, {offset} after customer.{trigger.attribute}"
+            case SegmentTrigger():
+                return f"{self.plan.name} on entering segment {trigger.segment}"
 
     def _record_entries(self, run: _Run) -> Iterator[TimelineEntry]:
         outcomes = iter(run.messages)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -147,15 +147,7 @@ class Dispatcher:
 
     async def sweep_forever(self, stop: asyncio.Event) -> None:
         """Sweep every few seconds until ``stop`` is set; failures are logged and retried."""
-        while not stop.is_set():
-            try:
-                await self.sweep()
-            except (TemporalUnreachable, StoreUnavailable) as err:
-                log.warning("dispatch sweep postponed: %s", err)
-            except Exception:
-                log.exception("dispatch sweep failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=SWEEP_EVERY_SECONDS)
+        await repeat(self.sweep, stop, SWEEP_EVERY_SECONDS, "dispatch sweep")
 
     async def _run_customer(self, customer_id: str, *, wait: bool) -> int:
         async with self.database.connection() as conn:
@@ -278,6 +270,23 @@ class Dispatcher:
     ) -> ProfileSnapshot:
         customer = await load_customer(conn, customer_id, lock=False)
         return customer.snapshot(reads) if customer else ProfileSnapshot()
+
+
+async def repeat(
+    work: Callable[[], Awaitable[object]], stop: asyncio.Event, every: float, what: str
+) -> None:
+    """Run ``work`` every ``every`` seconds until ``stop`` is set. A store or Temporal that
+    is down postpones it, any other failure is logged with its traceback; both are tried
+    again next time."""
+    while not stop.is_set():
+        try:
+            await work()
+        except (TemporalUnreachable, StoreUnavailable) as err:
+            log.warning("%s postponed: %s", what, err)
+        except Exception:
+            log.exception("%s failed; trying again", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
 
 
 async def _lock(conn: Connection, customer_id: str, seconds: float) -> bool:

@@ -17,7 +17,7 @@ Temporal action when no journey listens to it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,11 +26,14 @@ from kairos import phone, routing
 from kairos.catalogue import AttrType, Catalogue
 from kairos.crypto import MasterKeys
 from kairos.expressions import ExpressionError
-from kairos.plan import Entry, JourneyPlan
+from kairos.plan import Entry, JourneyPlan, SegmentTrigger
 from kairos.routing import SET_EVENT, START_EVENT
 from kairos.runtime import Event
+from kairos.segments import Segment
 from kairos.store.database import Connection
 from kairos.store.keys import create_customer_key
+from kairos.store.scores import earned, increments, record_points
+from kairos.store.segment_entry import Changes, Membership, trigger_segments
 from kairos.store.views import (
     CustomerRow,
     customer_id_hash,
@@ -73,6 +76,8 @@ class Accepted:
     refused: dict[str, str] = field(default_factory=dict)
     signalled: list[tuple[str, int]] = field(default_factory=list)
     dispatches: int = 0
+    # The trigger segments the customer entered and left with this event.
+    segments: Changes = field(default_factory=Changes)
     problems: list[str] = field(default_factory=list)
     # Dispatches still to make after the accepting process tried (Temporal unreachable).
     pending: int = 0
@@ -90,13 +95,24 @@ class Ingest:
     """Accepts events for the journeys of one compiled project."""
 
     def __init__(
-        self, catalogue: Catalogue, plans: Mapping[str, JourneyPlan], master: MasterKeys
+        self,
+        catalogue: Catalogue,
+        plans: Mapping[str, JourneyPlan],
+        master: MasterKeys,
+        segments: Mapping[str, Segment] | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.master = master
         self.plans = sorted(plans.values(), key=lambda p: (-p.priority, p.name))
         self.phone_attribute = catalogue.attribute_of_type(AttrType.phone)
         self._id_key: bytes | None = None
+        self.by_segment: dict[str, list[JourneyPlan]] = {}
+        for plan in self.plans:
+            if isinstance(plan.trigger, SegmentTrigger):
+                self.by_segment.setdefault(plan.trigger.segment, []).append(plan)
+        self.membership = Membership(trigger_segments(segments or {}, self.by_segment))
+        # What segment conditions count back from (history windows, days_since).
+        self.clock: Callable[[], datetime] = _now
 
     async def accept(self, conn: Connection, customer_id: str, event: Event) -> Accepted:
         """Record ``event`` for the customer, apply it and decide its dispatches.
@@ -123,13 +139,21 @@ class Ingest:
         if await cursor.fetchone() is None:
             return Accepted(event.id, row, duplicate=True)
         before = row.view()
-        changed = await self._apply(conn, row, self._edit(event), event.id)
+        edit = self._edit(event)
+        now = self.clock()
+        at = event.timestamp or now
+        points, problems = earned(self.catalogue, event, before, at)
+        for score, amount in increments(points, now).items():
+            edit.increment[score] = edit.increment.get(score, 0) + amount
+        changed = await self._apply(conn, row, edit, event.id)
+        await record_points(conn, customer_id, event.id, at, points, now)
         if "stage" in changed:
             await _stage_changed(conn, row.id, before["stage"], row.stage, event)
         after = row.view()
-        accepted = Accepted(event.id, row)
+        accepted = Accepted(event.id, row, problems=problems)
         open_runs = await self._open_runs(conn, customer_id)
         restarted = await self._enter_journeys(conn, customer_id, event, before, after, accepted)
+        restarted |= await self._enter_segments(conn, customer_id, event.id, accepted, self.clock())
         author = _author(event)
         for run in open_runs:
             if (run.journey, run.run_no) == author:
@@ -282,27 +306,84 @@ class Ingest:
         """Enter every journey the event triggers; returns the runs a restart replaced."""
         restarted: set[tuple[str, int]] = set()
         for plan in self._triggered(event, before, after, accepted):
-            run_no, previous, refusal = await self._enter(conn, customer_id, plan)
-            if run_no is None:
-                if event.name == START_EVENT:
-                    accepted.refused[plan.name] = refusal
-                continue
-            if previous is not None:
-                restarted.add((plan.name, previous))
             trigger = None if event.name == START_EVENT else event
-            await conn.execute(
-                "INSERT INTO runs (customer_id, journey, run_no, plan_version, trigger_event,"
-                " started_at) VALUES (%s, %s, %s, %s, %s, now())",
-                (customer_id, plan.name, run_no, plan.version, trigger.id if trigger else None),
-            )
-            payload = {
-                "version": plan.version,
-                "trigger": to_json(trigger.model_dump()) if trigger else None,
-            }
-            await _dispatch(conn, customer_id, event.id, "start", plan.name, run_no, payload)
-            accepted.started[plan.name] = run_no
-            accepted.dispatches += 1
+            refusal = await self._start(conn, customer_id, plan, trigger, event.id, accepted)
+            if isinstance(refusal, tuple):
+                restarted.add(refusal)
+            elif refusal is not None and event.name == START_EVENT:
+                accepted.refused[plan.name] = refusal
         return restarted
+
+    async def _enter_segments(
+        self,
+        conn: Connection,
+        customer_id: str,
+        event_id: str | None,
+        accepted: Accepted,
+        now: datetime,
+    ) -> set[tuple[str, int]]:
+        """Record the trigger segments the customer entered or left and start the journeys
+        that trigger on entering them; returns the runs a restart replaced."""
+        restarted: set[tuple[str, int]] = set()
+        if not self.by_segment:
+            return restarted
+        accepted.segments = await self.membership.update(conn, customer_id, now)
+        for segment in accepted.segments.entered:
+            for plan in self.by_segment.get(segment, []):
+                outcome = await self._start(conn, customer_id, plan, None, event_id, accepted)
+                if isinstance(outcome, tuple):
+                    restarted.add(outcome)
+        return restarted
+
+    async def _start(
+        self,
+        conn: Connection,
+        customer_id: str,
+        plan: JourneyPlan,
+        trigger: Event | None,
+        event_id: str | None,
+        accepted: Accepted,
+    ) -> tuple[str, int] | str | None:
+        """Enter ``plan`` under its entry rule and write the start's dispatch. Returns the
+        run a restart replaced, the refusal when it was not entered, or None."""
+        run_no, previous, refusal = await self._enter(conn, customer_id, plan)
+        if run_no is None:
+            return refusal
+        await conn.execute(
+            "INSERT INTO runs (customer_id, journey, run_no, plan_version, trigger_event,"
+            " started_at) VALUES (%s, %s, %s, %s, %s, now())",
+            (customer_id, plan.name, run_no, plan.version, trigger.id if trigger else None),
+        )
+        payload = {
+            "version": plan.version,
+            "trigger": to_json(trigger.model_dump()) if trigger else None,
+        }
+        await _dispatch(conn, customer_id, event_id, "start", plan.name, run_no, payload)
+        accepted.started[plan.name] = run_no
+        accepted.dispatches += 1
+        return (plan.name, previous) if previous is not None else None
+
+    async def reevaluate(
+        self, conn: Connection, customer_id: str, now: datetime
+    ) -> Accepted | None:
+        """Bring the customer's trigger segments up to date at ``now`` with no event (the
+        segment sweep: their data did not change, time did); None when there is no such
+        customer.
+
+        Must run inside a transaction.
+        """
+        row = await load_customer(conn, customer_id, lock=True)
+        if row is None:
+            return None
+        accepted = Accepted("", row)
+        open_runs = {(r.journey, r.run_no) for r in await self._open_runs(conn, customer_id)}
+        restarted = await self._enter_segments(conn, customer_id, None, accepted, now)
+        for journey, run_no in sorted(restarted & open_runs):
+            payload = {"event": None, "restart": True}
+            await _dispatch(conn, customer_id, None, "signal", journey, run_no, payload)
+            accepted.signalled.append((journey, run_no))
+            accepted.dispatches += 1
+        return accepted
 
     def _triggered(
         self, event: Event, before: dict[str, Any], after: dict[str, Any], accepted: Accepted
@@ -394,7 +475,7 @@ class Ingest:
 async def _dispatch(
     conn: Connection,
     customer_id: str,
-    event_id: str,
+    event_id: str | None,
     kind: str,
     journey: str,
     run_no: int,
@@ -427,6 +508,10 @@ def _author(event: Event) -> tuple[str, int] | None:
     if event.name != SET_EVENT:
         return None
     return str(event.properties.get("journey")), int(event.properties.get("run_no", 0))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _stated_at(moment: datetime | None) -> datetime:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,8 @@ from kairos.store.runs import (
     note_problems,
     record_steps,
 )
+from kairos.store.scores import expire_points
+from kairos.store.segment_entry import Swept, sweep_segment
 from kairos.store.sends import Ledger
 from kairos.store.support import (
     CustomerRecord,
@@ -46,6 +49,17 @@ from kairos.store.support import (
 from kairos.store.views import jsonb
 
 CONSENT_TOPICS = ("email", "sms", "marketing")
+
+
+@dataclass
+class SegmentSweep:
+    """What one sweep of the trigger segments did: per segment what it found, how many
+    customers entered and left, and the customers with Temporal calls to make."""
+
+    segments: list[Swept] = field(default_factory=list)
+    entered: int = 0
+    left: int = 0
+    customers: list[str] = field(default_factory=list)
 
 
 async def database_url(settings: Settings) -> str:
@@ -69,7 +83,7 @@ class Store:
         self.master = MasterKeys(settings.master_key, settings.master_key_previous)
         # The data keys that encrypt what Temporal stores (kairos.codec uses them).
         self.keys = DatabaseKeys(database, self.master)
-        self.ingest = Ingest(project.catalogue, project.plans, self.master)
+        self.ingest = Ingest(project.catalogue, project.plans, self.master, project.segments)
         self.ledger = Ledger(database, project.catalogue, cap_rules(settings), settings.quiet_hours)
         self.timezone_attribute = project.catalogue.attribute_of_type(AttrType.timezone)
         self.email_attribute = project.catalogue.attribute_of_type(AttrType.email)
@@ -88,6 +102,7 @@ class Store:
         try:
             await store.register_trees(project.trees)
             await store.register_plans(project.plans.values())
+            await store.track_segments()
         except BaseException:
             await database.close()
             raise
@@ -265,6 +280,49 @@ class Store:
     async def suppress(self, channel: Channel, address: str, *, scope: str, reason: str) -> None:
         async with self.database.transaction() as conn:
             await suppress(conn, channel, address, scope=scope, reason=reason)
+
+    # --- what changes with time alone ----------------------------------------------------------
+
+    @property
+    def changes_with_time(self) -> bool:
+        """Whether anything here changes with time alone: segments that trigger journeys, or
+        scores whose points expire (the worker sweeps them every minute)."""
+        expiring = any(s.expire_after for s in self.catalogue.scoring.values())
+        return expiring or bool(self.ingest.membership.segments)
+
+    async def expire_points(self, now: datetime | None = None) -> int:
+        """Take expired points off the scores (``scoring:`` in customer.yaml), set-based;
+        returns how many customers' scores changed."""
+        async with self.database.transaction() as conn:
+            return await expire_points(conn, self.catalogue, now or self.ingest.clock())
+
+    async def track_segments(self) -> None:
+        """Start keeping the membership of trigger segments not yet kept (or whose condition
+        was edited): who is in them now is recorded, nobody is started."""
+        now = self.ingest.clock()
+        for segment in self.ingest.membership.segments.values():
+            async with self.database.transaction() as conn:
+                await sweep_segment(conn, segment, now, baseline_only=True)
+
+    async def sweep_segments(self, now: datetime | None = None) -> SegmentSweep:
+        """Bring every trigger segment's membership up to date with the clock: customers who
+        entered start their journeys (each in their own transaction, exactly as when an event
+        moves them), those who left are recorded. The worker runs it every minute."""
+        moment = now or self.ingest.clock()
+        result = SegmentSweep()
+        for segment in self.ingest.membership.segments.values():
+            async with self.database.transaction() as conn:
+                swept = await sweep_segment(conn, segment, moment)
+            result.segments.append(swept)
+            for customer_id in swept.stale:
+                async with self.database.transaction() as conn:
+                    accepted = await self.ingest.reevaluate(conn, customer_id, moment)
+                if accepted is not None and accepted.dispatches:
+                    result.customers.append(customer_id)
+                if accepted is not None:
+                    result.entered += len(accepted.segments.entered)
+                    result.left += len(accepted.segments.left)
+        return result
 
     # --- support ------------------------------------------------------------------------------
 
