@@ -157,14 +157,18 @@ class Dispatcher:
                     # are left); failing that, the sweeper will.
                     return 0
                 made = await self._make_pending(conn, customer_id)
+            except TemporalUnreachable:
+                # The usual failure (Temporal is down) leaves the connection sound: keep it.
+                await _unlock(conn, customer_id)
+                raise
             except BaseException:
-                # Given up midway (cancelled, perhaps inside a statement) or failed: the lock
-                # may be held by a connection that cannot run another statement. Closing it
-                # ends the session and the lock with it, and the pool replaces the connection
-                # instead of lending the lock to its next user (who would wait it out).
+                # Given up midway (cancelled, perhaps inside a statement) or failed otherwise:
+                # the lock may be held by a connection that cannot run another statement.
+                # Closing it ends the session and the lock with it, and the pool replaces the
+                # connection instead of lending the lock to its next user (who would wait it out).
                 await conn.close()
                 raise
-            await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_SQL})", (customer_id,))
+            await _unlock(conn, customer_id)
             return made
 
     async def _make_pending(self, conn: Connection, customer_id: str) -> int:
@@ -302,6 +306,10 @@ async def _lock(conn: Connection, customer_id: str, seconds: float) -> bool:
         if asyncio.get_running_loop().time() >= deadline:
             return False
         await asyncio.sleep(0.02)
+
+
+async def _unlock(conn: Connection, customer_id: str) -> None:
+    await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_SQL})", (customer_id,))
 
 
 async def _failed_attempt(conn: Connection, dispatch_id: int, err: BaseException) -> None:
