@@ -568,6 +568,7 @@ class _Journey:
             source=self.doc.file,
             named_steps=frozenset(n.id for n in self.nodes if n.spec.id is not None),
             goal_window=self._conversion_window(),
+            step_lines={n.id: self.doc.positions.value(n.path).line for n in self.nodes},
         )
 
     def _conversion_window(self) -> int | None:

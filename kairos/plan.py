@@ -298,6 +298,9 @@ class JourneyPlan(Frozen):
     # seconds); None: whenever the run reaches it. Not part of a run's input or version: it
     # changes what the report counts, not what a run does.
     goal_window: int | None = Field(default=None, exclude=True)
+    # The line of the journey file each step is written on, for messages that point a marketer
+    # at a step; never serialised, like ``named_steps``.
+    step_lines: dict[str, int] = Field(default_factory=dict, exclude=True)
 
     def with_version(self) -> JourneyPlan:
         """Return a copy whose ``version`` is the content hash of the rest of the plan."""
@@ -307,6 +310,32 @@ class JourneyPlan(Frozen):
 
     def step(self, step_id: str) -> PlanStep:
         return self.steps[step_id]
+
+    def opening_waits(self) -> list[WaitStep]:
+        """The waits until a time of day a run can meet before it has done anything that takes
+        time or reaches the customer: through ``set``, ``branch``, ``split`` and ``goto``
+        steps from the first step, in the order met."""
+        found: list[WaitStep] = []
+        seen: set[str] = set()
+        pending = [self.start]
+        while pending:
+            step_id = pending.pop(0)
+            if step_id is None or step_id in seen or step_id not in self.steps:
+                continue
+            seen.add(step_id)
+            step = self.steps[step_id]
+            match step:
+                case WaitStep(time_of_day=str()):
+                    found.append(step)
+                case SetStep():
+                    pending.append(step.next)
+                case BranchStep():
+                    pending.extend([*(case.next for case in step.cases), step.otherwise])
+                case SplitStep():
+                    pending.extend([*(v.next for v in step.variants), step.holdout_next])
+                case GotoStep():
+                    pending.append(step.target)
+        return found
 
     def events_of_interest(self) -> set[str]:
         """Every event this journey reacts to while running (wait_for and exit_on)."""

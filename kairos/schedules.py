@@ -16,11 +16,13 @@ Nothing here is personal: ids, memos and notes name the broadcast, journey, segm
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
 
+from kairos.plan import JourneyPlan
 from kairos.policy import local_datetime
 
 BROADCAST_WORKFLOW = "KairosBroadcast"
@@ -100,3 +102,57 @@ def first_day(
         if all(fire_time(day, at, zone) > now for zone in zones):
             return day
     raise AssertionError("unreachable: every zone reaches a time of day within two days")
+
+
+@dataclass(frozen=True)
+class OpeningWait:
+    """What a journey's opening ``wait: {until: "HH:MM"}`` does to a broadcast at ``at``.
+
+    Attributes:
+        text: ``file:line: ...``, the one line to show the marketer.
+        refuse: The wait's time falls in the hour after ``at`` (the group starts at ``at``,
+            up to its catch-up window late, and entering a large segment takes a while), so
+            each message would wait for the next day, or some would and some not.
+    """
+
+    text: str
+    refuse: bool
+
+
+def opening_wait(
+    plan: JourneyPlan, at: time, zone: str | None, spread: timedelta
+) -> OpeningWait | None:
+    """Whether the broadcast of ``plan`` at ``at`` (in each customer's own timezone when
+    ``zone`` is None, else in ``zone``) meets an opening wait until a time of day that moves
+    its messages to another day. ``spread``: how late a group may start (its catch-up window).
+
+    ``wait: {until: "10:00"}`` waits for the *next* 10:00 on the customer's clock: a run
+    entered at 10:00 sends at 10:00 the following day. None when there is no opening wait, or
+    each only holds the messages until later the same day.
+    """
+    entered = at.hour * 60 + at.minute
+    late = int(spread.total_seconds() // 60)
+    clock = "each customer's own time" if zone is None else f"{zone} time"
+    for step in plan.opening_waits():
+        hour, minute = (int(part) for part in (step.time_of_day or "").split(":"))
+        delay = (hour * 60 + minute - entered) % (24 * 60)
+        where = f"{plan.source}:{plan.step_lines.get(step.id, 1)}"
+        begins = (
+            f"{plan.name} begins by waiting until {step.time_of_day} in the customer's timezone"
+        )
+        if delay < late:
+            return OpeningWait(
+                f"{where}: {begins}, and the broadcast enters its members at {at:%H:%M} "
+                f"{clock} (a group may start up to {late} minutes late), so each message would "
+                f"wait for the next day's {step.time_of_day}, or some would and some not "
+                f"(remove that wait and let --at time the message, or schedule --at at least "
+                f"{late} minutes before {step.time_of_day})",
+                refuse=True,
+            )
+        if hour * 60 + minute < entered:
+            return OpeningWait(
+                f"{where}: {begins}: members entered at {at:%H:%M} {clock} get their first "
+                f"message at {step.time_of_day} the next day",
+                refuse=False,
+            )
+    return None

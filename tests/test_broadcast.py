@@ -4,6 +4,7 @@ however often the broadcast is stopped and run again."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime
@@ -213,7 +214,9 @@ async def test_the_documented_broadcast_and_its_rerun(
     refused = await run(command, env)  # no worker yet: nobody is entered
     assert refused.code == 1 and "no worker is polling task queue" in refused.err
     assert await scalar(store, "SELECT count(*) FROM broadcasts") == 0
-    async with running_worker(temporal.client, settings, store):
+    # By day or night: the texts go the moment the members enter (no quiet hours here).
+    awake = dataclasses.replace(settings, quiet_hours=None)
+    async with running_worker(temporal.client, awake, store):
         sent = await run(command, env)
         assert sent.code == 0, sent.output
         assert re.search(r"in the segment when it began\s*│\s*3 │", sent.out), sent.out
@@ -223,12 +226,20 @@ async def test_the_documented_broadcast_and_its_rerun(
         again = await run(f"{command} --id {first['id']} --json", env)
         assert again.code == 0, again.output
         assert json.loads(again.out)["members"] == {"pending": 0, "enrolled": 3, "refused": 0}
-        # Another broadcast of the sale: the entry rule keeps out everyone whose sale is still
-        # waiting for 10:00.
+
+        # The sale has no wait of its own: each text goes at once and the run ends, so the
+        # next sale's broadcast enters everyone again (entry: after_exit).
+        async def ended() -> bool:
+            done = "SELECT count(*) FROM runs WHERE journey = 'flash_sale' AND ended_at IS NOT NULL"
+            return await scalar(store, done) == 3
+
+        await eventually(ended, attempts=600)
+        texts = "SELECT count(*) FROM messages WHERE journey = 'flash_sale' AND status = 'sent'"
+        assert await scalar(store, texts) == 3
         other = await run(f"{command} --id next-sale --json", env)
     assert other.code == 0, other.output
     summary = json.loads(other.out)
-    assert summary["members"] == {"pending": 0, "enrolled": 0, "refused": 3}
+    assert summary["members"] == {"pending": 0, "enrolled": 3, "refused": 0}
     assert (summary["targeted"], summary["finished"]) == (3, True)
     simulated = await run(
         documented("kairos simulate flash_sale --customer tests/fixtures/simulate/fia.yaml"),

@@ -16,6 +16,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from kairos.broadcast import (
+    CATCHUP,
     DEFAULT_CONCURRENCY,
     DEFAULT_RATE,
     BroadcastError,
@@ -28,7 +29,7 @@ from kairos.broadcast import (
     plan_schedule,
     scheduled_broadcasts,
 )
-from kairos.cli.base import app, console, err_console, progress_bar, quiet_logs
+from kairos.cli.base import app, console, err_console, progress_bar, quiet_logs, warn
 from kairos.cli.base import fail_text as fail
 from kairos.cli.runtime import load, with_client
 from kairos.cli.segment import find_segment
@@ -37,7 +38,7 @@ from kairos.compiler import Project
 from kairos.config import Settings
 from kairos.enroll import EnrollError, ensure_worker
 from kairos.plan import JourneyPlan
-from kairos.schedules import DEFAULT_ZONE, schedule_id
+from kairos.schedules import DEFAULT_ZONE, opening_wait, schedule_id
 from kairos.segments import Segment
 from kairos.store import StoreError
 from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus, Reach
@@ -48,8 +49,8 @@ _EPILOG = (
     "Examples: [bold]kairos broadcast flash_sale --segment sms_subscribers_retention[/]  "
     "(now; Ctrl-C stops, the same command goes on where it stopped)  "
     "[bold]kairos broadcast flash_sale --segment sms_subscribers_retention "
-    "--on thursday --at 20:00 --local --id friday-sale[/]  (Thursday 20:00 in each "
-    "customer's own time; the sale's own wait sends at Friday 10:00)"
+    "--on friday --at 10:00 --local --id friday-sale[/]  (Friday 10:00 in each "
+    "customer's own time)"
 )
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -148,6 +149,7 @@ def broadcast_command(
     chosen = find_segment(project, segment)
     if at is not None or on is not None or local or timezone is not None:
         when = _when(at, on, local, timezone)
+        _check_opening_wait(plan, when)
         _schedule(settings, project, plan, chosen, when, broadcast_id, as_json=as_json)
         return
     quiet_logs()
@@ -216,6 +218,17 @@ def _when(at: str | None, on: str | None, local: bool, zone: str | None) -> _Whe
         _day(on, datetime.now(UTC).date()) if on is not None else None,
         None if local else (zone or DEFAULT_ZONE),
     )
+
+
+def _check_opening_wait(plan: JourneyPlan, when: _When) -> None:
+    """Refuse a schedule whose time the journey's opening ``wait: {until: ...}`` would push to
+    the next day; say so when that wait moves the messages to the next day on purpose."""
+    found = opening_wait(plan, when.at, when.zone, CATCHUP)
+    if found is None:
+        return
+    if found.refuse:
+        raise fail(found.text)
+    warn(found.text)
 
 
 def _day(on: str, today: date) -> date | int:
