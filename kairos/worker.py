@@ -170,19 +170,20 @@ def dispatcher(
 async def sweep_time_forever(
     store: Store, sweeper: Dispatcher, stop: asyncio.Event, every: float = SEGMENT_SWEEP_SECONDS
 ) -> None:
-    """Every ``every`` seconds until ``stop`` is set: take expired points off the scores, then
-    bring the trigger segments up to date (a score that fell may take a customer out of one)
-    and make the starts their entries decided."""
+    """Every ``every`` seconds until ``stop`` is set: take expired points off the scores (and
+    tell the runs that read them), then bring the trigger segments up to date (a score that
+    fell may take a customer out of one) and make the signals and starts these decided."""
 
     async def sweep() -> None:
         expired = await store.expire_points()
         swept = await store.sweep_segments()
-        if expired or swept.entered or swept.left:
+        if expired.changed or swept.entered or swept.left:
             log.info(
-                "time sweep: %d scores lost expired points; %d entered and %d left segments",
-                expired, swept.entered, swept.left,
+                "time sweep: %d scores lost expired points (%d customers' runs told);"
+                " %d entered and %d left segments",
+                expired.changed, len(expired.signalled), swept.entered, swept.left,
             )  # fmt: skip
-        await sweeper.run(swept.customers, wait=False)
+        await sweeper.run([*expired.signalled, *swept.customers], wait=False)
 
     await repeat(sweep, stop, every, "time sweep")
 

@@ -9,13 +9,16 @@ therefore a profile attribute like any other: segments, journey conditions and t
 stays the base the points add to.
 
 Expiry (``expire_after: 90d``) needs no event: :func:`expire_points`, run by the worker every
-minute, takes expired points off the scores in one statement per score.
+minute, takes expired points off the scores in one statement per score, and in the same
+statement writes a profile signal for each open run that reads the score, so a journey waiting
+on ``customer.lead_score`` hears of the drop as it would of any other profile change. Leaving
+(and later re-entering) trigger segments follows in the same minute's segment sweep.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,10 +93,13 @@ async def record_points(
         )
 
 
-# One statement per score: mark the points that expired by now, and take their sum off each
-# customer's score. The new value is computed from the row the UPDATE locks (not a snapshot
-# read earlier), so an event scoring the customer at the same moment is not lost; a whole
-# number stays whole in the profile.
+# One statement per score: mark the points that expired by now, take their sum off each
+# customer's score, and tell every open run that reads the score (a profile signal, as a
+# ``set`` step or an identify call that changes it would). The new value is computed from the
+# row the UPDATE locks (not a snapshot read earlier), so an event scoring the customer at the
+# same moment is not lost; a whole number stays whole in the profile. Points are marked expired
+# by exactly one statement (a concurrent sweep finds them marked), so each change is signalled
+# once, in the transaction that makes it.
 _CURRENT = (
     "coalesce(CASE WHEN jsonb_typeof(c.profile -> %(score)s) = 'number'"
     " THEN (c.profile ->> %(score)s)::numeric END, 0) - l.points"
@@ -105,23 +111,49 @@ WITH gone AS (
     RETURNING customer_id, points
 ), lost AS (
     SELECT customer_id, sum(points) AS points FROM gone GROUP BY customer_id
+), changed AS (
+    UPDATE customers c SET
+        profile = jsonb_set(c.profile, ARRAY[%(score)s::text],
+                            CASE WHEN {_CURRENT} = trunc({_CURRENT})
+                                 THEN to_jsonb(trunc({_CURRENT})) ELSE to_jsonb({_CURRENT}) END),
+        version = c.version + 1, updated_at = now()
+    FROM lost l WHERE c.id = l.customer_id
+    RETURNING c.id
+), signalled AS (
+    INSERT INTO dispatches (customer_id, event_id, kind, journey, run_no, payload)
+    SELECT r.customer_id, NULL, 'signal', r.journey, r.run_no,
+           '{{"event": null, "restart": false}}'::jsonb
+    FROM changed ch
+    JOIN runs r ON r.customer_id = ch.id AND r.ended_at IS NULL
+    JOIN plans p ON p.journey = r.journey AND p.version = r.plan_version
+    WHERE %(score)s = ANY(p.reads)
+    ORDER BY r.customer_id, r.journey, r.run_no
+    RETURNING customer_id
 )
-UPDATE customers c SET
-    profile = jsonb_set(c.profile, ARRAY[%(score)s::text],
-                        CASE WHEN {_CURRENT} = trunc({_CURRENT}) THEN to_jsonb(trunc({_CURRENT}))
-                             ELSE to_jsonb({_CURRENT}) END),
-    version = c.version + 1, updated_at = now()
-FROM lost l WHERE c.id = l.customer_id
+SELECT (SELECT count(*) FROM changed) AS changed,
+       ARRAY(SELECT DISTINCT customer_id FROM signalled) AS signalled
 """
 
 
-async def expire_points(conn: Connection, catalogue: Catalogue, now: datetime) -> int:
-    """Take the points that expired by ``now`` off every score; returns how many customers'
-    scores changed."""
-    changed = 0
+@dataclass
+class Expiry:
+    """What taking expired points off did: how many customers' scores changed, and the
+    customers whose open runs were told (their signals wait in the dispatch outbox)."""
+
+    changed: int = 0
+    signalled: list[str] = field(default_factory=list)
+
+
+async def expire_points(conn: Connection, catalogue: Catalogue, now: datetime) -> Expiry:
+    """Take the points that expired by ``now`` off every score, and write a profile signal
+    for every open run that reads a score that changed."""
+    expiry = Expiry()
     for score, spec in catalogue.scoring.items():
         if spec.expire_after is None:
             continue
         cursor = await conn.execute(_EXPIRE_SQL, {"score": score, "now": now})
-        changed += cursor.rowcount
-    return changed
+        row = await cursor.fetchone()
+        assert row is not None  # the statement's last SELECT gives one row
+        expiry.changed += int(row["changed"])
+        expiry.signalled.extend(c for c in row["signalled"] if c not in expiry.signalled)
+    return expiry

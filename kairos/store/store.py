@@ -34,7 +34,7 @@ from kairos.store.runs import (
     note_problems,
     record_steps,
 )
-from kairos.store.scores import expire_points
+from kairos.store.scores import Expiry, expire_points
 from kairos.store.segment_entry import Swept, sweep_segment
 from kairos.store.sends import Ledger
 from kairos.store.support import (
@@ -290,9 +290,10 @@ class Store:
         expiring = any(s.expire_after for s in self.catalogue.scoring.values())
         return expiring or bool(self.ingest.membership.segments)
 
-    async def expire_points(self, now: datetime | None = None) -> int:
-        """Take expired points off the scores (``scoring:`` in customer.yaml), set-based;
-        returns how many customers' scores changed."""
+    async def expire_points(self, now: datetime | None = None) -> Expiry:
+        """Take expired points off the scores (``scoring:`` in customer.yaml), set-based, and
+        write a profile signal for each open run that reads a score that changed; returns how
+        many scores changed and whose runs are to be told (``Dispatcher.run``)."""
         async with self.database.transaction() as conn:
             return await expire_points(conn, self.catalogue, now or self.ingest.clock())
 
