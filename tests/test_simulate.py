@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from kairos.cli import app
 from kairos.compiler import Project
 from kairos.config import FrequencyCap, Settings
-from kairos.plan import Webhook
+from kairos.plan import ExitStep, JourneyPlan, SegmentTrigger, Webhook
+from kairos.segments import Segment
 from kairos.simulation import (
     ScheduledEvent,
     SimCustomer,
@@ -379,3 +380,35 @@ def test_a_lead_who_warms_up_is_handed_to_sales_and_the_lessons_stop(tmp_path: P
     assert "nurture: outcome: handed_to_sales  converted: no  messages: 1 sent" in result.output
     handed = [line for line in result.output.splitlines() if "notify_sales" in line]
     assert len(handed) == 1 and "+1d 06:00" in handed[0], handed
+
+
+async def test_a_segment_window_that_closes_mid_simulation_starts_its_journey_then(
+    project: Project, settings: Settings
+) -> None:
+    # "No order for 60 days", on the simulation's clock: her last order was 55 days and 30 minutes
+    # before the start, so she enters on day five (at the first hourly sweep after it), not
+    # at the start, and not whenever the machine's clock would say.
+    lapsed = Segment(
+        "lapsed", "", "days_since(customer.last_order_at) > 60", "segments/lapsed.yaml",
+        project.catalogue,
+    )  # fmt: skip
+    plan = JourneyPlan(
+        name="noticed",
+        trigger=SegmentTrigger(segment="lapsed"),
+        start="noticed",
+        steps={"noticed": ExitStep(id="noticed", outcome="lapsed")},
+    ).with_version()
+    with_lapsed = dataclasses.replace(
+        project,
+        plans={**project.plans, plan.name: plan},
+        segments={**project.segments, "lapsed": lapsed},
+    )
+    fia = customer("fia")
+    fia = dataclasses.replace(
+        fia, profile={**fia.profile, "last_order_at": "now-55d30m"}, schedule=()
+    )
+    timeline = await simulate(with_lapsed, settings, "noticed", fia, days=7, **on(settings))
+
+    starts = [format_offset(e.offset_seconds) for e in timeline.entries if e.kind == "start"]
+    assert starts == ["+5d 00:00"]
+    assert timeline.outcome == "lapsed"

@@ -32,6 +32,7 @@ import contextlib
 import copy
 import dataclasses
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -104,6 +105,25 @@ DEFAULT_DAYS = 30
 # How long (in real time) a send that began at the horizon may take to finish.
 _SETTLE_POLLS = 100
 _POLL_SECONDS = 0.05
+# How often, in simulated time, the worker's time sweep runs when segments trigger journeys:
+# production sweeps every minute; an hour keeps a month's simulation to seconds, and an entry
+# that the clock alone decides ("no order for 60 days") lands within the hour it is due.
+SWEEP_STEP = timedelta(hours=1)
+
+
+class _ServerClock:
+    """The simulated time, for what the store counts from (segment windows, days_since,
+    expiring points): the test server's time when last read, running on in real time since,
+    as the server's own clock does between skips."""
+
+    def __init__(self, at: datetime) -> None:
+        self.set(at)
+
+    def set(self, at: datetime) -> None:
+        self.at, self.read = at, time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.at + timedelta(seconds=time.monotonic() - self.read)
 
 
 @lru_cache(maxsize=1)
@@ -336,6 +356,10 @@ class _Simulation:
         self.emitted: list[TimelineEntry] = []
         self.timezone = customer_timezone(self.catalogue, customer)
         self.start = start
+        # Segment conditions and points count from the simulated time, not the machine's.
+        self.clock = _ServerClock(start)
+        store.ingest.clock = self.clock
+        store.ingest.stamped_clock = True
 
     async def run(self, days: int) -> list[Timeline]:
         horizon = self.start + timedelta(days=days)
@@ -357,7 +381,7 @@ class _Simulation:
             )
             await self._enter(kairos)
             await self._play_schedule()
-            await sleep_until(self.env, horizon)
+            await self._pass_time(kairos, horizon)
             views = [self._about(plan) for _, plan in sorted(self.plans.items())]
             for view in views:
                 await view._settle()
@@ -375,6 +399,22 @@ class _Simulation:
 
     async def _now(self) -> datetime:
         return await self.env.get_current_time()
+
+    async def _pass_time(self, kairos: Kairos, horizon: datetime) -> None:
+        """Let simulated time run to the horizon. When segments trigger journeys, stop every
+        SWEEP_STEP to run the worker's time sweep at that simulated moment (points that
+        expired, segments entered or left with time alone), as a worker would each minute."""
+        if not self.store.ingest.membership.segments:
+            await sleep_until(self.env, horizon)
+            return
+        moment = await self._now()
+        while moment < horizon:
+            await sleep_until(self.env, min(moment + SWEEP_STEP, horizon))
+            moment = await self._now()
+            self.clock.set(moment)
+            expired = await self.store.expire_points(moment)
+            swept = await self.store.sweep_segments(moment)
+            await kairos.dispatcher.run([*expired.signalled, *swept.customers])
 
     # --- the customer and their events -------------------------------------------------------
 

@@ -113,6 +113,10 @@ class Ingest:
         self.membership = Membership(trigger_segments(segments or {}, self.by_segment))
         # What segment conditions count back from (history windows, days_since).
         self.clock: Callable[[], datetime] = _now
+        # A simulation stamps every event with its simulated server's time: then an event's
+        # timestamp, not the clock read a moment later, is the moment it is scored and its
+        # segments are evaluated at (the server may have skipped hours since the clock was set).
+        self.stamped_clock = False
 
     async def accept(self, conn: Connection, customer_id: str, event: Event) -> Accepted:
         """Record ``event`` for the customer, apply it and decide its dispatches.
@@ -141,6 +145,8 @@ class Ingest:
         before = row.view()
         edit = self._edit(event)
         now = self.clock()
+        if self.stamped_clock and event.timestamp is not None:
+            now = event.timestamp
         at = event.timestamp or now
         points, problems = earned(self.catalogue, event, before, at)
         for score, amount in increments(points, now).items():
@@ -153,7 +159,7 @@ class Ingest:
         accepted = Accepted(event.id, row, problems=problems)
         open_runs = await self._open_runs(conn, customer_id)
         restarted = await self._enter_journeys(conn, customer_id, event, before, after, accepted)
-        restarted |= await self._enter_segments(conn, customer_id, event.id, accepted, self.clock())
+        restarted |= await self._enter_segments(conn, customer_id, event.id, accepted, now)
         author = _author(event)
         for run in open_runs:
             if (run.journey, run.run_no) == author:
