@@ -376,14 +376,48 @@ class CartAbandonment(BaselineJourney):
         return "completed"
 
 
-NURTURE_EVENTS = frozenset({"content_viewed", "pricing_viewed", "webinar_attended"})
-NURTURE_POINTS = {"content_viewed": 10.0, "pricing_viewed": 15.0, "webinar_attended": 25.0}
+NURTURE_WAIT_SECONDS = 2  # between lessons (4 days in journeys/nurture.yaml)
+SALES_READY = 50
 
 
 @workflow.defn(name="BaselineNurture")
 class Nurture(BaselineJourney):
+    """Lessons by interest; the lead score is the store's (customer.yaml's scoring rules), and
+    a lead who reaches it is handed over by :class:`SalesHandover`: the series ends."""
+
     NAME = "bench_nurture"
     EXIT_ON = frozenset({"order_placed"})
+    READS = ("interest", "lead_score")
+
+    @workflow.run
+    async def run(self, input: BaselineInput) -> JourneyResult:
+        return await self.execute(self.journey)
+
+    async def journey(self) -> str:
+        await self.set_profile("set_stage_consideration", stage="consideration")
+        interest = self.profile.get("interest")
+        track = interest if interest in ("espresso", "office") else "filter"
+        await self.send(f"send_email_nurture_{track}_1", Channel.email, f"nurture/{track}_1")
+        await self.sleep("wait_2s", NURTURE_WAIT_SECONDS)
+        if self.warm():
+            return "handed_to_sales"
+        await self.send(f"send_email_nurture_{track}_2", Channel.email, f"nurture/{track}_2")
+        await self.sleep("wait_2s_2", NURTURE_WAIT_SECONDS)
+        if self.warm():
+            return "handed_to_sales"
+        await self.send("lesson_3", Channel.email, "nurture/live_tasting")
+        await self.sleep("wait_2s_3", NURTURE_WAIT_SECONDS)
+        return "handed_to_sales" if self.warm() else "not_ready"
+
+    def warm(self) -> bool:
+        return (self.profile.get("lead_score") or 0) >= SALES_READY
+
+
+@workflow.defn(name="BaselineSalesHandover")
+class SalesHandover(BaselineJourney):
+    """Started by the store when a lead enters the sales_ready segment."""
+
+    NAME = "bench_sales_handover"
     READS = ("company", "first_name", "interest", "lead_score")
 
     @workflow.run
@@ -391,29 +425,6 @@ class Nurture(BaselineJourney):
         return await self.execute(self.journey)
 
     async def journey(self) -> str:
-        await self.set_profile("score_lead", stage="consideration", increment={"lead_score": 10})
-        interest = self.profile.get("interest")
-        track = interest if interest in ("espresso", "office") else "filter"
-        for lesson, listen in ((1, "listen_1"), (2, "listen_2")):
-            step = f"send_email_nurture_{track}_{lesson}"
-            await self.send(step, Channel.email, f"nurture/{track}_{lesson}")
-            if await self.listen(listen):
-                return await self.hand_to_sales()
-        await self.send("lesson_3", Channel.email, "nurture/live_tasting")
-        if await self.listen("listen_3"):
-            return await self.hand_to_sales()
-        return "not_ready"
-
-    async def listen(self, step: str) -> bool:
-        """Score engagement until a quiet window; True once the lead is sales-ready."""
-        while (event := await self.wait_for(step, NURTURE_EVENTS, 2)) is not None:
-            increment = {"lead_score": NURTURE_POINTS[event.name]}
-            await self.set_profile(f"{step}_score", increment=increment)
-            if (self.profile.get("lead_score") or 0) >= 50:
-                return True
-        return False
-
-    async def hand_to_sales(self) -> str:
         name = self.profile.get("first_name") or "(no name)"
         company = self.profile.get("company") or "no company given"
         interest = self.profile.get("interest") or "unknown"
@@ -422,7 +433,7 @@ class Nurture(BaselineJourney):
             f"lead score {self.profile.get('lead_score')}."
         )
         self.vars["sales"] = await self.action("hand_to_sales", "notify_sales", {"note": note})
-        await self.set_profile("into_purchase", stage="purchase", ends="sales_ready")
+        await self.set_profile("set_stage_purchase", stage="purchase", ends="sales_ready")
         return "sales_ready"
 
 
@@ -493,6 +504,7 @@ BASELINE_WORKFLOWS: dict[str, tuple[str, type[BaselineJourney]]] = {
     "bench_nurture": ("BaselineNurture", Nurture),
     "bench_referral_reward": ("BaselineReferralReward", ReferralReward),
     "bench_win_back": ("BaselineWinBack", WinBack),
+    "bench_sales_handover": ("BaselineSalesHandover", SalesHandover),
 }
 """Journey name -> (workflow type, workflow class) of its hand-written twin."""
 

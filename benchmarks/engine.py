@@ -24,7 +24,7 @@ from benchmarks import infra
 from benchmarks.baseline import BASELINE_WORKFLOWS, PLAIN_WORKFLOW
 from benchmarks.project import make_home
 from benchmarks.worker import STARTERS, bench_settings
-from benchmarks.workload import IMMEDIATE, Customer, customers, order, utcnow
+from benchmarks.workload import IMMEDIATE, Customer, customers, engagement, order, utcnow
 from kairos.client import Kairos
 from kairos.compiler import Project, load_project
 from kairos.config import Settings
@@ -152,7 +152,11 @@ async def _drive(
     kairos = Kairos(store, dispatcher(store, client, settings.task_queue, start=start), settings)
     progress = Progress()
     converters = {c.id for c in people if c.converts}
-    expected = len(people) + len(converters)
+    # Every entry, win-back for each converter and a sales handover for each engaged lead
+    # (but on the plain side, whose runs set no stage, no lead is ever in consideration, so
+    # none is sales-ready).
+    handovers = sum(c.engages for c in people) if phase.side != "plain" else 0
+    expected = len(people) + len(converters) + handovers
     started = time.time()
     watch = asyncio.create_task(_watch(outbox, progress, kairos, converters))
     try:
@@ -180,6 +184,10 @@ async def _emit_all(kairos: Kairos, people: list[Customer], progress: Progress) 
             name, properties = customer.trigger(utcnow())
             progress.triggered[customer.id] = time.time()
             await kairos.emit(customer.id, name, properties, event_id=f"{customer.id}:{name}")
+            if customer.engages:
+                number = int(customer.id.removeprefix("c-"))
+                for event, data in engagement(number):
+                    await kairos.emit(customer.id, event, data, event_id=f"{customer.id}:{event}")
 
     await asyncio.gather(*(enter(c) for c in people))
     progress.emitted = True

@@ -1,9 +1,10 @@
 """The benchmark project: the journeys under benchmarks/journeys with the repository's catalogue
 and templates, assembled into a Kairos home (``<home>/journeys`` and ``<home>/templates``).
 
-The benchmark journeys mirror the five real ones with waits of seconds; they reuse the real
-``journeys/customer.yaml`` and ``templates/`` so that routing, policy and rendering cost what
-they cost in production.
+The benchmark journeys mirror the real ones with waits of seconds; they reuse the real
+``journeys/customer.yaml`` (its scoring rules included), the segments they trigger on and
+``templates/`` so that routing, scoring, segment entry, policy and rendering cost what they
+cost in production.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ BENCH_JOURNEYS = (
     "bench_nurture",
     "bench_referral_reward",
     "bench_win_back",
+    "bench_sales_handover",
 )
+# The segments benchmark journeys trigger on, copied from the repository's segments/.
+BENCH_SEGMENTS = ("sales_ready",)
 
 
 def make_home(root: Path, *, copies: int = 1, templates: str = "link") -> Path:
@@ -44,6 +48,10 @@ def make_home(root: Path, *, copies: int = 1, templates: str = "link") -> Path:
             renamed = name if copy == 0 else f"{name}_{copy}"
             text = source.replace(f"journey: {name}\n", f"journey: {renamed}\n", 1)
             (journeys / f"{renamed}.yaml").write_text(text, encoding="utf-8")
+    segments = root / "segments"
+    segments.mkdir(exist_ok=True)
+    for name in BENCH_SEGMENTS:
+        shutil.copyfile(REPO / "segments" / f"{name}.yaml", segments / f"{name}.yaml")
     target = root / "templates"
     if templates == "copy":
         shutil.copytree(REPO / "templates", target)

@@ -6,6 +6,9 @@ the same work. Half the customers have a phone number (SMS paths); locales rotat
 Consent is opt-in, so every customer grants marketing consent (and SMS consent with a number)
 the way product code would: with the sign-up or lead form's boxes, or with ``identify``.
 
+Every other nurture lead engages at once (pricing and a live tasting): the scoring rules of
+journeys/customer.yaml make them sales-ready, which starts bench_sales_handover for them.
+
 A quarter of the cart customers buy after their reminder: the harness sends ``order_placed`` as
 soon as their first message is in the outbox. The order ends the cart journey as converted (a
 goal, from any step) and, because it moves ``customer.last_order_at``, starts win-back for them.
@@ -40,6 +43,9 @@ class Customer:
     journey: str
     profile: dict[str, Any] = field(default_factory=dict)
     converts: bool = False
+    # A lead who looks at the prices and joins a live tasting right after the form: with the
+    # form's points that is 50, sales-ready (bench_sales_handover starts; nurture ends early).
+    engages: bool = False
 
     @property
     def identified_first(self) -> bool:
@@ -107,7 +113,18 @@ def _customer(i: int) -> Customer:
     if i // 5 % 2 == 0:
         profile["phone"] = f"+35840{i:07d}"
     converts = journey == "bench_cart_abandonment" and i // 5 % 4 == 0
-    return Customer(id=f"c-{i}", journey=journey, profile=profile, converts=converts)
+    engages = journey == "bench_nurture" and i // 5 % 2 == 1
+    return Customer(
+        id=f"c-{i}", journey=journey, profile=profile, converts=converts, engages=engages
+    )
+
+
+def engagement(number: int) -> list[tuple[str, dict[str, Any]]]:
+    """The events an engaging lead sends after the form (15 + 25 points)."""
+    return [
+        ("pricing_viewed", {"plan": "office"}),
+        ("webinar_attended", {"webinar_id": f"w-{number}", "minutes_attended": 40}),
+    ]
 
 
 def utcnow() -> datetime:

@@ -29,7 +29,10 @@ from kairos.compiler import load_project
 # that). The benchmark's target is 3.5 from N = 100 on; ten customers have more waits per
 # message (1.4 timers against 1.15), so the same code needs 3.75-3.85 here, moving by a timer
 # or a signal with timing (a date already past, an order arriving after the run ended).
-ACTIONS_BUDGET = 4.0
+# Since nurture is scored by customer.yaml's rules and hands over on a segment trigger, the
+# engaged lead's series ends after one lesson and the handover run (a start, an action and a
+# set) sends nothing: actions with no message, 4.09 measured on the first run of that shape.
+ACTIONS_BUDGET = 4.25
 # Timing moves an action or two on either side whatever the code, on a loaded machine: a wait
 # until a profile date that has already passed when the run reaches it needs no timer, and an
 # order that arrives while a run is still open is signalled (and that run then records its own
@@ -51,7 +54,10 @@ def test_the_workload_is_the_same_for_every_run_and_covers_every_journey() -> No
     first, again = customers(20), customers(20)
 
     assert first == again
-    assert {c.journey for c in first} == set(JOURNEY_CYCLE) == set(BENCH_JOURNEYS)
+    # Every journey is entered: bench_sales_handover by the leads who engage.
+    assert {c.journey for c in first} == set(JOURNEY_CYCLE)
+    assert set(JOURNEY_CYCLE) | {"bench_sales_handover"} == set(BENCH_JOURNEYS)
+    assert any(c.engages for c in first) and not all(c.engages for c in first)
     assert any(c.converts for c in first)
     assert any("phone" in c.profile for c in first)
     assert any("phone" not in c.profile for c in first)
@@ -98,11 +104,14 @@ def test_both_sides_complete_the_same_journeys_with_the_same_messages(
     kairos, baseline = pair["kairos"], pair["baseline"]
 
     assert kairos["complete"] and baseline["complete"]
-    # Ten entries plus win-back for the customer who ordered from the cart.
-    assert kairos["journeys"] == baseline["journeys"] == 11
+    # Ten entries, win-back for the customer who ordered from the cart and the sales handover
+    # of the lead who engaged (whose nurture ends early, handed_to_sales).
+    assert kairos["journeys"] == baseline["journeys"] == 12
     assert kairos["journeys_not_completed"] == baseline["journeys_not_completed"] == {}
     assert kairos["outcomes"] == baseline["outcomes"]
     assert kairos["outcomes"]["converted"] == 1
+    assert kairos["outcomes"]["handed_to_sales"] == kairos["outcomes"]["sales_ready"] == 1
+    assert kairos["outcomes"]["not_ready"] == 1
     assert kairos["messages"] == baseline["messages"] > 0
     assert kairos["messages_by_channel"] == baseline["messages_by_channel"]
     assert set(kairos["messages_by_channel"]) == {"email", "sms"}
@@ -114,7 +123,7 @@ def test_kairos_costs_no_more_billable_actions_than_hand_written_code(
     kairos, baseline = pair["kairos"]["history"], pair["baseline"]["history"]
 
     assert kairos["sampled_customers"] == baseline["sampled_customers"] == 10
-    assert kairos["sampled_runs"] == baseline["sampled_runs"] == 11
+    assert kairos["sampled_runs"] == baseline["sampled_runs"] == 12
     assert total(kairos, kairos["actions_per_message"]) <= (
         total(baseline, baseline["actions_per_message"]) + RACE_ACTIONS
     )
@@ -140,8 +149,10 @@ def test_the_plain_anchor_sends_twice_per_run_for_two_actions_a_message(
     plain = pair["plain"]
 
     assert plain["complete"]
-    # The same entries as the other sides (win-back included), each run two messages.
-    assert plain["journeys"] == pair["kairos"]["journeys"] == 11
+    # The same entries as the other sides (win-back included), each run two messages, but no
+    # sales handover: its segment needs the stage nurture's `set` step gives, and plain runs
+    # set nothing.
+    assert plain["journeys"] == pair["kairos"]["journeys"] - 1 == 11
     assert plain["journeys_not_completed"] == {}
     assert plain["messages"] == 2 * plain["journeys"]
     # A start, two deliver activities and a timer per run: 4 actions for 2 messages, and the
