@@ -128,14 +128,18 @@ CREATE INDEX report_message_days_by_day ON report_message_days (day);
 -- from their runs as the report counts them. A run starts a new entry unless the run before it
 -- ended restarted, so the runs a restart chained are one entry, and its last run says how it
 -- ended. Only the customers a restart chained (found by the partial index runs_restarted) need
--- the window functions that number entries; every other run is an entry by itself.
+-- the window functions that number entries; every other run is an entry by itself. (PL/pgSQL,
+-- not SQL, so that a session plans it once, not at every write.)
 CREATE FUNCTION kairos_report_entries(customers text[], journeys text[])
 RETURNS TABLE (
     customer_id text, journey text, first_run integer, last_run integer, entered_at timestamptz,
     ended_at timestamptz, outcome text, last_step text, held_out boolean, restarts integer,
     unrecorded integer, locale text, to_convert double precision, total numeric, currency text
 )
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
 WITH keys AS (
     SELECT DISTINCT k.customer_id, k.journey FROM unnest(customers, journeys) AS k (customer_id, journey)
 ), chains AS (
@@ -185,7 +189,8 @@ SELECT r.customer_id, r.journey, r.first_run, r.last_run, r.entered_at,
 FROM entries r
 JOIN customers c ON c.id = r.customer_id
 LEFT JOIN events e ON NOT r.open AND r.outcome = 'converted' AND e.customer_id = r.customer_id
-  AND e.id = r.goal_event
+  AND e.id = r.goal_event;
+END
 $$;
 
 -- Replace the parts of the given customers' journeys with what their rows say now, and append
