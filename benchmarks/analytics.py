@@ -113,7 +113,8 @@ async def measure(admin_url: str, entries: int) -> dict[str, Any]:
             back_filled = time.perf_counter() - started
             sizes.update(
                 {table: _count(conn, table) for table in ("report_entry_days", "report_step_days",
-                                                          "report_message_days")}
+                                                          "report_message_days",
+                                                          "report_stage_days")}
             )  # fmt: skip
         queries: list[tuple[str, float]] = []
         async with await Database.open(url) as database:
@@ -173,7 +174,8 @@ async def measure(admin_url: str, entries: int) -> dict[str, Any]:
 # Migration 10's back-fill: every customer's journeys as their rows say, then folded.
 _BACK_FILL = """
 SELECT kairos_report_refresh(array_agg(customer_id), array_agg(journey), false)
-FROM journey_entries
+FROM journey_entries;
+SELECT kairos_report_refresh_stages(array_agg(id), false) FROM customers
 """
 # Writes timed one transaction each, with the triggers on and off.
 _WRITES = 300

@@ -151,17 +151,15 @@ FROM (
 ) cells
 GROUP BY 1, 2, 3, 4 HAVING sum(messages) <> 0
 """
-# Customers per stage now, and since when they have been in it (their last stage change).
+# Customers per stage now by the UTC day they entered it (their last stage change, or when they
+# were created), from the stage rollup; and, counted from the stage parts, those of the day the
+# stall limit falls in who entered before it, so that "stalled" is exact.
 _STAGES_SQL = """
-SELECT c.stage, count(*) AS customers,
-       percentile_disc(0.5) WITHIN GROUP (ORDER BY now() - coalesce(s.at, c.created_at))
-           AS median_in_stage,
-       count(*) FILTER (WHERE coalesce(s.at, c.created_at)
-           < now() - %(stall)s * interval '1 second') AS stalled
-FROM customers c
-LEFT JOIN (SELECT customer_id, max(at) AS at FROM stage_changes GROUP BY customer_id) s
-  ON s.customer_id = c.id
-GROUP BY c.stage
+SELECT stage, day, sum(customers) AS customers, false AS edge
+FROM report_stage_days GROUP BY stage, day HAVING sum(customers) <> 0
+UNION ALL
+SELECT stage, NULL, count(*), true FROM report_stage_parts
+WHERE since >= %(cut_day)s AND since < %(cut)s GROUP BY stage
 """
 # Stage changes in the window: from where to where, and which journey made them.
 _FLOW_SQL = """
@@ -355,20 +353,41 @@ def _variant_taken(outcome: str) -> str:
     return outcome.removeprefix("variant ") if outcome.startswith("variant ") else HOLDOUT
 
 
+def _median_days(entered: Mapping[date, int], today: date) -> timedelta | None:
+    """The median of whole days since each customer entered (``percentile_disc(0.5)``)."""
+    found = percentiles({float((today - day).days): n for day, n in entered.items()}, (0.5,))
+    return timedelta(days=found[0.5].total_seconds()) if found else None
+
+
 async def lifecycle(
     conn: Connection, since: datetime | None, now: datetime
 ) -> tuple[list[StageNow], list[StageMove]]:
     stall = (now - since) if since is not None else _STALL_DEFAULT
+    cut = now - stall
+    cut_day = cut.astimezone(UTC).date()
+    params = {"cut": cut, "cut_day": datetime.combine(cut_day, time(), UTC)}
+    days: dict[str, Counter[date]] = defaultdict(Counter)
+    stalled: Counter[str] = Counter()
+    for row in await _rows(conn, _STAGES_SQL, params):
+        stage = row["stage"] or NO_STAGE
+        if row["edge"]:
+            stalled[stage] += int(row["customers"])
+            continue
+        days[stage][row["day"]] += int(row["customers"])
+        if row["day"] < cut_day:
+            stalled[stage] += int(row["customers"])
+    today = now.astimezone(UTC).date()
     order = [stage.value for stage in Stage]
     stages = sorted(
         (
             StageNow(
-                stage=row["stage"] or NO_STAGE,
-                customers=int(row["customers"]),
-                median_in_stage=row["median_in_stage"],
-                stalled=int(row["stalled"]),
+                stage=stage,
+                customers=sum(counts.values()),
+                # In whole days: the rollup knows the day each customer entered their stage.
+                median_in_stage=_median_days(counts, today),
+                stalled=stalled[stage],
             )
-            for row in await _rows(conn, _STAGES_SQL, {"stall": stall.total_seconds()})
+            for stage, counts in days.items()
         ),
         key=lambda s: (order.index(s.stage) if s.stage in order else len(order), s.stage),
     )

@@ -64,8 +64,9 @@ _ROLLUPS = {
                          "reached, deferred, held_out"),
     "report_message_days": ("journey, day, step, channel, status",
                             "messages, delivered, opened, clicked"),
+    "report_stage_days": ("stage, day", "customers"),
 }  # fmt: skip
-_PARTS = ("report_entry_parts", "report_step_parts", "report_message_parts")
+_PARTS = ("report_entry_parts", "report_step_parts", "report_message_parts", "report_stage_parts")
 
 
 async def rollups(conn: Connection) -> dict[str, Counter[tuple[Any, ...]]]:
@@ -105,6 +106,9 @@ async def kept_and_from_scratch(
             await conn.execute(
                 "SELECT kairos_report_refresh(array_agg(customer_id), array_agg(journey), false)"
                 " FROM journey_entries"
+            )
+            await conn.execute(
+                "SELECT kairos_report_refresh_stages(array_agg(id), false) FROM customers"
             )
             scratch.update(await rollups(conn))
             raise _Rollback

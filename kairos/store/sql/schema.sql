@@ -564,8 +564,9 @@ $$;
 -- the difference to the rollups. ``lock``: take the customers' journey_entries rows first (in
 -- one order), so that two transactions changing one customer's journey replace its parts one
 -- after the other, the second seeing the first's; the back-fill, alone on the database, skips it.
-CREATE FUNCTION kairos_report_refresh(customers text[], journeys text[], lock boolean)
-RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION kairos_report_refresh(
+    customers text[], journeys text[], lock boolean, parts text DEFAULT 'all'
+) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF lock THEN
         PERFORM 1 FROM journey_entries j
@@ -573,6 +574,7 @@ BEGIN
           USING (customer_id, journey)
         ORDER BY j.customer_id, j.journey FOR UPDATE OF j;
     END IF;
+    IF parts = 'all' THEN
     -- A new statement: in READ COMMITTED it sees what the transactions it waited for wrote.
     WITH keys AS (
         SELECT DISTINCT * FROM unnest(customers, journeys) AS k (customer_id, journey)
@@ -593,6 +595,8 @@ BEGIN
     HAVING sum(sign) <> 0 OR sum(sign * restarts) <> 0 OR sum(sign * unrecorded) <> 0
         OR coalesce(sum(sign * total), 0) <> 0;
 
+    END IF;
+    IF parts IN ('all', 'steps') THEN
     WITH keys AS (
         SELECT DISTINCT * FROM unnest(customers, journeys) AS k (customer_id, journey)
     ), old AS (
@@ -620,6 +624,8 @@ BEGIN
     FROM both_ GROUP BY 1, 2, 3, 4, 5, 6
     HAVING sum(sign) <> 0 OR sum(sign * deferred) <> 0 OR sum(sign * held_out) <> 0;
 
+    END IF;
+    IF parts IN ('all', 'messages') THEN
     WITH keys AS (
         SELECT DISTINCT * FROM unnest(customers, journeys) AS k (customer_id, journey)
     ), old AS (
@@ -646,6 +652,7 @@ BEGIN
     FROM both_ GROUP BY 1, 2, 3, 4, 5
     HAVING sum(sign * messages) <> 0 OR sum(sign * delivered) <> 0 OR sum(sign * opened) <> 0
         OR sum(sign * clicked) <> 0;
+    END IF;
 END
 $$;
 
@@ -672,6 +679,9 @@ BEGIN
            sum(clicked)
     FROM gone GROUP BY 1, 2, 3, 4, 5
     HAVING sum(messages) <> 0 OR sum(delivered) <> 0 OR sum(opened) <> 0 OR sum(clicked) <> 0;
+    WITH gone AS (DELETE FROM report_stage_days RETURNING *)
+    INSERT INTO report_stage_days
+    SELECT stage, day, sum(customers) FROM gone GROUP BY 1, 2 HAVING sum(customers) <> 0;
 END
 $$;
 
@@ -681,7 +691,7 @@ $$;
 -- nothing.
 CREATE FUNCTION kairos_report_rows_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM kairos_report_refresh(array_agg(customer_id), array_agg(journey), true)
+    PERFORM kairos_report_refresh(array_agg(customer_id), array_agg(journey), true, TG_ARGV[0])
     FROM (SELECT DISTINCT customer_id, journey FROM new_rows) k HAVING count(*) > 0;
     RETURN NULL;
 END
@@ -689,7 +699,7 @@ $$;
 
 CREATE FUNCTION kairos_report_rows_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM kairos_report_refresh(array_agg(customer_id), array_agg(journey), true)
+    PERFORM kairos_report_refresh(array_agg(customer_id), array_agg(journey), true, TG_ARGV[0])
     FROM (SELECT DISTINCT customer_id, journey FROM old_rows) k HAVING count(*) > 0;
     RETURN NULL;
 END
@@ -713,7 +723,7 @@ $$;
 
 CREATE FUNCTION kairos_report_messages_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM kairos_report_refresh(array_agg(customer_id), array_agg(journey), true)
+    PERFORM kairos_report_refresh(array_agg(customer_id), array_agg(journey), true, 'messages')
     FROM (
         SELECT n.customer_id, n.journey FROM new_rows n JOIN old_rows o USING (key)
         WHERE (n.customer_id, n.journey, n.run_no, n.step, n.channel, n.status, n.delivered_at,
@@ -738,27 +748,119 @@ END
 $$;
 
 CREATE TRIGGER report_runs_inserted AFTER INSERT ON runs REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_inserted();
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_inserted('all');
 CREATE TRIGGER report_runs_updated AFTER UPDATE ON runs
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_runs_updated();
 CREATE TRIGGER report_runs_deleted AFTER DELETE ON runs REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_deleted();
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_deleted('all');
 CREATE TRIGGER report_run_steps_inserted AFTER INSERT ON run_steps
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_inserted();
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_inserted('steps');
 CREATE TRIGGER report_run_steps_deleted AFTER DELETE ON run_steps
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_deleted();
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_deleted('steps');
 CREATE TRIGGER report_messages_inserted AFTER INSERT ON messages
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_inserted();
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_inserted('messages');
 CREATE TRIGGER report_messages_updated AFTER UPDATE ON messages
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_messages_updated();
 CREATE TRIGGER report_messages_deleted AFTER DELETE ON messages
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_deleted();
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_rows_deleted('messages');
 CREATE TRIGGER report_customers_updated AFTER UPDATE ON customers
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_locales_updated();
+
+-- The lifecycle: each customer's stage and since when they have been in it (their last stage
+-- change, or when they were created), and customers per stage and UTC day they entered it.
+CREATE TABLE report_stage_parts (
+    customer_id  text NOT NULL,
+    stage        text,
+    since        timestamptz NOT NULL
+);
+CREATE INDEX report_stage_parts_by_customer ON report_stage_parts (customer_id);
+CREATE INDEX report_stage_parts_by_since ON report_stage_parts (since);
+
+CREATE TABLE report_stage_days (
+    stage        text,
+    day          date NOT NULL,
+    customers    bigint NOT NULL
+);
+
+-- Replace the stage parts of the given customers with what their rows say now, and append the
+-- difference to report_stage_days (``lock`` as in kairos_report_refresh, on the customers).
+CREATE FUNCTION kairos_report_refresh_stages(ids text[], lock boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF lock THEN
+        PERFORM 1 FROM customers WHERE id = ANY (ids) ORDER BY id FOR UPDATE;
+    END IF;
+    WITH keys AS (
+        SELECT DISTINCT k.customer_id FROM unnest(ids) AS k (customer_id)
+    ), old AS (
+        DELETE FROM report_stage_parts p USING keys k WHERE p.customer_id = k.customer_id
+        RETURNING p.*
+    ), new AS (
+        INSERT INTO report_stage_parts
+        SELECT c.id, c.stage, coalesce(s.at, c.created_at)
+        FROM customers c JOIN keys k ON k.customer_id = c.id
+        LEFT JOIN LATERAL (
+            SELECT max(x.at) AS at FROM stage_changes x WHERE x.customer_id = c.id
+        ) s ON true
+        RETURNING *
+    ), both_ AS (
+        SELECT -1 AS sign, * FROM old UNION ALL SELECT 1, * FROM new
+    )
+    INSERT INTO report_stage_days
+    SELECT stage, (since AT TIME ZONE 'UTC')::date, sum(sign) FROM both_
+    GROUP BY 1, 2 HAVING sum(sign) <> 0;
+END
+$$;
+
+CREATE FUNCTION kairos_report_customers_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM kairos_report_refresh_stages(array_agg(id), true) FROM new_rows HAVING count(*) > 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM kairos_report_refresh_stages(array_agg(id), false) FROM old_rows
+        HAVING count(*) > 0;
+    ELSE
+        PERFORM kairos_report_refresh_stages(array_agg(n.id), true)
+        FROM new_rows n JOIN old_rows o USING (id)
+        WHERE (n.stage, n.created_at) IS DISTINCT FROM (o.stage, o.created_at)
+        HAVING count(*) > 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION kairos_report_stage_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM kairos_report_refresh_stages(array_agg(DISTINCT customer_id), true)
+        FROM new_rows HAVING count(*) > 0;
+    ELSE
+        PERFORM kairos_report_refresh_stages(array_agg(DISTINCT customer_id), true)
+        FROM old_rows HAVING count(*) > 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER report_customers_inserted AFTER INSERT ON customers
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_customers_changed();
+CREATE TRIGGER report_customers_stage_updated AFTER UPDATE ON customers
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_customers_changed();
+CREATE TRIGGER report_customers_deleted AFTER DELETE ON customers
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_customers_changed();
+CREATE TRIGGER report_stage_changes_inserted AFTER INSERT ON stage_changes
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_stage_changed();
+CREATE TRIGGER report_stage_changes_deleted AFTER DELETE ON stage_changes
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION kairos_report_stage_changed();
