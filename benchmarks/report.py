@@ -161,6 +161,14 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"  PostgreSQL CPU {r['postgres_cpu_seconds']} s, load average {r['load_average']}"
             )
+        if "write_cost" in r:
+            on, off = r["write_cost"]["with_rollups"], r["write_cost"]["without"]
+            lines.append(
+                f"  --since 30d: {r['report_30d_seconds']} s; rollups back-filled in "
+                f"{r['back_fill_seconds']} s; a message update {on['message_update_ms']} ms "
+                f"(without rollups {off['message_update_ms']}), a run end {on['run_end_ms']} ms "
+                f"({off['run_end_ms']})"
+            )
     return "\n".join(lines)
 
 

@@ -188,6 +188,14 @@ async def sweep_time_forever(
     await repeat(sweep, stop, every, "time sweep")
 
 
+async def compact_report_forever(
+    store: Store, stop: asyncio.Event, every: float = SEGMENT_SWEEP_SECONDS
+) -> None:
+    """Every ``every`` seconds until ``stop`` is set: fold the differences writers appended to
+    the report's rollups, so that a report sums one row per key."""
+    await repeat(store.compact_report, stop, every, "report compaction")
+
+
 async def run(settings: Settings) -> int:
     refused = deployment_problems(settings)
     if refused:
@@ -231,7 +239,10 @@ async def run(settings: Settings) -> int:
         if settings.metrics:
             log.info("metrics at http://%s/metrics", settings.metrics)
         calls = dispatcher(store, client, settings.task_queue)
-        sweepers = [asyncio.create_task(calls.sweep_forever(stop))]
+        sweepers = [
+            asyncio.create_task(calls.sweep_forever(stop)),
+            asyncio.create_task(compact_report_forever(store, stop)),
+        ]
         if store.changes_with_time:
             sweepers.append(asyncio.create_task(sweep_time_forever(store, calls, stop)))
         async with worker:

@@ -32,7 +32,8 @@ _LANGUAGE = {
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.
 _TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulation", "kairos.report",
-          "kairos.report_charts", "kairos.enroll", "kairos.broadcast", "benchmarks")  # fmt: skip
+          "kairos.report_charts", "kairos.report_model", "kairos.report_queries",
+          "kairos.report_here_now", "kairos.enroll", "kairos.broadcast", "benchmarks")  # fmt: skip
 # The web front door answers HTTP in a process that runs no activity: it reaches journeys
 # through the client and the store, never through a provider's or a workflow's code.
 _FRONT_DOOR = "kairos.web"

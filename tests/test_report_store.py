@@ -373,7 +373,7 @@ async def test_a_report_is_a_fixed_number_of_queries_however_many_customers(
             )
         counts.append(len(executed))
         assert report.journeys[0].converted == customers.made
-    assert counts == [9, 9], executed
+    assert counts == [6, 6], executed
 
 
 @needs_chromium

@@ -70,7 +70,13 @@ def report_command(
         str | None, typer.Argument(help="Only this journey (default: every journey).")
     ] = None,
     since: Annotated[
-        str, typer.Option(help="Entries that started in this window: 7d, 12h, 2026-01-31 or all.")
+        str,
+        typer.Option(
+            help="Entries that started in this window: 7d, 12h, 2026-01-31 or all. Whole days "
+            "are read from counters kept at write time, the first day's rest entry by entry; "
+            "a conversion window that is not whole minutes up to 1h, hours up to 3d or days up "
+            "to 365d is counted entry by entry over the whole window (slower)."
+        ),
     ] = DEFAULT_SINCE,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     html_file: Annotated[

@@ -174,12 +174,15 @@ async def record_steps(
         row["outcome"] = record.outcome
         if record.kind != StepKind.exit:
             row["kind"] = record.kind
-    await conn.cursor().executemany(
+    # One statement, so that the report's rollups are brought up to date once (migration 10).
+    rows = [
+        (step, row["kind"], max(row["visits"], 1), row["deferred"], row["held_out"],
+         row["outcome"], row["at"])
+        for step, row in steps.items()
+    ]  # fmt: skip
+    await conn.execute(
         "INSERT INTO run_steps (customer_id, journey, run_no, step, kind, visits, deferred,"
-        " held_out, outcome, first_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        [
-            (customer_id, journey, run_no, step, row["kind"], max(row["visits"], 1),
-             row["deferred"], row["held_out"], row["outcome"], row["at"])
-            for step, row in steps.items()
-        ],
-    )  # fmt: skip
+        " held_out, outcome, first_at) SELECT %s, %s, %s, * FROM unnest(%s::text[], %s::text[],"
+        " %s::int[], %s::int[], %s::int[], %s::text[], %s::timestamptz[])",
+        (customer_id, journey, run_no, *(list(column) for column in zip(*rows, strict=True))),
+    )
