@@ -25,6 +25,7 @@ over one document; apart, each would have to repeat the others' bookkeeping.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 import json
@@ -266,10 +267,12 @@ def _fast_load(text: str, file: str) -> YamlDocument | None:
 
     libyaml reads events ten times faster than ruamel's pure-Python parser. The values and
     positions built from them are the ones the round-trip loader gives (YAML 1.2 scalars, by
-    ruamel's own resolver and constructor), and whatever is not ordinary — a syntax error, a
-    duplicate key, an anchor, an alias, a tag, a complex key, a second document, nesting or
-    size past the limits — returns None, so the round-trip loader reads the file again and
-    reports it exactly as before.
+    ruamel's own resolver and constructor; an ``*alias`` of a mapping or list is a copy of it,
+    its positions those of the original, as the round-trip loader's are). Whatever is not
+    ordinary — a syntax error, a duplicate key, an anchored scalar, an alias the document has
+    not finished defining, a tag, a complex key, a second document, nesting or size past the
+    limits — returns None, so the round-trip loader reads the file again and reports it
+    exactly as before.
     """
     if _CParser is None or _UNLIKE.search(text) or Reader.NON_PRINTABLE.search(text):
         return None
@@ -301,6 +304,23 @@ class _Building:
     keys: dict[Any, None] | None = None  # a mapping's keys as constructed (duplicates)
     key: Any = _NO_KEY
     key_at: Position | None = None
+    at: Position = Position(1, 1)  # where it starts
+    anchor: str | None = None
+    start: int = 0  # values counted before it
+    level: int = 1  # its nesting level, 1 at the top
+    deepest: int = 1  # the deepest level reached inside it, aliases expanded
+
+
+@dataclass(frozen=True)
+class _Anchored:
+    """A mapping or list an ``&anchor`` names: what an alias of it copies."""
+
+    value: dict[str, Any] | list[Any]
+    at: Position
+    keys: tuple[tuple[YamlPath, Position], ...]  # below it, relative to it
+    values: tuple[tuple[YamlPath, Position], ...]
+    size: int  # values, itself included
+    height: int  # levels, itself included
 
 
 def _from_events(parser: Any, text: str, file: str) -> YamlDocument:
@@ -311,6 +331,7 @@ def _from_events(parser: Any, text: str, file: str) -> YamlDocument:
     positions = SourceMap()
     positions.values[()] = Position(1, 1)
     opened: list[_Building] = []
+    anchors: dict[str, _Anchored] = {}
     data: Any = None
     count = 0
     while True:
@@ -318,17 +339,23 @@ def _from_events(parser: Any, text: str, file: str) -> YamlDocument:
         kind = type(event)
         if kind is _yaml.MappingEndEvent or kind is _yaml.SequenceEndEvent:
             done = opened.pop()
+            if done.anchor is not None:
+                anchors[done.anchor] = _anchored(done, count, positions)
             if not opened:
                 data = done.value
                 if not isinstance(get(), _yaml.DocumentEndEvent):
                     raise _Unusual
                 break
+            opened[-1].deepest = max(opened[-1].deepest, done.deepest)
             _place(opened[-1], done.value, None, positions)
             continue
         if kind is _yaml.DocumentEndEvent and not opened:
             break
-        if event.anchor is not None or event.tag is not None:
-            raise _Unusual  # anchors, aliases and tags: the guarded loader's work
+        if kind is _yaml.AliasEvent:
+            count = _alias(event, opened, anchors, count, positions)
+            continue
+        if event.tag is not None or (event.anchor is not None and kind is _yaml.ScalarEvent):
+            raise _Unusual  # tags, and anchored scalars: the guarded loader's work
         count += 1
         if count > MAX_NODES:
             raise _Unusual
@@ -350,6 +377,8 @@ def _from_events(parser: Any, text: str, file: str) -> YamlDocument:
             building = _Building([], ())
         else:
             raise _Unusual
+        building.at, building.anchor, building.start = at, event.anchor, count - 1
+        building.level = building.deepest = len(opened) + 1
         if parent is None:
             positions.values[()] = at
         else:
@@ -358,12 +387,59 @@ def _from_events(parser: Any, text: str, file: str) -> YamlDocument:
             building.path = _child(parent)
             if parent.keys is None:
                 positions.values[building.path] = at
-        if len(opened) >= MAX_DEPTH:
+        if building.level > MAX_DEPTH:
             raise _Unusual
         opened.append(building)
     if not isinstance(get(), _yaml.StreamEndEvent):
         raise _Unusual  # a second document
     return YamlDocument(file=file, text=text, data=data, positions=positions)
+
+
+def _anchored(done: _Building, count: int, positions: SourceMap) -> _Anchored:
+    depth = len(done.path)
+
+    def below(found: dict[YamlPath, Position]) -> tuple[tuple[YamlPath, Position], ...]:
+        return tuple(
+            (path[depth:], at)
+            for path, at in found.items()
+            if len(path) > depth and path[:depth] == done.path
+        )
+
+    return _Anchored(
+        done.value,
+        done.at,
+        below(positions.keys),
+        below(positions.values),
+        count - done.start,
+        done.deepest - done.level + 1,
+    )
+
+
+def _alias(
+    event: Any,
+    opened: list[_Building],
+    anchors: dict[str, _Anchored],
+    count: int,
+    positions: SourceMap,
+) -> int:
+    """Place a copy of what ``event`` names; the values counted once it is placed."""
+    anchored = anchors.get(event.anchor)
+    parent = opened[-1] if opened else None
+    if anchored is None or parent is None or (parent.keys is not None and parent.key is _NO_KEY):
+        raise _Unusual  # undefined, inside itself, the whole document, or a key
+    count += anchored.size
+    reach = len(opened) + anchored.height
+    if count > MAX_NODES or reach > MAX_DEPTH:
+        raise _Unusual
+    parent.deepest = max(parent.deepest, reach)
+    path = _child(parent)
+    for rel, at in anchored.keys:
+        positions.keys[path + rel] = at
+    for rel, at in anchored.values:
+        positions.values[path + rel] = at
+    value = copy.deepcopy(anchored.value)
+    _place(parent, value, anchored.at if parent.keys is None else None, positions)
+    return count
 
 
 def _child(parent: _Building) -> YamlPath:
