@@ -352,6 +352,10 @@ def _per_message(journeys: HistoryCount, customers: int, messages: int) -> dict[
             kind: round(count / per, 3) for kind, count in sorted(journeys.actions.items())
         },
         "history_bytes_per_message": round(journeys.bytes / per),
+        "history_bytes_by_event_per_message": {
+            kind: round(size / per)
+            for kind, size in sorted(journeys.bytes_by_event.items(), key=lambda kv: -kv[1])
+        },
     }
 
 
