@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,12 +31,13 @@ from kairos.compiler import Project, load_project
 from kairos.config import Settings
 from kairos.costs import HistoryCount, count_histories
 from kairos.runtime import journey_workflow_id
-from kairos.store import Store
+from kairos.store import Store, StoreUnavailable
 from kairos.temporal import with_keys
 from kairos.worker import dispatcher
 
 # Events in flight at once from the load generator (product code calling emit).
 EMIT_CONCURRENCY = 32
+STORE_ATTEMPTS = 5  # tries of a load-generator call whose pool had no connection in time
 # At most this many customers' histories are read to count actions (every k-th customer).
 HISTORY_SAMPLE = 500
 JOURNEY_TYPES = {
@@ -65,6 +67,7 @@ class Progress:
     orders_sent: int = 0
     emitted: bool = False
     offset: int = 0
+    store_retries: int = 0  # calls the load generator made again (see _again)
 
 
 async def measure(phase: Phase, timeout: float, postgres: str) -> dict[str, Any]:
@@ -178,19 +181,49 @@ async def _emit_all(kairos: Kairos, people: list[Customer], progress: Progress) 
     async def enter(customer: Customer) -> None:
         async with limit:
             if customer.identified_first:
-                await kairos.identify(
-                    customer.id, customer.profile, consent=customer.consent, source="benchmark"
+                await _again(
+                    progress,
+                    lambda: kairos.identify(
+                        customer.id, customer.profile, consent=customer.consent, source="benchmark"
+                    ),
                 )
             name, properties = customer.trigger(utcnow())
             progress.triggered[customer.id] = time.time()
-            await kairos.emit(customer.id, name, properties, event_id=f"{customer.id}:{name}")
+            event_id = f"{customer.id}:{name}"
+            await _again(
+                progress, lambda: kairos.emit(customer.id, name, properties, event_id=event_id)
+            )
             if customer.engages:
                 number = int(customer.id.removeprefix("c-"))
                 for event, data in engagement(number):
-                    await kairos.emit(customer.id, event, data, event_id=f"{customer.id}:{event}")
+                    await _again(
+                        progress,
+                        lambda event=event, data=data: kairos.emit(
+                            customer.id, event, data, event_id=f"{customer.id}:{event}"
+                        ),
+                    )
 
     await asyncio.gather(*(enter(c) for c in people))
     progress.emitted = True
+
+
+async def _again(progress: Progress, call: Callable[[], Awaitable[object]]) -> None:
+    """``call``, made again when the load generator's pool had no connection for it in time.
+
+    On a machine shared with other work, the burst can wait more than the pool's 10 s for a
+    connection, which once ended a whole ``make bench``. Both calls are idempotent (the event
+    has its id; identify sets the same profile and consent), so making one again changes no
+    figure; how many were made again is recorded (``load_generator_store_retries``).
+    """
+    for attempt in range(STORE_ATTEMPTS):
+        try:
+            await call()
+            return
+        except StoreUnavailable:
+            if attempt == STORE_ATTEMPTS - 1:
+                raise
+            progress.store_retries += 1
+            await asyncio.sleep(1 + attempt)
 
 
 async def _watch(outbox: Path, progress: Progress, kairos: Kairos, converters: set[str]) -> None:
@@ -208,7 +241,10 @@ async def _watch(outbox: Path, progress: Progress, kairos: Kairos, converters: s
 async def _order(kairos: Kairos, customer_id: str, progress: Progress) -> None:
     number = int(customer_id.removeprefix("c-"))
     properties = order(number, utcnow())
-    await kairos.emit(customer_id, "order_placed", properties, event_id=f"{customer_id}:order")
+    event_id = f"{customer_id}:order"
+    await _again(
+        progress, lambda: kairos.emit(customer_id, "order_placed", properties, event_id=event_id)
+    )
     progress.orders_sent += 1
 
 
@@ -307,6 +343,7 @@ async def _figures(
         "customers": phase.customers,
         "workers": phase.workers,
         "complete": drive.complete,
+        "load_generator_store_retries": drive.progress.store_retries,
         "wall_seconds": round(wall, 2),
         "journeys": len(drive.runs),
         "journeys_completed": completed,
@@ -360,6 +397,10 @@ def _per_message(journeys: HistoryCount, customers: int, messages: int) -> dict[
             kind: round(count / per, 3) for kind, count in sorted(journeys.actions.items())
         },
         "history_bytes_per_message": round(journeys.bytes / per),
+        "history_bytes_by_event_per_message": {
+            kind: round(size / per)
+            for kind, size in sorted(journeys.bytes_by_event.items(), key=lambda kv: -kv[1])
+        },
     }
 
 

@@ -7,7 +7,7 @@ unsubscribe link, as the ``deliver`` activity renders them.
 
 from __future__ import annotations
 
-import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.infra import worker_environment
 from benchmarks.project import BENCH_JOURNEYS, REPO, make_home
 from benchmarks.workload import LOCALES, NAMES
 from kairos.compiler import check_project
@@ -103,7 +104,8 @@ def rendering(seconds: float = 3.0) -> dict[str, Any]:
 
 
 def compiling(journeys: int = 100) -> dict[str, Any]:
-    """Time to check ``journeys`` journeys: ``kairos validate`` as a command, and in-process."""
+    """Time to check ``journeys`` journeys: ``kairos validate`` as a command (wall and CPU
+    seconds, the first run and the second, with bytecode cached), and in-process."""
     # Six benchmark journeys since the sales handover: 17 copies check 102, not 120.
     copies = max(1, round(journeys / len(BENCH_JOURNEYS)))
     with tempfile.TemporaryDirectory(prefix="kairos-compile-") as tmp:
@@ -115,13 +117,24 @@ def compiling(journeys: int = 100) -> dict[str, Any]:
         if project is None:
             raise RuntimeError(f"the benchmark journeys do not compile:\n{report}")
         command = [str(Path(sys.executable).parent / "kairos"), "validate"]
-        env = {**os.environ, "KAIROS_HOME": str(home)}
-        start = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, check=False)
-        command_seconds = time.perf_counter() - start
+        # With bytecode cached, as an installed package has it (pip compiles it; the workers
+        # of the engine benchmark cache it the same way): the first run writes it.
+        env = {**worker_environment(Path(tmp), REPO), "KAIROS_HOME": str(home)}
+        runs = []
+        for _ in range(2):
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, check=False)
+            seconds = time.perf_counter() - start
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
+            runs.append((seconds, cpu))
     figures: dict[str, Any] = {
         "journeys": count,
-        "validate_command_seconds": round(command_seconds, 2),
+        "validate_command_seconds": round(runs[1][0], 2),
+        "validate_command_cpu_seconds": round(runs[1][1], 2),
+        "validate_command_first_seconds": round(runs[0][0], 2),
+        "validate_command_first_cpu_seconds": round(runs[0][1], 2),
         "validate_exit_code": done.returncode,
         "in_process_seconds": round(in_process, 2),
         "ms_per_journey": round(1000 * in_process / count, 1),

@@ -136,12 +136,15 @@ def table(result: dict[str, Any]) -> str:
         email, sms = result["rendering"]["email"], result["rendering"]["sms"]
         lines.append(
             f"rendering, one core: {email['per_second']:.0f} emails/s "
+            f"({email['per_cpu_second']:.0f} per CPU s) "
             f"(HTML + text + CSS inlining, {email['ms_each']} ms each), "
             f"{sms['per_second']:.0f} SMS/s"
         )
     if "compile" in result:
         c = result["compile"]
         command = f"{c['validate_command_seconds']} s"
+        if "validate_command_cpu_seconds" in c:
+            command += f", {c['validate_command_cpu_seconds']} CPU s"
         if c.get("validate_exit_code"):
             command = (
                 f"FAILED ({c.get('validate_error', 'exit code ' + str(c['validate_exit_code']))})"

@@ -142,6 +142,13 @@ def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Proj
     home = Path(home).resolve()
     report = Report()
     templates = TemplateStore(home / "templates")
+    with templates.steady():
+        return _check_project(home, paths, report, templates)
+
+
+def _check_project(
+    home: Path, paths: Sequence[Path] | None, report: Report, templates: TemplateStore
+) -> tuple[Project | None, Report]:
     catalogue = load_catalogue(home, report)
     _check_locale_styles(home, templates, report)
     plans: dict[str, JourneyPlan] = {}

@@ -229,12 +229,18 @@ def _metrics(raw: str, problems: list[str]) -> str | None:
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, *, home: Path | None = None, dotenv: bool = True
+    env: Mapping[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    dotenv: bool = True,
+    temporal: bool = True,
 ) -> Settings:
     """Read and validate settings. Raises ConfigError listing every wrong value.
 
     ``env`` defaults to the process environment, merged under an optional ``.env`` file in the
-    project home (the environment wins).
+    project home (the environment wins). ``temporal=False`` leaves the Temporal connection
+    unread (``Settings.temporal`` empty): for commands that never connect, such as ``kairos
+    validate``, which then need not import the Temporal SDK.
     """
     base_home = (
         home
@@ -244,7 +250,7 @@ def load_settings(
     get = values.get
     problems: list[str] = []
 
-    temporal = _temporal_connect_config(values, problems)
+    connect = _temporal_connect_config(values, problems) if temporal else {}
 
     outbox = Path(get("KAIROS_OUTBOX", ".kairos/outbox"))
     if not outbox.is_absolute():
@@ -372,7 +378,7 @@ def load_settings(
     settings = Settings(
         home=base_home,
         task_queue=task_queue,
-        temporal=temporal,
+        temporal=connect,
         email_provider=email_provider,
         sms_provider=sms_provider,
         outbox_dir=outbox,

@@ -158,12 +158,13 @@ def _marker(event: HistoryEvent, tasks_with_markers: set[int]) -> tuple[str, int
 @dataclass
 class HistoryCount:
     """Events, their size in bytes (protobuf, payloads included) and billable actions of one or
-    more workflow runs, added up."""
+    more workflow runs, added up; the bytes also by event type (``activity_task_scheduled``)."""
 
     runs: int = 0
     events: int = 0
     actions: Counter[str] = field(default_factory=Counter)
     bytes: int = 0
+    bytes_by_event: Counter[str] = field(default_factory=Counter)
 
     @property
     def total_actions(self) -> int:
@@ -175,12 +176,22 @@ class HistoryCount:
         self.events += other.events
         self.actions.update(other.actions)
         self.bytes += other.bytes
+        self.bytes_by_event.update(other.bytes_by_event)
 
     @classmethod
     def of_events(cls, events: Sequence[HistoryEvent]) -> HistoryCount:
         """The count of one run's history."""
-        size = sum(event.ByteSize() for event in events)
-        return cls(runs=1, events=len(events), actions=billable_actions(events), bytes=size)
+        by_event: Counter[str] = Counter()
+        for event in events:
+            kind = event.WhichOneof("attributes") or "unknown"
+            by_event[kind.removesuffix("_event_attributes")] += event.ByteSize()
+        return cls(
+            runs=1,
+            events=len(events),
+            actions=billable_actions(events),
+            bytes=sum(by_event.values()),
+            bytes_by_event=by_event,
+        )
 
 
 async def count_history(

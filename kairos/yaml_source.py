@@ -5,6 +5,10 @@ The journey language reports every problem at ``file:line:col``, so the loader k
 round-trip loader, which records line and column on every mapping and sequence, and then
 copies the document into plain Python values: nothing downstream sees ruamel's types.
 
+An ordinary document (no anchors, tags or errors; most journeys) is read first by libyaml's C
+parser (PyYAML's wheels carry it), ten times faster, into the same values and positions; anything
+else goes to the round-trip loader, so every problem is reported in its words (`_fast_load`).
+
 YAML 1.2 rules apply (ruamel's default): ``on``, ``off``, ``yes`` and ``no`` are text, and
 ``09:00`` is the text "09:00", not a number of minutes, which is what a marketer means.
 
@@ -21,7 +25,9 @@ over one document; apart, each would have to repeat the others' bookkeeping.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -42,10 +48,18 @@ from ruamel.yaml.events import (
     NodeEvent,
     ScalarEvent,
 )
+from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.parser import RoundTripParser
+from ruamel.yaml.reader import Reader
 from ruamel.yaml.scanner import Scanner
 
 from kairos.problems import Problem, Severity
+
+try:  # PyYAML with libyaml: the fast path (see _fast_load)
+    import yaml as _yaml
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # pragma: no cover - a build without libyaml: the round-trip loader only
+    _CParser = None
 
 YamlPath = tuple[str | int, ...]
 
@@ -55,6 +69,7 @@ MAX_DEPTH = 50
 """The deepest nesting of mappings and lists (a journey rarely goes past ten)."""
 MAX_NODES = 100_000
 """The most values (mappings, lists, scalars) a document may hold once aliases are expanded."""
+_NO_KEY = object()
 _CORE = "tag:yaml.org,2002:"
 _CORE_TAGS = frozenset(
     f"{_CORE}{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
@@ -212,6 +227,15 @@ def load_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]
     tabs = _tab_problems(text, file)
     if tabs:
         return None, tabs
+    fast = _fast_load(text, file)
+    if fast is not None:
+        return fast, []
+    return round_trip_load(text, file)
+
+
+def round_trip_load(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]:
+    """``text`` loaded by ruamel's round-trip loader, guarded: what :func:`load_yaml` does
+    with a document the fast path leaves to it (and what the fast path must agree with)."""
     yaml = YAML(typ="rt", pure=True)
     yaml.allow_duplicate_keys = False
     yaml.Parser = _guarded_parser(file)
@@ -236,6 +260,237 @@ def load_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]
     if problems:
         return None, problems
     return YamlDocument(file=file, text=text, data=data, positions=positions), []
+
+
+def _fast_load(text: str, file: str) -> YamlDocument | None:
+    """``text`` loaded by libyaml's C parser when it is an ordinary document, else None.
+
+    libyaml reads events ten times faster than ruamel's pure-Python parser. The values and
+    positions built from them are the ones the round-trip loader gives (YAML 1.2 scalars, by
+    ruamel's own resolver and constructor; an ``*alias`` of a mapping or list is a copy of it,
+    its positions those of the original, as the round-trip loader's are). Whatever is not
+    ordinary — a syntax error, a duplicate key, an anchored scalar, an alias the document has
+    not finished defining, a tag, a complex key, a second document, nesting or size past the
+    limits — returns None, so the round-trip loader reads the file again and reports it
+    exactly as before.
+    """
+    if _CParser is None or _UNLIKE.search(text) or Reader.NON_PRINTABLE.search(text):
+        return None
+    parser = _CParser(text)
+    try:
+        return _from_events(parser, text, file)
+    except (_Unusual, _yaml.YAMLError, RecursionError):
+        return None
+    finally:
+        parser.dispose()
+
+
+_UNLIKE = re.compile("[\t\x85\u2028\u2029]")
+"""Characters the two parsers treat differently: ruamel refuses a tab between tokens, which
+libyaml accepts, and YAML 1.2 (ruamel) reads these three as text, YAML 1.1 (libyaml) as line
+breaks."""
+
+
+class _Unusual(Exception):
+    """Something the fast path leaves to the round-trip loader."""
+
+
+@dataclass
+class _Building:
+    """A mapping or list being built from the event stream."""
+
+    value: dict[str, Any] | list[Any]
+    path: YamlPath
+    keys: dict[Any, None] | None = None  # a mapping's keys as constructed (duplicates)
+    key: Any = _NO_KEY
+    key_at: Position | None = None
+    at: Position = Position(1, 1)  # where it starts
+    anchor: str | None = None
+    start: int = 0  # values counted before it
+    level: int = 1  # its nesting level, 1 at the top
+    deepest: int = 1  # the deepest level reached inside it, aliases expanded
+
+
+@dataclass(frozen=True)
+class _Anchored:
+    """A mapping or list an ``&anchor`` names: what an alias of it copies."""
+
+    value: dict[str, Any] | list[Any]
+    at: Position
+    keys: tuple[tuple[YamlPath, Position], ...]  # below it, relative to it
+    values: tuple[tuple[YamlPath, Position], ...]
+    size: int  # values, itself included
+    height: int  # levels, itself included
+
+
+def _from_events(parser: Any, text: str, file: str) -> YamlDocument:
+    get = parser.get_event
+    start = get(), get()
+    if not isinstance(start[1], _yaml.DocumentStartEvent) or start[1].version or start[1].tags:
+        raise _Unusual  # empty, or a `%YAML` or `%TAG` directive
+    positions = SourceMap()
+    positions.values[()] = Position(1, 1)
+    opened: list[_Building] = []
+    anchors: dict[str, _Anchored] = {}
+    data: Any = None
+    count = 0
+    while True:
+        event = get()
+        kind = type(event)
+        if kind is _yaml.MappingEndEvent or kind is _yaml.SequenceEndEvent:
+            done = opened.pop()
+            if done.anchor is not None:
+                anchors[done.anchor] = _anchored(done, count, positions)
+            if not opened:
+                data = done.value
+                if not isinstance(get(), _yaml.DocumentEndEvent):
+                    raise _Unusual
+                break
+            opened[-1].deepest = max(opened[-1].deepest, done.deepest)
+            _place(opened[-1], done.value, None, positions)
+            continue
+        if kind is _yaml.DocumentEndEvent and not opened:
+            break
+        if kind is _yaml.AliasEvent:
+            count = _alias(event, opened, anchors, count, positions)
+            continue
+        if event.tag is not None or (event.anchor is not None and kind is _yaml.ScalarEvent):
+            raise _Unusual  # tags, and anchored scalars: the guarded loader's work
+        count += 1
+        if count > MAX_NODES:
+            raise _Unusual
+        mark = event.start_mark
+        at = Position(mark.line + 1, mark.column + 1)
+        parent = opened[-1] if opened else None
+        if kind is _yaml.ScalarEvent:
+            value = _scalar_value(event)
+            if parent is None:
+                data = value
+                if not isinstance(get(), _yaml.DocumentEndEvent):
+                    raise _Unusual
+                break
+            _place(parent, value, at, positions)
+            continue
+        if kind is _yaml.MappingStartEvent:
+            building = _Building({}, (), keys={})
+        elif kind is _yaml.SequenceStartEvent:
+            building = _Building([], ())
+        else:
+            raise _Unusual
+        building.at, building.anchor, building.start = at, event.anchor, count - 1
+        building.level = building.deepest = len(opened) + 1
+        if parent is None:
+            positions.values[()] = at
+        else:
+            if parent.keys is not None and parent.key is _NO_KEY:
+                raise _Unusual  # a mapping or list as a key
+            building.path = _child(parent)
+            if parent.keys is None:
+                positions.values[building.path] = at
+        if building.level > MAX_DEPTH:
+            raise _Unusual
+        opened.append(building)
+    if not isinstance(get(), _yaml.StreamEndEvent):
+        raise _Unusual  # a second document
+    return YamlDocument(file=file, text=text, data=data, positions=positions)
+
+
+def _anchored(done: _Building, count: int, positions: SourceMap) -> _Anchored:
+    depth = len(done.path)
+
+    def below(found: dict[YamlPath, Position]) -> tuple[tuple[YamlPath, Position], ...]:
+        return tuple(
+            (path[depth:], at)
+            for path, at in found.items()
+            if len(path) > depth and path[:depth] == done.path
+        )
+
+    return _Anchored(
+        done.value,
+        done.at,
+        below(positions.keys),
+        below(positions.values),
+        count - done.start,
+        done.deepest - done.level + 1,
+    )
+
+
+def _alias(
+    event: Any,
+    opened: list[_Building],
+    anchors: dict[str, _Anchored],
+    count: int,
+    positions: SourceMap,
+) -> int:
+    """Place a copy of what ``event`` names; the values counted once it is placed."""
+    anchored = anchors.get(event.anchor)
+    parent = opened[-1] if opened else None
+    if anchored is None or parent is None or (parent.keys is not None and parent.key is _NO_KEY):
+        raise _Unusual  # undefined, inside itself, the whole document, or a key
+    count += anchored.size
+    reach = len(opened) + anchored.height
+    if count > MAX_NODES or reach > MAX_DEPTH:
+        raise _Unusual
+    parent.deepest = max(parent.deepest, reach)
+    path = _child(parent)
+    for rel, at in anchored.keys:
+        positions.keys[path + rel] = at
+    for rel, at in anchored.values:
+        positions.values[path + rel] = at
+    value = copy.deepcopy(anchored.value)
+    _place(parent, value, anchored.at if parent.keys is None else None, positions)
+    return count
+
+
+def _child(parent: _Building) -> YamlPath:
+    if parent.keys is None:
+        return (*parent.path, len(parent.value))
+    return (*parent.path, _key_text(parent.key))
+
+
+def _place(parent: _Building, value: Any, at: Position | None, positions: SourceMap) -> None:
+    """Add ``value`` (found ``at``; None for a mapping or list) to ``parent``."""
+    if parent.keys is None:
+        if at is not None:
+            positions.values[(*parent.path, len(parent.value))] = at
+        parent.value.append(value)  # type: ignore[union-attr]
+        return
+    if parent.key is _NO_KEY:
+        if at is None or value in parent.keys:
+            raise _Unusual  # a duplicate key: said by the round-trip loader, with its line
+        parent.keys[value] = None
+        parent.key, parent.key_at = value, at
+        return
+    name = _key_text(parent.key)
+    child = (*parent.path, name)
+    key_at = parent.key_at
+    assert key_at is not None and isinstance(parent.value, dict)
+    positions.keys[child] = key_at
+    positions.values[child] = at if at is not None and value is not None else key_at
+    parent.value[name] = value
+    parent.key, parent.key_at = _NO_KEY, None
+
+
+_ROUND_TRIP = YAML(typ="rt", pure=True)
+_STR = f"{_CORE}str"
+
+
+def _scalar_value(event: Any) -> Any:
+    """A scalar event's value as the round-trip loader reads it (YAML 1.2)."""
+    value: str = event.value
+    if not event.implicit[0]:
+        return value  # quoted or a block: text
+    return _plain_scalar(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_scalar(value: str) -> Any:
+    tag = str(_ROUND_TRIP.resolver.resolve(ScalarNode, value, (True, False)))
+    if tag == _STR:
+        return value
+    if tag == f"{_CORE}merge":
+        raise _Unusual
+    return _scalar(_ROUND_TRIP.constructor.construct_object(ScalarNode(tag, value)))
 
 
 def load_data(text: str, file: str) -> Any:
@@ -464,7 +719,7 @@ def _plain_map(
     for key, value in node.items():
         name = _key_text(key)
         child = (*path, name)
-        if key not in node.lc.data:
+        if node.lc.data is None or key not in node.lc.data:
             # Merged in by `<<: *anchor`: ruamel keeps no position for it here; point at the
             # mapping that merges it.
             positions.keys[child] = positions.values[child] = positions.value(path)

@@ -157,6 +157,9 @@ def test_counts_add_up_across_runs() -> None:
 
     assert (total.runs, total.events, total.total_actions) == (2, 3, 3)
     assert total.bytes == sum(e.ByteSize() for e in first + second) > 0
+    starts = first[0].ByteSize() + second[0].ByteSize()
+    assert total.bytes_by_event["workflow_execution_started"] == starts > 0
+    assert sum(total.bytes_by_event.values()) == total.bytes
 
 
 # --- a real history -------------------------------------------------------------------------

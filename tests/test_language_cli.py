@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,26 @@ def test_validate_survives_every_hostile_file_at_once_and_checks_the_rest(
         "journeys/yaml_python_tag.yaml",
     ]
     assert output.splitlines()[-1] == "✗ 6 errors in journeys/"
+
+
+def test_validate_imports_neither_the_temporal_sdk_nor_the_database_driver(
+    tmp_path: Path,
+) -> None:
+    """Checking journeys talks to neither: importing them was a third of the command's time."""
+    home = make_project(tmp_path)
+    script = (
+        "import sys\n"
+        "from kairos.cli import load_commands\n"
+        "code = load_commands(['validate'])(['validate'], standalone_mode=False)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'temporalio', 'psycopg'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "KAIROS_HOME": str(home), "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["✓ 2 journeys valid", "[]"]

@@ -37,7 +37,7 @@ _GRAPH_EPILOG = (
 def _home() -> Path:
     """The project home, with the actions KAIROS_ACTIONS adds declared (as a worker has them)."""
     try:
-        settings = load_settings()
+        settings = load_settings(temporal=False)  # none of these commands connects
         load_action_modules(settings.actions)
     except ConfigError as err:
         lines = "\n".join(f"  - {p}" for p in err.problems)
