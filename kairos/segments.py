@@ -49,6 +49,7 @@ from kairos.catalogue import CONSENT_KEYS, Attribute, AttrType, Catalogue, type_
 from kairos.durations import DurationError, parse_duration
 from kairos.expressions import _ENV, _dotted, check_syntax, refused
 from kairos.problems import Problem, Report, suggestion
+from kairos.project_files import display_path
 from kairos.schema_errors import validate_document
 from kairos.yaml_source import YamlDocument, load_yaml, read_source
 
@@ -116,8 +117,6 @@ def load_segments(
     home: Path, catalogue: Catalogue | None, report: Report, files: list[Path] | None = None
 ) -> dict[str, Segment]:
     """Compile the project's segments (or ``files``); problems go to ``report``."""
-    from kairos.compiler import display_path  # the compiler loads segments: import late
-
     found: dict[str, Segment] = {}
     for path in segment_files(home) if files is None else files:
         shown = display_path(path, home)

@@ -24,6 +24,9 @@ NAMES = {
 # other module of the library (kairos.*) is the runtime contract unless named below.
 _LANGUAGE = {
     "kairos", "kairos.actions_catalogue", "kairos.catalogue", "kairos.compiler", "kairos.durations",
+    "kairos.compiler_catalogue", "kairos.compiler_conditions", "kairos.compiler_plan",
+    "kairos.compiler_sends", "kairos.compiler_state", "kairos.compiler_steps",
+    "kairos.project_files", "kairos.reachability",
     "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.inlining", "kairos.locales",
     "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
