@@ -27,6 +27,8 @@ _LANGUAGE = {
     "kairos.compiler_catalogue", "kairos.compiler_conditions", "kairos.compiler_plan",
     "kairos.compiler_sends", "kairos.compiler_state", "kairos.compiler_steps",
     "kairos.project_files", "kairos.reachability",
+    "kairos.compliance_footers", "kairos.message_text", "kairos.preview",
+    "kairos.template_checks", "kairos.template_environment", "kairos.template_files",
     "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.inlining", "kairos.locales",
     "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
