@@ -32,7 +32,8 @@ _LANGUAGE = {
     "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.inlining", "kairos.locales",
     "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
-    "kairos.schema_errors", "kairos.schema_export", "kairos.segments", "kairos.sms",
+    "kairos.schema_errors", "kairos.schema_export", "kairos.segments", "kairos.segment_sql",
+    "kairos.sms",
     "kairos.template_safety", "kairos.unsubscribe", "kairos.yaml_source",
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.
