@@ -9,6 +9,10 @@ flattened into the plan graph of :mod:`kairos.plan` and each plan gets its conte
 Problems are collected in a :class:`~kairos.problems.Report`; nothing is raised half-way, so a
 marketer sees every mistake in one run. Checks that depend on something broken (the catalogue
 did not load) are skipped rather than reported twice.
+
+This module is the entry points; the catalogue is checked in :mod:`kairos.compiler_catalogue`
+and one journey by :class:`~kairos.compiler_plan.JourneyCompiler`, whose checks are layered over
+:mod:`kairos.compiler_state`, ``compiler_conditions``, ``compiler_sends`` and ``compiler_steps``.
 """
 
 from __future__ import annotations
