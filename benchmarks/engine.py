@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +197,14 @@ async def _emit_all(kairos: Kairos, people: list[Customer], progress: Progress) 
             if customer.engages:
                 number = int(customer.id.removeprefix("c-"))
                 for event, data in engagement(number):
-                    await _again(
-                        progress,
-                        lambda event=event, data=data: kairos.emit(
-                            customer.id, event, data, event_id=f"{customer.id}:{event}"
-                        ),
-                    )
+                    await _again(progress, partial(_emit, kairos, customer.id, event, data))
 
     await asyncio.gather(*(enter(c) for c in people))
     progress.emitted = True
+
+
+async def _emit(kairos: Kairos, customer_id: str, event: str, data: dict[str, Any]) -> None:
+    await kairos.emit(customer_id, event, data, event_id=f"{customer_id}:{event}")
 
 
 async def _again(progress: Progress, call: Callable[[], Awaitable[object]]) -> None:

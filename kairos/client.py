@@ -10,33 +10,47 @@ succeeds (the event is accepted) and a worker makes them as soon as it can.
     async with await Kairos.connect() as kairos:
         await kairos.emit("c-42", "cart_updated", {"cart_total": 59.9, "currency": "EUR"})
 
-Why over 600 lines: it is one API in two forms (async and sync) whose every call checks its
-input at the door the same way; split, a call's validation and its transaction would live apart.
+What each call checks first, with the errors it raises, is :mod:`kairos.client_checks`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
-import re
 import threading
-import unicodedata
-import uuid
 from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from kairos.catalogue import AttrType, Catalogue
+from kairos.catalogue import AttrType
+from kairos.client_checks import (
+    CONSENT_TOPICS,
+    MAX_DEPTH,
+    MAX_ID_CHARS,
+    MAX_PROPERTIES_BYTES,
+    MAX_STRING_CHARS,
+    CustomerNotFound,
+    InvalidCustomerId,
+    InvalidEvent,
+    InvalidProfile,
+    JourneyAlreadyRunning,
+    KairosError,
+    NoRunningJourney,
+    UnknownJourney,
+    check_customer_id,
+    check_journey,
+    check_profile,
+    checked_event,
+    size_problems,
+    value_problems,
+)
 from kairos.compiler import Project, load_project
 from kairos.config import Settings, load_settings
 from kairos.outbox_files import erase_customer
-from kairos.plan import JourneyPlan
-from kairos.runtime import QUERY_STATE, SA_STEP, Event, JourneyStatus, journey_workflow_id
+from kairos.runtime import QUERY_STATE, SA_STEP, JourneyStatus, journey_workflow_id
 from kairos.store import (
     Accepted,
     CustomerRecord,
@@ -49,184 +63,39 @@ from kairos.store import (
 from kairos.store.runs import runs_of
 from kairos.temporal import connect, reached, unless_gone
 
+# The checks and errors are part of the client's API: callers import them from here.
+__all__ = [
+    "CONSENT_TOPICS",
+    "DISPATCH_SECONDS",
+    "MAX_DEPTH",
+    "MAX_ID_CHARS",
+    "MAX_PROPERTIES_BYTES",
+    "MAX_STRING_CHARS",
+    "WHEREABOUTS",
+    "CustomerNotFound",
+    "InvalidCustomerId",
+    "InvalidEvent",
+    "InvalidProfile",
+    "JourneyAlreadyRunning",
+    "Kairos",
+    "KairosError",
+    "NoRunningJourney",
+    "SyncKairos",
+    "UnknownJourney",
+    "check_customer_id",
+    "check_journey",
+    "check_profile",
+    "checked_event",
+    "size_problems",
+    "value_problems",
+]
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-CONSENT_TOPICS = ("email", "sms", "marketing")
 # How long a call waits for Temporal before leaving the calls to a worker.
 DISPATCH_SECONDS = 10.0
-# Segment's own limit for one call: an event is a fact, not a document.
-MAX_PROPERTIES_BYTES = 32 * 1024
 # How long support's view of a customer waits for Temporal to say where a run is.
 WHEREABOUTS = timedelta(seconds=2)
-
-
-class KairosError(Exception):
-    """Base of every error the client raises for a caller's mistake."""
-
-
-class InvalidEvent(KairosError):
-    """The event is unknown to the catalogue, or its properties are wrong."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-class InvalidProfile(InvalidEvent):
-    """Profile attributes that the catalogue does not declare, or of the wrong type."""
-
-
-class InvalidCustomerId(KairosError):
-    pass
-
-
-class UnknownJourney(KairosError):
-    pass
-
-
-class JourneyAlreadyRunning(KairosError):
-    """The journey's entry rule refused a new run (running, or entered once already)."""
-
-
-class NoRunningJourney(KairosError):
-    pass
-
-
-class CustomerNotFound(KairosError):
-    pass
-
-
-# Beyond these, a value is a mistake or an attack, not customer data.
-MAX_DEPTH = 32
-MAX_STRING_CHARS = 10_000
-
-
-def value_problems(values: Any, what: str) -> list[str]:
-    """Why ``values`` (properties or attributes) cannot be accepted: nested deeper than
-    MAX_DEPTH, a string longer than MAX_STRING_CHARS, or a number that is not finite."""
-    problems: list[str] = []
-    pending: list[tuple[Any, str, int]] = [(values, what, 0)]
-    while pending and len(problems) < 10:
-        value, where, depth = pending.pop()
-        if depth > MAX_DEPTH:
-            problems.append(f"{what} are nested deeper than {MAX_DEPTH} levels (at {where})")
-            break
-        if isinstance(value, dict):
-            pending.extend((v, f"{where}.{k}" if depth else str(k), depth + 1)
-                           for k, v in value.items())  # fmt: skip
-        elif isinstance(value, list | tuple):
-            pending.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
-        elif isinstance(value, float) and not math.isfinite(value):
-            problems.append(
-                f"{where} is {value}: NaN or Infinity cannot be stored, send a finite number"
-            )
-        elif isinstance(value, str) and len(value) > MAX_STRING_CHARS:
-            problems.append(
-                f"{where} is {len(value):,} characters; at most {MAX_STRING_CHARS:,} fit in one "
-                "value (send an id or a link instead of the content)"
-            )
-    return problems
-
-
-def size_problems(values: dict[str, Any], what: str) -> list[str]:
-    """Why ``values`` cannot be stored as one event: too deep, too long, too large, or numbers
-    JSON cannot carry."""
-    problems = value_problems(values, what)
-    if problems:
-        return problems
-    try:
-        size = len(json.dumps(values, allow_nan=False, default=str).encode())
-    except ValueError:
-        return [f"{what} contain NaN or Infinity, which JSON cannot carry: send a finite number"]
-    if size > MAX_PROPERTIES_BYTES:
-        return [
-            f"{what} are {size:,} bytes; at most {MAX_PROPERTIES_BYTES // 1024} KB fit in one "
-            "event (send an id or a link instead of the content)"
-        ]
-    return []
-
-
-def check_customer_id(customer_id: object) -> str:
-    """``customer_id`` if it is a usable customer id; InvalidCustomerId says what would be.
-
-    Ids appear in workflow ids, search attributes and file names, which are not encrypted, and
-    in Temporal's visibility queries: so they must be pseudonymous (never an email address or
-    phone number) and free of quotes, backslashes, whitespace and control characters.
-    """
-    if not isinstance(customer_id, str) or not customer_id.strip():
-        raise InvalidCustomerId("a customer id is required (a non-empty string such as 'c-42')")
-    # The value itself is never echoed: it may be personal data.
-    if "@" in customer_id:
-        raise InvalidCustomerId(_PSEUDONYMOUS.format("looks like an email address"))
-    if _PHONE_LIKE.fullmatch(customer_id):
-        raise InvalidCustomerId(_PSEUDONYMOUS.format("looks like a phone number"))
-    if len(customer_id) > MAX_ID_CHARS or any(_unsafe(c) for c in customer_id):
-        raise InvalidCustomerId(
-            f"customer ids are at most {MAX_ID_CHARS} characters, without quotes, backslashes, "
-            "whitespace or control characters (such as 'c-42' or a UUID)"
-        )
-    return customer_id
-
-
-MAX_ID_CHARS = 200
-_PHONE_LIKE = re.compile(r"\+[\d\s().-]{6,}")
-_PSEUDONYMOUS = (
-    "customer ids must be pseudonymous: this one {}, and ids are stored unencrypted in "
-    "Temporal (workflow ids, search attributes). Use your database's id or a UUID"
-)
-
-
-def _unsafe(char: str) -> bool:
-    return char in "\"'\\`" or char.isspace() or unicodedata.category(char)[0] in "CZ"
-
-
-def checked_event(
-    catalogue: Catalogue,
-    customer_id: str,
-    event: str,
-    properties: dict[str, Any] | None = None,
-    *,
-    event_id: str | None = None,
-    timestamp: datetime | None = None,
-) -> Event:
-    """The event to accept, once the customer id and properties pass the catalogue.
-
-    Needs no connection, so a command line can refuse a typo before connecting to anything.
-
-    Raises:
-        InvalidCustomerId: The customer id is not usable.
-        InvalidEvent: The event is unknown or its properties are wrong (every problem listed).
-    """
-    check_customer_id(customer_id)
-    moment = timestamp or datetime.now(UTC)
-    values = catalogue.with_defaults(event, dict(properties or {}), moment)
-    problems = size_problems(values, "the properties") or catalogue.validate_event(event, values)
-    if problems:
-        raise InvalidEvent(problems)
-    return Event(id=event_id or str(uuid.uuid4()), name=event, properties=values, timestamp=moment)
-
-
-def check_profile(
-    catalogue: Catalogue,
-    customer_id: str,
-    attributes: dict[str, Any],
-    consent: dict[str, bool] | None = None,
-) -> None:
-    """Raise InvalidCustomerId or InvalidProfile unless an identify call would be accepted."""
-    check_customer_id(customer_id)
-    problems = size_problems(attributes, "the attributes") or catalogue.validate_profile(attributes)
-    problems += _consent_problems(consent or {})
-    if problems:
-        raise InvalidProfile(problems)
-
-
-def check_journey(project: Project, journey: str) -> JourneyPlan:
-    """The journey's plan; UnknownJourney names the journeys there are."""
-    plan = project.plans.get(journey)
-    if plan is None:
-        known = ", ".join(sorted(project.plans)) or "none"
-        raise UnknownJourney(f"no journey named {journey!r} (journeys: {known})")
-    return plan
 
 
 class Kairos:
@@ -552,16 +421,6 @@ class Kairos:
 
     def _plan(self, journey: str) -> None:
         check_journey(self.project, journey)
-
-
-def _consent_problems(consent: dict[str, Any]) -> list[str]:
-    problems = []
-    for topic, granted in consent.items():
-        if topic not in CONSENT_TOPICS or not isinstance(granted, bool):
-            problems.append(
-                f"consent: {topic!r} must be one of email, sms, marketing set to true or false"
-            )
-    return problems
 
 
 class SyncKairos:

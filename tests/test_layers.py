@@ -24,10 +24,16 @@ NAMES = {
 # other module of the library (kairos.*) is the runtime contract unless named below.
 _LANGUAGE = {
     "kairos", "kairos.actions_catalogue", "kairos.catalogue", "kairos.compiler", "kairos.durations",
+    "kairos.compiler_catalogue", "kairos.compiler_conditions", "kairos.compiler_plan",
+    "kairos.compiler_sends", "kairos.compiler_state", "kairos.compiler_steps",
+    "kairos.project_files", "kairos.reachability",
+    "kairos.compliance_footers", "kairos.message_text", "kairos.preview",
+    "kairos.template_checks", "kairos.template_environment", "kairos.template_files",
     "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.inlining", "kairos.locales",
     "kairos.messages",
     "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
-    "kairos.schema_errors", "kairos.schema_export", "kairos.segments", "kairos.sms",
+    "kairos.schema_errors", "kairos.schema_export", "kairos.segments", "kairos.segment_sql",
+    "kairos.sms",
     "kairos.template_safety", "kairos.unsubscribe", "kairos.yaml_source",
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.

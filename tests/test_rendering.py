@@ -1,4 +1,8 @@
-"""Rendering messages: locales, strictness, escaping, layouts, unsubscribe footers, preview."""
+"""Rendering messages: locales, strictness, escaping, layouts, unsubscribe footers, preview.
+
+Why over 600 lines: every section renders the same fixture templates with the same store and
+plan; its sections follow the modules kairos.rendering is built of.
+"""
 
 from __future__ import annotations
 

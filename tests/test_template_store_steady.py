@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kairos import rendering
+from kairos import template_checks, template_files
 from kairos.plan import Channel
 from kairos.rendering import TemplateStore
 
@@ -21,13 +21,13 @@ def test_a_steady_store_checks_a_walk_once_and_sees_edits_again_after(
     shutil.copytree(REPO / "templates", root)
     store = TemplateStore(root)
     looked: list[Path] = []
-    real = rendering._version
+    real = template_files._version
 
     def counted(path: Path) -> tuple[int, int]:
         looked.append(path)
         return real(path)
 
-    monkeypatch.setattr(rendering, "_version", counted)
+    monkeypatch.setattr(template_checks, "_version", counted)
     with store.steady():
         assert store.problems("welcome/welcome", "en", Channel.email) == []
         first = len(looked)

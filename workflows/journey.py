@@ -16,6 +16,10 @@ What the store tells a run (``event`` signal, :class:`RunSignal`):
   old run), then the run ends as ``restarted``.
 
 A run tells the store how it ended (the ``end_run`` activity), also when it is cancelled.
+
+Why over 600 lines: it is one workflow class whose step handlers share the run's state (the
+plan, its copy of the profile, the events kept, the step records); the decisions that need no
+state are already out (kairos.routing, kairos.policy, kairos.delivery, kairos.expressions).
 """
 
 from __future__ import annotations
