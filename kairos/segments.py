@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,13 @@ class Segment:
     def condition(self, now: datetime) -> sql.Composable:
         """The condition as a SQL boolean at ``now`` (history windows and ``days_since``
         count back from it, so tests choose the moment). It holds no placeholders."""
-        return to_sql(self.when, self.catalogue, now)
+        return _at(self._compiled, _moment(now))
+
+    @cached_property
+    def _compiled(self) -> sql.Composable:
+        # Compiled once: every event of a customer in a trigger segment evaluates it, and
+        # parsing the condition again each time cost more than the statement.
+        return _compile_condition(self.when, self.catalogue, _NOW)
 
     @property
     def constant(self) -> bool:
@@ -248,6 +255,8 @@ _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
 _FLIPPED = {"lt": "gt", "lteq": "gteq", "gt": "lt", "gteq": "lteq", "eq": "eq", "ne": "ne"}
 _WRITTEN = {"eq": "==", "ne": "!=", **{k: v for k, v in _ORDERING.items()}}
 TRUE = sql.SQL("true")
+# Where a condition compiled once reads the moment; :func:`_at` puts the moment in its place.
+_NOW = sql.SQL("now()")
 
 
 def to_sql(condition: str, catalogue: Catalogue, now: datetime) -> sql.Composable:
@@ -257,6 +266,23 @@ def to_sql(condition: str, catalogue: Catalogue, now: datetime) -> sql.Composabl
         SegmentSyntaxError: A part of the condition that SQL cannot answer, or that names
             something the catalogue does not declare.
     """
+    return _compile_condition(condition, catalogue, _moment(now))
+
+
+def _moment(now: datetime) -> sql.Composable:
+    return sql.SQL("{}::timestamptz").format(sql.Literal(now.isoformat()))
+
+
+def _at(part: sql.Composable, now: sql.Composable) -> sql.Composable:
+    """A compiled condition with its placeholder for the moment (:data:`_NOW`) filled in."""
+    if part is _NOW:
+        return now
+    if isinstance(part, sql.Composed):
+        return sql.Composed([_at(p, now) for p in part])
+    return part
+
+
+def _compile_condition(condition: str, catalogue: Catalogue, now: sql.Composable) -> sql.Composable:
     try:
         tree = _ENV.parse("{{ " + condition + " }}")
     except TemplateSyntaxError as err:
@@ -267,9 +293,9 @@ def to_sql(condition: str, catalogue: Catalogue, now: datetime) -> sql.Composabl
 
 
 class _Compiler:
-    def __init__(self, catalogue: Catalogue, now: datetime) -> None:
+    def __init__(self, catalogue: Catalogue, now: sql.Composable) -> None:
         self.catalogue = catalogue
-        self.now = sql.SQL("{}::timestamptz").format(sql.Literal(now.isoformat()))
+        self.now = now
 
     def boolean(self, node: nodes.Node) -> sql.Composable:
         match node:
