@@ -41,7 +41,6 @@ from kairos.delivery import send_queue
 from kairos.exits import exit_process
 from kairos.plan import Channel
 from kairos.problems import ProjectError
-from kairos.schedules import HEARTBEAT_EVERY
 from kairos.store import Dispatcher, Store, StoreError
 from kairos.store.dispatch import JourneyStarter, repeat
 from kairos.temporal import connect, start_journey
@@ -113,8 +112,6 @@ def build_worker(
         ],
         graceful_shutdown_timeout=timedelta(seconds=20),
         max_cached_workflows=settings.max_cached_workflows,
-        # A broadcast group's heartbeats reach Temporal at their own pace (kairos.schedules).
-        max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
     )
     senders = [
         send_worker(client, queue, channel, settings.rates.get(channel), [messaging.deliver])
