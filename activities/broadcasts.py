@@ -1,9 +1,9 @@
 """The activity of a scheduled broadcast: enter one group's members into the journey, once.
 
 It runs when the group's Temporal Schedule fires. The segment is evaluated then, not when the
-broadcast was scheduled: whoever is in it at 10:00 in their zone is entered. Each member is
-entered through the store's broadcast path (one transaction: the start recorded under the
-event id ``broadcast:<id>``, the member marked), so a retry after a worker was killed mid-way
+broadcast was scheduled: whoever is in it at 10:00 in their zone is entered. Members are
+entered through the store's broadcast path (a batch per transaction: each start recorded under
+the event id ``broadcast:<id>``, each member marked), so a retry after a worker was killed mid-way
 takes the members still pending and enters nobody twice; the Temporal starts a crash left in
 the dispatch outbox are made first.
 """
@@ -18,12 +18,15 @@ from temporalio.exceptions import ApplicationError
 
 from kairos.client import Kairos
 from kairos.plan import JourneyPlan
-from kairos.schedules import BROADCAST_ACTIVITY, BroadcastGroup, GroupResult
+from kairos.schedules import BROADCAST_ACTIVITY, HEARTBEAT_EVERY, BroadcastGroup, GroupResult
 from kairos.segments import Segment
 from kairos.store.broadcasts import BroadcastStore, MemberStatus
 
-_PAGE = 500
-_AT_ONCE = 8
+
+async def _heartbeat(result: GroupResult) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
+        activity.heartbeat(result.enrolled + result.refused)
 
 
 class Broadcasts:
@@ -44,26 +47,18 @@ class Broadcasts:
         added = begun.targeted - (before.targeted if before else 0)
         await self.kairos.dispatcher.run(await self.store.undispatched(begun.id))
         result = GroupResult(added=added, enrolled=0, refused=0)
-        after = ""
-        while page := await self.store.pending(begun.id, after, _PAGE):
-            after = page[-1]
-            for start in range(0, len(page), _AT_ONCE):
-                chunk = page[start : start + _AT_ONCE]
-                statuses = await asyncio.gather(
-                    *(self._enter(begun.id, plan, customer) for customer in chunk)
-                )
+        # Heartbeats go on while a batch waits on the store or Temporal, so the short
+        # heartbeat timeout only ever notices a worker that is gone.
+        beating = asyncio.create_task(_heartbeat(result))
+        try:
+            async for statuses in self.store.enter_pending(begun.id, plan, self.kairos.dispatcher):
                 result.enrolled += statuses.count(MemberStatus.enrolled)
                 result.refused += statuses.count(MemberStatus.refused)
                 activity.heartbeat(result.enrolled + result.refused)
+        finally:
+            beating.cancel()
         await self.store.finish(begun.id)
         return result
-
-    async def _enter(self, broadcast_id: str, plan: JourneyPlan, customer: str) -> MemberStatus:
-        status, accepted = await self.store.enter(broadcast_id, plan, customer)
-        if accepted is not None:
-            # Never raises for Temporal being unreachable: the sweeper makes the start.
-            await self.kairos.dispatch(accepted)
-        return status
 
     def _chosen(self, group: BroadcastGroup) -> tuple[JourneyPlan, Segment]:
         project = self.kairos.store.project

@@ -10,6 +10,7 @@ description of the machine to ``benchmarks/results/``.
     python -m benchmarks --customers 1000 --workers 2
     python -m benchmarks --customers 1000 --profile   # py-spy on the workers of the largest run
     python -m benchmarks --only report        # kairos report over 1,000,000 synthetic entries
+    python -m benchmarks --only broadcast     # a broadcast to 2,000 members; what an event costs
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import analytics, engine, micro, profiles, report
+from benchmarks import analytics, broadcast, engine, events, micro, profiles, report
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
+from kairos.broadcast import DEFAULT_CONCURRENCY
 from kairos.store.embedded import temporary_server
 
 SCALES: dict[str, list[tuple[int, int]]] = {
     "quick": [(100, 1), (1000, 1)],
     "full": [(100, 1), (1000, 1), (5000, 1), (5000, 2)],
 }
-PARTS = ("engine", "render", "compile", "report")
+PARTS = ("engine", "render", "compile", "report", "broadcast")
 # What runs without --only: the report part is asked for by name (it generates 1M entries).
 DEFAULT_PARTS = ("engine", "render", "compile")
 SIDES = ("kairos", "baseline", "plain")
+BROADCAST_MEMBERS = 2000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,6 +167,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kairos report over {args.report_entries:,} synthetic entries ...", flush=True)
         with temporary_server(Path(tempfile.gettempdir())) as postgres:
             result["report"] = asyncio.run(analytics.measure(postgres, args.report_entries))
+    if "broadcast" in parts:
+        print(f"a broadcast to {BROADCAST_MEMBERS:,} members; what an event costs ...", flush=True)
+        with temporary_server(Path(tempfile.gettempdir())) as postgres:
+            result["broadcast"] = asyncio.run(
+                broadcast.measure(postgres, BROADCAST_MEMBERS, DEFAULT_CONCURRENCY)
+            )
+            result["events"] = asyncio.run(events.measure(postgres, 300))
     if "engine" in parts:
         print("engine runs (each on a fresh dev server):", flush=True)
         profile_dir = results_dir / f"profile-{stamp}" if args.profile else None
@@ -179,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print()
     print(report.table(result))
+    for part in ("broadcast", "events"):
+        if part in result:
+            print(f"{part}: {json.dumps(result[part], indent=2)}")
     print(f"\nwritten to {path}")
     if any(not pair[side]["complete"] for pair in result.get("engine", []) for side in SIDES):
         print("some runs did not complete in time: see 'complete' in the JSON", file=sys.stderr)

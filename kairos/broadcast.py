@@ -34,7 +34,7 @@ from temporalio.client import Schedule as TemporalSchedule
 from temporalio.service import RPCError
 
 from kairos.client import Kairos
-from kairos.enroll import Pacer, in_parallel
+from kairos.enroll import Pacer
 from kairos.plan import JourneyPlan
 from kairos.schedules import (
     BROADCAST_WORKFLOW,
@@ -48,11 +48,10 @@ from kairos.schedules import (
 )
 from kairos.segments import Segment
 from kairos.store import StoreError
-from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus
+from kairos.store.broadcasts import STARTS_AT_ONCE, Broadcast, BroadcastStore, MemberStatus
 
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = STARTS_AT_ONCE
 DEFAULT_RATE = 200.0
-_PAGE = 500
 CATCHUP = timedelta(hours=1)
 _NEVER = datetime.max.replace(tzinfo=UTC)
 
@@ -78,7 +77,8 @@ OnMember = Callable[[MemberStatus], None]
 
 
 class BroadcastRun:
-    """One run of a broadcast: enter its pending members, ``concurrency`` at a time."""
+    """One run of a broadcast: enter its pending members a batch per store transaction, and
+    make their journey starts ``concurrency`` at a time."""
 
     def __init__(
         self,
@@ -118,36 +118,22 @@ class BroadcastRun:
         Cancelling (Ctrl-C) stops at once: every member is either entered and marked or
         neither, and the next run goes on from there.
         """
-        await self.kairos.dispatcher.run(await self.store.undispatched(broadcast.id))
-        after = ""
-        while page := await self.store.pending(broadcast.id, after, _PAGE):
-            after = page[-1]
-            await self._page(broadcast.id, page)
-        return await self.store.finish(broadcast.id)
-
-    async def _page(self, broadcast_id: str, members: list[str]) -> None:
-        async def handle(customer_id: str) -> None:
-            await self.pacer.wait()
-            status = await self._enter(broadcast_id, customer_id)
-            if status is MemberStatus.enrolled:
-                self.progress.enrolled += 1
-            else:
-                self.progress.refused += 1
-            self.on_member(status)
-
-        await in_parallel(members, self.concurrency, handle)
-
-    async def _enter(self, broadcast_id: str, customer_id: str) -> MemberStatus:
         try:
-            status, accepted = await self.store.enter(broadcast_id, self.plan, customer_id)
-            if accepted is not None:
-                # Never raises for Temporal being unreachable: the start stays in the outbox,
-                # made by a worker's sweep or by the next run of the broadcast.
-                await self.kairos.dispatch(accepted)
+            await self.kairos.dispatcher.run(await self.store.undispatched(broadcast.id))
+            async for statuses in self.store.enter_pending(
+                broadcast.id, self.plan, self.kairos.dispatcher,
+                concurrency=self.concurrency, pace=self.pacer.wait,
+            ):  # fmt: skip
+                for status in statuses:
+                    if status is MemberStatus.enrolled:
+                        self.progress.enrolled += 1
+                    else:
+                        self.progress.refused += 1
+                    self.on_member(status)
+            return await self.store.finish(broadcast.id)
         except StoreError as err:
             # The store is gone: stop; the same command goes on from here once it is back.
             raise BroadcastError(str(err)) from None
-        return status
 
 
 # --- scheduled broadcasts: one Temporal Schedule per zone ------------------------------------

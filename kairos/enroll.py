@@ -311,10 +311,11 @@ class Pacer:
         self.interval = 1.0 / rate
         self.next = 0.0
 
-    async def wait(self) -> None:
+    async def wait(self, count: int = 1) -> None:
+        """Wait for the turn of the next ``count`` starts."""
         now = time.monotonic()
         slot = max(now, self.next)
-        self.next = slot + self.interval
+        self.next = slot + self.interval * count
         if slot > now:
             await asyncio.sleep(slot - now)
 

@@ -28,6 +28,12 @@ from kairos.policy import local_datetime
 BROADCAST_WORKFLOW = "KairosBroadcast"
 BROADCAST_ACTIVITY = "broadcast_group"
 SCHEDULE_PREFIX = "broadcast:"
+# A group's worker killed mid-way is noticed this soon (it was a minute); the retry goes on
+# from the members still pending. The activity heartbeats every HEARTBEAT_EVERY while it runs,
+# whatever a batch waits for; the worker sends one on every 0.8 x the timeout (24 s: a
+# billable action on Temporal Cloud), which leaves 6 s for a busy machine to deliver it.
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+HEARTBEAT_EVERY = timedelta(seconds=2)
 # The zone of a customer without a (valid) timezone: the one quiet hours use (kairos.policy).
 DEFAULT_ZONE = "UTC"
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,32 @@ def to_sql(condition: str, catalogue: Catalogue, now: datetime) -> sql.Composabl
         SegmentSyntaxError: A part of the condition that SQL cannot answer, or that names
             something the catalogue does not declare.
     """
+    return compile_condition(condition, catalogue, moment(now))
+
+
+@cache
+def now_marker() -> sql.Composable:
+    """Where a condition compiled once reads the moment; :func:`at` puts the moment in its
+    place (made on first use, so importing this module does not import psycopg)."""
+    return sql.SQL("now()")
+
+
+def moment(now: datetime) -> sql.Composable:
+    return sql.SQL("{}::timestamptz").format(sql.Literal(now.isoformat()))
+
+
+def at(part: sql.Composable, now: sql.Composable) -> sql.Composable:
+    """A compiled condition with its placeholder for the moment (:func:`now_marker`) filled in."""
+    if part is now_marker():
+        return now
+    if isinstance(part, sql.Composed):
+        return sql.Composed([at(p, now) for p in part])
+    return part
+
+
+def compile_condition(condition: str, catalogue: Catalogue, now: sql.Composable) -> sql.Composable:
+    """``condition`` compiled with ``now`` (a moment, or :func:`now_marker`) where it reads
+    the time. Raises SegmentSyntaxError as :func:`to_sql` does."""
     try:
         tree = _ENV.parse("{{ " + condition + " }}")
     except TemplateSyntaxError as err:
@@ -113,9 +140,9 @@ def to_sql(condition: str, catalogue: Catalogue, now: datetime) -> sql.Composabl
 
 
 class _Compiler:
-    def __init__(self, catalogue: Catalogue, now: datetime) -> None:
+    def __init__(self, catalogue: Catalogue, now: sql.Composable) -> None:
         self.catalogue = catalogue
-        self.now = sql.SQL("{}::timestamptz").format(sql.Literal(now.isoformat()))
+        self.now = now
 
     def boolean(self, node: nodes.Node) -> sql.Composable:
         match node:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ from kairos.problems import Problem, Report, suggestion
 from kairos.project_files import display_path
 from kairos.schema_errors import validate_document
 from kairos.segment_sql import SegmentSyntaxError as SegmentSyntaxError
+from kairos.segment_sql import at, compile_condition, moment, now_marker
 from kairos.segment_sql import to_sql as to_sql
 from kairos.yaml_source import YamlDocument, load_yaml, read_source
 
@@ -80,7 +82,13 @@ class Segment:
     def condition(self, now: datetime) -> sql.Composable:
         """The condition as a SQL boolean at ``now`` (history windows and ``days_since``
         count back from it, so tests choose the moment). It holds no placeholders."""
-        return to_sql(self.when, self.catalogue, now)
+        return at(self._compiled, moment(now))
+
+    @cached_property
+    def _compiled(self) -> sql.Composable:
+        # Compiled once: every event of a customer in a trigger segment evaluates it, and
+        # parsing the condition again each time cost more than the statement.
+        return compile_condition(self.when, self.catalogue, now_marker())
 
     @property
     def constant(self) -> bool:

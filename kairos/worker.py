@@ -164,7 +164,7 @@ def dispatcher(
 ) -> Dispatcher:
     """The dispatcher that makes the store's Temporal calls on this task queue."""
     timezone = store.catalogue.attribute_of_type(AttrType.timezone)
-    return Dispatcher(store.database, client, task_queue, timezone, start=start)
+    return Dispatcher(store.database, client, task_queue, timezone, start=start, keys=store.keys)
 
 
 async def sweep_time_forever(

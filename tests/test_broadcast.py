@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos import crypto
+from benchmarks.broadcast import give_keys
 from kairos.broadcast import BroadcastError, BroadcastRun
 from kairos.client import Kairos
 from kairos.compiler import Project
@@ -51,25 +51,12 @@ async def add_regulars(store: Store, settings: Settings, count: int, prefix: str
             " SELECT c.id, 'o' || k, 'order_placed', '{}', now() FROM customers c,"
             " generate_series(1, 2) k"
         )
-        cursor = await conn.execute("SELECT id FROM customers")
-        ids = [row["id"] for row in await cursor.fetchall()]
-        master = MasterKeys(settings.master_key, settings.master_key_previous)
-        keys = []
-        for customer_id in ids:
-            key_id = crypto.new_key_id()
-            master_id, wrapped = master.wrap(key_id, crypto.new_data_key())
-            keys.append((key_id, customer_id, wrapped, master_id))
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO data_keys (id, customer_id, wrapped, master_key_id)"
-                " VALUES (%s, %s, %s, %s)",
-                keys,
-            )
+        await give_keys(conn, MasterKeys(settings.master_key, settings.master_key_previous))
 
 
 def broadcast_of(kairos: Kairos, project: Project) -> BroadcastRun:
     plan = project.plans["flash_sale"]
-    return BroadcastRun(kairos, plan, project.segments[SEGMENT], rate=100_000, concurrency=10)
+    return BroadcastRun(kairos, plan, project.segments[SEGMENT], rate=100_000)
 
 
 async def scalar(store: Store, query: str, *params: object) -> int:

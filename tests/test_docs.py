@@ -71,6 +71,8 @@ NOT_RUN_HERE = frozenset(
         '.venv/bin/python -m benchmarks.profiles "$(ls -d benchmarks/results/profile-* | tail -1)"',
         # A million customers take minutes to write; test_segment_benchmark.py runs 210.
         ".venv/bin/python -m benchmarks.segments",
+        # Two dev server runs of minutes; test_broadcast_benchmark.py runs 150 members.
+        ".venv/bin/python -m benchmarks --only broadcast",
     }
 )
 API_KEY = "docs-api-key-0123456789abcdef"

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from kairos.schedules import (
         BROADCAST_ACTIVITY,
         BROADCAST_WORKFLOW,
+        HEARTBEAT_TIMEOUT,
         BroadcastGroup,
         GroupResult,
     )
@@ -36,9 +37,7 @@ class BroadcastWorkflow:
             BROADCAST_ACTIVITY,
             group,
             result_type=GroupResult,
-            # A worker killed mid-way is noticed within a minute; the retry goes on from the
-            # members still pending.
-            heartbeat_timeout=timedelta(minutes=1),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             schedule_to_close_timeout=timedelta(hours=12),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=5),

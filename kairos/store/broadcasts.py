@@ -1,12 +1,12 @@
 """Broadcasts in the customer store: a segment's members, each entered into a journey once.
 
 A broadcast copies its segment's members into ``broadcast_members`` when it begins (one
-INSERT ... SELECT, so a million members never pass through Python), then enters them one
-transaction each: the member's row is locked, the journey start is recorded as the event
-``broadcast:<id>`` (an event id is accepted once per customer) and the member's status is set,
-together. A crash or Ctrl-C anywhere leaves every member either entered and marked, or neither;
-the next run takes the members still pending, and makes any Temporal start the crash left in
-the dispatch outbox.
+INSERT ... SELECT, so a million members never pass through Python), then enters them a batch
+per transaction: the members' rows are locked, each one's journey start is recorded as the
+event ``broadcast:<id>`` (an event id is accepted once per customer) and the members' statuses
+are set, together. A crash or Ctrl-C anywhere leaves every member either entered and marked,
+or neither; the next run takes the members still pending, and makes any Temporal start the
+crash left in the dispatch outbox.
 
 A scheduled broadcast (:mod:`kairos.schedules`) adds its members group by group instead: each
 timezone's group adds the segment's members of that zone when its schedule fires, to the one
@@ -15,6 +15,10 @@ broadcast every group shares, so ``targeted`` grows as the groups fire.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,8 +32,16 @@ from kairos.runtime import Event
 from kairos.schedules import BroadcastGroup
 from kairos.segments import Segment
 from kairos.store.database import Connection, Database, StoreError
+from kairos.store.dispatch import Dispatcher, TemporalUnreachable
 from kairos.store.ingest import Accepted
 from kairos.store.store import Store
+
+# Members entered per store transaction; pending members are read a page at a time.
+BATCH = 100
+_PAGE = 1000
+# Journey starts in flight at once while the next batch is entered.
+STARTS_AT_ONCE = 32
+log = logging.getLogger(__name__)
 
 
 class MemberStatus(StrEnum):
@@ -53,6 +65,16 @@ class Broadcast:
     finished_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Entered:
+    """One member's turn: their status now, and what the store decided for them (None when
+    nothing was: the member was done already, or is no longer there)."""
+
+    customer_id: str
+    status: MemberStatus
+    accepted: Accepted | None
+
+
 def event_id(broadcast_id: str) -> str:
     """The id of the start event that enters a member: one per broadcast and customer."""
     return f"broadcast:{broadcast_id}"
@@ -64,6 +86,7 @@ class BroadcastStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.database = store.database
+        self.batch = BATCH  # members per transaction (a test's seam)
 
     async def find(self, broadcast_id: str) -> Broadcast | None:
         row = await self.database.fetch_one(
@@ -164,41 +187,123 @@ class BroadcastStore:
     async def enter(
         self, broadcast_id: str, plan: JourneyPlan, customer_id: str
     ) -> tuple[MemberStatus, Accepted | None]:
-        """Enter one member into the journey, once: the start and the member's status are
-        one transaction. Returns the status and what the store decided (None when the member
-        was already done, or is no longer there)."""
+        """Enter one member into the journey, once (see :meth:`enter_many`)."""
+        [entered] = await self.enter_many(broadcast_id, plan, [customer_id])
+        return entered.status, entered.accepted
+
+    async def enter_many(
+        self, broadcast_id: str, plan: JourneyPlan, customer_ids: list[str]
+    ) -> list[Entered]:
+        """Enter these members into the journey, once each, in one transaction: every start
+        and every member's status are committed together, or none is.
+
+        The members' rows are locked in id order, so two runs of one broadcast (a retried
+        activity, the same command twice) take turns rather than enter anyone twice. Each
+        member is entered through the store's one path (:meth:`Ingest.accept`); what it
+        decided is returned with the member (``accepted`` is None when the member was already
+        done, or is no longer there), and its Temporal start waits in the dispatch outbox.
+        """
+        ids = sorted(set(customer_ids))
+        found: list[Entered] = []
         async with self.database.transaction() as conn:
             cursor = await conn.execute(
-                "SELECT status FROM broadcast_members WHERE broadcast = %s AND customer_id = %s"
-                " FOR UPDATE",
-                (broadcast_id, customer_id),
+                "SELECT customer_id, status FROM broadcast_members WHERE broadcast = %s"
+                " AND customer_id = ANY(%s) ORDER BY customer_id FOR UPDATE",
+                (broadcast_id, ids),
             )
-            member = await cursor.fetchone()
-            if member is None:  # forgotten since the broadcast began
-                return MemberStatus.refused, None
-            if member["status"] in (MemberStatus.enrolled, MemberStatus.refused):
-                return MemberStatus(member["status"]), None
-            reason = await _still_running(conn, plan, customer_id)
-            accepted = None
-            if not reason:
-                start = Event(
-                    id=event_id(broadcast_id),
-                    name=START_EVENT,
-                    properties={"journey": plan.name},
-                    timestamp=None,
+            members = {row["customer_id"]: row["status"] for row in await cursor.fetchall()}
+            changed: list[tuple[str, str, str, int | None]] = []
+            for customer_id in ids:
+                status = members.get(customer_id)
+                if status is None:  # forgotten since the broadcast began
+                    found.append(Entered(customer_id, MemberStatus.refused, None))
+                elif status != MemberStatus.pending:
+                    found.append(Entered(customer_id, MemberStatus(status), None))
+                else:
+                    entered, reason = await self._enter_one(conn, broadcast_id, plan, customer_id)
+                    found.append(entered)
+                    run_no = entered.accepted.started.get(plan.name) if entered.accepted else None
+                    changed.append((customer_id, entered.status.value, reason, run_no))
+            if changed:
+                await conn.execute(
+                    "UPDATE broadcast_members m SET status = u.status, reason = u.reason,"
+                    " run_no = u.run_no, done_at = now()"
+                    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[])"
+                    "  AS u(customer_id, status, reason, run_no)"
+                    " WHERE m.broadcast = %s AND m.customer_id = u.customer_id",
+                    (*(list(column) for column in zip(*changed, strict=True)), broadcast_id),
                 )
-                accepted = await self.store.ingest.accept(conn, customer_id, start)
-                reason = accepted.refused.get(plan.name, "")
-                if accepted.duplicate:
-                    reason = "entered by this broadcast before"
-            run_no = accepted.started.get(plan.name) if accepted else None
-            status = MemberStatus.enrolled if run_no is not None else MemberStatus.refused
-            await conn.execute(
-                "UPDATE broadcast_members SET status = %s, reason = %s, run_no = %s,"
-                " done_at = now() WHERE broadcast = %s AND customer_id = %s",
-                (status.value, reason, run_no, broadcast_id, customer_id),
-            )
-        return status, accepted
+        return found
+
+    async def _enter_one(
+        self, conn: Connection, broadcast_id: str, plan: JourneyPlan, customer_id: str
+    ) -> tuple[Entered, str]:
+        """Enter one pending member (its row locked): what became of them, and why."""
+        reason = await _still_running(conn, plan, customer_id)
+        if reason:
+            return Entered(customer_id, MemberStatus.refused, None), reason
+        start = Event(
+            id=event_id(broadcast_id),
+            name=START_EVENT,
+            properties={"journey": plan.name},
+            timestamp=None,
+        )
+        accepted = await self.store.ingest.accept(conn, customer_id, start)
+        reason = accepted.refused.get(plan.name, "")
+        if accepted.duplicate:
+            reason = "entered by this broadcast before"
+        entered = plan.name in accepted.started
+        status = MemberStatus.enrolled if entered else MemberStatus.refused
+        return Entered(customer_id, status, accepted), reason
+
+    async def enter_pending(
+        self,
+        broadcast_id: str,
+        plan: JourneyPlan,
+        dispatcher: Dispatcher,
+        *,
+        concurrency: int = STARTS_AT_ONCE,
+        pace: Callable[[int], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[list[MemberStatus]]:
+        """Enter the broadcast's pending members, yielding each batch's statuses once its store
+        transaction has committed (the command's progress bar, the activity's heartbeat).
+        ``pace`` waits for the turn of a batch of that many starts.
+
+        A batch of :attr:`batch` members is one store transaction; its journey starts are then
+        made ``concurrency`` at a time while the next batch is entered. A start Temporal does not
+        take stays in the dispatch outbox, for the next run or a worker's sweep.
+        """
+        starting: asyncio.Task[None] | None = None
+
+        async def make_starts(customers: list[str]) -> None:
+            try:
+                await dispatcher.run_starts(customers, concurrency)
+            except TemporalUnreachable as err:
+                log.warning("journey starts left to a worker: %s", err)
+
+        try:
+            after = ""
+            while page := await self.pending(broadcast_id, after, _PAGE):
+                after = page[-1]
+                for first in range(0, len(page), self.batch):
+                    batch = page[first : first + self.batch]
+                    if pace is not None:
+                        await pace(len(batch))  # the command's --rate
+                    entered = await self.enter_many(broadcast_id, plan, batch)
+                    if starting is not None:
+                        await starting
+                    decided = [
+                        e.customer_id for e in entered if e.accepted and e.accepted.dispatches
+                    ]
+                    starting = asyncio.create_task(make_starts(decided))
+                    yield [e.status for e in entered]
+            if starting is not None:
+                await starting
+        finally:
+            if starting is not None and not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
 
     async def undispatched(self, broadcast_id: str) -> list[str]:
         """Members whose journey start was decided but not yet made in Temporal (a crash

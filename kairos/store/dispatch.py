@@ -36,8 +36,9 @@ from kairos.runtime import (
     journey_workflow_id,
 )
 from kairos.store.database import Connection, Database, StoreUnavailable
+from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import end_run
-from kairos.store.views import load_customer
+from kairos.store.views import load_customer, load_customers
 from kairos.temporal import reached, start_journey
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ SWEEP_EVERY_SECONDS = 2.0
 # How long the process that accepted an event waits for another one making that customer's calls.
 LOCK_WAIT_SECONDS = 15.0
 _LOCK_SQL = "hashtextextended('kairos.dispatch:' || %s, 0)"
+# The same lock of each customer ``c`` of an ``unnest(...) AS c``.
+_LOCK_EACH = "hashtextextended('kairos.dispatch:' || c, 0)"
 # Temporal errors that mean "try again later" rather than "this call can never succeed".
 _TRANSIENT = frozenset(
     {
@@ -69,6 +72,16 @@ UPDATE events e SET routed_at = now() FROM gone
 WHERE e.customer_id = gone.customer_id AND e.id = gone.event_id AND e.routed_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.customer_id = gone.customer_id
                   AND d.event_id = gone.event_id AND d.id <> %s)
+"""
+
+
+# The same for many calls made: the events none of whose calls is left are routed.
+DONE_MANY_SQL = """
+WITH gone AS (DELETE FROM dispatches WHERE id = ANY(%s) RETURNING customer_id, event_id)
+UPDATE events e SET routed_at = now() FROM (SELECT DISTINCT customer_id, event_id FROM gone) g
+WHERE e.customer_id = g.customer_id AND e.id = g.event_id AND e.routed_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.customer_id = g.customer_id
+                  AND d.event_id = g.event_id AND d.id <> ALL(%s))
 """
 
 
@@ -112,8 +125,11 @@ class Dispatcher:
         timezone_attribute: str | None,
         *,
         start: JourneyStarter = start_journey,
+        keys: DatabaseKeys | None = None,
     ) -> None:
         self.database = database
+        # Read ahead for a batch of starts (kairos.codec reads them one by one otherwise).
+        self.keys = keys
         self.client = client
         self.task_queue = task_queue
         self.timezone_attribute = timezone_attribute
@@ -133,6 +149,118 @@ class Dispatcher:
         for customer_id in dict.fromkeys(customer_ids):
             made += await self._run_customer(customer_id, wait=wait)
         return made
+
+    async def run_starts(self, customer_ids: list[str], concurrency: int) -> int:
+        """Make the pending dispatches of many customers at once (a broadcast's batch); returns
+        how many were made.
+
+        The same calls as :meth:`run`, with fewer round trips: the customers' locks, rows,
+        data keys and profiles are read with one statement each, the starts are made
+        ``concurrency`` at a time, and the rows made are deleted together. A customer whose
+        rows include anything but starts, or whose lock another process holds, goes through
+        :meth:`run` afterwards (their calls must be made in order, one at a time).
+
+        Raises:
+            TemporalUnreachable: Temporal did not take some start; those stay pending.
+        """
+        customer_ids = list(dict.fromkeys(customer_ids))
+        if not customer_ids:
+            return 0
+        if self.keys is not None:
+            await self.keys.prefetch(customer_ids)
+        async with self.database.connection() as conn:
+            locked: list[str] = []
+            try:
+                cursor = await conn.execute(
+                    "SELECT c FROM unnest(%s::text[]) AS c"
+                    f" WHERE pg_try_advisory_lock({_LOCK_EACH}) ORDER BY c",
+                    (customer_ids,),
+                )
+                locked = [row["c"] for row in await cursor.fetchall()]
+                made, rest = await self._make_starts(conn, locked, concurrency)
+            except TemporalUnreachable:
+                await _unlock_all(conn, locked)
+                raise
+            except BaseException:
+                # As in _run_customer: closing the session releases every lock it holds.
+                await conn.close()
+                raise
+            await _unlock_all(conn, locked)
+        taken = set(locked)
+        others = [c for c in customer_ids if c not in taken] + rest
+        return made + await self.run(others)
+
+    async def _make_starts(
+        self, conn: Connection, customer_ids: list[str], concurrency: int
+    ) -> tuple[int, list[str]]:
+        """Make the starts of these customers (whose locks ``conn`` holds) concurrently;
+        returns how many were made and the customers left to :meth:`run`."""
+        cursor = await conn.execute(
+            "SELECT id, customer_id, kind, journey, run_no, payload FROM dispatches"
+            " WHERE customer_id = ANY(%s) ORDER BY id",
+            (customer_ids,),
+        )
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for row in await cursor.fetchall():
+            rows.setdefault(row["customer_id"], []).append(row)
+        rest = [c for c, mine in rows.items() if any(r["kind"] != "start" for r in mine)]
+        starts = [r for c, mine in rows.items() if c not in rest for r in mine]
+        if not starts:
+            return 0, rest
+        customers = await load_customers(conn, sorted({r["customer_id"] for r in starts}))
+        pinned = {
+            r["id"]: await self._pinned(conn, r["journey"], r["payload"]["version"]) for r in starts
+        }
+        gate = asyncio.Semaphore(concurrency)
+
+        async def start(row: dict[str, Any]) -> BaseException | None:
+            plan = pinned[row["id"]]
+            customer = customers.get(row["customer_id"])
+            profile = customer.snapshot(plan.reads) if customer else ProfileSnapshot()
+            payload = row["payload"]
+            trigger = Event.model_validate(payload["trigger"]) if payload.get("trigger") else None
+            async with gate:
+                try:
+                    with contextlib.suppress(WorkflowAlreadyStartedError):
+                        await self.start(
+                            self.client,
+                            self.task_queue,
+                            plan.plan,
+                            row["customer_id"],
+                            row["run_no"],
+                            profile=profile,
+                            trigger=trigger,
+                            timezone_attribute=self.timezone_attribute,
+                            rpc_timeout=RPC_TIMEOUT,
+                        )
+                except (RuntimeError, TimeoutError, ConnectionError, RPCError) as err:
+                    return err
+            return None
+
+        outcomes = await asyncio.gather(*(start(row) for row in starts))
+        done: list[int] = []
+        unreachable: BaseException | None = None
+        for row, err in zip(starts, outcomes, strict=True):
+            if err is None:
+                done.append(row["id"])
+            elif isinstance(err, RPCError) and err.status not in _TRANSIENT:
+                log.error(
+                    "dropping a start of %s run %d for customer %s: %s",
+                    row["journey"], row["run_no"], row["customer_id"], err,
+                )  # fmt: skip
+                await end_run(
+                    conn, row["customer_id"], row["journey"], row["run_no"], "not started",
+                    final=False,
+                )  # fmt: skip
+                done.append(row["id"])
+            else:
+                await _failed_attempt(conn, row["id"], err)
+                unreachable = err
+        if done:
+            await conn.execute(DONE_MANY_SQL, (done, done))
+        if unreachable is not None:
+            raise TemporalUnreachable(f"Temporal did not take a start: {unreachable}")
+        return len(done), rest
 
     async def sweep(self, limit: int = 200, older_than: timedelta = SWEEP_AFTER) -> int:
         """Make dispatches left behind (older than ``older_than``); returns how many were made."""
@@ -310,6 +438,14 @@ async def _lock(conn: Connection, customer_id: str, seconds: float) -> bool:
 
 async def _unlock(conn: Connection, customer_id: str) -> None:
     await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_SQL})", (customer_id,))
+
+
+async def _unlock_all(conn: Connection, customer_ids: list[str]) -> None:
+    if customer_ids:
+        await conn.execute(
+            f"SELECT pg_advisory_unlock({_LOCK_EACH}) FROM unnest(%s::text[]) AS c",
+            (customer_ids,),
+        )
 
 
 async def _failed_attempt(conn: Connection, dispatch_id: int, err: BaseException) -> None:

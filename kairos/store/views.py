@@ -74,18 +74,29 @@ class CustomerRow:
         )
 
 
+_CUSTOMER_SQL = (
+    "SELECT id, profile, stage, version, profile_at, (SELECT coalesce(json_agg("
+    "json_build_array(k.topic, k.granted, k.source)), '[]'::json) FROM consent k"
+    " WHERE k.customer_id = c.id) AS consent FROM customers c"
+)
+
+
 async def load_customer(conn: Connection, customer_id: str, *, lock: bool) -> CustomerRow | None:
     """The customer's row (``FOR UPDATE`` with ``lock``) and consent; None when unknown."""
     cursor = await conn.execute(
-        "SELECT id, profile, stage, version, profile_at, (SELECT coalesce(json_agg("
-        "json_build_array(k.topic, k.granted, k.source)), '[]'::json) FROM consent k"
-        " WHERE k.customer_id = c.id)"
-        " AS consent FROM customers c WHERE id = %s" + (" FOR UPDATE OF c" if lock else ""),
-        (customer_id,),
+        _CUSTOMER_SQL + " WHERE id = %s" + (" FOR UPDATE OF c" if lock else ""), (customer_id,)
     )
     row = await cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else _customer_row(row)
+
+
+async def load_customers(conn: Connection, customer_ids: list[str]) -> dict[str, CustomerRow]:
+    """The rows of these customers (unlocked) by id, in one statement; the unknown are absent."""
+    cursor = await conn.execute(_CUSTOMER_SQL + " WHERE id = ANY(%s)", (customer_ids,))
+    return {row["id"]: _customer_row(row) for row in await cursor.fetchall()}
+
+
+def _customer_row(row: dict[str, Any]) -> CustomerRow:
     granted = {topic: bool(value) for topic, value, _ in row["consent"]}
     sources = {topic: source for topic, _, source in row["consent"]}
     return CustomerRow(
