@@ -158,6 +158,14 @@ async def forget(
         customer = await load_customer(conn, customer_id, lock=True)
         if customer is None:
             return None
+        # Take the customer's runs and messages before the delete cascades to their journey
+        # entries: a write to a run or message locks it, then (the report's rollup triggers,
+        # migration 10) its journey entry; taking them in that order here too leaves no cycle.
+        for table, order in (("runs", "journey, run_no"), ("messages", "key")):
+            await conn.execute(
+                f"SELECT 1 FROM {table} WHERE customer_id = %s ORDER BY {order} FOR UPDATE",
+                (customer_id,),
+            )
         forgotten = Forgotten(customer_id)
         forgotten.open_runs = await select_runs(
             conn, "customer_id = %s AND ended_at IS NULL", (customer_id,), 1000
