@@ -59,7 +59,7 @@ from kairos.report import (
     in_lifecycle_order,
     parse_since,
 )
-from kairos.runtime import journey_workflow_id
+from kairos.runtime import SA_JOURNEY, journey_workflow_id
 from kairos.store import Store
 from tests.conftest import ROOT, make_kairos, running_worker
 from tests.helpers import eventually
@@ -150,6 +150,17 @@ async def seed(dev_env: WorkflowEnvironment, kairos: Kairos) -> None:
     await kairos.emit(RESTARTED, "pricing_viewed", {"plan": "office"}, event_id="again")
     await run(RESTARTED).result()
     await eventually(lambda: waiting(kairos, RESTARTED))
+    # "Here now" is Temporal's visibility, which the dev server updates after a run closes:
+    # wait until it has seen every run above close (the five still running are counted).
+    running = (
+        f"ExecutionStatus = 'Running' AND TaskQueue = '{kairos.settings.task_queue}'"
+        f" AND {SA_JOURNEY.name} = '{JOURNEY}'"
+    )
+
+    async def settled() -> bool:
+        return (await dev_env.client.count_workflows(running)).count == 5
+
+    await eventually(settled)
 
 
 async def feedback(store: Store) -> dict[str, int]:
