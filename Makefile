@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 dev: $(STAMP)
-	$(BIN)/python -m kairos.dev
+	$(BIN)/python -m kairos.tools.dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

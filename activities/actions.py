@@ -24,8 +24,8 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from kairos.actions_catalogue import ACTIONS, ActionSpec, coupon_expiry, declare
-from kairos.runtime import ActionRequest
+from kairos.language.actions_catalogue import ACTIONS, ActionSpec, coupon_expiry, declare
+from kairos.runtime.contract import ActionRequest
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ _REGISTRY: dict[str, ActionFn] = {}
 
 def register(name: str, *, spec: ActionSpec | None = None) -> Callable[[ActionFn], ActionFn]:
     """Implement the action ``name`` with the decorated function (replacing a built-in of that
-    name), and declare it to the compiler (:data:`kairos.actions_catalogue.ACTIONS`).
+    name), and declare it to the compiler (:data:`kairos.language.actions_catalogue.ACTIONS`).
 
     Args:
         name: What journeys write after ``action:``.

@@ -16,10 +16,15 @@ from datetime import UTC, datetime
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from kairos.client import Kairos
-from kairos.plan import JourneyPlan
-from kairos.schedules import BROADCAST_ACTIVITY, HEARTBEAT_EVERY, BroadcastGroup, GroupResult
-from kairos.segments import Segment
+from kairos.language.plan import JourneyPlan
+from kairos.language.segments import Segment
+from kairos.runtime.client import Kairos
+from kairos.runtime.schedules import (
+    BROADCAST_ACTIVITY,
+    HEARTBEAT_EVERY,
+    BroadcastGroup,
+    GroupResult,
+)
 from kairos.store.broadcasts import BroadcastStore, MemberStatus
 
 

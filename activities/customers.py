@@ -12,9 +12,17 @@ import logging
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from kairos.client import Kairos, KairosError
-from kairos.runtime import EventRequest, ProfileChange, ProfileSnapshot, RunEnd, RunProblems
-from kairos.store import Accepted, Store, TemporalUnreachable
+from kairos.runtime.client import Kairos, KairosError
+from kairos.runtime.contract import (
+    EventRequest,
+    ProfileChange,
+    ProfileSnapshot,
+    RunEnd,
+    RunProblems,
+)
+from kairos.store.dispatch import TemporalUnreachable
+from kairos.store.facade import Store
+from kairos.store.ingest import Accepted
 
 log = logging.getLogger(__name__)
 

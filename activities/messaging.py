@@ -10,7 +10,7 @@ ledger marks the call under way just before it and records its outcome after it,
 knows whether an earlier attempt called the provider and what came of it. A call whose answer
 nobody saw makes the message ``unknown``; the retries that follow wait for the provider's
 feedback (``AwaitingFeedback``, with the next look as the retry delay), then resend once or
-report it, as the channel's :class:`kairos.delivery.UnknownPolicy` says.
+report it, as the channel's :class:`kairos.runtime.delivery.UnknownPolicy` says.
 
 Time is the Temporal server's (when this attempt started), so quiet hours and caps follow the
 journey's clock, including the time-skipping clock of tests and simulations.
@@ -45,10 +45,10 @@ from activities.providers.base import (
     RECIPIENT_OPTED_OUT,
     provider_error,
 )
-from kairos import delivery, phone
-from kairos.catalogue import AttrType
-from kairos.config import Settings
-from kairos.messages import (
+from kairos.language.catalogue import AttrType
+from kairos.language.pinning import PinnedTemplates
+from kairos.language.plan import Category, Channel
+from kairos.messages.models import (
     EmailMessage,
     LedgerStatus,
     Receipt,
@@ -57,13 +57,13 @@ from kairos.messages import (
     SmsMessage,
     Verdict,
 )
-from kairos.pinning import PinnedTemplates
-from kairos.plan import Category, Channel
-from kairos.rendering import RenderError, TemplateStore, email_headers, message_context
-from kairos.runtime import UNSETTLED_SENDS, DeliverRequest, FailedSend, send_record
-from kairos.store import Store
+from kairos.messages.rendering import RenderError, TemplateStore, email_headers, message_context
+from kairos.messages.unsubscribe import unsubscribe_url
+from kairos.runtime import delivery, phone
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import UNSETTLED_SENDS, DeliverRequest, FailedSend, send_record
+from kairos.store.facade import Store
 from kairos.store.sends import Reservation
-from kairos.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
 TEMPLATE_ERROR = "TemplateError"
@@ -313,7 +313,7 @@ class Messaging:
                 secret=self.settings.secret,
                 now=int(time.time()),
             )
-        # The same context `kairos preview` builds (kairos.rendering.message_context).
+        # The same context `kairos preview` builds (kairos.messages.rendering.message_context).
         return message_context(
             customer=profile,
             event=request.context.get("event", {}),

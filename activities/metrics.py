@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from kairos.plan import Channel
+from kairos.language.plan import Channel
 
 # Seconds: from a fast provider answer to a slow one, and from no queue wait to a long one.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

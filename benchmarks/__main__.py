@@ -28,8 +28,8 @@ from typing import Any
 from benchmarks import analytics, broadcast, engine, events, micro, profiles, report
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
-from kairos.broadcast import DEFAULT_CONCURRENCY
 from kairos.store.embedded import temporary_server
+from kairos.tools.broadcast import DEFAULT_CONCURRENCY
 
 SCALES: dict[str, list[tuple[int, int]]] = {
     "quick": [(100, 1), (1000, 1)],

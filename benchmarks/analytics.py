@@ -23,9 +23,9 @@ from typing import Any
 import psycopg
 
 from benchmarks import infra
-from kairos.plan import Stage
-from kairos.report import build_report
-from kairos.store import Database
+from kairos.language.plan import Stage
+from kairos.reporting.report import build_report
+from kairos.store.database import Database
 
 JOURNEYS = ("bench_a", "bench_b")
 

@@ -37,10 +37,10 @@ from temporalio.common import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from kairos import policy
-    from kairos.messages import SendOutcome, SendStatus
-    from kairos.plan import Category, Channel, JourneyPlan, SplitVariant
-    from kairos.runtime import (
+    from kairos.language.plan import Category, Channel, JourneyPlan, SplitVariant
+    from kairos.messages.models import SendOutcome, SendStatus
+    from kairos.runtime import policy
+    from kairos.runtime.contract import (
         SA_CUSTOMER,
         SA_JOURNEY,
         SA_STAGE,
@@ -524,8 +524,9 @@ async def start_baseline(
     timezone_attribute: str | None,
     rpc_timeout: timedelta | None = None,
 ) -> object:
-    """Start the hand-written twin of ``plan`` as :func:`kairos.temporal.start_journey` starts
-    the interpreter: the same workflow id, policies and search attributes, no plan in the input.
+    """Start the hand-written twin of ``plan`` as :func:`kairos.runtime.temporal.start_journey`
+    starts the interpreter: the same workflow id, policies and search attributes, no plan in the
+    input.
 
     The dispatcher's starter (:class:`kairos.store.dispatch.JourneyStarter`) on the baseline
     side.

@@ -3,7 +3,7 @@
 A fresh database on the embedded PostgreSQL and a fresh dev server; N customers in the shipped
 ``sms_subscribers_retention`` segment (written by PostgreSQL itself, each with a data key); then
 ``kairos broadcast flash_sale --segment sms_subscribers_retention`` as the command runs it
-(:class:`kairos.broadcast.BroadcastRun`, no rate limit), timed. Counted beside the time, since
+(:class:`kairos.tools.broadcast.BroadcastRun`, no rate limit), timed. Counted beside the time, since
 this machine's load moves it: the store's transactions (``pg_stat_database``) and statements
 (every one this process sent), the Temporal starts made, and the CPU seconds of this process,
 the dev server and PostgreSQL, each per member.
@@ -33,16 +33,16 @@ import psycopg
 from benchmarks import infra
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
-from kairos import crypto
-from kairos.broadcast import DEFAULT_CONCURRENCY, BroadcastRun
-from kairos.client import Kairos
-from kairos.compiler import Project, load_project
-from kairos.config import Settings, load_settings
-from kairos.crypto import MasterKeys
-from kairos.store import Store
+from kairos.language.compiler import Project, load_project
+from kairos.runtime import crypto
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings, load_settings
+from kairos.runtime.crypto import MasterKeys
+from kairos.runtime.temporal import register_search_attributes, with_keys
 from kairos.store.broadcasts import BroadcastStore
 from kairos.store.embedded import temporary_server
-from kairos.temporal import register_search_attributes, with_keys
+from kairos.store.facade import Store
+from kairos.tools.broadcast import DEFAULT_CONCURRENCY, BroadcastRun
 from kairos.worker import dispatcher
 
 ROOT = Path(__file__).resolve().parent.parent

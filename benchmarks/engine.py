@@ -27,13 +27,14 @@ from benchmarks.baseline import BASELINE_WORKFLOWS, PLAIN_WORKFLOW
 from benchmarks.project import make_home
 from benchmarks.worker import STARTERS, bench_settings
 from benchmarks.workload import IMMEDIATE, Customer, customers, engagement, order, utcnow
-from kairos.client import Kairos
-from kairos.compiler import Project, load_project
-from kairos.config import Settings
-from kairos.costs import HistoryCount, count_histories
-from kairos.runtime import journey_workflow_id
-from kairos.store import Store, StoreUnavailable
-from kairos.temporal import with_keys
+from kairos.language.compiler import Project, load_project
+from kairos.reporting.costs import HistoryCount, count_histories
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import journey_workflow_id
+from kairos.runtime.temporal import with_keys
+from kairos.store.database import StoreUnavailable
+from kairos.store.facade import Store
 from kairos.worker import dispatcher
 
 # Events in flight at once from the load generator (product code calling emit).

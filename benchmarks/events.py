@@ -3,7 +3,7 @@ without lead scoring and segment-entry triggers.
 
 Each variant gets a fresh database on the embedded PostgreSQL with N customers (written by
 SQL), then accepts one ``content_viewed`` event for each (a scoring rule earns 10 points for it;
-no journey starts on it) through :meth:`kairos.store.Store.accept`, as the API does. Counted:
+no journey starts on it) through :meth:`kairos.store.facade.Store.accept`, as the API does. Counted:
 PostgreSQL transactions (``pg_stat_database``) and the statements this process sent, per event.
 No Temporal: these events decide no Temporal call.
 
@@ -24,10 +24,10 @@ import psycopg
 
 from benchmarks import infra
 from benchmarks.broadcast import ROOT, counting_statements, opened
-from kairos.compiler import Project, load_project
-from kairos.config import load_settings
-from kairos.plan import SegmentTrigger
-from kairos.runtime import Event
+from kairos.language.compiler import Project, load_project
+from kairos.language.plan import SegmentTrigger
+from kairos.runtime.config import load_settings
+from kairos.runtime.contract import Event
 
 VARIANTS = ("plain", "scoring", "scoring_and_triggers")
 EVENT = "content_viewed"

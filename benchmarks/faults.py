@@ -37,12 +37,11 @@ from typing import Any
 import psycopg
 
 from benchmarks.project import make_home
-from kairos.client import Kairos
-from kairos.config import load_settings
-from kairos.dev import dev_server_args, temporal_binary
-from kairos.store import Database
-from kairos.store.database import with_database
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import load_settings
+from kairos.store.database import Database, with_database
 from kairos.store.embedded import temporary_server
+from kairos.tools.dev import dev_server_args, temporal_binary
 
 REPO = Path(__file__).resolve().parent.parent
 

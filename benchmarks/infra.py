@@ -20,9 +20,8 @@ import psycopg
 from temporalio.client import Client
 
 from benchmarks.project import REPO
-from kairos.dev import dev_server_args, temporal_binary
-from kairos.store import Database
-from kairos.store.database import with_database
+from kairos.store.database import Database, with_database
+from kairos.tools.dev import dev_server_args, temporal_binary
 
 
 def free_port() -> int:
@@ -55,7 +54,7 @@ async def _connect(address: str, server: subprocess.Popen[bytes]) -> Client:
             raise RuntimeError(f"the dev server exited with code {server.returncode}")
         with contextlib.suppress(Exception):
             # A connection only: what sends or reads payloads wraps it with the store's keys
-            # (kairos.temporal.with_keys).
+            # (kairos.runtime.temporal.with_keys).
             return await Client.connect(address)
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the dev server did not answer on {address} within 30s")

@@ -19,8 +19,8 @@ from typing import Any
 from benchmarks.infra import worker_environment
 from benchmarks.project import BENCH_JOURNEYS, REPO, make_home
 from benchmarks.workload import LOCALES, NAMES
-from kairos.compiler import check_project
-from kairos.rendering import TemplateStore
+from kairos.language.compiler import check_project
+from kairos.messages.rendering import TemplateStore
 
 EMAIL_TEMPLATES = (
     "welcome/welcome",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from kairos.project_files import CATALOGUE_FILE
+from kairos.language.project_files import CATALOGUE_FILE
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

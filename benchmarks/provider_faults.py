@@ -44,9 +44,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from benchmarks.faults import Stack, ended_runs, environment, free_port
-from kairos.client import Kairos
-from kairos.config import load_settings
-from kairos.store import Database
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import load_settings
+from kairos.store.database import Database
 from kairos.store.embedded import temporary_server
 from tests.browser.harness import SendGridKey, twilio_signature
 from tests.fakes import Failure, FakeProviderServer

@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from benchmarks.project import REPO
-from kairos.dev import temporal_binary
+from kairos.tools.dev import temporal_binary
 
 CONDITIONS = {
     "delivery": "local outbox (files), both sides",
@@ -25,7 +25,7 @@ CONDITIONS = {
     "worker.build_worker on both sides (workflow cache: KAIROS_MAX_CACHED_WORKFLOWS, "
     "default 10,000 runs)",
     "load": "events emitted as fast as the client allows, 32 in flight",
-    "histories": "actions counted by kairos.costs.billable_actions on real histories of up "
+    "histories": "actions counted by kairos.reporting.costs.billable_actions on real histories of up "
     "to 500 customers per run (every journey run of theirs)",
 }
 

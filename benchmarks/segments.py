@@ -28,10 +28,9 @@ import psycopg
 
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
-from kairos.compiler import load_project
-from kairos.segments import Segment
-from kairos.store import Database
-from kairos.store.database import with_database
+from kairos.language.compiler import load_project
+from kairos.language.segments import Segment
+from kairos.store.database import Database, with_database
 from kairos.store.embedded import temporary_server
 from kairos.store.segments import count_members
 

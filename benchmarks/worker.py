@@ -24,11 +24,11 @@ from temporalio.client import Client
 
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from benchmarks.baseline import BASELINE_WORKFLOWS, PlainTwoSends, start_baseline, start_plain
-from kairos.compiler import load_project
-from kairos.config import Settings, load_settings
-from kairos.store import Store
+from kairos.language.compiler import load_project
+from kairos.runtime.config import Settings, load_settings
+from kairos.runtime.temporal import connect, start_journey
 from kairos.store.dispatch import JourneyStarter
-from kairos.temporal import connect, start_journey
+from kairos.store.facade import Store
 from kairos.worker import Workers, build_worker, dispatcher
 
 SIDES = ("kairos", "baseline", "plain")

@@ -33,17 +33,18 @@ from activities.customers import CustomerActivities
 from activities.messaging import Messaging
 from activities.metrics import DeliveryMetrics, prometheus_runtime
 from activities.providers import EmailSender, SmsSender, build_senders
-from kairos.catalogue import AttrType
-from kairos.client import Kairos
-from kairos.compiler import load_project
-from kairos.config import ConfigError, Settings, deployment_problems, load_settings
-from kairos.delivery import send_queue
-from kairos.exits import exit_process
-from kairos.plan import Channel
-from kairos.problems import ProjectError
-from kairos.store import Dispatcher, Store, StoreError
-from kairos.store.dispatch import JourneyStarter, repeat
-from kairos.temporal import connect, start_journey
+from kairos.language.catalogue import AttrType
+from kairos.language.compiler import load_project
+from kairos.language.plan import Channel
+from kairos.language.problems import ProjectError
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import ConfigError, Settings, deployment_problems, load_settings
+from kairos.runtime.delivery import send_queue
+from kairos.runtime.exits import exit_process
+from kairos.runtime.temporal import connect, start_journey
+from kairos.store.database import StoreError
+from kairos.store.dispatch import Dispatcher, JourneyStarter, repeat
+from kairos.store.facade import Store
 from workflows.broadcast import BroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 
@@ -78,7 +79,8 @@ def build_worker(
     """A worker with every Kairos workflow and activity; providers default to configuration.
 
     It is one Temporal worker on the task queue and one per channel on that channel's send
-    queue (kairos.delivery.send_queue), whose rate ``settings.rates`` limits across all workers.
+    queue (kairos.runtime.delivery.send_queue), whose rate ``settings.rates`` limits across all
+    workers.
 
     ``extra_workflows`` lets simulations and tests add their own (the event schedule);
     ``journeys`` (with ``start``, which starts them) lets the benchmark run hand-written

@@ -23,9 +23,9 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from kairos.codec import data_converter
-from kairos.dev import dev_server_args, temporal_binary
+from kairos.runtime.codec import data_converter
 from kairos.store.keys import DatabaseKeys
+from kairos.tools.dev import dev_server_args, temporal_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -30,17 +30,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import EmailSender, SmsSender
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
-from kairos.client import Kairos
-from kairos.codec import KeyRing, StaticKeys, data_converter
-from kairos.compiler import Project, load_project
-from kairos.config import Settings, load_settings
-from kairos.crypto import MasterKeys
-from kairos.dev import dev_server_args, temporal_binary
-from kairos.store import Database, Store
-from kairos.store.database import with_database
+from kairos.language.compiler import Project, load_project
+from kairos.runtime.client import Kairos
+from kairos.runtime.codec import KeyRing, StaticKeys, data_converter
+from kairos.runtime.config import Settings, load_settings
+from kairos.runtime.crypto import MasterKeys
+from kairos.runtime.temporal import register_search_attributes, with_keys
+from kairos.store.database import Database, with_database
 from kairos.store.embedded import temporary_server
+from kairos.store.facade import Store
 from kairos.store.keys import DatabaseKeys
-from kairos.temporal import register_search_attributes, with_keys
+from kairos.tools.dev import dev_server_args, temporal_binary
 from kairos.worker import Workers, build_worker, dispatcher
 from tests.commands import FOREIGN_SETTINGS
 from workflows.schedule import EventScheduleWorkflow

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.runtime import Event
+from kairos.runtime.contract import Event
 from workflows.schedule import EventSchedule, EventScheduleWorkflow, ScheduledEvent
 
 T = TypeVar("T")
@@ -124,7 +124,7 @@ async def run_journey(
     """Identify a customer (with marketing and SMS consent unless ``consent`` says otherwise),
     opt them out of ``unsubscribe``, emit ``events``, schedule ``later`` ones, and run
     ``journey`` to its end; returns its JourneyResult."""
-    from kairos.runtime import JourneyResult, journey_workflow_id
+    from kairos.runtime.contract import JourneyResult, journey_workflow_id
     from tests.conftest import make_kairos, running_worker
 
     kairos = make_kairos(env.client, settings, store)

@@ -24,15 +24,15 @@ import psycopg
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.compiler import Project, load_project
-from kairos.config import load_settings
-from kairos.dev import temporal_binary
-from kairos.plan import BranchStep, JourneyPlan
-from kairos.runtime import JourneyInput, JourneyResult, journey_workflow_id
-from kairos.store import Database, Store
-from kairos.store.database import with_database
+from kairos.language.compiler import Project, load_project
+from kairos.language.plan import BranchStep, JourneyPlan
+from kairos.runtime.config import load_settings
+from kairos.runtime.contract import JourneyInput, JourneyResult, journey_workflow_id
+from kairos.runtime.temporal import register_search_attributes
+from kairos.store.database import Database, with_database
 from kairos.store.embedded import temporary_server
-from kairos.temporal import register_search_attributes
+from kairos.store.facade import Store
+from kairos.tools.dev import temporal_binary
 from tests.conftest import ROOT, make_kairos, running_worker
 from tests.helpers import finish, schedule, started, timezone_at
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from activities import actions
-from kairos import actions_catalogue
-from kairos.actions_catalogue import ACTIONS, ActionModuleError
-from kairos.compiler import load_project
-from kairos.problems import ProjectError
-from kairos.runtime import ActionRequest
+from kairos.language import actions_catalogue
+from kairos.language.actions_catalogue import ACTIONS, ActionModuleError
+from kairos.language.compiler import load_project
+from kairos.language.problems import ProjectError
+from kairos.runtime.contract import ActionRequest
 from tests.test_language_invalid import make_project
 
 PLUGIN = """
 from activities.actions import register
-from kairos.actions_catalogue import ActionSpec, Argument
-from kairos.catalogue import AttrType
+from kairos.language.actions_catalogue import ActionSpec, Argument
+from kairos.language.catalogue import AttrType
 
 GIFT = ActionSpec(
     name="send_gift",

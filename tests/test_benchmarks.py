@@ -21,8 +21,8 @@ from benchmarks.baseline import BASELINE_WORKFLOWS
 from benchmarks.project import BENCH_JOURNEYS, make_home
 from benchmarks.report import markdown, ratios, table
 from benchmarks.workload import JOURNEY_CYCLE, customers
-from kairos import routing
-from kairos.compiler import load_project
+from kairos.language.compiler import load_project
+from kairos.runtime import routing
 
 # Billable actions per message Kairos may need on this ten-customer miniature (4.46 before the
 # step moved to the current details and the run's end into its last activity, 5.3 before

@@ -14,13 +14,13 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from benchmarks.broadcast import give_keys
-from kairos.broadcast import BroadcastError, BroadcastRun
-from kairos.client import Kairos
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.crypto import MasterKeys
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
+from kairos.runtime.crypto import MasterKeys
 from kairos.store.broadcasts import BroadcastStore, MemberStatus, event_id, reach
+from kairos.store.facade import Store
+from kairos.tools.broadcast import BroadcastError, BroadcastRun
 from tests.commands import command_env, documented, run, temporal_fixture  # noqa: F401
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import eventually

@@ -17,13 +17,13 @@ from temporalio.client import (
 )
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.broadcast import create_schedules, plan_schedule
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.runtime import JOURNEY_WORKFLOW
-from kairos.schedules import BROADCAST_WORKFLOW, DEFAULT_ZONE, GroupResult, schedule_id
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JOURNEY_WORKFLOW
+from kairos.runtime.schedules import BROADCAST_WORKFLOW, DEFAULT_ZONE, GroupResult, schedule_id
 from kairos.store.broadcasts import BATCH, BroadcastStore, MemberStatus, event_id
+from kairos.store.facade import Store
+from kairos.tools.broadcast import create_schedules, plan_schedule
 from tests.commands import KAIROS, command_env
 from tests.conftest import running_worker
 from tests.helpers import eventually

@@ -17,18 +17,11 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from typer.testing import CliRunner
 
 from activities.broadcasts import Broadcasts
-from kairos.broadcast import (
-    BroadcastError,
-    cancel_scheduled,
-    create_schedules,
-    plan_schedule,
-    scheduled_broadcasts,
-)
 from kairos.cli import app
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.report_charts import broadcasts_section
-from kairos.schedules import (
+from kairos.language.compiler import Project
+from kairos.reporting.charts import broadcasts_section
+from kairos.runtime.config import Settings
+from kairos.runtime.schedules import (
     BroadcastGroup,
     GroupResult,
     broadcast_of,
@@ -36,8 +29,15 @@ from kairos.schedules import (
     first_day,
     schedule_id,
 )
-from kairos.store import Store
 from kairos.store.broadcasts import BroadcastStore, MemberStatus, Reach, event_id
+from kairos.store.facade import Store
+from kairos.tools.broadcast import (
+    BroadcastError,
+    cancel_scheduled,
+    create_schedules,
+    plan_schedule,
+    scheduled_broadcasts,
+)
 from tests.commands import Ran, command_env, documented
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kairos.broadcast import CATCHUP
 from kairos.cli import app
-from kairos.compiler import load_project
-from kairos.plan import JourneyPlan
-from kairos.schedules import opening_wait
+from kairos.language.compiler import load_project
+from kairos.language.plan import JourneyPlan
+from kairos.runtime.schedules import opening_wait
+from kairos.tools.broadcast import CATCHUP
 from tests.commands import command_env
 from tests.conftest import ROOT
 from tests.test_pinning import copy_project

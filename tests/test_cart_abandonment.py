@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.config import Settings
-from kairos.runtime import JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.store.facade import Store
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import finish, outbox, run_journey, schedule, started, timezone_at
 

@@ -22,9 +22,9 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from kairos.cli import app
-from kairos.config import Settings
-from kairos.store import Store
+from kairos.runtime.config import Settings
 from kairos.store.database import latest_version, migrations, redact, with_database
+from kairos.store.facade import Store
 from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
     ROOT,

@@ -7,7 +7,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import (
+from kairos.runtime.client import (
     CustomerNotFound,
     InvalidCustomerId,
     InvalidEvent,
@@ -16,10 +16,10 @@ from kairos.client import (
     NoRunningJourney,
     UnknownJourney,
 )
-from kairos.codec import data_converter
-from kairos.config import Settings
-from kairos.runtime import SA_CUSTOMER, SA_JOURNEY, journey_workflow_id
-from kairos.store import Store
+from kairos.runtime.codec import data_converter
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import SA_CUSTOMER, SA_JOURNEY, journey_workflow_id
+from kairos.store.facade import Store
 from kairos.worker import dispatcher
 from tests.commands import temporal_fixture  # noqa: F401 (the temporal fixture)
 from tests.conftest import make_kairos, running_worker

@@ -10,7 +10,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.codec import (
+from kairos.runtime.codec import (
     COMPRESSION,
     ENCODING,
     KEY_ID,
@@ -19,10 +19,10 @@ from kairos.codec import (
     StaticKeys,
     customer_of,
 )
-from kairos.config import Settings
-from kairos.crypto import KeyUnavailable, MasterKeys
-from kairos.runtime import JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.runtime.crypto import KeyUnavailable, MasterKeys
+from kairos.store.facade import Store
 from kairos.store.keys import DatabaseKeys
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import finish, started, timezone_at

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from kairos.config import ConfigError, FrequencyCap, Settings, deployment_problems, load_settings
-from kairos.delivery import UnknownPolicy
-from kairos.plan import Channel
+from kairos.language.plan import Channel
+from kairos.runtime.config import (
+    ConfigError,
+    FrequencyCap,
+    Settings,
+    deployment_problems,
+    load_settings,
+)
+from kairos.runtime.delivery import UnknownPolicy
 
 
 def _load(tmp_path: Path, **env: str) -> Settings:

@@ -3,8 +3,8 @@
 Each send step of every shipped journey is rendered in every locale of its journey, for a
 customer we know a lot about (first name, phone, timezone, every optional event property) and
 one we know almost nothing about, through the same context the send activity uses
-(kairos.rendering.message_context, via render_preview). What a copy editor checked by hand is
-checked here: the SMS links to the cart the customer built, every SMS says how to stop them,
+(kairos.messages.rendering.message_context, via render_preview). What a copy editor checked by hand
+is checked here: the SMS links to the cart the customer built, every SMS says how to stop them,
 the footer is the one readers of that language expect, numbers take the right plural form,
 and subjects and preheaders fit an inbox.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from activities import actions
-from kairos.compiler import Project
-from kairos.messages import EmailContent, SmsContent
-from kairos.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
-from kairos.rendering import TemplateStore, message_context, render_preview
+from kairos.language.compiler import Project
+from kairos.language.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
+from kairos.messages.models import EmailContent, SmsContent
+from kairos.messages.rendering import TemplateStore, message_context, render_preview
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)  # a Saturday

@@ -12,8 +12,8 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from kairos.costs import HistoryCount, billable_actions, count_history
-from kairos.runtime import SA_STEP
+from kairos.reporting.costs import HistoryCount, billable_actions, count_history
+from kairos.runtime.contract import SA_STEP
 
 E = EventType
 

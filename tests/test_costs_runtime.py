@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.config import Settings
-from kairos.costs import count_history
-from kairos.runtime import JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.reporting.costs import count_history
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.store.facade import Store
 from tests.helpers import run_journey, timezone_at
 
 

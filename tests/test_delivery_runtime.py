@@ -11,12 +11,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
-from kairos.client import Kairos
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.plan import Channel, SendStep
-from kairos.runtime import JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.language.plan import Channel, SendStep
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.store.facade import Store
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.fakes.twilio_server import FakeTwilio

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kairos.config import load_settings
-from kairos.dev import TRIGGER_COMMAND, Ports, banner
+from kairos.runtime.config import load_settings
 from kairos.store.database import latest_version
+from kairos.tools.dev import TRIGGER_COMMAND, Ports, banner
 from tests.commands import ROOT, command_env, documented, free_port, run
 from tests.helpers import eventually, scrape
 
@@ -78,7 +78,7 @@ async def test_make_dev_then_the_readme_trigger_command_delivers_the_welcome_ema
     )
     # What `make dev` runs, once .venv is installed.
     dev = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kairos.dev", cwd=ROOT, env=env,
+        sys.executable, "-m", "kairos.tools.dev", cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert dev.stdout is not None
@@ -180,7 +180,7 @@ async def test_make_dev_names_the_setting_of_a_port_that_is_taken(
         ports = {"KAIROS_DEV_PORT": free_port(), "KAIROS_DEV_UI_PORT": free_port(),
                  "KAIROS_WEB_PORT": free_port(), variable: busy}  # fmt: skip
         env = command_env(KAIROS_HOME=home, **ports)
-        ran = await run([sys.executable, "-m", "kairos.dev"], env, program=True)
+        ran = await run([sys.executable, "-m", "kairos.tools.dev"], env, program=True)
     assert ran.code == 1, ran.output
     assert ran.output.splitlines() == [
         f"kairos dev: port {busy} (for {what}) is taken; is another `make dev` running? "

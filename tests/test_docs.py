@@ -29,10 +29,10 @@ from typer.testing import CliRunner
 
 from kairos.cli import app
 from kairos.cli.serve import serve_command
-from kairos.config import Settings
-from kairos.store import Store
+from kairos.messages.unsubscribe import unsubscribe_url
+from kairos.runtime.config import Settings
 from kairos.store.database import latest_version, with_database
-from kairos.unsubscribe import unsubscribe_url
+from kairos.store.facade import Store
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig
 from kairos.web.server import running
@@ -51,9 +51,9 @@ from tests.commands import kairos_in_process as kairos
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import timezone_at
 
-# Run by hand or by CI, not by a test: `make dev` is test_dev.py's `python -m kairos.dev` (what
-# the target runs once .venv is installed), `make test` is this suite, `make bench` benchmarks/.
-# The other benchmark runs take from 15 s (rendering and compiling alone) to hours;
+# Run by hand or by CI, not by a test: `make dev` is test_dev.py's `python -m kairos.tools.dev`
+# (what the target runs once .venv is installed), `make test` is this suite, `make bench`
+# benchmarks/. The other benchmark runs take from 15 s (rendering and compiling alone) to hours;
 # test_benchmarks.py runs a miniature of each part. The profile reader needs a --profile run's
 # directory, which is not committed.
 NOT_RUN_HERE = frozenset(

@@ -13,9 +13,10 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from kairos.cli import app
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.enroll import (
+from kairos.language.compiler import Project
+from kairos.runtime.config import Settings
+from kairos.store.facade import Store
+from kairos.tools.enroll import (
     EnrollError,
     Enrollment,
     EnrollState,
@@ -24,7 +25,6 @@ from kairos.enroll import (
     read_rows,
     summarise,
 )
-from kairos.store import Store
 from tests.conftest import ROOT, make_kairos, running_worker
 
 LEADS = """id,email,first_name,lead_score,onboarded
@@ -189,7 +189,7 @@ async def test_the_cli_reports_enrolled_and_rejected_rows(
     home = tmp_path / "home"
     home.mkdir()
     for part in ("journeys", "templates", "segments"):
-        # Copied: a project refuses files that link out of it (kairos.yaml_source.escapes).
+        # Copied: a project refuses files that link out of it (kairos.language.yaml_source.escapes).
         shutil.copytree(ROOT / part, home / part)
     source = write(tmp_path, "leads.csv", LEADS.replace("c-", "cli-"))
     env = {

@@ -9,10 +9,10 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.config import Settings
-from kairos.outbox_files import INDEX_FILE
-from kairos.runtime import JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.runtime.outbox_files import INDEX_FILE
+from kairos.store.facade import Store
 from kairos.store.runs import runs_of
 from tests.conftest import make_kairos, running_worker
 from tests.helpers import eventually, finish, outbox, started, timezone_at

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kairos.experiments import (
+from kairos.reporting.experiments import (
     Group,
     compare,
     difference_interval,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.simulation import SimCustomer, load_customer, parse_event_spec, simulate
+from kairos.language.compiler import Project
+from kairos.runtime.config import Settings
+from kairos.simulation.customers import SimCustomer, load_customer, parse_event_spec
+from kairos.simulation.engine import simulate
 from tests.test_simulate import NO_DST, kinds, on, sent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "simulate"

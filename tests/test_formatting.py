@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from kairos.actions_catalogue import action_sample
-from kairos.plan import Channel
-from kairos.rendering import RenderError, TemplateStore
+from kairos.language.actions_catalogue import action_sample
+from kairos.language.plan import Channel
+from kairos.messages.rendering import RenderError, TemplateStore
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)  # a Saturday
 STYLES = """\

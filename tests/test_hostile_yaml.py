@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from kairos import yaml_source
-from kairos.compiler import check_project
-from kairos.simulation import SimulationError, load_customer
-from kairos.yaml_source import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_data, load_yaml
+from kairos.language import yaml_source
+from kairos.language.compiler import check_project
+from kairos.language.yaml_source import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_data, load_yaml
+from kairos.simulation.customers import SimulationError, load_customer
 from tests.test_language_invalid import INVALID, make_project
 
 SECRET = "THE-CONTENT-OF-ANOTHER-FILE"

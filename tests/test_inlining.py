@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from kairos.compiler import Project
-from kairos.plan import Channel, EventTrigger, SendStep
-from kairos.rendering import TemplateStore, render_preview
+from kairos.language.compiler import Project
+from kairos.language.plan import Channel, EventTrigger, SendStep
+from kairos.messages.rendering import TemplateStore, render_preview
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)

@@ -17,15 +17,15 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.outbox import OutboxEmailSender
-from kairos import expressions
-from kairos.client import Kairos
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.messages import EmailMessage, Receipt, SendStatus
-from kairos.plan import BranchStep, JourneyPlan
-from kairos.rendering import TemplateStore
-from kairos.runtime import JourneyInput, JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.language import expressions
+from kairos.language.compiler import Project
+from kairos.language.plan import BranchStep, JourneyPlan
+from kairos.messages.models import EmailMessage, Receipt, SendStatus
+from kairos.messages.rendering import TemplateStore
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyInput, JourneyResult, journey_workflow_id
+from kairos.store.facade import Store
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import finish, outbox, schedule, started, timezone_at
 

@@ -18,11 +18,10 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from kairos.compiler import Project
-from kairos.delivery import send_queue
-from kairos.messages import SendOutcome, SendStatus
-from kairos.plan import Channel
-from kairos.runtime import (
+from kairos.language.compiler import Project
+from kairos.language.plan import Channel
+from kairos.messages.models import SendOutcome, SendStatus
+from kairos.runtime.contract import (
     UNSETTLED_SENDS,
     DeliverRequest,
     Event,
@@ -35,6 +34,7 @@ from kairos.runtime import (
     journey_workflow_id,
     send_record,
 )
+from kairos.runtime.delivery import send_queue
 from workflows.journey import (
     DELIVER_ACTIVITY,
     END_RUN_ACTIVITY,

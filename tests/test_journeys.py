@@ -9,11 +9,11 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.plan import Channel, JourneyPlan, SendStep, WaitStep
-from kairos.runtime import JourneyInput, JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.language.plan import Channel, JourneyPlan, SendStep, WaitStep
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyInput, JourneyResult, journey_workflow_id
+from kairos.store.facade import Store
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import (
     finish,

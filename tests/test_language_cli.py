@@ -78,7 +78,7 @@ def test_schema_writes_both_schemas_where_the_modeline_finds_them(tmp_path: Path
 
 def test_the_checked_in_schema_is_current() -> None:
     root = Path(__file__).resolve().parent.parent
-    from kairos.schema_export import customer_json_schema, journey_json_schema
+    from kairos.language.schema_export import customer_json_schema, journey_json_schema
 
     written = json.loads((root / "schema" / "journey.schema.json").read_text())
     assert written == journey_json_schema()

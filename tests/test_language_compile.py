@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kairos.compiler import check_project, load_project
-from kairos.plan import (
+from kairos.language.compiler import check_project, load_project
+from kairos.language.plan import (
     ActionStep,
     BranchCase,
     BranchStep,

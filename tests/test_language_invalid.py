@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kairos.compiler import check_project, load_project
-from kairos.problems import ProjectError
+from kairos.language.compiler import check_project, load_project
+from kairos.language.problems import ProjectError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VALID = FIXTURES / "language"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from kairos.schema import STEP_KINDS, JourneySpec
-from kairos.schema_errors import validate_document
-from kairos.schema_export import customer_json_schema, journey_json_schema
-from kairos.yaml_source import load_yaml
+from kairos.language.schema import STEP_KINDS, JourneySpec
+from kairos.language.schema_errors import validate_document
+from kairos.language.schema_export import customer_json_schema, journey_json_schema
+from kairos.language.yaml_source import load_yaml
 
 
 def _problems(text: str) -> list[str]:

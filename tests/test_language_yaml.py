@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from kairos.problems import Problem, Report, did_you_mean, quote_list, suggestion
-from kairos.yaml_source import Position, format_path, load_yaml
+from kairos.language.problems import Problem, Report, did_you_mean, quote_list, suggestion
+from kairos.language.yaml_source import Position, format_path, load_yaml
 
 SOURCE = """\
 # comment

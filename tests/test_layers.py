@@ -23,23 +23,23 @@ NAMES = {
 # The journey language: parsing, checking and compiling journeys and their messages. Every
 # other module of the library (kairos.*) is the runtime contract unless named below.
 _LANGUAGE = {
-    "kairos", "kairos.actions_catalogue", "kairos.catalogue", "kairos.compiler", "kairos.durations",
-    "kairos.compiler_catalogue", "kairos.compiler_conditions", "kairos.compiler_plan",
-    "kairos.compiler_sends", "kairos.compiler_state", "kairos.compiler_steps",
-    "kairos.project_files", "kairos.reachability",
-    "kairos.compliance_footers", "kairos.message_text", "kairos.preview",
-    "kairos.template_checks", "kairos.template_environment", "kairos.template_files",
-    "kairos.expressions", "kairos.formatting", "kairos.graph", "kairos.inlining", "kairos.locales",
-    "kairos.messages",
-    "kairos.pinning", "kairos.plan", "kairos.problems", "kairos.rendering", "kairos.schema",
-    "kairos.schema_errors", "kairos.schema_export", "kairos.segments", "kairos.segment_sql",
-    "kairos.sms",
-    "kairos.template_safety", "kairos.unsubscribe", "kairos.yaml_source",
+    "kairos", "kairos.language.actions_catalogue", "kairos.language.catalogue", "kairos.language.compiler", "kairos.language.durations",
+    "kairos.language.compiler_catalogue", "kairos.language.compiler_conditions", "kairos.language.compiler_plan",
+    "kairos.language.compiler_sends", "kairos.language.compiler_state", "kairos.language.compiler_steps",
+    "kairos.language.project_files", "kairos.language.reachability",
+    "kairos.messages.compliance_footers", "kairos.messages.message_text", "kairos.messages.preview",
+    "kairos.messages.template_checks", "kairos.messages.template_environment", "kairos.messages.template_files",
+    "kairos.language.expressions", "kairos.messages.formatting", "kairos.language.graph", "kairos.messages.inlining", "kairos.messages.locales",
+    "kairos.messages.models",
+    "kairos.language.pinning", "kairos.language.plan", "kairos.language.problems", "kairos.messages.rendering", "kairos.language.schema",
+    "kairos.language.schema_errors", "kairos.language.schema_export", "kairos.language.segments", "kairos.language.segment_sql",
+    "kairos.messages.sms",
+    "kairos.language.template_safety", "kairos.messages.unsubscribe", "kairos.language.yaml_source",
 }  # fmt: skip
 # What people and other programs run: each may start a worker in its own process.
-_TOOLS = ("kairos.cli", "kairos.web", "kairos.dev", "kairos.simulation", "kairos.report",
-          "kairos.report_charts", "kairos.report_model", "kairos.report_queries",
-          "kairos.report_here_now", "kairos.enroll", "kairos.broadcast", "benchmarks")  # fmt: skip
+_TOOLS = ("kairos.cli", "kairos.web", "kairos.tools.dev", "kairos.simulation", "kairos.reporting.report",
+          "kairos.reporting.charts", "kairos.reporting.model", "kairos.reporting.queries",
+          "kairos.reporting.here_now", "kairos.tools.enroll", "kairos.tools.broadcast", "benchmarks")  # fmt: skip
 # The web front door answers HTTP in a process that runs no activity: it reaches journeys
 # through the client and the store, never through a provider's or a workflow's code.
 _FRONT_DOOR = "kairos.web"
@@ -90,7 +90,7 @@ def imports(source: str, module: str) -> Iterator[str]:
             assert node.level == 0, f"{module}: the project imports absolutely"
             base = node.module or ""
             yield base
-            # `from kairos import client` imports the module kairos.client.
+            # `from kairos.runtime import client` imports the module kairos.runtime.client.
             yield from (f"{base}.{a.name}" for a in node.names if _is_module(f"{base}.{a.name}"))
 
 
@@ -153,14 +153,14 @@ def test_workflows_are_defined_only_in_workflows() -> None:
         ("kairos.web.sendgrid", "from activities.providers.sendgrid import KEY_ARG"),
         ("kairos.web.twilio", "from activities.providers import TWILIO_STATUS_PATH"),
         ("activities.routing", "from kairos.web.phonebook import PhoneWorkflow"),
-        ("kairos.client", "from activities.providers.outbox import erase_customer"),
-        ("kairos.store.store", "import worker"),
-        ("kairos.compiler", "from kairos.store import Store"),
+        ("kairos.runtime.client", "from activities.providers.outbox import erase_customer"),
+        ("kairos.store.facade", "import worker"),
+        ("kairos.language.compiler", "from kairos.store.facade import Store"),
         ("workflows.journey", "def f():\n    from worker import build_worker\n"),
         ("worker", "from kairos.cli import app"),
-        ("kairos.worker", "from kairos.simulation import simulate"),
+        ("kairos.worker", "from kairos.simulation.engine import simulate"),
         # The library builds workers through kairos.worker, never the entry point.
-        ("kairos.dev", "def f():\n    import worker as worker_module\n"),
+        ("kairos.tools.dev", "def f():\n    import worker as worker_module\n"),
         ("kairos.simulation.engine", "from worker import build_worker"),
         ("kairos.cli.runtime", "from worker import main"),
         ("kairos.web.server", "from kairos.worker import build_worker"),

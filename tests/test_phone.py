@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kairos.phone import PhoneError, is_e164, mask, normalise
+from kairos.runtime.phone import PhoneError, is_e164, mask, normalise
 
 
 @pytest.mark.parametrize(

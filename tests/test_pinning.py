@@ -8,10 +8,10 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.compiler import load_project
-from kairos.config import Settings
-from kairos.pinning import tree_id
-from kairos.runtime import JourneyResult, journey_workflow_id
+from kairos.language.compiler import load_project
+from kairos.language.pinning import tree_id
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
 from tests.conftest import ROOT, make_kairos, project_store, running_worker
 from tests.helpers import finish, outbox, started, timezone_at
 

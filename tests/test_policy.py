@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from kairos.messages import Verdict
-from kairos.plan import Category, Channel, SplitVariant
-from kairos.policy import (
+from kairos.language.plan import Category, Channel, SplitVariant
+from kairos.messages.models import Verdict
+from kairos.runtime.policy import (
     CONTEST_GRACE,
     CapRule,
     Claim,

@@ -26,12 +26,12 @@ from activities.providers import (
     build_senders,
 )
 from activities.providers.base import INVALID_RECIPIENT
-from kairos.config import ConfigError, Settings, load_settings
-from kairos.delivery import EmailProvider, SmsProvider
-from kairos.messages import EmailMessage, SmsMessage
-from kairos.plan import Channel
-from kairos.rendering import email_headers
-from kairos.unsubscribe import unsubscribe_url
+from kairos.language.plan import Channel
+from kairos.messages.models import EmailMessage, SmsMessage
+from kairos.messages.rendering import email_headers
+from kairos.messages.unsubscribe import unsubscribe_url
+from kairos.runtime.config import ConfigError, Settings, load_settings
+from kairos.runtime.delivery import EmailProvider, SmsProvider
 
 KEY = "journey:cart_abandonment:c-42:first_reminder:1"
 

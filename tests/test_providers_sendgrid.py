@@ -25,8 +25,8 @@ from activities.providers.base import (
     retry_delay,
 )
 from activities.providers.sendgrid import KEY_ARG, SendGridSender, classify_error
-from kairos.messages import EmailMessage
-from kairos.plan import Category
+from kairos.language.plan import Category
+from kairos.messages.models import EmailMessage
 from tests.fakes.sendgrid_server import FakeSendGrid
 
 RECIPIENT = "ada@example.com"

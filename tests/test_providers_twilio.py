@@ -23,7 +23,7 @@ from activities.providers.base import (
     RECIPIENT_OPTED_OUT,
 )
 from activities.providers.twilio import TwilioSender
-from kairos.messages import SmsMessage
+from kairos.messages.models import SmsMessage
 from tests.fakes.twilio_server import FakeTwilio
 
 PHONE = "+358401234567"

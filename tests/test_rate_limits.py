@@ -15,8 +15,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from kairos.delivery import send_queue
-from kairos.plan import Channel
+from kairos.language.plan import Channel
+from kairos.runtime.delivery import send_queue
 from kairos.worker import Workers, send_worker
 
 RATE = 2.0  # SMS a second, as KAIROS_RATE_SMS=2 sets it
@@ -71,7 +71,7 @@ async def test_an_sms_broadcast_never_exceeds_the_channels_rate_across_two_worke
     journeys = Worker(client, task_queue=queue, workflows=[Broadcast])
     # Two workers, each with its own connection, as two worker processes would have.
     target = client.service_client.config.target_host
-    # Each with the same data converter: payloads are encrypted (kairos.codec).
+    # Each with the same data converter: payloads are encrypted (kairos.runtime.codec).
     connections = [
         await Client.connect(
             target, namespace=client.namespace, data_converter=client.data_converter

@@ -1,7 +1,7 @@
 """Rendering messages: locales, strictness, escaping, layouts, unsubscribe footers, preview.
 
 Why over 600 lines: every section renders the same fixture templates with the same store and
-plan; its sections follow the modules kairos.rendering is built of.
+plan; its sections follow the modules kairos.messages.rendering is built of.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from kairos.catalogue import Attribute, AttrType, Catalogue, EventSpec
-from kairos.messages import EmailContent, SmsContent
-from kairos.plan import (
+from kairos.language.catalogue import Attribute, AttrType, Catalogue, EventSpec
+from kairos.language.plan import (
     ActionStep,
     Category,
     Channel,
@@ -28,14 +27,15 @@ from kairos.plan import (
     SendStep,
     WaitStep,
 )
-from kairos.rendering import (
+from kairos.messages.models import EmailContent, SmsContent
+from kairos.messages.rendering import (
     RenderError,
     TemplateStore,
     email_headers,
     normalise_locale,
     render_preview,
 )
-from kairos.sms import analyse
+from kairos.messages.sms import analyse
 
 FIXTURES = Path(__file__).parent / "fixtures" / "templates"
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
@@ -584,9 +584,9 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     project = types.SimpleNamespace(
         plans={PLAN.name: PLAN}, catalogue=catalogue, templates=TemplateStore(FIXTURES)
     )
-    compiler = types.ModuleType("kairos.compiler")
+    compiler = types.ModuleType("kairos.language.compiler")
     compiler.load_project = lambda home, actions=(): project  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "kairos.compiler", compiler)
+    monkeypatch.setitem(sys.modules, "kairos.language.compiler", compiler)
     monkeypatch.setenv("KAIROS_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ada.yaml").write_text("first_name: Ada\nlocale: fi\n", encoding="utf-8")

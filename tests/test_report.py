@@ -26,15 +26,12 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from kairos import expressions, policy
 from kairos.cli import app
 from kairos.cli.base import console
 from kairos.cli.report import render_html
-from kairos.client import Kairos
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.experiments import Group
-from kairos.plan import (
+from kairos.language import expressions
+from kairos.language.compiler import Project
+from kairos.language.plan import (
     BranchCase,
     BranchStep,
     Channel,
@@ -51,7 +48,8 @@ from kairos.plan import (
     Stage,
     WaitStep,
 )
-from kairos.report import (
+from kairos.reporting.experiments import Group
+from kairos.reporting.report import (
     JourneyReport,
     Report,
     ReportError,
@@ -59,8 +57,11 @@ from kairos.report import (
     in_lifecycle_order,
     parse_since,
 )
-from kairos.runtime import SA_JOURNEY, journey_workflow_id
-from kairos.store import Store
+from kairos.runtime import policy
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import SA_JOURNEY, journey_workflow_id
+from kairos.store.facade import Store
 from tests.conftest import ROOT, make_kairos, running_worker
 from tests.helpers import eventually
 
@@ -335,7 +336,7 @@ def test_the_window_reads_like_the_rest_of_kairos() -> None:
 
 
 def test_an_outcome_has_one_colour_in_every_journeys_chart() -> None:
-    from kairos.report_charts import outcome_colour
+    from kairos.reporting.charts import outcome_colour
 
     assert outcome_colour("converted") != outcome_colour("cancelled")
     assert outcome_colour("lapsed") == outcome_colour("lapsed")

@@ -24,15 +24,15 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-import kairos.report_queries
+import kairos.reporting.queries
 from benchmarks.analytics import _ROWS
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.report import build_report
-from kairos.report_queries import Span, on_bucket_edge, percentiles
-from kairos.runtime import Event, RunEnd
-from kairos.store import Database, Store
-from kairos.store.database import Connection, migrations, with_database
+from kairos.language.compiler import Project
+from kairos.reporting.queries import Span, on_bucket_edge, percentiles
+from kairos.reporting.report import build_report
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import Event, RunEnd
+from kairos.store.database import Connection, Database, migrations, with_database
+from kairos.store.facade import Store
 from tests.test_report_store import JOURNEY, ORDER, WEEK_2, Customers, drive, offer
 
 pytestmark = pytest.mark.slow

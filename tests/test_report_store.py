@@ -28,9 +28,8 @@ from typer.testing import CliRunner
 from kairos.cli import app
 from kairos.cli.base import console
 from kairos.cli.report import print_report, render_html
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.plan import (
+from kairos.language.compiler import Project
+from kairos.language.plan import (
     Channel,
     Entry,
     EventMatch,
@@ -44,9 +43,10 @@ from kairos.plan import (
     Stage,
     WaitStep,
 )
-from kairos.report import Report, build_report, csv_rows
-from kairos.runtime import Event, ProfileChange, RunEnd, StepRecord
-from kairos.store import Store
+from kairos.reporting.report import Report, build_report, csv_rows
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import Event, ProfileChange, RunEnd, StepRecord
+from kairos.store.facade import Store
 from tests.browser.cdp import chromium
 from tests.commands import free_port
 from tests.conftest import ROOT

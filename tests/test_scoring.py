@@ -12,12 +12,12 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.catalogue import ScoreRule, ScoreSpec
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.plan import BranchCase, BranchStep, ExitStep, JourneyPlan, WaitStep
-from kairos.runtime import Event, JourneyResult, journey_workflow_id
-from kairos.store import Store
+from kairos.language.catalogue import ScoreRule, ScoreSpec
+from kairos.language.compiler import Project
+from kairos.language.plan import BranchCase, BranchStep, ExitStep, JourneyPlan, WaitStep
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import Event, JourneyResult, journey_workflow_id
+from kairos.store.facade import Store
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import finish, started
 from tests.test_segment_triggers import with_trigger

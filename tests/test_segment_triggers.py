@@ -12,12 +12,12 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.plan import Entry, JourneyPlan, SegmentTrigger, WaitStep
-from kairos.runtime import RunEnd, journey_workflow_id
-from kairos.segments import Segment
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.language.plan import Entry, JourneyPlan, SegmentTrigger, WaitStep
+from kairos.language.segments import Segment
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import RunEnd, journey_workflow_id
+from kairos.store.facade import Store
 from tests.conftest import make_kairos, project_store
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

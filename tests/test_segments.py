@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from psycopg.types.json import Jsonb
 
-from kairos.compiler import Project
-from kairos.expressions import holds
-from kairos.segments import Segment, SegmentSyntaxError, to_sql
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.language.expressions import holds
+from kairos.language.segments import Segment, SegmentSyntaxError, to_sql
+from kairos.store.facade import Store
 from kairos.store.segments import count_members, sample_members
 from tests.commands import command_env, documented, run
 

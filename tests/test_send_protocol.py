@@ -25,12 +25,12 @@ from activities.providers.base import OUTCOME_UNKNOWN, PROVIDER_UNAVAILABLE
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
-from kairos.config import Settings
-from kairos.delivery import SEND_TIMEOUTS
-from kairos.messages import EmailMessage, Receipt, SendOutcome
-from kairos.plan import Category, Channel
-from kairos.runtime import DeliverRequest
-from kairos.store import Store
+from kairos.language.plan import Category, Channel
+from kairos.messages.models import EmailMessage, Receipt, SendOutcome
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import DeliverRequest
+from kairos.runtime.delivery import SEND_TIMEOUTS
+from kairos.store.facade import Store
 from kairos.web.sendgrid import PATH as SENDGRID_EVENTS
 from kairos.web.twilio import STATUS_PATH
 from tests.browser.harness import (

@@ -14,23 +14,21 @@ from temporalio.service import RPCError, RPCStatusCode
 from typer.testing import CliRunner
 
 from kairos.cli import app
-from kairos.compiler import Project
-from kairos.config import FrequencyCap, Settings
-from kairos.plan import ExitStep, JourneyPlan, SegmentTrigger, Webhook
-from kairos.segments import Segment
-from kairos.simulation import (
+from kairos.language.compiler import Project
+from kairos.language.plan import ExitStep, JourneyPlan, SegmentTrigger, Webhook
+from kairos.language.segments import Segment
+from kairos.runtime.config import FrequencyCap, Settings
+from kairos.simulation.customers import (
     ScheduledEvent,
     SimCustomer,
     SimulationError,
-    Timeline,
-    format_offset,
     load_customer,
     parse_event_spec,
     resolve_relative,
     resolve_start,
-    simulate,
-    simulate_project,
 )
+from kairos.simulation.engine import simulate, simulate_project
+from kairos.simulation.timeline import Timeline, format_offset
 from tests.commands import documented
 from tests.conftest import ROOT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kairos.sms import GSM7_EXTENSION, analyse, is_gsm7
+from kairos.messages.sms import GSM7_EXTENSION, analyse, is_gsm7
 
 
 @pytest.mark.parametrize(

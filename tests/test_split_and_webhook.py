@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.plan import (
+from kairos.language.compiler import Project
+from kairos.language.plan import (
     ActionStep,
     Channel,
     JourneyPlan,
@@ -23,8 +22,9 @@ from kairos.plan import (
     SplitVariant,
     Webhook,
 )
-from kairos.policy import choose_variant
-from kairos.runtime import JourneyResult, journey_workflow_id
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.runtime.policy import choose_variant
 from tests.conftest import make_kairos, project_store, running_worker
 from tests.helpers import finish, outbox, started, timezone_at
 

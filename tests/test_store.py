@@ -24,21 +24,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.client import InvalidEvent
-from kairos.compiler import Project
-from kairos.config import FrequencyCap, Settings
-from kairos.plan import (
-    Channel,
-    EventTrigger,
-    JourneyPlan,
-    SendStep,
-    WaitStep,
-)
-from kairos.runtime import Event, JourneyResult, ProfileChange, journey_workflow_id
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.language.plan import Channel, EventTrigger, JourneyPlan, SendStep, WaitStep
+from kairos.runtime.client import InvalidEvent
+from kairos.runtime.config import FrequencyCap, Settings
+from kairos.runtime.contract import Event, JourneyResult, ProfileChange, journey_workflow_id
+from kairos.runtime.temporal import start_journey
 from kairos.store.dispatch import DONE_SQL, Dispatcher
+from kairos.store.facade import Store
 from kairos.store.ingest import Ingest
-from kairos.temporal import start_journey
 from kairos.worker import dispatcher
 from tests.conftest import ROOT, make_kairos, project_store, running_worker
 from tests.helpers import finish, schedule, started, timezone_at
@@ -74,10 +68,10 @@ async def test_an_event_is_routed_exactly_once_when_the_accepting_process_dies(
     script = textwrap.dedent(
         f"""
         import asyncio, dataclasses, os
-        from kairos.compiler import load_project
-        from kairos.config import load_settings
-        from kairos.runtime import Event
-        from kairos.store import Store
+        from kairos.language.compiler import load_project
+        from kairos.runtime.config import load_settings
+        from kairos.runtime.contract import Event
+        from kairos.store.facade import Store
 
         async def main():
             settings = dataclasses.replace(

@@ -13,10 +13,16 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from kairos.config import Settings
-from kairos.store import Database, SchemaMismatch
+from kairos.runtime.config import Settings
 from kairos.store import database as database_module
-from kairos.store.database import SQL_DIR, latest_version, migrations, with_database
+from kairos.store.database import (
+    SQL_DIR,
+    Database,
+    SchemaMismatch,
+    latest_version,
+    migrations,
+    with_database,
+)
 from kairos.store.embedded import pg_binary
 
 
@@ -114,7 +120,7 @@ async def test_the_worker_refuses_to_start_on_an_unknown_schema(
 
 
 async def test_an_unreachable_database_is_one_clear_line() -> None:
-    from kairos.store import StoreUnavailable
+    from kairos.store.database import StoreUnavailable
 
     with pytest.raises(StoreUnavailable) as caught:
         await Database.open("postgresql://kairos@127.0.0.1:9/kairos", timeout=1)

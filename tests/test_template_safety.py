@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from kairos.compiler import check_project
-from kairos.expressions import ExpressionError, evaluate, refused
-from kairos.rendering import RenderError, TemplateStore
-from kairos.template_safety import MAX_CONSTANT
-from kairos.yaml_source import MAX_BYTES
+from kairos.language.compiler import check_project
+from kairos.language.expressions import ExpressionError, evaluate, refused
+from kairos.language.template_safety import MAX_CONSTANT
+from kairos.language.yaml_source import MAX_BYTES
+from kairos.messages.rendering import RenderError, TemplateStore
 from tests.test_language_invalid import INVALID, make_project
 
 SECRET = "THE-CONTENT-OF-ANOTHER-FILE"

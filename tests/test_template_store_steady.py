@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kairos import template_checks, template_files
-from kairos.plan import Channel
-from kairos.rendering import TemplateStore
+from kairos.language.plan import Channel
+from kairos.messages import template_checks, template_files
+from kairos.messages.rendering import TemplateStore
 
 REPO = Path(__file__).resolve().parent.parent
 

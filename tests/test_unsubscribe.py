@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from kairos.unsubscribe import TokenError, make_token, read_token, unsubscribe_url
+from kairos.messages.unsubscribe import TokenError, make_token, read_token, unsubscribe_url
 
 SECRET = "test-secret"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z

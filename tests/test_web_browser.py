@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.codec import data_converter
-from kairos.config import Settings
-from kairos.dev import dev_server_args, temporal_binary
-from kairos.runtime import journey_workflow_id
-from kairos.store import Store
+from kairos.messages.unsubscribe import unsubscribe_url
+from kairos.runtime.codec import data_converter
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import journey_workflow_id
+from kairos.store.facade import Store
 from kairos.store.keys import DatabaseKeys
-from kairos.unsubscribe import unsubscribe_url
+from kairos.tools.dev import dev_server_args, temporal_binary
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig, dev_ui_origins
 from kairos.web.server import running

@@ -14,10 +14,10 @@ import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from kairos.client import Kairos
-from kairos.codec import ENCODING, CustomerCodec
-from kairos.config import ConfigError, Settings
-from kairos.store import Store
+from kairos.runtime.client import Kairos
+from kairos.runtime.codec import ENCODING, CustomerCodec
+from kairos.runtime.config import ConfigError, Settings
+from kairos.store.facade import Store
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig, load_web_config
 from kairos.web.server import running

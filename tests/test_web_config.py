@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kairos.config import ConfigError
+from kairos.runtime.config import ConfigError
 from kairos.web.config import WebConfig, load_web_config
 from kairos.web.i18n import STRINGS, choose_locale
 from tests.browser.harness import SendGridKey

@@ -15,10 +15,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.store import Database, Store
-from kairos.unsubscribe import unsubscribe_url
+from kairos.language.compiler import Project
+from kairos.messages.unsubscribe import unsubscribe_url
+from kairos.runtime.config import Settings
+from kairos.store.database import Database
+from kairos.store.facade import Store
 from kairos.web.sendgrid import PATH as SENDGRID
 from kairos.web.server import build_app, running
 from kairos.web.twilio import PATH as TWILIO

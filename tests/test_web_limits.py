@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from kairos.client import InvalidCustomerId, check_customer_id
-from kairos.config import Settings
-from kairos.store import Store
+from kairos.runtime.client import InvalidCustomerId, check_customer_id
+from kairos.runtime.config import Settings
+from kairos.store.facade import Store
 from tests.browser.harness import API_KEY, customers, offline_kairos, serve, web_settings
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.messages import Verdict
-from kairos.plan import Category, Channel
-from kairos.runtime import DeliverRequest
-from kairos.store import Store
+from kairos.language.compiler import Project
+from kairos.language.plan import Category, Channel
+from kairos.messages.models import Verdict
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import DeliverRequest
+from kairos.store.facade import Store
 from kairos.web.sendgrid import PATH, interpret
 from tests.browser.harness import (
     SendGridKey,

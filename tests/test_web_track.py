@@ -17,10 +17,11 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.runtime import JourneyResult, journey_workflow_id
-from kairos.store import Database, Store
+from kairos.language.compiler import Project
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.store.database import Database
+from kairos.store.facade import Store
 from tests.browser.harness import (
     API_KEY,
     customers,

@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from kairos.cli.runtime import customer_json
-from kairos.config import Settings
-from kairos.messages import PolicyDecision, Verdict
-from kairos.plan import Category, Channel
-from kairos.runtime import DeliverRequest
-from kairos.store import Store
+from kairos.language.plan import Category, Channel
+from kairos.messages.models import PolicyDecision, Verdict
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import DeliverRequest
+from kairos.store.facade import Store
 from kairos.web.twilio import OPT_IN, OPT_OUT, PATH, keyword
 from tests.browser.harness import (
     API_KEY,

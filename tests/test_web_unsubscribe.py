@@ -16,10 +16,10 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.config import Settings
-from kairos.runtime import JourneyResult, journey_workflow_id
-from kairos.store import Store
-from kairos.unsubscribe import make_token, unsubscribe_url
+from kairos.messages.unsubscribe import make_token, unsubscribe_url
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import JourneyResult, journey_workflow_id
+from kairos.store.facade import Store
 from kairos.web.app import create_app
 from kairos.web.server import running
 from tests.browser.harness import customers, offline_kairos, serve, web_config, web_settings

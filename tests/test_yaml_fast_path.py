@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kairos import yaml_source
-from kairos.yaml_source import _fast_load, load_yaml, round_trip_load
+from kairos.language import yaml_source
+from kairos.language.yaml_source import _fast_load, load_yaml, round_trip_load
 
 REPO = Path(__file__).resolve().parent.parent
 

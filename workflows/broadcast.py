@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from kairos.schedules import (
+    from kairos.runtime.schedules import (
         BROADCAST_ACTIVITY,
         BROADCAST_WORKFLOW,
         HEARTBEAT_TIMEOUT,

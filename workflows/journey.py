@@ -19,7 +19,8 @@ A run tells the store how it ended (the ``end_run`` activity), also when it is c
 
 Why over 600 lines: it is one workflow class whose step handlers share the run's state (the
 plan, its copy of the profile, the events kept, the step records); the decisions that need no
-state are already out (kairos.routing, kairos.policy, kairos.delivery, kairos.expressions).
+state are already out (kairos.runtime.routing, kairos.runtime.policy, kairos.runtime.delivery,
+kairos.language.expressions).
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from kairos import delivery, expressions, policy, routing
-    from kairos.durations import format_duration
-    from kairos.expressions import ExpressionError
-    from kairos.messages import SendOutcome, SendStatus
-    from kairos.plan import (
+    from kairos.language import expressions
+    from kairos.language.durations import format_duration
+    from kairos.language.expressions import ExpressionError
+    from kairos.language.plan import (
         ActionStep,
         BranchStep,
         DateTrigger,
@@ -59,7 +59,9 @@ with workflow.unsafe.imports_passed_through():
         WaitForStep,
         WaitStep,
     )
-    from kairos.runtime import (
+    from kairos.messages.models import SendOutcome, SendStatus
+    from kairos.runtime import delivery, policy, routing
+    from kairos.runtime.contract import (
         JOURNEY_WORKFLOW,
         QUERY_STATE,
         SA_OUTCOME,

@@ -17,7 +17,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from kairos.runtime import Event, EventRequest
+    from kairos.runtime.contract import Event, EventRequest
 
 
 class ScheduledEvent(BaseModel):

@@ -19,9 +19,9 @@ from activities.providers.base import (
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
-from kairos.config import Settings
-from kairos.delivery import EmailProvider, SmsProvider
-from kairos.webhooks import TWILIO_STATUS_PATH
+from kairos.runtime.config import Settings
+from kairos.runtime.delivery import EmailProvider, SmsProvider
+from kairos.runtime.webhooks import TWILIO_STATUS_PATH
 
 
 def _sendgrid(settings: Settings) -> EmailSender:
@@ -49,7 +49,7 @@ def _twilio(settings: Settings) -> SmsSender:
     )
 
 
-# One sender for every provider the settings accept (kairos.delivery names them).
+# One sender for every provider the settings accept (kairos.runtime.delivery names them).
 EMAIL_PROVIDERS: dict[str, Callable[[Settings], EmailSender]] = {
     EmailProvider.outbox: lambda settings: OutboxEmailSender(settings.outbox_dir),
     EmailProvider.sendgrid: _sendgrid,

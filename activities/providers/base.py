@@ -21,7 +21,7 @@ from typing import Protocol
 
 from temporalio.exceptions import ApplicationError
 
-from kairos.messages import EmailMessage, Receipt, SmsMessage
+from kairos.messages.models import EmailMessage, Receipt, SmsMessage
 
 RATE_LIMITED = "RateLimited"
 """Retryable: the provider asked us to slow down; ``next_retry_delay`` follows Retry-After."""
@@ -31,7 +31,7 @@ timeout while connecting): the provider does not have the message."""
 OUTCOME_UNKNOWN = "OutcomeUnknown"
 """Retryable, carefully: the request was sent but no answer came (a timeout while waiting for
 it, a dropped connection). The provider may have the message; the send protocol waits for its
-feedback before sending again (kairos.delivery)."""
+feedback before sending again (kairos.runtime.delivery)."""
 INVALID_RECIPIENT = "InvalidRecipient"
 """Non-retryable: the address or number cannot receive this message."""
 RECIPIENT_OPTED_OUT = "RecipientOptedOut"

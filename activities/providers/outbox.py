@@ -1,6 +1,6 @@
 """The local outbox: messages become files a person can open instead of being sent.
 
-Layout under the outbox directory (its shared parts, and erasure, are kairos.outbox_files)::
+Layout under the outbox directory (its shared parts, and erasure, are kairos.runtime.outbox_files)::
 
     email/<UTC timestamp>-<key>.eml   an RFC 5322 message (text and HTML alternatives)
     sms/<UTC timestamp>-<key>.txt     To, Encoding, Segments, Key and metadata lines, then the body
@@ -45,9 +45,15 @@ from activities.providers.base import (
     mask_phone,
     provider_error,
 )
-from kairos.messages import EmailMessage, Receipt, SmsMessage
-from kairos.outbox_files import INDEX_FILE, KEYS_DIR, index_lock, write_all, write_atomically
-from kairos.plan import Channel
+from kairos.language.plan import Channel
+from kairos.messages.models import EmailMessage, Receipt, SmsMessage
+from kairos.runtime.outbox_files import (
+    INDEX_FILE,
+    KEYS_DIR,
+    index_lock,
+    write_all,
+    write_atomically,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from activities.providers.base import (
     retry_delay,
     scrub,
 )
-from kairos.messages import EmailMessage, Receipt
-from kairos.plan import Category, Channel
-from kairos.webhooks import SENDGRID_KEY_ARG
+from kairos.language.plan import Category, Channel
+from kairos.messages.models import EmailMessage, Receipt
+from kairos.runtime.webhooks import SENDGRID_KEY_ARG
 
 logger = logging.getLogger(__name__)
 

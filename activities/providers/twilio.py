@@ -35,8 +35,8 @@ from activities.providers.base import (
     retry_delay,
     scrub,
 )
-from kairos.messages import Receipt, SmsMessage
-from kairos.plan import Channel
+from kairos.language.plan import Channel
+from kairos.messages.models import Receipt, SmsMessage
 
 logger = logging.getLogger(__name__)
 

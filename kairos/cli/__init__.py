@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING
 
-from kairos.exits import exit_process
+from kairos.runtime.exits import exit_process
 
 if TYPE_CHECKING:
     import typer

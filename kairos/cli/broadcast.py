@@ -15,7 +15,19 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from kairos.broadcast import (
+from kairos.cli.base import app, console, err_console, progress_bar, quiet_logs, warn
+from kairos.cli.base import fail_text as fail
+from kairos.cli.runtime import load, with_client
+from kairos.cli.segment import find_segment
+from kairos.language.compiler import Project
+from kairos.language.plan import JourneyPlan
+from kairos.language.segments import Segment
+from kairos.runtime.client import Kairos, KairosError, check_journey
+from kairos.runtime.config import Settings
+from kairos.runtime.schedules import DEFAULT_ZONE, opening_wait, schedule_id
+from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus, Reach
+from kairos.store.database import StoreError
+from kairos.tools.broadcast import (
     CATCHUP,
     DEFAULT_CONCURRENCY,
     DEFAULT_RATE,
@@ -29,19 +41,7 @@ from kairos.broadcast import (
     plan_schedule,
     scheduled_broadcasts,
 )
-from kairos.cli.base import app, console, err_console, progress_bar, quiet_logs, warn
-from kairos.cli.base import fail_text as fail
-from kairos.cli.runtime import load, with_client
-from kairos.cli.segment import find_segment
-from kairos.client import Kairos, KairosError, check_journey
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.enroll import EnrollError, ensure_worker
-from kairos.plan import JourneyPlan
-from kairos.schedules import DEFAULT_ZONE, opening_wait, schedule_id
-from kairos.segments import Segment
-from kairos.store import StoreError
-from kairos.store.broadcasts import Broadcast, BroadcastStore, MemberStatus, Reach
+from kairos.tools.enroll import EnrollError, ensure_worker
 
 T = TypeVar("T")
 

@@ -11,11 +11,18 @@ from rich.markup import escape
 
 from kairos.cli.base import app, console, quiet_logs
 from kairos.cli.base import fail_text as fail
-from kairos.config import ConfigError, Settings, load_settings
-from kairos.crypto import KeyUnavailable
-from kairos.store import Database, StoreError, database_url
-from kairos.store.database import Migration, latest_version, migrations, redact
+from kairos.runtime.config import ConfigError, Settings, load_settings
+from kairos.runtime.crypto import KeyUnavailable
+from kairos.store.database import (
+    Database,
+    Migration,
+    StoreError,
+    latest_version,
+    migrations,
+    redact,
+)
 from kairos.store.embedded import data_dir
+from kairos.store.facade import database_url
 
 T = TypeVar("T")
 
@@ -133,7 +140,7 @@ def rotate_keys() -> None:
 
     Example: kairos db rotate-keys
     """
-    from kairos.crypto import MasterKeys
+    from kairos.runtime.crypto import MasterKeys
     from kairos.store.keys import DatabaseKeys
 
     settings = _settings()

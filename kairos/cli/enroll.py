@@ -13,10 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from kairos.cli.base import app, console, err_console, fail, progress_bar
-from kairos.client import Kairos
-from kairos.compiler import Project, load_project
-from kairos.config import ConfigError, Settings, load_settings
-from kairos.enroll import (
+from kairos.language.compiler import Project, load_project
+from kairos.language.plan import JourneyPlan
+from kairos.language.problems import ProjectError
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import ConfigError, Settings, load_settings
+from kairos.store.database import StoreError
+from kairos.tools.enroll import (
     DEFAULT_CONCURRENCY,
     DEFAULT_RATE,
     EnrollError,
@@ -28,9 +31,6 @@ from kairos.enroll import (
     read_rows,
     summarise,
 )
-from kairos.plan import JourneyPlan
-from kairos.problems import ProjectError
-from kairos.store import StoreError
 
 _EPILOG = (
     "Example: [bold]kairos enroll nurture --csv leads.csv --rate 10[/]  "

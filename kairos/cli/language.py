@@ -10,15 +10,15 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from kairos.actions_catalogue import ActionModuleError, load_action_modules
 from kairos.cli.base import app, console, err_console, fail
-from kairos.compiler import check_project
-from kairos.config import ConfigError, load_settings
-from kairos.graph import to_mermaid
-from kairos.problems import Problem, Report, plural, suggestion
-from kairos.project_files import CATALOGUE_FILE, display_path
-from kairos.schema_export import customer_json_schema, journey_json_schema
-from kairos.segments import SEGMENTS_DIR
+from kairos.language.actions_catalogue import ActionModuleError, load_action_modules
+from kairos.language.compiler import check_project
+from kairos.language.graph import to_mermaid
+from kairos.language.problems import Problem, Report, plural, suggestion
+from kairos.language.project_files import CATALOGUE_FILE, display_path
+from kairos.language.schema_export import customer_json_schema, journey_json_schema
+from kairos.language.segments import SEGMENTS_DIR
+from kairos.runtime.config import ConfigError, load_settings
 
 _VALIDATE_EPILOG = (
     "Examples: [bold]kairos validate[/] (every journey) · "

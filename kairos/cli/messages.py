@@ -14,16 +14,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from kairos.catalogue import BUILTIN_EVENT, AttrType, Catalogue
 from kairos.cli.base import app, console, err_console, fail
-from kairos.config import ConfigError, load_settings
-from kairos.messages import EmailContent, SmsContent
-from kairos.plan import Category, EventTrigger, JourneyPlan
-from kairos.problems import suggestion
-from kairos.rendering import RenderError, email_headers, render_preview
-from kairos.sms import analyse
-from kairos.unsubscribe import unsubscribe_url
-from kairos.yaml_source import load_data
+from kairos.language.catalogue import BUILTIN_EVENT, AttrType, Catalogue
+from kairos.language.plan import Category, EventTrigger, JourneyPlan
+from kairos.language.problems import suggestion
+from kairos.language.yaml_source import load_data
+from kairos.messages.models import EmailContent, SmsContent
+from kairos.messages.rendering import RenderError, email_headers, render_preview
+from kairos.messages.sms import analyse
+from kairos.messages.unsubscribe import unsubscribe_url
+from kairos.runtime.config import ConfigError, load_settings
 
 _EPILOG = (
     "Example: [bold]kairos preview cart_abandonment first_reminder --customer "
@@ -56,8 +56,8 @@ def preview(
     a missing locale falls back the same way it does when sending (fi-FI, then fi).
     """
     # Imported here so that other commands (and --help) do not pay for loading the compiler.
-    from kairos.compiler import load_project
-    from kairos.problems import ProjectError
+    from kairos.language.compiler import load_project
+    from kairos.language.problems import ProjectError
 
     try:
         settings = load_settings()

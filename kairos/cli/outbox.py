@@ -17,9 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from kairos.cli.base import app, console, err_console
-from kairos.config import ConfigError, load_settings
-from kairos.outbox_files import INDEX_FILE
-from kairos.plan import Channel
+from kairos.language.plan import Channel
+from kairos.runtime.config import ConfigError, load_settings
+from kairos.runtime.outbox_files import INDEX_FILE
 
 _EPILOG = (
     "Example: [bold]kairos outbox --channel email --customer c-42 --limit 5[/]  "

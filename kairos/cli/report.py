@@ -1,8 +1,8 @@
 """``kairos report``: which journeys convert, where customers drop off, which variant wins.
 
 Why over 600 lines: one command's renderings of one report (terminal tables, JSON and CSV, the
-HTML page), each short; the report itself is :mod:`kairos.report`. The HTML page is the seam to
-cut along if it grows.
+HTML page), each short; the report itself is :mod:`kairos.reporting.report`. The HTML page is the
+seam to cut along if it grows.
 """
 
 from __future__ import annotations
@@ -25,14 +25,19 @@ from temporalio.client import Client
 
 from kairos.cli.base import app, console, err_console, fail
 from kairos.cli.broadcast import print_reach, reach_json
-from kairos.compiler import load_project
-from kairos.config import ConfigError, Settings, load_settings
-from kairos.crypto import MasterKeys
-from kairos.durations import format_duration
-from kairos.experiments import Comparison
-from kairos.plan import JourneyPlan
-from kairos.problems import ProjectError
-from kairos.report import (
+from kairos.language.compiler import load_project
+from kairos.language.durations import format_duration
+from kairos.language.plan import JourneyPlan
+from kairos.language.problems import ProjectError
+from kairos.reporting.charts import (
+    broadcasts_section,
+    journey_charts,
+    journeys_chart,
+    lifecycle_chart,
+    script,
+)
+from kairos.reporting.experiments import Comparison
+from kairos.reporting.report import (
     DEFAULT_SINCE,
     HOLDOUT,
     MESSAGE_COUNTS,
@@ -47,19 +52,14 @@ from kairos.report import (
     per_entry,
     versus,
 )
-from kairos.report_charts import (
-    broadcasts_section,
-    journey_charts,
-    journeys_chart,
-    lifecycle_chart,
-    script,
-)
-from kairos.store import Database, StoreError
+from kairos.runtime.config import ConfigError, Settings, load_settings
+from kairos.runtime.crypto import MasterKeys
+from kairos.runtime.temporal import connect
 from kairos.store.broadcasts import Reach, reach
+from kairos.store.database import Database, StoreError
+from kairos.store.facade import database_url
 from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import runs_of
-from kairos.store.store import database_url
-from kairos.temporal import connect
 
 _EPILOG = "Example: [bold]kairos report cart_abandonment --since 7d --html report.html[/]"
 

@@ -26,7 +26,10 @@ from temporalio.service import RPCError
 
 from kairos.cli.base import app, console, quiet_logs, warn
 from kairos.cli.base import fail_text as fail
-from kairos.client import (
+from kairos.language.compiler import Project, load_project
+from kairos.language.problems import ProjectError
+from kairos.messages.models import LedgerStatus
+from kairos.runtime.client import (
     CONSENT_TOPICS,
     MAX_PROPERTIES_BYTES,
     CustomerNotFound,
@@ -37,19 +40,12 @@ from kairos.client import (
     check_profile,
     checked_event,
 )
-from kairos.compiler import Project, load_project
-from kairos.config import ConfigError, Settings, load_settings
-from kairos.messages import LedgerStatus
-from kairos.problems import ProjectError
-from kairos.runtime import journey_workflow_id
-from kairos.store import (
-    Accepted,
-    CustomerRecord,
-    Forgotten,
-    MessageRecord,
-    RunRecord,
-    StoreError,
-)
+from kairos.runtime.config import ConfigError, Settings, load_settings
+from kairos.runtime.contract import journey_workflow_id
+from kairos.store.database import StoreError
+from kairos.store.ingest import Accepted
+from kairos.store.runs import RunRecord
+from kairos.store.support import CustomerRecord, Forgotten, MessageRecord
 
 T = TypeVar("T")
 

@@ -13,10 +13,10 @@ from rich.table import Table
 from kairos.cli.base import app, console
 from kairos.cli.base import fail_text as fail
 from kairos.cli.runtime import load, with_client
-from kairos.client import Kairos
-from kairos.compiler import Project
-from kairos.problems import suggestion
-from kairos.segments import Segment
+from kairos.language.compiler import Project
+from kairos.language.problems import suggestion
+from kairos.language.segments import Segment
+from kairos.runtime.client import Kairos
 from kairos.store.segments import count_members, sample_members
 
 segment = typer.Typer(

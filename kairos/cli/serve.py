@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 
 from kairos.cli.base import app, console, fail
-from kairos.config import DEV_SECRET, ConfigError, deployment_problems, load_settings
-from kairos.problems import ProjectError
-from kairos.store import StoreError
+from kairos.language.problems import ProjectError
+from kairos.runtime.config import DEV_SECRET, ConfigError, deployment_problems, load_settings
+from kairos.store.database import StoreError
 from kairos.web.config import load_web_config
 from kairos.web.server import build_app, serve
 

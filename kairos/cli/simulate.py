@@ -16,23 +16,18 @@ from temporalio.service import RPCError
 
 from kairos.cli.base import app, console
 from kairos.cli.base import fail_text as fail
-from kairos.compiler import load_project
-from kairos.config import ConfigError, load_settings
-from kairos.problems import ProjectError
-from kairos.simulation import (
-    DEFAULT_DAYS,
+from kairos.language.compiler import load_project
+from kairos.language.problems import ProjectError
+from kairos.runtime.config import ConfigError, load_settings
+from kairos.simulation.customers import (
     DEFAULT_START,
-    ProjectTimeline,
     SimulationError,
-    Timeline,
-    TimelineEntry,
-    format_offset,
     load_customer,
     parse_event_spec,
-    simulate,
-    simulate_project,
 )
-from kairos.store import StoreError
+from kairos.simulation.engine import DEFAULT_DAYS, simulate, simulate_project
+from kairos.simulation.timeline import ProjectTimeline, Timeline, TimelineEntry, format_offset
+from kairos.store.database import StoreError
 
 _EPILOG = (
     "Example: [bold]kairos simulate welcome --customer tests/fixtures/simulate/ada.yaml "

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kairos.messages import EmailMessage, Receipt, SmsMessage
-from kairos.plan import Channel
+from kairos.language.plan import Channel
+from kairos.messages.models import EmailMessage, Receipt, SmsMessage
 
 PROVIDER = "simulation"
 

@@ -11,10 +11,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kairos import policy
-from kairos.catalogue import Attribute, AttrType, Catalogue
-from kairos.durations import DurationError, parse_duration
-from kairos.yaml_source import load_data
+from kairos.language.catalogue import Attribute, AttrType, Catalogue
+from kairos.language.durations import DurationError, parse_duration
+from kairos.language.yaml_source import load_data
+from kairos.runtime import policy
 
 if TYPE_CHECKING:
     pass

@@ -45,14 +45,10 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.base import EmailSender, SmsSender
-from kairos.catalogue import Catalogue
-from kairos.client import Kairos, KairosError
-from kairos.compiler import Project
-from kairos.config import Settings
-from kairos.dev import temporal_binary
-from kairos.durations import format_duration
-from kairos.messages import SendOutcome, SendStatus
-from kairos.plan import (
+from kairos.language.catalogue import Catalogue
+from kairos.language.compiler import Project
+from kairos.language.durations import format_duration
+from kairos.language.plan import (
     ActionStep,
     ApiTrigger,
     DateTrigger,
@@ -62,7 +58,10 @@ from kairos.plan import (
     SendStep,
     StepKind,
 )
-from kairos.runtime import (
+from kairos.messages.models import SendOutcome, SendStatus
+from kairos.runtime.client import Kairos, KairosError
+from kairos.runtime.config import Settings
+from kairos.runtime.contract import (
     QUERY_STATE,
     Event,
     JourneyResult,
@@ -70,6 +69,7 @@ from kairos.runtime import (
     ProfileChange,
     StepRecord,
 )
+from kairos.runtime.temporal import register_search_attributes, unless_gone, with_keys
 from kairos.simulation.capture import CapturedMessage, CapturingEmailSender, CapturingSmsSender
 from kairos.simulation.customers import (
     DATE_TYPES,
@@ -88,12 +88,12 @@ from kairos.simulation.timeline import (
     describe_record,
     format_offset,
 )
-from kairos.store import CustomerRecord, Database, RunRecord, Store
-from kairos.store.database import ensure_database
+from kairos.store.database import Database, ensure_database
 from kairos.store.embedded import temporary_server
-from kairos.store.runs import runs_of
-from kairos.store.support import customer_record
-from kairos.temporal import register_search_attributes, unless_gone, with_keys
+from kairos.store.facade import Store
+from kairos.store.runs import RunRecord, runs_of
+from kairos.store.support import CustomerRecord, customer_record
+from kairos.tools.dev import temporal_binary
 from kairos.worker import build_worker, dispatcher
 from workflows import schedule
 from workflows.schedule import EventScheduleWorkflow

@@ -8,19 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from kairos import policy
-from kairos.durations import format_duration
-from kairos.plan import (
-    ActionStep,
-    PlanStep,
-    SetStep,
-    WaitForStep,
-)
-from kairos.runtime import (
-    StepRecord,
-)
+from kairos.language.durations import format_duration
+from kairos.language.plan import ActionStep, PlanStep, SetStep, WaitForStep
+from kairos.runtime import policy
+from kairos.runtime.contract import StepRecord
 from kairos.simulation.capture import CapturedMessage
-from kairos.store import MessageRecord
+from kairos.store.support import MessageRecord
 
 if TYPE_CHECKING:
     pass

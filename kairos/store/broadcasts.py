@@ -8,8 +8,8 @@ are set, together. A crash or Ctrl-C anywhere leaves every member either entered
 or neither; the next run takes the members still pending, and makes any Temporal start the
 crash left in the dispatch outbox.
 
-A scheduled broadcast (:mod:`kairos.schedules`) adds its members group by group instead: each
-timezone's group adds the segment's members of that zone when its schedule fires, to the one
+A scheduled broadcast (:mod:`kairos.runtime.schedules`) adds its members group by group instead:
+each timezone's group adds the segment's members of that zone when its schedule fires, to the one
 broadcast every group shares, so ``targeted`` grows as the groups fire.
 """
 
@@ -25,16 +25,16 @@ from enum import StrEnum
 
 from psycopg import sql
 
-from kairos.messages import LedgerStatus
-from kairos.plan import Entry, JourneyPlan
-from kairos.routing import START_EVENT
-from kairos.runtime import Event
-from kairos.schedules import BroadcastGroup
-from kairos.segments import Segment
+from kairos.language.plan import Entry, JourneyPlan
+from kairos.language.segments import Segment
+from kairos.messages.models import LedgerStatus
+from kairos.runtime.contract import Event
+from kairos.runtime.routing import START_EVENT
+from kairos.runtime.schedules import BroadcastGroup
 from kairos.store.database import Connection, Database, StoreError
 from kairos.store.dispatch import Dispatcher, TemporalUnreachable
+from kairos.store.facade import Store
 from kairos.store.ingest import Accepted
-from kairos.store.store import Store
 
 # Members entered per store transaction; pending members are read a page at a time.
 BATCH = 100

@@ -27,19 +27,19 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from kairos.plan import JourneyPlan
-from kairos.runtime import (
+from kairos.language.plan import JourneyPlan
+from kairos.runtime.contract import (
     SIGNAL_EVENT,
     Event,
     ProfileSnapshot,
     RunSignal,
     journey_workflow_id,
 )
+from kairos.runtime.temporal import reached, start_journey
 from kairos.store.database import Connection, Database, StoreUnavailable
 from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import end_run
 from kairos.store.views import load_customer, load_customers
-from kairos.temporal import reached, start_journey
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class TemporalUnreachable(Exception):
 
 
 class JourneyStarter(Protocol):
-    """What starts one run: :func:`kairos.temporal.start_journey` (the benchmark passes one
+    """What starts one run: :func:`kairos.runtime.temporal.start_journey` (the benchmark passes one
     that starts its hand-written twin of the journey instead)."""
 
     def __call__(
@@ -128,7 +128,7 @@ class Dispatcher:
         keys: DatabaseKeys | None = None,
     ) -> None:
         self.database = database
-        # Read ahead for a batch of starts (kairos.codec reads them one by one otherwise).
+        # Read ahead for a batch of starts (kairos.runtime.codec reads them one by one otherwise).
         self.keys = keys
         self.client = client
         self.task_queue = task_queue

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kairos import phone, routing
-from kairos.catalogue import AttrType, Catalogue
-from kairos.crypto import MasterKeys
-from kairos.expressions import ExpressionError
-from kairos.plan import Entry, JourneyPlan, SegmentTrigger
-from kairos.routing import SET_EVENT, START_EVENT
-from kairos.runtime import Event
-from kairos.segments import Segment
+from kairos.language.catalogue import AttrType, Catalogue
+from kairos.language.expressions import ExpressionError
+from kairos.language.plan import Entry, JourneyPlan, SegmentTrigger
+from kairos.language.segments import Segment
+from kairos.runtime import phone, routing
+from kairos.runtime.contract import Event
+from kairos.runtime.crypto import MasterKeys
+from kairos.runtime.routing import SET_EVENT, START_EVENT
 from kairos.store.database import Connection
 from kairos.store.keys import create_customer_key
 from kairos.store.scores import earned, increments, record_points

@@ -1,9 +1,9 @@
-"""The customers' data keys in PostgreSQL, wrapped by the master key (kairos.crypto).
+"""The customers' data keys in PostgreSQL, wrapped by the master key (kairos.runtime.crypto).
 
 A customer's key is created in the transaction that creates the customer and deleted, by
 cascade, in the one that forgets them. :class:`DatabaseKeys` is the key ring of the payload
-codec (kairos.codec): it reads keys by customer and by id and keeps unwrapped keys in memory for
-a minute, shared by everything in the process that uses the same database, so a journey's
+codec (kairos.runtime.codec): it reads keys by customer and by id and keeps unwrapped keys in memory
+for a minute, shared by everything in the process that uses the same database, so a journey's
 activities do not read the same key again and again. Erasure in this process evicts the key at
 once; another process may hold it for up to :data:`CACHE_SECONDS` more, which
 docs/operations.md states.
@@ -15,8 +15,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from kairos import crypto
-from kairos.crypto import INSTALLATION_KEY, KeyUnavailable, MasterKeys
+from kairos.runtime import crypto
+from kairos.runtime.crypto import INSTALLATION_KEY, KeyUnavailable, MasterKeys
 from kairos.store.database import Connection, Database
 
 CACHE_SECONDS = 60.0

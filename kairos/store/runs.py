@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kairos.plan import StepKind
-from kairos.runtime import StepRecord, journey_workflow_id
+from kairos.language.plan import StepKind
+from kairos.runtime.contract import StepRecord, journey_workflow_id
 from kairos.store.database import Connection, Database
 
 

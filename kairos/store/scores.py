@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from kairos import expressions
-from kairos.catalogue import Catalogue
-from kairos.durations import parse_duration
-from kairos.routing import event_view
-from kairos.runtime import Event
+from kairos.language import expressions
+from kairos.language.catalogue import Catalogue
+from kairos.language.durations import parse_duration
+from kairos.runtime.contract import Event
+from kairos.runtime.routing import event_view
 from kairos.store.database import Connection
 
 

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from psycopg import sql
 
-from kairos.segments import Segment
+from kairos.language.segments import Segment
 from kairos.store.database import Connection
 
 _LOCK_SQL = "hashtextextended('kairos.segment:' || %s, 0)"

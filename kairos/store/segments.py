@@ -1,11 +1,11 @@
 """A segment's members, counted and sampled by PostgreSQL (the SQL is the language's:
-:mod:`kairos.segments`)."""
+:mod:`kairos.language.segments`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from kairos.segments import Segment, count_query, sample_query
+from kairos.language.segments import Segment, count_query, sample_query
 from kairos.store.database import Database
 
 

@@ -1,8 +1,8 @@
 """The send transaction: decide a message with the customer's row locked, record it, confirm it.
 
 ``reserve`` runs the whole policy (consent, suppression, quiet hours, frequency caps and the
-priority contest for a cap's last slot, :func:`kairos.policy.decide`) over what the store holds
-at this moment, and records the decision in the message ledger under the message's key, in one
+priority contest for a cap's last slot, :func:`kairos.runtime.policy.decide`) over what the store
+holds at this moment, and records the decision in the message ledger under the message's key, in one
 transaction. Everything that decides sends for one customer takes the same row lock, so two
 journeys can never both take the last slot of a cap.
 
@@ -19,7 +19,7 @@ The send protocol, per key (docs/operations.md states the guarantee):
   finds a call still marked under way, because its worker died) makes the key ``unknown``,
   counted in ``unconfirmed``. Only the provider's feedback (``feedback``, from its webhooks)
   turns it ``sent``; until then a retry reports what the ledger holds (:class:`Unknown`) and
-  :mod:`kairos.delivery` decides whether to wait, resend once (``resend``: consent and
+  :mod:`kairos.runtime.delivery` decides whether to wait, resend once (``resend``: consent and
   suppression checked again) or leave it ``unknown``.
 """
 
@@ -30,11 +30,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from kairos import policy
-from kairos.catalogue import AttrType, Catalogue
-from kairos.messages import LedgerStatus, PolicyDecision, Receipt, SendOutcome, SendStatus, Verdict
-from kairos.plan import Category, Channel
-from kairos.runtime import DeliverRequest
+from kairos.language.catalogue import AttrType, Catalogue
+from kairos.language.plan import Category, Channel
+from kairos.messages.models import (
+    LedgerStatus,
+    PolicyDecision,
+    Receipt,
+    SendOutcome,
+    SendStatus,
+    Verdict,
+)
+from kairos.runtime import policy
+from kairos.runtime.contract import DeliverRequest
 from kairos.store.database import Connection, Database
 from kairos.store.views import CustomerRow, address_hash, load_customer, suppression_key
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kairos.messages import LedgerStatus
-from kairos.plan import Channel
-from kairos.runtime import Consent
+from kairos.language.plan import Channel
+from kairos.messages.models import LedgerStatus
+from kairos.runtime.contract import Consent
 from kairos.store.database import Connection, Database
 from kairos.store.runs import RunRecord, select_runs
 from kairos.store.views import address_hash, customer_id_hash, load_customer, suppression_key

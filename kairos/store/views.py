@@ -18,9 +18,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from kairos import phone
-from kairos.plan import Channel
-from kairos.runtime import Consent, ProfileSnapshot
+from kairos.language.plan import Channel
+from kairos.runtime import phone
+from kairos.runtime.contract import Consent, ProfileSnapshot
 from kairos.store.database import Connection
 
 

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from kairos.client import Kairos
-from kairos.config import Settings
-from kairos.store import StoreUnavailable
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
+from kairos.store.database import StoreUnavailable
 from kairos.web.codec import CodecRoutes
 from kairos.web.config import WebConfig
 from kairos.web.errors import (

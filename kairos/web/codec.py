@@ -1,6 +1,6 @@
 """The codec server: ``POST /codec/decode`` for the Temporal UI and ``temporal workflow show``.
 
-Temporal stores every Kairos payload encrypted under its customer's data key (kairos.codec).
+Temporal stores every Kairos payload encrypted under its customer's data key (kairos.runtime.codec).
 The Temporal UI and CLI, configured with this endpoint (``--ui-codec-endpoint``,
 ``--codec-endpoint``), send it the payloads they display, ``{"payloads": [...]}`` in
 protobuf's JSON form, and show what comes back. A payload whose key was deleted (its customer
@@ -29,8 +29,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from temporalio.api.common.v1 import Payload, Payloads
 
-from kairos.codec import KeyRing, decrypt_payload, is_encrypted, key_id_of
-from kairos.crypto import KeyUnavailable
+from kairos.runtime.codec import KeyRing, decrypt_payload, is_encrypted, key_id_of
+from kairos.runtime.crypto import KeyUnavailable
 from kairos.web.errors import ApiError, json_error, read_body
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Settings only the web front door needs, read from the environment and validated at start.
 
-They complement :class:`kairos.config.Settings` (public URL, secret, Twilio auth token, ...):
-``KAIROS_API_KEYS`` for ``/v1/track`` and ``/v1/identify``, ``SENDGRID_WEBHOOK_PUBLIC_KEY`` to
+They complement :class:`kairos.runtime.config.Settings` (public URL, secret, Twilio auth token,
+...): ``KAIROS_API_KEYS`` for ``/v1/track`` and ``/v1/identify``, ``SENDGRID_WEBHOOK_PUBLIC_KEY`` to
 verify SendGrid's signed event webhook, ``KAIROS_CODEC_TOKENS`` and ``KAIROS_CODEC_ORIGINS`` for
 the Temporal UI's codec server (``/codec``), and ``KAIROS_WEB_PORT``.
 """
@@ -17,8 +17,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from kairos.config import DEFAULT_DEV_UI_PORT, ConfigError
-from kairos.environment import environment
+from kairos.runtime.config import DEFAULT_DEV_UI_PORT, ConfigError
+from kairos.runtime.environment import environment
 
 DEFAULT_PORT = 8000
 MIN_API_KEY_LENGTH = 16
@@ -32,7 +32,7 @@ def dev_ui_origins(ui_port: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class WebConfig:
-    """What the HTTP service needs beyond :class:`kairos.config.Settings`.
+    """What the HTTP service needs beyond :class:`kairos.runtime.config.Settings`.
 
     Attributes:
         api_keys: Keys accepted on ``/v1/track`` and ``/v1/identify``; none means those
@@ -55,7 +55,7 @@ class WebConfig:
 def load_web_config(env: Mapping[str, str] | None = None, *, home: Path | None = None) -> WebConfig:
     """Read and validate the web settings; raises ConfigError listing every wrong value.
 
-    Like :func:`kairos.config.load_settings`, ``env`` defaults to the process environment
+    Like :func:`kairos.runtime.config.load_settings`, ``env`` defaults to the process environment
     merged over an optional ``.env`` file in the project home (the environment wins).
     """
     values = environment(env, home=home)

@@ -67,7 +67,7 @@ async def api_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def unavailable_handler(request: Request, exc: Exception) -> Response:
-    """A :class:`kairos.store.StoreUnavailable`: 503, so the sender retries."""
+    """A :class:`kairos.store.database.StoreUnavailable`: 503, so the sender retries."""
     # The cause names internal hosts: it goes to the log, not to the caller.
     log.warning("answering 503 to %s %s: %s", request.method, request.url.path, exc)
     return json_error(

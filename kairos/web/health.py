@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from kairos.store import Database, StoreUnavailable
+from kairos.store.database import Database, StoreUnavailable
 from kairos.web.errors import unavailable_headers
 
 log = logging.getLogger(__name__)

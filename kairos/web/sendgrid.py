@@ -23,7 +23,7 @@ click                  -                       -                    email_clicke
 
 Every event that carries a ``kairos_key`` is also SendGrid's word that it had that message
 (processed, deferred and dropped included): the ledger records the message as ``sent`` if an
-earlier call's outcome was unknown (kairos.delivery), so it is never sent again; a second
+earlier call's outcome was unknown (kairos.runtime.delivery), so it is never sent again; a second
 SendGrid message id for one key is counted as a duplicate.
 
 A ``bounce`` of type ``blocked`` is a temporary refusal, not a bad address, and is ignored, as
@@ -53,11 +53,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kairos.client import CustomerNotFound, InvalidEvent, Kairos
-from kairos.plan import Channel
+from kairos.language.plan import Channel
+from kairos.runtime.client import CustomerNotFound, InvalidEvent, Kairos
+from kairos.runtime.webhooks import SENDGRID_KEY_ARG
 from kairos.web.errors import ApiError, read_body
 from kairos.web.track import is_customer_id
-from kairos.webhooks import SENDGRID_KEY_ARG
 
 log = logging.getLogger(__name__)
 

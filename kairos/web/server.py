@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 from starlette.applications import Starlette
 
-from kairos.client import Kairos
-from kairos.compiler import load_project
-from kairos.config import Settings
+from kairos.language.compiler import load_project
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig
 

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kairos.client import (
+from kairos.runtime.client import (
     MAX_DEPTH,
     InvalidCustomerId,
     InvalidEvent,

@@ -19,8 +19,8 @@ TwiML: Twilio (or the carrier) sends the legally required confirmation itself.
 Each SMS Kairos sends asks Twilio to post its status changes to ``/webhooks/twilio/status`` with
 the message key in the URL (``?key=``, see ``activities.providers.twilio.status_callback``). Any
 status there (queued, sent, delivered, undelivered, failed) means Twilio took the message, so the
-ledger records it as ``sent`` if an earlier call's outcome was unknown (kairos.delivery), and
-never sends it again; a second MessageSid for one key is counted as a duplicate.
+ledger records it as ``sent`` if an earlier call's outcome was unknown (kairos.runtime.delivery),
+and never sends it again; a second MessageSid for one key is counted as a duplicate.
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from kairos import phone
-from kairos.client import Kairos
-from kairos.config import Settings
+from kairos.runtime import phone
+from kairos.runtime.client import Kairos
+from kairos.runtime.config import Settings
+from kairos.runtime.webhooks import TWILIO_STATUS_PATH
 from kairos.store.support import SMS_REPLIED
 from kairos.web.errors import ApiError, media_type, read_body, with_body
-from kairos.webhooks import TWILIO_STATUS_PATH
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Unsubscribe links: the page a link opens (GET), its form and RFC 8058 one-click (POST).
 
-The link carries a signed, expiring token (:mod:`kairos.unsubscribe`): it names the customer
-and the topics to withdraw, so nobody can unsubscribe someone else or guess customer ids. GET
-never changes anything, because mail scanners and link previews fetch links unasked; only a
+The link carries a signed, expiring token (:mod:`kairos.messages.unsubscribe`): it names the
+customer and the topics to withdraw, so nobody can unsubscribe someone else or guess customer ids.
+GET never changes anything, because mail scanners and link previews fetch links unasked; only a
 POST does. A POST whose body is ``List-Unsubscribe=One-Click`` is a mail client's one-click
 unsubscribe and withdraws the token's topics without a page.
 
@@ -24,11 +24,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kairos.catalogue import AttrType
-from kairos.client import CustomerNotFound, Kairos
-from kairos.config import Settings
-from kairos.store import CustomerRecord, StoreUnavailable
-from kairos.unsubscribe import TokenError, UnsubscribeClaim, read_token
+from kairos.language.catalogue import AttrType
+from kairos.messages.unsubscribe import TokenError, UnsubscribeClaim, read_token
+from kairos.runtime.client import CustomerNotFound, Kairos
+from kairos.runtime.config import Settings
+from kairos.store.database import StoreUnavailable
+from kairos.store.support import CustomerRecord
 from kairos.web.errors import read_body, unavailable_headers, with_body
 from kairos.web.i18n import choose_locale, text
 from kairos.web.pages import HEADERS, TOPICS, confirm_page, done_page, message_page

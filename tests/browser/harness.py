@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import Client
 
-from kairos.client import Kairos
-from kairos.codec import data_converter
-from kairos.config import Settings
-from kairos.store import Store
+from kairos.runtime.client import Kairos
+from kairos.runtime.codec import data_converter
+from kairos.runtime.config import Settings
+from kairos.store.facade import Store
 from kairos.web.app import create_app
 from kairos.web.config import WebConfig
 from kairos.web.server import running

@@ -33,7 +33,7 @@ CREATE TABLE plans (
     PRIMARY KEY (journey, version)
 );
 
--- The template files plans were compiled with (kairos.pinning): each file once by content
+-- The template files plans were compiled with (kairos.language.pinning): each file once by content
 -- hash, and each plan's tree of files by name. A run renders the tree its plan names, whatever
 -- has happened to templates/ since.
 CREATE TABLE template_files (
@@ -112,7 +112,7 @@ CREATE TABLE events (
     PRIMARY KEY (customer_id, id)
 );
 CREATE INDEX events_by_customer ON events (customer_id, seq);
--- Segment conditions count events by name, in a time window (kairos.segments).
+-- Segment conditions count events by name, in a time window (kairos.language.segments).
 CREATE INDEX events_by_name ON events (name, occurred_at, customer_id);
 
 -- One row per customer and journey they ever entered. The entry rules are this table's

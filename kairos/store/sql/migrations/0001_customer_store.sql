@@ -19,7 +19,7 @@ CREATE TABLE plans (
     PRIMARY KEY (journey, version)
 );
 
--- The template files plans were compiled with (kairos.pinning): each file once by content
+-- The template files plans were compiled with (kairos.language.pinning): each file once by content
 -- hash, and each plan's tree of files by name. A run renders the tree its plan names, whatever
 -- has happened to templates/ since.
 CREATE TABLE template_files (
