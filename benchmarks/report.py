@@ -25,8 +25,8 @@ CONDITIONS = {
     "worker.build_worker on both sides (workflow cache: KAIROS_MAX_CACHED_WORKFLOWS, "
     "default 10,000 runs)",
     "load": "events emitted as fast as the client allows, 32 in flight",
-    "histories": "actions counted by kairos.reporting.costs.billable_actions on real histories of up "
-    "to 500 customers per run (every journey run of theirs)",
+    "histories": "actions counted by kairos.reporting.costs.billable_actions on real histories "
+    "of up to 500 customers per run (every journey run of theirs)",
 }
 
 # Figures where higher is better for Kairos (throughput); the others are costs.
