@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from kairos.runtime.config import Settings
+from kairos.runtime.contract import RunOutcome
 from kairos.store import database as database_module
 from kairos.store.database import (
     SQL_DIR,
@@ -127,3 +128,20 @@ async def test_an_unreachable_database_is_one_clear_line() -> None:
     message = str(caught.value)
     assert message.startswith("cannot reach PostgreSQL at postgresql://kairos@127.0.0.1:9/kairos")
     assert "KAIROS_DATABASE_URL" in message and "\n" not in message
+
+
+def test_run_outcomes_keep_the_words_the_store_and_histories_hold() -> None:
+    # runs.outcome and recorded histories hold these words: renaming one strands every stored
+    # run that has it, and the report's index of restarted runs is on the word itself.
+    assert {outcome.name: outcome.value for outcome in RunOutcome} == {
+        "completed": "completed",
+        "converted": "converted",
+        "restarted": "restarted",
+        "cancelled": "cancelled",
+    }
+    index = re.search(
+        r"CREATE INDEX runs_restarted .* WHERE outcome = '(\w+)'",
+        (SQL_DIR / "schema.sql").read_text(encoding="utf-8"),
+    )
+    assert index is not None
+    assert index.group(1) == RunOutcome.restarted

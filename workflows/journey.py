@@ -80,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
         ProfileChange,
         ProfileSnapshot,
         RunEnd,
+        RunOutcome,
         RunProblems,
         RunSignal,
         StepRecord,
@@ -92,10 +93,6 @@ CHANGE_PROFILE_ACTIVITY = "change_profile"
 END_RUN_ACTIVITY = "end_run"
 NOTE_PROBLEMS_ACTIVITY = "note_problems"
 FAILED_SEND_ACTIVITY = "record_failed_send"
-CONVERTED = "converted"
-COMPLETED = "completed"
-RESTARTED = "restarted"
-CANCELLED = "cancelled"
 # A message is deferred by quiet hours, a full frequency cap, or while it holds for a cap's
 # last slot; more deferrals than this means the window never opens (misconfiguration), so the
 # send is recorded as blocked.
@@ -182,7 +179,8 @@ class JourneyWorkflow:
         self.exit_event: Event | None = None
         self.restarted = False
         self.waiting = ""
-        self.outcome = COMPLETED
+        # A RunOutcome, or the word of the exit step that ended it.
+        self.outcome: str = RunOutcome.completed
         # The outcome the run's last activity recorded as the run's end, if it did.
         self.ended_as: str | None = None
 
@@ -199,14 +197,14 @@ class JourneyWorkflow:
             if not _cancelled(err):
                 raise
             # Support cancelled the run: say so in the store, then end as cancelled.
-            self.outcome = CANCELLED
-            self._record(self.state.step or "end", StepKind.exit, "cancelled")
+            self.outcome = RunOutcome.cancelled
+            self._record(self.state.step or "end", StepKind.exit, RunOutcome.cancelled)
             await self._end()
             raise
         await self._end()
         return JourneyResult(
             outcome=self.outcome,
-            converted=self.outcome == CONVERTED,
+            converted=self.outcome == RunOutcome.converted,
             messages=self.state.messages,
             records=self.state.records,
         )
@@ -271,15 +269,15 @@ class JourneyWorkflow:
     def _stopped(self) -> bool:
         """Whether a goal or a restart ends the run here (a goal wins: it converted)."""
         if self.exit_event is not None:
-            if self.outcome != CONVERTED:
-                self.outcome = CONVERTED
+            if self.outcome != RunOutcome.converted:
+                self.outcome = RunOutcome.converted
                 self._record(
                     self.state.step or "end", StepKind.exit, f"goal {self.exit_event.name}"
                 )
             return True
         if self.restarted:
-            if self.outcome != RESTARTED:
-                self.outcome = RESTARTED
+            if self.outcome != RunOutcome.restarted:
+                self.outcome = RunOutcome.restarted
                 self._record(self.state.step or "end", StepKind.exit, "restarted by a new trigger")
             return True
         return False
@@ -365,7 +363,7 @@ class JourneyWorkflow:
                 problems=problems,
                 goal_event=(
                     self.exit_event.id
-                    if self.outcome == CONVERTED and self.exit_event is not None
+                    if self.outcome == RunOutcome.converted and self.exit_event is not None
                     else None
                 ),
                 records=self.state.records,
@@ -381,7 +379,8 @@ class JourneyWorkflow:
         """The run's end for ``step``'s activity to record, when only gotos and exits follow
         it (so nothing else can happen in between but a goal, a restart or a cancellation,
         after which the run records its own end)."""
-        outcome, target, seen = COMPLETED, step.next, set()
+        outcome: str = RunOutcome.completed
+        target, seen = step.next, set()
         tail: list[StepRecord] = []
         while target is not None:
             if target in seen:

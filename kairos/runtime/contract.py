@@ -8,6 +8,7 @@ directly: the store records each event once and makes the Temporal calls it deci
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +76,17 @@ class Consent(Model):
 
 # Continue-as-new well before Temporal's limits (50K events / 50 MB), keeping replays fast.
 MAX_HISTORY_EVENTS = 10_000
+
+
+class RunOutcome(StrEnum):
+    """How a run ended, as ``runs.outcome`` in the store and the run's end record hold it. An
+    exit step ends a run with its own word instead (``exit: lapsed``), so an outcome read from
+    the store is one of these or an exit's name."""
+
+    completed = "completed"  # the plan ran to its end
+    converted = "converted"  # the journey's goal event arrived
+    restarted = "restarted"  # the trigger fired again and a new run took this one's place
+    cancelled = "cancelled"  # support cancelled it (kairos cancel, forget)
 
 
 class StepRecord(Model):

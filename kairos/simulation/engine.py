@@ -67,6 +67,7 @@ from kairos.runtime.contract import (
     JourneyResult,
     JourneyStatus,
     ProfileChange,
+    RunOutcome,
     StepRecord,
 )
 from kairos.runtime.temporal import register_search_attributes, unless_gone, with_keys
@@ -649,7 +650,7 @@ class _Simulation:
     def _run_entries(self, run: _Run, previous: _Run | None) -> Iterator[TimelineEntry]:
         if previous is None:
             yield self._entry(run.started, "start", "", f"entered {self._why()}")
-        elif previous.outcome == "restarted":
+        elif previous.outcome == RunOutcome.restarted:
             yield self._entry(run.started, "restart", "", self._restarted(run.run_no))
         else:
             yield self._entry(
@@ -683,7 +684,7 @@ class _Simulation:
                 deferred = record.outcome.startswith("deferred")
                 outcome = None if deferred else next(outcomes, None)
                 yield self._send_entry(record, step, outcome)
-            elif record.kind == StepKind.exit and record.outcome.startswith("restarted"):
+            elif record.kind == StepKind.exit and record.outcome.startswith(RunOutcome.restarted):
                 what = f"run {run.run_no} ended: {record.outcome}"
                 yield self._entry(record.at, "end", record.step, what)
             else:
@@ -716,7 +717,8 @@ class _Simulation:
         if last.outcome is None:
             where = last.waiting or f"at step {last.step}"
             return self._entry(horizon, "horizon", last.step or "", f"still running: {where}")
-        converted = " (converted)" if last.converted and last.outcome != "converted" else ""
+        again = last.converted and last.outcome != RunOutcome.converted
+        converted = " (converted)" if again else ""
         at = last.closed or (last.records[-1].at if last.records else last.started)
         return self._entry(at, "end", "", f"ended: {last.outcome}{converted}")
 

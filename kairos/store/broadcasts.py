@@ -28,7 +28,7 @@ from psycopg import sql
 from kairos.language.plan import Entry, JourneyPlan
 from kairos.language.segments import Segment
 from kairos.messages.models import LedgerStatus
-from kairos.runtime.contract import Event
+from kairos.runtime.contract import Event, RunOutcome
 from kairos.runtime.routing import START_EVENT
 from kairos.runtime.schedules import BroadcastGroup
 from kairos.store.database import Connection, Database, StoreError
@@ -375,7 +375,7 @@ async def reach(database: Database, journey: str | None, since: datetime | None)
         "SELECT b.id, b.journey, b.segment, b.created_at, b.targeted,"
         " count(*) FILTER (WHERE m.status = 'enrolled') AS entered,"
         " count(*) FILTER (WHERE m.status = 'refused') AS kept_out,"
-        " count(*) FILTER (WHERE r.outcome = 'converted') AS converted"
+        " count(*) FILTER (WHERE r.outcome = %(converted)s) AS converted"
         " FROM broadcasts b"
         " LEFT JOIN broadcast_members m ON m.broadcast = b.id"
         " LEFT JOIN runs r ON r.customer_id = m.customer_id AND r.journey = b.journey"
@@ -383,7 +383,7 @@ async def reach(database: Database, journey: str | None, since: datetime | None)
         " WHERE (%(journey)s::text IS NULL OR b.journey = %(journey)s)"
         " AND (%(since)s::timestamptz IS NULL OR b.created_at >= %(since)s)"
         " GROUP BY b.id ORDER BY b.created_at DESC",
-        {"journey": journey, "since": since},
+        {"journey": journey, "since": since, "converted": RunOutcome.converted},
     )
     found = []
     for row in rows:

@@ -27,7 +27,7 @@ from kairos.language.expressions import ExpressionError
 from kairos.language.plan import Entry, JourneyPlan, SegmentTrigger
 from kairos.language.segments import Segment
 from kairos.runtime import phone, routing
-from kairos.runtime.contract import Event
+from kairos.runtime.contract import Event, RunOutcome
 from kairos.runtime.crypto import MasterKeys
 from kairos.runtime.routing import SET_EVENT, START_EVENT
 from kairos.store.database import Connection
@@ -445,9 +445,9 @@ class Ingest:
                 previous = found["open_run"] if found else None
                 if previous is not None:
                     await conn.execute(
-                        "UPDATE runs SET ended_at = now(), outcome = 'restarted'"
+                        "UPDATE runs SET ended_at = now(), outcome = %s"
                         " WHERE customer_id = %s AND journey = %s AND run_no = %s",
-                        (*values, previous),
+                        (RunOutcome.restarted, *values, previous),
                     )
                 query = insert + take + returning
                 refusal = ""

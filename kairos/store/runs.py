@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from kairos.language.plan import StepKind
-from kairos.runtime.contract import StepRecord, journey_workflow_id
+from kairos.runtime.contract import RunOutcome, StepRecord, journey_workflow_id
 from kairos.store.database import Connection, Database
 
 
@@ -79,10 +79,10 @@ async def cancel_open_run(database: Database, customer_id: str, journey: str) ->
     """
     async with database.transaction() as conn:
         cursor = await conn.execute(
-            "UPDATE runs SET ended_at = now(), outcome = 'cancelled' WHERE customer_id = %s"
+            "UPDATE runs SET ended_at = now(), outcome = %s WHERE customer_id = %s"
             " AND journey = %s AND ended_at IS NULL RETURNING journey, run_no, customer_id,"
             " plan_version, started_at, ended_at, outcome, problems",
-            (customer_id, journey),
+            (RunOutcome.cancelled, customer_id, journey),
         )
         row = await cursor.fetchone()
         if row is None:
@@ -114,11 +114,11 @@ async def end_run(
     """
     await conn.execute(
         "UPDATE runs SET ended_at = coalesce(ended_at, now()),"
-        " outcome = CASE WHEN outcome = 'cancelled' THEN outcome ELSE %s END,"
+        " outcome = CASE WHEN outcome = %s THEN outcome ELSE %s END,"
         " goal_event = coalesce(%s, goal_event)"
         " WHERE customer_id = %s AND journey = %s AND run_no = %s"
         + ("" if final else " AND ended_at IS NULL"),
-        (outcome, goal_event, customer_id, journey, run_no),
+        (RunOutcome.cancelled, outcome, goal_event, customer_id, journey, run_no),
     )
     await conn.execute(
         "UPDATE journey_entries SET open_run = NULL WHERE customer_id = %s AND journey = %s"

@@ -41,7 +41,7 @@ from kairos.messages.models import (
     Verdict,
 )
 from kairos.runtime import policy
-from kairos.runtime.contract import DeliverRequest
+from kairos.runtime.contract import DeliverRequest, RunOutcome
 from kairos.store.database import Connection, Database
 from kairos.store.views import CustomerRow, address_hash, load_customer, suppression_key
 
@@ -243,7 +243,7 @@ class Ledger:
             (feedback settled it meanwhile).
         """
         row = await self.database.fetch_one(
-            "WITH run AS (SELECT coalesce(bool_or(outcome = 'cancelled'), false) AS cancelled"
+            "WITH run AS (SELECT coalesce(bool_or(outcome = %(cancelled)s), false) AS cancelled"
             " FROM runs WHERE customer_id = %(customer)s AND journey = %(journey)s"
             " AND run_no = %(run_no)s),"
             " pause AS (SELECT count(*) > 0 AS paused FROM provider_pauses"
@@ -262,6 +262,7 @@ class Ledger:
                 "provider": provider,
                 "now": now,
                 "key": request.key,
+                "cancelled": RunOutcome.cancelled,
             },
         )
         if row is not None:
@@ -545,7 +546,7 @@ async def _cancelled(conn: Connection, request: DeliverRequest) -> bool:
         (request.customer_id, request.journey, request.run_no),
     )
     row = await cursor.fetchone()
-    return row is not None and row["outcome"] == "cancelled"
+    return row is not None and row["outcome"] == RunOutcome.cancelled
 
 
 def _outcome(request: DeliverRequest, status: SendStatus) -> SendOutcome:
