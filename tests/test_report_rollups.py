@@ -127,7 +127,7 @@ async def reports_agree(store: Store, since: datetime | None) -> dict[str, Any]:
     plans = {JOURNEY: offer()}
     rolled = await build_report(store.database, None, "q", plans, since=since)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kairos.report_queries, "on_bucket_edge", lambda window: False)
+        patch.setattr(kairos.reporting.queries, "on_bucket_edge", lambda window: False)
         exact = await build_report(store.database, None, "q", plans, since=since)
     assert _same(rolled.to_json()) == _same(exact.to_json())
     return rolled.to_json()

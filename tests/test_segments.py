@@ -15,7 +15,8 @@ from psycopg.types.json import Jsonb
 
 from kairos.language.compiler import Project
 from kairos.language.expressions import holds
-from kairos.language.segments import Segment, SegmentSyntaxError, to_sql
+from kairos.language.segment_sql import SegmentSyntaxError, to_sql
+from kairos.language.segments import Segment
 from kairos.store.facade import Store
 from kairos.store.segments import count_members, sample_members
 from tests.commands import command_env, documented, run
