@@ -228,6 +228,8 @@ async def test_the_report_benchmark_counts_its_synthetic_entries_in_a_fixed_numb
     writes = measured["write_cost"]
     assert writes["client_statements_added"] == 0
     assert writes["with_rollups"]["message_update_ms"] > 0 < writes["without"]["run_end_ms"]
-    assert measured["postgres_cpu_seconds"] > 0
+    # Measured, not asserted: on rollups a report of 2,000 entries can take less of
+    # PostgreSQL's CPU than the operating system's 10 ms tick counts.
+    assert "postgres_cpu_seconds" in measured
     assert sum(measured["stages"].values()) == 1000
     assert "report" in bench_main._parser().parse_args(["--only", "report"]).only

@@ -36,6 +36,7 @@ from temporalio.service import RPCError
 from kairos.language.plan import JourneyPlan
 from kairos.language.segments import Segment
 from kairos.runtime.client import Kairos
+from kairos.runtime.crypto import KeyUnavailable
 from kairos.runtime.schedules import (
     BROADCAST_WORKFLOW,
     DEFAULT_ZONE,
@@ -335,7 +336,12 @@ async def scheduled_broadcasts(client: Client) -> list[Scheduled]:
             broadcast = broadcast_of(listed.id)
             if broadcast is None:
                 continue
-            memo = await listed.memo()
+            try:
+                memo = await listed.memo()
+            except KeyUnavailable:
+                # Written under keys this installation does not have: another installation's
+                # broadcast in a shared namespace (each keeps its own master key), not ours.
+                continue
             entry = found.setdefault(
                 broadcast,
                 {
