@@ -380,6 +380,9 @@ class CartAbandonment(BaselineJourney):
 
 
 NURTURE_WAIT_SECONDS = 2  # between lessons (4 days in journeys/nurture.yaml)
+# After the first lesson: long enough that an engaging lead's events (emitted just after the
+# form) are in before lesson 2 decides, however loaded the machine, on both sides alike.
+NURTURE_ENGAGE_SECONDS = 10
 SALES_READY = 50
 
 
@@ -401,15 +404,15 @@ class Nurture(BaselineJourney):
         interest = self.profile.get("interest")
         track = interest if interest in ("espresso", "office") else "filter"
         await self.send(f"send_email_nurture_{track}_1", Channel.email, f"nurture/{track}_1")
-        await self.sleep("wait_2s", NURTURE_WAIT_SECONDS)
+        await self.sleep("wait_10s", NURTURE_ENGAGE_SECONDS)
         if self.warm():
             return "handed_to_sales"
         await self.send(f"send_email_nurture_{track}_2", Channel.email, f"nurture/{track}_2")
-        await self.sleep("wait_2s_2", NURTURE_WAIT_SECONDS)
+        await self.sleep("wait_2s", NURTURE_WAIT_SECONDS)
         if self.warm():
             return "handed_to_sales"
         await self.send("lesson_3", Channel.email, "nurture/live_tasting")
-        await self.sleep("wait_2s_3", NURTURE_WAIT_SECONDS)
+        await self.sleep("wait_2s_2", NURTURE_WAIT_SECONDS)
         return "handed_to_sales" if self.warm() else "not_ready"
 
     def warm(self) -> bool:
