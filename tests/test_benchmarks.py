@@ -33,13 +33,14 @@ from kairos.runtime import routing
 # engaged lead's series ends after one lesson and the handover run (a start, an action and a
 # set) sends nothing: actions with no message, 4.09 measured on the first run of that shape.
 ACTIONS_BUDGET = 4.25
-# Timing moves an action or two on either side whatever the code, on a loaded machine: a wait
-# until a profile date that has already passed when the run reaches it needs no timer, and an
-# order that arrives while a run is still open is signalled (and that run then records its own
-# end) where one arriving after it ended is not. Two CI runs side by side measured Kairos one
-# action above the hand-written side in total; anything structural — one action more per run
-# or per message — is eleven or more.
-RACE_ACTIONS = 2
+# Timing moves a few actions on either side whatever the code, on a loaded machine: a wait
+# until a profile date that has already passed when the run reaches it needs no timer, an order
+# that arrives while a run is still open is signalled (and that run then records its own end)
+# where one arriving after it ended is not, and an engaging lead's points are signalled to the
+# nurture run only while it is open. Fresh-clone runs measured Kairos up to two actions above the
+# hand-written side in total; anything structural — one action more per run or per message — is
+# eleven or more.
+RACE_ACTIONS = 4
 
 
 def total(history: dict[str, Any], per_message: float) -> float:
