@@ -28,9 +28,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# First the quick loop docs/architecture.md gives (no server: a logic mistake fails in a minute),
+# then the tests that start servers and processes. Together they are every test, each run once.
 pytest: $(STAMP)
 	sh tests/browser/ensure_chromium.sh
-	$(BIN)/pytest -q -n $(TEST_WORKERS)
+	$(BIN)/pytest -q -m "not slow" -n 2
+	$(BIN)/pytest -q -m slow -n $(TEST_WORKERS)
 
 test: lint typecheck pytest
 

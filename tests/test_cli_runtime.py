@@ -509,13 +509,17 @@ async def test_unknown_names_are_refused_not_quietly_accepted(
     assert await store.customer("nobody-here") is None
 
 
-@pytest.mark.timeout(900)
+RUNS = 30
+
+
+@pytest.mark.timeout(600)
 async def test_the_cli_exits_cleanly_every_time(
     temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
 ) -> None:
     # The Temporal SDK's threads could abort a finalizing interpreter after the answer was
     # printed (exit 134, "Fatal Python error: PyGILState_Release"), about one call in ten.
     # `kairos customer` talks to PostgreSQL and asks Temporal where the run is: both clients.
+    # Thirty calls miss a one-in-ten abort once in 24 suite runs; each call costs seconds of CPU.
     async with running_worker(temporal.client, settings, store):
         await make_kairos(temporal.client, settings, store).emit("loop", "signed_up", SIGNUP)
         lanes = asyncio.Semaphore(2)  # the machine's other work goes on
@@ -524,7 +528,7 @@ async def test_the_cli_exits_cleanly_every_time(
             async with lanes:
                 return await run(["customer", "loop", "--json"], cli)
 
-        ran = await asyncio.gather(*(once() for _ in range(50)))
+        ran = await asyncio.gather(*(once() for _ in range(RUNS)))
     aborted = [r for r in ran if r.code != 0 or r.err]
     assert len(aborted) == 0, aborted[0]
     assert {json.loads(r.out)["runs"][0]["workflow_id"] for r in ran} == {"journey:welcome:loop:1"}

@@ -1,25 +1,27 @@
-"""The developers' quick loop (docs/architecture.md) runs, passes, and is the suite without the
-tests that start servers or processes."""
+"""The developers' quick loop (docs/architecture.md) is what `make test` runs first; the tests
+marked ``slow`` (by tests/conftest.py, for every test that asks for a server) run after it, so
+each test runs once and the quick loop passes whenever `make test` does."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
-
-from tests.commands import command_env, documented, run
+from tests.commands import ROOT, documented
 
 QUICK = documented('.venv/bin/pytest -q -m "not slow" -n 2')
 
-pytestmark = pytest.mark.slow  # it runs pytest
+
+def recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target, as make would run them."""
+    text = (ROOT / "Makefile").read_text()
+    found = re.search(rf"^{target}:[^\n]*\n((?:\t[^\n]*\n)+)", text, re.MULTILINE)
+    assert found is not None, f"no target {target} in the Makefile"
+    lines = [line.strip() for line in found.group(1).splitlines()]
+    return [line.replace("$(BIN)", ".venv/bin") for line in lines]
 
 
-@pytest.mark.timeout(600)
-async def test_the_quick_loop_passes_without_the_slow_tests() -> None:
-    ran = await run(QUICK, command_env(), timeout=540)
-
-    assert ran.code == 0, ran.output[-3000:]
-    # xdist's summary: "622 passed in 95.20s", without the deselected.
-    summary = re.search(r"\n(\d+) passed[ ,]", ran.out)
-    assert summary is not None and int(summary.group(1)) > 0, ran.out[-2000:]
-    assert " failed" not in ran.out and " error" not in ran.out
+def test_make_test_runs_the_quick_loop_first_then_the_slow_tests() -> None:
+    pytest_lines = [line for line in recipe("pytest") if line.startswith(".venv/bin/pytest")]
+    assert pytest_lines == [QUICK, ".venv/bin/pytest -q -m slow -n $(TEST_WORKERS)"]
+    test = re.search(r"^test:(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert test is not None and "pytest" in test.group(1).split()
