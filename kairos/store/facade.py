@@ -48,8 +48,6 @@ from kairos.store.support import (
 )
 from kairos.store.views import jsonb
 
-CONSENT_TOPICS = ("email", "sms", "marketing")
-
 
 @dataclass
 class SegmentSweep:
