@@ -35,7 +35,7 @@ from kairos.runtime.contract import (
     RunSignal,
     journey_workflow_id,
 )
-from kairos.runtime.temporal import reached, start_journey
+from kairos.runtime.temporal import RunStart, reached, start_journey
 from kairos.store.database import Connection, Database, StoreUnavailable
 from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import end_run
@@ -97,13 +97,8 @@ class JourneyStarter(Protocol):
         self,
         client: Client,
         task_queue: str,
-        plan: JourneyPlan,
-        customer_id: str,
-        run_no: int,
+        run: RunStart,
         *,
-        profile: ProfileSnapshot,
-        trigger: Event | None,
-        timezone_attribute: str | None,
         rpc_timeout: timedelta | None = None,
     ) -> Awaitable[object]: ...
 
@@ -225,12 +220,14 @@ class Dispatcher:
                         await self.start(
                             self.client,
                             self.task_queue,
-                            plan.plan,
-                            row["customer_id"],
-                            row["run_no"],
-                            profile=profile,
-                            trigger=trigger,
-                            timezone_attribute=self.timezone_attribute,
+                            RunStart(
+                                plan.plan,
+                                row["customer_id"],
+                                row["run_no"],
+                                profile,
+                                trigger,
+                                self.timezone_attribute,
+                            ),
                             rpc_timeout=RPC_TIMEOUT,
                         )
                 except (RuntimeError, TimeoutError, ConnectionError, RPCError) as err:
@@ -347,15 +344,13 @@ class Dispatcher:
         trigger = Event.model_validate(payload["trigger"]) if payload.get("trigger") else None
         # A repeat after a crash finds the run it started: the call was made.
         with contextlib.suppress(WorkflowAlreadyStartedError):
+            profile = await self._snapshot(conn, customer_id, pinned.reads)
             await self.start(
                 self.client,
                 self.task_queue,
-                pinned.plan,
-                customer_id,
-                run_no,
-                profile=await self._snapshot(conn, customer_id, pinned.reads),
-                trigger=trigger,
-                timezone_attribute=self.timezone_attribute,
+                RunStart(
+                    pinned.plan, customer_id, run_no, profile, trigger, self.timezone_attribute
+                ),
                 rpc_timeout=RPC_TIMEOUT,
             )
 
