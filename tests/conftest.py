@@ -271,15 +271,30 @@ async def template_database(postgres: str) -> str:
     return TEMPLATE
 
 
-@pytest_asyncio.fixture
-async def database_url(postgres: str, template_database: str) -> AsyncIterator[str]:
-    """A fresh database of this test's own, with the schema applied; dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
+@contextlib.contextmanager
+def created_database(postgres: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """The URL of a new database named ``<prefix>_<random>`` (a copy of ``template``, else
+    empty), dropped when the block ends."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
+        conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
     yield with_database(postgres, name)
     with psycopg.connect(postgres, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest_asyncio.fixture
+async def database_url(postgres: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh database of this test's own, with the schema applied; dropped afterwards."""
+    with created_database(postgres, "test", template_database) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database(postgres: str) -> Iterator[str]:
+    """A database without Kairos's schema, as a new installation has; dropped afterwards."""
+    with created_database(postgres, "empty") as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,11 +11,8 @@ import asyncio
 import json
 import re
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -23,7 +20,7 @@ from typer.testing import CliRunner
 
 from kairos.cli import app
 from kairos.runtime.config import Settings
-from kairos.store.database import latest_version, migrations, redact, with_database
+from kairos.store.database import latest_version, migrations, redact
 from kairos.store.facade import Store
 from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
@@ -254,17 +251,6 @@ async def test_an_event_is_accepted_while_temporal_is_down_and_left_to_a_worker(
     assert "cancel its workflow journey:welcome:ola:1 in the Temporal UI" in cancelled.err
     assert len(cancelled.err.strip().splitlines()) == 1
     assert [r.status for r in await runs_of(store.database, customer_id="ola")] == ["cancelled"]
-
-
-@pytest.fixture
-def empty_database(postgres: str) -> Iterator[str]:
-    """A database without Kairos's schema, as a new installation has."""
-    name = f"empty_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield with_database(postgres, name)
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 async def test_commands_refuse_a_database_without_the_schema_until_db_upgrade(

@@ -14,8 +14,7 @@ import re
 import shutil
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -327,16 +326,6 @@ async def test_the_integration_guide_commands_and_examples(
         "Every journey at once: kairos simulate --customer tests/fixtures/simulate/ada.yaml "
         "--event signed_up --event cart_updated@+2d" in " ".join(helped.stdout.split())
     )
-
-
-@pytest.fixture
-def empty_database(postgres: str) -> Iterator[str]:
-    name = f"docs_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield with_database(postgres, name)
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.mark.timeout(240)
