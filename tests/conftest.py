@@ -316,11 +316,8 @@ async def store(settings: Settings, project: Project) -> AsyncIterator[Store]:
 @asynccontextmanager
 async def project_store(settings: Settings, project: Project) -> AsyncIterator[Store]:
     """The store of another project (a test's own plans) on this test's database."""
-    opened = await Store.open(settings, project)
-    try:
+    async with await Store.open(settings, project) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def make_kairos(client: Client, settings: Settings, store: Store) -> Kairos:

@@ -146,6 +146,12 @@ class Store:
     async def close(self) -> None:
         await self.database.close()
 
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def register_plans(self, plans: Iterable[JourneyPlan]) -> None:
         """Record plans by content hash, so runs pinned to them can be routed later."""
         async with self.database.transaction() as conn:
