@@ -42,7 +42,7 @@ from kairos.store.facade import Store
 from kairos.store.keys import DatabaseKeys
 from kairos.tools.dev import dev_server_args, temporal_binary
 from kairos.worker import Workers, build_worker, dispatcher
-from tests.commands import FOREIGN_SETTINGS
+from tests.commands import FOREIGN_SETTINGS, command_env
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,6 +281,18 @@ def created_database(postgres: str, prefix: str, template: str | None = None) ->
     yield with_database(postgres, name)
     with psycopg.connect(postgres, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def cli_env(settings: Settings, temporal: WorkflowEnvironment) -> dict[str, str]:
+    """The environment of a ``kairos`` command on this test's database, Temporal, task queue
+    and outbox."""
+    return command_env(
+        KAIROS_DATABASE_URL=settings.database_url,
+        TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
+        KAIROS_TASK_QUEUE=settings.task_queue,
+        KAIROS_OUTBOX=settings.outbox_dir,
+    )
 
 
 @pytest_asyncio.fixture
