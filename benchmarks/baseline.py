@@ -29,23 +29,13 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 
 with workflow.unsafe.imports_passed_through():
-    from kairos.language.plan import Category, Channel, JourneyPlan, SplitVariant
+    from kairos.language.plan import Category, Channel, SplitVariant
     from kairos.messages.models import SendOutcome, SendStatus
     from kairos.runtime import policy
     from kairos.runtime.contract import (
-        SA_CUSTOMER,
-        SA_JOURNEY,
-        SA_STAGE,
         SA_STEP,
-        SA_VERSION,
         SEARCHABLE_WAIT_SECONDS,
         SIGNAL_EVENT,
         UNSETTLED_SENDS,
@@ -57,8 +47,8 @@ with workflow.unsafe.imports_passed_through():
         ProfileSnapshot,
         RunEnd,
         RunSignal,
-        journey_workflow_id,
     )
+    from kairos.runtime.temporal import RunStart, start_run
     from workflows.journey import ACTION_RETRY, SEND_RETRY, STORE_RETRY
 
 VERSION = "hand-written"
@@ -516,42 +506,27 @@ BASELINE_WORKFLOWS: dict[str, tuple[str, type[BaselineJourney]]] = {
 
 
 async def start_baseline(
-    client: Client,
-    task_queue: str,
-    plan: JourneyPlan,
-    customer_id: str,
-    run_no: int,
-    *,
-    profile: ProfileSnapshot,
-    trigger: Event | None,
-    timezone_attribute: str | None,
-    rpc_timeout: timedelta | None = None,
+    client: Client, task_queue: str, run: RunStart, *, rpc_timeout: timedelta | None = None
 ) -> object:
-    """Start the hand-written twin of ``plan`` as :func:`kairos.runtime.temporal.start_journey`
+    """Start the hand-written twin of ``run.plan`` as :func:`kairos.runtime.temporal.start_journey`
     starts the interpreter: the same workflow id, policies and search attributes, no plan in the
     input.
 
     The dispatcher's starter (:class:`kairos.store.dispatch.JourneyStarter`) on the baseline
     side.
     """
-    attributes = [
-        SearchAttributePair(SA_CUSTOMER, customer_id),
-        SearchAttributePair(SA_JOURNEY, plan.name),
-        SearchAttributePair(SA_VERSION, VERSION),
-    ]
-    if plan.stage:
-        attributes.append(SearchAttributePair(SA_STAGE, plan.stage.value))
-    workflow_type, _ = BASELINE_WORKFLOWS[plan.name]
-    why = f"on {trigger.name}" if trigger else "started by name"
-    return await client.start_workflow(
+    workflow_type, _ = BASELINE_WORKFLOWS[run.plan.name]
+    return await start_run(
+        client,
+        task_queue,
+        run,
         workflow_type,
-        BaselineInput(customer_id=customer_id, run_no=run_no, profile=profile, trigger=trigger),
-        id=journey_workflow_id(plan.name, customer_id, run_no),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(attributes),
-        static_summary=f"{plan.name} (hand-written) run {run_no} for customer {customer_id}, {why}",
+        BaselineInput(
+            customer_id=run.customer_id, run_no=run.run_no, profile=run.profile, trigger=run.trigger
+        ),
+        search_attributes=run.search_attributes(VERSION),
+        summary=f"{run.plan.name} (hand-written) run {run.run_no} for customer "
+        f"{run.customer_id}, {run.why()}",
         rpc_timeout=rpc_timeout,
     )
 
@@ -629,30 +604,20 @@ class PlainTwoSends:
 
 
 async def start_plain(
-    client: Client,
-    task_queue: str,
-    plan: JourneyPlan,
-    customer_id: str,
-    run_no: int,
-    *,
-    profile: ProfileSnapshot,
-    trigger: Event | None,
-    timezone_attribute: str | None,
-    rpc_timeout: timedelta | None = None,
+    client: Client, task_queue: str, run: RunStart, *, rpc_timeout: timedelta | None = None
 ) -> object:
     """The dispatcher's starter on the plain side: whatever the journey, the same email twice
     with a second between them, under the journey's name and category (the profile and
     timezone are not read)."""
-    del profile, timezone_attribute
-    return await client.start_workflow(
+    return await start_run(
+        client,
+        task_queue,
+        run,
         PLAIN_WORKFLOW,
         PlainInput(
-            customer_id=customer_id, journey=plan.name, run_no=run_no, channel=Channel.email,
-            template=PLAIN_TEMPLATE, category=plan.category, trigger=trigger,
+            customer_id=run.customer_id, journey=run.plan.name, run_no=run.run_no,
+            channel=Channel.email, template=PLAIN_TEMPLATE, category=run.plan.category,
+            trigger=run.trigger,
         ),
-        id=journey_workflow_id(plan.name, customer_id, run_no),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         rpc_timeout=rpc_timeout,
     )  # fmt: skip

@@ -21,8 +21,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import psycopg
 from benchmarks import infra
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
-from kairos.language.compiler import Project, load_project
+from kairos.language.compiler import load_project
 from kairos.runtime import crypto
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import Settings, load_settings
@@ -117,15 +117,6 @@ def counting_statements() -> Iterator[list[int]]:
         psycopg.AsyncCursor.executemany = executemany  # type: ignore[method-assign]
 
 
-@asynccontextmanager
-async def opened(settings: Settings, project: Project) -> AsyncIterator[Store]:
-    store = await Store.open(settings, project)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 async def measure(admin_url: str, members: int, concurrency: int) -> dict[str, Any]:
     """Broadcast flash_sale to ``members`` members on a fresh database and dev server."""
     name = f"bench_broadcast_{members}_{os.getpid()}"
@@ -140,13 +131,13 @@ async def measure(admin_url: str, members: int, concurrency: int) -> dict[str, A
             outbox_dir=Path(tempfile.gettempdir()) / f"{name}-outbox",
         )
         await add_members(url, settings, members)
-        async with opened(settings, project) as store:
+        async with await Store.open(settings, project) as store:
             plan, segment = project.plans[JOURNEY], project.segments[SEGMENT]
             begun = await BroadcastStore(store).begin("bench", plan, segment, datetime.now(UTC))
         # Opening and closing the store costs a few transactions of its own: measured alone,
         # then taken off the broadcast's.
         before_open = await infra.transactions(admin_url, name)
-        async with opened(settings, project):
+        async with await Store.open(settings, project):
             pass
         before = await infra.transactions(admin_url, name)
         # This process alone: the dev server and PostgreSQL are its children.
@@ -158,7 +149,7 @@ async def measure(admin_url: str, members: int, concurrency: int) -> dict[str, A
         load = os.getloadavg()[0]
         # Not entered (sampling memory costs CPU in this process): CPU is read at the end.
         with counting_statements() as statements:
-            async with opened(settings, project) as store:
+            async with await Store.open(settings, project) as store:
                 kairos = Kairos(
                     store, dispatcher(store, with_keys(client, store.keys), settings.task_queue),
                     settings,

@@ -23,11 +23,12 @@ from typing import Any
 import psycopg
 
 from benchmarks import infra
-from benchmarks.broadcast import ROOT, counting_statements, opened
+from benchmarks.broadcast import ROOT, counting_statements
 from kairos.language.compiler import Project, load_project
 from kairos.language.plan import SegmentTrigger
 from kairos.runtime.config import load_settings
 from kairos.runtime.contract import Event
+from kairos.store.facade import Store
 
 VARIANTS = ("plain", "scoring", "scoring_and_triggers")
 EVENT = "content_viewed"
@@ -61,16 +62,16 @@ async def measure(admin_url: str, events: int) -> dict[str, Any]:
             settings = dataclasses.replace(
                 load_settings({"KAIROS_HOME": str(ROOT)}, dotenv=False), database_url=url
             )
-            async with opened(settings, project):  # the first opening records the plans
+            async with await Store.open(settings, project):  # the first opening records the plans
                 pass
             before = await infra.transactions(admin_url, database)
             with counting_statements() as opening_statements:  # what opening costs, alone
-                async with opened(settings, project):
+                async with await Store.open(settings, project):
                     pass
             opening = await infra.transactions(admin_url, database) - before
             before += opening
             with counting_statements() as statements:
-                async with opened(settings, project) as store:
+                async with await Store.open(settings, project) as store:
                     started = time.perf_counter()
                     for i in range(1, events + 1):
                         event = Event(id=f"v-{i}", name=EVENT, properties={}, timestamp=None)

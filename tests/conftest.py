@@ -42,7 +42,7 @@ from kairos.store.facade import Store
 from kairos.store.keys import DatabaseKeys
 from kairos.tools.dev import dev_server_args, temporal_binary
 from kairos.worker import Workers, build_worker, dispatcher
-from tests.commands import FOREIGN_SETTINGS
+from tests.commands import FOREIGN_SETTINGS, command_env
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,15 +271,42 @@ async def template_database(postgres: str) -> str:
     return TEMPLATE
 
 
-@pytest_asyncio.fixture
-async def database_url(postgres: str, template_database: str) -> AsyncIterator[str]:
-    """A fresh database of this test's own, with the schema applied; dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
+@contextlib.contextmanager
+def created_database(postgres: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """The URL of a new database named ``<prefix>_<random>`` (a copy of ``template``, else
+    empty), dropped when the block ends."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
+        conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
     yield with_database(postgres, name)
     with psycopg.connect(postgres, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def cli_env(settings: Settings, temporal: WorkflowEnvironment) -> dict[str, str]:
+    """The environment of a ``kairos`` command on this test's database, Temporal, task queue
+    and outbox."""
+    return command_env(
+        KAIROS_DATABASE_URL=settings.database_url,
+        TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
+        KAIROS_TASK_QUEUE=settings.task_queue,
+        KAIROS_OUTBOX=settings.outbox_dir,
+    )
+
+
+@pytest_asyncio.fixture
+async def database_url(postgres: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh database of this test's own, with the schema applied; dropped afterwards."""
+    with created_database(postgres, "test", template_database) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database(postgres: str) -> Iterator[str]:
+    """A database without Kairos's schema, as a new installation has; dropped afterwards."""
+    with created_database(postgres, "empty") as url:
+        yield url
 
 
 @pytest.fixture
@@ -301,11 +328,8 @@ async def store(settings: Settings, project: Project) -> AsyncIterator[Store]:
 @asynccontextmanager
 async def project_store(settings: Settings, project: Project) -> AsyncIterator[Store]:
     """The store of another project (a test's own plans) on this test's database."""
-    opened = await Store.open(settings, project)
-    try:
+    async with await Store.open(settings, project) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def make_kairos(client: Client, settings: Settings, store: Store) -> Kairos:

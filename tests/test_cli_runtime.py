@@ -11,11 +11,8 @@ import asyncio
 import json
 import re
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -23,7 +20,7 @@ from typer.testing import CliRunner
 
 from kairos.cli import app
 from kairos.runtime.config import Settings
-from kairos.store.database import latest_version, migrations, redact, with_database
+from kairos.store.database import latest_version, migrations, redact
 from kairos.store.facade import Store
 from kairos.store.runs import note_problems, runs_of
 from tests.commands import (
@@ -45,17 +42,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 SIGNUP = {"email": "sue@example.com", "first_name": "Sue", "marketing_opt_in": True}
 
 
-@pytest.fixture
-def cli(settings: Settings, temporal: WorkflowEnvironment) -> dict[str, str]:
-    """The environment of a command on this test's database, Temporal and task queue."""
-    return command_env(
-        KAIROS_DATABASE_URL=settings.database_url,
-        TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
-        KAIROS_TASK_QUEUE=settings.task_queue,
-        KAIROS_OUTBOX=settings.outbox_dir,
-    )
-
-
 async def _sent(store: Store, customer: str) -> list[str]:
     rows = await store.database.fetch_all(
         "SELECT step FROM messages WHERE customer_id = %s AND status = 'sent'", (customer,)
@@ -71,12 +57,12 @@ async def _rows(store: Store, table: str, customer: str) -> int:
 
 
 async def test_emit_identify_customer_and_runs_tell_support_what_happened(
-    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli_env: dict[str, str]
 ) -> None:
     now = await temporal.get_current_time()
     signup = json.dumps({**SIGNUP, "timezone": timezone_at(now, 12)})
     async with running_worker(temporal.client, settings, store):
-        emitted = await run(["emit", "sue", "signed_up", "--data", signup, "--id", "s-1"], cli)
+        emitted = await run(["emit", "sue", "signed_up", "--data", signup, "--id", "s-1"], cli_env)
         assert emitted.code == 0, emitted.output
         assert emitted.out.splitlines() == [
             "accepted signed_up for sue (event id s-1)",
@@ -84,14 +70,14 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         ]
         assert await eventually(lambda: _sent(store, "sue"), attempts=1200) == ["welcome"]
 
-        again = await run(["emit", "sue", "signed_up", "--data", signup, "--id", "s-1"], cli)
+        again = await run(["emit", "sue", "signed_up", "--data", signup, "--id", "s-1"], cli_env)
         assert again.out.strip() == (
             "already accepted: event s-1 for sue was handled before; nothing changed"
         )
         identified = await run(
             ["identify", "sue", "--data", '{"phone": "+358401234567"}',
              "--consent", "sms=yes", "--source", "support call, ticket 4711"],
-            cli,
+            cli_env,
         )  # fmt: skip
         assert identified.code == 0, identified.output
         assert identified.out.splitlines()[:2] == [
@@ -100,12 +86,12 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         ]
 
         # (Below 50: at 50 a lead in consideration is sales-ready, and sales_handover moves on.)
-        scored = await run(["identify", "sue", "--data", '{"lead_score": 40.0}'], cli)
+        scored = await run(["identify", "sue", "--data", '{"lead_score": 40.0}'], cli_env)
         assert scored.code == 0, scored.output
         # As a run records a condition it could not evaluate (and went on without).
         async with store.database.transaction() as conn:
             await note_problems(conn, "sue", "welcome", 1, ["step x: cannot evaluate `y`"])
-        shown = await run(["customer", "sue"], cli)
+        shown = await run(["customer", "sue"], cli_env)
         assert shown.code == 0, shown.output
         for expected in (
             "customer sue  stage: consideration",
@@ -121,7 +107,7 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         assert re.search(r"\n sms +yes +since .* UTC, source: support call, ticket 4711", shown.out)
         assert re.search(r"welcome +welcome +email +sent +provider id outbox-", shown.out)
 
-        data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
+        data = json.loads((await run(["customer", "sue", "--json"], cli_env)).out)
         assert data["consent"]["marketing"]["granted"] is True
         assert [(c["topic"], c["granted"], c["source"]) for c in data["consent_history"]] == [
             ("marketing", True, "event signed_up"),
@@ -136,23 +122,23 @@ async def test_emit_identify_customer_and_runs_tell_support_what_happened(
         ), data["runs"][0]
         assert [(m["step"], m["status"]) for m in data["messages"]] == [("welcome", "sent")]
 
-        listed = await run(["runs", "--journey", "welcome", "--running", "--json"], cli)
+        listed = await run(["runs", "--journey", "welcome", "--running", "--json"], cli_env)
         assert [r["customer_id"] for r in json.loads(listed.out)] == ["sue"]
-        table = await run(["runs", "--customer", "sue"], cli)
+        table = await run(["runs", "--customer", "sue"], cli_env)
         assert "journey:welcome:sue:1" in table.out and "running" in table.out
-        unknown = await run(["runs", "--journey", "welcom"], cli)
+        unknown = await run(["runs", "--journey", "welcom"], cli_env)
         assert unknown.code == 1
         assert unknown.err.strip() == (
             "error: no journey named 'welcom' (journeys: cart_abandonment, flash_sale, "
             "nurture, referral_reward, sales_handover, welcome, win_back)"
         )
     # No worker answers the run's query: its search attribute still names the step.
-    data = json.loads((await run(["customer", "sue", "--json"], cli)).out)
+    data = json.loads((await run(["customer", "sue", "--json"], cli_env)).out)
     assert data["runs"][0]["now"] == "wait_for_setup"
 
 
 async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs(
-    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli_env: dict[str, str]
 ) -> None:
     kairos = make_kairos(temporal.client, settings, store)
     now = await temporal.get_current_time()
@@ -160,16 +146,16 @@ async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs
         await kairos.identify("sue", {"email": "sue@example.com", "timezone": timezone_at(now, 12),
                                       "phone": "+358401234567"},
                               consent={"marketing": True, "sms": True}, source="test")  # fmt: skip
-        started = await run(["start", "nurture", "sue"], cli)
+        started = await run(["start", "nurture", "sue"], cli_env)
         assert started.code == 0, started.output
         assert started.out.strip() == "started nurture for sue: run 1 (journey:nurture:sue:1)"
-        refused = await run(["start", "nurture", "sue"], cli)
+        refused = await run(["start", "nurture", "sue"], cli_env)
         assert refused.code == 1
         assert refused.err.strip() == (
             "error: nurture is already running for sue (entry: after_exit)"
         )
 
-        cancelled = await run(["cancel", "nurture", "sue"], cli)
+        cancelled = await run(["cancel", "nurture", "sue"], cli_env)
         assert cancelled.code == 0, cancelled.output
         assert cancelled.out.strip() == "cancelled nurture run 1 for sue (journey:nurture:sue:1)"
         handle = temporal.client.get_workflow_handle("journey:nurture:sue:1")
@@ -178,21 +164,21 @@ async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs
             return (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
 
         assert await eventually(cancelled_in_temporal, attempts=1200)
-        again = await run(["cancel", "nurture", "sue"], cli)
+        again = await run(["cancel", "nurture", "sue"], cli_env)
         assert (again.code, again.err.strip()) == (1, "error: sue has no running nurture")
 
-        nobody = await run(["unsubscribe", "nobody", "--topic", "sms"], cli)
+        nobody = await run(["unsubscribe", "nobody", "--topic", "sms"], cli_env)
         assert (nobody.code, nobody.err.strip()) == (
             1,
             "error: no customer 'nobody' is known to Kairos",
         )
         assert await store.customer("nobody") is None
-        opted_out = await run(["unsubscribe", "sue", "--topic", "sms"], cli)
+        opted_out = await run(["unsubscribe", "sue", "--topic", "sms"], cli_env)
         assert opted_out.out.strip() == "unsubscribed sue (sms; source: kairos unsubscribe)"
         record = await store.customer("sue")
         assert record is not None and not record.consent.sms
 
-        await run(["start", "nurture", "sue"], cli)
+        await run(["start", "nurture", "sue"], cli_env)
 
         async def settled() -> bool:
             # Run 2 has scored the lead and sent its first lesson: it now waits for days, so
@@ -211,7 +197,7 @@ async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs
                            "data_keys")]
         )  # fmt: skip
         mailed = [m for m in outbox(settings.outbox_dir) if m["customer_id"] == "sue"]
-        forgotten = await run(["forget", "sue", "--yes"], cli)
+        forgotten = await run(["forget", "sue", "--yes"], cli_env)
         assert forgotten.code == 0, forgotten.output
         assert forgotten.out.splitlines() == [
             f"forgotten sue: deleted the customer with their profile and consent; rows per "
@@ -226,7 +212,7 @@ async def test_start_cancel_unsubscribe_and_forget_change_the_store_and_the_runs
         assert (
             mailed and [m for m in outbox(settings.outbox_dir) if m["customer_id"] == "sue"] == []
         )
-        gone = await run(["customer", "sue"], cli)
+        gone = await run(["customer", "sue"], cli_env)
         assert (gone.code, gone.err.strip()) == (1, "error: no customer 'sue' is known to Kairos")
 
 
@@ -254,17 +240,6 @@ async def test_an_event_is_accepted_while_temporal_is_down_and_left_to_a_worker(
     assert "cancel its workflow journey:welcome:ola:1 in the Temporal UI" in cancelled.err
     assert len(cancelled.err.strip().splitlines()) == 1
     assert [r.status for r in await runs_of(store.database, customer_id="ola")] == ["cancelled"]
-
-
-@pytest.fixture
-def empty_database(postgres: str) -> Iterator[str]:
-    """A database without Kairos's schema, as a new installation has."""
-    name = f"empty_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield with_database(postgres, name)
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 async def test_commands_refuse_a_database_without_the_schema_until_db_upgrade(
@@ -417,18 +392,18 @@ def _help_example(command: str) -> str:
 
 
 async def test_the_help_examples_work_as_written(
-    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli_env: dict[str, str]
 ) -> None:
     async with running_worker(temporal.client, settings, store):
         for command in ("db status", "emit", "identify", "start", "customer", "runs", "cancel",
                         "unsubscribe", "forget", "db upgrade", "simulate"):  # fmt: skip
             example = _help_example(command)
             assert f"{example} ".startswith(f"kairos {command} "), example
-            await kairos_in_process(example, cli)  # as the shell splits it; must succeed
+            await kairos_in_process(example, cli_env)  # as the shell splits it; must succeed
     assert await store.customer("c-42") is None  # forgotten by the forget example
     example = _help_example("worker")
     assert example == "TEMPORAL_ADDRESS=temporal.internal:7233 kairos worker"
-    ran = await run(example, cli)
+    ran = await run(example, cli_env)
     assert ran.code == 1
     assert ran.err.startswith("kairos worker: cannot reach Temporal at temporal.internal:7233: ")
 
@@ -445,7 +420,7 @@ def _help_examples(*names: str) -> list[str]:
 
 @pytest.mark.timeout(240)
 async def test_the_language_report_and_outbox_help_examples_work_as_written(
-    settings: Settings, store: Store, cli: dict[str, str], tmp_path: Path
+    settings: Settings, store: Store, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     # (enroll's and preview's examples are the documents' own, run by tests/test_docs.py)
     examples = sorted(_help_examples("validate", "schema", "graph", "report", "outbox"))
@@ -461,7 +436,7 @@ async def test_the_language_report_and_outbox_help_examples_work_as_written(
     here = {"kairos schema": project, "kairos graph": tmp_path, "kairos report": tmp_path}
     for example in examples:
         cwd = next((d for start, d in here.items() if example.startswith(start)), ROOT)
-        env = {**cli, "KAIROS_HOME": str(project if cwd == project else ROOT)}
+        env = {**cli_env, "KAIROS_HOME": str(project if cwd == project else ROOT)}
         ran = await run(example, env, cwd=cwd)
         assert ran.code == 0 and not ran.err, (example, ran.output)
     for name in ("journey.schema.json", "customer.schema.json"):
@@ -514,7 +489,7 @@ RUNS = 30
 
 @pytest.mark.timeout(600)
 async def test_the_cli_exits_cleanly_every_time(
-    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli_env: dict[str, str]
 ) -> None:
     # The Temporal SDK's threads could abort a finalizing interpreter after the answer was
     # printed (exit 134, "Fatal Python error: PyGILState_Release"), about one call in ten.
@@ -526,7 +501,7 @@ async def test_the_cli_exits_cleanly_every_time(
 
         async def once() -> Ran:
             async with lanes:
-                return await run(["customer", "loop", "--json"], cli)
+                return await run(["customer", "loop", "--json"], cli_env)
 
         ran = await asyncio.gather(*(once() for _ in range(RUNS)))
     aborted = [r for r in ran if r.code != 0 or r.err]

@@ -14,8 +14,7 @@ import re
 import shutil
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -118,16 +117,6 @@ curl -sS "$KAIROS_URL/health"   # {"status": "ok"}
     }
 
 
-@pytest.fixture
-def docs_env(settings: Settings, temporal: WorkflowEnvironment) -> dict[str, str]:
-    return command_env(
-        KAIROS_DATABASE_URL=settings.database_url,
-        TEMPORAL_ADDRESS=temporal.client.service_client.config.target_host,
-        KAIROS_TASK_QUEUE=settings.task_queue,
-        KAIROS_OUTBOX=settings.outbox_dir,
-    )
-
-
 async def _ada(temporal: WorkflowEnvironment, settings: Settings, store: Store) -> None:
     """c-42 as the docs know her: signed up with marketing consent, a cart left."""
     kairos_client = make_kairos(temporal.client, settings, store)
@@ -168,43 +157,43 @@ async def _read_with_and_without_the_codec_server(env: dict[str, str]) -> None:
 
 @pytest.mark.timeout(240)
 async def test_the_support_guide_commands(
-    temporal: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli_env: dict[str, str]
 ) -> None:
     web = create_app(make_kairos(temporal.client, settings, store), settings, WebConfig())
     async with running_worker(temporal.client, settings, store), running(web) as url:
         await _ada(temporal, settings, store)
-        await _read_with_and_without_the_codec_server({**docs_env, "KAIROS_URL": url})
-        shown = await kairos(documented("kairos customer c-42"), docs_env)
+        await _read_with_and_without_the_codec_server({**cli_env, "KAIROS_URL": url})
+        shown = await kairos(documented("kairos customer c-42"), cli_env)
         for heading in ("consent", "consent history", "profile", "runs", "recent messages"):
             assert f"\n{heading}\n" in shown.stdout, shown.stdout
         assert "journey:cart_abandonment:c-42:1" in shown.stdout
         # Each running run says where it is, as the Temporal UI would.
         [cart] = [line for line in shown.stdout.splitlines() if "cart_abandonment:c-42:1" in line]
         assert " wait_1h: wait 1h (since " in cart, cart
-        listed = await kairos(documented("kairos runs --customer c-42"), docs_env)
+        listed = await kairos(documented("kairos runs --customer c-42"), cli_env)
         assert "journey:welcome:c-42:1" in listed.stdout
-        in_welcome = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
+        in_welcome = await kairos(documented("kairos runs --journey welcome --running"), cli_env)
         assert "journey:welcome:c-42:1" in in_welcome.stdout
-        everything = await kairos(documented("kairos runs --running"), docs_env)
+        everything = await kairos(documented("kairos runs --running"), cli_env)
         assert "journey:cart_abandonment:c-42:1" in everything.stdout
 
-        await kairos(documented("kairos cancel cart_abandonment c-42"), docs_env)
-        await kairos(documented("kairos unsubscribe c-42"), docs_env)
+        await kairos(documented("kairos cancel cart_abandonment c-42"), cli_env)
+        await kairos(documented("kairos unsubscribe c-42"), cli_env)
         await kairos(
             documented(
                 "kairos unsubscribe c-42 --topic marketing --resubscribe "
                 "--source 'email to support, ticket 4711'"
             ),
-            docs_env,
+            cli_env,
         )
         await kairos(
             documented(
                 "kairos identify c-42 --consent sms=yes --source 'support call, ticket 4711'"
             ),
-            docs_env,
+            cli_env,
         )
         await kairos(
-            documented('kairos identify c-42 --data \'{"email": "ada@example.org"}\''), docs_env
+            documented('kairos identify c-42 --data \'{"email": "ada@example.org"}\''), cli_env
         )
         record = await store.customer("c-42")
         assert record is not None
@@ -215,8 +204,8 @@ async def test_the_support_guide_commands(
             ("marketing", True, "email to support, ticket 4711"),
             ("sms", True, "support call, ticket 4711"),
         ]
-        await kairos(documented("kairos start nurture c-42"), docs_env)
-        erased = await kairos(documented("kairos forget c-42 --yes"), docs_env)
+        await kairos(documented("kairos start nurture c-42"), cli_env)
+        erased = await kairos(documented("kairos forget c-42 --yes"), cli_env)
         assert erased.stdout.startswith("forgotten c-42: deleted the customer")
         assert "terminated nurture run 1 (journey:nurture:c-42:1)" in erased.stdout
     assert await store.customer("c-42") is None
@@ -227,14 +216,14 @@ async def test_the_integration_guide_commands_and_examples(
     temporal: WorkflowEnvironment,
     settings: Settings,
     store: Store,
-    docs_env: dict[str, str],
+    cli_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     web = create_app(
         make_kairos(temporal.client, settings, store), settings, WebConfig(api_keys=(API_KEY,))
     )
     async with running_worker(temporal.client, settings, store), running(web) as url:
-        http = {**docs_env, "KAIROS_URL": url, "KAIROS_API_KEY": API_KEY}
+        http = {**cli_env, "KAIROS_URL": url, "KAIROS_API_KEY": API_KEY}
         tracked = await run(
             documented(
                 'curl -sS "$KAIROS_URL/v1/track" -H "Authorization: Bearer $KAIROS_API_KEY" '
@@ -265,14 +254,14 @@ async def test_the_integration_guide_commands_and_examples(
         ]
 
         asynchronous, synchronous = python_examples("docs/integration.md")
-        ran = await run([sys.executable, "-c", asynchronous], docs_env, program=True)
+        ran = await run([sys.executable, "-c", asynchronous], cli_env, program=True)
         assert ran.code == 0, ran.output
         assert ran.out.splitlines() == [
             "started {'cart_abandonment': 1} calls left to a worker 0",
             "[\"event 'cart_updated': 'cart_total' must be a number, not 'lots'\", "
             "\"event 'cart_updated': missing required property 'currency' (string)\"]",
         ]
-        ran = await run([sys.executable, "-c", synchronous], docs_env, program=True)
+        ran = await run([sys.executable, "-c", synchronous], cli_env, program=True)
         assert ran.code == 0, ran.output
         record = await store.customer("c-42")
         assert record is not None and record.profile["last_order_at"] == "2026-03-02T09:15:00Z"
@@ -281,9 +270,9 @@ async def test_the_integration_guide_commands_and_examples(
             documented(
                 "kairos identify c-42 --consent sms=yes --source 'support call, ticket 4711'"
             ),
-            docs_env,
+            cli_env,
         )
-        await kairos(documented("kairos customer c-42"), docs_env)
+        await kairos(documented("kairos customer c-42"), cli_env)
         # A copy of the project: enroll keeps its progress under the project's .kairos/.
         home = tmp_path / "project"
         for part in ("journeys", "templates", "segments"):
@@ -293,20 +282,20 @@ async def test_the_integration_guide_commands_and_examples(
         )
         await kairos(
             documented("kairos enroll nurture --csv leads.csv --rate 10"),
-            {**docs_env, "KAIROS_HOME": str(home)},
+            {**cli_env, "KAIROS_HOME": str(home)},
             cwd=home,
         )
         assert list((home / ".kairos" / "enroll").iterdir())
         enrolled = await make_kairos(temporal.client, settings, store).runs(customer_id="lead-1")
         assert [r.journey for r in enrolled] == ["nurture"]
-        helped = await kairos(documented("kairos enroll --help"), docs_env)
+        helped = await kairos(documented("kairos enroll --help"), cli_env)
         assert "Example" in helped.stdout
     simulated = await kairos(
         documented(
             "kairos simulate welcome --customer tests/fixtures/simulate/ada.yaml "
             "--event order_placed@+3d"
         ),
-        docs_env,
+        cli_env,
     )
     assert "outcome: converted" in simulated.stdout
     every = await kairos(
@@ -314,7 +303,7 @@ async def test_the_integration_guide_commands_and_examples(
             "kairos simulate --customer tests/fixtures/simulate/ada.yaml --event signed_up "
             "--event cart_updated@+2d"
         ),
-        docs_env,
+        cli_env,
     )
     assert "cart_abandonment: outcome: completed" in every.stdout, every.stdout
     assert (
@@ -322,21 +311,11 @@ async def test_the_integration_guide_commands_and_examples(
         in every.stdout
     )
     assert "frequency cap: 3 marketing email per 1w reached" in every.stdout
-    helped = await kairos("kairos simulate --help", docs_env)
+    helped = await kairos("kairos simulate --help", cli_env)
     assert (
         "Every journey at once: kairos simulate --customer tests/fixtures/simulate/ada.yaml "
         "--event signed_up --event cart_updated@+2d" in " ".join(helped.stdout.split())
     )
-
-
-@pytest.fixture
-def empty_database(postgres: str) -> Iterator[str]:
-    name = f"docs_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield with_database(postgres, name)
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.mark.timeout(240)
@@ -344,12 +323,12 @@ async def test_the_operations_guide_commands(
     temporal: WorkflowEnvironment,
     settings: Settings,
     store: Store,
-    docs_env: dict[str, str],
+    cli_env: dict[str, str],
     postgres: str,
     empty_database: str,
     tmp_path: Path,
 ) -> None:
-    fresh = {**docs_env, "KAIROS_DATABASE_URL": empty_database}
+    fresh = {**cli_env, "KAIROS_DATABASE_URL": empty_database}
     refused = await run(documented("kairos worker"), fresh)
     assert refused.code == 1
     assert refused.err.strip().endswith(
@@ -361,7 +340,7 @@ async def test_the_operations_guide_commands(
     assert (await run(documented("kairos db status"), fresh)).code == 0
 
     await _ada(temporal, settings, store)
-    backup = {**docs_env, "PATH": f"{PGBIN}:{docs_env['PATH']}"}
+    backup = {**cli_env, "PATH": f"{PGBIN}:{cli_env['PATH']}"}
     dumped = await run(
         documented('pg_dump --format=custom --file=kairos.dump "$KAIROS_DATABASE_URL"'),
         backup,
@@ -379,7 +358,7 @@ async def test_the_operations_guide_commands(
         )
         assert restored.code == 0, restored.output
         shown = await kairos(
-            documented("kairos customer c-42"), {**docs_env, "KAIROS_DATABASE_URL": restored_url}
+            documented("kairos customer c-42"), {**cli_env, "KAIROS_DATABASE_URL": restored_url}
         )
         assert "ada@example.com" in shown.stdout
     finally:
@@ -387,7 +366,7 @@ async def test_the_operations_guide_commands(
             conn.execute(f"DROP DATABASE IF EXISTS {_database(restored_url)} WITH (FORCE)")
 
     namespace = await run(["temporal", "operator", "namespace", "create", "kairos"],
-                          docs_env, program=True)  # fmt: skip
+                          cli_env, program=True)  # fmt: skip
     assert namespace.code == 0 or "already" in namespace.output, namespace.output
     created = await run(
         documented(
@@ -395,37 +374,37 @@ async def test_the_operations_guide_commands(
             "KairosStage KairosOutcome; do temporal operator search-attribute create "
             '--namespace kairos --name "$name" --type Keyword; done'
         ),
-        docs_env,
+        cli_env,
     )
     assert created.code == 0, created.output
 
-    validated = await kairos(documented("kairos validate"), docs_env)
+    validated = await kairos(documented("kairos validate"), cli_env)
     assert validated.stdout.startswith("✓ ") and " valid" in validated.stdout
     timeline = await kairos(
         documented("kairos simulate welcome --customer tests/fixtures/simulate/ada.yaml --json"),
-        docs_env,
+        cli_env,
     )
     assert json.loads(timeline.stdout)["journey"] == "welcome"
     async with running_worker(temporal.client, settings, store):
-        in_welcome = await kairos(documented("kairos runs --journey welcome --running"), docs_env)
+        in_welcome = await kairos(documented("kairos runs --journey welcome --running"), cli_env)
         assert "journey:welcome:c-42:1" in in_welcome.stdout
-        await kairos(documented("kairos report --since 1d"), docs_env)
+        await kairos(documented("kairos report --since 1d"), cli_env)
         # docs/authoring.md: the page and the BI rows, written where the command runs.
         await kairos(
             documented("kairos report --since 30d --html report.html --csv report.csv"),
-            docs_env,
+            cli_env,
             cwd=tmp_path,
         )
         page = (tmp_path / "report.html").read_text(encoding="utf-8")
         assert 'data-chart="journeys"' in page and 'data-chart="stages"' in page
         rows = (tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()
         assert rows[0] == "journey,figure,value" and "welcome,entered,1" in rows
-    listed = (await kairos(documented("kairos --help"), docs_env)).stdout
+    listed = (await kairos(documented("kairos --help"), cli_env)).stdout
     # README: "every command, each with an example".
     names = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
     assert all(f" {name} " in listed for name in names)
     for command in app.registered_commands:
-        helped = CliRunner().invoke(app, [str(command.name), "--help"], env=docs_env)
+        helped = CliRunner().invoke(app, [str(command.name), "--help"], env=cli_env)
         assert "Example" in helped.stdout, command.name
 
 
@@ -478,7 +457,7 @@ async def test_the_authoring_guide_commands(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 async def test_the_web_guide_commands(
-    temporal: WorkflowEnvironment, settings: Settings, store: Store, docs_env: dict[str, str]
+    temporal: WorkflowEnvironment, settings: Settings, store: Store, cli_env: dict[str, str]
 ) -> None:
     exported: dict[str, str] = {}
     # The "Running it" block, in order: what each line exports is what the server gets.
@@ -488,14 +467,14 @@ async def test_the_web_guide_commands(
         documented("export KAIROS_API_KEYS=$(openssl rand -hex 24)"),
     ):
         name = line.removeprefix("export ").split("=")[0]
-        ran = await run(f'{line}\nprintf %s "${name}"', docs_env)
+        ran = await run(f'{line}\nprintf %s "${name}"', cli_env)
         assert ran.code == 0 and ran.out, ran.output
         exported[name] = ran.out
     assert exported["KAIROS_PUBLIC_URL"] == "http://localhost:8000"
     # The doc's values, on a port this test knows is free instead of the doc's 8000.
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**docs_env, **exported, "KAIROS_WEB_PORT": str(port), "KAIROS_PUBLIC_URL": url}
+    env = {**cli_env, **exported, "KAIROS_WEB_PORT": str(port), "KAIROS_PUBLIC_URL": url}
     async with _serving(documented(".venv/bin/kairos serve"), env, url):
         http = {**env, "KAIROS_URL": url, "KAIROS_API_KEY": exported["KAIROS_API_KEYS"]}
         health = await run(documented('curl -sS "$KAIROS_URL/health"'), http)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,7 +30,7 @@ from kairos.reporting.queries import Span, on_bucket_edge, percentiles
 from kairos.reporting.report import build_report
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import Event, RunEnd
-from kairos.store.database import Connection, Database, migrations, with_database
+from kairos.store.database import Connection, Database, migrations
 from kairos.store.facade import Store
 from tests.test_report_store import JOURNEY, ORDER, WEEK_2, Customers, drive, offer
 
@@ -44,17 +43,6 @@ async def offer_store(settings: Settings, project: Project) -> AsyncIterator[Sto
     opened = await Store.open(settings, dataclasses.replace(project, plans={JOURNEY: offer()}))
     yield opened
     await opened.close()
-
-
-@pytest.fixture
-def bare_database(postgres: str) -> Iterator[str]:
-    """A database without the schema, dropped afterwards."""
-    name = f"rollups_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield with_database(postgres, name)
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 _ROLLUPS = {
@@ -198,8 +186,8 @@ async def test_the_rollups_equal_the_rows_from_scratch_and_the_exact_report(
         await reports_agree(offer_store, since=since)
 
 
-async def test_the_migration_back_fills_the_rollups_for_existing_rows(bare_database: str) -> None:
-    database = await Database.open(bare_database, check_schema=False)
+async def test_the_migration_back_fills_the_rollups_for_existing_rows(empty_database: str) -> None:
+    database = await Database.open(empty_database, check_schema=False)
     async with database, database.transaction() as conn:
         await conn.execute(
             "CREATE TABLE kairos_migrations (version integer PRIMARY KEY, name text NOT"
@@ -214,11 +202,11 @@ async def test_the_migration_back_fills_the_rollups_for_existing_rows(bare_datab
                 )
     # Rows written before migration 10: 40 customers, each in two journeys once (the
     # benchmark's generator): 2 of 40 still running, every fifth converted by a 10+i%50 order.
-    with psycopg.connect(bare_database, autocommit=True) as conn:
+    with psycopg.connect(empty_database, autocommit=True) as conn:
         params = {"customers": 40, "journeys": ["bench_a", "bench_b"]}
         for statement in _ROWS.split(";\n\n"):
             conn.execute(statement, params)
-    async with await Database.open(bare_database, check_schema=False) as database:
+    async with await Database.open(empty_database, check_schema=False) as database:
         assert [m.version for m in await database.upgrade()] == [10]
         report = await build_report(database, None, "q", {}, since=None)
         kept, scratch = await kept_and_from_scratch(database)

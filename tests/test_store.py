@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -29,7 +30,7 @@ from kairos.language.plan import Channel, EventTrigger, JourneyPlan, SendStep, W
 from kairos.runtime.client import InvalidEvent
 from kairos.runtime.config import FrequencyCap, Settings
 from kairos.runtime.contract import Event, JourneyResult, ProfileChange, journey_workflow_id
-from kairos.runtime.temporal import start_journey
+from kairos.runtime.temporal import RunStart, start_journey
 from kairos.store.dispatch import DONE_SQL, Dispatcher
 from kairos.store.facade import Store
 from kairos.store.ingest import Ingest
@@ -109,19 +110,14 @@ async def test_a_start_made_again_after_a_crash_finds_the_run_it_started(
     accepted = await store.accept("again", Event(id="c1", name="cart_updated", properties=CART))
     plan = store.project.plans["cart_abandonment"]
     profile = accepted.customer.snapshot(())
+    run = RunStart(plan, "again", 1, profile, None, "timezone")
     # The process made the call, then died before it could delete its dispatch row.
-    await start_journey(
-        dev_env.client, settings.task_queue, plan, "again", 1,
-        profile=profile, trigger=None, timezone_attribute="timezone",
-    )  # fmt: skip
+    await start_journey(dev_env.client, settings.task_queue, run)
     sweeper = dispatcher(store, dev_env.client, settings.task_queue)
     assert await sweeper.sweep(older_than=timedelta(0)) == 1
     assert await pending(store) == 0
     with pytest.raises(WorkflowAlreadyStartedError):
-        await start_journey(
-            dev_env.client, settings.task_queue, plan, "again", 1,
-            profile=profile, trigger=None, timezone_attribute="timezone",
-        )  # fmt: skip
+        await start_journey(dev_env.client, settings.task_queue, run)
 
 
 async def test_a_dispatch_cancelled_midway_leaves_no_lock_behind(
@@ -130,8 +126,8 @@ async def test_a_dispatch_cancelled_midway_leaves_no_lock_behind(
     await store.accept("halt", Event(id="c1", name="cart_updated", properties=CART))
     made: list[str] = []
 
-    async def start(*args: Any, **kwargs: Any) -> None:
-        made.append(args[3])  # the customer id
+    async def start(client: Client, task_queue: str, run: RunStart, **kwargs: Any) -> None:
+        made.append(run.customer_id)
 
     def waiting(conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import pytest_asyncio
 
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import RunOutcome
@@ -22,19 +19,8 @@ from kairos.store.database import (
     SchemaMismatch,
     latest_version,
     migrations,
-    with_database,
 )
 from kairos.store.embedded import pg_binary
-
-
-@pytest_asyncio.fixture
-async def empty_database(postgres: str) -> AsyncIterator[str]:
-    name = f"empty_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield with_database(postgres, name)
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def dump(url: str) -> str:

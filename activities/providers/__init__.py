@@ -5,17 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from activities.providers.base import (
-    INVALID_RECIPIENT,
-    OUTCOME_UNKNOWN,
-    PAYLOAD_REJECTED,
-    PROVIDER_AUTH,
-    PROVIDER_UNAVAILABLE,
-    RATE_LIMITED,
-    RECIPIENT_OPTED_OUT,
-    EmailSender,
-    SmsSender,
-)
+from activities.providers.base import EmailSender, SmsSender
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
@@ -85,15 +75,7 @@ def _pick(registry: dict[str, T], channel: str, name: str) -> T:
 
 __all__ = [
     "EMAIL_PROVIDERS",
-    "INVALID_RECIPIENT",
-    "OUTCOME_UNKNOWN",
-    "PAYLOAD_REJECTED",
-    "PROVIDER_AUTH",
-    "PROVIDER_UNAVAILABLE",
-    "RATE_LIMITED",
-    "RECIPIENT_OPTED_OUT",
     "SMS_PROVIDERS",
-    "TWILIO_STATUS_PATH",
     "EmailSender",
     "OutboxEmailSender",
     "OutboxSmsSender",

@@ -52,8 +52,9 @@ MAX_RETRY_DELAY = timedelta(hours=1)
 _EPOCH_THRESHOLD = 1_000_000_000
 
 
-class EmailSender(Protocol):
-    """Delivers one email. ``name`` is the provider's name in receipts and settings.
+class Sender(Protocol):
+    """What every sender says of itself. ``name`` is the provider's name in receipts and
+    settings.
 
     ``deduplicates``: the provider itself delivers one message per key, however often it is
     asked, so after an unknown outcome sending again is safe (the outbox); SendGrid and Twilio
@@ -62,22 +63,18 @@ class EmailSender(Protocol):
 
     name: str
     deduplicates: bool
+
+
+class EmailSender(Sender, Protocol):
+    """Delivers one email."""
 
     async def send_email(self, message: EmailMessage) -> Receipt:
         """Deliver ``message`` or raise an ``ApplicationError`` typed as above."""
         ...
 
 
-class SmsSender(Protocol):
-    """Delivers one SMS. ``name`` is the provider's name in receipts and settings.
-
-    ``deduplicates``: the provider itself delivers one message per key, however often it is
-    asked, so after an unknown outcome sending again is safe (the outbox); SendGrid and Twilio
-    do not, and the send protocol waits for their feedback instead.
-    """
-
-    name: str
-    deduplicates: bool
+class SmsSender(Sender, Protocol):
+    """Delivers one SMS."""
 
     async def send_sms(self, message: SmsMessage) -> Receipt:
         """Deliver ``message`` or raise an ``ApplicationError`` typed as above."""

@@ -73,8 +73,8 @@ _RAW_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 _AS_WRITTEN = policy.default.clone(refold_source="none")
 
 
-class OutboxEmailSender:
-    """Writes each email as an ``.eml`` file under ``<outbox>/email/``."""
+class _OutboxSender:
+    """What both outbox senders share: the outbox directory they write under, once per key."""
 
     name = PROVIDER
     deduplicates = True
@@ -86,6 +86,10 @@ class OutboxEmailSender:
             outbox_dir: The outbox directory; created on first use.
         """
         self._outbox = _Outbox(Path(outbox_dir))
+
+
+class OutboxEmailSender(_OutboxSender):
+    """Writes each email as an ``.eml`` file under ``<outbox>/email/``."""
 
     async def send_email(self, message: EmailMessage) -> Receipt:
         """Write ``message`` to the outbox, once per key.
@@ -108,19 +112,8 @@ class OutboxEmailSender:
         return self._outbox.deliver(message.key, Channel.email, now, content, summary)
 
 
-class OutboxSmsSender:
+class OutboxSmsSender(_OutboxSender):
     """Writes each SMS as a ``.txt`` file under ``<outbox>/sms/``."""
-
-    name = PROVIDER
-    deduplicates = True
-
-    def __init__(self, outbox_dir: Path | str) -> None:
-        """Create a sender that writes under ``outbox_dir``.
-
-        Args:
-            outbox_dir: The outbox directory; created on first use.
-        """
-        self._outbox = _Outbox(Path(outbox_dir))
 
     async def send_sms(self, message: SmsMessage) -> Receipt:
         """Write ``message`` to the outbox, once per key.

@@ -21,6 +21,7 @@ from kairos.cli.runtime import load, with_client
 from kairos.cli.segment import find_segment
 from kairos.language.compiler import Project
 from kairos.language.plan import JourneyPlan
+from kairos.language.problems import plural
 from kairos.language.segments import Segment
 from kairos.runtime.client import Kairos, KairosError, check_journey
 from kairos.runtime.config import Settings
@@ -297,7 +298,8 @@ def _schedule(
         table.add_row(escape(g.zone), f"{g.fires_at:%Y-%m-%d %H:%M}", str(g.members))
     console.print(table)
     console.print(
-        f"scheduled: {len(planned.groups)} Temporal Schedules (broadcast:{planned.broadcast}:…); "
+        f"scheduled: {plural(len(planned.groups), 'Temporal Schedule')} "
+        f"(broadcast:{planned.broadcast}:…); "
         f"each enters its members as the segment is then. "
         f"Cancel: kairos broadcast cancel {planned.broadcast}",
         highlight=False,
@@ -378,8 +380,8 @@ def cancel_command(
 
     cancelled = _with_temporal(settings, project, go)
     console.print(
-        f"cancelled broadcast {cancelled.broadcast}: {len(cancelled.schedules)} schedules "
-        f"deleted ({cancelled.fired} had already fired)",
+        f"cancelled broadcast {cancelled.broadcast}: {plural(len(cancelled.schedules), 'schedule')}"
+        f" deleted ({cancelled.fired} had already fired)",
         highlight=False,
         markup=False,
     )

@@ -10,16 +10,18 @@ import math
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # Attributes every customer has, whatever customer.yaml says.
 BUILTIN_PROFILE = ("id", "stage", "consent")
-CONSENT_KEYS = ("email", "sms", "marketing", "transactional")
-# What a catalogue property may grant or withdraw (``consent: marketing``).
-CONSENT_TOPICS = ("email", "sms", "marketing")
+# What a catalogue property, an API call or a customers file may grant or withdraw
+# (``consent: marketing``); transactional messages need no grant.
+ConsentTopic = Literal["email", "sms", "marketing"]
+CONSENT_TOPICS: tuple[str, ...] = get_args(ConsentTopic)
+CONSENT_KEYS = (*CONSENT_TOPICS, "transactional")
 BUILTIN_EVENT = ("name", "id", "timestamp")
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -55,7 +57,7 @@ class Attribute(BaseModel):
     profile: bool | str = False
     # A boolean that grants (true) or withdraws (false) this consent topic when it arrives,
     # recorded with the event (or identify call) as its source: consent is opt-in.
-    consent: Literal["email", "sms", "marketing"] | None = None
+    consent: ConsentTopic | None = None
     # Event properties only: ``timestamp`` fills an absent value with the event's own time.
     default: Literal["timestamp"] | None = None
 

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kairos.language.catalogue import Catalogue
 from kairos.language.expressions import _ENV, check_syntax, refused
 from kairos.language.problems import Problem, Report, suggestion
-from kairos.language.project_files import display_path
+from kairos.language.project_files import display_path, load_document
 from kairos.language.schema_errors import validate_document
 from kairos.language.segment_sql import (
     SegmentSyntaxError,
@@ -54,7 +54,7 @@ from kairos.language.segment_sql import (
     now_marker,
     to_sql,
 )
-from kairos.language.yaml_source import YamlDocument, load_yaml, read_source
+from kairos.language.yaml_source import YamlDocument
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -119,14 +119,7 @@ def load_segments(
     """Compile the project's segments (or ``files``); problems go to ``report``."""
     found: dict[str, Segment] = {}
     for path in segment_files(home) if files is None else files:
-        shown = display_path(path, home)
-        text, problems = read_source(path, shown, home=home)
-        report.extend(problems)
-        if text is None:
-            continue
-        report.add_source(shown, text)
-        doc, problems = load_yaml(text, shown)
-        report.extend(problems)
+        doc = load_document(path, display_path(path, home), report, home)
         if doc is None:
             continue
         spec, problems = validate_document(SegmentSpec, doc)

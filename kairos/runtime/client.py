@@ -25,10 +25,9 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from kairos.language.catalogue import AttrType
+from kairos.language.catalogue import CONSENT_TOPICS, AttrType
 from kairos.language.compiler import Project, load_project
 from kairos.runtime.client_checks import (
-    CONSENT_TOPICS,
     MAX_DEPTH,
     MAX_ID_CHARS,
     MAX_PROPERTIES_BYTES,

@@ -14,12 +14,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from kairos.language.catalogue import Catalogue
+from kairos.language.catalogue import CONSENT_TOPICS, Catalogue
 from kairos.language.compiler import Project
 from kairos.language.plan import JourneyPlan
 from kairos.runtime.contract import Event
 
-CONSENT_TOPICS = ("email", "sms", "marketing")
 # Segment's own limit for one call: an event is a fact, not a document.
 MAX_PROPERTIES_BYTES = 32 * 1024
 

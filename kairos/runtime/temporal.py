@@ -7,8 +7,9 @@ whichever door the trigger came through.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -138,52 +139,93 @@ def _waits_long(plan: JourneyPlan, step_id: str | None) -> bool:
     return seconds is not None and seconds >= SEARCHABLE_WAIT_SECONDS
 
 
-async def start_journey(
+@dataclass(frozen=True)
+class RunStart:
+    """One run to start, as the store's dispatcher decided it: which plan version, for whom,
+    which run, with the profile attributes the plan reads and the event that triggered it."""
+
+    plan: JourneyPlan
+    customer_id: str
+    run_no: int
+    profile: ProfileSnapshot
+    trigger: Event | None
+    timezone_attribute: str | None
+
+    def why(self) -> str:
+        return f"on {self.trigger.name}" if self.trigger else "started by name"
+
+    def search_attributes(self, version: str) -> list[SearchAttributePair[str]]:
+        """The customer, journey, version and stage a run shows from its start."""
+        attributes = [
+            SearchAttributePair(SA_CUSTOMER, self.customer_id),
+            SearchAttributePair(SA_JOURNEY, self.plan.name),
+            SearchAttributePair(SA_VERSION, version),
+        ]
+        if self.plan.stage:
+            attributes.append(SearchAttributePair(SA_STAGE, self.plan.stage.value))
+        return attributes
+
+
+async def start_run(
     client: Client,
     task_queue: str,
-    plan: JourneyPlan,
-    customer_id: str,
-    run_no: int,
+    run: RunStart,
+    workflow: str,
+    arg: object,
     *,
-    profile: ProfileSnapshot,
-    trigger: Event | None,
-    timezone_attribute: str | None,
+    search_attributes: list[SearchAttributePair[str]] | None = None,
+    summary: str | None = None,
+    details: str | None = None,
     rpc_timeout: timedelta | None = None,
-) -> WorkflowHandle[JourneyInput, object]:
-    """Start run ``run_no`` of ``plan`` for a customer, pinning the run to this plan version.
+) -> WorkflowHandle[Any, Any]:
+    """Start ``workflow`` as ``run``: under the run's workflow id, never reused.
+
+    Raises ``temporalio.exceptions.WorkflowAlreadyStartedError`` when this run was started
+    before.
+    """
+    return await client.start_workflow(
+        workflow,
+        arg,
+        id=journey_workflow_id(run.plan.name, run.customer_id, run.run_no),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(search_attributes) if search_attributes else None,
+        static_summary=summary,
+        static_details=details,
+        rpc_timeout=rpc_timeout,
+    )
+
+
+async def start_journey(
+    client: Client, task_queue: str, run: RunStart, *, rpc_timeout: timedelta | None = None
+) -> WorkflowHandle[Any, Any]:
+    """Start ``run`` on the interpreter, pinning the run to its plan version.
 
     Raises ``temporalio.exceptions.WorkflowAlreadyStartedError`` when this run was started
     before (its workflow id is never reused).
     """
-    attributes = [
-        SearchAttributePair(SA_CUSTOMER, customer_id),
-        SearchAttributePair(SA_JOURNEY, plan.name),
-        SearchAttributePair(SA_VERSION, plan.version),
-    ]
+    plan = run.plan
+    attributes = run.search_attributes(plan.version)
     if plan.start and _waits_long(plan, plan.start):
         # The run starts by waiting long enough to be looked for: shown from the start, free.
         attributes.append(SearchAttributePair(SA_STEP, plan.start))
-    if plan.stage:
-        attributes.append(SearchAttributePair(SA_STAGE, plan.stage.value))
-    why = f"on {trigger.name}" if trigger else "started by name"
-    return await client.start_workflow(
+    return await start_run(
+        client,
+        task_queue,
+        run,
         JOURNEY_WORKFLOW,
         JourneyInput(
             plan=plan,
-            customer_id=customer_id,
-            run_no=run_no,
-            profile=profile,
-            trigger=trigger,
-            timezone_attribute=timezone_attribute,
+            customer_id=run.customer_id,
+            run_no=run.run_no,
+            profile=run.profile,
+            trigger=run.trigger,
+            timezone_attribute=run.timezone_attribute,
         ),
-        id=journey_workflow_id(plan.name, customer_id, run_no),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(attributes),
-        static_summary=(
-            f"{plan.name} (v{plan.version}) run {run_no} for customer {customer_id}, {why}"
-        ),
-        static_details=plan.description or None,
+        search_attributes=attributes,
+        summary=f"{plan.name} (v{plan.version}) run {run.run_no} for customer "
+        f"{run.customer_id}, {run.why()}",
+        details=plan.description or None,
         rpc_timeout=rpc_timeout,
     )

@@ -24,15 +24,19 @@ class CapturedMessage:
     segments: int = 0
 
 
-class CapturingEmailSender:
-    """An :class:`EmailSender` that keeps each rendered email, keyed by message key."""
+class _Capturing:
+    """What both capturing senders share: the one store of kept messages, keyed by message key."""
 
     name = PROVIDER
     deduplicates = True
 
     def __init__(self, store: dict[str, CapturedMessage]) -> None:
-        """Keep messages in ``store`` (shared with the SMS sender)."""
+        """Keep messages in ``store`` (one for both channels)."""
         self.store = store
+
+
+class CapturingEmailSender(_Capturing):
+    """An :class:`EmailSender` that keeps each rendered email, keyed by message key."""
 
     async def send_email(self, message: EmailMessage) -> Receipt:
         """Keep ``message``; nothing leaves the process."""
@@ -43,15 +47,8 @@ class CapturingEmailSender:
         return _keep(self.store, kept)
 
 
-class CapturingSmsSender:
+class CapturingSmsSender(_Capturing):
     """An :class:`SmsSender` that keeps each rendered SMS, keyed by message key."""
-
-    name = PROVIDER
-    deduplicates = True
-
-    def __init__(self, store: dict[str, CapturedMessage]) -> None:
-        """Keep messages in ``store`` (shared with the email sender)."""
-        self.store = store
 
     async def send_sms(self, message: SmsMessage) -> Receipt:
         """Keep ``message``; nothing leaves the process."""

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kairos.language.catalogue import Attribute, AttrType, Catalogue
+from kairos.language.catalogue import CONSENT_TOPICS, Attribute, AttrType, Catalogue
 from kairos.language.durations import DurationError, parse_duration
 from kairos.language.yaml_source import load_data
 from kairos.runtime import policy
@@ -24,7 +24,6 @@ _RELATIVE = re.compile(r"^now\s*(?:([+-])\s*(.+))?$", re.IGNORECASE)
 _EVENT_SPEC = re.compile(r"^\s*([A-Za-z_$][\w$]*)\s*(?:@\s*\+?\s*(.+?))?\s*$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 DATE_TYPES = (AttrType.datetime, AttrType.date)
-_CONSENT_TOPICS = ("email", "sms", "marketing")
 
 
 class SimulationError(Exception):
@@ -146,7 +145,7 @@ def _list(value: Any, shown: str) -> list[Any]:
 def _consent(value: Any, shown: str) -> dict[str, bool]:
     consent = _mapping(value, f"{shown}: consent")
     for topic, granted in consent.items():
-        if topic not in _CONSENT_TOPICS or not isinstance(granted, bool):
+        if topic not in CONSENT_TOPICS or not isinstance(granted, bool):
             raise SimulationError(
                 f"{shown}: consent.{topic}: expected email, sms or marketing set to true or false"
             )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ from kairos.runtime.contract import (
     RunSignal,
     journey_workflow_id,
 )
-from kairos.runtime.temporal import reached, start_journey
+from kairos.runtime.temporal import RunStart, reached, start_journey
 from kairos.store.database import Connection, Database, StoreUnavailable
 from kairos.store.keys import DatabaseKeys
 from kairos.store.runs import end_run
@@ -97,13 +97,8 @@ class JourneyStarter(Protocol):
         self,
         client: Client,
         task_queue: str,
-        plan: JourneyPlan,
-        customer_id: str,
-        run_no: int,
+        run: RunStart,
         *,
-        profile: ProfileSnapshot,
-        trigger: Event | None,
-        timezone_attribute: str | None,
         rpc_timeout: timedelta | None = None,
     ) -> Awaitable[object]: ...
 
@@ -170,22 +165,14 @@ class Dispatcher:
             await self.keys.prefetch(customer_ids)
         async with self.database.connection() as conn:
             locked: list[str] = []
-            try:
+            async with _releasing(conn, locked):
                 cursor = await conn.execute(
                     "SELECT c FROM unnest(%s::text[]) AS c"
                     f" WHERE pg_try_advisory_lock({_LOCK_EACH}) ORDER BY c",
                     (customer_ids,),
                 )
-                locked = [row["c"] for row in await cursor.fetchall()]
+                locked.extend(row["c"] for row in await cursor.fetchall())
                 made, rest = await self._make_starts(conn, locked, concurrency)
-            except TemporalUnreachable:
-                await _unlock_all(conn, locked)
-                raise
-            except BaseException:
-                # As in _run_customer: closing the session releases every lock it holds.
-                await conn.close()
-                raise
-            await _unlock_all(conn, locked)
         taken = set(locked)
         others = [c for c in customer_ids if c not in taken] + rest
         return made + await self.run(others)
@@ -225,12 +212,14 @@ class Dispatcher:
                         await self.start(
                             self.client,
                             self.task_queue,
-                            plan.plan,
-                            row["customer_id"],
-                            row["run_no"],
-                            profile=profile,
-                            trigger=trigger,
-                            timezone_attribute=self.timezone_attribute,
+                            RunStart(
+                                plan.plan,
+                                row["customer_id"],
+                                row["run_no"],
+                                profile,
+                                trigger,
+                                self.timezone_attribute,
+                            ),
                             rpc_timeout=RPC_TIMEOUT,
                         )
                 except (RuntimeError, TimeoutError, ConnectionError, RPCError) as err:
@@ -279,25 +268,14 @@ class Dispatcher:
 
     async def _run_customer(self, customer_id: str, *, wait: bool) -> int:
         async with self.database.connection() as conn:
-            try:
+            locked: list[str] = []
+            async with _releasing(conn, locked):
                 if not await _lock(conn, customer_id, LOCK_WAIT_SECONDS if wait else 0):
                     # Another process is making them (and will make ours: it works until none
                     # are left); failing that, the sweeper will.
                     return 0
-                made = await self._make_pending(conn, customer_id)
-            except TemporalUnreachable:
-                # The usual failure (Temporal is down) leaves the connection sound: keep it.
-                await _unlock(conn, customer_id)
-                raise
-            except BaseException:
-                # Given up midway (cancelled, perhaps inside a statement) or failed otherwise:
-                # the lock may be held by a connection that cannot run another statement.
-                # Closing it ends the session and the lock with it, and the pool replaces the
-                # connection instead of lending the lock to its next user (who would wait it out).
-                await conn.close()
-                raise
-            await _unlock(conn, customer_id)
-            return made
+                locked.append(customer_id)
+                return await self._make_pending(conn, customer_id)
 
     async def _make_pending(self, conn: Connection, customer_id: str) -> int:
         """Make the customer's dispatches oldest first, until none are left (under the lock)."""
@@ -347,15 +325,13 @@ class Dispatcher:
         trigger = Event.model_validate(payload["trigger"]) if payload.get("trigger") else None
         # A repeat after a crash finds the run it started: the call was made.
         with contextlib.suppress(WorkflowAlreadyStartedError):
+            profile = await self._snapshot(conn, customer_id, pinned.reads)
             await self.start(
                 self.client,
                 self.task_queue,
-                pinned.plan,
-                customer_id,
-                run_no,
-                profile=await self._snapshot(conn, customer_id, pinned.reads),
-                trigger=trigger,
-                timezone_attribute=self.timezone_attribute,
+                RunStart(
+                    pinned.plan, customer_id, run_no, profile, trigger, self.timezone_attribute
+                ),
                 rpc_timeout=RPC_TIMEOUT,
             )
 
@@ -436,11 +412,29 @@ async def _lock(conn: Connection, customer_id: str, seconds: float) -> bool:
         await asyncio.sleep(0.02)
 
 
-async def _unlock(conn: Connection, customer_id: str) -> None:
-    await conn.execute(f"SELECT pg_advisory_unlock({_LOCK_SQL})", (customer_id,))
+@contextlib.asynccontextmanager
+async def _releasing(conn: Connection, locked: list[str]) -> AsyncIterator[None]:
+    """Release the dispatch locks of the customers in ``locked`` (as the block fills it in)
+    when the block ends, and when Temporal could not be reached: the usual failure leaves the
+    connection sound, so it is kept.
+
+    Given up midway (cancelled, perhaps inside a statement) or failed otherwise, the locks may
+    be held by a connection that cannot run another statement: closing it ends the session and
+    every lock with it, and the pool replaces the connection instead of lending the locks to its
+    next user (who would wait them out).
+    """
+    try:
+        yield
+    except TemporalUnreachable:
+        await _unlock(conn, locked)
+        raise
+    except BaseException:
+        await conn.close()
+        raise
+    await _unlock(conn, locked)
 
 
-async def _unlock_all(conn: Connection, customer_ids: list[str]) -> None:
+async def _unlock(conn: Connection, customer_ids: list[str]) -> None:
     if customer_ids:
         await conn.execute(
             f"SELECT pg_advisory_unlock({_LOCK_EACH}) FROM unnest(%s::text[]) AS c",

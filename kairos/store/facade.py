@@ -48,8 +48,6 @@ from kairos.store.support import (
 )
 from kairos.store.views import jsonb
 
-CONSENT_TOPICS = ("email", "sms", "marketing")
-
 
 @dataclass
 class SegmentSweep:
@@ -147,6 +145,12 @@ class Store:
 
     async def close(self) -> None:
         await self.database.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def register_plans(self, plans: Iterable[JourneyPlan]) -> None:
         """Record plans by content hash, so runs pinned to them can be routed later."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from kairos.language.catalogue import CONSENT_TOPICS
 from kairos.language.plan import Channel
 from kairos.runtime import phone
 from kairos.runtime.contract import Consent, ProfileSnapshot
@@ -38,7 +39,7 @@ class ConsentState:
         """Topics not granted now, each with why: 'never given' or 'withdrawn (source)'."""
         view = self.view()
         refused: dict[str, str] = {}
-        for topic in ("email", "sms", "marketing"):
+        for topic in CONSENT_TOPICS:
             if getattr(view, topic):
                 continue
             source = self.sources.get(topic)

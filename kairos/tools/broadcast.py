@@ -91,13 +91,11 @@ class BroadcastRun:
         concurrency: int = DEFAULT_CONCURRENCY,
         on_member: OnMember | None = None,
     ) -> None:
-        if rate <= 0 or concurrency < 1:
-            raise BroadcastError("--rate must be above 0 and --concurrency at least 1")
         self.kairos = kairos
         self.plan = plan
         self.segment = segment
         self.store = BroadcastStore(kairos.store)
-        self.pacer = Pacer(rate)
+        self.pacer = Pacer.checked(rate, concurrency, BroadcastError)
         self.concurrency = concurrency
         self.on_member = on_member or (lambda status: None)
         self.progress = Progress()

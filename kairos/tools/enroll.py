@@ -312,6 +312,13 @@ class Pacer:
         self.interval = 1.0 / rate
         self.next = 0.0
 
+    @classmethod
+    def checked(cls, rate: float, concurrency: int, error: type[Exception]) -> Pacer:
+        """The pacer of a run of starts, once ``--rate`` and ``--concurrency`` are usable."""
+        if rate <= 0 or concurrency < 1:
+            raise error("--rate must be above 0 and --concurrency at least 1")
+        return cls(rate)
+
     async def wait(self, count: int = 1) -> None:
         """Wait for the turn of the next ``count`` starts."""
         now = time.monotonic()
@@ -361,12 +368,10 @@ class Enrollment:
         on_result: OnResult | None = None,
     ) -> None:
         """Prepare an enrollment; ``on_result`` hears of every row as it finishes."""
-        if rate <= 0 or concurrency < 1:
-            raise EnrollError("--rate must be above 0 and --concurrency at least 1")
         self.kairos = kairos
         self.plan = plan
         self.state = state
-        self.pacer = Pacer(rate)
+        self.pacer = Pacer.checked(rate, concurrency, EnrollError)
         self.concurrency = concurrency
         self.on_result = on_result or (lambda result: None)
 

@@ -23,13 +23,14 @@ import logging
 import math
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeGuard, TypeVar
+from typing import Annotated, Any, TypeGuard, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from kairos.language.catalogue import ConsentTopic
 from kairos.runtime.client import (
     MAX_DEPTH,
     InvalidCustomerId,
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 # Segment's own limit for one call.
 BODY_LIMIT = 32 * 1024
-ConsentTopic = Literal["email", "sms", "marketing"]
 
 
 def is_customer_id(value: object) -> TypeGuard[str]:
