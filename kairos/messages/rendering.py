@@ -33,6 +33,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -186,8 +188,18 @@ class TemplateStore(TemplateChecks):
         path = self.files(template, locale, Channel.email).get(part)
         if path is None:
             return None
-        ctx = self._context(context, normalise_locale(locale))
-        return _one_line(self._render(self._name(path), ctx))
+        name, tag = self._name(path), normalise_locale(locale)
+
+        def render() -> str:
+            return _one_line(self._render(name, self._context(context, tag)))
+
+        # Checking a project renders each subject with every journey's sample data: the
+        # same text wherever the values the part reads are the same.
+        reads = self.line_reads(name) if self._steady_answers is not None else None
+        key = _values_key(reads | {_ZONE}, context) if reads is not None else None
+        if key is None:
+            return render()
+        return self._steadily(("render_line", name, tag, key), render)
 
     # Internals -----------------------------------------------------------------------------
 
@@ -327,3 +339,63 @@ class TemplateStore(TemplateChecks):
             raise RenderError(
                 f"{self._display(name)}: cannot inline CSS: {exc}", file=self.root / name
             ) from exc
+
+
+# The customer's timezone: the render's own scope reads it (dates show in it).
+_ZONE: tuple[tuple[str, Any], ...] = (("name", "customer"), ("attr", "timezone"))
+
+
+class _NotPlain(Exception):
+    """A value whose equality with another does not say they render alike."""
+
+
+def _values_key(reads: set[tuple[tuple[str, Any], ...]], context: Mapping[str, Any]) -> Any:
+    """The values ``reads`` name in ``context``, as a key equal only when they render alike;
+    None when one of them is not plain data.
+
+    A step is followed only as the template would follow it in a mapping or a list; where a
+    step leads nowhere (a missing key, a method, an attribute of something else) the value
+    before it is part of the key whole, so whatever the template did with it is covered.
+    """
+    values = []
+    for steps in sorted(reads, key=repr):
+        value: Any = context
+        taken = 0
+        for kind, step in steps:
+            if not _follows(value, kind, step):
+                break
+            value = value[step]
+            taken += 1
+        try:
+            values.append((steps, taken, _plain(value)))
+        except _NotPlain:
+            return None
+    return tuple(values)
+
+
+def _follows(value: Any, kind: str, step: Any) -> bool:
+    """Whether the template's step ``kind``/``step`` from ``value`` is ``value[step]``."""
+    if isinstance(value, Mapping):
+        return isinstance(step, str | int) and step in value
+    return (
+        kind == "item"
+        and type(value) in (list, tuple)
+        and type(step) is int
+        and -len(value) <= step < len(value)
+    )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as a hashable structure with every type in it (``1``, ``1.0`` and ``True``
+    differ; so do ``"a"`` and ``Markup("a")``)."""
+    if value is None or type(value) in (bool, int, str):
+        return (type(value), value)
+    if type(value) is float:
+        return (float, repr(value))  # -0.0 and 0.0 are equal but print apart
+    if isinstance(value, Mapping):
+        return (type(value), tuple((_plain(k), _plain(v)) for k, v in value.items()))
+    if type(value) in (list, tuple):
+        return (type(value), tuple(_plain(item) for item in value))
+    if type(value) in (datetime, date, Decimal):
+        return (type(value), repr(value))  # an instant in two timezones: equal, shown apart
+    raise _NotPlain

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jinja2 import Template
 from jinja2.sandbox import SandboxedEnvironment
@@ -28,6 +28,8 @@ from kairos.messages.template_environment import _environment
 
 if TYPE_CHECKING:
     from kairos.messages.template_checks import _Unit, _Walk
+
+_T = TypeVar("_T")
 
 PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.email: ("subject", "preheader", "html", "text"),
@@ -113,8 +115,10 @@ class TemplateFiles:
         ] = {}
         self._shapes = ShapeCache()
         self._reuse_shapes = reuse_shapes
-        # Inside steady(): the walks already checked against their files.
+        # Inside steady(): the walks already checked against their files, and answers that
+        # depend on nothing but the files (and the values a key names), by key.
         self._steady_walks: set[tuple[str, str, Channel]] | None = None
+        self._steady_answers: dict[tuple[Any, ...], Any] | None = None
 
     @property
     def shapes_reused(self) -> int:
@@ -132,10 +136,25 @@ class TemplateFiles:
         once: checking a project asks about the same templates for every journey that sends
         them (a hundred journeys made forty thousand file lookups)."""
         self._steady_walks = set()
+        self._steady_answers = {}
         try:
             yield
         finally:
             self._steady_walks = None
+            self._steady_answers = None
+
+    def _steadily(self, key: tuple[Any, ...], answer: Callable[[], _T]) -> _T:
+        """``answer()``, remembered under ``key`` until steady() ends (outside it: not kept).
+
+        ``key`` must name everything the answer depends on besides the template files.
+        """
+        answers = self._steady_answers
+        if answers is None:
+            return answer()
+        if key not in answers:
+            answers[key] = answer()
+        found: _T = answers[key]
+        return found
 
     # Finding files -------------------------------------------------------------------------
 
