@@ -355,10 +355,15 @@ def _values_key(reads: set[tuple[tuple[str, Any], ...]], context: Mapping[str, A
 
     A step is followed only as the template would follow it in a mapping or a list; where a
     step leads nowhere (a missing key, a method, an attribute of something else) the value
-    before it is part of the key whole, so whatever the template did with it is covered.
+    before it is part of the key whole, so whatever the template did with it is covered. A
+    name the context lacks is the same in every render: a global, a name the files bind from
+    what else they read, or undefined.
     """
-    values = []
+    values: list[Any] = []
     for steps in sorted(reads, key=repr):
+        if steps[0][1] not in context:
+            values.append((steps, -1))
+            continue
         value: Any = context
         taken = 0
         for kind, step in steps:
