@@ -95,6 +95,7 @@ class TemplateFiles:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._env = _environment(self.root)
         self._indexes: dict[Path, dict[tuple[str, str], dict[str, Path]]] = {}
+        self._names: dict[Path, str] = {}  # file -> its name relative to root
         # Checked files by name, with the (mtime, size) they were read at: journeys share
         # layouts and templates, and checking a project should read each version once.
         self._loaded: dict[str, tuple[tuple[int, int], _Unit | TemplateProblem]] = {}
@@ -223,7 +224,10 @@ class TemplateFiles:
         return index
 
     def _name(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        name = self._names.get(path)
+        if name is None:
+            name = self._names[path] = path.relative_to(self.root).as_posix()
+        return name
 
     def _display(self, path: Path | str) -> str:
         """A file as a marketer knows it: ``templates/cart/reminder.fi.html.j2``."""
