@@ -135,7 +135,9 @@ class TemplateFiles:
     def steady(self) -> Iterator[None]:
         """Within it the files are taken not to change, so each walk is checked against them
         once: checking a project asks about the same templates for every journey that sends
-        them (a hundred journeys made forty thousand file lookups)."""
+        them (a hundred journeys made forty thousand file lookups). What depends on the files
+        alone (a message's problems, variables and pinned files) is answered once too, and a
+        subject rendered with sample data once per set of values it reads (``render_line``)."""
         self._steady_walks = set()
         self._steady_answers = {}
         try:
