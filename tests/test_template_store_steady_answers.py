@@ -180,3 +180,25 @@ def test_a_project_check_gathers_each_template_tree_once_and_the_same_files(
     for plan in project.plans.values():
         if plan.templates:
             assert project.trees[plan.templates] == template_tree(plan, fresh)
+
+
+def test_an_sms_is_rendered_again_for_a_changed_value_it_reads_and_not_for_others(
+    tmp_path: Path,
+) -> None:
+    store, rendered = _store(tmp_path, "unused")
+    (store.root / "m" / "s.en.sms.j2").write_text(
+        "{{ customer.first_name }}, {{ journey.coupon.percent }}% off", encoding="utf-8"
+    )
+
+    def sms(context: dict[str, Any], marketing: bool = False) -> str:
+        content = store.render_sms(
+            "m/s", locale="en", default_locale="en", context=context, marketing=marketing
+        )
+        return content.body
+
+    with store.steady():
+        assert sms(_context("j1")) == sms(_context("j2")) == "Ada, 20% off"
+        assert len(rendered) == 1
+        assert sms(_context("j2", percent=5)) == "Ada, 5% off"
+        assert sms(_context("j2"), marketing=True) != "Ada, 20% off"  # the opt-out is added
+        assert len(rendered) == 3

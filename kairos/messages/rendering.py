@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import css_inline
 from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError, nodes
@@ -83,6 +83,7 @@ __all__ = [
     "render_preview",
 ]
 
+_R = TypeVar("_R")
 _MAX_WISHES = 4096  # (template, channel, locale asked for, default) lookups kept per store
 _UNDEFINED_NAME = re.compile(r"^'(?P<name>.*)' is undefined$")
 
@@ -166,15 +167,20 @@ class TemplateStore(TemplateChecks):
                 empty body.
         """
         chosen, parts = self._parts(template, Channel.sms, locale, default_locale)
-        body = normalise_sms(self._render(parts["sms"], self._context(context, chosen)))
-        if not body:
-            raise RenderError(f"{self._display(parts['sms'])}: the SMS renders empty")
-        if marketing and not _OPT_OUT_HINT.search(body):
-            body = _with_opt_out(body, chosen)
-        analysis = analyse(body)
-        return SmsContent(
-            body=body, encoding=analysis.encoding, segments=analysis.segments, locale=chosen
-        )
+        name = parts["sms"]
+
+        def render() -> SmsContent:
+            body = normalise_sms(self._render(name, self._context(context, chosen)))
+            if not body:
+                raise RenderError(f"{self._display(name)}: the SMS renders empty")
+            if marketing and not _OPT_OUT_HINT.search(body):
+                body = _with_opt_out(body, chosen)
+            analysis = analyse(body)
+            return SmsContent(
+                body=body, encoding=analysis.encoding, segments=analysis.segments, locale=chosen
+            )
+
+        return self._remembered(("render_sms", name, chosen, marketing), context, render)
 
     def render_line(
         self, template: str, locale: str, part: str, context: Mapping[str, Any]
@@ -193,15 +199,22 @@ class TemplateStore(TemplateChecks):
         def render() -> str:
             return _one_line(self._render(name, self._context(context, tag)))
 
-        # Checking a project renders each subject with every journey's sample data: the
-        # same text wherever the values the part reads are the same.
-        reads = self.line_reads(name) if self._steady_answers is not None else None
+        return self._remembered(("render_line", name, tag), context, render)
+
+    # Internals -----------------------------------------------------------------------------
+
+    def _remembered(
+        self, what: tuple[Any, ...], context: Mapping[str, Any], render: Callable[[], _R]
+    ) -> _R:
+        """``render()`` of the file ``what[1]``, inside steady() once per set of values the
+        file (and every file it reaches) reads from ``context``: checking a project renders
+        each message with every journey's sample data, which differ in values it never reads
+        (the journey's name). ``what`` names everything else the answer depends on."""
+        reads = self.line_reads(what[1]) if self._steady_answers is not None else None
         key = _values_key(reads | {_ZONE}, context) if reads is not None else None
         if key is None:
             return render()
-        return self._steadily(("render_line", name, tag, key), render)
-
-    # Internals -----------------------------------------------------------------------------
+        return self._steadily((*what, key), render)
 
     def _context(self, context: Mapping[str, Any], locale: str) -> dict[str, Any]:
         ctx = dict(context)
