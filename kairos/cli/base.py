@@ -10,7 +10,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperOption
 
 app = typer.Typer(
@@ -79,6 +78,15 @@ def quiet_logs() -> None:
 @contextmanager
 def progress_bar(label: str, total: int) -> Iterator[Callable[[], None]]:
     """A progress bar on a terminal (nothing when output is piped); yields ``advance()``."""
+    # Imported here: most commands (validate among them) never show one.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     progress = Progress(
         TextColumn(label),
         BarColumn(),

@@ -116,7 +116,11 @@ def _check_project(
         plans[plan.name] = plan
     if report.has_errors or catalogue is None:
         return None, report
-    trees = {p.templates: template_tree(p, templates) for p in plans.values() if p.templates}
+    # Plans that send the same messages share a tree: its files are gathered once.
+    trees: dict[str, dict[str, str]] = {}
+    for plan in plans.values():
+        if plan.templates and plan.templates not in trees:
+            trees[plan.templates] = template_tree(plan, templates)
     project = Project(catalogue, plans, templates, report.only("warning"), trees, segments)
     return project, report
 

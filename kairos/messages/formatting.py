@@ -299,3 +299,5 @@ FILTERS: dict[str, Callable[..., str]] = {
     "timeago": _relative,
 }
 GLOBALS: dict[str, Callable[..., Any]] = {"next_monthly": _next_monthly}
+# What gives a different answer at a different time of rendering (they read the clock).
+READS_CLOCK = frozenset({"relative", "timeago", "next_monthly"})

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import css_inline
 from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError, nodes
@@ -81,6 +83,7 @@ __all__ = [
     "render_preview",
 ]
 
+_R = TypeVar("_R")
 _MAX_WISHES = 4096  # (template, channel, locale asked for, default) lookups kept per store
 _UNDEFINED_NAME = re.compile(r"^'(?P<name>.*)' is undefined$")
 
@@ -164,15 +167,20 @@ class TemplateStore(TemplateChecks):
                 empty body.
         """
         chosen, parts = self._parts(template, Channel.sms, locale, default_locale)
-        body = normalise_sms(self._render(parts["sms"], self._context(context, chosen)))
-        if not body:
-            raise RenderError(f"{self._display(parts['sms'])}: the SMS renders empty")
-        if marketing and not _OPT_OUT_HINT.search(body):
-            body = _with_opt_out(body, chosen)
-        analysis = analyse(body)
-        return SmsContent(
-            body=body, encoding=analysis.encoding, segments=analysis.segments, locale=chosen
-        )
+        name = parts["sms"]
+
+        def render() -> SmsContent:
+            body = normalise_sms(self._render(name, self._context(context, chosen)))
+            if not body:
+                raise RenderError(f"{self._display(name)}: the SMS renders empty")
+            if marketing and not _OPT_OUT_HINT.search(body):
+                body = _with_opt_out(body, chosen)
+            analysis = analyse(body)
+            return SmsContent(
+                body=body, encoding=analysis.encoding, segments=analysis.segments, locale=chosen
+            )
+
+        return self._remembered(("render_sms", name, chosen, marketing), context, render)
 
     def render_line(
         self, template: str, locale: str, part: str, context: Mapping[str, Any]
@@ -186,10 +194,27 @@ class TemplateStore(TemplateChecks):
         path = self.files(template, locale, Channel.email).get(part)
         if path is None:
             return None
-        ctx = self._context(context, normalise_locale(locale))
-        return _one_line(self._render(self._name(path), ctx))
+        name, tag = self._name(path), normalise_locale(locale)
+
+        def render() -> str:
+            return _one_line(self._render(name, self._context(context, tag)))
+
+        return self._remembered(("render_line", name, tag), context, render)
 
     # Internals -----------------------------------------------------------------------------
+
+    def _remembered(
+        self, what: tuple[Any, ...], context: Mapping[str, Any], render: Callable[[], _R]
+    ) -> _R:
+        """``render()`` of the file ``what[1]``, inside steady() once per set of values the
+        file (and every file it reaches) reads from ``context``: checking a project renders
+        each message with every journey's sample data, which differ in values it never reads
+        (the journey's name). ``what`` names everything else the answer depends on."""
+        reads = self.line_reads(what[1]) if self._steady_answers is not None else None
+        key = _values_key(reads | {_ZONE}, context) if reads is not None else None
+        if key is None:
+            return render()
+        return self._steadily((*what, key), render)
 
     def _context(self, context: Mapping[str, Any], locale: str) -> dict[str, Any]:
         ctx = dict(context)
@@ -327,3 +352,68 @@ class TemplateStore(TemplateChecks):
             raise RenderError(
                 f"{self._display(name)}: cannot inline CSS: {exc}", file=self.root / name
             ) from exc
+
+
+# The customer's timezone: the render's own scope reads it (dates show in it).
+_ZONE: tuple[tuple[str, Any], ...] = (("name", "customer"), ("attr", "timezone"))
+
+
+class _NotPlain(Exception):
+    """A value whose equality with another does not say they render alike."""
+
+
+def _values_key(reads: set[tuple[tuple[str, Any], ...]], context: Mapping[str, Any]) -> Any:
+    """The values ``reads`` name in ``context``, as a key equal only when they render alike;
+    None when one of them is not plain data.
+
+    A step is followed only as the template would follow it in a mapping or a list; where a
+    step leads nowhere (a missing key, a method, an attribute of something else) the value
+    before it is part of the key whole, so whatever the template did with it is covered. A
+    name the context lacks is the same in every render: a global, a name the files bind from
+    what else they read, or undefined.
+    """
+    values: list[Any] = []
+    for steps in sorted(reads, key=repr):
+        if steps[0][1] not in context:
+            values.append((steps, -1))
+            continue
+        value: Any = context
+        taken = 0
+        for kind, step in steps:
+            if not _follows(value, kind, step):
+                break
+            value = value[step]
+            taken += 1
+        try:
+            values.append((steps, taken, _plain(value)))
+        except _NotPlain:
+            return None
+    return tuple(values)
+
+
+def _follows(value: Any, kind: str, step: Any) -> bool:
+    """Whether the template's step ``kind``/``step`` from ``value`` is ``value[step]``."""
+    if isinstance(value, Mapping):
+        return isinstance(step, str | int) and step in value
+    return (
+        kind == "item"
+        and type(value) in (list, tuple)
+        and type(step) is int
+        and -len(value) <= step < len(value)
+    )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as a hashable structure with every type in it (``1``, ``1.0`` and ``True``
+    differ; so do ``"a"`` and ``Markup("a")``)."""
+    if value is None or type(value) in (bool, int, str):
+        return (type(value), value)
+    if type(value) is float:
+        return (float, repr(value))  # -0.0 and 0.0 are equal but print apart
+    if isinstance(value, Mapping):
+        return (type(value), tuple((_plain(k), _plain(v)) for k, v in value.items()))
+    if type(value) in (list, tuple):
+        return (type(value), tuple(_plain(item) for item in value))
+    if type(value) in (datetime, date, Decimal):
+        return (type(value), repr(value))  # an instant in two timezones: equal, shown apart
+    raise _NotPlain

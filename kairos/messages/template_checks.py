@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from jinja2 import TemplateSyntaxError, nodes
 
@@ -20,7 +21,12 @@ from kairos.language.plan import Channel
 from kairos.language.problems import did_you_mean
 from kairos.language.template_safety import NESTING_HINT, too_deep, unsafe
 from kairos.language.yaml_source import MAX_BYTES, OUTSIDE, OUTSIDE_HINT, escapes
-from kairos.messages.formatting import PLURAL_CATEGORIES, plural_categories
+from kairos.messages.formatting import (
+    PLURAL_CATEGORIES,
+    READS_CLOCK,
+    SCOPE_KEY,
+    plural_categories,
+)
 from kairos.messages.locales import LOCALES_FILE
 from kairos.messages.template_files import TemplateFiles, TemplateProblem, _version
 
@@ -31,6 +37,9 @@ _JINJA_NAMES = frozenset({"loop", "self", "super", "caller", "varargs", "kwargs"
 
 
 _URL = re.compile(r"https?://[^\s<>\"']+")
+# Filters and globals whose answer is not fixed by the values a template reads: the clock's,
+# Jinja's random ones, and the render's own scope (which holds the clock).
+_NOT_PURE = READS_CLOCK | {"random", "lipsum", SCOPE_KEY}
 
 
 @dataclass
@@ -56,6 +65,12 @@ class _Unit:
     def bound(self) -> set[str]:
         """Names the file binds itself (computed once per file version)."""
         return _bound_names(self.tree)
+
+    @cached_property
+    def reads(self) -> set[tuple[tuple[str, Any], ...]] | None:
+        """Every value the file can read from its context, as the steps from a name to it;
+        None when what it renders depends on more than those values and the files."""
+        return _reads(self.tree)
 
     @cached_property
     def plurals(self) -> list[tuple[int, frozenset[str]]]:
@@ -110,6 +125,12 @@ class TemplateChecks(TemplateFiles):
         globals, and names bound in the templates (loop variables, ``set``, macros, imports)
         are left out. Files that do not parse are skipped: ``problems`` reports them.
         """
+        key = ("referenced_paths", template, locale, channel)
+        return set(self._steadily(key, lambda: self._referenced_paths(template, locale, channel)))
+
+    def _referenced_paths(
+        self, template: str, locale: str, channel: Channel
+    ) -> set[tuple[str, ...]]:
         walk = self._walk(template, locale, channel)
         bound = set(RENDERER_NAMES) | _JINJA_NAMES | set(self._env.globals)
         for unit in walk.units:
@@ -126,6 +147,11 @@ class TemplateChecks(TemplateFiles):
         Finnish message needs ``one=`` and ``other=``). Missing parts are not reported here:
         ``locales`` already tells which locales are complete.
         """
+        # The locale's plural rules come from templates/locales.yaml, one of the files.
+        key = ("problems", template, locale, channel)
+        return list(self._steadily(key, lambda: self._problems(template, locale, channel)))
+
+    def _problems(self, template: str, locale: str, channel: Channel) -> list[TemplateProblem]:
         walk = self._walk(template, locale, channel)
         needed = plural_categories(self.style(locale).format)
         problems = list(walk.problems)
@@ -151,6 +177,11 @@ class TemplateChecks(TemplateFiles):
     def closure(self, template: str, channel: Channel) -> dict[str, str]:
         """Every file ``template`` can read when sent on ``channel``, in every locale it is
         complete in: relative name -> source. This is what a run is pinned to."""
+        return dict(
+            self._steadily(("closure", template, channel), lambda: self._closure(template, channel))
+        )
+
+    def _closure(self, template: str, channel: Channel) -> dict[str, str]:
         files: dict[str, str] = {}
         for locale in sorted(self.locales(template, channel)):
             for unit in self._walk(template, locale, channel).units:
@@ -252,6 +283,27 @@ class TemplateChecks(TemplateFiles):
             return TemplateProblem(path, refused.line, refused.message, col or 1, refused.hint)
         return _Unit(name, path, source, tree)
 
+    def line_reads(self, name: str) -> set[tuple[tuple[str, Any], ...]] | None:
+        """What the file ``name`` (relative to the root) and every file it reaches read from
+        the context (see ``_Unit.reads``); None when that does not fix what it renders: a
+        file that does not load, a reference made by an expression, the clock, chance."""
+        return self._steadily(("line_reads", name), lambda: self._line_reads(name))
+
+    def _line_reads(self, name: str) -> set[tuple[tuple[str, Any], ...]] | None:
+        walk = _Walk()
+        reads: set[tuple[tuple[str, Any], ...]] = set()
+        queue, seen = [name], {name}
+        while queue:
+            unit = self._load(queue.pop(), walk)
+            if unit is None or unit.reads is None:
+                return None
+            reads |= unit.reads
+            for _, target, _, _ in unit.references:
+                if target not in seen:
+                    seen.add(target)
+                    queue.append(target)
+        return reads
+
     def _missing(self, unit: _Unit, kind: str, target: str, line: int) -> TemplateProblem:
         siblings = [self._name(p) for p in (self.root / target).parent.glob("*.j2")]
         close = did_you_mean(target, siblings)
@@ -278,6 +330,45 @@ def _references(tree: nodes.Template) -> Iterator[tuple[str, str, int, bool]]:
         if isinstance(target, nodes.Const) and isinstance(target.value, str):
             optional = isinstance(node, nodes.Include) and bool(node.ignore_missing)
             yield kinds[type(node)], target.value, node.lineno, optional
+
+
+_REFERENCES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+
+
+def _reads(tree: nodes.Template) -> set[tuple[tuple[str, Any], ...]] | None:
+    """The values a file reads from its context: for each name read, the steps
+    (``("attr", "coupon")``, ``("item", 0)``) as far as they are written literally.
+
+    ``event[key]`` reads ``event`` (and ``key``); ``(a or b).c`` reads ``a`` and ``b``. Names
+    the file binds itself are kept too: a value too many only makes a key longer. None when
+    the output depends on more than these values: a filter or global of ``_NOT_PURE`` or a
+    file named by an expression.
+    """
+    for reference in tree.find_all(_REFERENCES):
+        target = reference.template  # type: ignore[attr-defined]
+        if not (isinstance(target, nodes.Const) and isinstance(target.value, str)):
+            return None
+    for named in tree.find_all((nodes.Filter, nodes.Test, nodes.Name)):
+        if named.name in _NOT_PURE:  # type: ignore[attr-defined]
+            return None
+    inner = {id(step.node) for step in tree.find_all((nodes.Getattr, nodes.Getitem))}  # type: ignore[attr-defined]
+    found: set[tuple[tuple[str, Any], ...]] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if id(node) in inner:
+            continue
+        steps: list[tuple[str, Any]] = []
+        current: nodes.Node = node
+        while isinstance(current, nodes.Getattr | nodes.Getitem):
+            if isinstance(current, nodes.Getattr):
+                steps.append(("attr", current.attr))
+            elif isinstance(current.arg, nodes.Const):
+                steps.append(("item", current.arg.value))
+            else:  # a step made by an expression: the value before it is read whole
+                steps.clear()
+            current = current.node
+        if isinstance(current, nodes.Name) and current.ctx == "load":
+            found.add((("name", current.name), *reversed(steps)))
+    return found
 
 
 def _bound_names(tree: nodes.Template) -> set[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jinja2 import Template
 from jinja2.sandbox import SandboxedEnvironment
@@ -28,6 +28,8 @@ from kairos.messages.template_environment import _environment
 
 if TYPE_CHECKING:
     from kairos.messages.template_checks import _Unit, _Walk
+
+_T = TypeVar("_T")
 
 PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.email: ("subject", "preheader", "html", "text"),
@@ -93,6 +95,7 @@ class TemplateFiles:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._env = _environment(self.root)
         self._indexes: dict[Path, dict[tuple[str, str], dict[str, Path]]] = {}
+        self._names: dict[Path, str] = {}  # file -> its name relative to root
         # Checked files by name, with the (mtime, size) they were read at: journeys share
         # layouts and templates, and checking a project should read each version once.
         self._loaded: dict[str, tuple[tuple[int, int], _Unit | TemplateProblem]] = {}
@@ -113,8 +116,10 @@ class TemplateFiles:
         ] = {}
         self._shapes = ShapeCache()
         self._reuse_shapes = reuse_shapes
-        # Inside steady(): the walks already checked against their files.
+        # Inside steady(): the walks already checked against their files, and answers that
+        # depend on nothing but the files (and the values a key names), by key.
         self._steady_walks: set[tuple[str, str, Channel]] | None = None
+        self._steady_answers: dict[tuple[Any, ...], Any] | None = None
 
     @property
     def shapes_reused(self) -> int:
@@ -130,12 +135,29 @@ class TemplateFiles:
     def steady(self) -> Iterator[None]:
         """Within it the files are taken not to change, so each walk is checked against them
         once: checking a project asks about the same templates for every journey that sends
-        them (a hundred journeys made forty thousand file lookups)."""
+        them (a hundred journeys made forty thousand file lookups). What depends on the files
+        alone (a message's problems, variables and pinned files) is answered once too, and a
+        subject rendered with sample data once per set of values it reads (``render_line``)."""
         self._steady_walks = set()
+        self._steady_answers = {}
         try:
             yield
         finally:
             self._steady_walks = None
+            self._steady_answers = None
+
+    def _steadily(self, key: tuple[Any, ...], answer: Callable[[], _T]) -> _T:
+        """``answer()``, remembered under ``key`` until steady() ends (outside it: not kept).
+
+        ``key`` must name everything the answer depends on besides the template files.
+        """
+        answers = self._steady_answers
+        if answers is None:
+            return answer()
+        if key not in answers:
+            answers[key] = answer()
+        found: _T = answers[key]
+        return found
 
     # Finding files -------------------------------------------------------------------------
 
@@ -204,7 +226,10 @@ class TemplateFiles:
         return index
 
     def _name(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        name = self._names.get(path)
+        if name is None:
+            name = self._names[path] = path.relative_to(self.root).as_posix()
+        return name
 
     def _display(self, path: Path | str) -> str:
         """A file as a marketer knows it: ``templates/cart/reminder.fi.html.j2``."""
