@@ -4,11 +4,13 @@ and the project's own journeys."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -18,11 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
+from temporalio.api.workflowservice.v1 import ListOpenWorkflowExecutionsRequest
 from temporalio.client import (
     Client,
-    Interceptor,
-    OutboundInterceptor,
-    StartWorkflowInput,
     WorkflowHandle,
 )
 from temporalio.service import RPCError
@@ -116,28 +116,17 @@ async def time_skipping(keys: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
-class StartedWorkflows(Interceptor):
-    """Remembers the id of every workflow started through a client, so a test's runs can be
-    ended when it is over and none is left timing on the shared server's clock."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-
-    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
-        started = self
-
-        class Outbound(OutboundInterceptor):
-            async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
-                started.ids.add(input.id)
-                return await super().start_workflow(input)
-
-        return Outbound(next)
-
-    async def end_all(self, client: Client) -> None:
-        for workflow_id in sorted(self.ids):
-            with contextlib.suppress(RPCError):  # ended already, or never began
-                await client.get_workflow_handle(workflow_id).terminate(reason="test over")
-        self.ids.clear()
+async def end_open_runs(client: Client) -> None:
+    """Terminate every run still open in ``client``'s namespace of a time-skipping server, however
+    it was started (by the test, the store's dispatcher, a broadcast, continue-as-new): a run
+    left waiting on a timer would, when a later test skips past it, wait for a worker that never
+    polls again, and the server does not skip time while a task waits for a worker."""
+    found = await client.workflow_service.list_open_workflow_executions(
+        ListOpenWorkflowExecutionsRequest(namespace=client.namespace, maximum_page_size=1000)
+    )
+    for workflow_id in sorted({execution.execution.workflow_id for execution in found.executions}):
+        with contextlib.suppress(RPCError):  # ended meanwhile, or another namespace's
+            await client.get_workflow_handle(workflow_id).terminate(reason="test over")
 
 
 class LentEnvironment(WorkflowEnvironment):
@@ -170,48 +159,104 @@ class LentEnvironment(WorkflowEnvironment):
         """The server outlives the test: nothing to stop."""
 
 
+class SharedTimeSkipping:
+    """One xdist worker's time-skipping server, lent to one test at a time, and restarted when a
+    test leaves it unable to skip time.
+
+    The server skips time only while nothing holds its time lock, and it holds the lock for every
+    workflow task and activity waiting for a worker. A task left waiting where no worker will ever
+    poll again holds it for good, and every later test's timers would take their real length.
+    ``lend`` ends every run of a test, so that should not happen; should it, after each test the
+    server is asked to sleep an hour of its time, which takes no real time unless time is locked,
+    and if it is, the test is named in a warning and the server is replaced.
+    """
+
+    PROBE = timedelta(hours=1)
+    PATIENCE_SECONDS = 15.0
+
+    def __init__(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        self.env: WorkflowEnvironment | None = None
+        self.restarts = 0
+
+    async def start(self) -> WorkflowEnvironment:
+        self.env = await self._stack.enter_async_context(time_skipping(StaticKeys()))
+        return self.env
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self.env = None
+
+    async def skips_time(self) -> bool:
+        assert self.env is not None
+        try:
+            await asyncio.wait_for(self.env.sleep(self.PROBE), self.PATIENCE_SECONDS)
+        except TimeoutError:
+            return False
+        return True
+
+    async def restart(self) -> None:
+        await self.close()
+        self._stack = contextlib.AsyncExitStack()
+        self.restarts += 1
+        await self.start()
+
+
 @asynccontextmanager
-async def lend(shared: WorkflowEnvironment, keys: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
-    """``shared`` for one test, in a namespace of its own, encrypting with ``keys``; the runs
-    the test started are terminated when it ends."""
-    started = StartedWorkflows()
-    config = shared.client.config()
+async def lend(
+    shared: SharedTimeSkipping, keys: KeyRing, test: str
+) -> AsyncIterator[WorkflowEnvironment]:
+    """``shared``'s server for one test, in a namespace of its own, encrypting with ``keys``;
+    the runs open in that namespace are terminated when it ends, and a server left unable to skip
+    time is replaced (with a warning that names ``test``)."""
+    env = shared.env if shared.env is not None else await shared.start()
+    config = env.client.config()
     config["namespace"] = f"test-{uuid.uuid4().hex}"
     config["data_converter"] = data_converter(keys)
-    config["interceptors"] = [*config["interceptors"], started]
     client = Client(**config)
     try:
-        yield LentEnvironment(shared, client)
+        yield LentEnvironment(env, client)
     finally:
-        await started.end_all(client)
+        await end_open_runs(client)
+        if not await shared.skips_time():
+            warnings.warn(
+                f"time was locked on the time-skipping server when {test} ended (a task no"
+                " worker will poll, from it or an earlier test); the server was restarted",
+                stacklevel=1,
+            )
+            await shared.restart()
 
 
 @pytest_asyncio.fixture(scope="session")
-async def shared_time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+async def shared_time_skipping() -> AsyncIterator[SharedTimeSkipping]:
     """One time-skipping server per xdist worker, lent to one test at a time (``ts_env``,
     ``bare_ts_env``): a fresh one per test cost half a second each, some fifty times. Each
     test has its own namespace, task queue and keys, and the runs it started are terminated
     when it ends. The clock only moves forward, so a test reads the time from the server
     (``env.get_current_time()``), never from the machine."""
-    async with time_skipping(StaticKeys()) as env:
-        yield env
+    shared = SharedTimeSkipping()
+    await shared.start()
+    try:
+        yield shared
+    finally:
+        await shared.close()
 
 
 @pytest_asyncio.fixture
 async def ts_env(
-    shared_time_skipping: WorkflowEnvironment, keys: DatabaseKeys
+    shared_time_skipping: SharedTimeSkipping, keys: DatabaseKeys, request: pytest.FixtureRequest
 ) -> AsyncIterator[WorkflowEnvironment]:
     """The worker's time-skipping server, its client encrypting with this test's store's keys."""
-    async with lend(shared_time_skipping, keys) as env:
+    async with lend(shared_time_skipping, keys, request.node.nodeid) as env:
         yield env
 
 
 @pytest_asyncio.fixture
 async def bare_ts_env(
-    shared_time_skipping: WorkflowEnvironment,
+    shared_time_skipping: SharedTimeSkipping, request: pytest.FixtureRequest
 ) -> AsyncIterator[WorkflowEnvironment]:
     """The worker's time-skipping server for a test with no customer store (keys in memory)."""
-    async with lend(shared_time_skipping, StaticKeys()) as env:
+    async with lend(shared_time_skipping, StaticKeys(), request.node.nodeid) as env:
         yield env
 
 
