@@ -268,6 +268,24 @@ def test_a_cache_that_cannot_be_written_means_a_check_each_time(
     assert_same(second, first)
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o720, 0o702])
+def test_an_entry_others_could_have_written_is_never_read(
+    home: Path, cache: Path, checks: list[Path], mode: int
+) -> None:
+    load_project(home, cache=cache)
+    (entry,) = cache.glob("*.pickle")
+
+    entry.chmod(0o600 | (mode & 0o077))
+    load_project(home, cache=cache)
+    entry.chmod(0o600)
+    cache.chmod(mode)
+    load_project(home, cache=cache)
+    cache.chmod(0o700)
+    load_project(home, cache=cache)
+
+    assert len(checks) == 3  # the last one: a hit again
+
+
 def test_old_entries_are_pruned(home: Path, cache: Path) -> None:
     load_project(home, cache=cache)
     entry = read_entry(cache, project_key(home))

@@ -11,8 +11,10 @@ and those ``KAIROS_ACTIONS`` registers, with the source of the modules it names)
 checking code itself: every ``kairos/**/*.py``, the Python version and the Jinja and pydantic
 versions. Modification times are not part of it: a file is what it holds.
 
-Entries are pickles in the user's own cache directory (``Settings.project_cache``), written to a
-temporary file and renamed into place, so a concurrent command reads a whole entry or none; the
+Entries are pickles in the user's own cache directory (``Settings.project_cache``); a
+directory or entry that someone else could have written (not the user's, or writable by group
+or others) is neither read nor written. Entries are written to a temporary file and renamed
+into place, so a concurrent command reads a whole entry or none; the
 newest :data:`MAX_ENTRIES` are kept. Anything that goes wrong with the cache (a missing,
 truncated, corrupt or foreign entry, a directory that cannot be read or written, a full disk) is
 ignored: the project is checked as if there were no cache.
@@ -90,6 +92,8 @@ def read_entry(directory: Path, key: str) -> CheckedProject | None:
     """The entry named ``key``, or None when there is none or it cannot be used."""
     path = directory / f"{key}{_SUFFIX}"
     try:
+        if not (_private(directory) and _private(path)):
+            return None
         with path.open("rb") as handle:
             entry = pickle.load(handle)
         if not (isinstance(entry, CheckedProject) and entry.key == key and _well_formed(entry)):
@@ -106,6 +110,8 @@ def write_entry(directory: Path, entry: CheckedProject) -> None:
     """Store ``entry`` atomically and prune old entries; failures are ignored."""
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(directory):
+            return
         descriptor, name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=_SUFFIX)
         try:
             with os.fdopen(descriptor, "wb") as handle:
@@ -118,6 +124,16 @@ def write_entry(directory: Path, entry: CheckedProject) -> None:
         _prune(directory)
     except Exception:  # a cache that cannot be written is no cache
         pass
+
+
+def _private(path: Path) -> bool:
+    """Whether only this user can have written ``path``: it is theirs and nobody else may
+    write it. An entry is a pickle, which can run code when read: one that someone else could
+    have put there (a shared /tmp, a group-writable folder) is never read."""
+    if not hasattr(os, "geteuid"):
+        return True  # Windows: a user's own cache folder is private by its ACLs
+    status = path.stat()
+    return status.st_uid == os.geteuid() and not status.st_mode & 0o022
 
 
 def _well_formed(entry: CheckedProject) -> bool:
