@@ -33,7 +33,7 @@ import psycopg
 from benchmarks import infra
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
-from kairos.language.compiler import load_project
+from kairos.language.project import load_project
 from kairos.runtime import crypto
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import Settings, load_settings

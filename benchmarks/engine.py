@@ -27,7 +27,7 @@ from benchmarks.baseline import BASELINE_WORKFLOWS, PLAIN_WORKFLOW
 from benchmarks.project import make_home
 from benchmarks.worker import STARTERS, bench_settings
 from benchmarks.workload import IMMEDIATE, Customer, customers, engagement, order, utcnow
-from kairos.language.compiler import Project, load_project
+from kairos.language.project import Project, load_project
 from kairos.reporting.costs import HistoryCount, count_histories
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import Settings

@@ -24,8 +24,8 @@ import psycopg
 
 from benchmarks import infra
 from benchmarks.broadcast import ROOT, counting_statements
-from kairos.language.compiler import Project, load_project
 from kairos.language.plan import SegmentTrigger
+from kairos.language.project import Project, load_project
 from kairos.runtime.config import load_settings
 from kairos.runtime.contract import Event
 from kairos.store.facade import Store

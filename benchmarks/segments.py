@@ -28,7 +28,7 @@ import psycopg
 
 from benchmarks.project import BENCH_DIR
 from benchmarks.report import machine
-from kairos.language.compiler import load_project
+from kairos.language.project import load_project
 from kairos.language.segments import Segment
 from kairos.store.database import Database, with_database
 from kairos.store.embedded import temporary_server

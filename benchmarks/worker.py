@@ -24,7 +24,7 @@ from temporalio.client import Client
 
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from benchmarks.baseline import BASELINE_WORKFLOWS, PlainTwoSends, start_baseline, start_plain
-from kairos.language.compiler import load_project
+from kairos.language.project import load_project
 from kairos.runtime.config import Settings, load_settings
 from kairos.runtime.temporal import connect, start_journey
 from kairos.store.dispatch import JourneyStarter

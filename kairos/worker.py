@@ -34,9 +34,9 @@ from activities.messaging import Messaging
 from activities.metrics import DeliveryMetrics, prometheus_runtime
 from activities.providers import EmailSender, SmsSender, build_senders
 from kairos.language.catalogue import AttrType
-from kairos.language.compiler import load_project
 from kairos.language.plan import Channel
 from kairos.language.problems import ProjectError
+from kairos.language.project import load_project
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import ConfigError, Settings, deployment_problems, load_settings
 from kairos.runtime.delivery import send_queue
@@ -205,7 +205,9 @@ async def run(settings: Settings) -> int:
         print(f"kairos worker: refusing to start: {'; '.join(refused)}", file=sys.stderr)
         return 2
     try:
-        project = load_project(settings.home, actions=settings.actions)
+        project = load_project(
+            settings.home, actions=settings.actions, cache=settings.project_cache
+        )
     except ProjectError as err:
         print(
             f"kairos worker: the journeys do not compile, refusing to start:\n{err}",

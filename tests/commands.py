@@ -34,6 +34,8 @@ KAIROS = BIN / "kairos"
 DOCS = ("README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
 # What the machine running the tests may have set that would point a command elsewhere.
 FOREIGN_SETTINGS = re.compile(r"^(TEMPORAL_|KAIROS_|SENDGRID_|TWILIO_)")
+# The setting that names the directory of checked projects (kairos.language.project_cache).
+CACHE_SETTING = "KAIROS_CACHE_DIR"
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _INLINE = re.compile(r"`((?:\.venv/bin/)?kairos [^`]+)`")
 # A line of a plain ``` block that is a command someone would copy, not output or a file list.
@@ -59,6 +61,8 @@ def command_env(**values: str | int | os.PathLike[str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not FOREIGN_SETTINGS.match(k)}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(NO_COLOR="1", COLUMNS="200", KAIROS_HOME=str(ROOT))
+    # The session's own cache of checked projects (conftest.py), never the user's.
+    env["KAIROS_CACHE_DIR"] = os.environ.get(CACHE_SETTING, "off")
     env.update({k: str(v) for k, v in values.items()})
     return env
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import tempfile
 import uuid
 import warnings
@@ -30,7 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import EmailSender, SmsSender
 from activities.providers.outbox import OutboxEmailSender, OutboxSmsSender
-from kairos.language.compiler import Project, load_project
+from kairos.language.project import Project, load_project
 from kairos.runtime.client import Kairos
 from kairos.runtime.codec import KeyRing, StaticKeys, data_converter
 from kairos.runtime.config import Settings, load_settings
@@ -42,7 +43,7 @@ from kairos.store.facade import Store
 from kairos.store.keys import DatabaseKeys
 from kairos.tools.dev import dev_server_args, temporal_binary
 from kairos.worker import Workers, build_worker, dispatcher
-from tests.commands import FOREIGN_SETTINGS, command_env
+from tests.commands import CACHE_SETTING, FOREIGN_SETTINGS, command_env
 from workflows.schedule import EventScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # The command line's consoles take their width when kairos.cli is first imported, by
     # whichever test that is: the same width in every worker, whatever ran first.
     os.environ["COLUMNS"] = "200"
+    # Commands keep checked projects in a directory of this run's (every test of this process
+    # shares it: the key is the whole check's input), never in the user's cache.
+    os.environ[CACHE_SETTING] = tempfile.mkdtemp(prefix="kairos-project-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this run's cache of checked projects."""
+    cache = os.environ.pop(CACHE_SETTING, "")
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)

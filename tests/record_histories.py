@@ -24,8 +24,8 @@ import psycopg
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import Project, load_project
 from kairos.language.plan import BranchStep, JourneyPlan
+from kairos.language.project import Project, load_project
 from kairos.runtime.config import load_settings
 from kairos.runtime.contract import JourneyInput, JourneyResult, journey_workflow_id
 from kairos.runtime.temporal import register_search_attributes

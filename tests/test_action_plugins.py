@@ -13,8 +13,8 @@ import pytest
 from activities import actions
 from kairos.language import actions_catalogue
 from kairos.language.actions_catalogue import ACTIONS, ActionModuleError
-from kairos.language.compiler import load_project
 from kairos.language.problems import ProjectError
+from kairos.language.project import load_project
 from kairos.runtime.contract import ActionRequest
 from tests.test_language_invalid import make_project
 

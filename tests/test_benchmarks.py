@@ -21,7 +21,7 @@ from benchmarks.baseline import BASELINE_WORKFLOWS
 from benchmarks.project import BENCH_JOURNEYS, make_home
 from benchmarks.report import markdown, ratios, table
 from benchmarks.workload import JOURNEY_CYCLE, customers
-from kairos.language.compiler import load_project
+from kairos.language.project import load_project
 from kairos.runtime import routing
 
 # Billable actions per message Kairos may need on this ten-customer miniature (4.46 before the

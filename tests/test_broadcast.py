@@ -14,7 +14,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from benchmarks.broadcast import give_keys
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import Settings
 from kairos.runtime.crypto import MasterKeys

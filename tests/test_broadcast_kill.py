@@ -18,7 +18,7 @@ from temporalio.client import (
 )
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import JOURNEY_WORKFLOW, journey_workflow_id
 from kairos.runtime.schedules import BROADCAST_WORKFLOW, DEFAULT_ZONE, GroupResult, schedule_id

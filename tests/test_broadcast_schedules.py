@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from activities.broadcasts import Broadcasts
 from kairos.cli import app
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.reporting.charts import broadcasts_section
 from kairos.runtime.config import Settings
 from kairos.runtime.schedules import (

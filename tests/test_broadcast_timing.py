@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kairos.cli import app
-from kairos.language.compiler import load_project
 from kairos.language.plan import JourneyPlan
+from kairos.language.project import load_project
 from kairos.runtime.schedules import opening_wait
 from kairos.tools.broadcast import CATCHUP
 from tests.commands import command_env

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from activities import actions
-from kairos.language.compiler import Project
 from kairos.language.plan import ActionStep, Category, Channel, EventTrigger, JourneyPlan, SendStep
+from kairos.language.project import Project
 from kairos.messages.models import EmailContent, SmsContent
 from kairos.messages.rendering import TemplateStore, message_context, render_preview
 

@@ -11,8 +11,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.sendgrid import SendGridSender
 from activities.providers.twilio import TwilioSender
-from kairos.language.compiler import Project
 from kairos.language.plan import Channel, SendStep
+from kairos.language.project import Project
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import JourneyResult, journey_workflow_id

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from kairos.cli import app
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.runtime.config import Settings
 from kairos.store.facade import Store
 from kairos.tools.enroll import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.runtime.config import Settings
 from kairos.simulation.customers import SimCustomer, load_customer, parse_event_spec
 from kairos.simulation.engine import simulate

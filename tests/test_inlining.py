@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from kairos.language.compiler import Project
 from kairos.language.plan import Channel, EventTrigger, SendStep
+from kairos.language.project import Project
 from kairos.messages.rendering import TemplateStore, render_preview
 
 ROOT = Path(__file__).resolve().parent.parent

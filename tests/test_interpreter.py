@@ -18,8 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.outbox import OutboxEmailSender
 from kairos.language import expressions
-from kairos.language.compiler import Project
 from kairos.language.plan import BranchStep, JourneyPlan
+from kairos.language.project import Project
 from kairos.messages.models import EmailMessage, Receipt, SendStatus
 from kairos.messages.rendering import TemplateStore
 from kairos.runtime.client import Kairos

@@ -18,8 +18,8 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from kairos.language.compiler import Project
 from kairos.language.plan import Channel
+from kairos.language.project import Project
 from kairos.messages.models import SendOutcome, SendStatus
 from kairos.runtime.contract import (
     UNSETTLED_SENDS,

@@ -9,8 +9,8 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import Project
 from kairos.language.plan import Channel, JourneyPlan, SendStep, WaitStep
+from kairos.language.project import Project
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import JourneyInput, JourneyResult, journey_workflow_id
 from kairos.store.facade import Store

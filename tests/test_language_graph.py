@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kairos.language.compiler import load_project
 from kairos.language.graph import to_mermaid
+from kairos.language.project import load_project
 from tests.test_language_invalid import make_project
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import load_project
 from kairos.language.pinning import tree_id
+from kairos.language.project import load_project
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import JourneyResult, journey_workflow_id
 from tests.conftest import ROOT, make_kairos, project_store, running_worker

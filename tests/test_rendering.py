@@ -584,9 +584,9 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     project = types.SimpleNamespace(
         plans={PLAN.name: PLAN}, catalogue=catalogue, templates=TemplateStore(FIXTURES)
     )
-    compiler = types.ModuleType("kairos.language.compiler")
-    compiler.load_project = lambda home, actions=(): project  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "kairos.language.compiler", compiler)
+    loading = types.ModuleType("kairos.language.project")
+    loading.load_project = lambda home, actions=(), cache=None: project  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "kairos.language.project", loading)
     monkeypatch.setenv("KAIROS_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ada.yaml").write_text("first_name: Ada\nlocale: fi\n", encoding="utf-8")

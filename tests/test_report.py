@@ -30,7 +30,6 @@ from kairos.cli import app
 from kairos.cli.base import console
 from kairos.cli.report import render_html
 from kairos.language import expressions
-from kairos.language.compiler import Project
 from kairos.language.plan import (
     BranchCase,
     BranchStep,
@@ -48,6 +47,7 @@ from kairos.language.plan import (
     Stage,
     WaitStep,
 )
+from kairos.language.project import Project
 from kairos.reporting.experiments import Group
 from kairos.reporting.report import (
     JourneyReport,

@@ -25,7 +25,7 @@ import pytest_asyncio
 
 import kairos.reporting.queries
 from benchmarks.analytics import _ROWS
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.reporting.queries import Span, on_bucket_edge, percentiles
 from kairos.reporting.report import build_report
 from kairos.runtime.config import Settings

@@ -28,7 +28,6 @@ from typer.testing import CliRunner
 from kairos.cli import app
 from kairos.cli.base import console
 from kairos.cli.report import print_report, render_html
-from kairos.language.compiler import Project
 from kairos.language.plan import (
     Channel,
     Entry,
@@ -43,6 +42,7 @@ from kairos.language.plan import (
     Stage,
     WaitStep,
 )
+from kairos.language.project import Project
 from kairos.reporting.report import Report, build_report, csv_rows
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import Event, ProfileChange, RunEnd, StepRecord

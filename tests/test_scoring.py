@@ -13,8 +13,8 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from kairos.language.catalogue import ScoreRule, ScoreSpec
-from kairos.language.compiler import Project
 from kairos.language.plan import BranchCase, BranchStep, ExitStep, JourneyPlan, WaitStep
+from kairos.language.project import Project
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import Event, JourneyResult, journey_workflow_id
 from kairos.store.facade import Store

@@ -12,8 +12,8 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import Project
 from kairos.language.plan import Entry, JourneyPlan, SegmentTrigger, WaitStep
+from kairos.language.project import Project
 from kairos.language.segments import Segment
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import RunEnd, journey_workflow_id

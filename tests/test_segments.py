@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from psycopg.types.json import Jsonb
 
-from kairos.language.compiler import Project
 from kairos.language.expressions import holds
+from kairos.language.project import Project
 from kairos.language.segment_sql import SegmentSyntaxError, to_sql
 from kairos.language.segments import Segment
 from kairos.store.facade import Store

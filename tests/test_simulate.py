@@ -14,8 +14,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from typer.testing import CliRunner
 
 from kairos.cli import app
-from kairos.language.compiler import Project
 from kairos.language.plan import ExitStep, JourneyPlan, SegmentTrigger, Webhook
+from kairos.language.project import Project
 from kairos.language.segments import Segment
 from kairos.runtime.config import FrequencyCap, Settings
 from kairos.simulation.customers import (

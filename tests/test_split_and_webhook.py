@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import Project
 from kairos.language.plan import (
     ActionStep,
     Channel,
@@ -22,6 +21,7 @@ from kairos.language.plan import (
     SplitVariant,
     Webhook,
 )
+from kairos.language.project import Project
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import JourneyResult, journey_workflow_id
 from kairos.runtime.policy import choose_variant

@@ -25,8 +25,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import Project
 from kairos.language.plan import Channel, EventTrigger, JourneyPlan, SendStep, WaitStep
+from kairos.language.project import Project
 from kairos.runtime.client import InvalidEvent
 from kairos.runtime.config import FrequencyCap, Settings
 from kairos.runtime.contract import Event, JourneyResult, ProfileChange, journey_workflow_id
@@ -69,7 +69,7 @@ async def test_an_event_is_routed_exactly_once_when_the_accepting_process_dies(
     script = textwrap.dedent(
         f"""
         import asyncio, dataclasses, os
-        from kairos.language.compiler import load_project
+        from kairos.language.project import load_project
         from kairos.runtime.config import load_settings
         from kairos.runtime.contract import Event
         from kairos.store.facade import Store

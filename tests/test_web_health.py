@@ -15,7 +15,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.messages.unsubscribe import unsubscribe_url
 from kairos.runtime.config import Settings
 from kairos.store.database import Database

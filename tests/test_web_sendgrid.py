@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kairos.language.compiler import Project
 from kairos.language.plan import Category, Channel
+from kairos.language.project import Project
 from kairos.messages.models import Verdict
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import DeliverRequest

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from kairos.language.compiler import Project
+from kairos.language.project import Project
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import JourneyResult, journey_workflow_id
 from kairos.store.database import Database

@@ -19,9 +19,9 @@ from kairos.cli.base import app, console, err_console, progress_bar, quiet_logs,
 from kairos.cli.base import fail_text as fail
 from kairos.cli.runtime import load, with_client
 from kairos.cli.segment import find_segment
-from kairos.language.compiler import Project
 from kairos.language.plan import JourneyPlan
 from kairos.language.problems import plural
+from kairos.language.project import Project
 from kairos.language.segments import Segment
 from kairos.runtime.client import Kairos, KairosError, check_journey
 from kairos.runtime.config import Settings

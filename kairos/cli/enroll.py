@@ -13,9 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from kairos.cli.base import app, console, err_console, fail, progress_bar
-from kairos.language.compiler import Project, load_project
 from kairos.language.plan import JourneyPlan
 from kairos.language.problems import ProjectError
+from kairos.language.project import Project, load_project
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import ConfigError, Settings, load_settings
 from kairos.store.database import StoreError
@@ -114,7 +114,9 @@ class _Job:
 def _prepare(journey: str, source: Path, *, jsonl: bool, fresh: bool) -> _Job:
     try:
         settings = load_settings()
-        project = load_project(settings.home, actions=settings.actions)
+        project = load_project(
+            settings.home, actions=settings.actions, cache=settings.project_cache
+        )
     except ConfigError as err:
         raise fail(str(err), code=2) from None
     except ProjectError as err:

@@ -56,12 +56,14 @@ def preview(
     a missing locale falls back the same way it does when sending (fi-FI, then fi).
     """
     # Imported here so that other commands (and --help) do not pay for loading the compiler.
-    from kairos.language.compiler import load_project
     from kairos.language.problems import ProjectError
+    from kairos.language.project import load_project
 
     try:
         settings = load_settings()
-        project = load_project(settings.home, actions=settings.actions)
+        project = load_project(
+            settings.home, actions=settings.actions, cache=settings.project_cache
+        )
     except (ConfigError, ProjectError) as exc:
         raise fail(escape(str(exc))) from None
     plan = _plan(project.plans, journey)

@@ -25,10 +25,10 @@ from temporalio.client import Client
 
 from kairos.cli.base import app, console, err_console, fail
 from kairos.cli.broadcast import print_reach, reach_json
-from kairos.language.compiler import load_project
 from kairos.language.durations import format_duration
 from kairos.language.plan import JourneyPlan
 from kairos.language.problems import ProjectError
+from kairos.language.project import load_project
 from kairos.reporting.charts import (
     broadcasts_section,
     journey_charts,
@@ -127,7 +127,9 @@ def _load() -> tuple[Settings, dict[str, JourneyPlan]]:
     except ConfigError as err:
         raise fail(str(err), code=2) from None
     try:
-        plans = load_project(settings.home, actions=settings.actions).plans
+        plans = load_project(
+            settings.home, actions=settings.actions, cache=settings.project_cache
+        ).plans
     except ProjectError:
         # Runs still report without their plans; steps then appear in the order first seen.
         err_console.print("note: the journeys do not compile; steps are shown as recorded")

@@ -26,8 +26,8 @@ from temporalio.service import RPCError
 
 from kairos.cli.base import app, console, quiet_logs, warn
 from kairos.cli.base import fail_text as fail
-from kairos.language.compiler import Project, load_project
 from kairos.language.problems import ProjectError
+from kairos.language.project import Project, load_project
 from kairos.messages.models import LedgerStatus
 from kairos.runtime.client import (
     CONSENT_TOPICS,
@@ -64,7 +64,9 @@ def load() -> tuple[Settings, Project]:
     except ConfigError as err:
         raise fail(str(err), code=2) from None
     try:
-        return settings, load_project(settings.home, actions=settings.actions)
+        return settings, load_project(
+            settings.home, actions=settings.actions, cache=settings.project_cache
+        )
     except ProjectError as err:
         raise fail(f"the journeys do not compile:\n{err}") from None
 

@@ -13,8 +13,8 @@ from rich.table import Table
 from kairos.cli.base import app, console
 from kairos.cli.base import fail_text as fail
 from kairos.cli.runtime import load, with_client
-from kairos.language.compiler import Project
 from kairos.language.problems import suggestion
+from kairos.language.project import Project
 from kairos.language.segments import Segment
 from kairos.runtime.client import Kairos
 from kairos.store.segments import count_members, sample_members

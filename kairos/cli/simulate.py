@@ -16,8 +16,8 @@ from temporalio.service import RPCError
 
 from kairos.cli.base import app, console
 from kairos.cli.base import fail_text as fail
-from kairos.language.compiler import load_project
 from kairos.language.problems import ProjectError
+from kairos.language.project import load_project
 from kairos.runtime.config import ConfigError, load_settings
 from kairos.simulation.customers import (
     DEFAULT_START,
@@ -109,7 +109,9 @@ def simulate_command(
     """
     try:
         settings = load_settings()
-        project = load_project(settings.home, actions=settings.actions)
+        project = load_project(
+            settings.home, actions=settings.actions, cache=settings.project_cache
+        )
         person = load_customer(customer)
         scheduled = tuple(parse_event_spec(spec) for spec in event or [])
     except ConfigError as err:

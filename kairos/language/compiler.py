@@ -21,54 +21,26 @@ This module is the entry points; the catalogue is checked in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kairos.language import schema as s
-from kairos.language.actions_catalogue import load_action_modules
 from kairos.language.catalogue import Catalogue
 from kairos.language.compiler_catalogue import load_catalogue
 from kairos.language.compiler_plan import JourneyCompiler
 from kairos.language.pinning import pin, template_tree
 from kairos.language.plan import JourneyPlan
-from kairos.language.problems import Problem, ProjectError, Report
+from kairos.language.problems import Problem, Report
+from kairos.language.project import Project, load_project
 from kairos.language.project_files import display_path, journey_files, load_document
 from kairos.language.schema_errors import validate_document
 from kairos.language.segments import SEGMENTS_DIR, Segment, load_segments, segment_files
 from kairos.messages.locales import LOCALES_FILE
 from kairos.messages.rendering import TemplateStore
 
-
-@dataclass(frozen=True)
-class Project:
-    """A project that compiled: its catalogue, plans by journey name, templates and warnings."""
-
-    catalogue: Catalogue
-    plans: dict[str, JourneyPlan]
-    templates: TemplateStore
-    warnings: Report
-    # The template files each plan is pinned to: tree id -> name -> source
-    # (kairos.language.pinning).
-    trees: dict[str, dict[str, str]] = field(default_factory=dict)
-    # The audiences of segments/*.yaml, by name (kairos.language.segments).
-    segments: dict[str, Segment] = field(default_factory=dict)
-
-
-def load_project(home: Path, *, actions: Iterable[str] = ()) -> Project:
-    """Load and compile every journey under ``home``; ``actions``: the modules KAIROS_ACTIONS
-    names (``Settings.actions``), imported first so journeys may call the actions they add.
-
-    Raises:
-        ProjectError: Any error in the catalogue, a journey or a template; its report lists
-            them all (warnings too).
-        ActionModuleError: A module of ``actions`` cannot be imported.
-    """
-    load_action_modules(actions)
-    project, report = check_project(home)
-    if project is None:
-        raise ProjectError(report)
-    return project
+# Project and load_project live in kairos.language.project (loading it needs none of the
+# checking modules); they are named here too, as the compiler's results.
+__all__ = ["Project", "check_project", "compile_journey", "load_project"]
 
 
 def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Project | None, Report]:

@@ -44,8 +44,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from kairos.language.catalogue import Catalogue
 from kairos.language.expressions import _ENV, check_syntax, refused
 from kairos.language.problems import Problem, Report, suggestion
-from kairos.language.project_files import display_path, load_document
-from kairos.language.schema_errors import validate_document
 from kairos.language.segment_sql import (
     SegmentSyntaxError,
     at,
@@ -54,10 +52,11 @@ from kairos.language.segment_sql import (
     now_marker,
     to_sql,
 )
-from kairos.language.yaml_source import YamlDocument
 
 if TYPE_CHECKING:
     from psycopg import sql
+
+    from kairos.language.yaml_source import YamlDocument
 else:
     from kairos.language.segment_sql import sql
 
@@ -117,6 +116,11 @@ def load_segments(
     home: Path, catalogue: Catalogue | None, report: Report, files: list[Path] | None = None
 ) -> dict[str, Segment]:
     """Compile the project's segments (or ``files``); problems go to ``report``."""
+    # Reading and validating YAML is the check's: a project taken from the cache of checked
+    # projects (kairos.language.project_cache) holds its segments without loading these.
+    from kairos.language.project_files import display_path, load_document
+    from kairos.language.schema_errors import validate_document
+
     found: dict[str, Segment] = {}
     for path in segment_files(home) if files is None else files:
         doc = load_document(path, display_path(path, home), report, home)

@@ -26,7 +26,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from kairos.language.catalogue import CONSENT_TOPICS, AttrType
-from kairos.language.compiler import Project, load_project
+from kairos.language.project import Project, load_project
 from kairos.runtime.client_checks import (
     MAX_DEPTH,
     MAX_ID_CHARS,
@@ -123,7 +123,9 @@ class Kairos:
             SchemaMismatch: The database needs `kairos db upgrade`.
         """
         settings = settings or load_settings()
-        project = project or load_project(settings.home, actions=settings.actions)
+        project = project or load_project(
+            settings.home, actions=settings.actions, cache=settings.project_cache
+        )
         store = await Store.open(settings, project)
         client = await connect(settings, store.keys, lazy=True)
         dispatcher = Dispatcher(

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kairos.language.catalogue import CONSENT_TOPICS, Catalogue
-from kairos.language.compiler import Project
 from kairos.language.plan import JourneyPlan
+from kairos.language.project import Project
 from kairos.runtime.contract import Event
 
 # Segment's own limit for one call: an event is a fact, not a document.

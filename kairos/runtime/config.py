@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -110,6 +110,9 @@ class Settings:
     # Modules imported by the worker so their custom actions register (KAIROS_ACTIONS).
     actions: tuple[str, ...] = ()
     log_level: str = "INFO"
+    # The directory of checked projects (kairos.language.project_cache), KAIROS_CACHE_DIR;
+    # None: every command checks the project.
+    project_cache: Path | None = None
     # `make dev`'s Temporal and Temporal UI ports.
     dev_port: int = DEFAULT_DEV_PORT
     dev_ui_port: int = DEFAULT_DEV_UI_PORT
@@ -255,6 +258,8 @@ def load_settings(
     outbox = Path(get("KAIROS_OUTBOX", ".kairos/outbox"))
     if not outbox.is_absolute():
         outbox = base_home / outbox
+
+    project_cache = _project_cache(get("KAIROS_CACHE_DIR", ""), get, base_home)
 
     quiet: tuple[str, str] | None = ("21:00", "08:00")
     raw_quiet = get("KAIROS_QUIET_HOURS", "21:00-08:00").strip()
@@ -407,6 +412,7 @@ def load_settings(
         rates=rates,
         metrics=_metrics(get("KAIROS_METRICS", ""), problems),
         actions=tuple(p.strip() for p in get("KAIROS_ACTIONS", "").split(",") if p.strip()),
+        project_cache=project_cache,
         log_level=_log_level(get("KAIROS_LOG_LEVEL", "INFO"), problems),
         dev_port=_port("KAIROS_DEV_PORT", get("KAIROS_DEV_PORT", ""), DEFAULT_DEV_PORT, problems),
         dev_ui_port=_port(
@@ -416,6 +422,22 @@ def load_settings(
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _project_cache(raw: str, get: Callable[[str, str], str], home: Path) -> Path | None:
+    """KAIROS_CACHE_DIR: a directory (relative to the project home), or 'off'; unset, the
+    user's cache directory: $XDG_CACHE_HOME/kairos, else $HOME/.cache/kairos."""
+    value = raw.strip()
+    if value.lower() == "off":
+        return None
+    if value:
+        return home / Path(value).expanduser()
+    xdg = get("XDG_CACHE_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "kairos"
+    user_home = get("HOME", "").strip()
+    # No HOME in the environment the settings are read from: no user, so no cache.
+    return Path(user_home) / ".cache" / "kairos" if user_home else None
 
 
 def _log_level(raw: str, problems: list[str]) -> str:

@@ -46,7 +46,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.base import EmailSender, SmsSender
 from kairos.language.catalogue import Catalogue
-from kairos.language.compiler import Project
 from kairos.language.durations import format_duration
 from kairos.language.plan import (
     ActionStep,
@@ -58,6 +57,7 @@ from kairos.language.plan import (
     SendStep,
     StepKind,
 )
+from kairos.language.project import Project
 from kairos.messages.models import SendOutcome, SendStatus
 from kairos.runtime.client import Kairos, KairosError
 from kairos.runtime.config import Settings

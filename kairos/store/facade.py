@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from kairos.language.catalogue import AttrType
-from kairos.language.compiler import Project
 from kairos.language.pinning import file_hash
 from kairos.language.plan import Channel, JourneyPlan
+from kairos.language.project import Project
 from kairos.runtime import routing
 from kairos.runtime.config import Settings
 from kairos.runtime.contract import Event, ProfileChange, RunEnd, RunProblems

@@ -175,11 +175,11 @@ def banner(settings: Settings, ports: Ports, web_url: str, schema: int) -> str:
 
 async def run_dev(settings: Settings, web: WebConfig, ports: Ports) -> int:
     from kairos import worker as worker_module
-    from kairos.language.compiler import load_project
+    from kairos.language.project import load_project
     from kairos.web.server import build_app, running
 
     try:
-        load_project(settings.home, actions=settings.actions)
+        load_project(settings.home, actions=settings.actions, cache=settings.project_cache)
     except ProjectError as err:
         print(f"kairos dev: the journeys do not compile:\n{err}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 from starlette.applications import Starlette
 
-from kairos.language.compiler import load_project
+from kairos.language.project import load_project
 from kairos.runtime.client import Kairos
 from kairos.runtime.config import Settings
 from kairos.web.app import create_app
@@ -35,7 +35,7 @@ async def build_app(settings: Settings, web: WebConfig) -> Starlette:
         StoreUnavailable: PostgreSQL cannot be reached.
         SchemaMismatch: The database needs `kairos db upgrade`.
     """
-    project = load_project(settings.home, actions=settings.actions)
+    project = load_project(settings.home, actions=settings.actions, cache=settings.project_cache)
     kairos = await Kairos.connect(settings, project=project)
     return create_app(kairos, settings, web, close_client=True)
 
