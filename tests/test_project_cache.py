@@ -37,14 +37,33 @@ steps:
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """A copy of the repository's project, with one journey that has a warning."""
-    home = tmp_path / "home"
-    for folder in ("journeys", "segments", "templates"):
+def _copy(home: Path, journeys: tuple[str, ...] | None) -> Path:
+    """The repository's segments and templates in ``home``, its catalogue and ``journeys``
+    (None: all of them), and one more journey, which has a warning."""
+    for folder in ("segments", "templates"):
         shutil.copytree(ROOT / folder, home / folder)
+    if journeys is None:
+        shutil.copytree(ROOT / "journeys", home / "journeys")
+    else:
+        (home / "journeys").mkdir()
+        for name in ("customer", *journeys):
+            shutil.copy(ROOT / "journeys" / f"{name}.yaml", home / "journeys")
     (home / "journeys" / "warned.yaml").write_text(WARNED)
     return home
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A project of the repository's catalogue, segments and templates with its welcome journey
+    and one that has a warning: what the cache does does not depend on how many journeys there
+    are, and each check of this one is a fraction of the whole project's."""
+    return _copy(tmp_path / "home", ("welcome",))
+
+
+@pytest.fixture
+def whole_home(tmp_path: Path) -> Path:
+    """A copy of the repository's whole project, with one more journey that has a warning."""
+    return _copy(tmp_path / "whole", None)
 
 
 @pytest.fixture
@@ -99,14 +118,14 @@ def assert_same(cached: Project, fresh: Project) -> None:
 
 
 def test_a_hit_after_a_miss_is_the_project_a_check_gives(
-    home: Path, cache: Path, checks: list[Path]
+    whole_home: Path, cache: Path, checks: list[Path]
 ) -> None:
-    missed = load_project(home, cache=cache)
-    hit = load_project(home, cache=cache)
+    missed = load_project(whole_home, cache=cache)
+    hit = load_project(whole_home, cache=cache)
 
     assert len(checks) == 1
     assert hit is not missed
-    fresh = load_project(home)
+    fresh = load_project(whole_home)
     assert len(checks) == 2
     assert [p.message for p in hit.warnings.problems] == [
         "step `send_email_welcome_welcome` can never run"
@@ -340,6 +359,7 @@ def _emit(cache: str, data: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # five `kairos` processes
 def test_a_command_works_with_a_corrupt_or_unwritable_cache_and_keeps_no_personal_data(
     tmp_path: Path,
 ) -> None:
