@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kairos.language import compiler
+from kairos.language import compiler, project_cache
 from kairos.language.plan import SendStep
 from kairos.language.problems import ProjectError
 from kairos.language.project import Project, load_project
@@ -240,6 +240,24 @@ def test_a_broken_template_after_a_cached_good_state_fails_as_without_a_cache(
     assert "welcome.en.subject.j2" in str(cached.value)
     assert len(checks) == 3
     assert len(list(cache.glob("*.pickle"))) == 1  # a project with errors is not kept
+
+
+def test_another_installed_library_or_version_is_another_key(tmp_path: Path) -> None:
+    # Babel's formatting reaches the warnings, YAML parsers the positions: an upgrade of any
+    # library the check uses must not reuse what an older one produced.
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "babel-2.17.0.dist-info").mkdir()
+    (site / "jinja2").mkdir()
+    before = project_cache._installed.__wrapped__(site)
+    (site / "babel-2.17.0.dist-info").rename(site / "babel-2.18.0.dist-info")
+    upgraded = project_cache._installed.__wrapped__(site)
+    (site / "css_inline-0.24.0.dist-info").mkdir()
+    added = project_cache._installed.__wrapped__(site)
+    (site / "a-module.py").write_text("")
+    assert len({before, upgraded, added}) == 3
+    assert project_cache._installed.__wrapped__(site) == added  # only distributions count
+    assert project_cache._installed.__wrapped__(tmp_path / "missing") != added
 
 
 def _folder_instead(path: Path) -> None:

@@ -8,8 +8,9 @@ everything that result depends on (:func:`project_key`): the content, path and l
 every file under ``journeys/``, ``segments/`` and ``templates/`` (so an edit, a new file or a
 deleted one is a new key), the resolved home, the actions a journey may call (the built-in ones
 and those ``KAIROS_ACTIONS`` registers, with the source of the modules it names), and the
-checking code itself: every ``kairos/**/*.py``, the Python version and the Jinja and pydantic
-versions. Modification times are not part of it: a file is what it holds.
+checking code itself: every ``kairos/**/*.py``, the Python version and the distributions
+installed beside Jinja, with their versions (Babel, pydantic, the YAML parsers, ...).
+Modification times are not part of it: a file is what it holds.
 
 Entries are pickles in the user's own cache directory (``Settings.project_cache``); a
 directory or entry that someone else could have written (not the user's, or writable by group
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import pydantic
 
 from kairos.language.actions_catalogue import ACTIONS, ActionSpec
 from kairos.language.catalogue import Catalogue
@@ -51,6 +51,8 @@ MAX_ENTRIES = 16
 _FORMAT = b"kairos-project-cache 1"
 _SUFFIX = ".pickle"
 _CODE = Path(__file__).resolve().parent.parent  # the kairos package
+# Where the libraries the check uses are installed (Jinja's site-packages).
+_SITE = Path(jinja2.__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,7 @@ def project_key(home: Path, actions: Iterable[str] = ()) -> str:
     """The SHA-256 naming the check of ``home`` with the modules ``actions`` imported."""
     digest = hashlib.sha256(_FORMAT)
     _add(digest, "python", sys.version.encode())
-    _add(digest, "jinja2", jinja2.__version__.encode())
-    _add(digest, "pydantic", pydantic.VERSION.encode())
+    _add(digest, "installed", _installed(_SITE))
     _add(digest, "code", _code_digest())
     home = Path(home).resolve()
     _add(digest, "home", os.fsencode(home))
@@ -163,6 +164,19 @@ def _add(digest: Any, label: str, value: bytes) -> None:
     """One labelled, length-prefixed field: no two different inputs give the same stream."""
     digest.update(f"{label}:{len(value)}:".encode())
     digest.update(value)
+
+
+@functools.cache
+def _installed(site: Path) -> bytes:
+    """The distributions installed in ``site`` (their ``.dist-info`` names carry their
+    versions): installing or upgrading any of them (Jinja, pydantic, Babel, css-inline, the
+    YAML parsers the check uses, or any other) gives another key. Listing a folder, not reading
+    each distribution's metadata: well under a millisecond."""
+    try:
+        names = sorted(name for name in os.listdir(site) if name.endswith(".dist-info"))
+    except OSError as err:
+        return f"unlisted: {err.errno}".encode()
+    return "\n".join(names).encode()
 
 
 @functools.cache
