@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kairos.language.compiler import check_project, load_project
+from kairos.language.compiler import check_project
 from kairos.language.plan import (
     ActionStep,
     BranchCase,
@@ -23,6 +23,7 @@ from kairos.language.plan import (
     WaitStep,
     Webhook,
 )
+from kairos.language.project import load_project
 from tests.test_language_invalid import make_project
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kairos.language.compiler import check_project, load_project
+from kairos.language.compiler import check_project
 from kairos.language.problems import ProjectError
+from kairos.language.project import load_project
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VALID = FIXTURES / "language"

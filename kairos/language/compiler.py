@@ -31,16 +31,12 @@ from kairos.language.compiler_plan import JourneyCompiler
 from kairos.language.pinning import pin, template_tree
 from kairos.language.plan import JourneyPlan
 from kairos.language.problems import Problem, Report
-from kairos.language.project import Project, load_project
+from kairos.language.project import Project
 from kairos.language.project_files import display_path, journey_files, load_document
 from kairos.language.schema_errors import validate_document
 from kairos.language.segments import SEGMENTS_DIR, Segment, load_segments, segment_files
 from kairos.messages.locales import LOCALES_FILE
 from kairos.messages.rendering import TemplateStore
-
-# Project and load_project live in kairos.language.project (loading it needs none of the
-# checking modules); they are named here too, as the compiler's results.
-__all__ = ["Project", "check_project", "compile_journey", "load_project"]
 
 
 def check_project(home: Path, paths: Sequence[Path] | None = None) -> tuple[Project | None, Report]:
